@@ -1,0 +1,1 @@
+"""Pure parsing, pricing, storage and simulation: nothing in here imports mitmproxy."""

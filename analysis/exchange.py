@@ -1,0 +1,87 @@
+"""The two values that pass between the recorder and the parsers.
+
+`Exchange` is one HTTP call as the recorder saw it (bytes in, bytes out, timings), with the
+secrets already taken out. A parser reads an `Exchange` and returns a `Parsed`: what the call
+means (model, tokens, text). Neither knows about mitmproxy, the store or prices.
+"""
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+UsageSource = Literal["provider", "estimated", "none"]
+
+
+@dataclass
+class Exchange:
+    provider: str  # "openai", "anthropic", ... (see analysis.detect)
+    endpoint: str  # "chat", "responses", "messages", "generate_content", ...
+    wire_format: str  # which parser reads it: a module name in analysis.parsers
+    method: str
+    host: str
+    path: str  # without the query string
+    query: dict[str, str] = field(default_factory=dict)
+    request_headers: dict[str, str] = field(default_factory=dict)  # lower-case names, no secrets
+    request_body: bytes = b""
+    status: int | None = None
+    response_headers: dict[str, str] = field(default_factory=dict)  # lower-case names
+    # The response body, content-decoded, as it arrived: (seconds since request start, bytes).
+    # A JSON response is usually one chunk; a stream has one per network read.
+    response_chunks: list[tuple[float, bytes]] = field(default_factory=list)
+    started_at: float = 0.0  # unix time the request started
+    duration: float | None = None  # seconds, request start to last response byte
+    outcome: str = "ok"  # set by the recorder from how the call ended (see schema)
+    error: str | None = None
+
+    @property
+    def response_body(self) -> bytes:
+        return b"".join(chunk for _, chunk in self.response_chunks)
+
+    @property
+    def is_event_stream(self) -> bool:
+        return "text/event-stream" in self.response_headers.get("content-type", "")
+
+
+@dataclass
+class Usage:
+    """Tokens in the one convention llm-shadow uses everywhere (see README, "Accounting").
+
+    input_tokens counts every input token, cached and cache-written ones included;
+    output_tokens counts every output token, reasoning included. The other fields are parts.
+    """
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    reasoning_tokens: int = 0
+    source: UsageSource = "none"
+
+
+@dataclass
+class Parsed:
+    model_requested: str | None = None
+    model: str | None = None
+    stream: bool = False
+    usage: Usage = field(default_factory=Usage)
+    provider_cost_usd: float | None = None  # cost the API itself reported (OpenRouter)
+    # Seconds since request start of the chunk carrying the first output token (streams).
+    first_token_at: float | None = None
+    # A stream reached its terminal event ([DONE], message_stop, response.completed, ...).
+    complete: bool = True
+    response_text: str = ""
+    # Request-side facts.
+    system_prompt: str = ""
+    prompt_text: str = ""  # messages as "role: text" lines
+    # The request reduced to what changes the answer (model, messages, sampling parameters);
+    # not user, stream, metadata. analysis.hashing turns it into prompt_hash.
+    canonical_request: dict | None = None
+    temperature: float | None = None
+    n: int | None = None
+    has_tools: bool = False
+    has_images: bool = False
+    service_tier: str | None = None
+    batch: bool = False
+    # Attribution the request body carries: keys "team", "feature", "user".
+    attribution: dict[str, str] = field(default_factory=dict)
+    error: str | None = None  # provider error message, for non-2xx responses

@@ -1,0 +1,90 @@
+"""The columns of the relations llm-shadow records, in one place.
+
+`REQUESTS` is the `requests` relation: one row per LLM API call. `CONTENTS` is the `contents`
+relation: what was said (kept apart so it can be turned off and purged). Every other module
+(the recorder, the store, the simulator, the reports, the README table) takes column names and
+types from here, so a column has one name everywhere.
+"""
+
+from dataclasses import dataclass
+
+import polars as pl
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    sql_type: str
+    description: str
+
+    @property
+    def polars_type(self) -> pl.DataType:
+        return _POLARS_TYPES[self.sql_type]
+
+
+_POLARS_TYPES = {
+    "VARCHAR": pl.Utf8(),
+    "BIGINT": pl.Int64(),
+    "INTEGER": pl.Int32(),
+    "DOUBLE": pl.Float64(),
+    "BOOLEAN": pl.Boolean(),
+    "TIMESTAMPTZ": pl.Datetime("us", "UTC"),
+}
+
+REQUESTS = [
+    Column("id", "VARCHAR", "Unique id of the call (time-ordered)."),
+    Column("ts", "TIMESTAMPTZ", "When the request started, UTC."),
+    Column("provider", "VARCHAR", "openai, azure, anthropic, gemini, openrouter, groq, mistral, deepseek, xai, or `openai_compatible` for an unknown host speaking an OpenAI shape."),
+    Column("endpoint", "VARCHAR", "chat, responses, completions, embeddings, messages, generate_content, batches, ..."),
+    Column("host", "VARCHAR", "Upstream host name."),
+    Column("path", "VARCHAR", "Request path, query string removed."),
+    Column("method", "VARCHAR", "HTTP method."),
+    Column("status", "INTEGER", "HTTP status from the upstream; NULL when none arrived."),
+    Column("outcome", "VARCHAR", "ok, client_error, rate_limited, server_error, timeout, upstream_cut, client_disconnected, connect_error."),
+    Column("stream", "BOOLEAN", "The response was streamed (SSE)."),
+    Column("model_requested", "VARCHAR", "Model named in the request (or the URL, or the Azure deployment)."),
+    Column("model", "VARCHAR", "Model as served, from the response; the requested one when the response does not say."),
+    Column("input_tokens", "BIGINT", "Every input token processed, cache reads and cache writes included."),
+    Column("output_tokens", "BIGINT", "Every output token, reasoning included."),
+    Column("cached_input_tokens", "BIGINT", "Part of input_tokens read from the provider's prompt cache."),
+    Column("cache_write_tokens", "BIGINT", "Part of input_tokens written to the provider's prompt cache."),
+    Column("cache_write_1h_tokens", "BIGINT", "Part of cache_write_tokens written with a 1-hour TTL (Anthropic)."),
+    Column("reasoning_tokens", "BIGINT", "Part of output_tokens spent on reasoning / thinking."),
+    Column("usage_source", "VARCHAR", "provider (reported by the API), estimated (counted by llm-shadow), none."),
+    Column("cost_usd", "DOUBLE", "Cost of the call in USD; NULL when unpriced."),
+    Column("cost_source", "VARCHAR", "computed (from the price table), provider (reported by the API), unpriced."),
+    Column("price_version", "VARCHAR", "Version of the price table the cost was computed with."),
+    Column("latency_ms", "DOUBLE", "Request start to last response byte, milliseconds."),
+    Column("ttft_ms", "DOUBLE", "Request start to the first output token (streams), milliseconds."),
+    Column("request_bytes", "BIGINT", "Request body size as sent."),
+    Column("response_bytes", "BIGINT", "Response body size as received (after content decoding)."),
+    Column("key_id", "VARCHAR", "Salted fingerprint of the API key; the key itself is never stored."),
+    Column("team", "VARCHAR", "Attribution: team (header or request body)."),
+    Column("feature", "VARCHAR", "Attribution: feature (header or request body)."),
+    Column("user", "VARCHAR", "Attribution: end user (header or request body)."),
+    Column("prompt_hash", "VARCHAR", "Hash of the canonical request: equal requests hash the same."),
+    Column("temperature", "DOUBLE", "Sampling temperature requested; NULL when unset."),
+    Column("n", "INTEGER", "Number of choices requested; NULL when unset."),
+    Column("has_tools", "BOOLEAN", "The request offered tools / functions."),
+    Column("has_images", "BOOLEAN", "The request contained images."),
+    Column("service_tier", "VARCHAR", "Service tier requested or served (default, priority, flex, ...)."),
+    Column("batch", "BOOLEAN", "The call belongs to a batch API."),
+    Column("error", "VARCHAR", "Short description of what went wrong, when something did."),
+    Column("instance", "VARCHAR", "Recorder instance that wrote the row."),
+]
+
+CONTENTS = [
+    Column("id", "VARCHAR", "Id of the call in `requests`."),
+    Column("ts", "TIMESTAMPTZ", "When the request started, UTC."),
+    Column("system_prompt", "VARCHAR", "System prompt / instructions text."),
+    Column("prompt_text", "VARCHAR", "The request's messages as plain text (role: text lines)."),
+    Column("request_json", "VARCHAR", "The request body as JSON, secrets never included."),
+    Column("response_text", "VARCHAR", "The response's output text."),
+]
+
+REQUEST_COLUMNS = [c.name for c in REQUESTS]
+CONTENT_COLUMNS = [c.name for c in CONTENTS]
+
+
+def polars_schema(columns: list[Column]) -> dict[str, pl.DataType]:
+    return {c.name: c.polars_type for c in columns}
