@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from analysis import stats as stats_queries
-from analysis.store import DEFAULT_DATA_DIR, Store, StoreError
+from analysis.store import DEFAULT_DATA_DIR, Store, StoreError, query_frame
 from reports.tables import FORMATS, print_frame
 
 app = typer.Typer(
@@ -197,7 +197,7 @@ def sql(
     store = open_store(data)
     with store.connect() as con:
         try:
-            frame = con.execute(query).pl()
+            frame = query_frame(con, query)
         except duckdb.Error as e:
             raise fail(str(e).splitlines()[0]) from e
     print_frame(frame, fmt, console)

@@ -9,6 +9,8 @@ from datetime import datetime
 import duckdb
 import polars as pl
 
+from analysis.store import query_frame
+
 GROUPINGS = {
     "model": "coalesce(model, model_requested, '(unknown)')",
     "provider": "provider",
@@ -66,7 +68,7 @@ def grouped(con: duckdb.DuckDBPyConnection, by: str, start: datetime | None = No
         GROUP BY 1
         ORDER BY {'1' if by == 'day' else 'cost_usd DESC, calls DESC'}
     """
-    return con.execute(sql, params).pl()
+    return query_frame(con, sql, params)
 
 
 def totals(con: duckdb.DuckDBPyConnection, start: datetime | None = None,
