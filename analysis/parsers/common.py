@@ -13,11 +13,13 @@ response is not estimated: the provider did not generate anything.
 """
 
 import json
+import re
 
 from analysis import tokens
 from analysis.exchange import Exchange, Parsed, Usage
 
 ERROR_TEXT_LIMIT = 500  # characters of a non-JSON error body kept as the error
+_AZURE_DEPLOYMENT = re.compile(r"/openai/deployments/([^/]+)/")
 
 
 def request_json(exchange: Exchange) -> dict:
@@ -83,6 +85,12 @@ def error_message(body: object | None) -> str | None:
         if isinstance(body.get(key), str) and body[key]:
             return body[key]
     return None
+
+
+def azure_deployment(path: str) -> str | None:
+    """The deployment named in an Azure OpenAI path (it stands for the model there)."""
+    match = _AZURE_DEPLOYMENT.search(path)
+    return match.group(1) if match else None
 
 
 def chunk_time(exchange: Exchange, chunk_index: int) -> float | None:
