@@ -32,6 +32,7 @@ def parse(exchange: Exchange) -> Parsed:
     usage = batch.get("usage")
     if isinstance(usage, dict) and any(usage.get(k) for k in ("input_tokens", "output_tokens")):
         parsed.usage = usage_from_responses(usage)
+    common.keep_parts_within_whole(parsed.usage)
     errors = batch.get("errors")
     if isinstance(errors, dict) and errors.get("data"):
         first = errors["data"][0]

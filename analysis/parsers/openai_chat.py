@@ -236,9 +236,6 @@ def usage_from_openai(usage: dict) -> Usage:
     total = common.as_int(usage.get("total_tokens"))
     if reasoning and total is not None and total == prompt + completion + reasoning:
         completion += reasoning  # reasoning reported outside completion_tokens (xAI)
-    # OpenRouter has reported the same tokens as both read from and written to the cache;
-    # the parts of input_tokens never add up to more than the whole.
-    cache_write = min(cache_write, max(prompt - cached, 0))
     return Usage(
         input_tokens=prompt,
         output_tokens=completion,
