@@ -81,6 +81,7 @@ _FALLBACK_PROVIDERS = {"azure": ("openai",)}
 # OpenRouter routing variants of a slug: same model, same price (":free" is handled apart).
 _OPENROUTER_VARIANTS = re.compile(r":(nitro|floor|beta|extended|thinking|online|exacto)$")
 _DATED = re.compile(r"^(?P<base>.+)[-@](?P<date>\d{8}|\d{4}-\d{2}-\d{2})$")
+_PREVIEW_DATED = re.compile(r"^(?P<base>.+-preview)-(?P<month>\d{2})-(?P<when>\d{2}|\d{4})$")
 
 SERVICE_ORDER = list(SERVICES)
 _SERVICE_TIERS = {"priority": "priority", "flex": "flex", "batch": "batch"}
@@ -292,10 +293,14 @@ class _NameIndex:
         newest: dict[str, tuple[str, ModelPrice]] = {}
         for name, price in self.by_name.items():
             if match := _DATED.match(name):
-                date = match["date"].replace("-", "")
-                base = match["base"]
-                if base not in newest or date > newest[base][0]:
-                    newest[base] = (date, price)
+                base, date = match["base"], match["date"].replace("-", "")
+            elif match := _PREVIEW_DATED.match(name):  # Gemini: -preview-09-2025, -preview-05-20
+                base, month, day_or_year = match["base"], match["month"], match["when"]
+                date = day_or_year + month if len(day_or_year) == 4 else "0000" + month + day_or_year
+            else:
+                continue
+            if base not in newest or date > newest[base][0]:
+                newest[base] = (date, price)
         self.newest_dated = {base: price for base, (_, price) in newest.items()}
 
     def find(self, variant: str) -> ModelPrice | None:
