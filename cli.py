@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from analysis import stats as stats_queries
-from analysis.store import DEFAULT_DATA_DIR, Store, StoreError
+from analysis.store import DEFAULT_DATA_DIR, Store, StoreError, query_frame
 from reports.tables import FORMATS, print_frame
 
 app = typer.Typer(
@@ -52,6 +52,10 @@ def check_format(fmt: str) -> str:
     return fmt
 
 
+def format_usd(amount: float) -> str:
+    return f"${amount:,.2f}" if abs(amount) >= 1 else f"${amount:.4f}"
+
+
 def parse_date(value: str | None, option: str) -> datetime | None:
     if value is None:
         return None
@@ -78,9 +82,8 @@ def mitmdump_args(
     upstream: list[str], port: int, listen_host: str, forward: bool, data: Path,
     content: bool, flush_interval: float, verbose: bool,
 ) -> list[str]:
-    """The mitmdump command line `llm-shadow proxy` runs (in-process)."""
-    recorder = Path(__file__).resolve().parent / "addons" / "recorder.py"
-    args = ["-s", str(recorder), "--listen-host", listen_host]
+    """The mitmdump command line `llm-shadow proxy` runs (in-process, recorder built in)."""
+    args = ["--listen-host", listen_host]
     if forward:
         if upstream:
             raise fail("--forward and --upstream exclude each other")
@@ -98,8 +101,9 @@ def mitmdump_args(
     args += [
         "--set", f"shadow_data={data}",
         "--set", f"shadow_content={'true' if content else 'false'}",
-        "--set", f"shadow_flush_interval={flush_interval}",
+        "--set", f"shadow_flush_ms={max(1, round(flush_interval * 1000))}",
         "--set", f"flow_detail={1 if verbose else 0}",
+        "--set", f"termlog_verbosity={'info' if verbose else 'warn'}",
     ]
     return args
 
@@ -116,12 +120,13 @@ def proxy(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print one line per call.")] = False,
 ):
     """Run the recording proxy in front of LLM providers (reverse or forward mode)."""
-    from mitmproxy.tools.main import mitmdump
+    from addons.proxy import run_proxy
 
+    if flush_interval <= 0:
+        raise fail("--flush-interval must be positive")
     open_store(data, create=True)
     args = mitmdump_args(upstream, port, listen_host, forward, data, content, flush_interval, verbose)
-    err_console.print(f"llm-shadow: recording into {data}", highlight=False)
-    mitmdump(args)
+    run_proxy(args)
 
 
 # --- import --------------------------------------------------------------------------------------
@@ -173,7 +178,7 @@ def stats(
     print_frame(frame, fmt, console, title=f"LLM calls by {by}")
     if fmt == "table":
         console.print(
-            f"{total.calls:,} calls, ${total.cost_usd:,.2f}, {total.input_tokens:,} input and "
+            f"{total.calls:,} calls, {format_usd(total.cost_usd)}, {total.input_tokens:,} input and "
             f"{total.output_tokens:,} output tokens", highlight=False,
         )
     if total.unpriced_calls:
@@ -197,7 +202,7 @@ def sql(
     store = open_store(data)
     with store.connect() as con:
         try:
-            frame = con.execute(query).pl()
+            frame = query_frame(con, query)
         except duckdb.Error as e:
             raise fail(str(e).splitlines()[0]) from e
     print_frame(frame, fmt, console)

@@ -77,8 +77,8 @@ class Recorder:
                           "Data directory llm-shadow records into (env LLM_SHADOW_DATA).")
         loader.add_option("shadow_content", bool, True,
                           "Keep request messages and response text in the contents relation.")
-        loader.add_option("shadow_flush_interval", float, 1.0,
-                          "Seconds between writes of recorded calls; a crash loses at most this much.")
+        loader.add_option("shadow_flush_ms", int, 1000,
+                          "Milliseconds between writes of recorded calls; a crash loses at most this much.")
         loader.add_option("shadow_team_header", str, "x-shadow-team", "Request header naming the team.")
         loader.add_option("shadow_feature_header", str, "x-shadow-feature", "Request header naming the feature.")
         loader.add_option("shadow_user_header", str, "x-shadow-user", "Request header naming the end user.")
@@ -90,8 +90,8 @@ class Recorder:
     def configure(self, updated):
         if not any(name.startswith("shadow_") for name in updated):
             return
-        if ctx.options.shadow_flush_interval <= 0:
-            raise exceptions.OptionsError("shadow_flush_interval must be positive")
+        if ctx.options.shadow_flush_ms <= 0:
+            raise exceptions.OptionsError("shadow_flush_ms must be positive")
         try:
             store = Store(ctx.options.shadow_data)
             salt = store.salt()
@@ -102,7 +102,7 @@ class Recorder:
         self.sink = RecordSink(
             store,
             PriceTable.load(store.data_dir),
-            flush_interval=ctx.options.shadow_flush_interval,
+            flush_interval=ctx.options.shadow_flush_ms / 1000,
             keep_content=ctx.options.shadow_content,
             spool_limit=ctx.options.shadow_spool_limit,
             queue_limit=self.queue_limit or sys.maxsize,

@@ -9,6 +9,8 @@ from datetime import datetime
 import duckdb
 import polars as pl
 
+from analysis.store import query_frame
+
 GROUPINGS = {
     "model": "coalesce(model, model_requested, '(unknown)')",
     "provider": "provider",
@@ -53,9 +55,9 @@ def grouped(con: duckdb.DuckDBPyConnection, by: str, start: datetime | None = No
     sql = f"""
         SELECT {GROUPINGS[by]} AS "{by}",
                count(*) AS calls,
-               coalesce(sum(input_tokens), 0) AS input_tokens,
-               coalesce(sum(cached_input_tokens), 0) AS cached_input_tokens,
-               coalesce(sum(output_tokens), 0) AS output_tokens,
+               CAST(coalesce(sum(input_tokens), 0) AS BIGINT) AS input_tokens,
+               CAST(coalesce(sum(cached_input_tokens), 0) AS BIGINT) AS cached_input_tokens,
+               CAST(coalesce(sum(output_tokens), 0) AS BIGINT) AS output_tokens,
                round(coalesce(sum(cost_usd), 0), 6) AS cost_usd,
                count(*) FILTER (WHERE outcome <> 'ok') AS errors,
                count(*) FILTER (WHERE usage_source = 'estimated') AS estimated,
@@ -66,19 +68,21 @@ def grouped(con: duckdb.DuckDBPyConnection, by: str, start: datetime | None = No
         GROUP BY 1
         ORDER BY {'1' if by == 'day' else 'cost_usd DESC, calls DESC'}
     """
-    return con.execute(sql, params).pl()
+    return query_frame(con, sql, params)
 
 
 def totals(con: duckdb.DuckDBPyConnection, start: datetime | None = None,
            end: datetime | None = None) -> Totals:
     where, params = _where(start, end)
-    row = con.execute(
-        f"""SELECT count(*), coalesce(sum(cost_usd), 0), coalesce(sum(input_tokens), 0),
-                   coalesce(sum(output_tokens), 0),
-                   count(*) FILTER (WHERE cost_source = 'unpriced'),
-                   count(*) FILTER (WHERE usage_source = 'estimated'),
-                   min(ts), max(ts)
+    row = query_frame(
+        con,
+        f"""SELECT count(*) AS calls, coalesce(sum(cost_usd), 0) AS cost_usd,
+                   CAST(coalesce(sum(input_tokens), 0) AS BIGINT) AS input_tokens,
+                   CAST(coalesce(sum(output_tokens), 0) AS BIGINT) AS output_tokens,
+                   count(*) FILTER (WHERE cost_source = 'unpriced') AS unpriced_calls,
+                   count(*) FILTER (WHERE usage_source = 'estimated') AS estimated_calls,
+                   min(ts) AS first_ts, max(ts) AS last_ts
             FROM requests {where}""",
         params,
-    ).fetchone()
-    return Totals(int(row[0]), float(row[1]), int(row[2]), int(row[3]), int(row[4]), int(row[5]), row[6], row[7])
+    ).row(0, named=True)
+    return Totals(**row)

@@ -206,7 +206,7 @@ class Store:
     def _frame(self, view: str, start: datetime | None, end: datetime | None) -> pl.DataFrame:
         where, params = _time_filter(start, end)
         with self.connect() as con:
-            return con.execute(f"SELECT * FROM {view} {where} ORDER BY ts, id", params).pl()
+            return query_frame(con, f"SELECT * FROM {view} {where} ORDER BY ts, id", params)
 
     # --- rewriting (purge, reprice)
 
@@ -251,6 +251,12 @@ class Store:
     def _count(self, view: str) -> int:
         with self.connect() as con:
             return con.execute(f"SELECT count(*) FROM {view}").fetchone()[0]
+
+
+def query_frame(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pl.DataFrame:
+    """Run `sql` and return its result as a polars DataFrame (empty for a statement)."""
+    relation = con.sql(sql, params=params or None)
+    return relation.pl() if relation is not None else pl.DataFrame()
 
 
 def _time_filter(start: datetime | None, end: datetime | None) -> tuple[str, list]:
