@@ -209,12 +209,20 @@ def test_responses_stream_service_tier():
 
 
 def test_responses_instructions_are_the_system_prompt():
-    exchange = cassettes.exchange(
-        "test_openai_responses/test_openai_instructions_with_responses_logprobs_stream.yaml"
-    )
+    relative = "test_openai_responses/test_openai_responses_phase_live.yaml"
+    parsed = parse(cassettes.exchange(relative, 0))
+    assert parsed.system_prompt.startswith("Briefly narrate what you are about to do")
+    assert parsed.prompt_text.startswith("user: ")
+    assert "Briefly narrate" not in parsed.prompt_text
+
+
+def test_responses_system_role_input_item_is_the_system_prompt():
+    relative = "test_anthropic/test_anthropic_model_thinking_part_from_other_model.yaml"
+    exchange = cassettes.exchange(relative, 0)
+    assert exchange.wire_format == "openai_responses"
     parsed = parse(exchange)
     assert parsed.system_prompt
-    assert parsed.system_prompt not in parsed.prompt_text
+    assert not parsed.prompt_text.startswith("system:")
 
 
 def test_deepseek_responses_cached_and_reasoning_tokens():
@@ -269,8 +277,11 @@ def test_anthropic_stream_server_tool_usage_grows():
 # --- Gemini ----------------------------------------------------------------------------------
 
 
+GOOGLE_CACHE_CASSETTE = "tests/models/google/cassettes/test_cache/test_google_model_cached_content.yaml"
+
+
 def test_gemini_cached_content_and_thoughts():
-    parsed, usage = usage_of("test_google/test_google_model_cached_content.yaml", 1)
+    parsed, usage = usage_of(GOOGLE_CACHE_CASSETTE, 1)
     # usageMetadata: promptTokenCount 3520 (cachedContentTokenCount 3512 included),
     # candidatesTokenCount 2, thoughtsTokenCount 42
     assert (usage.input_tokens, usage.cached_input_tokens) == (3520, 3512)
