@@ -500,6 +500,7 @@ def test_gemini_error_body():
     parsed = parse(exchange)
     assert parsed.error == "429: Resource exhausted."
     assert parsed.usage.source == "none"
+    assert parsed.stream is False
 
 
 def test_gemini_batch_generate_content():
@@ -509,4 +510,12 @@ def test_gemini_batch_generate_content():
                              [b'{"name": "batches/1"}'])
     parsed = parse(exchange)
     assert parsed.batch is True
+    assert parsed.usage.source == "none"
+
+
+def test_error_status_on_an_event_stream_without_an_error_event():
+    chunks = [b"data: upstream exploded\n\n", b""]
+    exchange = make_exchange("api.openai.com", "/v1/chat/completions", CHAT_REQUEST, chunks, status=500)
+    parsed = parse(exchange)
+    assert parsed.error == "data: upstream exploded"
     assert parsed.usage.source == "none"

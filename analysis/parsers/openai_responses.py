@@ -36,13 +36,13 @@ SYSTEM_ROLES = ("system", "developer")
 def parse(exchange: Exchange) -> Parsed:
     request = common.request_json(exchange)
     parsed = _parse_request(request)
-    if exchange.is_event_stream or (parsed.stream and not _looks_like_json(exchange)):
+    if common.is_stream_response(exchange, parsed.stream):
         parsed.stream = True
         reasoning = _read_stream(exchange, parsed)
     else:
         parsed.stream = False
         reasoning = _read_json(exchange, parsed)
-    common.settle_usage(parsed, exchange, reasoning)
+    common.finish(parsed, exchange, reasoning)
     return parsed
 
 
@@ -90,9 +90,6 @@ def _input_item(item: object) -> tuple[str, str]:
         return "assistant", ""  # encrypted or summarised reasoning is not prompt text
     return str(item.get("role") or "user"), common.content_text(item.get("content"))
 
-
-def _looks_like_json(exchange: Exchange) -> bool:
-    return exchange.response_body.lstrip()[:1] == b"{"
 
 
 def _read_json(exchange: Exchange, parsed: Parsed) -> str:
@@ -148,8 +145,6 @@ def usage_from_responses(usage: dict) -> Usage:
 
 
 def _read_stream(exchange: Exchange, parsed: Parsed) -> str:
-    if common.is_error_status(exchange) and not exchange.is_event_stream:
-        parsed.error = common.error_from_body(exchange, common.response_json(exchange))
     texts: dict[str, list[str]] = {}  # output item key -> pieces, in arrival order
     call_keys: set[str] = set()  # items that are tool calls: name( arguments )
     reasoning: list[str] = []
