@@ -62,7 +62,9 @@ CHAT_REQUEST = {
 }
 
 
-def chat_chunk(content: str | None = None, role: str | None = None, finish: str | None = None) -> dict:
+def chat_chunk(
+    content: str | None = None, role: str | None = None, finish: str | None = None
+) -> dict:
     delta = {}
     if role:
         delta["role"] = role
@@ -127,8 +129,12 @@ def test_stream_with_nothing_to_count_has_no_usage():
 
 def test_non_json_error_body_becomes_the_error():
     exchange = make_exchange(
-        "api.openai.com", "/v1/chat/completions", CHAT_REQUEST,
-        [b"<html><body>502 Bad Gateway</body></html>"], status=502, headers={"content-type": "text/html"},
+        "api.openai.com",
+        "/v1/chat/completions",
+        CHAT_REQUEST,
+        [b"<html><body>502 Bad Gateway</body></html>"],
+        status=502,
+        headers={"content-type": "text/html"},
     )
     parsed = parse(exchange)
     assert parsed.error == "<html><body>502 Bad Gateway</body></html>"
@@ -136,9 +142,19 @@ def test_non_json_error_body_becomes_the_error():
 
 
 def test_json_error_body_on_a_streaming_request():
-    error = {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}
+    error = {
+        "error": {
+            "message": "Rate limit reached",
+            "type": "requests",
+            "code": "rate_limit_exceeded",
+        }
+    }
     exchange = make_exchange(
-        "api.openai.com", "/v1/chat/completions", CHAT_REQUEST, [json.dumps(error).encode()], status=429
+        "api.openai.com",
+        "/v1/chat/completions",
+        CHAT_REQUEST,
+        [json.dumps(error).encode()],
+        status=429,
     )
     parsed = parse(exchange)
     assert parsed.error == "requests: Rate limit reached"
@@ -164,7 +180,9 @@ def test_azure_model_requested_from_the_deployment():
         "usage": {"prompt_tokens": 8, "completion_tokens": 1, "total_tokens": 9},
     }
     exchange = make_exchange(
-        "myres.openai.azure.com", "/openai/deployments/prod-gpt4o/chat/completions", body,
+        "myres.openai.azure.com",
+        "/openai/deployments/prod-gpt4o/chat/completions",
+        body,
         [json.dumps(response).encode()],
     )
     parsed = parse(exchange)
@@ -179,11 +197,20 @@ def test_deepseek_prompt_cache_hit_tokens():
     response = {
         "model": "deepseek-chat",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}],
-        "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120,
-                  "prompt_cache_hit_tokens": 64, "prompt_cache_miss_tokens": 36},
+        "usage": {
+            "prompt_tokens": 100,
+            "completion_tokens": 20,
+            "total_tokens": 120,
+            "prompt_cache_hit_tokens": 64,
+            "prompt_cache_miss_tokens": 36,
+        },
     }
-    exchange = make_exchange("api.deepseek.com", "/chat/completions", {"model": "deepseek-chat"},
-                             [json.dumps(response).encode()])
+    exchange = make_exchange(
+        "api.deepseek.com",
+        "/chat/completions",
+        {"model": "deepseek-chat"},
+        [json.dumps(response).encode()],
+    )
     usage = parse(exchange).usage
     assert (usage.input_tokens, usage.cached_input_tokens, usage.output_tokens) == (100, 64, 20)
 
@@ -194,12 +221,20 @@ def test_xai_reasoning_outside_completion_tokens():
     response = {
         "model": "grok-4-fast-reasoning",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}],
-        "usage": {"prompt_tokens": 351, "completion_tokens": 53, "total_tokens": 627,
-                  "prompt_tokens_details": {"cached_tokens": 148},
-                  "completion_tokens_details": {"reasoning_tokens": 223}},
+        "usage": {
+            "prompt_tokens": 351,
+            "completion_tokens": 53,
+            "total_tokens": 627,
+            "prompt_tokens_details": {"cached_tokens": 148},
+            "completion_tokens_details": {"reasoning_tokens": 223},
+        },
     }
-    exchange = make_exchange("api.x.ai", "/v1/chat/completions", {"model": "grok-4-fast-reasoning"},
-                             [json.dumps(response).encode()])
+    exchange = make_exchange(
+        "api.x.ai",
+        "/v1/chat/completions",
+        {"model": "grok-4-fast-reasoning"},
+        [json.dumps(response).encode()],
+    )
     usage = parse(exchange).usage
     assert usage.input_tokens == 351
     assert usage.cached_input_tokens == 148
@@ -220,10 +255,15 @@ def test_request_facts():
         "n": 2,
         "service_tier": "priority",
         "tools": [{"type": "function", "function": {"name": "f"}}],
-        "messages": [{"role": "user", "content": [
-            {"type": "text", "text": "What is this?"},
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
-        ]}],
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                ],
+            }
+        ],
     }
     parsed = parse(make_exchange("api.openai.com", "/v1/chat/completions", body, [b"{}"]))
     assert (parsed.temperature, parsed.n, parsed.service_tier) == (0.7, 2, "priority")
@@ -232,11 +272,17 @@ def test_request_facts():
 
 
 def test_legacy_completions():
-    response = {"model": "gpt-3.5-turbo-instruct", "choices": [{"index": 0, "text": " world"}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
-    exchange = make_exchange("api.openai.com", "/v1/completions",
-                             {"model": "gpt-3.5-turbo-instruct", "prompt": "Hello"},
-                             [json.dumps(response).encode()])
+    response = {
+        "model": "gpt-3.5-turbo-instruct",
+        "choices": [{"index": 0, "text": " world"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
+    exchange = make_exchange(
+        "api.openai.com",
+        "/v1/completions",
+        {"model": "gpt-3.5-turbo-instruct", "prompt": "Hello"},
+        [json.dumps(response).encode()],
+    )
     parsed = parse(exchange)
     assert exchange.wire_format == "openai_completions"
     assert parsed.prompt_text == "user: Hello"
@@ -246,50 +292,101 @@ def test_legacy_completions():
 
 def test_embeddings_usage_and_estimate():
     request = {"model": "text-embedding-3-small", "input": ["tiktoken is great!"]}
-    with_usage = {"object": "list", "model": "text-embedding-3-small", "data": [],
-                  "usage": {"prompt_tokens": 6, "total_tokens": 6}}
-    parsed = parse(make_exchange("api.openai.com", "/v1/embeddings", request,
-                                 [json.dumps(with_usage).encode()]))
-    assert (parsed.usage.input_tokens, parsed.usage.output_tokens, parsed.usage.source) == (6, 0, "provider")
+    with_usage = {
+        "object": "list",
+        "model": "text-embedding-3-small",
+        "data": [],
+        "usage": {"prompt_tokens": 6, "total_tokens": 6},
+    }
+    parsed = parse(
+        make_exchange(
+            "api.openai.com", "/v1/embeddings", request, [json.dumps(with_usage).encode()]
+        )
+    )
+    assert (parsed.usage.input_tokens, parsed.usage.output_tokens, parsed.usage.source) == (
+        6,
+        0,
+        "provider",
+    )
     without = parse(make_exchange("localhost", "/v1/embeddings", request, [b'{"data": []}']))
     # cl100k_base: "user: tiktoken is great!" = "user:" framing + 6 tokens
     assert without.usage.source == "estimated"
-    assert without.usage.input_tokens == count_tokens("user: tiktoken is great!", "text-embedding-3-small")
+    assert without.usage.input_tokens == count_tokens(
+        "user: tiktoken is great!", "text-embedding-3-small"
+    )
     assert without.usage.output_tokens == 0
 
 
 def test_openai_batches():
-    created = {"id": "batch_1", "object": "batch", "endpoint": "/v1/chat/completions",
-               "status": "validating", "metadata": {"team": "etl"}}
-    parsed = parse(make_exchange("api.openai.com", "/v1/batches",
-                                 {"input_file_id": "file-1", "endpoint": "/v1/chat/completions",
-                                  "completion_window": "24h", "metadata": {"team": "etl"}},
-                                 [json.dumps(created).encode()]))
+    created = {
+        "id": "batch_1",
+        "object": "batch",
+        "endpoint": "/v1/chat/completions",
+        "status": "validating",
+        "metadata": {"team": "etl"},
+    }
+    parsed = parse(
+        make_exchange(
+            "api.openai.com",
+            "/v1/batches",
+            {
+                "input_file_id": "file-1",
+                "endpoint": "/v1/chat/completions",
+                "completion_window": "24h",
+                "metadata": {"team": "etl"},
+            },
+            [json.dumps(created).encode()],
+        )
+    )
     assert parsed.batch and parsed.usage.source == "none"
     assert parsed.attribution == {"team": "etl"}
-    done = dict(created, status="completed", model="gpt-4o-mini",
-                usage={"input_tokens": 500, "output_tokens": 80,
-                       "input_tokens_details": {"cached_tokens": 100},
-                       "output_tokens_details": {"reasoning_tokens": 0}})
-    polled = parse(make_exchange("api.openai.com", "/v1/batches/batch_1", None,
-                                 [json.dumps(done).encode()], method="GET"))
+    done = dict(
+        created,
+        status="completed",
+        model="gpt-4o-mini",
+        usage={
+            "input_tokens": 500,
+            "output_tokens": 80,
+            "input_tokens_details": {"cached_tokens": 100},
+            "output_tokens_details": {"reasoning_tokens": 0},
+        },
+    )
+    polled = parse(
+        make_exchange(
+            "api.openai.com", "/v1/batches/batch_1", None, [json.dumps(done).encode()], method="GET"
+        )
+    )
     assert polled.batch and polled.model == "gpt-4o-mini"
-    assert (polled.usage.input_tokens, polled.usage.cached_input_tokens, polled.usage.output_tokens) == (500, 100, 80)
+    assert (
+        polled.usage.input_tokens,
+        polled.usage.cached_input_tokens,
+        polled.usage.output_tokens,
+    ) == (500, 100, 80)
 
 
 # --- Responses -------------------------------------------------------------------------------
 
-RESPONSES_REQUEST = {"model": "gpt-4.1", "instructions": "Be brief.", "input": "Say hi", "stream": True}
+RESPONSES_REQUEST = {
+    "model": "gpt-4.1",
+    "instructions": "Be brief.",
+    "input": "Say hi",
+    "stream": True,
+}
 
 
 def responses_events(*kinds_and_data: tuple[str, dict]) -> list[bytes]:
-    return sse(*[dict(data, type=kind) for kind, data in kinds_and_data],
-               event_names=[kind for kind, _ in kinds_and_data])
+    return sse(
+        *[dict(data, type=kind) for kind, data in kinds_and_data],
+        event_names=[kind for kind, _ in kinds_and_data],
+    )
 
 
 def test_responses_stream_cut_before_completion():
     chunks = responses_events(
-        ("response.created", {"response": {"model": "gpt-4.1-2025-04-14", "status": "in_progress"}}),
+        (
+            "response.created",
+            {"response": {"model": "gpt-4.1-2025-04-14", "status": "in_progress"}},
+        ),
         ("response.output_text.delta", {"item_id": "m1", "output_index": 0, "delta": "Hi"}),
         ("response.output_text.delta", {"item_id": "m1", "output_index": 0, "delta": " there"}),
     )
@@ -300,17 +397,25 @@ def test_responses_stream_cut_before_completion():
     assert parsed.model == "gpt-4.1-2025-04-14"
     assert parsed.usage.source == "estimated"
     # o200k_base: "Be brief." = 3, "user: Say hi" = 4 ; "Hi there" = 2
-    assert parsed.usage.input_tokens == count_tokens("Be brief.", "gpt-4.1") + count_tokens("user: Say hi", "gpt-4.1")
+    assert parsed.usage.input_tokens == count_tokens("Be brief.", "gpt-4.1") + count_tokens(
+        "user: Say hi", "gpt-4.1"
+    )
     assert parsed.usage.output_tokens == count_tokens("Hi there", "gpt-4.1")
     assert parsed.first_token_at == 1.5
 
 
 @pytest.mark.parametrize("terminal", ["response.incomplete", "response.failed"])
 def test_responses_incomplete_and_failed_end_the_stream(terminal):
-    final = {"model": "gpt-4.1", "status": terminal.split(".")[1],
-             "usage": {"input_tokens": 10, "output_tokens": 4,
-                       "input_tokens_details": {"cached_tokens": 0},
-                       "output_tokens_details": {"reasoning_tokens": 0}}}
+    final = {
+        "model": "gpt-4.1",
+        "status": terminal.split(".")[1],
+        "usage": {
+            "input_tokens": 10,
+            "output_tokens": 4,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": 0},
+        },
+    }
     if terminal == "response.failed":
         final["error"] = {"code": "server_error", "message": "The model failed."}
     chunks = responses_events(
@@ -319,7 +424,11 @@ def test_responses_incomplete_and_failed_end_the_stream(terminal):
     )
     parsed = parse(make_exchange("api.openai.com", "/v1/responses", RESPONSES_REQUEST, chunks))
     assert parsed.complete is True
-    assert (parsed.usage.input_tokens, parsed.usage.output_tokens, parsed.usage.source) == (10, 4, "provider")
+    assert (parsed.usage.input_tokens, parsed.usage.output_tokens, parsed.usage.source) == (
+        10,
+        4,
+        "provider",
+    )
     if terminal == "response.failed":
         assert parsed.error == "server_error: The model failed."
     else:
@@ -343,29 +452,53 @@ def anthropic_events(*events: dict) -> list[bytes]:
 
 
 def test_anthropic_one_hour_cache_writes():
-    response = {"type": "message", "model": "claude-sonnet-4-5-20250929",
-                "content": [{"type": "text", "text": "Bonjour"}],
-                "usage": {"input_tokens": 20, "cache_read_input_tokens": 1000,
-                          "cache_creation_input_tokens": 600,
-                          "cache_creation": {"ephemeral_5m_input_tokens": 100,
-                                             "ephemeral_1h_input_tokens": 500},
-                          "output_tokens": 5}}
+    response = {
+        "type": "message",
+        "model": "claude-sonnet-4-5-20250929",
+        "content": [{"type": "text", "text": "Bonjour"}],
+        "usage": {
+            "input_tokens": 20,
+            "cache_read_input_tokens": 1000,
+            "cache_creation_input_tokens": 600,
+            "cache_creation": {"ephemeral_5m_input_tokens": 100, "ephemeral_1h_input_tokens": 500},
+            "output_tokens": 5,
+        },
+    }
     body = dict(ANTHROPIC_REQUEST, stream=False)
-    parsed = parse(make_exchange("api.anthropic.com", "/v1/messages", body, [json.dumps(response).encode()]))
+    parsed = parse(
+        make_exchange("api.anthropic.com", "/v1/messages", body, [json.dumps(response).encode()])
+    )
     usage = parsed.usage
     assert usage.input_tokens == 20 + 1000 + 600
-    assert (usage.cached_input_tokens, usage.cache_write_tokens, usage.cache_write_1h_tokens) == (1000, 600, 500)
+    assert (usage.cached_input_tokens, usage.cache_write_tokens, usage.cache_write_1h_tokens) == (
+        1000,
+        600,
+        500,
+    )
     assert parsed.system_prompt == "You are terse."
     assert parsed.attribution == {"user": "user-7"}
 
 
 def test_anthropic_cut_stream_keeps_reported_input_and_estimates_output():
     chunks = anthropic_events(
-        {"type": "message_start", "message": {"model": "claude-sonnet-4-5-20250929", "usage": {
-            "input_tokens": 50, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0,
-            "output_tokens": 1}}},
+        {
+            "type": "message_start",
+            "message": {
+                "model": "claude-sonnet-4-5-20250929",
+                "usage": {
+                    "input_tokens": 50,
+                    "cache_read_input_tokens": 0,
+                    "cache_creation_input_tokens": 0,
+                    "output_tokens": 1,
+                },
+            },
+        },
         {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Bonjour le monde"}},
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "text_delta", "text": "Bonjour le monde"},
+        },
     )
     parsed = parse(make_exchange("api.anthropic.com", "/v1/messages", ANTHROPIC_REQUEST, chunks))
     assert parsed.complete is False
@@ -377,13 +510,29 @@ def test_anthropic_cut_stream_keeps_reported_input_and_estimates_output():
 
 def test_anthropic_stream_fields_are_revised_not_summed():
     chunks = anthropic_events(
-        {"type": "message_start", "message": {"model": "claude-x", "usage": {
-            "input_tokens": 10, "cache_read_input_tokens": 5, "cache_creation_input_tokens": 0,
-            "output_tokens": 1}}},
-        {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "hmm"}},
+        {
+            "type": "message_start",
+            "message": {
+                "model": "claude-x",
+                "usage": {
+                    "input_tokens": 10,
+                    "cache_read_input_tokens": 5,
+                    "cache_creation_input_tokens": 0,
+                    "output_tokens": 1,
+                },
+            },
+        },
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "thinking_delta", "thinking": "hmm"},
+        },
         {"type": "message_delta", "delta": {"stop_reason": None}, "usage": {"output_tokens": 7}},
-        {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
-         "usage": {"input_tokens": 12, "output_tokens": 9}},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn"},
+            "usage": {"input_tokens": 12, "output_tokens": 9},
+        },
         {"type": "message_stop"},
     )
     parsed = parse(make_exchange("api.anthropic.com", "/v1/messages", ANTHROPIC_REQUEST, chunks))
@@ -395,7 +544,10 @@ def test_anthropic_stream_fields_are_revised_not_summed():
 
 def test_anthropic_error_event_in_stream():
     chunks = anthropic_events(
-        {"type": "message_start", "message": {"model": "claude-x", "usage": {"input_tokens": 10, "output_tokens": 1}}},
+        {
+            "type": "message_start",
+            "message": {"model": "claude-x", "usage": {"input_tokens": 10, "output_tokens": 1}},
+        },
         {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
     )
     parsed = parse(make_exchange("api.anthropic.com", "/v1/messages", ANTHROPIC_REQUEST, chunks))
@@ -404,22 +556,62 @@ def test_anthropic_error_event_in_stream():
 
 
 def test_anthropic_batches():
-    create = {"requests": [{"custom_id": "a", "params": {"model": "claude-haiku-4-5", "max_tokens": 5,
-                                                         "messages": [{"role": "user", "content": "hi"}]}}]}
-    parsed = parse(make_exchange("api.anthropic.com", "/v1/messages/batches", create,
-                                 [b'{"id": "msgbatch_1", "type": "message_batch"}']))
+    create = {
+        "requests": [
+            {
+                "custom_id": "a",
+                "params": {
+                    "model": "claude-haiku-4-5",
+                    "max_tokens": 5,
+                    "messages": [{"role": "user", "content": "hi"}],
+                },
+            }
+        ]
+    }
+    parsed = parse(
+        make_exchange(
+            "api.anthropic.com",
+            "/v1/messages/batches",
+            create,
+            [b'{"id": "msgbatch_1", "type": "message_batch"}'],
+        )
+    )
     assert parsed.batch and parsed.model_requested == "claude-haiku-4-5"
     assert parsed.usage.source == "none"
     lines = [
-        {"custom_id": "a", "result": {"type": "succeeded", "message": {"model": "claude-haiku-4-5",
-            "usage": {"input_tokens": 10, "cache_read_input_tokens": 2, "output_tokens": 3}}}},
-        {"custom_id": "b", "result": {"type": "succeeded", "message": {"model": "claude-haiku-4-5",
-            "usage": {"input_tokens": 20, "output_tokens": 4}}}},
+        {
+            "custom_id": "a",
+            "result": {
+                "type": "succeeded",
+                "message": {
+                    "model": "claude-haiku-4-5",
+                    "usage": {"input_tokens": 10, "cache_read_input_tokens": 2, "output_tokens": 3},
+                },
+            },
+        },
+        {
+            "custom_id": "b",
+            "result": {
+                "type": "succeeded",
+                "message": {
+                    "model": "claude-haiku-4-5",
+                    "usage": {"input_tokens": 20, "output_tokens": 4},
+                },
+            },
+        },
         {"custom_id": "c", "result": {"type": "errored", "error": {"type": "invalid_request"}}},
     ]
     body = "\n".join(json.dumps(line) for line in lines).encode()
-    results = parse(make_exchange("api.anthropic.com", "/v1/messages/batches/msgbatch_1/results",
-                                  None, [body], method="GET", headers={"content-type": "application/binary"}))
+    results = parse(
+        make_exchange(
+            "api.anthropic.com",
+            "/v1/messages/batches/msgbatch_1/results",
+            None,
+            [body],
+            method="GET",
+            headers={"content-type": "application/binary"},
+        )
+    )
     assert results.batch
     assert (results.usage.input_tokens, results.usage.cached_input_tokens) == (10 + 2 + 20, 2)
     assert results.usage.output_tokens == 3 + 4
@@ -443,21 +635,38 @@ def gemini_chunk(parts: list[dict], usage: dict, finish: str | None = None) -> d
 
 def test_gemini_json_array_stream():
     elements = [
-        gemini_chunk([{"text": "thinking", "thought": True}], {"promptTokenCount": 8, "thoughtsTokenCount": 5}),
-        gemini_chunk([{"text": "Bonjour"}], {"promptTokenCount": 8, "candidatesTokenCount": 1, "thoughtsTokenCount": 5}),
-        gemini_chunk([{"text": " le monde"}], {"promptTokenCount": 8, "candidatesTokenCount": 3,
-                                               "thoughtsTokenCount": 5}, finish="STOP"),
+        gemini_chunk(
+            [{"text": "thinking", "thought": True}],
+            {"promptTokenCount": 8, "thoughtsTokenCount": 5},
+        ),
+        gemini_chunk(
+            [{"text": "Bonjour"}],
+            {"promptTokenCount": 8, "candidatesTokenCount": 1, "thoughtsTokenCount": 5},
+        ),
+        gemini_chunk(
+            [{"text": " le monde"}],
+            {"promptTokenCount": 8, "candidatesTokenCount": 3, "thoughtsTokenCount": 5},
+            finish="STOP",
+        ),
     ]
     body = ("[" + ",\n".join(json.dumps(e) for e in elements) + "]").encode()
     chunks = [body[i : i + 37] for i in range(0, len(body), 37)]
-    exchange = make_exchange("generativelanguage.googleapis.com",
-                             "/v1beta/models/gemini-2.5-flash:streamGenerateContent", GEMINI_REQUEST,
-                             chunks, headers=JSON)
+    exchange = make_exchange(
+        "generativelanguage.googleapis.com",
+        "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+        GEMINI_REQUEST,
+        chunks,
+        headers=JSON,
+    )
     parsed = parse(exchange)
     assert parsed.stream and parsed.complete
     assert parsed.response_text == "Bonjour le monde"
     # last usageMetadata: prompt 8, candidates 3, thoughts 5
-    assert (parsed.usage.input_tokens, parsed.usage.output_tokens, parsed.usage.reasoning_tokens) == (8, 3 + 5, 5)
+    assert (
+        parsed.usage.input_tokens,
+        parsed.usage.output_tokens,
+        parsed.usage.reasoning_tokens,
+    ) == (8, 3 + 5, 5)
     assert parsed.model_requested == "gemini-2.5-flash"
     assert parsed.system_prompt == "You are terse."
     assert (parsed.temperature, parsed.n) == (0.5, 1)
@@ -470,9 +679,13 @@ def test_gemini_json_array_stream():
 def test_gemini_cut_array_stream_is_incomplete_and_estimated():
     first = gemini_chunk([{"text": "Bonjour"}], {})
     body = ("[" + json.dumps(first) + ",\n" + json.dumps(first)[:20]).encode()
-    exchange = make_exchange("generativelanguage.googleapis.com",
-                             "/v1beta/models/gemini-2.5-flash:streamGenerateContent", GEMINI_REQUEST,
-                             [body[:30], body[30:]], headers=JSON)
+    exchange = make_exchange(
+        "generativelanguage.googleapis.com",
+        "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+        GEMINI_REQUEST,
+        [body[:30], body[30:]],
+        headers=JSON,
+    )
     parsed = parse(exchange)
     assert parsed.complete is False
     assert parsed.response_text == "Bonjour"
@@ -482,21 +695,33 @@ def test_gemini_cut_array_stream_is_incomplete_and_estimated():
 
 def test_gemini_embed_content_is_estimated():
     request = {"content": {"parts": [{"text": "tiktoken is great!"}]}}
-    exchange = make_exchange("generativelanguage.googleapis.com",
-                             "/v1beta/models/text-embedding-004:embedContent", request,
-                             [b'{"embedding": {"values": [0.1, 0.2]}}'])
+    exchange = make_exchange(
+        "generativelanguage.googleapis.com",
+        "/v1beta/models/text-embedding-004:embedContent",
+        request,
+        [b'{"embedding": {"values": [0.1, 0.2]}}'],
+    )
     parsed = parse(exchange)
     assert parsed.model == "text-embedding-004"
     assert parsed.usage.source == "estimated"
-    assert parsed.usage.input_tokens == count_tokens("user: tiktoken is great!", "text-embedding-004")
+    assert parsed.usage.input_tokens == count_tokens(
+        "user: tiktoken is great!", "text-embedding-004"
+    )
     assert parsed.usage.output_tokens == 0
 
 
 def test_gemini_error_body():
-    error = [{"error": {"code": 429, "message": "Resource exhausted.", "status": "RESOURCE_EXHAUSTED"}}]
-    exchange = make_exchange("generativelanguage.googleapis.com",
-                             "/v1beta/models/gemini-2.5-flash:streamGenerateContent", GEMINI_REQUEST,
-                             [json.dumps(error).encode()], status=429, headers=JSON)
+    error = [
+        {"error": {"code": 429, "message": "Resource exhausted.", "status": "RESOURCE_EXHAUSTED"}}
+    ]
+    exchange = make_exchange(
+        "generativelanguage.googleapis.com",
+        "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+        GEMINI_REQUEST,
+        [json.dumps(error).encode()],
+        status=429,
+        headers=JSON,
+    )
     parsed = parse(exchange)
     assert parsed.error == "429: Resource exhausted."
     assert parsed.usage.source == "none"
@@ -505,9 +730,12 @@ def test_gemini_error_body():
 
 def test_gemini_batch_generate_content():
     request = {"batch": {"displayName": "b", "inputConfig": {"fileName": "files/x"}}}
-    exchange = make_exchange("generativelanguage.googleapis.com",
-                             "/v1beta/models/gemini-2.5-flash:batchGenerateContent", request,
-                             [b'{"name": "batches/1"}'])
+    exchange = make_exchange(
+        "generativelanguage.googleapis.com",
+        "/v1beta/models/gemini-2.5-flash:batchGenerateContent",
+        request,
+        [b'{"name": "batches/1"}'],
+    )
     parsed = parse(exchange)
     assert parsed.batch is True
     assert parsed.usage.source == "none"
@@ -515,7 +743,9 @@ def test_gemini_batch_generate_content():
 
 def test_error_status_on_an_event_stream_without_an_error_event():
     chunks = [b"data: upstream exploded\n\n", b""]
-    exchange = make_exchange("api.openai.com", "/v1/chat/completions", CHAT_REQUEST, chunks, status=500)
+    exchange = make_exchange(
+        "api.openai.com", "/v1/chat/completions", CHAT_REQUEST, chunks, status=500
+    )
     parsed = parse(exchange)
     assert parsed.error == "data: upstream exploded"
     assert parsed.usage.source == "none"

@@ -63,7 +63,6 @@ def parse_request(request: dict) -> Parsed:
     return parsed
 
 
-
 def _read_json(exchange: Exchange, parsed: Parsed) -> str:
     body = common.response_json(exchange)
     if common.is_error_status(exchange):

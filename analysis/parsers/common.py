@@ -132,7 +132,7 @@ def as_str(value: object) -> str | None:
 
 
 def role_lines(pairs: list[tuple[str, str]]) -> str:
-    """"role: text" lines, one message per line group, empty texts left out."""
+    """ "role: text" lines, one message per line group, empty texts left out."""
     return "\n".join(f"{role}: {text}" for role, text in pairs if text)
 
 

@@ -66,7 +66,9 @@ def _parse_request(request: dict, model: str | None) -> Parsed:
             for r in request["requests"]
             if isinstance(r, dict)
         ]
-        contents = [c for group in contents for c in (group if isinstance(group, list) else [group])]
+        contents = [
+            c for group in contents for c in (group if isinstance(group, list) else [group])
+        ]
     contents = contents if isinstance(contents, list) else []
     parsed.prompt_text = common.role_lines(
         [
@@ -101,7 +103,9 @@ def _parts_text(parts: object, thoughts: bool = False) -> str:
             texts.append(part["text"])
         call = _get(part, "functionCall")
         if isinstance(call, dict):
-            texts.append(f"{call.get('name', '')}({json.dumps(call.get('args'), ensure_ascii=False)})")
+            texts.append(
+                f"{call.get('name', '')}({json.dumps(call.get('args'), ensure_ascii=False)})"
+            )
         result = _get(part, "functionResponse")
         if isinstance(result, dict):
             texts.append(json.dumps(result.get("response"), ensure_ascii=False))

@@ -81,7 +81,6 @@ def _message_text(message: dict) -> str:
     return "\n".join(p for p in parts if p)
 
 
-
 def _read_json(exchange: Exchange, parsed: Parsed) -> str:
     """Fill the response-side facts from a JSON body; returns the reasoning text."""
     body = common.response_json(exchange)

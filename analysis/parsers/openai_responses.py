@@ -91,7 +91,6 @@ def _input_item(item: object) -> tuple[str, str]:
     return str(item.get("role") or "user"), common.content_text(item.get("content"))
 
 
-
 def _read_json(exchange: Exchange, parsed: Parsed) -> str:
     body = common.response_json(exchange)
     if common.is_error_status(exchange):
@@ -191,4 +190,3 @@ def _item_key(data: dict) -> str:
     item = data.get("item") if isinstance(data.get("item"), dict) else {}
     key = data.get("item_id") or item.get("id")
     return str(key) if key else f"#{data.get('output_index')}"
-
