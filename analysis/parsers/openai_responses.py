@@ -168,6 +168,8 @@ def _read_stream(exchange: Exchange, parsed: Parsed) -> str:
             if item.get("type") in ("function_call", "custom_tool_call", "mcp_call"):
                 call_keys.add(_item_key(data))
                 texts.setdefault(_item_key(data), []).append(f"{item.get('name', '')}(")
+                if parsed.first_token_at is None:  # the call's name is its first output
+                    parsed.first_token_at = common.chunk_time(exchange, event.chunk_index)
         elif kind in OUTPUT_DELTAS and isinstance(data.get("delta"), str) and data["delta"]:
             if OUTPUT_DELTAS[kind]:
                 reasoning.append(data["delta"])
