@@ -227,6 +227,141 @@ def purge(
     console.print(message + ".", highlight=False)
 
 
+# --- prices commands -----------------------------------------------------------------------------
+
+prices_app = typer.Typer(help="The price table: show a model's prices, import prices, list unpriced models.",
+                         no_args_is_help=True)
+app.add_typer(prices_app, name="prices")
+
+PRICE_KINDS = ("input", "cached_input", "cache_write", "cache_write_1h", "output", "reasoning_output")
+PRICE_HEADERS = ("input", "cached input", "cache write 5m", "cache write 1h", "output", "reasoning")
+
+
+def load_prices(data: Path):
+    from analysis.pricing import PriceFileError, PriceTable
+
+    try:
+        return PriceTable.load(data)
+    except PriceFileError as e:
+        raise fail(str(e)) from e
+
+
+@prices_app.command("show")
+def prices_show(
+    model: Annotated[str, typer.Argument(help="Model name as you write it (gpt-4o, anthropic/claude-sonnet-4.5, ...).")],
+    provider: Annotated[str | None, typer.Option(help="Provider selling it: openai, azure, anthropic, gemini, openrouter, ...")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="Output format: table or json.")] = "table",
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+):
+    """Show the price llm-shadow uses for a model, per 1M tokens."""
+    import json
+
+    from rich.table import Table
+
+    from analysis.pricing import rate_rows
+
+    if fmt not in ("table", "json"):
+        raise fail(f"unknown format {fmt!r}; choose table or json")
+    table = load_prices(data)
+    price = table.resolve(model, provider)
+    if price is None:
+        where = f" at provider {provider}" if provider else ""
+        raise fail(f"no price for {model!r}{where} in price table {table.version} "
+                   "(add one with: llm-shadow prices import FILE)")
+    rows = rate_rows(price)
+    if fmt == "json":
+        console.print_json(json.dumps({
+            "model": model, "provider": provider, "resolved": price.label, "source": price.source,
+            "mode": price.mode, "price_version": table.version,
+            "usd_per_million_tokens": {r["rates"]: {k: r[k] for k in PRICE_KINDS} for r in rows},
+            "derived": {r["rates"]: r["derived"] for r in rows},
+        }))
+        return
+    out = Table(title=f"{model} -> {price.label}  (USD per 1M tokens)")
+    out.add_column("rates", no_wrap=True)
+    for header in PRICE_HEADERS:
+        out.add_column(header, justify="right")
+    for r in rows:
+        out.add_row(r["rates"], *(f"{r[k]:g}" + (" *" if k in r["derived"] else "") for k in PRICE_KINDS))
+    console.print(out)
+    console.print(f"from {price.source}; price version {table.version}; mode {price.mode}", highlight=False)
+    console.print("* not given by the table: derived as docs/pricing.md says "
+                  "(cached -> input, cache write -> 1.25x/2x input for Claude, else input, "
+                  "reasoning -> output, other services and tiers -> standard).", highlight=False)
+
+
+@prices_app.command("import")
+def prices_import(
+    file: Annotated[Path, typer.Argument(help="A LiteLLM price map (JSON) or an override file (TOML or JSON).")],
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+):
+    """Import prices: a LiteLLM map replaces the bundled one; an override file sets your own."""
+    from analysis.price_overrides import import_price_file
+    from analysis.pricing import PriceFileError
+
+    try:
+        result = import_price_file(file, data)
+    except PriceFileError as e:
+        raise fail(str(e)) from e
+    what = "LiteLLM price map" if result.kind == "litellm" else "overrides"
+    console.print(f"Imported {what} ({result.models:,} models) from {file}; price version is now "
+                  f"{result.version}.", highlight=False)
+    console.print("Stored calls keep the prices they were recorded with: run `llm-shadow reprice` "
+                  "to recompute them.", highlight=False)
+
+
+@prices_app.command("reset")
+def prices_reset(data: DataDir = Path(DEFAULT_DATA_DIR)):
+    """Forget imported prices and go back to the bundled snapshot."""
+    from analysis.price_overrides import reset_prices
+
+    removed = reset_prices(data)
+    version = load_prices(data).version
+    if removed:
+        console.print(f"Removed {', '.join(p.name for p in removed)}; price version is now {version}.",
+                      highlight=False)
+    else:
+        console.print(f"No imported prices; price version is {version}.", highlight=False)
+
+
+@prices_app.command("missing")
+def prices_missing(
+    fmt: Format = "table",
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+):
+    """List recorded models that have no price (cost_source 'unpriced'), with call counts."""
+    from analysis.unpriced import unpriced_models
+
+    check_format(fmt)
+    table = load_prices(data)
+    store = open_store(data)
+    with store.connect() as con:
+        frame = unpriced_models(con, table)
+    if frame.height == 0 and fmt == "table":
+        console.print("Every recorded call with token counts has a price.", highlight=False)
+        return
+    print_frame(frame, fmt, console, title="Unpriced models")
+    if fmt == "table" and frame["priced_now"].is_not_null().any():
+        console.print("Models with a `priced_now` are priced by the current table: run "
+                      "`llm-shadow reprice` to fill in their stored costs.", highlight=False)
+
+
+@app.command()
+def reprice(data: DataDir = Path(DEFAULT_DATA_DIR)):
+    """Recompute the cost of every stored call with the current price table."""
+    from analysis.reprice import reprice_store
+
+    table = load_prices(data)
+    store = open_store(data)
+    summary = reprice_store(store, table)
+    by_source = ", ".join(f"{n:,} {s}" for s, n in sorted(summary.sources.items()))
+    console.print(f"Repriced {summary.rows:,} calls with price version {table.version}: "
+                  f"{summary.changed:,} changed ({by_source or 'none stored'}).", highlight=False)
+
+
+# --- end of prices commands ----------------------------------------------------------------------
+
+
 def main() -> None:  # pragma: no cover
     try:
         app()

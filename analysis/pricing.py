@@ -18,12 +18,13 @@ call. `cost` applies it to a `Usage`:
 
 with the rate set chosen by service (batch / priority / flex / standard) and by prompt size
 (the `above_<N>k` tier whose threshold the prompt's input_tokens exceed). A rate the table
-does not give falls back as docs/pricing.md lists (cache read -> input; cache write ->
-1.25 x input for Claude, else input; 1-hour write -> 2 x input for Claude, else the 5-minute
-write; reasoning -> output; a service or tier without its own rate -> the standard one).
+does not give falls back as `ModelPrice.effective_rates` and docs/pricing.md say (another
+service or tier's rate first, then cache read -> input, reasoning -> output, cache write ->
+input; Claude's cache writes -> 1.25x / 2x the input rate the call pays).
 A cost the provider reported itself (OpenRouter's usage.cost) wins over the table. A model
 the table does not know is never $0: its cost is None with cost_source "unpriced", and a
-warning is logged once per model.
+warning is logged once per model. A call without any token count has cost None and
+cost_source "none" (nothing known to be billed).
 """
 
 import functools
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.exchange import Usage
-from analysis.litellm_prices import KINDS, parse_rate_set_key
+from analysis.litellm_prices import KINDS, SERVICES, parse_rate_set_key, rate_set_key
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,9 @@ _FALLBACK_PROVIDERS = {"azure": ("openai",)}
 # OpenRouter routing variants of a slug: same model, same price (":free" is handled apart).
 _OPENROUTER_VARIANTS = re.compile(r":(nitro|floor|beta|extended|thinking|online|exacto)$")
 _DATED = re.compile(r"^(?P<base>.+)[-@](?P<date>\d{8}|\d{4}-\d{2}-\d{2})$")
+_PREVIEW_DATED = re.compile(r"^(?P<base>.+-preview)-(?P<month>\d{2})-(?P<when>\d{2}|\d{4})$")
 
+SERVICE_ORDER = list(SERVICES)
 _SERVICE_TIERS = {"priority": "priority", "flex": "flex", "batch": "batch"}
 
 
@@ -91,7 +94,7 @@ class PriceFileError(ValueError):
 @dataclass(frozen=True)
 class Cost:
     cost_usd: float | None
-    cost_source: str  # "computed" | "provider" | "unpriced"
+    cost_source: str  # "computed" | "provider" | "unpriced" | "none" (no token counts)
     price_version: str
     priced_as: str | None = None  # "<provider>/<model>" of the price used, when one was
 
@@ -123,26 +126,68 @@ class ModelPrice:
         return tier
 
     def effective_rates(self, service: str = "standard", input_tokens: int = 0) -> dict[str, float]:
-        """Every kind's rate for this service and prompt size, fallbacks applied."""
+        """Every kind's rate for this service and prompt size, fallbacks applied.
+
+        A kind the call's own rate set lacks is taken from the next set of the chain
+        (service at this tier, standard at this tier, service base, standard base), then
+        derived: cache read -> input, reasoning -> output, cache write -> input (1-hour
+        write -> the 5-minute one). Claude's cache writes are the exception: Anthropic
+        publishes them as multiples of the input price the call pays (1.25x for 5 minutes,
+        2x for 1 hour, batch discount included), so a write rate missing from the call's
+        own rate set is that multiple of its input rate.
+        """
         tier = self.tier_for(input_tokens)
-        chain = [(service, tier), ("standard", tier), (service, 0), ("standard", 0)]
-        found: dict[str, float] = {}
-        for kind in KINDS:
+        chain = list(dict.fromkeys([(service, tier), ("standard", tier), (service, 0), ("standard", 0)]))
+
+        def from_chain(kind: str) -> float | None:
             for key in chain:
                 value = self.rates.get(key, {}).get(kind)
                 if value is not None:
-                    found[kind] = value
-                    break
-        input_rate = found["input"]
-        claude = self.provider == "anthropic" or self.name.startswith("claude")
-        found.setdefault("output", 0.0)  # embeddings: no output tokens, no output price
-        found.setdefault("cached_input", input_rate)
-        found.setdefault("cache_write", input_rate * ANTHROPIC_CACHE_WRITE_5M if claude else input_rate)
-        found.setdefault(
-            "cache_write_1h", input_rate * ANTHROPIC_CACHE_WRITE_1H if claude else found["cache_write"]
-        )
-        found.setdefault("reasoning_output", found["output"])
-        return found
+                    return value
+            return None
+
+        input_rate = from_chain("input")
+        if input_rate is None:  # validated away when tables load; kept for hand-built prices
+            raise ValueError(f"{self.label} has no input price")
+        output_rate = from_chain("output")
+        output_rate = 0.0 if output_rate is None else output_rate  # embeddings: no output
+        cached = from_chain("cached_input")
+        reasoning = from_chain("reasoning_output")
+        if self.provider == "anthropic" or self.name.startswith("claude"):
+            own = self.rates.get(next((k for k in chain if k in self.rates), ("standard", 0)), {})
+            write = own.get("cache_write", input_rate * ANTHROPIC_CACHE_WRITE_5M)
+            write_1h = own.get("cache_write_1h", input_rate * ANTHROPIC_CACHE_WRITE_1H)
+        else:
+            write = from_chain("cache_write")
+            write = input_rate if write is None else write
+            write_1h = from_chain("cache_write_1h")
+            write_1h = write if write_1h is None else write_1h
+        return {
+            "input": input_rate,
+            "cached_input": input_rate if cached is None else cached,
+            "cache_write": write,
+            "cache_write_1h": write_1h,
+            "output": output_rate,
+            "reasoning_output": output_rate if reasoning is None else reasoning,
+        }
+
+
+def rate_rows(price: ModelPrice) -> list[dict[str, Any]]:
+    """One row per rate set the model has (standard first): every kind's effective rate in
+    USD per million tokens, and `derived`, the kinds the table does not give for that set."""
+    keys = sorted(price.rates, key=lambda k: (k[1], SERVICE_ORDER.index(k[0])))
+    if ("standard", 0) not in keys:
+        keys.insert(0, ("standard", 0))
+    rows = []
+    for service, above in keys:
+        rates = price.effective_rates(service, above + 1 if above else 0)
+        given = price.rates.get((service, above), {})
+        rows.append({
+            "rates": rate_set_key(service, above),
+            **rates,
+            "derived": [kind for kind in KINDS if kind not in given],
+        })
+    return rows
 
 
 def service_of(service_tier: str | None, batch: bool) -> str:
@@ -248,10 +293,14 @@ class _NameIndex:
         newest: dict[str, tuple[str, ModelPrice]] = {}
         for name, price in self.by_name.items():
             if match := _DATED.match(name):
-                date = match["date"].replace("-", "")
-                base = match["base"]
-                if base not in newest or date > newest[base][0]:
-                    newest[base] = (date, price)
+                base, date = match["base"], match["date"].replace("-", "")
+            elif match := _PREVIEW_DATED.match(name):  # Gemini: -preview-09-2025, -preview-05-20
+                base, month, day_or_year = match["base"], match["month"], match["when"]
+                date = day_or_year + month if len(day_or_year) == 4 else "0000" + month + day_or_year
+            else:
+                continue
+            if base not in newest or date > newest[base][0]:
+                newest[base] = (date, price)
         self.newest_dated = {base: price for base, (_, price) in newest.items()}
 
     def find(self, variant: str) -> ModelPrice | None:
@@ -388,13 +437,15 @@ class PriceTable:
         """The call's cost: the provider's own figure if it gave one, else the table's price
         of `model` (or of `model_requested` when `model` is unknown), else unpriced.
 
-        A call with neither input nor output token counts is unpriced: there is nothing to
-        apply a price to, and $0 would be a claim the data cannot back.
+        A call with neither input nor output token counts (an error before any output, a body
+        we could not read) gets cost None and cost_source "none": nothing is known to have
+        been billed, and that is not the same as a model without a price. One count missing
+        and the other present counts the missing one as 0.
         """
         if provider_cost_usd is not None:
             return Cost(float(provider_cost_usd), "provider", self.version)
         if usage.input_tokens is None and usage.output_tokens is None:
-            return Cost(None, "unpriced", self.version)
+            return Cost(None, "none", self.version)
         price = self.resolve(model, provider)
         if price is None and model_requested and model_requested != model:
             price = self.resolve(model_requested, provider)
