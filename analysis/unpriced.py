@@ -10,6 +10,7 @@ import duckdb
 import polars as pl
 
 from analysis.pricing import PriceTable
+from analysis.store import query_frame
 
 _UNPRICED_SQL = """
     SELECT provider,
@@ -30,7 +31,7 @@ _UNPRICED_SQL = """
 def unpriced_models(con: duckdb.DuckDBPyConnection, table: PriceTable) -> pl.DataFrame:
     """One row per (provider, model, model_requested) of unpriced calls, with `priced_now`:
     the price the current table would use (provider/model), or None."""
-    frame = con.execute(_UNPRICED_SQL).pl()
+    frame = query_frame(con, _UNPRICED_SQL)
     priced_now = []
     for provider, model, requested in frame.select("provider", "model", "model_requested").iter_rows():
         price = table.resolve(model, provider) or table.resolve(requested, provider)
