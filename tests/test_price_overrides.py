@@ -196,3 +196,17 @@ def test_corrupt_stored_file_is_an_error_not_silently_bundled(data_dir):
     (data_dir / "prices" / "overrides.json").write_text("{not json")
     with pytest.raises(PriceFileError, match="overrides.json"):
         PriceTable.load(data_dir)
+
+
+def test_the_documented_override_example_imports(tmp_path, data_dir):
+    docs = Path(__file__).resolve().parents[1] / "docs" / "pricing.md"
+    example = docs.read_text().split("```toml\n", 1)[1].split("```", 1)[0]
+    result = import_price_file(write(tmp_path / "example.toml", example), data_dir)
+    assert result.models == 4
+    table = PriceTable.load(data_dir)
+    assert table.resolve("eu-mini", "azure").label == "azure/eu/gpt-4o-mini"
+    embed = table.cost(provider="openai", model="acme-embed", usage=Usage(input_tokens=1_000_000, output_tokens=0))
+    assert embed.cost_usd == pytest.approx(0.01)
+    long_prompt = table.cost(provider=None, model="acme-support-finetune",
+                             usage=Usage(input_tokens=300_000, output_tokens=1_000))
+    assert long_prompt.cost_usd == pytest.approx((300_000 * 1.0 + 1_000 * 3.0) / 1e6)
