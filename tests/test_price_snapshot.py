@@ -74,3 +74,10 @@ def test_gemini_api_entry_wins_over_vertex():
     assert models["gemini"]["gemini-x"]["from"] == "gemini/gemini-x"
     assert models["gemini"]["gemini-y"]["from"] == "gemini-y"
     assert set(models) == {"gemini"}
+
+
+def test_zero_cache_write_price_is_dropped():
+    # DeepSeek bills cache-miss tokens at the input price; LiteLLM's 0 would make them free.
+    entry = {"input_cost_per_token": 2.8e-07, "output_cost_per_token": 4.2e-07,
+             "cache_read_input_token_cost": 2.8e-08, "cache_creation_input_token_cost": 0.0}
+    assert rates_of_entry(entry) == {"standard": {"input": 0.28, "output": 0.42, "cached_input": 0.028}}
