@@ -9,15 +9,18 @@ without include_usage) or whose stream was cut short (complete=False) gets usage
 analysis.tokens from the request text and the text that passed, with source="estimated".
 Figures the provider did report in a cut stream (Anthropic's message_start input tokens) are
 kept, and the output becomes the larger of the reported and the counted value. An error
-response is not estimated: the provider did not generate anything.
+response is not estimated (nothing was generated), but a 2xx stream that broke off with an
+error event is: its input was read and some output may have passed.
 """
 
 import json
+import re
 
 from analysis import tokens
 from analysis.exchange import Exchange, Parsed, Usage
 
 ERROR_TEXT_LIMIT = 500  # characters of a non-JSON error body kept as the error
+_AZURE_DEPLOYMENT = re.compile(r"/openai/deployments/([^/]+)/")
 
 
 def request_json(exchange: Exchange) -> dict:
@@ -85,6 +88,12 @@ def error_message(body: object | None) -> str | None:
     return None
 
 
+def azure_deployment(path: str) -> str | None:
+    """The deployment named in an Azure OpenAI path (it stands for the model there)."""
+    match = _AZURE_DEPLOYMENT.search(path)
+    return match.group(1) if match else None
+
+
 def chunk_time(exchange: Exchange, chunk_index: int) -> float | None:
     if 0 <= chunk_index < len(exchange.response_chunks):
         return exchange.response_chunks[chunk_index][0]
@@ -129,17 +138,35 @@ def attribution_from(user: object, metadata: object) -> dict[str, str]:
     return attribution
 
 
+def keep_parts_within_whole(usage: Usage) -> None:
+    """Clamp reported parts so they never exceed their whole.
+
+    Providers occasionally report parts larger than the total (OpenRouter has reported the same
+    tokens as both read from and written to the cache, and more reasoning than completion
+    tokens); cost arithmetic needs cached + cache_write <= input, 1h <= cache_write and
+    reasoning <= output.
+    """
+    if usage.input_tokens is not None:
+        usage.cached_input_tokens = min(usage.cached_input_tokens, usage.input_tokens)
+        room = usage.input_tokens - usage.cached_input_tokens
+        usage.cache_write_tokens = min(usage.cache_write_tokens, room)
+    usage.cache_write_1h_tokens = min(usage.cache_write_1h_tokens, usage.cache_write_tokens)
+    if usage.output_tokens is not None:
+        usage.reasoning_tokens = min(usage.reasoning_tokens, usage.output_tokens)
+
+
 def settle_usage(parsed: Parsed, exchange: Exchange, extra_output_text: str = "") -> None:
     """Fill parsed.usage with our own counts when the provider's is missing or partial.
 
     `extra_output_text` is output text that is not part of response_text (reasoning text);
     it counts as output and as reasoning tokens.
     """
+    keep_parts_within_whole(parsed.usage)
     usage = parsed.usage
     if usage.source == "provider" and parsed.complete:
         return
-    if not is_success_status(exchange) or parsed.error:
-        return
+    if not is_success_status(exchange) or (parsed.error and parsed.complete):
+        return  # nothing was generated (a stream that failed midway still counts)
     model = parsed.model or parsed.model_requested
     input_estimate = tokens.estimate_input_tokens(parsed, model)
     reasoning_estimate = tokens.estimate_output_tokens(extra_output_text, model)

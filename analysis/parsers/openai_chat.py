@@ -14,20 +14,23 @@ stands for the requested model when the body names none.
 """
 
 import json
-import re
 
 from analysis.exchange import Exchange, Parsed, Usage
 from analysis.hashing import canonical_request
 from analysis.parsers import common
 from analysis.parsers.sse import decode_sse
 
-_AZURE_DEPLOYMENT = re.compile(r"/openai/deployments/([^/]+)/")
 SYSTEM_ROLES = ("system", "developer")
 
 
 def parse(exchange: Exchange) -> Parsed:
-    request = common.request_json(exchange)
-    parsed = parse_request(request, exchange)
+    parsed = parse_request(common.request_json(exchange), exchange)
+    read_response(exchange, parsed)
+    return parsed
+
+
+def read_response(exchange: Exchange, parsed: Parsed) -> None:
+    """Fill the response-side facts (JSON or SSE) and settle the usage."""
     if exchange.is_event_stream or (parsed.stream and not _looks_like_json(exchange)):
         parsed.stream = True
         reasoning = _read_stream(exchange, parsed)
@@ -35,7 +38,6 @@ def parse(exchange: Exchange) -> Parsed:
         parsed.stream = False  # e.g. an error answered in JSON to a streaming request
         reasoning = _read_json(exchange, parsed)
     common.settle_usage(parsed, exchange, reasoning)
-    return parsed
 
 
 def parse_request(request: dict, exchange: Exchange) -> Parsed:
@@ -43,8 +45,7 @@ def parse_request(request: dict, exchange: Exchange) -> Parsed:
     parsed = Parsed()
     model = common.as_str(request.get("model"))
     if model is None:
-        match = _AZURE_DEPLOYMENT.search(exchange.path)
-        model = match.group(1) if match else None
+        model = common.azure_deployment(exchange.path)
     parsed.model_requested = model
     parsed.stream = request.get("stream") is True
     messages = request.get("messages") if isinstance(request.get("messages"), list) else []
@@ -235,9 +236,6 @@ def usage_from_openai(usage: dict) -> Usage:
     total = common.as_int(usage.get("total_tokens"))
     if reasoning and total is not None and total == prompt + completion + reasoning:
         completion += reasoning  # reasoning reported outside completion_tokens (xAI)
-    # OpenRouter has reported the same tokens as both read from and written to the cache;
-    # the parts of input_tokens never add up to more than the whole.
-    cache_write = min(cache_write, max(prompt - cached, 0))
     return Usage(
         input_tokens=prompt,
         output_tokens=completion,
