@@ -30,7 +30,7 @@ from mitmproxy import ctx, exceptions, http
 from analysis.accounting import CallContext
 from analysis.detect import Target, detect
 from analysis.exchange import Exchange
-from analysis.pricing import PriceTable
+from analysis.pricing import PriceFileError, PriceTable
 from analysis.sink import Problems, RecordSink
 from analysis.store import DEFAULT_DATA_DIR, Store, StoreError, new_id
 
@@ -89,20 +89,34 @@ class Recorder:
                           "Bytes of a response body kept for parsing; the rest passes unrecorded.")
 
     def configure(self, updated):
-        if not any(name.startswith("shadow_") for name in updated):
-            return
+        # The first configure comes before the command line's options are applied: the store is
+        # opened once the proxy runs (`running`), and again when an option changes after that.
+        if self.sink is not None and any(name.startswith("shadow_") for name in updated):
+            self.start()
+
+    def running(self):
+        if self.sink is None:
+            try:
+                self.start()
+            except exceptions.OptionsError as e:
+                log.error(str(e))
+                ctx.master.shutdown()
+
+    def start(self):
+        """Open the data directory and start recording; OptionsError when that cannot be done."""
         if ctx.options.shadow_flush_ms <= 0:
             raise exceptions.OptionsError("shadow_flush_ms must be positive")
         try:
             store = Store(ctx.options.shadow_data)
             salt = store.salt()
-        except (StoreError, OSError) as e:
+            prices = PriceTable.load(store.data_dir)
+        except (StoreError, PriceFileError, OSError) as e:
             raise exceptions.OptionsError(f"llm-shadow: {e}") from e
         self._close_sink()
         self._salt = salt
         self.sink = RecordSink(
             store,
-            PriceTable.load(store.data_dir),
+            prices,
             flush_interval=ctx.options.shadow_flush_ms / 1000,
             keep_content=ctx.options.shadow_content,
             spool_limit=ctx.options.shadow_spool_limit,
