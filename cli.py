@@ -373,6 +373,99 @@ def reprice(data: DataDir = Path(DEFAULT_DATA_DIR)):
 # --- end of prices commands ----------------------------------------------------------------------
 
 
+# --- report and demo commands --------------------------------------------------------------------
+
+REPORT_FORMATS = ("html", "md")
+SAMPLE_TRAFFIC = Path(__file__).resolve().parent / "sample_traffic"
+
+
+def gather_report(data: Path, since: datetime | None, until: datetime | None, simulation: dict | None) -> dict:
+    from reports.data import EmptyReport, gather
+
+    store = open_store(data)
+    with store.connect() as con:
+        try:
+            return gather(con, since, until, simulation)
+        except EmptyReport as e:
+            raise fail(f"{e} in {data}") from e
+
+
+def write_report(report: dict, out: Path, fmt: str) -> Path:
+    from reports.html import render_html
+    from reports.markdown import render_markdown
+
+    text = render_html(report) if fmt == "html" else render_markdown(report)
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise fail(f"cannot write {out}: {e.strerror or e}") from e
+    return out
+
+
+@app.command()
+def report(
+    policy: Annotated[Path | None, typer.Option(help="Policy file to simulate (TOML); the report shows what it would have saved.")] = None,
+    out: Annotated[Path | None, typer.Option(help="File to write [default: report.html; Markdown goes to stdout].")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="html (one offline file with charts) or md (Markdown for a ticket).")] = "html",
+    start: Annotated[str | None, typer.Option("--from", help="First day (UTC), YYYY-MM-DD.")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Day after the last (UTC), YYYY-MM-DD.")] = None,
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+):
+    """Write the spend report: spend, latency, errors, data quality and, with --policy, savings."""
+    if fmt not in REPORT_FORMATS:
+        raise fail(f"unknown format {fmt!r}; choose one of {', '.join(REPORT_FORMATS)}")
+    since, until = parse_date(start, "--from"), parse_date(end, "--to")
+    if policy is not None and not policy.is_file():
+        raise fail(f"--policy {policy}: no such file")
+    simulation = None
+    figures = gather_report(data, since, until, simulation)
+    if fmt == "md" and out is None:
+        from reports.markdown import render_markdown
+
+        print(render_markdown(figures), end="")
+        return
+    path = write_report(figures, out or Path("report.html"), fmt)
+    console.print(f"Wrote {path}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Demo directory: its data/ is recorded afresh on every run.")] = Path("shadow-demo"),
+):
+    """The whole job on the bundled sample month: record it, simulate the example policy, report."""
+    from addons.importer import ImportFailed, count_flows, import_files
+    from reports.demo import DemoDirError, headline_figures, prepare_demo_dir
+
+    flows = sorted(SAMPLE_TRAFFIC.glob("*.flows"))
+    if not flows:
+        raise fail(f"no sample traffic (*.flows) in {SAMPLE_TRAFFIC}")
+    try:
+        total = sum(count_flows(f) for f in flows)
+        data = prepare_demo_dir(out)
+    except (ImportFailed, DemoDirError) as e:
+        raise fail(str(e)) from e
+    except OSError as e:
+        raise fail(f"cannot prepare {out}: {e}") from e
+    open_store(data, create=True)
+    with Progress(TextColumn("recording the sample traffic"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=err_console, transient=True) as progress:
+        task = progress.add_task("flows", total=total)
+        recorder = import_files(flows, data, keep_content=True, on_flow=lambda: progress.advance(task))
+    names = ", ".join(str(f.relative_to(SAMPLE_TRAFFIC.parent)) for f in flows)
+    console.print(f"Recorded {recorder.recorded:,} LLM calls from {names} through the recorder into {data}.",
+                  highlight=False, soft_wrap=True)
+    simulation = None
+    figures = gather_report(data, None, None, simulation)
+    path = write_report(figures, out / "report.html", "html")
+    console.print(f"\nReport: [bold]{path.resolve()}[/]", highlight=False, soft_wrap=True)
+    for label, value in headline_figures(figures):
+        console.print(f"  {label + ':':<17} {value}", highlight=False, soft_wrap=True)
+    console.print(f"\nExplore further: llm-shadow stats --data {data}", highlight=False, soft_wrap=True)
+
+
+# --- end of report and demo commands -------------------------------------------------------------
+
+
 def main() -> None:  # pragma: no cover
     try:
         app()
