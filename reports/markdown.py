@@ -1,6 +1,7 @@
 """The report as Markdown, for pasting into a ticket or a chat: the same figures as the HTML
 report (from the same `reports.data` dict), as tables, without charts."""
 
+import re
 from pathlib import Path
 
 import jinja2
@@ -28,7 +29,8 @@ def _environment() -> jinja2.Environment:
 
 
 def render_markdown(report: dict) -> str:
-    return _environment().get_template("report.md.j2").render(report=report)
+    text = _environment().get_template("report.md.j2").render(report=report)
+    return re.sub(r"\n{3,}", "\n\n", text)  # blank lines left by template blocks
 
 
 def write_markdown(report: dict, path: Path) -> Path:
