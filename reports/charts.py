@@ -7,6 +7,8 @@ HTML renderer embeds plotly.js once and draws them in the browser.
 
 import plotly.graph_objects as go
 
+from reports.data import OTHER
+
 PALETTE = ["#2563eb", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#06b6d4", "#ec4899", "#84cc16",
            "#94a3b8"]
 OUTCOME_COLOURS = {"rate_limited": "#f59e0b", "server_error": "#ef4444", "client_error": "#8b5cf6",
@@ -35,7 +37,7 @@ def over_time(report: dict, metric: str) -> go.Figure:
     visibility = []
     for by, series in breakdowns.items():
         for i, s in enumerate(series):
-            colour = PALETTE[-1] if s["name"] == "other" else PALETTE[i % (len(PALETTE) - 1)]
+            colour = PALETTE[-1] if s["name"] == OTHER else PALETTE[i % (len(PALETTE) - 1)]
             fig.add_bar(
                 x=days, y=s[metric], name=s["name"], marker_color=colour, visible=by == "model",
                 hovertemplate=("%{x}<br>" + s["name"] + ": "

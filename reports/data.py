@@ -17,7 +17,7 @@ from reports import queries
 
 BREAKDOWNS = ("model", "team", "feature")  # the dimensions spend over time is split by
 TOP_GROUPS = 7  # series drawn per breakdown; the rest is summed as "other"
-OTHER = "other"
+OTHER = "(other)"
 
 
 class EmptyReport(Exception):
