@@ -93,6 +93,29 @@ class CompiledMatch:
             return False
         return True
 
+    def explain(self, record: Record) -> list[tuple[str, bool]]:
+        """Each condition in words, with whether `record` meets it (the reasons behind
+        `matches`)."""
+        m = self.match
+        found: list[tuple[str, bool]] = []
+        for (key, predicate), (_, patterns) in zip(self.text, m.text, strict=True):
+            value = requested_model(record) if key == "model" else record.get(TEXT_CONDITIONS[key])
+            wanted = patterns[0] if len(patterns) == 1 else " or ".join(patterns)
+            found.append((f"{key} {value!r} is {wanted}", predicate(value)))
+        for key, wanted in m.flags:
+            value = bool(record.get(BOOL_CONDITIONS[key]))
+            found.append((f"{key} is {str(value).lower()} (wanted {str(wanted).lower()})", value == wanted))
+        tokens = record.get("input_tokens")
+        if m.min_input_tokens is not None:
+            found.append((f"input_tokens {tokens} >= {m.min_input_tokens}", tokens is not None and tokens >= m.min_input_tokens))
+        if m.max_input_tokens is not None:
+            found.append((f"input_tokens {tokens} <= {m.max_input_tokens}", tokens is not None and tokens <= m.max_input_tokens))
+        if self.system_prompt is not None:
+            prompt = record.get("system_prompt")
+            shown = "not recorded" if prompt is None else repr(prompt[:60] + ("..." if len(prompt) > 60 else ""))
+            found.append((f"system prompt ({shown}) matches /{m.system_prompt_regex}/", self.system_prompt(prompt)))
+        return found
+
     def mask(self, frame: pl.DataFrame) -> np.ndarray:
         """Boolean array: row i of `frame` matches (same answer as `matches`)."""
         m = self.match
