@@ -14,6 +14,7 @@ from analysis.simulate.cacheability import exclusion_reasons
 from analysis.simulate.engine import PolicyEngine
 from analysis.simulate.facts import DAY_US, HOUR_US, EngineState, FrameFacts, state_key_expr
 from analysis.simulate.matching import requested_model_expr, scope_expr
+from analysis.simulate.pricer import PricingRows
 
 CONTENT_COLUMNS = ["system_prompt", "prompt_text", "response_text"]
 
@@ -98,6 +99,7 @@ def frame_facts(engine: PolicyEngine, frame: pl.DataFrame, state: EngineState) -
         columns["semantic_excluded"] = reasons
 
     # Routing: the first rule that matches; not routed when its target cannot price the row.
+    pricing = PricingRows.from_frame(frame) if (p.routing or p.batch or any(b.to for b in p.budgets)) else None
     route = np.full(n, -1, dtype=np.int64)
     for index, match in enumerate(engine.routing):
         route[(route == -1) & match.mask(frame)] = index
@@ -105,7 +107,7 @@ def frame_facts(engine: PolicyEngine, frame: pl.DataFrame, state: EngineState) -
     for index, rule in enumerate(p.routing):
         rows = np.flatnonzero(route == index)
         if len(rows):
-            route_cost[rows] = engine.pricer.costs_at(frame[rows], rule.to, rule.to_provider)
+            route_cost[rows] = engine.pricer.costs_at(pricing.take(rows), rule.to, rule.to_provider)
     route[np.isnan(route_cost)] = -1
     columns["route"] = route.tolist()
     columns["route_cost"] = route_cost
@@ -125,7 +127,7 @@ def frame_facts(engine: PolicyEngine, frame: pl.DataFrame, state: EngineState) -
         rows = np.flatnonzero(batch == index)
         if len(rows):
             batch_cost[rows] = engine.pricer.batch_costs(
-                frame[rows], current[rows], [routed_to[r] for r in rows], [routed_provider[r] for r in rows],
+                pricing.take(rows), current[rows], [routed_to[r] for r in rows], [routed_provider[r] for r in rows],
                 policy.discount,
             )
     batch[np.isnan(batch_cost)] = -1
@@ -145,7 +147,7 @@ def frame_facts(engine: PolicyEngine, frame: pl.DataFrame, state: EngineState) -
         if budget.to:
             rows = np.flatnonzero(applies)
             if len(rows):
-                downgrade[rows] = engine.pricer.costs_at(frame[rows], budget.to, budget.to_provider, batch=batched[rows])
+                downgrade[rows] = engine.pricer.costs_at(pricing.take(rows), budget.to, budget.to_provider, batch=batched[rows])
         columns[f"downgrade_cost.{b}"] = downgrade.tolist()
     columns["budget_keys"] = columns["downgrade_costs"] = columns["rate_keys"] = [()] * n  # split out above
 

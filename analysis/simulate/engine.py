@@ -34,8 +34,8 @@ from analysis.simulate.facts import (
 )
 from analysis.simulate.matching import CompiledMatch, Record, requested_model, scope_value
 from analysis.simulate.policy import Policy
-from analysis.simulate.pricer import Pricer, one_row_frame
-from analysis.simulate.replay import Trace, decisions_frame, replay
+from analysis.simulate.pricer import Pricer, PricingRows
+from analysis.simulate.replay import Trace, decision_row, replay
 from analysis.simulate.semantic import SemanticIndex
 from analysis.simulate.state import BudgetWindows, RateWindows, ResponseCache
 
@@ -115,7 +115,7 @@ class PolicyEngine:
                 facts.semantic_pid = state.semantic.partition(partition)
                 facts.semantic_row = state.semantic.register(record["prompt_text"])
         priced_steps = self.routing or self.batch or any(b.to for b in p.budgets)
-        row = one_row_frame(record) if priced_steps else None
+        row = PricingRows.from_record(record) if priced_steps else None
         routed_to = routed_provider = None
         current = record.get("cost_usd")
         for index, match in enumerate(self.routing):
@@ -156,7 +156,7 @@ class PolicyEngine:
         facts = FrameFacts.from_facts([self.facts(record, state)], len(self.policy.budgets), len(self.policy.rate_limits))
         trace = Trace(1)
         replay(self, facts, state, trace)
-        return Decision(**decisions_frame(self, facts, trace).row(0, named=True))
+        return Decision(**decision_row(self, facts, trace, 0))
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import polars as pl
 
 from analysis.simulate.engine import Decision, PolicyEngine
 from analysis.simulate.facts import EPOCH, split_state_key, window_start
-from analysis.simulate.replay import decisions_frame, replay
+from analysis.simulate.replay import decision_row, replay
 from analysis.simulate.simulator import ContentsSource, replay_frames
 
 
@@ -133,7 +133,7 @@ def explain(engine: PolicyEngine, requests: pl.DataFrame, contents: ContentsSour
             steps += _rate_steps(engine, state, facts, index, now)
 
     replay(engine, run.facts, state, run.trace, index, index + 1)
-    decision = Decision(**decisions_frame(engine, run.facts, run.trace, index, index + 1).row(0, named=True))
+    decision = Decision(**decision_row(engine, run.facts, run.trace, index))
     shown = {k: record.get(k) for k in REQUEST_FIELDS}
     return Explanation(shown, decision, steps)
 

@@ -141,11 +141,13 @@ class FrameFacts:
             columns[f"rate_key.{r}"] = [f.rate_keys[r] for f in facts]
         return cls(columns, budgets, rate_limits)
 
-    def array(self, name: str) -> np.ndarray:
-        """A numeric column as float64, NaN for None."""
-        values = self.columns[name]
+    def array(self, name: str, rows: slice = slice(None)) -> np.ndarray:
+        """Rows of a numeric column as float64, NaN for None."""
+        values = self.columns[name][rows]
         if isinstance(values, np.ndarray):
             return values.astype(np.float64, copy=False)
+        if len(values) < 1000:
+            return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
         return pl.Series(values, dtype=pl.Float64).fill_null(math.nan).to_numpy()
 
     def pre_budget_cost(self) -> np.ndarray:

@@ -16,53 +16,76 @@ A batch candidate keeps its model and tokens; its cost is the recorded cost scal
 of the batch price to the price it paid, or, when the policy gives a `discount`, the cost times
 (1 - discount). Routed and batched, it pays the target's batch price.
 
-Every cost is computed by numpy over arrays; one request is a one-row frame, so the
-one-request path (enforce mode) and the batch simulator share the arithmetic bit for bit.
+Every cost is computed by numpy over arrays (`PricingRows`); one request is a one-row set
+of arrays, so the one-request path (enforce mode) and the simulator share the arithmetic bit
+for bit.
 A cost that cannot be computed (the target has no price, the request has no token counts) is
 NaN here and None in a decision: such a request is not routed or batched.
 """
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import polars as pl
 
 from analysis.pricing import ModelPrice, PriceTable, service_of
-from analysis.schema import REQUESTS, polars_schema
 from analysis.tokens import count_tokens, encoding_name_for_model
 
 USAGE_COLUMNS = [
     "input_tokens", "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens",
     "output_tokens", "reasoning_tokens",
 ]
-PRICING_COLUMNS = ["provider", "model", "model_requested", "service_tier", "cost_usd", *USAGE_COLUMNS]
+LABEL_COLUMNS = ["provider", "model", "model_requested", "service_tier"]
 TEXT_COLUMNS = ["system_prompt", "prompt_text", "response_text"]
-_SCHEMA = polars_schema(REQUESTS)
 
 
-def one_row_frame(record: Mapping[str, Any]) -> pl.DataFrame:
-    """A record as a one-row frame with the columns pricing reads."""
-    schema = {c: _SCHEMA[c] for c in PRICING_COLUMNS} | {c: pl.Utf8 for c in TEXT_COLUMNS}
-    return pl.DataFrame([{c: record.get(c) for c in schema}], schema=schema)
+@dataclass
+class PricingRows:
+    """What pricing reads of some requests, as plain columns: labels as lists, token counts as
+    int64 arrays (NULL as 0), texts when recorded. Built from a frame (the simulator) or from
+    one record (enforce mode) without polars, so one request costs microseconds."""
 
+    labels: dict[str, list]
+    usage: dict[str, np.ndarray]
+    has_tokens: np.ndarray  # some token count was recorded
+    texts: dict[str, list] | None  # TEXT_COLUMNS, None when contents were not read
 
-def _ints(frame: pl.DataFrame, column: str) -> np.ndarray:
-    return frame[column].fill_null(0).cast(pl.Int64).to_numpy()
+    def __len__(self) -> int:
+        return len(self.has_tokens)
 
+    @classmethod
+    def from_frame(cls, frame: pl.DataFrame) -> "PricingRows":
+        usage = {c: frame[c].fill_null(0).cast(pl.Int64).to_numpy() for c in USAGE_COLUMNS}
+        has_tokens = (frame["input_tokens"].is_not_null() | frame["output_tokens"].is_not_null()).to_numpy()
+        texts = {c: frame[c].to_list() for c in TEXT_COLUMNS} if all(c in frame.columns for c in TEXT_COLUMNS) else None
+        return cls({c: frame[c].to_list() for c in LABEL_COLUMNS}, usage, has_tokens, texts)
 
-def row_groups(frame: pl.DataFrame, columns: list[str]) -> list[tuple[tuple, np.ndarray]]:
-    """(values of `columns`, row positions) for each distinct combination, in a fixed order."""
-    if frame.height == 0:
-        return []
-    grouped = (
-        frame.select(columns).with_row_index("_row")
-        .group_by(columns, maintain_order=True).agg(pl.col("_row"))
-    )
-    return [
-        (tuple(row[c] for c in columns), np.asarray(row["_row"], dtype=np.int64))
-        for row in grouped.iter_rows(named=True)
-    ]
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> "PricingRows":
+        usage = {c: np.array([record.get(c) or 0], dtype=np.int64) for c in USAGE_COLUMNS}
+        has_tokens = np.array([record.get("input_tokens") is not None or record.get("output_tokens") is not None])
+        texts = {c: [record.get(c)] for c in TEXT_COLUMNS} if "prompt_text" in record else None
+        return cls({c: [record.get(c)] for c in LABEL_COLUMNS}, usage, has_tokens, texts)
+
+    def take(self, rows: np.ndarray) -> "PricingRows":
+        picked = rows.tolist()
+        texts = {c: [v[i] for i in picked] for c, v in self.texts.items()} if self.texts is not None else None
+        return PricingRows(
+            {c: [v[i] for i in picked] for c, v in self.labels.items()},
+            {c: v[rows] for c, v in self.usage.items()},
+            self.has_tokens[rows],
+            texts,
+        )
+
+    def groups(self, *columns: str) -> list[tuple[tuple, np.ndarray]]:
+        """(values of the label `columns`, row positions) per distinct combination, in order
+        of first appearance."""
+        found: dict[tuple, list[int]] = {}
+        for i, key in enumerate(zip(*(self.labels[c] for c in columns), strict=True)):
+            found.setdefault(key, []).append(i)
+        return [(key, np.array(rows, dtype=np.int64)) for key, rows in found.items()]
 
 
 class Pricer:
@@ -135,15 +158,15 @@ class Pricer:
             found = self._token_counts[key] = count_tokens(text, "gpt-4o" if encoding == "o200k_base" else "gpt-4")
         return found
 
-    def reestimated(self, frame: pl.DataFrame, target: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def reestimated(self, rows: PricingRows, target: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(input tokens, output tokens, re-estimated?) of each row counted for `target`."""
-        inputs, outputs = _ints(frame, "input_tokens"), _ints(frame, "output_tokens")
-        changed = np.zeros(frame.height, dtype=bool)
-        if not all(c in frame.columns for c in TEXT_COLUMNS):
+        inputs, outputs = rows.usage["input_tokens"], rows.usage["output_tokens"]
+        changed = np.zeros(len(rows), dtype=bool)
+        if rows.texts is None:
             return inputs, outputs, changed
         target_encoding = encoding_name_for_model(target)
-        models = frame["model"].to_list()
-        system, prompt, response = (frame[c].to_list() for c in TEXT_COLUMNS)
+        models = rows.labels["model"]
+        system, prompt, response = (rows.texts[c] for c in TEXT_COLUMNS)
         inputs, outputs = inputs.astype(np.float64), outputs.astype(np.float64)
         for i, model in enumerate(models):
             source_encoding = encoding_name_for_model(model)
@@ -161,23 +184,23 @@ class Pricer:
         return np.rint(inputs).astype(np.int64), np.rint(outputs).astype(np.int64), changed
 
     # -- costs -----------------------------------------------------------------------------
-    def costs_at(self, frame: pl.DataFrame, model: str, provider: str | None, batch: np.ndarray | bool = False) -> np.ndarray:
+    def costs_at(self, rows: PricingRows, model: str, provider: str | None, batch: np.ndarray | bool = False) -> np.ndarray:
         """Cost of each row sent to `model` instead (standard, or batch price where `batch`);
         NaN where it cannot be priced."""
-        out = np.full(frame.height, np.nan)
-        if frame.height == 0:
+        n = len(rows)
+        out = np.full(n, np.nan)
+        if n == 0:
             return out
-        batch = np.broadcast_to(np.asarray(batch, dtype=bool), (frame.height,))
-        inputs, outputs, _ = self.reestimated(frame, model)
-        reasoning = _ints(frame, "reasoning_tokens")
-        zeros = np.zeros(frame.height, dtype=np.int64)
-        has_tokens = (frame["input_tokens"].is_not_null() | frame["output_tokens"].is_not_null()).to_numpy()
-        for (record_provider,), rows in row_groups(frame, ["provider"]):
+        batch = np.broadcast_to(np.asarray(batch, dtype=bool), (n,))
+        inputs, outputs, _ = self.reestimated(rows, model)
+        reasoning = rows.usage["reasoning_tokens"]
+        zeros = np.zeros(n, dtype=np.int64)
+        for (record_provider,), group in rows.groups("provider"):
             price = self.price_of(model, provider, record_provider)
             if price is None:
                 continue
             for is_batch in (False, True):
-                selected = rows[has_tokens[rows] & (batch[rows] == is_batch)]
+                selected = group[rows.has_tokens[group] & (batch[group] == is_batch)]
                 if len(selected):
                     out[selected] = self.usage_cost(
                         price, "batch" if is_batch else "standard", inputs[selected], zeros[selected],
@@ -186,39 +209,36 @@ class Pricer:
         return out
 
     def batch_costs(
-        self, frame: pl.DataFrame, current: np.ndarray, routed_to: list[str | None],
+        self, rows: PricingRows, current: np.ndarray, routed_to: list[str | None],
         routed_provider: list[str | None], discount: float | None,
     ) -> np.ndarray:
         """Cost of each row sent through the batch API, `current` being its cost so far."""
         if discount is not None:
             return current * (1.0 - discount)
-        out = np.full(frame.height, np.nan)
-        targets = pl.DataFrame(
-            {"_to": routed_to, "_provider": routed_provider}, schema={"_to": pl.Utf8, "_provider": pl.Utf8}
-        )
-        for (target, provider), rows in row_groups(targets, ["_to", "_provider"]):
+        out = np.full(len(rows), np.nan)
+        targets: dict[tuple, list[int]] = {}
+        for i, key in enumerate(zip(routed_to, routed_provider, strict=True)):
+            targets.setdefault(key, []).append(i)
+        for (target, provider), picked in targets.items():
+            picked = np.array(picked, dtype=np.int64)
             if target is None:
-                continue
-            out[rows] = self.costs_at(frame[rows], target, provider, batch=True)
-        own = np.flatnonzero(targets["_to"].is_null().to_numpy())
-        if len(own):
-            out[own] = current[own] * self._batch_ratio(frame[own])
+                out[picked] = current[picked] * self._batch_ratio(rows.take(picked))
+            else:
+                out[picked] = self.costs_at(rows.take(picked), target, provider, batch=True)
         return out
 
-    def _batch_ratio(self, frame: pl.DataFrame) -> np.ndarray:
+    def _batch_ratio(self, rows: PricingRows) -> np.ndarray:
         """Batch price over the price paid, for each row's own model and recorded tokens."""
-        ratio = np.full(frame.height, np.nan)
-        usage = [_ints(frame, c) for c in USAGE_COLUMNS]
-        columns = ["provider", "model", "model_requested", "service_tier"]
-        for (provider, model, requested, tier), rows in row_groups(frame, columns):
+        ratio = np.full(len(rows), np.nan)
+        for (provider, model, requested, tier), group in rows.groups(*LABEL_COLUMNS):
             price = self.table.resolve(model, provider) if model else None
             if price is None and requested:
                 price = self.table.resolve(requested, provider)
             if price is None:
                 continue
-            args = [u[rows] for u in usage]
+            args = [rows.usage[c][group] for c in USAGE_COLUMNS]
             paid = self.usage_cost(price, service_of(tier, False), *args)
             batch = self.usage_cost(price, "batch", *args)
             with np.errstate(divide="ignore", invalid="ignore"):
-                ratio[rows] = np.where(paid > 0, batch / paid, 1.0)
+                ratio[group] = np.where(paid > 0, batch / paid, 1.0)
         return ratio

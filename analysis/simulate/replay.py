@@ -21,7 +21,7 @@ savings add up to cost0 - simulated cost, so no saving is counted twice.
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -205,99 +205,107 @@ def replay(
             progress(min(chunk + step, stop) - chunk)
 
 
-def _names(names: list[str], index: np.ndarray, where: np.ndarray) -> pl.Series:
-    lookup = np.array([*names, ""], dtype=object)
-    values = lookup[np.where(where & (index >= 0), index, len(names))]
-    return pl.Series(values, dtype=pl.Utf8).replace("", None)
+def _names(names: list[str | None], index: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """names[index] where `where` and index >= 0, else None (an object array)."""
+    lookup = np.array([*names, None], dtype=object)
+    return lookup[np.where(where & (index >= 0), index, len(names))]
 
 
-def decisions_frame(engine: "PolicyEngine", facts: FrameFacts, trace: Trace, start: int = 0, stop: int | None = None) -> pl.DataFrame:
-    """The decisions of rows [start, stop) as a frame (DECISION_SCHEMA), money included."""
+def decision_columns(engine: "PolicyEngine", facts: FrameFacts, trace: Trace, start: int = 0, stop: int | None = None) -> dict[str, Any]:
+    """The decisions of rows [start, stop) as columns (DECISION_SCHEMA): lists, or numpy
+    arrays with NaN for a missing number."""
     p = engine.policy
     stop = len(facts) if stop is None else stop
     rows = slice(start, stop)
     c = facts.columns
     n = stop - start
-    cost0 = facts.array("cost_usd")[rows]
-    route = np.array(c["route"][rows], dtype=np.int64)
-    batch = np.array(c["batch"][rows], dtype=np.int64)
-    disposition = np.array(trace.disposition[rows], dtype=object)
+    cost0 = facts.array("cost_usd", rows)
+    route = np.asarray(c["route"][rows], dtype=np.int64)
+    batch = np.asarray(c["batch"][rows], dtype=np.int64)
+    disposition = np.asarray(trace.disposition[rows], dtype=object)
     hit = (disposition == "exact_hit") | (disposition == "semantic_hit")
+    semantic_hit = disposition == "semantic_hit"
     blocked = disposition == "blocked"
-    downgrade = np.array(trace.downgrade_index[rows], dtype=np.int64)
-    budget = np.array(trace.budget_index[rows], dtype=np.int64)
-    throttled = np.array(trace.throttled_index[rows], dtype=np.int64)
+    downgrade = np.asarray(trace.downgrade_index[rows], dtype=np.int64)
+    budget = np.asarray(trace.budget_index[rows], dtype=np.int64)
+    throttled = np.asarray(trace.throttled_index[rows], dtype=np.int64)
+    served = ~hit
 
-    c1 = np.where(route >= 0, facts.array("route_cost")[rows], cost0)
-    c2 = np.where(batch >= 0, facts.array("batch_cost")[rows], c1)
+    c1 = np.where(route >= 0, facts.array("route_cost", rows), cost0)
+    c2 = np.where(batch >= 0, facts.array("batch_cost", rows), c1)
     c3 = c2.copy()
     for b in range(len(p.budgets)):
         chosen = downgrade == b
         if chosen.any():
-            c3[chosen] = facts.array(f"downgrade_cost.{b}")[rows][chosen]
+            c3[chosen] = facts.array(f"downgrade_cost.{b}", rows)[chosen]
     c3[blocked] = 0.0
-    served = ~hit
     priced = ~np.isnan(cost0)
     zero = np.zeros(n)
-    simulated = np.where(hit, 0.0, c3)
-    saving_cache = np.where(hit, cost0, zero)
-    saving_routing = np.where(served & (route >= 0), cost0 - c1, zero)
-    saving_batch = np.where(served & (batch >= 0), c1 - c2, zero)
-    saving_budget = np.where(served, c2 - c3, zero)
 
-    def money(values: np.ndarray) -> pl.Series:
-        return pl.Series(np.where(priced, values, np.nan)).fill_nan(None)
+    def money(values: np.ndarray) -> np.ndarray:
+        return np.where(priced, values, np.nan)
 
-    model = pl.Series(c["model"][rows], dtype=pl.Utf8)
-    routed_model = pl.Series(c["route_model"][rows], dtype=pl.Utf8)
-    budget_targets = [b.to or "" for b in p.budgets]
-    model_after = pl.select(
-        pl.when(pl.Series(hit)).then(model)
-        .when(pl.Series(downgrade >= 0)).then(_names(budget_targets, downgrade, served))
-        .otherwise(routed_model)
-    ).to_series()
-    semantic_hit = disposition == "semantic_hit"
+    model = np.asarray(c["model"][rows], dtype=object)
+    model_after = np.where(
+        hit, model, np.where(downgrade >= 0, _names([b.to for b in p.budgets], downgrade, served), np.asarray(c["route_model"][rows], dtype=object))
+    )
     unverified = semantic_hit | (served & ((route >= 0) | (downgrade >= 0)))
-    latency = facts.array("latency_ms")[rows]
     cache_names = np.array(
         [None, p.exact_cache.name if p.exact_cache else None, p.semantic_cache.name if p.semantic_cache else None],
         dtype=object,
     )
-    cache_policy = cache_names[np.where(disposition == "exact_hit", 1, np.where(semantic_hit, 2, 0))]
-    exact_excluded = c["exact_excluded"][rows]
-    semantic_excluded = c["semantic_excluded"][rows]
-    cache_excluded = [
-        e if e is not None else (s if p.semantic_cache else None) for e, s in zip(exact_excluded, semantic_excluded, strict=True)
-    ]
-    return pl.DataFrame(
-        {
-            "id": c["id"][rows],
-            "disposition": disposition.tolist(),
-            "exact_cache": trace.exact_cache[rows],
-            "semantic_cache": trace.semantic_cache[rows],
-            "cache_excluded": cache_excluded,
-            "excluded_duplicate": [
-                status == "excluded" and seen for status, seen in zip(trace.exact_cache[rows], c["exact_seen_before"][rows], strict=True)
-            ],
-            "cache_policy": cache_policy.tolist(),
-            "cache_source_id": trace.cache_source_id[rows],
-            "similarity": trace.similarity[rows],
-            "routed_by": _names([r.name for r in p.routing], route, served),
-            "batch_by": _names([b.name for b in p.batch], batch, served),
-            "budget_by": _names([b.name for b in p.budgets], budget, served),
-            "budget_action": trace.budget_action[rows],
-            "budget_tripped": trace.budget_tripped[rows],
-            "throttled_by": _names([r.name for r in p.rate_limits], throttled, served),
-            "model": model,
-            "model_after": model_after,
-            "quality": np.where(unverified, "unverified", "same").tolist(),
-            "cost_usd": money(cost0),
-            "simulated_cost_usd": money(simulated),
-            "saving_cache": money(saving_cache),
-            "saving_routing": money(saving_routing),
-            "saving_batch": money(saving_batch),
-            "saving_budget": money(saving_budget),
-            "latency_saved_ms": np.where(hit, np.nan_to_num(latency), 0.0),
-        },
-        schema=DECISION_SCHEMA,
-    )
+    exact_status = trace.exact_cache[rows]
+    semantic_excluded = c["semantic_excluded"][rows] if p.semantic_cache else [None] * n
+    return {
+        "id": c["id"][rows],
+        "disposition": disposition,
+        "exact_cache": exact_status,
+        "semantic_cache": trace.semantic_cache[rows],
+        "cache_excluded": [e if e is not None else s for e, s in zip(c["exact_excluded"][rows], semantic_excluded, strict=True)],
+        "excluded_duplicate": [status == "excluded" and seen for status, seen in zip(exact_status, c["exact_seen_before"][rows], strict=True)],
+        "cache_policy": cache_names[np.where(disposition == "exact_hit", 1, np.where(semantic_hit, 2, 0))],
+        "cache_source_id": trace.cache_source_id[rows],
+        "similarity": trace.similarity[rows],
+        "routed_by": _names([r.name for r in p.routing], route, served),
+        "batch_by": _names([b.name for b in p.batch], batch, served),
+        "budget_by": _names([b.name for b in p.budgets], budget, served),
+        "budget_action": trace.budget_action[rows],
+        "budget_tripped": trace.budget_tripped[rows],
+        "throttled_by": _names([r.name for r in p.rate_limits], throttled, served),
+        "model": model,
+        "model_after": model_after,
+        "quality": np.where(unverified, "unverified", "same"),
+        "cost_usd": money(cost0),
+        "simulated_cost_usd": money(np.where(hit, 0.0, c3)),
+        "saving_cache": money(np.where(hit, cost0, zero)),
+        "saving_routing": money(np.where(served & (route >= 0), cost0 - c1, zero)),
+        "saving_batch": money(np.where(served & (batch >= 0), c1 - c2, zero)),
+        "saving_budget": money(np.where(served, c2 - c3, zero)),
+        "latency_saved_ms": np.where(hit, np.nan_to_num(facts.array("latency_ms", rows)), 0.0),
+    }
+
+
+def decisions_frame(engine: "PolicyEngine", facts: FrameFacts, trace: Trace, start: int = 0, stop: int | None = None) -> pl.DataFrame:
+    """The decisions of rows [start, stop) as a frame (DECISION_SCHEMA)."""
+    columns = decision_columns(engine, facts, trace, start, stop)
+    series = []
+    for name, dtype in DECISION_SCHEMA.items():
+        values = columns[name]
+        if isinstance(values, np.ndarray) and values.dtype == np.float64:
+            series.append(pl.Series(name, values, dtype=dtype, nan_to_null=True))
+        else:
+            series.append(pl.Series(name, values.tolist() if isinstance(values, np.ndarray) else values, dtype=dtype))
+    return pl.DataFrame(series)
+
+
+def decision_row(engine: "PolicyEngine", facts: FrameFacts, trace: Trace, index: int) -> dict[str, Any]:
+    """The decision of row `index` as plain Python values (None for a missing number)."""
+    row = {}
+    for name, values in decision_columns(engine, facts, trace, index, index + 1).items():
+        value = values[0]
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, float) and value != value:  # NaN
+            value = None
+        row[name] = value
+    return row

@@ -148,12 +148,13 @@ def generate(n: int, *, days: int = 30, seed: int = 7, topics: int = 5000, start
 
 def _with_costs(requests: pl.DataFrame, prices: PriceTable) -> pl.DataFrame:
     """cost_usd (NULL when the model has no price), cost_source and price_version."""
-    from analysis.simulate.pricer import USAGE_COLUMNS, Pricer, row_groups
+    from analysis.simulate.pricer import USAGE_COLUMNS, Pricer, PricingRows
 
     pricer = Pricer(prices)
     cost = np.full(requests.height, np.nan)
     usage = [requests[c].fill_null(0).cast(pl.Int64).to_numpy() for c in USAGE_COLUMNS]
-    for (provider, model), rows in row_groups(requests, ["provider", "model"]):
+    labels = PricingRows({"provider": requests["provider"].to_list(), "model": requests["model"].to_list()}, {}, np.zeros(0), None)
+    for (provider, model), rows in labels.groups("provider", "model"):
         price = prices.resolve(model, provider)
         if price is not None:
             cost[rows] = pricer.usage_cost(price, "standard", *(u[rows] for u in usage))
