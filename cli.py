@@ -466,6 +466,124 @@ def demo(
 # --- end of report and demo commands -------------------------------------------------------------
 
 
+# --- simulate commands ---------------------------------------------------------------------------
+
+
+def _read_policy(path: Path):
+    from analysis.simulate.policy import PolicyError, load_policy
+
+    try:
+        return load_policy(path)
+    except PolicyError as e:
+        raise fail(str(e)) from e
+
+
+def _simulate_one(policy_path: Path, data: Path, since: datetime | None, until: datetime | None, show_progress: bool):
+    """Load the traffic, run one policy file over it; the SimulationResult."""
+    from analysis.simulate.embedders import EmbedderError
+    from analysis.simulate.policy import PolicyError
+    from analysis.simulate.simulator import simulate as run_simulation
+
+    policy = _read_policy(policy_path)
+    prices = load_prices(data)
+    store = open_store(data)
+    requests = store.requests_frame(since, until)
+    if requests.height == 0:
+        raise fail("no recorded requests in that range")
+    parameters = {"from": since.isoformat() if since else None, "to": until.isoformat() if until else None,
+                  "policy_path": str(policy_path)}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err_console, transient=True, disable=not show_progress) as progress:
+        task = progress.add_task("simulating", total=requests.height)
+
+        def on_progress(stage: str, done: int, total: int) -> None:
+            progress.update(task, description=f"{policy_path.name}: {stage}", completed=done, total=total)
+
+        try:
+            return run_simulation(policy, requests, lambda: store.contents_frame(since, until), prices=prices,
+                                  data_dir=data, parameters=parameters, progress=on_progress)
+        except (PolicyError, EmbedderError) as e:
+            raise fail(str(e)) from e
+
+
+@app.command()
+def simulate(
+    policy: Annotated[Path | None, typer.Option("--policy", help="Policy file (TOML); see examples/policy.toml.")] = None,
+    compare: Annotated[tuple[Path, Path] | None, typer.Option("--compare", help="Two policy files to put side by side.")] = None,
+    start: Annotated[str | None, typer.Option("--from", help="First day (UTC), YYYY-MM-DD.")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Day after the last (UTC), YYYY-MM-DD.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="Output format: table or json.")] = "table",
+    save: Annotated[bool, typer.Option("--save/--no-save", help="Store the run under <data>/simulations/.")] = True,
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+):
+    """Replay recorded traffic against a policy file: spend, savings and what the policy costs."""
+    import json
+
+    from analysis.simulate.runs import save_run
+    from reports.simulate_tables import print_comparison, print_result
+
+    if fmt not in ("table", "json"):
+        raise fail(f"unknown format {fmt!r}; choose table or json")
+    if (policy is None) == (compare is None):
+        raise fail("give either --policy FILE or --compare A.toml B.toml")
+    since, until = parse_date(start, "--from"), parse_date(end, "--to")
+    files = [policy] if policy is not None else list(compare)
+    show_progress = fmt == "table" and err_console.is_terminal
+    results = [_simulate_one(f, data, since, until, show_progress) for f in files]
+    stored = [save_run(data, r) for r in results] if save else [None] * len(results)
+    outputs = [{"run_id": s.run_id if s else None, **r.to_dict()} for r, s in zip(results, stored, strict=True)]
+    if fmt == "json":
+        document = outputs[0] if policy is not None else {"a": outputs[0], "b": outputs[1]}
+        print(json.dumps(document, indent=2, default=str))
+        return
+    if policy is not None:
+        print_result(outputs[0], console)
+    else:
+        print_comparison(outputs[0], outputs[1], (files[0].name, files[1].name), console)
+    for s in stored:
+        if s is not None:
+            console.print(f"Stored as run {s.run_id} ({s.directory}).", highlight=False)
+
+
+@app.command()
+def explain(
+    request_id: Annotated[str, typer.Argument(help="Id of a recorded request (see: llm-shadow sql 'select id from requests').")],
+    policy: Annotated[Path, typer.Option("--policy", help="Policy file (TOML).")],
+    start: Annotated[str | None, typer.Option("--from", help="First day (UTC) of the traffic replayed before it.")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Day after the last (UTC).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="Output format: table or json.")] = "table",
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+):
+    """Say which policy rule decided one recorded request, and why."""
+    import json
+
+    from analysis.simulate.embedders import EmbedderError
+    from analysis.simulate.explain import RequestNotFound
+    from analysis.simulate.explain import explain as explain_request
+    from analysis.simulate.policy import PolicyError
+    from analysis.simulate.simulator import build_engine
+    from reports.simulate_tables import print_explanation
+
+    if fmt not in ("table", "json"):
+        raise fail(f"unknown format {fmt!r}; choose table or json")
+    since, until = parse_date(start, "--from"), parse_date(end, "--to")
+    rules = _read_policy(policy)
+    prices = load_prices(data)
+    store = open_store(data)
+    try:
+        engine = build_engine(rules, prices, data_dir=data)
+        result = explain_request(engine, store.requests_frame(since, until), lambda: store.contents_frame(since, until), request_id)
+    except (PolicyError, EmbedderError, RequestNotFound) as e:
+        raise fail(str(e)) from e
+    if fmt == "json":
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        print_explanation(result.to_dict(), console)
+
+
+# --- end of simulate commands --------------------------------------------------------------------
+
+
 def main() -> None:  # pragma: no cover
     try:
         app()

@@ -1,0 +1,53 @@
+"""Which requests a cache may answer, and if not, why not.
+
+A cache that replays an answer is only honest for requests that would have got the same
+answer again: by default temperature 0 or unset, n 1 or unset, no tools (a tool call can have
+effects in the caller's world), not streamed (a streaming client expects tokens as they come).
+Each rule can be relaxed in the policy (`allow_sampling`, `allow_tools`, `allow_streaming`).
+The first failing rule, in the order of EXCLUSION_REASONS, is the one reported, so the results
+can say how many repeated requests were excluded and why.
+"""
+
+import polars as pl
+
+from analysis.simulate.matching import Record
+from analysis.simulate.policy import CacheRules
+
+EXCLUSION_REASONS = ("no_prompt_hash", "temperature", "n", "tools", "streaming")
+
+
+def exclusion_reason(record: Record, rules: CacheRules) -> str | None:
+    """Why `record` may not be answered from a cache, or None when it may."""
+    if not record.get("prompt_hash"):
+        return "no_prompt_hash"
+    if not rules.allow_sampling:
+        temperature = record.get("temperature")
+        if temperature is not None and temperature != 0:
+            return "temperature"
+        n = record.get("n")
+        if n is not None and n != 1:
+            return "n"
+    if not rules.allow_tools and record.get("has_tools"):
+        return "tools"
+    if not rules.allow_streaming and record.get("stream"):
+        return "streaming"
+    return None
+
+
+def exclusion_reasons(frame: pl.DataFrame, rules: CacheRules) -> list[str | None]:
+    """`exclusion_reason` for every row of a `requests` frame."""
+    tests: list[tuple[str, pl.Expr]] = [
+        ("no_prompt_hash", pl.col("prompt_hash").is_null() | (pl.col("prompt_hash") == "")),
+    ]
+    if not rules.allow_sampling:
+        tests.append(("temperature", pl.col("temperature").is_not_null() & (pl.col("temperature") != 0)))
+        tests.append(("n", pl.col("n").is_not_null() & (pl.col("n") != 1)))
+    if not rules.allow_tools:
+        tests.append(("tools", pl.col("has_tools").fill_null(False)))
+    if not rules.allow_streaming:
+        tests.append(("streaming", pl.col("stream").fill_null(False)))
+    reason = pl.lit(None, dtype=pl.Utf8)
+    for name, test in reversed(tests):
+        reason = pl.when(test.fill_null(False)).then(pl.lit(name)).otherwise(reason)
+    return frame.select(reason.alias("r"))["r"].to_list()
+

@@ -1,0 +1,216 @@
+"""Text to vectors for the semantic cache: an offline default and any OpenAI-compatible API.
+
+An embedder has an `id` (which names its vectors) and `embed(texts) -> float32 matrix`, one
+L2-normalised row per text, so a dot product is a cosine similarity. A row depends on its text
+only, never on the other texts of the call, so embedding one prompt (enforce mode) or a
+million (the simulator) gives the same vector.
+
+`HashingEmbedder` (the default) needs no model and no network: it hashes each text's words,
+word pairs and character trigrams into a fixed number of signed buckets (the "hashing trick"),
+with common function words weighted down. It sees wording, not meaning: "cancel my card" and
+"how do I cancel my card" come close, "cancel my card" and "stop my card" much less. All
+weights are powers of two, so the bucket sums are exact and the vectors identical whatever the
+batch. Polars does the text work, so a million prompts take seconds, not minutes.
+
+`OpenAIEmbedder` calls `POST {base_url}/embeddings` of any OpenAI-compatible server (OpenAI,
+vLLM, Ollama, LM Studio, a company gateway) with the standard library only. `CachedEmbedder`
+keeps every vector it was given in Parquet files under `<data_dir>/embeddings/<embedder>/`,
+keyed by the SHA-256 of the text, so a re-run embeds nothing twice and costs nothing.
+"""
+
+import hashlib
+import json
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import polars as pl
+
+# Words that carry little meaning in a prompt; they count a quarter of a content word.
+STOP_WORDS = frozenset(
+    """a an and are as at be but by can could do does for from had has have how i if in is it
+    its me my of on or our please should so than that the their them then there these this to
+    up us was we what when where which who why will with would you your""".split()
+)
+_WORD = r"[\p{L}\p{N}]+"
+_SEED = 0x5EED
+
+
+class Embedder(Protocol):
+    id: str
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+def normalise_rows(matrix: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero), as float32."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    norms = np.sqrt((matrix * matrix).sum(axis=1))
+    norms[norms == 0] = 1.0
+    return (matrix / norms[:, None]).astype(np.float32)
+
+
+class HashingEmbedder:
+    """Signed feature hashing of words, word pairs and character trigrams; offline."""
+
+    def __init__(self, dimensions: int = 256):
+        self.dimensions = dimensions
+        self.id = f"hashing-v1-{dimensions}-polars{pl.__version__}"
+
+    def _features(self, texts: Sequence[str]) -> pl.DataFrame:
+        """One row per (text row, feature string, weight)."""
+        words = pl.DataFrame({"row": np.arange(len(texts), dtype=np.int64), "text": list(texts)}).select(
+            "row", pl.col("text").fill_null("").str.to_lowercase().str.extract_all(_WORD).alias("words")
+        )
+        unigrams = words.explode("words").drop_nulls("words").rename({"words": "word"})
+        stop = pl.col("word").is_in(list(STOP_WORDS))
+        word_features = unigrams.select(
+            "row",
+            (pl.lit("w:") + pl.col("word")).alias("feature"),
+            pl.when(stop).then(0.25).otherwise(1.0).alias("weight"),
+        )
+        pairs = (
+            words.select(
+                "row",
+                pl.col("words").list.eval(pl.element() + " " + pl.element().shift(-1)).alias("pair"),
+            )
+            .explode("pair")
+            .drop_nulls("pair")
+            .select("row", (pl.lit("b:") + pl.col("pair")).alias("feature"), pl.lit(1.0).alias("weight"))
+        )
+        padded = unigrams.filter(~stop).select("row", (pl.lit("#") + pl.col("word") + pl.lit("#")).alias("p"))
+        trigrams = (
+            padded.with_columns(pl.int_ranges(0, pl.col("p").str.len_chars() - 2).alias("k"))
+            .explode("k")
+            .drop_nulls("k")
+            .select(
+                "row",
+                (pl.lit("c:") + pl.col("p").str.slice(pl.col("k"), 3)).alias("feature"),
+                pl.lit(0.5).alias("weight"),
+            )
+        )
+        return pl.concat([word_features, pairs, trigrams])
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dimensions), dtype=np.float32)
+        for start in range(0, len(texts), self.CHUNK):
+            chunk = texts[start : start + self.CHUNK]
+            out[start : start + len(chunk)] = self._embed_chunk(chunk)
+        return out
+
+    CHUNK = 32_768  # texts per pass: bounds the dense float64 scratch matrix
+
+    def _embed_chunk(self, texts: Sequence[str]) -> np.ndarray:
+        hashed = self._features(texts).select(
+            "row",
+            "weight",
+            pl.col("feature").hash(seed=_SEED).alias("h"),
+        )
+        h = hashed["h"].to_numpy()
+        cell = hashed["row"].to_numpy() * self.dimensions + (h % self.dimensions).astype(np.int64)
+        sign = np.where((h // self.dimensions) % 2 == 0, 1.0, -1.0)
+        # bincount adds in a fixed order and every weight is a power of two: exact sums.
+        sums = np.bincount(cell, weights=sign * hashed["weight"].to_numpy(), minlength=len(texts) * self.dimensions)
+        return normalise_rows(sums.reshape(len(texts), self.dimensions))
+
+
+class EmbedderError(RuntimeError):
+    """The embeddings endpoint could not be reached or answered something unusable."""
+
+
+class OpenAIEmbedder:
+    """Vectors from an OpenAI-compatible `/v1/embeddings` endpoint."""
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, batch_size: int = 128, timeout: float = 60.0):
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.api_key = api_key
+        self.batch_size = batch_size
+        self.timeout = timeout
+        self.id = f"openai-{model}@{self.base_url}"
+
+    def _post(self, texts: list[str]) -> list[list[float]]:
+        body = json.dumps({"model": self.model, "input": texts}).encode("utf-8")
+        request = urllib.request.Request(f"{self.base_url}/embeddings", data=body, method="POST")
+        request.add_header("Content-Type", "application/json")
+        if self.api_key:
+            request.add_header("Authorization", f"Bearer {self.api_key}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                answer = json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            raise EmbedderError(f"{self.base_url}/embeddings answered HTTP {e.code}") from e
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+            raise EmbedderError(f"cannot reach {self.base_url}/embeddings: {e}") from e
+        except json.JSONDecodeError as e:
+            raise EmbedderError(f"{self.base_url}/embeddings did not answer JSON") from e
+        try:
+            rows = sorted(answer["data"], key=lambda item: item.get("index", 0))
+            vectors = [row["embedding"] for row in rows]
+        except (KeyError, TypeError) as e:
+            raise EmbedderError(f"{self.base_url}/embeddings answered without data[].embedding") from e
+        if len(vectors) != len(texts):
+            raise EmbedderError(f"{self.base_url}/embeddings returned {len(vectors)} vectors for {len(texts)} texts")
+        return vectors
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), self.batch_size):
+            vectors.extend(self._post([t or " " for t in texts[start : start + self.batch_size]]))
+        if not vectors:
+            return np.zeros((0, 0), dtype=np.float32)
+        return normalise_rows(np.array(vectors, dtype=np.float64))
+
+
+def text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class CachedEmbedder:
+    """An embedder whose vectors are kept on disk, keyed by text digest, per embedder id."""
+
+    def __init__(self, inner: Embedder, cache_root: Path):
+        self.inner = inner
+        self.id = inner.id
+        folder = re.sub(r"[^A-Za-z0-9._-]+", "_", inner.id)[:80]
+        self.directory = Path(cache_root) / f"{folder}-{hashlib.sha256(inner.id.encode()).hexdigest()[:8]}"
+        self.known: dict[str, np.ndarray] = {}
+        self.embedded = 0  # texts sent to the inner embedder by this object
+        for part in sorted(self.directory.glob("part-*.parquet")):
+            frame = pl.read_parquet(part)
+            for digest, vector in zip(frame["digest"].to_list(), frame["vector"].to_list(), strict=True):
+                self.known[digest] = np.asarray(vector, dtype=np.float32)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        digests = [text_digest(t or "") for t in texts]
+        missing = list(dict.fromkeys(d for d in digests if d not in self.known))
+        if missing:
+            by_digest = {d: t or "" for d, t in zip(digests, texts, strict=True)}
+            fresh = self.inner.embed([by_digest[d] for d in missing])
+            self.embedded += len(missing)
+            self.directory.mkdir(parents=True, exist_ok=True)
+            part = self.directory / f"part-{time.time_ns()}-{os.getpid()}.parquet"
+            pl.DataFrame({"digest": missing, "vector": [row.tolist() for row in fresh]}).write_parquet(part)
+            (self.directory / "embedder.json").write_text(json.dumps({"id": self.inner.id}))
+            for digest, row in zip(missing, fresh, strict=True):
+                self.known[digest] = row
+        if not digests:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.stack([self.known[d] for d in digests]).astype(np.float32)
+
+
+def make_embedder(kind: str, *, url: str | None, model: str | None, api_key_env: str | None, data_dir: Path | None) -> Embedder:
+    """The embedder a semantic cache policy names; an API embedder caches under data_dir."""
+    if kind == "hashing":
+        return HashingEmbedder()
+    api_key = os.environ.get(api_key_env) if api_key_env else None
+    embedder = OpenAIEmbedder(url or "", model or "", api_key=api_key)
+    if data_dir is None:
+        return embedder
+    return CachedEmbedder(embedder, Path(data_dir) / "embeddings")

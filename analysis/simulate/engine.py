@@ -1,0 +1,190 @@
+"""The decision for one request under a policy: pure functions over (request, policy state).
+
+`PolicyEngine(policy, pricer).decide(record, state)` is what enforce mode will call once per
+request. It works in two steps:
+
+1. `facts(record)`: everything about the request that does not depend on earlier traffic:
+   cache keys and whether the request may be cached (and if not, why), the routing rule that
+   matches and the cost at its target, the batch price, the budget and rate-limit keys. The
+   simulator computes the same facts for a whole frame at once, vectorised
+   (analysis.simulate.batch.frame_facts); a test checks both ways agree on every field.
+2. The part that depends on history (analysis.simulate.replay), in the documented order: exact
+   cache, semantic cache, routing, batch, budgets, rate limits. It is one implementation,
+   which the simulator runs over a million requests and `decide` over one.
+
+Money is explained in analysis.simulate.replay: the baseline is the recorded cost_usd, each
+policy is credited with the cost it removed at its step, and the steps add up to the total
+saving, so overlapping policies are never counted twice.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from analysis.simulate.cacheability import exclusion_reason
+from analysis.simulate.embedders import Embedder, HashingEmbedder
+from analysis.simulate.facts import (
+    EngineState,
+    Facts,
+    FrameFacts,
+    number_or_none,
+    state_key,
+    to_microseconds,
+    window_of,
+)
+from analysis.simulate.matching import CompiledMatch, Record, requested_model, scope_value
+from analysis.simulate.policy import Policy
+from analysis.simulate.pricer import Pricer, PricingRows
+from analysis.simulate.replay import Trace, decision_row, replay
+from analysis.simulate.semantic import SemanticIndex
+from analysis.simulate.state import BudgetWindows, RateWindows, ResponseCache
+
+
+class PolicyEngine:
+    """A policy ready to decide requests."""
+
+    def __init__(self, policy: Policy, pricer: Pricer | None = None, embedder: Embedder | None = None):
+        self.policy = policy
+        self.pricer = pricer
+        self.routing = [CompiledMatch(rule.match) for rule in policy.routing]
+        self.batch = [CompiledMatch(p.match) for p in policy.batch]
+        self.budget_matches = [CompiledMatch(b.match) for b in policy.budgets]
+        self.rate_matches = [CompiledMatch(r.match) for r in policy.rate_limits]
+        semantic = policy.semantic_cache
+        self.embedder = embedder or (HashingEmbedder() if semantic else None)
+        needs_prices = policy.routing or policy.batch or any(b.action == "downgrade" for b in policy.budgets)
+        if needs_prices:
+            if pricer is None:
+                raise ValueError("this policy routes, batches or downgrades: it needs a price table")
+            for rule in policy.routing:
+                pricer.check_model(rule.to, rule.to_provider, policy, rule.origin, "to")
+            for budget in policy.budgets:
+                if budget.to is not None:
+                    pricer.check_model(budget.to, budget.to_provider, policy, budget.origin, "to")
+
+    def new_state(self) -> EngineState:
+        p = self.policy
+        state = EngineState()
+        if p.exact_cache:
+            state.exact = ResponseCache(p.exact_cache.ttl_seconds * 1_000_000, p.exact_cache.max_entries)
+        if p.semantic_cache:
+            s = p.semantic_cache
+            state.semantic = SemanticIndex(
+                self.embedder,
+                ttl_us=s.ttl_seconds * 1_000_000,
+                max_entries=s.max_entries,
+                bits=s.lsh_bits,
+                tables=s.lsh_tables,
+                bucket_size=s.bucket_size,
+            )
+        state.budgets = [BudgetWindows(b.limit_usd) for b in p.budgets]
+        state.rates = [RateWindows(r.requests_per_minute, r.tokens_per_minute) for r in p.rate_limits]
+        return state
+
+    # -- step 1: facts ---------------------------------------------------------------------
+    def facts(self, record: Record, state: EngineState) -> Facts:
+        """The history-independent facts of one request (a mapping of `requests` columns,
+        plus `system_prompt` and `prompt_text` from `contents` when known)."""
+        p = self.policy
+        ts_us = to_microseconds(record["ts"])
+        facts = Facts(
+            id=record["id"],
+            ts_us=ts_us,
+            cost_usd=record.get("cost_usd"),
+            latency_ms=record.get("latency_ms"),
+            ok=record.get("outcome") == "ok",
+            tokens=(record.get("input_tokens") or 0) + (record.get("output_tokens") or 0),
+            model=record.get("model"),
+            route_model=record.get("model"),
+        )
+        if p.exact_cache:
+            prompt = record.get("prompt_hash")
+            facts.exact_key = state_key(scope_value(record, p.exact_cache.scope), prompt) if prompt else None
+            facts.exact_excluded = exclusion_reason(record, p.exact_cache.rules)
+            if facts.exact_key is not None:
+                facts.exact_seen_before = facts.exact_key in state.exact_seen
+                state.exact_seen.add(facts.exact_key)
+        if p.semantic_cache:
+            s = p.semantic_cache
+            reason = exclusion_reason(record, s.rules)
+            if reason is None and not record.get("prompt_text"):
+                reason = "no_prompt_text"
+            facts.semantic_excluded = reason
+            if reason is None:
+                partition = (scope_value(record, s.scope), requested_model(record), record.get("system_prompt") or "")
+                facts.semantic_pid = state.semantic.partition(partition)
+                facts.semantic_row = state.semantic.register(record["prompt_text"])
+        priced_steps = self.routing or self.batch or any(b.to for b in p.budgets)
+        row = PricingRows.from_record(record) if priced_steps else None
+        routed_to = routed_provider = None
+        current = record.get("cost_usd")
+        for index, match in enumerate(self.routing):
+            if match.matches(record):
+                rule = p.routing[index]
+                cost = number_or_none(self.pricer.costs_at(row, rule.to, rule.to_provider)[0])
+                if cost is not None:
+                    facts.route, facts.route_cost, facts.route_model = index, cost, rule.to
+                    routed_to, routed_provider, current = rule.to, rule.to_provider, cost
+                break
+        if not record.get("batch"):
+            for index, match in enumerate(self.batch):
+                if match.matches(record):
+                    now_cost = np.array([np.nan if current is None else current])
+                    cost = number_or_none(self.pricer.batch_costs(row, now_cost, [routed_to], [routed_provider], p.batch[index].discount)[0])
+                    if cost is not None:
+                        facts.batch, facts.batch_cost = index, cost
+                    break
+        batched = facts.batch >= 0
+        facts.budget_keys = tuple(
+            state_key(scope_value(record, b.scope), window_of(ts_us, b.window)) if m.matches(record) else None
+            for b, m in zip(p.budgets, self.budget_matches, strict=True)
+        )
+        facts.downgrade_costs = tuple(
+            number_or_none(self.pricer.costs_at(row, b.to, b.to_provider, batch=batched)[0]) if b.to and key is not None else None
+            for b, key in zip(p.budgets, facts.budget_keys, strict=True)
+        )
+        facts.rate_keys = tuple(
+            scope_value(record, r.scope) if m.matches(record) else None
+            for r, m in zip(p.rate_limits, self.rate_matches, strict=True)
+        )
+        return facts
+
+    # -- step 2: decide -------------------------------------------------------------------
+    def decide(self, record: Record, state: EngineState) -> "Decision":
+        """The decision for `record`, the next request after those `state` has seen (which
+        it updates): the simulator's own code (analysis.simulate.replay) on one request."""
+        facts = FrameFacts.from_facts([self.facts(record, state)], len(self.policy.budgets), len(self.policy.rate_limits))
+        trace = Trace(1)
+        replay(self, facts, state, trace)
+        return Decision(**decision_row(self, facts, trace, 0))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the policies would have done with one request (fields: replay.DECISION_SCHEMA)."""
+
+    id: str
+    disposition: str
+    exact_cache: str | None
+    semantic_cache: str | None
+    cache_excluded: str | None
+    excluded_duplicate: bool
+    cache_policy: str | None
+    cache_source_id: str | None
+    similarity: float | None
+    routed_by: str | None
+    batch_by: str | None
+    budget_by: str | None
+    budget_action: str | None
+    budget_tripped: str | None
+    throttled_by: str | None
+    model: str | None
+    model_after: str | None
+    quality: str
+    cost_usd: float | None
+    simulated_cost_usd: float | None
+    saving_cache: float | None
+    saving_routing: float | None
+    saving_batch: float | None
+    saving_budget: float | None
+    latency_saved_ms: float

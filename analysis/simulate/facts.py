@@ -1,0 +1,158 @@
+"""The facts of a request: what the policies need to know about it, apart from history.
+
+`Facts` describes one request (enforce mode computes it per request: PolicyEngine.facts);
+`FrameFacts` holds the same fields as columns for many requests (the simulator computes it
+vectorised: analysis.simulate.batch.frame_facts). `EngineState` is what the policies remember
+between requests. Times are integer microseconds since the epoch, windows are calendar
+windows in UTC.
+"""
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import polars as pl
+
+from analysis.simulate.semantic import SemanticIndex
+from analysis.simulate.state import BudgetWindows, RateWindows, ResponseCache
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+HOUR_US = 3_600_000_000
+DAY_US = 86_400_000_000
+
+
+def to_microseconds(ts: datetime) -> int:
+    """A timezone-aware (or UTC-naive) datetime as integer microseconds since the epoch."""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return (ts - EPOCH) // timedelta(microseconds=1)
+
+
+def window_of(ts_us: int, window: str) -> int:
+    """Number of the calendar window (UTC) holding `ts_us`: hours or days since the epoch, or
+    year * 12 + month - 1."""
+    if window == "hour":
+        return ts_us // HOUR_US
+    if window == "day":
+        return ts_us // DAY_US
+    moment = EPOCH + timedelta(microseconds=ts_us)
+    return moment.year * 12 + moment.month - 1
+
+
+def window_start(window_id: int, window: str) -> datetime:
+    if window == "hour":
+        return EPOCH + timedelta(microseconds=window_id * HOUR_US)
+    if window == "day":
+        return EPOCH + timedelta(microseconds=window_id * DAY_US)
+    return datetime(window_id // 12, window_id % 12 + 1, 1, tzinfo=UTC)
+
+
+# State keys are strings, "<scope value><US><part>": a str caches its hash, a tuple does not,
+# and the replay loop looks each key up several times. RS stands for a NULL scope value.
+KEY_SEPARATOR = "\x1f"
+NO_VALUE = "\x1e"
+
+
+def state_key(scope_value: str | None, part: str | int) -> str:
+    """The key of a scoped piece of state: a cached prompt, a budget window."""
+    return f"{NO_VALUE if scope_value is None else scope_value}{KEY_SEPARATOR}{part}"
+
+
+def state_key_expr(scope: pl.Expr, part: pl.Expr) -> pl.Expr:
+    """`state_key` as a polars expression (NULL where `part` is NULL)."""
+    return pl.concat_str([scope.fill_null(NO_VALUE), pl.lit(KEY_SEPARATOR), part.cast(pl.Utf8)])
+
+
+def split_state_key(key: str) -> tuple[str | None, str]:
+    scope, _, part = key.partition(KEY_SEPARATOR)
+    return (None if scope == NO_VALUE else scope), part
+
+
+def number_or_none(value: float) -> float | None:
+    """A computed cost, None for NaN (could not be priced)."""
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+@dataclass(slots=True)
+class Facts:
+    """What the policies need to know about one request, independent of earlier traffic."""
+
+    id: str
+    ts_us: int
+    cost_usd: float | None
+    latency_ms: float | None
+    ok: bool  # the request succeeded, so its response could be cached
+    tokens: int  # input + output, for tokens-per-minute limits
+    model: str | None
+    exact_key: str | None = None  # state_key(scope value, prompt_hash)
+    exact_seen_before: bool = False  # an earlier request had the same exact_key
+    exact_excluded: str | None = None
+    semantic_pid: int = -1
+    semantic_row: int = -1
+    semantic_excluded: str | None = None
+    route: int = -1  # index of the routing rule that matched
+    route_cost: float | None = None
+    route_model: str | None = None  # the model after routing (the recorded one if not routed)
+    batch: int = -1  # index of the batch policy that matched
+    batch_cost: float | None = None
+    budget_keys: tuple = ()  # per budget: state_key(scope value, window), None where it does not apply
+    downgrade_costs: tuple = ()  # per budget: cost at its downgrade model, or None
+    rate_keys: tuple = ()  # per rate limit: scope value, or None when it does not apply
+
+
+@dataclass
+class EngineState:
+    """Everything a policy remembers; one per simulation run (or per enforce process)."""
+
+    exact: ResponseCache | None = None
+    exact_seen: set = field(default_factory=set)
+    semantic: SemanticIndex | None = None
+    budgets: list[BudgetWindows] = field(default_factory=list)
+    rates: list[RateWindows] = field(default_factory=list)
+
+
+# Columns of money, NaN (not None) where unknown, so the replay loop handles plain floats.
+MONEY_COLUMNS = ("cost_usd", "route_cost", "batch_cost")
+
+
+@dataclass
+class FrameFacts:
+    """The facts of many requests as columns: the `Facts` fields, with the per-budget and
+    per-rate-limit tuples split into one column each (`budget_key.0`, `rate_key.1`, ...)."""
+
+    columns: dict[str, list]
+    budgets: int
+    rate_limits: int
+
+    def __len__(self) -> int:
+        return len(self.columns["id"])
+
+    @classmethod
+    def from_facts(cls, facts: list[Facts], budgets: int, rate_limits: int) -> "FrameFacts":
+        columns: dict[str, list] = {name: [getattr(f, name) for f in facts] for name in Facts.__slots__}
+        for name in MONEY_COLUMNS:
+            columns[name] = [math.nan if v is None else v for v in columns[name]]
+        for b in range(budgets):
+            columns[f"budget_key.{b}"] = [f.budget_keys[b] for f in facts]
+            columns[f"downgrade_cost.{b}"] = [math.nan if f.downgrade_costs[b] is None else f.downgrade_costs[b] for f in facts]
+        for r in range(rate_limits):
+            columns[f"rate_key.{r}"] = [f.rate_keys[r] for f in facts]
+        return cls(columns, budgets, rate_limits)
+
+    def array(self, name: str, rows: slice = slice(None)) -> np.ndarray:
+        """Rows of a numeric column as float64, NaN for None."""
+        values = self.columns[name][rows]
+        if isinstance(values, np.ndarray):
+            return values.astype(np.float64, copy=False)
+        if len(values) < 1000:
+            return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
+        return pl.Series(values, dtype=pl.Float64).fill_null(math.nan).to_numpy()
+
+    def pre_budget_cost(self) -> np.ndarray:
+        """Cost of each request after routing and batch, before budgets (NaN: unpriced)."""
+        route = np.asarray(self.columns["route"])
+        batch = np.asarray(self.columns["batch"])
+        routed = np.where(route >= 0, self.array("route_cost"), self.array("cost_usd"))
+        return np.where(batch >= 0, self.array("batch_cost"), routed)

@@ -1,0 +1,311 @@
+"""The one pass over requests in time order: the only part of a policy that needs history.
+
+Given the facts of every request (columns, see `FrameFacts`), `replay` walks the requests in
+order and decides what depends on earlier ones, in the documented order: exact cache, semantic
+cache, budgets, rate limits; then it charges the budgets and stores the response. Its per-request
+work is a handful of list reads and dict operations on the state objects, so a million requests
+take seconds. Everything that does not depend on history (routing, batch prices, savings) is
+then computed for all rows at once by `decisions_frame`.
+
+One request (enforce mode, `PolicyEngine.decide`) goes through exactly this code with columns
+of length one, so there is a single implementation of each rule.
+
+Money, per request, with cost0 the recorded cost:
+    after routing   c1 = cost at the routing target        (cost0 when not routed)
+    after batch     c2 = c1 at the batch price              (c1 when not batched)
+    after budgets   c3 = 0 when blocked, the downgrade target's cost when downgraded, else c2
+    saving_routing = cost0 - c1, saving_batch = c1 - c2, saving_budget = c2 - c3
+A cache hit costs 0 and saves cost0 (saving_cache); nothing else applies to it. The four
+savings add up to cost0 - simulated cost, so no saving is counted twice.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+
+from analysis.simulate.facts import EngineState, FrameFacts
+
+if TYPE_CHECKING:
+    from analysis.simulate.engine import PolicyEngine
+
+DECISION_SCHEMA = {
+    "id": pl.Utf8,
+    "disposition": pl.Utf8,  # upstream | exact_hit | semantic_hit | blocked
+    "exact_cache": pl.Utf8,  # hit | miss | miss_in_flight | miss_expired | miss_evicted | excluded
+    "semantic_cache": pl.Utf8,  # hit | miss | excluded
+    "cache_excluded": pl.Utf8,  # why a cache could not answer (analysis.simulate.cacheability)
+    "excluded_duplicate": pl.Boolean,  # ... although an identical request came earlier
+    "cache_policy": pl.Utf8,  # the cache that answered
+    "cache_source_id": pl.Utf8,  # the request whose stored response answered
+    "similarity": pl.Float64,  # best similarity the semantic cache found
+    "routed_by": pl.Utf8,
+    "batch_by": pl.Utf8,
+    "budget_by": pl.Utf8,
+    "budget_action": pl.Utf8,  # block | downgrade
+    "budget_tripped": pl.Utf8,  # budgets whose limit this request's cost reached
+    "throttled_by": pl.Utf8,
+    "model": pl.Utf8,  # as recorded
+    "model_after": pl.Utf8,
+    "quality": pl.Utf8,  # same | unverified
+    "cost_usd": pl.Float64,  # as recorded (NULL: unpriced)
+    "simulated_cost_usd": pl.Float64,
+    "saving_cache": pl.Float64,
+    "saving_routing": pl.Float64,
+    "saving_batch": pl.Float64,
+    "saving_budget": pl.Float64,
+    "latency_saved_ms": pl.Float64,
+}
+
+
+@dataclass
+class Trace:
+    """What the pass decided, one entry per request (defaults: nothing happened)."""
+
+    n: int
+    disposition: list = field(init=False)
+    exact_cache: list = field(init=False)
+    semantic_cache: list = field(init=False)
+    cache_source_id: list = field(init=False)
+    similarity: list = field(init=False)
+    budget_index: list = field(init=False)  # the last budget that acted
+    budget_action: list = field(init=False)
+    downgrade_index: list = field(init=False)  # the last budget that downgraded
+    budget_tripped: list = field(init=False)
+    throttled_index: list = field(init=False)
+
+    def __post_init__(self) -> None:
+        n = self.n
+        self.disposition = ["upstream"] * n
+        for name in ("exact_cache", "semantic_cache", "cache_source_id", "similarity", "budget_action", "budget_tripped"):
+            setattr(self, name, [None] * n)
+        self.budget_index = [-1] * n
+        self.downgrade_index = [-1] * n
+        self.throttled_index = [-1] * n
+
+
+def replay(
+    engine: "PolicyEngine",
+    facts: FrameFacts,
+    state: EngineState,
+    trace: Trace,
+    start: int = 0,
+    stop: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """Decide rows [start, stop) of `facts` in order, updating `state` and filling `trace`."""
+    p = engine.policy
+    c = facts.columns
+    stop = len(facts) if stop is None else stop
+    ids, ts, latency, ok, tokens = c["id"], c["ts_us"], c["latency_ms"], c["ok"], c["tokens"]
+    pre_cost, pre_model = facts.pre_budget_cost().tolist(), c["route_model"]
+    batch = c["batch"]
+
+    exact = state.exact
+    exact_keys, exact_excluded = c["exact_key"], c["exact_excluded"]
+    semantic = state.semantic
+    semantic_pid, semantic_row, semantic_excluded = c["semantic_pid"], c["semantic_row"], c["semantic_excluded"]
+    threshold = p.semantic_cache.threshold if p.semantic_cache else 2.0
+
+    budgets = [
+        (b, c[f"budget_key.{b}"], c[f"downgrade_cost.{b}"], state.budgets[b], budget.limit_usd,
+         budget.action == "block", budget.to, budget.name)
+        for b, budget in enumerate(p.budgets)
+    ]
+    rates = [(r, c[f"rate_key.{r}"], state.rates[r]) for r in range(len(p.rate_limits))]
+
+    t = trace
+    disposition, exact_status, semantic_status = t.disposition, t.exact_cache, t.semantic_cache
+    source, similarity = t.cache_source_id, t.similarity
+    step = 65_536
+    for chunk in range(start, stop, step):
+        for i in range(chunk, min(chunk + step, stop)):
+            now = ts[i]
+            # 1. exact cache
+            exact_ok = False
+            if exact is not None:
+                key = exact_keys[i]
+                if exact_excluded[i] is None:
+                    exact_ok = True
+                    status, entry = exact.lookup(key, now)
+                    exact_status[i] = status
+                    if status == "hit":
+                        disposition[i] = "exact_hit"
+                        source[i] = entry[2]
+                        continue
+                else:
+                    exact_status[i] = "excluded"
+            # 2. semantic cache
+            semantic_ok = False
+            if semantic is not None:
+                if semantic_excluded[i] is None:
+                    semantic_ok = True
+                    pid, row = semantic_pid[i], semantic_row[i]
+                    found = semantic.nearest(pid, row, now)
+                    semantic_status[i] = "miss"
+                    if found is not None:
+                        similarity[i] = found[0]
+                        if found[0] >= threshold:
+                            semantic.use(pid, found[1])
+                            semantic_status[i] = "hit"
+                            disposition[i] = "semantic_hit"
+                            source[i] = found[2][2]
+                            continue
+                else:
+                    semantic_status[i] = "excluded"
+            # 3. budgets
+            cost = pre_cost[i]
+            model = pre_model[i]
+            blocked = False
+            for b, keys, downgrade_costs, windows, limit, block, target, _ in budgets:
+                key = keys[i]
+                if key is None or windows.spent.get(key, 0.0) < limit:
+                    continue
+                if block:
+                    blocked = True
+                    t.budget_index[i], t.budget_action[i] = b, "block"
+                    break
+                downgrade_cost = downgrade_costs[i]
+                if model != target and downgrade_cost == downgrade_cost:  # not NaN
+                    model = target
+                    cost = downgrade_cost if cost == cost else cost
+                    t.budget_index[i], t.budget_action[i], t.downgrade_index[i] = b, "downgrade", b
+            if blocked:
+                disposition[i] = "blocked"
+                continue
+            # 4. rate limits (batch traffic goes through the batch API's own quota)
+            if rates and batch[i] < 0:
+                throttled = False
+                for r, keys, windows in rates:
+                    key = keys[i]
+                    if key is not None and windows.full(key, now):
+                        t.throttled_index[i] = r
+                        throttled = True
+                        break
+                if not throttled:
+                    for _, keys, windows in rates:
+                        key = keys[i]
+                        if key is not None:
+                            windows.admit(key, now, tokens[i])
+            # Charge the budgets, store the response.
+            spend = cost if cost == cost else 0.0  # NaN: unpriced, charges nothing
+            for _, keys, _, windows, _, _, _, name in budgets:
+                key = keys[i]
+                if key is not None and windows.charge(key, spend):
+                    t.budget_tripped[i] = name if t.budget_tripped[i] is None else f"{t.budget_tripped[i]},{name}"
+            if ok[i]:
+                available_at = now + int((latency[i] or 0.0) * 1000)
+                if exact_ok:
+                    exact.store(exact_keys[i], available_at, ids[i])
+                if semantic_ok:
+                    semantic.store(semantic_pid[i], semantic_row[i], available_at, ids[i])
+        if progress is not None:
+            progress(min(chunk + step, stop) - chunk)
+
+
+def _names(names: list[str | None], index: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """names[index] where `where` and index >= 0, else None (an object array)."""
+    lookup = np.array([*names, None], dtype=object)
+    return lookup[np.where(where & (index >= 0), index, len(names))]
+
+
+def decision_columns(engine: "PolicyEngine", facts: FrameFacts, trace: Trace, start: int = 0, stop: int | None = None) -> dict[str, Any]:
+    """The decisions of rows [start, stop) as columns (DECISION_SCHEMA): lists, or numpy
+    arrays with NaN for a missing number."""
+    p = engine.policy
+    stop = len(facts) if stop is None else stop
+    rows = slice(start, stop)
+    c = facts.columns
+    n = stop - start
+    cost0 = facts.array("cost_usd", rows)
+    route = np.asarray(c["route"][rows], dtype=np.int64)
+    batch = np.asarray(c["batch"][rows], dtype=np.int64)
+    disposition = np.asarray(trace.disposition[rows], dtype=object)
+    hit = (disposition == "exact_hit") | (disposition == "semantic_hit")
+    semantic_hit = disposition == "semantic_hit"
+    blocked = disposition == "blocked"
+    downgrade = np.asarray(trace.downgrade_index[rows], dtype=np.int64)
+    budget = np.asarray(trace.budget_index[rows], dtype=np.int64)
+    throttled = np.asarray(trace.throttled_index[rows], dtype=np.int64)
+    served = ~hit
+
+    c1 = np.where(route >= 0, facts.array("route_cost", rows), cost0)
+    c2 = np.where(batch >= 0, facts.array("batch_cost", rows), c1)
+    c3 = c2.copy()
+    for b in range(len(p.budgets)):
+        chosen = downgrade == b
+        if chosen.any():
+            c3[chosen] = facts.array(f"downgrade_cost.{b}", rows)[chosen]
+    c3[blocked] = 0.0
+    priced = ~np.isnan(cost0)
+    zero = np.zeros(n)
+
+    def money(values: np.ndarray) -> np.ndarray:
+        return np.where(priced, values, np.nan)
+
+    model = np.asarray(c["model"][rows], dtype=object)
+    model_after = np.where(
+        hit, model, np.where(downgrade >= 0, _names([b.to for b in p.budgets], downgrade, served), np.asarray(c["route_model"][rows], dtype=object))
+    )
+    unverified = semantic_hit | (served & ((route >= 0) | (downgrade >= 0)))
+    cache_names = np.array(
+        [None, p.exact_cache.name if p.exact_cache else None, p.semantic_cache.name if p.semantic_cache else None],
+        dtype=object,
+    )
+    exact_status = trace.exact_cache[rows]
+    semantic_excluded = c["semantic_excluded"][rows] if p.semantic_cache else [None] * n
+    return {
+        "id": c["id"][rows],
+        "disposition": disposition,
+        "exact_cache": exact_status,
+        "semantic_cache": trace.semantic_cache[rows],
+        "cache_excluded": [e if e is not None else s for e, s in zip(c["exact_excluded"][rows], semantic_excluded, strict=True)],
+        "excluded_duplicate": [status == "excluded" and seen for status, seen in zip(exact_status, c["exact_seen_before"][rows], strict=True)],
+        "cache_policy": cache_names[np.where(disposition == "exact_hit", 1, np.where(semantic_hit, 2, 0))],
+        "cache_source_id": trace.cache_source_id[rows],
+        "similarity": trace.similarity[rows],
+        "routed_by": _names([r.name for r in p.routing], route, served),
+        "batch_by": _names([b.name for b in p.batch], batch, served),
+        "budget_by": _names([b.name for b in p.budgets], budget, served),
+        "budget_action": trace.budget_action[rows],
+        "budget_tripped": trace.budget_tripped[rows],
+        "throttled_by": _names([r.name for r in p.rate_limits], throttled, served),
+        "model": model,
+        "model_after": model_after,
+        "quality": np.where(unverified, "unverified", "same"),
+        "cost_usd": money(cost0),
+        "simulated_cost_usd": money(np.where(hit, 0.0, c3)),
+        "saving_cache": money(np.where(hit, cost0, zero)),
+        "saving_routing": money(np.where(served & (route >= 0), cost0 - c1, zero)),
+        "saving_batch": money(np.where(served & (batch >= 0), c1 - c2, zero)),
+        "saving_budget": money(np.where(served, c2 - c3, zero)),
+        "latency_saved_ms": np.where(hit, np.nan_to_num(facts.array("latency_ms", rows)), 0.0),
+    }
+
+
+def decisions_frame(engine: "PolicyEngine", facts: FrameFacts, trace: Trace, start: int = 0, stop: int | None = None) -> pl.DataFrame:
+    """The decisions of rows [start, stop) as a frame (DECISION_SCHEMA)."""
+    columns = decision_columns(engine, facts, trace, start, stop)
+    series = []
+    for name, dtype in DECISION_SCHEMA.items():
+        values = columns[name]
+        if isinstance(values, np.ndarray) and values.dtype == np.float64:
+            series.append(pl.Series(name, values, dtype=dtype, nan_to_null=True))
+        else:
+            series.append(pl.Series(name, values.tolist() if isinstance(values, np.ndarray) else values, dtype=dtype))
+    return pl.DataFrame(series)
+
+
+def decision_row(engine: "PolicyEngine", facts: FrameFacts, trace: Trace, index: int) -> dict[str, Any]:
+    """The decision of row `index` as plain Python values (None for a missing number)."""
+    row = {}
+    for name, values in decision_columns(engine, facts, trace, index, index + 1).items():
+        value = values[0]
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, float) and value != value:  # NaN
+            value = None
+        row[name] = value
+    return row

@@ -1,0 +1,136 @@
+"""The semantic cache's memory: stored prompts as vectors, found again by similarity.
+
+A request may be answered with the stored response of the nearest earlier prompt whose cosine
+similarity reaches the threshold, within the same partition: the same scope value, the same
+requested model and the same system prompt (a long shared system prompt would otherwise make
+every pair of requests look alike, and a different one changes the answer).
+
+Finding that prompt among a million must not compare against all of them. The index uses
+random-hyperplane LSH: `lsh_tables` tables, each hashing a vector to `lsh_bits` sign bits;
+prompts that agree on all bits of any table share a bucket. Near-duplicates agree with high
+probability (at cosine 0.9 and the defaults, 8 bits and 12 tables, about 98%), unrelated
+prompts rarely. Each bucket keeps the `bucket_size` prompts stored most recently, so the work per
+request is bounded whatever the traffic. The candidates are then compared exactly (a dot
+product) and only those whose response is still in the cache (TTL, LRU) count. This is an
+approximate search: a true neighbour can be missed, never invented; docs/simulator.md gives
+its measured recall.
+
+Texts are registered once (`register`) and get a row in a float32 matrix; the batch simulator
+registers all of them in one embedder call, enforce mode one at a time, with the same result.
+Bucket hashes are computed one vector at a time in float64, so they never depend on the batch.
+"""
+
+import numpy as np
+
+from analysis.simulate.embedders import Embedder
+from analysis.simulate.state import CacheEntry, ResponseCache
+
+LSH_SEED = 20240229
+
+
+class SemanticIndex:
+    """Vectors of registered texts, LSH buckets of stored ones, and their response cache."""
+
+    def __init__(self, embedder: Embedder, *, ttl_us: int, max_entries: int, bits: int, tables: int, bucket_size: int):
+        self.embedder = embedder
+        self.bits, self.tables, self.bucket_size = bits, tables, bucket_size
+        self.cache = ResponseCache(ttl_us, max_entries)  # key: (partition id, text row)
+        self.partitions: dict[tuple, int] = {}
+        self.text_rows: dict[str, int] = {}
+        self.texts: list[str] = []
+        self.matrix = np.zeros((0, 0), dtype=np.float32)
+        self.planes: np.ndarray | None = None
+        self.powers = (1 << np.arange(bits, dtype=np.int64)).astype(np.int64)
+        self._signatures: dict[int, list[int]] = {}
+        self.buckets: dict[int, list[int]] = {}
+
+    # -- texts and vectors -------------------------------------------------------------------
+    def partition(self, key: tuple) -> int:
+        pid = self.partitions.get(key)
+        if pid is None:
+            pid = self.partitions[key] = len(self.partitions)
+        return pid
+
+    def register_many(self, texts: list[str]) -> None:
+        """Embed and register the texts not yet known, in one embedder call."""
+        fresh = [t for t in dict.fromkeys(texts) if t not in self.text_rows]
+        if not fresh:
+            return
+        vectors = self.embedder.embed(fresh)
+        start = len(self.texts)
+        if self.matrix.shape[0] == 0:
+            self.matrix = np.zeros((0, vectors.shape[1]), dtype=np.float32)
+        needed = start + len(fresh)
+        if needed > self.matrix.shape[0]:
+            grown = np.zeros((max(needed, 2 * self.matrix.shape[0]), vectors.shape[1]), dtype=np.float32)
+            grown[:start] = self.matrix[:start]
+            self.matrix = grown
+        self.matrix[start:needed] = vectors
+        for offset, text in enumerate(fresh):
+            self.text_rows[text] = start + offset
+        self.texts.extend(fresh)
+
+    def register(self, text: str) -> int:
+        """The row of `text`, embedding it when new."""
+        row = self.text_rows.get(text)
+        if row is None:
+            self.register_many([text])
+            row = self.text_rows[text]
+        return row
+
+    def _signature(self, row: int) -> list[int]:
+        """The bucket number of `row` in each table."""
+        found = self._signatures.get(row)
+        if found is None:
+            vector = self.matrix[row].astype(np.float64)
+            if self.planes is None:
+                rng = np.random.default_rng(LSH_SEED)
+                self.planes = rng.standard_normal((vector.shape[0], self.tables * self.bits))
+            bits = (vector @ self.planes > 0).reshape(self.tables, self.bits)
+            found = self._signatures[row] = (bits @ self.powers).tolist()
+        return found
+
+    def _bucket_keys(self, pid: int, row: int) -> list[int]:
+        base = pid * self.tables
+        return [((base + t) << self.bits) | s for t, s in enumerate(self._signature(row))]
+
+    # -- lookup and store --------------------------------------------------------------------
+    def nearest(self, pid: int, row: int, now: int) -> tuple[float, int, CacheEntry] | None:
+        """(similarity, text row, entry) of the most similar prompt with a usable stored
+        response in partition `pid`, or None when no candidate has one."""
+        seen: set[int] = set()
+        candidates: list[int] = []
+        entries: list[CacheEntry] = []
+        alive = self.cache.alive
+        for key in self._bucket_keys(pid, row):
+            for other in self.buckets.get(key, ()):
+                if other in seen:
+                    continue
+                seen.add(other)
+                entry = alive((pid, other), now)
+                if entry is not None:
+                    candidates.append(other)
+                    entries.append(entry)
+        if not candidates:
+            return None
+        similarities = self.matrix[candidates] @ self.matrix[row]
+        best = int(np.argmax(similarities))
+        return float(similarities[best]), candidates[best], entries[best]
+
+    def use(self, pid: int, row: int) -> None:
+        """A stored response was served: it becomes the most recently used."""
+        self.cache.touch((pid, row))
+
+    def store(self, pid: int, row: int, available_at: int, source_id: str) -> None:
+        if not self.cache.store((pid, row), available_at, source_id):
+            return
+        for key in self._bucket_keys(pid, row):
+            bucket = self.buckets.get(key)
+            if bucket is None:
+                self.buckets[key] = [row]
+                continue
+            if row in bucket:
+                bucket.remove(row)
+            bucket.append(row)
+            if len(bucket) > self.bucket_size:
+                del bucket[0]

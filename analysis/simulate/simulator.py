@@ -1,0 +1,118 @@
+"""Run a policy over recorded traffic: facts for every request, one replay pass, the figures.
+
+`simulate(policy, requests, contents)` takes frames of the `requests` and `contents` relations
+(as `Store.requests_frame` / `contents_frame` return them) and gives a `SimulationResult`.
+`contents` may be a function that loads them: it is called only when the policy needs texts
+(semantic cache, system-prompt conditions, or routing across tokenizer families, where token
+counts are re-estimated), so a plain cache/routing/budget run never reads prompts.
+"""
+
+import gc
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from analysis.pricing import PriceTable
+from analysis.simulate.batch import frame_facts, ordered
+from analysis.simulate.embedders import Embedder, make_embedder
+from analysis.simulate.engine import PolicyEngine
+from analysis.simulate.facts import EngineState, FrameFacts
+from analysis.simulate.policy import Policy
+from analysis.simulate.pricer import Pricer
+from analysis.simulate.replay import Trace, decisions_frame, replay
+from analysis.simulate.results import SimulationResult, summarise
+from analysis.tokens import encoding_name_for_model
+
+ContentsSource = pl.DataFrame | Callable[[], pl.DataFrame] | None
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+def needs_texts(policy: Policy, requests: pl.DataFrame) -> bool:
+    """Whether simulating `policy` on `requests` reads prompt or response texts."""
+    if policy.needs_contents:
+        return True
+    targets = [r.to for r in policy.routing] + [b.to for b in policy.budgets if b.to]
+    if not targets or requests.height == 0:
+        return False
+    sources = {encoding_name_for_model(m) for m in requests["model"].unique().to_list()}
+    return any(sources - {encoding_name_for_model(t)} for t in targets)
+
+
+def build_engine(policy: Policy, prices: PriceTable | None = None, embedder: Embedder | None = None,
+                 data_dir: Path | None = None) -> PolicyEngine:
+    """A PolicyEngine with the price table and the embedder the policy names."""
+    semantic = policy.semantic_cache
+    if embedder is None and semantic is not None:
+        embedder = make_embedder(
+            semantic.embedder, url=semantic.embedder_url, model=semantic.embedder_model,
+            api_key_env=semantic.embedder_api_key_env, data_dir=data_dir,
+        )
+    return PolicyEngine(policy, Pricer(prices or PriceTable.load(data_dir)), embedder)
+
+
+@dataclass
+class Replayed:
+    """Everything a run produced: the ordered frames, facts, state and decisions."""
+
+    engine: PolicyEngine
+    requests: pl.DataFrame  # in (ts, id) order, content columns joined when read
+    contents: pl.DataFrame | None
+    facts: FrameFacts
+    state: EngineState
+    trace: Trace
+
+
+def replay_frames(engine: PolicyEngine, requests: pl.DataFrame, contents: ContentsSource = None,
+                  progress: Progress | None = None, stop: int | None = None) -> Replayed:
+    """Facts for every request and the replay pass over the first `stop` of them (all by
+    default), in (ts, id) order."""
+    texts = None
+    if needs_texts(engine.policy, requests):
+        texts = contents() if callable(contents) else contents
+    frame = ordered(requests, texts)
+    state = engine.new_state()
+    collecting = gc.isenabled()
+    gc.disable()  # millions of small objects, none cyclic: the collector only slows the pass
+    try:
+        if progress:
+            progress("facts", 0, frame.height)
+        facts = frame_facts(engine, frame, state)
+        trace = Trace(len(facts))
+        total = len(facts) if stop is None else stop
+        done = 0
+
+        def advance(count: int) -> None:
+            nonlocal done
+            done += count
+            if progress:
+                progress("replay", done, total)
+
+        replay(engine, facts, state, trace, 0, stop, advance)
+    finally:
+        if collecting:
+            gc.enable()
+    return Replayed(engine, frame, texts, facts, state, trace)
+
+
+def simulate(
+    policy: Policy,
+    requests: pl.DataFrame,
+    contents: ContentsSource = None,
+    *,
+    prices: PriceTable | None = None,
+    embedder: Embedder | None = None,
+    data_dir: Path | None = None,
+    parameters: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> SimulationResult:
+    """The result of applying `policy` to the recorded `requests`."""
+    engine = build_engine(policy, prices, embedder, data_dir)
+    run = replay_frames(engine, requests, contents, progress)
+    decisions = decisions_frame(engine, run.facts, run.trace)
+    params = {"price_version": engine.pricer.table.version, **(parameters or {})}
+    if policy.semantic_cache is not None:
+        params["embedder"] = engine.embedder.id
+    return summarise(policy, run.requests, decisions, run.facts, run.contents, params)

@@ -1,0 +1,131 @@
+"""What policies remember between requests: cached responses, budget spend, recent traffic.
+
+Each class holds the state of one policy and answers one question per request in O(1)
+amortised time, so the same objects serve the simulator (a million requests in a loop) and a
+future enforce mode (one request at a time). Times are integer microseconds since the epoch.
+
+- `ResponseCache`: an LRU of stored responses with a TTL. An entry becomes usable when its
+  response has arrived (request start + latency), so a duplicate sent while the first is still
+  in flight is a miss, as it would be in production; it expires `ttl` after that.
+- `BudgetWindows`: spend per (scope value, calendar window). A request is stopped when the
+  spend already in its window has reached the limit: enforce mode cannot know a request's cost
+  before the answer arrives, so neither does the simulator. The request whose charge reaches
+  the limit is remembered as the one that tripped it.
+- `RateWindows`: a sliding 60-second window of admitted requests and their tokens per scope
+  value. A request is throttled when the window already holds `requests_per_minute` requests
+  or `tokens_per_minute` tokens.
+"""
+
+from collections import OrderedDict, deque
+
+MINUTE_US = 60_000_000
+
+
+# A stored response: (available_at, expires_at, source_id) -- when its answer had arrived, when
+# it expires, the request whose response it is. A plain tuple: a million are made per run.
+CacheEntry = tuple[int, int, str]
+
+
+class ResponseCache:
+    """LRU of responses keyed by any hashable key, each entry valid for `ttl_us`."""
+
+    def __init__(self, ttl_us: int, max_entries: int):
+        self.ttl_us = ttl_us
+        self.max_entries = max_entries
+        self.entries: OrderedDict[object, CacheEntry] = OrderedDict()
+        self.evicted: set[object] = set()  # pushed out by LRU and not stored again since
+
+    def lookup(self, key: object, now: int) -> tuple[str, CacheEntry | None]:
+        """("hit", entry) or (why it missed, entry or None): miss, miss_in_flight,
+        miss_expired (stored, TTL passed), miss_evicted (stored, pushed out by LRU)."""
+        entry = self.entries.get(key)
+        if entry is None:
+            return ("miss_evicted" if key in self.evicted else "miss"), None
+        if now < entry[0]:
+            return "miss_in_flight", entry
+        if now >= entry[1]:
+            return "miss_expired", entry
+        self.entries.move_to_end(key)
+        return "hit", entry
+
+    def alive(self, key: object, now: int) -> CacheEntry | None:
+        """The usable entry for `key` at `now`, without touching LRU order."""
+        entry = self.entries.get(key)
+        if entry is None or now < entry[0] or now >= entry[1]:
+            return None
+        return entry
+
+    def touch(self, key: object) -> None:
+        self.entries.move_to_end(key)
+
+    def store(self, key: object, available_at: int, source_id: str) -> bool:
+        """Keep the response of `source_id`, unless a usable one arrives no later; True when
+        stored."""
+        entries = self.entries
+        current = entries.get(key)
+        if current is not None:
+            if current[0] <= available_at < current[1]:
+                return False
+            entries.move_to_end(key)
+        else:
+            self.evicted.discard(key)
+        entries[key] = (available_at, available_at + self.ttl_us, source_id)
+        if len(entries) > self.max_entries:
+            self.evicted.add(entries.popitem(last=False)[0])
+        return True
+
+
+class BudgetWindows:
+    """Spend per (scope value, window) for one budget."""
+
+    def __init__(self, limit_usd: float):
+        self.limit_usd = limit_usd
+        self.spent: dict[tuple[object, int], float] = {}
+
+    def spent_in(self, key: tuple[object, int]) -> float:
+        return self.spent.get(key, 0.0)
+
+    def exhausted(self, key: tuple[object, int]) -> bool:
+        return self.spent.get(key, 0.0) >= self.limit_usd
+
+    def charge(self, key: tuple[object, int], usd: float) -> bool:
+        """Add `usd`; True when this charge is the one that reaches the limit."""
+        before = self.spent.get(key, 0.0)
+        after = before + usd
+        self.spent[key] = after
+        return before < self.limit_usd <= after
+
+
+class RateWindows:
+    """Sliding one-minute windows of admitted requests per scope value for one rate limit."""
+
+    def __init__(self, requests_per_minute: int | None, tokens_per_minute: int | None):
+        self.requests_per_minute = requests_per_minute
+        self.tokens_per_minute = tokens_per_minute
+        self.windows: dict[object, list] = {}  # scope value -> [deque[(ts, tokens)], token sum]
+
+    def _window(self, key: object, now: int) -> list:
+        window = self.windows.get(key)
+        if window is None:
+            window = self.windows[key] = [deque(), 0]
+        events = window[0]
+        horizon = now - MINUTE_US
+        while events and events[0][0] <= horizon:
+            window[1] -= events.popleft()[1]
+        return window
+
+    def usage(self, key: object, now: int) -> tuple[int, int]:
+        """(requests, tokens) admitted in the minute before `now`."""
+        window = self._window(key, now)
+        return len(window[0]), window[1]
+
+    def full(self, key: object, now: int) -> bool:
+        window = self._window(key, now)
+        if self.requests_per_minute is not None and len(window[0]) >= self.requests_per_minute:
+            return True
+        return self.tokens_per_minute is not None and window[1] >= self.tokens_per_minute
+
+    def admit(self, key: object, now: int, tokens: int) -> None:
+        window = self._window(key, now)
+        window[0].append((now, tokens))
+        window[1] += tokens

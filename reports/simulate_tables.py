@@ -1,0 +1,220 @@
+"""Simulation results in the terminal: rich tables read from `SimulationResult.to_dict()`.
+
+Every table reads the same dictionary the JSON output and stored runs carry, so the terminal,
+`--format json` and the HTML report can never disagree. What a policy costs (blocked,
+downgraded, throttled requests, unverified answers) is shown next to what it saves.
+"""
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+GROUP_TITLES = {"by_day": "day", "by_team": "team", "by_feature": "feature", "by_model": "model"}
+
+
+def usd(amount: float | None) -> str:
+    if amount is None:
+        return "-"
+    return f"${amount:,.2f}" if abs(amount) >= 1 else f"${amount:.4f}"
+
+
+def count(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def pct(value: float) -> str:
+    return f"{value * 100:.1f}%"
+
+
+def _summary(result: dict[str, Any]) -> Table:
+    t = result["totals"]
+    table = Table(title="Simulation", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("", justify="right")
+    table.add_row("requests", f"{t['requests']:,}  ({t['unpriced_requests']:,} unpriced, not in money figures)")
+    table.add_row("baseline spend (recorded)", usd(t["baseline_usd"]))
+    table.add_row("simulated spend", usd(t["simulated_usd"]))
+    table.add_row("saving", f"{usd(t['saving_usd'])}  ({t['saving_pct']:.1f}%)")
+    table.add_row("cache hits", f"{t['cache_hits']:,}  ({pct(t['cache_hit_rate'])}), {t['latency_saved_ms'] / 1000:,.0f} s of latency saved")
+    table.add_row("routed", f"{t['routed']:,}")
+    table.add_row("downgraded by a budget", f"{t['downgraded']:,}")
+    table.add_row("blocked by a budget", f"[bold]{t['blocked']:,}[/]")
+    table.add_row("throttled by a rate limit", f"[bold]{t['throttled']:,}[/]")
+    table.add_row("batched", f"{t['batched']:,}")
+    table.add_row("answer quality unverified", f"[bold yellow]{t['quality_unverified']:,}[/]")
+    return table
+
+
+def _by_policy(result: dict[str, Any]) -> Table:
+    table = Table(title="By policy, in the order they apply (each saving counted once)")
+    for name, justify in (("policy", "left"), ("kind", "left"), ("requests", "right"), ("saving", "right"), ("what it costs", "left")):
+        table.add_column(name, justify=justify)
+    for row in result["by_policy"]:
+        costs = {
+            "routing": "quality unverified",
+            "budget": f"{row.get('blocked', 0):,} blocked, {row.get('downgraded', 0):,} downgraded",
+            "rate_limit": f"{row.get('throttled', 0):,} throttled (cost kept: clients retry)",
+            "semantic_cache": "similar-prompt answers: quality unverified",
+            "batch": "answers up to 24 h later",
+        }.get(row["kind"], "")
+        table.add_row(row["name"], row["kind"], count(row["requests"]), usd(row["saving_usd"]), costs)
+    return table
+
+
+def _grouped(result: dict[str, Any], key: str, limit: int = 40) -> Table:
+    rows = result[key]
+    title = f"By {GROUP_TITLES[key]}" + (f" (first {limit} of {len(rows)})" if len(rows) > limit else "")
+    table = Table(title=title)
+    for name in (GROUP_TITLES[key], "requests", "baseline", "simulated", "saving", "cache hits", "routed", "blocked", "throttled"):
+        table.add_column(name, justify="left" if name == GROUP_TITLES[key] else "right")
+    for row in rows[:limit]:
+        table.add_row(
+            str(row["key"]) if row["key"] is not None else "(none)", count(row["requests"]), usd(row["baseline_usd"]),
+            usd(row["simulated_usd"]), usd(row["saving_usd"]), count(row["cache_hits"]), count(row["routed"]),
+            count(row["blocked"]), count(row["throttled"]),
+        )
+    return table
+
+
+def _caches(result: dict[str, Any]) -> list[Table]:
+    tables = []
+    for kind in ("exact", "semantic"):
+        cache = result["cache"].get(kind)
+        if not cache:
+            continue
+        table = Table(title=f"{kind.capitalize()} cache {cache['name']!r} (scope {cache['scope']}, ttl {cache['ttl_seconds']} s)", show_header=False)
+        table.add_column("", style="bold")
+        table.add_column("")
+        table.add_row("hits", f"{cache['hits']:,} ({pct(cache['hit_rate'])} of requests), saving {usd(cache['saving_usd'])}")
+        if kind == "exact":
+            misses = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in cache["misses"].items())
+            table.add_row("misses", misses)
+        excluded = cache["excluded"]
+        if excluded["requests"]:
+            table.add_row("not cacheable", ", ".join(f"{k} {v:,}" for k, v in excluded["requests"].items()))
+            dup = excluded["duplicates"]
+            table.add_row("... of which repeats", ", ".join(f"{k} {v:,}" for k, v in dup.items()) or "none")
+        tables.append(table)
+        if kind == "semantic":
+            sweep = Table(title=f"Threshold sweep ({cache['embedder']} embedder; * = estimated)")
+            for name in ("threshold", "hits", "hit rate", "saving"):
+                sweep.add_column(name, justify="right")
+            for row in cache["sweep"]:
+                mark = "*" if row["estimated"] else " (this run)"
+                sweep.add_row(f"{row['threshold']:.2f}{mark}", count(row["hits"]), pct(row["hit_rate"]), usd(row["saving_usd"]))
+            tables.append(sweep)
+            if cache["sample_pairs"]:
+                pairs = Table(title="Matched pairs to judge (lowest similarity first)", show_lines=True)
+                for name in ("similarity", "request", "answered with (cached prompt)"):
+                    pairs.add_column(name)
+                for pair in cache["sample_pairs"][:10]:
+                    pairs.add_row(f"{pair['similarity']:.3f}", str(pair["request_prompt"]), str(pair["cached_prompt"]))
+                tables.append(pairs)
+    return tables
+
+
+def _budgets(result: dict[str, Any], limit: int = 15) -> list[Table]:
+    tables = []
+    for budget in result["budgets"]:
+        action = budget["action"] + (f" to {budget['to']}" if budget["to"] else "")
+        table = Table(title=(
+            f"Budget {budget['name']!r}: {budget['scope']}, {usd(budget['limit_usd'])} per {budget['window']}, {action}: "
+            f"{budget['windows_tripped']:,} windows tripped, {budget['blocked']:,} blocked, {budget['downgraded']:,} downgraded, "
+            f"{usd(budget['spend_prevented_usd'])} prevented"
+        ))
+        for name in (budget["scope"], "window", "tripped by", "at", "blocked", "downgraded", "prevented"):
+            table.add_column(name, justify="right" if name in ("blocked", "downgraded", "prevented") else "left")
+        for incident in budget["incidents"][:limit]:
+            table.add_row(
+                str(incident["scope_value"]), incident["window_start"][:16], str(incident["tripped_by"] or "-"),
+                (incident["tripped_at"] or "-")[:19], count(incident["blocked"]), count(incident["downgraded"]),
+                usd(incident["spend_prevented_usd"]),
+            )
+        tables.append(table)
+    return tables
+
+
+def _rate_limits(result: dict[str, Any]) -> list[Table]:
+    tables = []
+    for limit in result["rate_limits"]:
+        table = Table(title=(
+            f"Rate limit {limit['name']!r}: {limit['scope']}, {limit['requests_per_minute'] or '-'} requests / "
+            f"{limit['tokens_per_minute'] or '-'} tokens per minute: {limit['throttled']:,} throttled "
+            f"({limit['scope_values_affected']:,} {limit['scope']} values)"
+        ))
+        for name in (limit["scope"], "throttled", "first", "last"):
+            table.add_column(name)
+        for row in limit["top_scope_values"][:10]:
+            table.add_row(str(row["scope_value"]), count(row["throttled"]), row["first"][:16], row["last"][:16])
+        tables.append(table)
+    return tables
+
+
+def print_result(result: dict[str, Any], console: Console, groups: tuple[str, ...] = ("by_day", "by_team", "by_feature", "by_model")) -> None:
+    """The whole result as tables, summary first."""
+    console.print(_summary(result))
+    console.print(_by_policy(result))
+    for table in _caches(result):
+        console.print(table)
+    if result["routing"]["rules"]:
+        routing = Table(title="Routing (answers from another model: quality unverified)")
+        for name in ("rule", "to", "requests", "from", "saving"):
+            routing.add_column(name, justify="right" if name in ("requests", "saving") else "left")
+        for rule in result["routing"]["rules"]:
+            origins = ", ".join(f"{m} {n:,}" for m, n in list(rule["from_models"].items())[:4])
+            routing.add_row(rule["name"], rule["to"], count(rule["requests"]), origins, usd(rule["saving_usd"]))
+        console.print(routing)
+    for table in _budgets(result) + _rate_limits(result):
+        console.print(table)
+    for key in groups:
+        console.print(_grouped(result, key))
+    for note in result["notes"]:
+        console.print(f"[dim]Note:[/] {note}", highlight=False)
+
+
+def print_comparison(a: dict[str, Any], b: dict[str, Any], names: tuple[str, str], console: Console) -> None:
+    """Two results side by side: totals, then each file's policies."""
+    table = Table(title=f"{names[0]}  vs  {names[1]}")
+    table.add_column("")
+    table.add_column(names[0], justify="right")
+    table.add_column(names[1], justify="right")
+    rows = [
+        ("baseline spend", "baseline_usd", usd), ("simulated spend", "simulated_usd", usd), ("saving", "saving_usd", usd),
+        ("cache hits", "cache_hits", count), ("routed", "routed", count), ("downgraded", "downgraded", count),
+        ("blocked", "blocked", count), ("throttled", "throttled", count), ("batched", "batched", count),
+        ("quality unverified", "quality_unverified", count),
+    ]
+    for label, key, fmt in rows:
+        table.add_row(label, fmt(a["totals"][key]), fmt(b["totals"][key]))
+    table.add_row("saving %", f"{a['totals']['saving_pct']:.1f}%", f"{b['totals']['saving_pct']:.1f}%")
+    console.print(table)
+    for name, result in zip(names, (a, b), strict=True):
+        policies = _by_policy(result)
+        policies.title = f"{name}: by policy"
+        console.print(policies)
+
+
+def print_explanation(explanation: dict[str, Any], console: Console) -> None:
+    request, decision = explanation["request"], explanation["decision"]
+    console.print(
+        f"[bold]Request {request['id']}[/] at {request['ts']}: {request['provider']} {request['model']}, "
+        f"team {request['team']}, feature {request['feature']}, {count(request['input_tokens'])} in / "
+        f"{count(request['output_tokens'])} out tokens, recorded cost {usd(request['cost_usd'])}",
+        highlight=False,
+    )
+    table = Table(title="Policies in order", show_lines=True)
+    for name in ("policy", "kind", "outcome", "why"):
+        table.add_column(name)
+    for step in explanation["steps"]:
+        table.add_row(step["policy"], step["kind"], step["outcome"], "\n".join(step["reasons"]))
+    console.print(table)
+    savings = ", ".join(
+        f"{k.removeprefix('saving_')} {usd(decision[k])}" for k in ("saving_cache", "saving_routing", "saving_batch", "saving_budget")
+        if decision[k]
+    )
+    console.print(
+        f"Decision: {decision['disposition']}, model {decision['model_after']}, quality {decision['quality']}; "
+        f"cost {usd(decision['cost_usd'])} -> {usd(decision['simulated_cost_usd'])}" + (f" (saving: {savings})" if savings else ""),
+        highlight=False,
+    )
