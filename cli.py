@@ -377,9 +377,10 @@ def reprice(data: DataDir = Path(DEFAULT_DATA_DIR)):
 
 REPORT_FORMATS = ("html", "md")
 SAMPLE_TRAFFIC = Path(__file__).resolve().parent / "sample_traffic"
+EXAMPLE_POLICY = Path(__file__).resolve().parent / "examples" / "policy.toml"
 
 
-def gather_report(data: Path, since: datetime | None, until: datetime | None, simulation: dict | None) -> dict:
+def gather_report(data: Path, since: datetime | None, until: datetime | None, simulation=None) -> dict:
     from reports.data import EmptyReport, gather
 
     store = open_store(data)
@@ -388,6 +389,16 @@ def gather_report(data: Path, since: datetime | None, until: datetime | None, si
             return gather(con, since, until, simulation)
         except EmptyReport as e:
             raise fail(f"{e} in {data}") from e
+
+
+def simulate_for_report(policy: Path, data: Path, since: datetime | None, until: datetime | None):
+    """Run the policy over the recorded calls (as `simulate` does), store the run, return it."""
+    from analysis.simulate.runs import save_run
+    from reports.simulation_data import SimulationRun
+
+    result = _simulate_one(policy, data, since, until, show_progress=err_console.is_terminal)
+    stored = save_run(data, result)
+    return SimulationRun(result=stored.info["result"], decisions=result.decisions, run_id=stored.run_id)
 
 
 def write_report(report: dict, out: Path, fmt: str) -> Path:
@@ -417,7 +428,8 @@ def report(
     since, until = parse_date(start, "--from"), parse_date(end, "--to")
     if policy is not None and not policy.is_file():
         raise fail(f"--policy {policy}: no such file")
-    simulation = None
+    open_store(data)
+    simulation = simulate_for_report(policy, data, since, until) if policy is not None else None
     figures = gather_report(data, since, until, simulation)
     if fmt == "md" and out is None:
         from reports.markdown import render_markdown
@@ -439,6 +451,8 @@ def demo(
     flows = sorted(SAMPLE_TRAFFIC.glob("*.flows"))
     if not flows:
         raise fail(f"no sample traffic (*.flows) in {SAMPLE_TRAFFIC}")
+    if not EXAMPLE_POLICY.is_file():
+        raise fail(f"the example policy is missing: {EXAMPLE_POLICY}")
     try:
         total = sum(count_flows(f) for f in flows)
         data = prepare_demo_dir(out)
@@ -454,7 +468,9 @@ def demo(
     names = ", ".join(str(f.relative_to(SAMPLE_TRAFFIC.parent)) for f in flows)
     console.print(f"Recorded {recorder.recorded:,} LLM calls from {names} through the recorder into {data}.",
                   highlight=False, soft_wrap=True)
-    simulation = None
+    simulation = simulate_for_report(EXAMPLE_POLICY, data, None, None)
+    console.print(f"Simulated {EXAMPLE_POLICY.relative_to(EXAMPLE_POLICY.parents[1])} over them "
+                  f"(run {simulation.run_id}).", highlight=False, soft_wrap=True)
     figures = gather_report(data, None, None, simulation)
     path = write_report(figures, out / "report.html", "html")
     console.print(f"\nReport: [bold]{path.resolve()}[/]", highlight=False, soft_wrap=True)

@@ -96,5 +96,67 @@ def observation_charts(report: dict) -> dict[str, go.Figure]:
     }
 
 
+def waterfall(sim: dict) -> go.Figure:
+    """Recorded spend, minus each policy's saving in the order they apply, to simulated spend."""
+    steps = sim["waterfall"]
+    headline = sim["headline"]
+    x = ["recorded spend", *[s["name"] for s in steps], "simulated spend"]
+    y = [headline["baseline_usd"], *[-s["saving_usd"] for s in steps], headline["simulated_usd"]]
+    fig = go.Figure(go.Waterfall(
+        x=x, y=y, measure=["absolute", *["relative"] * len(steps), "total"],
+        text=[f"${abs(v):,.2f}" if abs(v) >= 1 else f"${abs(v):.4f}" for v in y], textposition="outside",
+        decreasing={"marker": {"color": "#10b981"}}, increasing={"marker": {"color": "#ef4444"}},
+        totals={"marker": {"color": "#2563eb"}}, connector={"line": {"color": "#cbd5e1"}},
+        hovertemplate="%{x}: %{text}<extra></extra>",
+    ))
+    _layout(fig, height=380, showlegend=False, yaxis={"title": "USD", "tickprefix": "$", "rangemode": "tozero"},
+            margin={"l": 60, "r": 20, "t": 30, "b": 60})
+    return fig
+
+
+def simulated_over_time(sim: dict) -> go.Figure:
+    """Recorded and simulated spend per day; the gap between them is the saving."""
+    days = [row["key"] for row in sim["daily"]]
+    fig = go.Figure()
+    fig.add_scatter(x=days, y=[row["simulated_usd"] for row in sim["daily"]], name="simulated spend",
+                    mode="lines", line={"color": "#10b981", "width": 2}, fill="tozeroy",
+                    fillcolor="rgba(16,185,129,0.15)", hovertemplate="%{x}<br>simulated: $%{y:,.4f}<extra></extra>")
+    fig.add_scatter(x=days, y=[row["baseline_usd"] for row in sim["daily"]], name="recorded spend",
+                    mode="lines", line={"color": "#2563eb", "width": 2}, fill="tonexty",
+                    fillcolor="rgba(37,99,235,0.10)", hovertemplate="%{x}<br>recorded: $%{y:,.4f}<extra></extra>")
+    _layout(fig, height=320, yaxis={"title": "USD per day", "tickprefix": "$", "rangemode": "tozero"},
+            margin={"l": 60, "r": 20, "t": 20, "b": 40})
+    return fig
+
+
+def threshold_sweep(semantic: dict) -> go.Figure:
+    """Semantic cache: hit rate and saving at each similarity threshold (others estimated)."""
+    sweep = semantic["sweep"]
+    labels = [f"{s['threshold']:.2f}" + ("" if not s["estimated"] else "*") for s in sweep]
+    fig = go.Figure()
+    fig.add_bar(x=labels, y=[s["hit_rate"] for s in sweep], name="hit rate",
+                marker_color=["#2563eb" if not s["estimated"] else "#93c5fd" for s in sweep],
+                hovertemplate="threshold %{x}<br>hit rate %{y:.1%}<extra></extra>")
+    fig.add_scatter(x=labels, y=[s["saving_usd"] for s in sweep], name="saving", yaxis="y2", mode="lines+markers",
+                    line={"color": "#10b981", "width": 2}, hovertemplate="threshold %{x}<br>saving $%{y:,.4f}<extra></extra>")
+    _layout(fig, height=320, xaxis={"title": "similarity threshold (* estimated)", "type": "category"},
+            yaxis={"title": "hit rate", "tickformat": ".0%", "rangemode": "tozero"},
+            yaxis2={"title": "saving", "overlaying": "y", "side": "right", "tickprefix": "$", "rangemode": "tozero",
+                    "showgrid": False, "tickmode": "auto", "nticks": 5},
+            margin={"l": 60, "r": 70, "t": 20, "b": 50})
+    return fig
+
+
+def simulation_charts(report: dict) -> dict[str, go.Figure]:
+    sim = report["simulation"]
+    charts = {"chart-waterfall": waterfall(sim), "chart-simulated-daily": simulated_over_time(sim)}
+    if sim["cache"]["semantic"] is not None and sim["cache"]["semantic"]["sweep"]:
+        charts["chart-sweep"] = threshold_sweep(sim["cache"]["semantic"])
+    return charts
+
+
 def all_charts(report: dict) -> dict[str, go.Figure]:
-    return observation_charts(report)
+    charts = observation_charts(report)
+    if report["simulation"] is not None:
+        charts |= simulation_charts(report)
+    return charts

@@ -2,7 +2,7 @@
 
 `gather(con, start, end, simulation)` reads the recorded calls (through `analysis.stats`, the
 functions `llm-shadow stats` prints, and `reports.queries` for series and percentiles) and
-takes the simulation results as the simulator returns them. The HTML and Markdown renderers
+takes a simulation run's figures through `reports.simulation_data`. The HTML and Markdown renderers
 and the charts only read this dict: no renderer runs a query, so the two formats cannot
 disagree, and every figure has one source.
 """
@@ -14,6 +14,7 @@ import duckdb
 from analysis import stats
 from reports import format as fmt
 from reports import queries
+from reports.simulation_data import SimulationRun, simulation_figures
 
 BREAKDOWNS = ("model", "team", "feature")  # the dimensions spend over time is split by
 TOP_GROUPS = 7  # series drawn per breakdown; the rest is summed as "other"
@@ -120,6 +121,7 @@ def _quality(con, start, end, total: stats.Totals, days_covered: int) -> dict:
     cost = queries.source_counts(con, "cost_source", start, end).to_dicts()
     versions = queries.source_counts(con, "price_version", start, end).to_dicts()
     estimated_cost = sum(r["cost_usd"] for r in usage if r["value"] == "estimated")
+    tokenless = sum(r["calls"] for r in cost if r["value"] == "none")
     return {
         "first_day": first.isoformat(),
         "last_day": last.isoformat(),
@@ -131,6 +133,8 @@ def _quality(con, start, end, total: stats.Totals, days_covered: int) -> dict:
         "estimated_share": _share(total.estimated_calls, total.calls),
         "estimated_cost_usd": estimated_cost,
         "estimated_cost_share": _share(estimated_cost, total.cost_usd),
+        "tokenless_calls": tokenless,
+        "tokenless_share": _share(tokenless, total.calls),
         "unpriced_calls": total.unpriced_calls,
         "unpriced_share": _share(total.unpriced_calls, total.calls),
         "usage_sources": usage,
@@ -158,8 +162,8 @@ def summary(total: stats.Totals, quality: dict, groups: dict) -> str:
 
 
 def gather(con: duckdb.DuckDBPyConnection, start: datetime | None = None, end: datetime | None = None,
-           simulation: dict | None = None, top: int = TOP_GROUPS) -> dict:
-    """The report's figures for calls in [start, end), with the simulation results if given."""
+           simulation: SimulationRun | None = None, top: int = TOP_GROUPS) -> dict:
+    """The report's figures for calls in [start, end), with a simulation run's if given."""
     total = stats.totals(con, start, end)
     if total.calls == 0:
         raise EmptyReport("no recorded calls" + (" in the chosen window" if start or end else ""))
@@ -191,5 +195,5 @@ def gather(con: duckdb.DuckDBPyConnection, start: datetime | None = None, end: d
         "latency": queries.latency_by_model(con, start, end).to_dicts(),
         "outcomes": outcomes,
         "quality": quality,
-        "simulation": simulation,
+        "simulation": simulation_figures(con, simulation) if simulation is not None else None,
     }

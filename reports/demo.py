@@ -41,10 +41,10 @@ def headline_figures(report: dict) -> list[tuple[str, str]]:
         figures.append(("Simulated spend", "not run"))
         figures.append(("Cache hit rate", "not run"))
     else:
-        figures.append(("Simulated spend", f"{fmt.usd(sim['totals']['simulated_cost_usd'])}, saving "
-                                           f"{fmt.usd(sim['totals']['saving_usd'])} "
-                                           f"({fmt.percent(sim['totals']['saving_share'])})"))
-        figures.append(("Cache hit rate", f"{fmt.percent(sim['cache']['hit_rate'])} "
-                                          f"({fmt.count(sim['cache']['hits'])} of "
-                                          f"{fmt.count(sim['cache']['requests'])} calls)"))
+        figures.append(("Simulated spend", f"{fmt.usd(sim['headline']['simulated_usd'])}, saving "
+                                           f"{fmt.usd(sim['headline']['saving_usd'])} "
+                                           f"({fmt.percent(sim['headline']['saving_share'])})"))
+        figures.append(("Cache hit rate", f"{fmt.percent(sim['headline']['cache_hit_rate'])} "
+                                          f"({fmt.count(sim['headline']['cache_hits'])} of "
+                                          f"{fmt.count(sim['headline']['requests'])} calls)"))
     return figures

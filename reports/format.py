@@ -10,7 +10,11 @@ from datetime import date, datetime
 def usd(amount: float | None) -> str:
     if amount is None:
         return "n/a"
-    return f"${amount:,.2f}" if abs(amount) >= 1 else f"${amount:.4f}"
+    if round(amount, 4) == 0:
+        return "$0.0000"  # never "$-0.0000"
+    sign = "-" if amount < 0 else ""
+    amount = abs(amount)
+    return sign + (f"${amount:,.2f}" if amount >= 1 else f"${amount:.4f}")
 
 
 def count(value: int | float | None) -> str:

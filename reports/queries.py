@@ -100,3 +100,57 @@ def days_covered(con: duckdb.DuckDBPyConnection, start: datetime | None, end: da
     where, params = time_filter(start, end)
     (days,) = con.execute(f"SELECT count(DISTINCT {DAY}) FROM requests {where}", params).fetchone()
     return days
+
+
+# --- joined with a simulation's decisions (one row per request: what the policies did) ----------
+
+DECISIONS_VIEW = "simulation_decisions"
+
+
+def _with_decisions(con: duckdb.DuckDBPyConnection, decisions: pl.DataFrame, sql: str, params: list) -> pl.DataFrame:
+    con.register(DECISIONS_VIEW, decisions)
+    try:
+        return query_frame(con, sql, params)
+    finally:
+        con.unregister(DECISIONS_VIEW)
+
+
+def repeated_prompts(con: duckdb.DuckDBPyConnection, decisions: pl.DataFrame, limit: int = 10) -> pl.DataFrame:
+    """The prompts sent most often (equal prompt_hash), with what the simulated caches made of
+    them: calls, teams, cost, cache hits and saving, the commonest reason a repeat could not be
+    cached, and the start of the prompt text (when content was recorded)."""
+    return _with_decisions(con, decisions, f"""
+        WITH repeated AS (
+            SELECT r.prompt_hash, count(*) AS calls, count(DISTINCT r.team) AS teams,
+                   count(DISTINCT {GROUPINGS['feature']}) AS features,
+                   any_value({GROUPINGS['feature']}) AS feature,
+                   coalesce(sum(r.cost_usd), 0) AS cost_usd,
+                   count(*) FILTER (WHERE d.disposition IN ('exact_hit', 'semantic_hit')) AS cache_hits,
+                   coalesce(sum(d.saving_cache), 0) AS saving_usd,
+                   mode(d.cache_excluded) AS excluded_reason,
+                   arg_min(r.id, r.ts) AS first_id
+            FROM requests r JOIN {DECISIONS_VIEW} d ON d.id = r.id
+            WHERE r.prompt_hash IS NOT NULL
+            GROUP BY r.prompt_hash HAVING count(*) > 1
+            ORDER BY calls DESC, cost_usd DESC, r.prompt_hash LIMIT ?
+        )
+        SELECT repeated.*, left(regexp_replace(c.prompt_text, '\\s+', ' ', 'g'), 240) AS prompt_start
+        FROM repeated LEFT JOIN contents c ON c.id = repeated.first_id
+        ORDER BY calls DESC, cost_usd DESC, prompt_hash""", [limit])
+
+
+def affected_requests(con: duckdb.DuckDBPyConnection, decisions: pl.DataFrame) -> pl.DataFrame:
+    """The requests a budget or rate limit would have hurt, per policy, action, team and feature:
+    requests and what they cost as recorded."""
+    return _with_decisions(con, decisions, f"""
+        WITH hurt AS (
+            SELECT d.budget_by AS policy, d.budget_action AS action, r.* FROM requests r
+            JOIN {DECISIONS_VIEW} d ON d.id = r.id WHERE d.budget_by IS NOT NULL
+            UNION ALL
+            SELECT d.throttled_by AS policy, 'throttle' AS action, r.* FROM requests r
+            JOIN {DECISIONS_VIEW} d ON d.id = r.id WHERE d.throttled_by IS NOT NULL
+        )
+        SELECT policy, action, {GROUPINGS['team']} AS team, {GROUPINGS['feature']} AS feature,
+               count(*) AS requests, coalesce(sum(cost_usd), 0) AS cost_usd,
+               min(ts) AS first_at, max(ts) AS last_at
+        FROM hurt GROUP BY ALL ORDER BY policy, requests DESC, team, feature""", [])

@@ -14,17 +14,19 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli import app
+from cli import EXAMPLE_POLICY, app
 from reports import format as fmt
 from reports.data import window_verdict
 from tests.headless_chromium import HeadlessChromium, find_chromium
 from tests.png import ink
 
-EXPECTED_CHARTS = {"chart-spend", "chart-tokens", "chart-latency", "chart-outcomes"}
+EXPECTED_CHARTS = {"chart-spend", "chart-tokens", "chart-latency", "chart-outcomes",  # observed traffic
+                   "chart-waterfall", "chart-simulated-daily"}  # the simulation
 
 
 class ReportPage(HTMLParser):
-    """The parts of the report HTML a test reads: text by element id, rows of the group tables."""
+    """The parts of the report HTML a test reads: text by element id, rows of the tables that
+    have an id (or a data-by: the spend tables, by model, team, feature)."""
 
     def __init__(self, html: str):
         super().__init__()
@@ -45,8 +47,8 @@ class ReportPage(HTMLParser):
         if "id" in attrs:
             self._open_ids.append((attrs["id"], self._depth))
             self.text_by_id[attrs["id"]] = ""
-        if tag == "table" and "data-by" in attrs:
-            self._table = attrs["data-by"]
+        if tag == "table" and ("data-by" in attrs or "id" in attrs):
+            self._table = attrs.get("data-by") or attrs["id"]
             self.tables[self._table] = []
         elif tag == "tr" and self._table:
             self._row = []
@@ -167,6 +169,34 @@ def test_headline_and_tables_equal_what_stats_prints(sample_demo, report_html):
         assert len(table) - 1 == min(10, len(rows))
 
 
+def test_simulation_figures_equal_what_simulate_prints(sample_demo, report_html):
+    result = json.loads(cli("simulate", "--policy", str(EXAMPLE_POLICY), "--format", "json", "--no-save",
+                            "--data", str(sample_demo.data)))
+    totals = result["totals"]
+    page = ReportPage(report_html)
+    simulated = page.text("headline-simulated")
+    assert simulated.startswith(f"Simulated spend {fmt.usd(totals['simulated_usd'])} ")
+    assert f"saving {fmt.usd(totals['saving_usd'])} ({totals['saving_pct']:.1f}%)" in simulated
+    assert page.text("headline-cache").startswith(f"Cache hit rate {fmt.percent(totals['cache_hit_rate'])} ")
+    assert f"{fmt.count(totals['cache_hits'])} of {fmt.count(totals['requests'])} calls" in page.text("headline-cache")
+
+    rows = {row[0]: row for row in page.tables["by-policy"][1:-1]}
+    assert list(rows) == [p["name"] for p in result["by_policy"]]
+    for policy in result["by_policy"]:
+        assert rows[policy["name"]][3] == fmt.usd(policy["saving_usd"])
+    assert sum(p["saving_usd"] for p in result["by_policy"]) == pytest.approx(totals["saving_usd"])
+
+    if result["routing"]["rules"]:
+        assert "quality: unverified" in page.text("routing")
+        assert [r[0] for r in page.tables["routing-rules"][1:]] == [r["name"] for r in result["routing"]["rules"]]
+
+    # The demo printed the same three figures.
+    out = sample_demo.result.stdout
+    assert re.search(rf"Simulated spend:\s+{re.escape(fmt.usd(totals['simulated_usd']))}, saving "
+                     rf"{re.escape(fmt.usd(totals['saving_usd']))}", out)
+    assert re.search(rf"Cache hit rate:\s+{re.escape(fmt.percent(totals['cache_hit_rate']))}", out)
+
+
 def test_a_window_reports_what_stats_prints_for_it(sample_demo, tmp_path):
     data = str(sample_demo.data)
     first = json.loads(cli("stats", "--by", "day", "--format", "json", "--data", data))[0]["day"]
@@ -244,3 +274,14 @@ def test_a_chart_that_cannot_be_drawn_says_so_and_is_caught(report_html, browser
     assert "This chart could not be drawn" in page.evaluate("document.getElementById('chart-latency').textContent")
     browser.pump(0.2)
     assert any("chart-latency" in e for e in page.log.console_errors)
+
+
+def test_a_broken_policy_file_is_a_one_line_error_with_its_line(sample_demo, tmp_path):
+    policy = tmp_path / "policy.toml"
+    policy.write_text('name = "x"\n\n[[routing]]\nname = "r"\nto = 5\n')
+    result = CliRunner().invoke(app, ["report", "--policy", str(policy), "--data", str(sample_demo.data),
+                                      "--out", str(tmp_path / "r.html")])
+    assert result.exit_code == 1
+    assert "policy.toml:5:" in result.output and '"to"' in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "r.html").exists()
