@@ -161,6 +161,13 @@ def summary(total: stats.Totals, quality: dict, groups: dict) -> str:
     return text
 
 
+def simulation_summary(simulated: dict) -> str:
+    h = simulated["headline"]
+    return (f" Under policy {simulated['policy_name']} the same traffic would have cost {fmt.usd(h['simulated_usd'])}, "
+            f"a saving of {fmt.usd(h['saving_usd'])} ({fmt.percent(h['saving_share'])}), with "
+            f"{fmt.percent(h['cache_hit_rate'])} of calls answered from a cache.")
+
+
 def gather(con: duckdb.DuckDBPyConnection, start: datetime | None = None, end: datetime | None = None,
            simulation: SimulationRun | None = None, top: int = TOP_GROUPS) -> dict:
     """The report's figures for calls in [start, end), with a simulation run's if given."""
@@ -173,8 +180,9 @@ def gather(con: duckdb.DuckDBPyConnection, start: datetime | None = None, end: d
     daily_totals = stats.grouped(con, "day", start, end)
     quality = _quality(con, start, end, total, daily_totals.height)
     outcomes = _outcomes(con, start, end, total.calls)
+    simulated = simulation_figures(con, simulation) if simulation is not None else None
     return {
-        "summary": summary(total, quality, groups),
+        "summary": summary(total, quality, groups) + (simulation_summary(simulated) if simulated else ""),
         "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "filter": {"from": start.isoformat() if start else None, "to": end.isoformat() if end else None},
         "totals": {
@@ -195,5 +203,5 @@ def gather(con: duckdb.DuckDBPyConnection, start: datetime | None = None, end: d
         "latency": queries.latency_by_model(con, start, end).to_dicts(),
         "outcomes": outcomes,
         "quality": quality,
-        "simulation": simulation_figures(con, simulation) if simulation is not None else None,
+        "simulation": simulated,
     }
