@@ -1,0 +1,126 @@
+"""Token counts and latencies that agree with the texts on the wire.
+
+OpenAI models are counted exactly with tiktoken (o200k_base; cl100k_base for the embedding model),
+with OpenAI's published per-message overhead for chat. Anthropic and Google do not publish their
+tokenizers: their counts are o200k counts times a fixed factor (Claude's tokenizer needs about 12%
+more tokens for English text, Gemini's about the same), which keeps them plausible and consistent.
+
+Latency: time to first token = a per-model base (jittered) + prefill of the uncached input + hidden
+reasoning at the model's speed; then the output at the model's tokens per second.
+"""
+
+import json
+import math
+import os
+import random
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import tiktoken
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _tiktoken_cache_dir() -> str:
+    candidates = [REPO / "analysis" / "tiktoken_cache"]
+    shared = os.environ.get("LLM_SHADOW_SHARED")
+    if shared:
+        candidates.append(Path(shared) / "data" / "tiktoken-cache")
+    candidates.append(REPO.parent / "shared" / "data" / "tiktoken-cache")
+    for candidate in candidates:
+        if candidate.is_dir() and any(candidate.iterdir()):
+            return str(candidate)
+    raise FileNotFoundError("no tiktoken cache found (analysis/tiktoken_cache or ../shared/data/tiktoken-cache)")
+
+
+@cache
+def encoding(name: str) -> tiktoken.Encoding:
+    os.environ.setdefault("TIKTOKEN_CACHE_DIR", _tiktoken_cache_dir())
+    return tiktoken.get_encoding(name)
+
+
+@cache
+def count(text: str, encoding_name: str = "o200k_base") -> int:
+    return len(encoding(encoding_name).encode(text, disallowed_special=()))
+
+
+def split_tokens(text: str) -> list[str]:
+    """The text as o200k token strings (for streaming deltas); joins back to `text`."""
+    enc = encoding("o200k_base")
+    pieces: list[str] = []
+    pending = b""
+    for token in enc.encode(text, disallowed_special=()):
+        pending += enc.decode_single_token_bytes(token)
+        try:
+            pieces.append(pending.decode("utf-8"))
+            pending = b""
+        except UnicodeDecodeError:
+            continue  # a multi-byte character split across tokens: wait for the rest
+    if pending:
+        pieces.append(pending.decode("utf-8", errors="replace"))
+    return pieces
+
+
+# Provider tokenizers relative to o200k_base (see module docstring).
+PROVIDER_FACTOR = {"openai": 1.0, "anthropic": 1.12, "gemini": 1.03}
+
+
+def provider_count(provider: str, text: str) -> int:
+    n = count(text)
+    return n if provider == "openai" else math.ceil(n * PROVIDER_FACTOR[provider])
+
+
+def openai_chat_prompt_tokens(messages: list[dict], tools: list[dict] | None = None) -> int:
+    """prompt_tokens of a chat completion: 3 per message + its text + 3 priming the reply."""
+    total = 3
+    for message in messages:
+        total += 3 + count(message["role"])
+        content = message.get("content")
+        if isinstance(content, str):
+            total += count(content)
+        elif isinstance(content, list):
+            total += sum(count(part.get("text", "")) for part in content)
+        for call in message.get("tool_calls") or []:
+            total += 3 + count(call["function"]["name"]) + count(call["function"]["arguments"])
+    if tools:
+        total += 12 + sum(count(json.dumps(tool["function"], separators=(",", ":"))) for tool in tools)
+    return total
+
+
+# --- Latency ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Speed:
+    ttft_s: float  # median time to first token for a short prompt
+    tokens_per_s: float  # output speed
+    prefill_tokens_per_s: float = 25_000.0
+
+
+SPEEDS = {
+    "gpt-4o-mini": Speed(0.35, 85),
+    "gpt-4o": Speed(0.45, 70),
+    "gpt-4.1": Speed(0.5, 65),
+    "gpt-4.1-mini": Speed(0.4, 80),
+    "o4-mini": Speed(0.6, 110),
+    "text-embedding-3-small": Speed(0.12, 1, 200_000),
+    "claude-sonnet-4-5": Speed(1.1, 60, 15_000),
+    "claude-haiku-4-5": Speed(0.55, 110, 30_000),
+    "gemini-2.5-flash": Speed(0.45, 190, 40_000),
+}
+
+
+@dataclass(frozen=True)
+class Timing:
+    ttft_s: float  # request start to first output token (or to the headers of a JSON reply)
+    total_s: float  # request start to the last byte
+
+
+def timing(rng: random.Random, model: str, uncached_input: int, output_tokens: int,
+           reasoning_tokens: int = 0) -> Timing:
+    speed = SPEEDS[model]
+    tps = speed.tokens_per_s * rng.lognormvariate(0, 0.15)
+    ttft = (speed.ttft_s * rng.lognormvariate(0, 0.3) + uncached_input / speed.prefill_tokens_per_s
+            + reasoning_tokens / tps)
+    return Timing(round(ttft, 4), round(ttft + output_tokens / tps, 4))
