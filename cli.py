@@ -1,0 +1,374 @@
+"""The `llm-shadow` command: observe LLM traffic, simulate policies, report savings."""
+
+import re
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import duckdb
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from analysis import stats as stats_queries
+from analysis.store import DEFAULT_DATA_DIR, Store, StoreError, query_frame
+from reports.tables import FORMATS, print_frame
+
+app = typer.Typer(
+    help="Observe LLM API traffic, see what it costs, and simulate what policies would save.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+DataDir = Annotated[
+    Path,
+    typer.Option("--data", envvar="LLM_SHADOW_DATA", help="Data directory (env LLM_SHADOW_DATA).",
+                 show_default=True),
+]
+Format = Annotated[str, typer.Option("--format", help="Output format: table, json or csv.")]
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print a one-line error on stderr; return the Exit to raise."""
+    err_console.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def open_store(data: Path, create: bool = False) -> Store:
+    try:
+        return Store(data, create=create)
+    except StoreError as e:
+        hint = " (record some traffic first: llm-shadow proxy, or llm-shadow import FILE)" if not data.exists() else ""
+        raise fail(f"{e}{hint}") from e
+
+
+def check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise fail(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def format_usd(amount: float) -> str:
+    return f"${amount:,.2f}" if abs(amount) >= 1 else f"${amount:.4f}"
+
+
+def parse_date(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as e:
+        raise fail(f"{option}: {value!r} is not a date (use YYYY-MM-DD or an ISO timestamp)") from e
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def parse_age(value: str) -> timedelta:
+    """'14d', '12h', '30m', '2w' -> timedelta."""
+    m = re.fullmatch(r"\s*(\d+)\s*([mhdw])\s*", value)
+    if not m:
+        raise fail(f"--older-than: {value!r} is not an age (examples: 14d, 12h, 30m, 2w)")
+    unit = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[m[2]]
+    return timedelta(**{unit: int(m[1])})
+
+
+# --- proxy ---------------------------------------------------------------------------------------
+
+
+def mitmdump_args(
+    upstream: list[str], port: int, listen_host: str, forward: bool, data: Path,
+    content: bool, flush_interval: float, verbose: bool,
+) -> list[str]:
+    """The mitmdump command line `llm-shadow proxy` runs (in-process, recorder built in)."""
+    args = ["--listen-host", listen_host]
+    if forward:
+        if upstream:
+            raise fail("--forward and --upstream exclude each other")
+        args += ["--mode", f"regular@{port}"]
+    else:
+        if not upstream:
+            raise fail("say where to forward: --upstream https://api.openai.com (reverse mode) or --forward")
+        for i, spec in enumerate(upstream):
+            url, _, upstream_port = spec.partition("@")
+            if not re.fullmatch(r"https?://[^/\s]+/?", url):
+                raise fail(f"--upstream {spec!r}: expected a URL like https://api.openai.com[@PORT]")
+            if upstream_port and not upstream_port.isdigit():
+                raise fail(f"--upstream {spec!r}: the port after @ must be a number")
+            args += ["--mode", f"reverse:{url.rstrip('/')}@{upstream_port or port + i}"]
+    args += [
+        "--set", f"shadow_data={data}",
+        "--set", f"shadow_content={'true' if content else 'false'}",
+        "--set", f"shadow_flush_ms={max(1, round(flush_interval * 1000))}",
+        "--set", f"flow_detail={1 if verbose else 0}",
+        "--set", f"termlog_verbosity={'info' if verbose else 'warn'}",
+    ]
+    return args
+
+
+@app.command()
+def proxy(
+    upstream: Annotated[list[str], typer.Option("--upstream", help="Reverse mode: the provider URL to forward to, optionally @PORT to listen on (repeatable: one port per upstream).")] = [],  # noqa: B006
+    forward: Annotated[bool, typer.Option("--forward", help="Forward mode: clients set HTTPS_PROXY and trust the mitmproxy CA.")] = False,
+    port: Annotated[int, typer.Option(help="Port to listen on (the first upstream's, when it names none).")] = 8080,
+    listen_host: Annotated[str, typer.Option("--listen-host", help="Address to listen on.")] = "127.0.0.1",
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+    content: Annotated[bool, typer.Option("--content/--no-content", help="Keep request messages and response text.")] = True,
+    flush_interval: Annotated[float, typer.Option(help="Seconds between writes; a crash loses at most this much.")] = 1.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print one line per call.")] = False,
+):
+    """Run the recording proxy in front of LLM providers (reverse or forward mode)."""
+    from addons.proxy import run_proxy
+
+    if flush_interval <= 0:
+        raise fail("--flush-interval must be positive")
+    open_store(data, create=True)
+    args = mitmdump_args(upstream, port, listen_host, forward, data, content, flush_interval, verbose)
+    run_proxy(args)
+
+
+# --- import --------------------------------------------------------------------------------------
+
+
+@app.command("import")
+def import_(
+    files: Annotated[list[Path], typer.Argument(help="mitmproxy flow files or HAR files.")],
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+    content: Annotated[bool, typer.Option("--content/--no-content", help="Keep request messages and response text.")] = True,
+):
+    """Record the LLM calls in mitmproxy flow files or HAR files, through the same recorder."""
+    from addons.importer import ImportFailed, count_flows, import_files
+
+    try:
+        total = sum(count_flows(f) for f in files)
+    except ImportFailed as e:
+        raise fail(str(e)) from e
+    open_store(data, create=True)
+    with Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err_console, transient=True) as progress:
+        task = progress.add_task("flows", total=total)
+        recorder = import_files(files, data, keep_content=content, on_flow=lambda: progress.advance(task))
+    console.print(f"Read {total:,} flows; recorded {recorder.recorded:,} LLM calls into {data}.", highlight=False)
+    if recorder.problems.counts:
+        err_console.print(f"[yellow]Problems:[/] {recorder.problems.summary()}", highlight=False)
+
+
+# --- stats, sql ----------------------------------------------------------------------------------
+
+
+@app.command()
+def stats(
+    by: Annotated[str, typer.Option(help=f"Group by: {', '.join(stats_queries.GROUPINGS)}.")] = "model",
+    start: Annotated[str | None, typer.Option("--from", help="First day (UTC), YYYY-MM-DD.")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Day after the last (UTC), YYYY-MM-DD.")] = None,
+    fmt: Format = "table",
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+):
+    """Spend, tokens and latency of recorded calls, grouped."""
+    check_format(fmt)
+    if by not in stats_queries.GROUPINGS:
+        raise fail(f"--by {by!r}: choose one of {', '.join(stats_queries.GROUPINGS)}")
+    since, until = parse_date(start, "--from"), parse_date(end, "--to")
+    store = open_store(data)
+    with store.connect() as con:
+        frame = stats_queries.grouped(con, by, since, until)
+        total = stats_queries.totals(con, since, until)
+    print_frame(frame, fmt, console, title=f"LLM calls by {by}")
+    if fmt == "table":
+        console.print(
+            f"{total.calls:,} calls, {format_usd(total.cost_usd)}, {total.input_tokens:,} input and "
+            f"{total.output_tokens:,} output tokens", highlight=False,
+        )
+    if total.unpriced_calls:
+        err_console.print(
+            f"[bold yellow]Warning:[/] {total.unpriced_calls:,} calls have no price (cost_usd is NULL, "
+            "not $0): see llm-shadow prices missing", highlight=False,
+        )
+    if total.estimated_calls and fmt == "table":
+        err_console.print(f"Note: {total.estimated_calls:,} calls have estimated tokens (usage_source = 'estimated').",
+                          highlight=False)
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="SQL over the relations requests and contents.")],
+    fmt: Format = "table",
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+):
+    """Run a DuckDB SQL query over the recorded calls (relations: requests, contents)."""
+    check_format(fmt)
+    store = open_store(data)
+    with store.connect() as con:
+        try:
+            frame = query_frame(con, query)
+        except duckdb.Error as e:
+            raise fail(str(e).splitlines()[0]) from e
+    print_frame(frame, fmt, console)
+
+
+# --- purge ---------------------------------------------------------------------------------------
+
+
+@app.command()
+def purge(
+    older_than: Annotated[str, typer.Option("--older-than", help="Age of what to delete: 14d, 12h, 2w.")],
+    requests: Annotated[bool, typer.Option("--requests", help="Also delete the calls themselves, not only their content.")] = False,
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+):
+    """Delete stored content (messages, response text) older than an age."""
+    cutoff = datetime.now(UTC) - parse_age(older_than)
+    store = open_store(data)
+    deleted = store.purge_contents(cutoff)
+    message = f"Deleted the content of {deleted:,} calls before {cutoff:%Y-%m-%d %H:%M} UTC"
+    if requests:
+        message += f", and {store.purge_requests(cutoff):,} calls"
+    console.print(message + ".", highlight=False)
+
+
+# --- prices commands -----------------------------------------------------------------------------
+
+prices_app = typer.Typer(help="The price table: show a model's prices, import prices, list unpriced models.",
+                         no_args_is_help=True)
+app.add_typer(prices_app, name="prices")
+
+PRICE_KINDS = ("input", "cached_input", "cache_write", "cache_write_1h", "output", "reasoning_output")
+PRICE_HEADERS = ("input", "cached input", "cache write 5m", "cache write 1h", "output", "reasoning")
+
+
+def load_prices(data: Path):
+    from analysis.pricing import PriceFileError, PriceTable
+
+    try:
+        return PriceTable.load(data)
+    except PriceFileError as e:
+        raise fail(str(e)) from e
+
+
+@prices_app.command("show")
+def prices_show(
+    model: Annotated[str, typer.Argument(help="Model name as you write it (gpt-4o, anthropic/claude-sonnet-4.5, ...).")],
+    provider: Annotated[str | None, typer.Option(help="Provider selling it: openai, azure, anthropic, gemini, openrouter, ...")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="Output format: table or json.")] = "table",
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+):
+    """Show the price llm-shadow uses for a model, per 1M tokens."""
+    import json
+
+    from rich.table import Table
+
+    from analysis.pricing import rate_rows
+
+    if fmt not in ("table", "json"):
+        raise fail(f"unknown format {fmt!r}; choose table or json")
+    table = load_prices(data)
+    price = table.resolve(model, provider)
+    if price is None:
+        where = f" at provider {provider}" if provider else ""
+        raise fail(f"no price for {model!r}{where} in price table {table.version} "
+                   "(add one with: llm-shadow prices import FILE)")
+    rows = rate_rows(price)
+    if fmt == "json":
+        console.print_json(json.dumps({
+            "model": model, "provider": provider, "resolved": price.label, "source": price.source,
+            "mode": price.mode, "price_version": table.version,
+            "usd_per_million_tokens": {r["rates"]: {k: r[k] for k in PRICE_KINDS} for r in rows},
+            "derived": {r["rates"]: r["derived"] for r in rows},
+        }))
+        return
+    out = Table(title=f"{model} -> {price.label}  (USD per 1M tokens)")
+    out.add_column("rates", no_wrap=True)
+    for header in PRICE_HEADERS:
+        out.add_column(header, justify="right")
+    for r in rows:
+        out.add_row(r["rates"], *(f"{r[k]:g}" + (" *" if k in r["derived"] else "") for k in PRICE_KINDS))
+    console.print(out)
+    console.print(f"from {price.source}; price version {table.version}; mode {price.mode}", highlight=False)
+    console.print("* not given by the table: derived as docs/pricing.md says "
+                  "(cached -> input, cache write -> 1.25x/2x input for Claude, else input, "
+                  "reasoning -> output, other services and tiers -> standard).", highlight=False)
+
+
+@prices_app.command("import")
+def prices_import(
+    file: Annotated[Path, typer.Argument(help="A LiteLLM price map (JSON) or an override file (TOML or JSON).")],
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+):
+    """Import prices: a LiteLLM map replaces the bundled one; an override file sets your own."""
+    from analysis.price_overrides import import_price_file
+    from analysis.pricing import PriceFileError
+
+    try:
+        result = import_price_file(file, data)
+    except PriceFileError as e:
+        raise fail(str(e)) from e
+    what = "LiteLLM price map" if result.kind == "litellm" else "overrides"
+    console.print(f"Imported {what} ({result.models:,} models) from {file}; price version is now "
+                  f"{result.version}.", highlight=False)
+    console.print("Stored calls keep the prices they were recorded with: run `llm-shadow reprice` "
+                  "to recompute them.", highlight=False)
+
+
+@prices_app.command("reset")
+def prices_reset(data: DataDir = Path(DEFAULT_DATA_DIR)):
+    """Forget imported prices and go back to the bundled snapshot."""
+    from analysis.price_overrides import reset_prices
+
+    removed = reset_prices(data)
+    version = load_prices(data).version
+    if removed:
+        console.print(f"Removed {', '.join(p.name for p in removed)}; price version is now {version}.",
+                      highlight=False)
+    else:
+        console.print(f"No imported prices; price version is {version}.", highlight=False)
+
+
+@prices_app.command("missing")
+def prices_missing(
+    fmt: Format = "table",
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+):
+    """List recorded models that have no price (cost_source 'unpriced'), with call counts."""
+    from analysis.unpriced import unpriced_models
+
+    check_format(fmt)
+    table = load_prices(data)
+    store = open_store(data)
+    with store.connect() as con:
+        frame = unpriced_models(con, table)
+    if frame.height == 0 and fmt == "table":
+        console.print("Every recorded call with token counts has a price.", highlight=False)
+        return
+    print_frame(frame, fmt, console, title="Unpriced models")
+    if fmt == "table" and frame["priced_now"].is_not_null().any():
+        console.print("Models with a `priced_now` are priced by the current table: run "
+                      "`llm-shadow reprice` to fill in their stored costs.", highlight=False)
+
+
+@app.command()
+def reprice(data: DataDir = Path(DEFAULT_DATA_DIR)):
+    """Recompute the cost of every stored call with the current price table."""
+    from analysis.reprice import reprice_store
+
+    table = load_prices(data)
+    store = open_store(data)
+    summary = reprice_store(store, table)
+    by_source = ", ".join(f"{n:,} {s}" for s, n in sorted(summary.sources.items()))
+    console.print(f"Repriced {summary.rows:,} calls with price version {table.version}: "
+                  f"{summary.changed:,} changed ({by_source or 'none stored'}).", highlight=False)
+
+
+# --- end of prices commands ----------------------------------------------------------------------
+
+
+def main() -> None:  # pragma: no cover
+    try:
+        app()
+    except StoreError as e:
+        err_console.print(f"[bold red]Error:[/] {e}", highlight=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
