@@ -17,8 +17,8 @@ from sample_traffic.calls import Call
 
 BASE_RATES = {  # fault -> probability per call
     "openai": {"rate_limited": 0.004, "server_error": 0.0025, "overloaded": 0.001},
-    "anthropic": {"rate_limited": 0.003, "server_error": 0.002, "overloaded": 0.008},
-    "gemini": {"rate_limited": 0.006, "server_error": 0.002, "overloaded": 0.008},
+    "anthropic": {"rate_limited": 0.003, "server_error": 0.002, "overloaded": 0.015},
+    "gemini": {"rate_limited": 0.02, "server_error": 0.003, "overloaded": 0.025},
 }
 STREAM_CUT_RATE = 0.02
 CLIENT_CANCEL_RATE = {"code-assistant": 0.03, "support-bot": 0.004}
@@ -34,7 +34,7 @@ def _utc(text: str) -> float:
 INCIDENTS = [
     ("openai", _utc("2026-10-08T09:40"), _utc("2026-10-08T10:25"), {"server_error": 0.12, "overloaded": 0.06}),
     ("gemini", _utc("2026-10-16T12:05"), _utc("2026-10-16T13:00"), {"overloaded": 0.2}),
-    ("anthropic", _utc("2026-10-22T14:50"), _utc("2026-10-22T15:40"), {"overloaded": 0.25}),
+    ("anthropic", _utc("2026-10-22T14:30"), _utc("2026-10-22T16:00"), {"overloaded": 0.35}),
 ]
 
 

@@ -31,6 +31,7 @@ class Feature:
     session: Session
     growth_per_day: float = 0.0  # relative growth of the volume per day of the month
     spike_days: tuple[tuple[date, float], ...] = ()  # (day, multiplier)
+    scheduled: bool = False  # a cron job: exactly the volume each day, not a random number
 
 
 def shadow(team: str, feature: str | None = None, user: str | None = None) -> dict[str, str]:
@@ -255,16 +256,17 @@ def help_center(rng: random.Random, at: float) -> list[Call]:
         ))
         articles = "\n\n".join(material.retrieved_articles(rng, intent, k=3))
         answer = material.support_intents()[intent]["answer"]
-        history.append(Message("user", f"<articles>\n{articles}\n</articles>\n\nQuestion: {question}"))
+        # Earlier turns keep only the questions and answers; fresh articles go with the new one.
+        turn = Message("user", f"<articles>\n{articles}\n</articles>\n\nQuestion: {question}")
         calls.append(Call(
             at=at + rng.uniform(0.15, 0.4), key=KEYS["platform-help-rag"], api="messages",
             model="claude-sonnet-4-5", feature="help-center-answers", system=HELP_RAG_SYSTEM,
-            context=material.handbook(), messages=list(history), reply=Reply(answer), stream=stream,
+            context=material.handbook(), messages=[*history, turn], reply=Reply(answer), stream=stream,
             params={"max_tokens": 1024, "temperature": 0.3}, cache_control=True,
             shadow_headers=shadow("platform", "help-center-answers"),
             body_user=visitor if rng.random() < 0.5 else None,
         ))
-        history.append(Message("assistant", answer))
+        history += [Message("user", question), Message("assistant", answer)]
         at += rng.uniform(45, 240)
     return calls
 
@@ -397,7 +399,7 @@ CAMPAIGN_LAUNCH = date(2026, 10, 13)
 
 FEATURES = [
     Feature("support-bot", "support", 5.5, 3.5, "customers", support_bot, growth_per_day=0.01),
-    Feature("intent-classifier", "support", 5, 3, "customers", intent_classifier, growth_per_day=0.01),
+    Feature("intent-classifier", "support", 4.5, 2.5, "customers", intent_classifier, growth_per_day=0.01),
     Feature("ticket-summary", "support", 3, 1, "office", ticket_summary),
     Feature("agent-assist", "support", 1.2, 0.2, "office", agent_assist),
     Feature("campaign-copy", "growth", 1.5, 0.1, "office", campaign_copy, spike_days=((CAMPAIGN_LAUNCH, 4.0),)),
@@ -405,7 +407,7 @@ FEATURES = [
     Feature("campaign-studio", "growth", 1.2, 0.1, "office", campaign_chat, spike_days=((CAMPAIGN_LAUNCH, 4.0),)),
     Feature("help-center", "platform", 1.1, 0.6, "customers", help_center),
     Feature("search-index", "platform", 0.8, 0.8, "always", search_indexer),
-    Feature("nightly-digest", "data", 1, 1, "nightly", nightly_digest),
+    Feature("nightly-digest", "data", 1, 1, "nightly", nightly_digest, scheduled=True),
     Feature("sql-helper", "data", 1.5, 0.1, "office", sql_helper),
     Feature("code-assistant", "eng-tools", 2, 0.1, "office", code_assistant),
     Feature("commit-message", "eng-tools", 1.5, 0.1, "office", commit_message),

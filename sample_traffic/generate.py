@@ -34,7 +34,7 @@ from sample_traffic.wire_common import UPSTREAM_CUT, PromptCaches, WireExchange
 DEFAULT_SEED = 20261001
 DEFAULT_OUT = Path(__file__).resolve().parent / "month.flows"
 RUNAWAY_DAY_START = datetime(2026, 10, 21, 13, 5, tzinfo=UTC).timestamp()
-RUNAWAY_CALLS = 450
+RUNAWAY_CALLS = 380
 WIRE = {"openai": wire_openai, "anthropic": wire_anthropic, "gemini": wire_gemini}
 
 
@@ -58,7 +58,8 @@ def build_calls(seed: int, scale: float) -> list[Call]:
     for feature in FEATURES:
         rng = rng_for(seed, feature.name)
         for index, day in enumerate(schedule.days()):
-            for at in schedule.arrivals(rng, day, sessions_mean(feature, index, scale), feature.hours):
+            mean = sessions_mean(feature, index, scale)
+            for at in schedule.arrivals(rng, day, mean, feature.hours, feature.scheduled):
                 calls += feature.session(rng, at)
     runaway_rng = rng_for(seed, "ticket-backfill")
     calls += runaway_backfill(runaway_rng, RUNAWAY_DAY_START + runaway_rng.uniform(0, 600),

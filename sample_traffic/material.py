@@ -104,6 +104,28 @@ LIMITS = [
     ("Outgoing transfer", "EUR 50,000 per day, SWIFT above EUR 10,000 reviewed"),
     ("Cheque deposit", "not supported"),
 ]
+CURRENCIES = [  # (code, name, held in app, card spending, transfers out)
+    ("EUR", "Euro", "yes", "yes", "SEPA, SWIFT"), ("USD", "US dollar", "yes", "yes", "ACH, SWIFT"),
+    ("GBP", "Pound sterling", "yes", "yes", "Faster Payments, SWIFT"), ("CHF", "Swiss franc", "yes", "yes", "SWIFT"),
+    ("PLN", "Polish zloty", "yes", "yes", "Elixir, SWIFT"), ("SEK", "Swedish krona", "yes", "yes", "SWIFT"),
+    ("NOK", "Norwegian krone", "yes", "yes", "SWIFT"), ("DKK", "Danish krone", "yes", "yes", "SWIFT"),
+    ("CZK", "Czech koruna", "yes", "yes", "SWIFT"), ("HUF", "Hungarian forint", "yes", "yes", "SWIFT"),
+    ("RON", "Romanian leu", "yes", "yes", "SWIFT"), ("JPY", "Japanese yen", "yes", "yes", "SWIFT"),
+    ("AUD", "Australian dollar", "yes", "yes", "SWIFT"), ("CAD", "Canadian dollar", "yes", "yes", "SWIFT"),
+    ("TRY", "Turkish lira", "no", "yes", "none"), ("MXN", "Mexican peso", "no", "yes", "none"),
+    ("THB", "Thai baht", "no", "yes", "none"), ("AED", "UAE dirham", "yes", "yes", "SWIFT"),
+    ("INR", "Indian rupee", "no", "yes", "SWIFT (outbound only)"), ("ZAR", "South African rand", "no", "yes", "none"),
+]
+DISPUTE_REASONS = [  # (reason, how long the customer has, evidence needed)
+    ("Goods or services not received", "120 days", "order confirmation, delivery date promised"),
+    ("Item not as described", "120 days", "photos, merchant correspondence"),
+    ("Cancelled subscription still charged", "120 days", "cancellation confirmation"),
+    ("Duplicate charge", "120 days", "both transaction ids"),
+    ("Incorrect amount", "120 days", "receipt showing the correct amount"),
+    ("Unrecognised payment (fraud)", "13 months", "none; card must be frozen"),
+    ("ATM did not dispense cash", "60 days", "ATM location and time"),
+    ("Refund promised but not received", "120 days from the promised date", "refund confirmation or ARN"),
+]
 ESCALATION_RULES = [
     "Suspected fraud or a compromised card: freeze the card first, then hand over to the fraud queue (priority P1).",
     "Customer mentions vulnerability, bereavement or financial hardship: hand over to a human agent, no scripted replies.",
@@ -124,7 +146,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 @cache
 def handbook() -> str:
-    """The support handbook: ~2,000 tokens that every RAG call sends unchanged (so it caches)."""
+    """The support handbook: ~2,100 tokens that every RAG call sends unchanged (so it caches)."""
     plan_rows = [[fact, *values] for fact, values in PLAN_FACTS]
     rail_rows = [list(rail) for rail in TRANSFER_RAILS]
     delivery_rows = [[c, f"{std}-{std + 2} working days", f"{exp} working day{'s' * (exp > 1)}"]
@@ -155,6 +177,12 @@ def handbook() -> str:
         "## Security",
         "Three wrong PIN entries block the PIN; it can be unblocked in the app or at an ATM. The PIN can be viewed in the app.",
         "Contactless works only after one chip-and-PIN payment with a new card.",
+        "## Currencies",
+        _table(["Code", "Currency", "Hold in app", "Card spending", "Send via"], [list(c) for c in CURRENCIES]),
+        "Currencies that cannot be held are converted at the card network rate when spent; exchanges in the app run 24/7.",
+        "## Disputes and chargebacks",
+        _table(["Reason", "Deadline", "Evidence"], [list(d) for d in DISPUTE_REASONS]),
+        "Open a dispute only after the merchant has had 15 days to answer, except for fraud. Provisional credit is given for fraud disputes within 10 working days.",
         "## Escalation rules",
         "\n".join(f"{i}. {rule}" for i, rule in enumerate(ESCALATION_RULES, 1)),
     ]

@@ -48,10 +48,11 @@ def poisson(rng: random.Random, mean: float) -> int:
         k += 1
 
 
-def arrivals(rng: random.Random, day: date, mean: float, profile: str) -> list[float]:
-    """Sorted unix times of a Poisson number of events on `day`, spread by the hour profile."""
+def arrivals(rng: random.Random, day: date, mean: float, profile: str, scheduled: bool = False) -> list[float]:
+    """Sorted unix times of events on `day`, spread by the hour profile: a Poisson number of them,
+    or exactly `mean` (rounded) for a scheduled job."""
     weights = HOUR_PROFILES[profile]
-    n = poisson(rng, mean)
+    n = round(mean) if scheduled else poisson(rng, mean)
     hours = rng.choices(range(24), weights=weights, k=n)
     base = day_start(day)
     return sorted(round(base + hour * 3600 + rng.random() * 3600, 3) for hour in hours)

@@ -22,22 +22,35 @@ import tiktoken
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _tiktoken_cache_dir() -> str:
-    candidates = [REPO / "analysis" / "tiktoken_cache"]
+CACHE_FILE = {"cl100k_base": "9b5ad71b2ce5302211f9c61530b329a4922fc6a4",
+              "o200k_base": "fb374d419588a4632f3f557e76b4b70aebbca790"}
+
+
+def _tiktoken_cache_dir(name: str) -> str:
+    """Where the encoding file is: $TIKTOKEN_CACHE_DIR, the shared data folder, or the project's copy."""
+    candidates = [os.environ.get("TIKTOKEN_CACHE_DIR")]
     shared = os.environ.get("LLM_SHADOW_SHARED")
-    if shared:
-        candidates.append(Path(shared) / "data" / "tiktoken-cache")
-    candidates.append(REPO.parent / "shared" / "data" / "tiktoken-cache")
-    for candidate in candidates:
-        if candidate.is_dir() and any(candidate.iterdir()):
-            return str(candidate)
-    raise FileNotFoundError("no tiktoken cache found (analysis/tiktoken_cache or ../shared/data/tiktoken-cache)")
+    candidates += [shared and str(Path(shared) / "data" / "tiktoken-cache"),
+                   str(REPO.parent / "shared" / "data" / "tiktoken-cache"),
+                   str(REPO / "analysis" / "tiktoken_cache")]
+    for candidate in filter(None, candidates):
+        if (Path(candidate) / CACHE_FILE[name]).is_file():
+            return candidate
+    raise FileNotFoundError(f"{name}: no tiktoken cache file (set TIKTOKEN_CACHE_DIR or LLM_SHADOW_SHARED)")
 
 
 @cache
 def encoding(name: str) -> tiktoken.Encoding:
-    os.environ.setdefault("TIKTOKEN_CACHE_DIR", _tiktoken_cache_dir())
-    return tiktoken.get_encoding(name)
+    """Load a tiktoken encoding offline: TIKTOKEN_CACHE_DIR points at the files while it loads."""
+    saved = os.environ.get("TIKTOKEN_CACHE_DIR")
+    os.environ["TIKTOKEN_CACHE_DIR"] = _tiktoken_cache_dir(name)
+    try:
+        return tiktoken.get_encoding(name)
+    finally:
+        if saved is None:
+            del os.environ["TIKTOKEN_CACHE_DIR"]
+        else:
+            os.environ["TIKTOKEN_CACHE_DIR"] = saved
 
 
 @cache
