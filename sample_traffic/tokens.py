@@ -20,8 +20,6 @@ from pathlib import Path
 import tiktoken
 
 REPO = Path(__file__).resolve().parents[1]
-
-
 CACHE_FILE = {"cl100k_base": "9b5ad71b2ce5302211f9c61530b329a4922fc6a4",
               "o200k_base": "fb374d419588a4632f3f557e76b4b70aebbca790"}
 
@@ -55,7 +53,7 @@ def encoding(name: str) -> tiktoken.Encoding:
 
 @cache
 def count(text: str, encoding_name: str = "o200k_base") -> int:
-    return len(encoding(encoding_name).encode(text, disallowed_special=()))
+    return len(encoding(encoding_name).encode_ordinary(text))
 
 
 def split_tokens(text: str) -> list[str]:
@@ -63,7 +61,7 @@ def split_tokens(text: str) -> list[str]:
     enc = encoding("o200k_base")
     pieces: list[str] = []
     pending = b""
-    for token in enc.encode(text, disallowed_special=()):
+    for token in enc.encode_ordinary(text):
         pending += enc.decode_single_token_bytes(token)
         try:
             pieces.append(pending.decode("utf-8"))

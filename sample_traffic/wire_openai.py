@@ -120,7 +120,7 @@ def embeddings_request(call: Call) -> dict:
             "dimensions": call.params.get("dimensions", 1536), "encoding_format": "base64"}
 
 
-def request_headers(call: Call, body: bytes) -> list[tuple[str, str]]:
+def request_headers(call: Call) -> list[tuple[str, str]]:
     return sdk_request_headers(call, HOST, ("authorization", f"Bearer {call.key.secret}"), [])
 
 
@@ -372,7 +372,7 @@ def _render_embeddings(call: Call, rng: random.Random) -> WireExchange:
 def _exchange(call: Call, rng: random.Random, body: bytes, payload: bytes, t, *, headers_at: float,
               stream: bool, prompt: int) -> WireExchange:
     return WireExchange(
-        url=_url(call), request_headers=request_headers(call, body), request_body=body, status=200,
+        url=_url(call), request_headers=request_headers(call), request_body=body, status=200,
         response_headers=response_headers(call, rng, call.at + headers_at, headers_at, stream, prompt),
         response_body=payload, server_ip=rng.choice(SERVER_IPS), headers_at=round(headers_at, 4),
         ended_at=t.total_s, gzip=not stream,
@@ -428,7 +428,7 @@ def _render_failure(call: Call, rng: random.Random, body: bytes) -> WireExchange
         headers.insert(2, ("retry-after", str(max(1, math.ceil(call.retry_after_s or 1)))))
         headers.append(("x-ratelimit-reset-tokens", f"{int((call.retry_after_s or 1) * 1000)}ms"))
     return WireExchange(
-        url=_url(call), request_headers=request_headers(call, body), request_body=body, status=status,
+        url=_url(call), request_headers=request_headers(call), request_body=body, status=status,
         response_headers=headers, response_body=pretty_json(error_body(call, rng, status, request_id)),
         server_ip=rng.choice(SERVER_IPS), headers_at=t.ttft_s, ended_at=t.total_s, gzip=True,
     )
