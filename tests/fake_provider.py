@@ -69,13 +69,22 @@ class FakeProvider:
         return self
 
     def stop(self) -> None:
+        for gate in self.gates.values():
+            gate.set()
         if self._loop and self._server:
-            for gate in self.gates.values():
-                gate.set()
-            self._loop.call_soon_threadsafe(self._server.close)
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread:
             self._thread.join(10)
+        if self._loop:
+            self._loop.close()
+
+    async def _shutdown(self) -> None:
+        self._server.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def __enter__(self) -> "FakeProvider":
         return self.start()
@@ -102,7 +111,7 @@ class FakeProvider:
                 keep_alive = await self._answer(request, writer)
                 if not keep_alive:
                     break
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass
         finally:
             writer.close()
