@@ -47,7 +47,7 @@ FINGERPRINT = {
 LIMITS = {"gpt-4o-mini": (30_000, 150_000_000), "gpt-4o": (10_000, 30_000_000),
           "gpt-4.1": (10_000, 30_000_000), "gpt-4.1-mini": (30_000, 150_000_000),
           "o4-mini": (30_000, 150_000_000), "text-embedding-3-small": (10_000, 10_000_000)}
-PROJECT_TPM = {"data-etl": 2_000}  # per-project caps the admins set (others: a share of the org's)
+PROJECT_RPM = {"data-etl": 6}  # a per-project cap the admins set; other projects share the org's TPM
 CACHE_TTL_S = 600  # automatic prompt caching keeps a prefix for 5-10 minutes of inactivity
 CACHE_MIN_TOKENS = 1024
 
@@ -398,17 +398,30 @@ def _url(call: Call) -> str:
     return f"https://{HOST}{path[call.api]}"
 
 
+def _requested_tokens(call: Call) -> int:
+    """What the rate limiter charges a request up front: its input plus max_tokens."""
+    if call.api == "embeddings":
+        return sum(count(text, "cl100k_base") for text in call.embedding_inputs)
+    messages = chat_messages(call) if call.api == "chat" else [{"role": "system", "content": call.system}] + [
+        {"role": m.role, "content": m.text} for m in call.messages]
+    return openai_chat_prompt_tokens(messages, chat_tools(call) or None) + call.params.get("max_tokens", 0)
+
+
 def error_body(call: Call, rng: random.Random, status: int, request_id: str) -> dict:
     if status == 429:
-        limit = PROJECT_TPM.get(call.key.name, LIMITS[call.model][1] // 50)
-        requested = rng.randint(150, 900)
-        used = limit - requested + rng.randint(1, 120)
         wait = f"{int((call.retry_after_s or 1) * 1000)}ms"
+        if call.key.name in PROJECT_RPM:
+            kind, unit, limit, requested = "requests", "requests per min (RPM)", PROJECT_RPM[call.key.name], 1
+            used = limit
+        else:
+            kind, unit, limit = "tokens", "tokens per min (TPM)", LIMITS[call.model][1] // 50
+            requested = _requested_tokens(call)
+            used = limit - rng.randint(0, requested - 1)
         return {"error": {
-            "message": (f"Rate limit reached for {call.model} in project {_project(call)} on tokens per min "
-                        f"(TPM): Limit {limit}, Used {used}, Requested {requested}. Please try again in "
-                        f"{wait}. Visit https://platform.openai.com/account/rate-limits to learn more."),
-            "type": "tokens", "param": None, "code": "rate_limit_exceeded"}}
+            "message": (f"Rate limit reached for {call.model} in project {_project(call)} on {unit}: "
+                        f"Limit {limit}, Used {used}, Requested {requested}. Please try again in {wait}. "
+                        "Visit https://platform.openai.com/account/rate-limits to learn more."),
+            "type": kind, "param": None, "code": "rate_limit_exceeded"}}
     if status == 503:
         return {"error": {"message": "The server is overloaded or not ready yet.", "type": "server_error",
                           "param": None, "code": None}}
@@ -426,7 +439,8 @@ def _render_failure(call: Call, rng: random.Random, body: bytes) -> WireExchange
     request_id = dict(headers)["x-request-id"]
     if status == 429:
         headers.insert(2, ("retry-after", str(max(1, math.ceil(call.retry_after_s or 1)))))
-        headers.append(("x-ratelimit-reset-tokens", f"{int((call.retry_after_s or 1) * 1000)}ms"))
+        limited = "requests" if call.key.name in PROJECT_RPM else "tokens"
+        headers.append((f"x-ratelimit-reset-{limited}", f"{int((call.retry_after_s or 1) * 1000)}ms"))
     return WireExchange(
         url=_url(call), request_headers=request_headers(call), request_body=body, status=status,
         response_headers=headers, response_body=pretty_json(error_body(call, rng, status, request_id)),
