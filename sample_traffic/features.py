@@ -370,7 +370,9 @@ def code_assistant(rng: random.Random, at: float) -> list[Call]:
     key, api, model = ((KEYS["eng-copilot-anthropic"], "messages", "claude-sonnet-4-5") if on_claude
                        else (KEYS["eng-copilot-openai"], "chat", "gpt-4.1"))
     call_id = ids.anthropic_tool_use(rng) if on_claude else ids.openai_tool_call(rng)
-    tool_call = ToolCall(call_id, task["tool"], json.dumps(task["args"]))
+    # GPT writes compact JSON arguments, Claude spaced ones, as the recorded exchanges show.
+    arguments = json.dumps(task["args"], separators=None if on_claude else (",", ":"))
+    tool_call = ToolCall(call_id, task["tool"], arguments)
     common = dict(key=key, api=api, model=model, feature="code-assistant", system=CODE_SYSTEM,
                   tools=CODE_TOOLS, stream=True, params={"temperature": 0.2, "max_tokens": 2048},
                   shadow_headers=shadow("eng-tools", "code-assistant", engineer))

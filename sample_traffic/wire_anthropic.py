@@ -145,7 +145,7 @@ def _usage(call: Call, caches: PromptCaches) -> dict:
         provider_count("anthropic", tc.name + tc.arguments) + 12 for tc in call.reply.tool_calls)
     return {"input_tokens": rest, "cache_creation_input_tokens": written, "cache_read_input_tokens": read,
             "cache_creation": {"ephemeral_5m_input_tokens": written, "ephemeral_1h_input_tokens": 0},
-            "output_tokens": output, "service_tier": "standard"}
+            "output_tokens": output, "service_tier": "standard", "inference_geo": "not_available"}
 
 
 # --- response ---------------------------------------------------------------------------------
