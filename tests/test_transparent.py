@@ -1,0 +1,336 @@
+"""Transparent capture end to end, in network namespaces this test creates.
+
+Topology (all of it inside two namespaces made here and deleted afterwards):
+
+    ns "client"  10.200.0.1/30 ──veth── 10.200.0.2/30  ns "server"
+      client (gid 65534, unmodified openai SDK)           netns_https_server.py on :443,
+      proxy  (gid 0, transparent mode on :8080)           certificates for api.openai.com
+      iptables -t nat OUTPUT: tcp dport 443,              and internal.example.test signed
+        -m owner --gid-owner 65534 -> REDIRECT :8080      by a test "public" CA
+
+The client resolves both host names to 10.200.0.2 through /etc/netns/<client>/hosts (which
+`ip netns exec` mounts over /etc/hosts), and trusts a bundle of the test CA and the proxy's
+CA, as a user's service would after `llm-shadow ca --bundle`. The NAT rule is the "one
+group" variant of the owner-match recipe in docs/transparent.md: only the client's group is
+redirected, so the proxy's own upstream connections go straight out and cannot loop. (The
+client keeps uid 0 and only drops its group, because the test's Python may live where only
+root can read it.) Neither process is told about the other.
+
+Without root, `ip`, `iptables` or the right to create a namespace the tests are skipped with
+that reason (.ci/install-system-deps installs iproute2 and iptables).
+"""
+
+import base64
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIENT_GID = 65534  # nogroup
+PROXY_PORT = 8080
+CLIENT_IP, SERVER_IP = "10.200.0.1", "10.200.0.2"
+LLM_HOST, OTHER_HOST = "api.openai.com", "internal.example.test"
+# The provider's answer; the client must receive exactly these bytes.
+PROVIDER_BODY = (
+    b'{"id":"chatcmpl-netns1","object":"chat.completion","created":1732350000,'
+    b'"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant",'
+    b'"content":"Hi there!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,'
+    b'"completion_tokens":3,"total_tokens":12}}'
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, timeout=30, check=check)
+
+
+def _skip_reason() -> str | None:
+    if not sys.platform.startswith("linux"):
+        return "network namespaces need Linux"
+    if os.geteuid() != 0:
+        return "needs root to create network namespaces and iptables rules"
+    for tool in ("ip", "iptables", "setpriv"):
+        if shutil.which(tool) is None:
+            return f"`{tool}` is not installed (run .ci/install-system-deps)"
+    probe = f"lsprobe{os.getpid()}"
+    made = _run("ip", "netns", "add", probe, check=False)
+    if made.returncode != 0:
+        return f"cannot create a network namespace: {made.stderr.strip()}"
+    try:
+        nat = _run("ip", "netns", "exec", probe, "iptables", "-t", "nat", "-S", check=False)
+        if nat.returncode != 0:
+            return f"iptables nat table unusable in a namespace: {nat.stderr.strip()}"
+    finally:
+        _run("ip", "netns", "del", probe, check=False)
+    return None
+
+
+# --- certificates ----------------------------------------------------------------------------
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _make_certs(directory: Path) -> tuple[Path, dict[str, bytes]]:
+    """A test CA and a server certificate per host; returns the CA file and each host's DER."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(_name("llm-shadow test public CA"))
+        .issuer_name(_name("llm-shadow test public CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_file = directory / "public-ca.pem"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    server_dir = directory / "server"
+    server_dir.mkdir()
+    ders = {}
+    for host in (LLM_HOST, OTHER_HOST):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(host))
+            .issuer_name(ca.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        (server_dir / f"{host}.pem").write_bytes(
+            cert.public_bytes(serialization.Encoding.PEM)
+            + key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        ders[host] = cert.public_bytes(serialization.Encoding.DER)
+    (server_dir / "body").write_bytes(PROVIDER_BODY)
+    return ca_file, ders
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+class Background:
+    """A long-running process whose output is collected by a thread."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+
+    def wait_for(self, text: str, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not any(text in line for line in self.lines):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.proc.poll() is not None:
+                    raise AssertionError(f"{text!r} not seen; output:\n" + "\n".join(self.lines))
+                self._changed.wait(min(remaining, 0.2))
+
+    @property
+    def output(self) -> str:
+        with self._changed:
+            return "\n".join(self.lines)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+class Namespaces:
+    """The client and server namespaces, the veth between them, the hosts file, the rule."""
+
+    def __init__(self, workdir: Path) -> None:
+        tag = f"{os.getpid() % 100000}"
+        self.client, self.server = f"lsc{tag}", f"lss{tag}"
+        self.hosts_dir = Path("/etc/netns") / self.client
+        self.workdir = workdir
+        self.processes: list[Background] = []
+
+    def setup(self) -> None:
+        c, s = self.client, self.server
+        _run("ip", "netns", "add", c)
+        _run("ip", "netns", "add", s)
+        _run("ip", "-n", c, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1", "netns", s)
+        _run("ip", "-n", c, "addr", "add", f"{CLIENT_IP}/30", "dev", "veth0")
+        _run("ip", "-n", s, "addr", "add", f"{SERVER_IP}/30", "dev", "veth1")
+        for ns, dev in ((c, "veth0"), (s, "veth1")):
+            _run("ip", "-n", ns, "link", "set", "lo", "up")
+            _run("ip", "-n", ns, "link", "set", dev, "up")
+        self.hosts_dir.mkdir(parents=True, exist_ok=True)
+        (self.hosts_dir / "hosts").write_text(
+            f"127.0.0.1 localhost\n{SERVER_IP} {LLM_HOST} {OTHER_HOST}\n"
+        )
+        # The recipe: redirect the application's outbound HTTPS to the proxy port.
+        self.exec(
+            "iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "--dport", "443",
+            "-m", "owner", "--gid-owner", str(CLIENT_GID),
+            "-j", "REDIRECT", "--to-ports", str(PROXY_PORT),
+        )
+
+    def exec(self, *args: str, ns: str | None = None) -> subprocess.CompletedProcess:
+        return _run("ip", "netns", "exec", ns or self.client, *args)
+
+    def start(self, ns: str, args: list[str], env: dict[str, str] | None = None) -> Background:
+        process = Background(["ip", "netns", "exec", ns, *args], env=env)
+        self.processes.append(process)
+        return process
+
+    def run_client(self, *args: str, ca_bundle: Path) -> dict:
+        done = self.exec(
+            "setpriv", f"--regid={CLIENT_GID}", "--clear-groups",
+            "env", "-i", f"PATH={os.environ.get('PATH', '/usr/bin:/bin')}", "HOME=/tmp",
+            f"SSL_CERT_FILE={ca_bundle}",
+            sys.executable, str(ROOT / "tests" / "netns_client.py"), *args,
+        )
+        return json.loads(done.stdout)
+
+    def redirected_connections(self) -> int:
+        """How many connections the NAT rule has redirected (one packet counted per connection)."""
+        listing = self.exec("iptables", "-t", "nat", "-L", "OUTPUT", "-n", "-v", "-x").stdout
+        rule = next(line for line in listing.splitlines() if f"redir ports {PROXY_PORT}" in line)
+        return int(rule.split()[0])
+
+    def teardown(self) -> None:
+        for process in self.processes:
+            process.stop()
+        for ns in (self.client, self.server):
+            _run("ip", "netns", "del", ns, check=False)
+        shutil.rmtree(self.hosts_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def world():
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    workdir = Path(tempfile.mkdtemp(prefix="llm-shadow-netns-"))
+    workdir.chmod(0o755)  # the client runs as nobody and reads the CA bundle from here
+    nets = Namespaces(workdir)
+    try:
+        nets.setup()
+        public_ca, server_certs = _make_certs(workdir)
+        server = nets.start(
+            nets.server,
+            [sys.executable, str(ROOT / "tests" / "netns_https_server.py"), "--cert-dir", str(workdir / "server")],
+        )
+        server.wait_for("ready")
+        confdir = workdir / "confdir"
+        proxy = nets.start(nets.client, _proxy_command(confdir, public_ca), env=_proxy_env())
+        proxy.wait_for("listening at")
+        bundle = workdir / "client-bundle.pem"
+        bundle.write_bytes(public_ca.read_bytes() + (confdir / "mitmproxy-ca-cert.pem").read_bytes())
+        bundle.chmod(0o644)
+        yield {
+            "nets": nets,
+            "bundle": bundle,
+            "server_certs": server_certs,
+            "server_log": workdir / "server" / "requests.log",
+            "proxy": proxy,
+        }
+    finally:
+        nets.teardown()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _proxy_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def _proxy_command(confdir: Path, upstream_ca: Path) -> list[str]:
+    """mitmdump in transparent mode with llm-shadow's capture addons."""
+    script = confdir.parent / "capture_addons.py"
+    script.write_text(
+        "from addons.capture import capture_addons\naddons = capture_addons('transparent')\n"
+    )
+    return [
+        sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()",
+        "--mode", "transparent", "--listen-port", str(PROXY_PORT),
+        "--set", f"confdir={confdir}",
+        # The "real" servers' certificates come from the test's public CA.
+        "--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}",
+        "--set", "termlog_verbosity=debug",
+        "-s", str(script),
+    ]
+
+
+def test_unmodified_openai_client_is_captured_and_answered_byte_for_byte(world):
+    nets = world["nets"]
+    before = nets.redirected_connections()
+    result = nets.run_client("openai", ca_bundle=world["bundle"])
+    assert result["status"] == 200
+    assert base64.b64decode(result["body_b64"]) == PROVIDER_BODY
+    assert nets.redirected_connections() > before  # the call went through the redirect
+    assert f"{LLM_HOST} POST /v1/chat/completions" in world["server_log"].read_text()
+    # The proxy decrypted it: the flow is in its log. In transparent mode mitmproxy names
+    # the server by the address it redirected to; the host name is in the Host header and SNI.
+    assert f"POST https://{SERVER_IP}/v1/chat/completions" in world["proxy"].output
+
+
+def test_llm_host_sees_the_proxy_certificate(world):
+    nets = world["nets"]
+    result = nets.run_client("tls", LLM_HOST, ca_bundle=world["bundle"])
+    cert = x509.load_der_x509_certificate(base64.b64decode(result["cert_b64"]))
+    assert cert.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "mitmproxy"
+
+
+def test_non_llm_tls_passes_through_with_the_real_certificate(world):
+    nets = world["nets"]
+    before = nets.redirected_connections()
+    result = nets.run_client("tls", OTHER_HOST, ca_bundle=world["bundle"])
+    shown = base64.b64decode(result["cert_b64"])
+    assert hashlib.sha256(shown).hexdigest() == hashlib.sha256(world["server_certs"][OTHER_HOST]).hexdigest()
+    assert result["response"].endswith(f"hello from {OTHER_HOST}")
+    assert nets.redirected_connections() == before + 1  # it did go through the proxy
+    assert f"TLS passthrough (not an LLM host): {OTHER_HOST}" in world["proxy"].output
