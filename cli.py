@@ -1,29 +1,412 @@
-"""llm-shadow command line (minimal: only the transparent-capture commands until the core merges)."""
+"""The `llm-shadow` command: observe LLM traffic, simulate policies, report savings."""
 
+import re
+import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
+import duckdb
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-app = typer.Typer(no_args_is_help=True, help="Shadow analyzer and savings simulator for LLM API traffic.")
+from analysis import stats as stats_queries
+from analysis.store import DEFAULT_DATA_DIR, Store, StoreError, query_frame
+from reports.tables import FORMATS, print_frame
+
+app = typer.Typer(
+    help="Observe LLM API traffic, see what it costs, and simulate what policies would save.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
 err_console = Console(stderr=True)
 
-
-# --- transparent capture commands: ca, doctor ---
-# Options shared with `llm-shadow proxy`, which must pass the same confdir to mitmproxy
-# (options.confdir) and call addons.ca.ensure_ca(confdir) before starting.
+DataDir = Annotated[
+    Path,
+    typer.Option("--data", envvar="LLM_SHADOW_DATA", help="Data directory (env LLM_SHADOW_DATA).",
+                 show_default=True),
+]
+Format = Annotated[str, typer.Option("--format", help="Output format: table, json or csv.")]
 ConfdirOption = Annotated[
     Path,
-    typer.Option(
-        "--confdir",
-        envvar="LLM_SHADOW_CONFDIR",
-        help="mitmproxy configuration directory holding the interception CA.",
-    ),
+    typer.Option("--confdir", envvar="LLM_SHADOW_CONFDIR",
+                 help="mitmproxy configuration directory holding the interception CA (env LLM_SHADOW_CONFDIR)."),
 ]
 DEFAULT_CONFDIR = Path("~/.mitmproxy")
-DEFAULT_PORT = 8080
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print a one-line error on stderr; return the Exit to raise."""
+    err_console.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def open_store(data: Path, create: bool = False) -> Store:
+    try:
+        return Store(data, create=create)
+    except StoreError as e:
+        hint = " (record some traffic first: llm-shadow proxy, or llm-shadow import FILE)" if not data.exists() else ""
+        raise fail(f"{e}{hint}") from e
+
+
+def check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise fail(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def format_usd(amount: float) -> str:
+    return f"${amount:,.2f}" if abs(amount) >= 1 else f"${amount:.4f}"
+
+
+def parse_date(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as e:
+        raise fail(f"{option}: {value!r} is not a date (use YYYY-MM-DD or an ISO timestamp)") from e
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def parse_age(value: str) -> timedelta:
+    """'14d', '12h', '30m', '2w' -> timedelta."""
+    m = re.fullmatch(r"\s*(\d+)\s*([mhdw])\s*", value)
+    if not m:
+        raise fail(f"--older-than: {value!r} is not an age (examples: 14d, 12h, 30m, 2w)")
+    unit = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[m[2]]
+    return timedelta(**{unit: int(m[1])})
+
+
+# --- proxy ---------------------------------------------------------------------------------------
+
+
+def mitmdump_args(
+    upstream: list[str], port: int, listen_host: str, forward: bool, data: Path,
+    content: bool, flush_interval: float, verbose: bool,
+    transparent: bool = False, local: str | None = None,
+    intercept_hosts: list[str] | None = None, intercept_all: bool = False, confdir: Path | None = None,
+) -> list[str]:
+    """The mitmdump command line `llm-shadow proxy` runs (in-process, recorder built in)."""
+    args = ["--listen-host", listen_host]
+    chosen = [name for name, on in (("--upstream", bool(upstream)), ("--forward", forward),
+                                    ("--transparent", transparent), ("--local", local is not None)) if on]
+    if len(chosen) > 1:
+        raise fail(f"{' and '.join(chosen)} are different ways to capture; pick one")
+    if forward:
+        args += ["--mode", f"regular@{port}"]
+    elif transparent:
+        args += ["--mode", f"transparent@{port}"]
+    elif local is not None:
+        args += ["--mode", f"local:{local}" if local else "local"]
+    else:
+        if not upstream:
+            raise fail("say how clients reach the proxy: --upstream https://api.openai.com (reverse mode), "
+                       "--forward (HTTPS_PROXY), --transparent (a redirect rule) or --local NAME")
+        for i, spec in enumerate(upstream):
+            url, _, upstream_port = spec.partition("@")
+            if not re.fullmatch(r"https?://[^/\s]+/?", url):
+                raise fail(f"--upstream {spec!r}: expected a URL like https://api.openai.com[@PORT]")
+            if upstream_port and not upstream_port.isdigit():
+                raise fail(f"--upstream {spec!r}: the port after @ must be a number")
+            args += ["--mode", f"reverse:{url.rstrip('/')}@{upstream_port or port + i}"]
+    if confdir is not None:
+        args += ["--set", f"confdir={confdir}"]
+    for host in intercept_hosts or []:
+        args += ["--set", f"shadow_intercept_hosts={host}"]
+    if intercept_all:
+        args += ["--set", "shadow_intercept_all=true"]
+    args += [
+        "--set", f"shadow_data={data}",
+        "--set", f"shadow_content={'true' if content else 'false'}",
+        "--set", f"shadow_flush_ms={max(1, round(flush_interval * 1000))}",
+        "--set", f"flow_detail={1 if verbose else 0}",
+        "--set", f"termlog_verbosity={'info' if verbose else 'warn'}",
+    ]
+    return args
+
+
+@app.command()
+def proxy(
+    upstream: Annotated[list[str], typer.Option("--upstream", help="Reverse mode: the provider URL to forward to, optionally @PORT to listen on (repeatable: one port per upstream).")] = [],  # noqa: B006
+    forward: Annotated[bool, typer.Option("--forward", help="Forward mode: clients set HTTPS_PROXY and trust the llm-shadow CA.")] = False,
+    transparent: Annotated[bool, typer.Option("--transparent", help="Transparent mode: an iptables/nftables rule redirects clients' traffic here (docs/transparent.md).")] = False,
+    local: Annotated[str | None, typer.Option("--local", help="Local capture mode: capture these processes by name (mitmproxy spec: curl, python,node, !ssh). Linux 6.8+ with cgroup v2 and sudo.")] = None,
+    port: Annotated[int, typer.Option(help="Port to listen on (the first upstream's, when it names none).")] = 8080,
+    listen_host: Annotated[str, typer.Option("--listen-host", help="Address to listen on (0.0.0.0 when a gateway redirects other machines' traffic here).")] = "127.0.0.1",
+    intercept_host: Annotated[list[str], typer.Option("--intercept-host", help="Also decrypt and record this host (an LLM gateway); *.domain for a whole domain. Repeatable.")] = [],  # noqa: B006
+    intercept_all: Annotated[bool, typer.Option("--intercept-all", help="Decrypt TLS to every host, not only LLM hosts.")] = False,
+    confdir: ConfdirOption = DEFAULT_CONFDIR,
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+    content: Annotated[bool, typer.Option("--content/--no-content", help="Keep request messages and response text.")] = True,
+    flush_interval: Annotated[float, typer.Option(help="Seconds between writes; a crash loses at most this much.")] = 1.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print one line per call.")] = False,
+):
+    """Run the recording proxy in front of LLM providers (reverse, forward, transparent or local mode)."""
+    from addons.ca import ensure_ca
+    from addons.proxy import run_proxy
+    from addons.tls_passthrough import parse_host_patterns
+    from analysis.doctor import local_capture_unavailable_reason
+
+    if flush_interval <= 0:
+        raise fail("--flush-interval must be positive")
+    try:
+        parse_host_patterns(intercept_host)
+    except ValueError as e:
+        raise fail(f"--intercept-host: {e}") from e
+    args = mitmdump_args(upstream, port, listen_host, forward, data, content, flush_interval, verbose,
+                         transparent, local, intercept_host, intercept_all, confdir.expanduser())
+    if local is not None and (reason := local_capture_unavailable_reason()):
+        raise fail(f"--local cannot work here: {reason}. Use --transparent with a redirect rule instead "
+                   "(docs/transparent.md).")
+    open_store(data, create=True)
+    if not upstream:  # modes that decrypt: the CA must exist, with its key kept private
+        try:
+            ensure_ca(confdir.expanduser())
+        except OSError as e:
+            raise fail(f"cannot create the CA in {confdir}: {e.strerror}") from e
+    failure = run_proxy(args)
+    if failure:
+        raise fail(failure)
+
+
+# --- import --------------------------------------------------------------------------------------
+
+
+@app.command("import")
+def import_(
+    files: Annotated[list[Path], typer.Argument(help="mitmproxy flow files or HAR files.")],
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+    content: Annotated[bool, typer.Option("--content/--no-content", help="Keep request messages and response text.")] = True,
+):
+    """Record the LLM calls in mitmproxy flow files or HAR files, through the same recorder."""
+    from addons.importer import ImportFailed, count_flows, import_files
+
+    try:
+        total = sum(count_flows(f) for f in files)
+    except ImportFailed as e:
+        raise fail(str(e)) from e
+    open_store(data, create=True)
+    with Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err_console, transient=True) as progress:
+        task = progress.add_task("flows", total=total)
+        recorder = import_files(files, data, keep_content=content, on_flow=lambda: progress.advance(task))
+    console.print(f"Read {total:,} flows; recorded {recorder.recorded:,} LLM calls into {data}.", highlight=False)
+    if recorder.problems.counts:
+        err_console.print(f"[yellow]Problems:[/] {recorder.problems.summary()}", highlight=False)
+
+
+# --- stats, sql ----------------------------------------------------------------------------------
+
+
+@app.command()
+def stats(
+    by: Annotated[str, typer.Option(help=f"Group by: {', '.join(stats_queries.GROUPINGS)}.")] = "model",
+    start: Annotated[str | None, typer.Option("--from", help="First day (UTC), YYYY-MM-DD.")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Day after the last (UTC), YYYY-MM-DD.")] = None,
+    fmt: Format = "table",
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+):
+    """Spend, tokens and latency of recorded calls, grouped."""
+    check_format(fmt)
+    if by not in stats_queries.GROUPINGS:
+        raise fail(f"--by {by!r}: choose one of {', '.join(stats_queries.GROUPINGS)}")
+    since, until = parse_date(start, "--from"), parse_date(end, "--to")
+    store = open_store(data)
+    with store.connect() as con:
+        frame = stats_queries.grouped(con, by, since, until)
+        total = stats_queries.totals(con, since, until)
+    print_frame(frame, fmt, console, title=f"LLM calls by {by}")
+    if fmt == "table":
+        console.print(
+            f"{total.calls:,} calls, {format_usd(total.cost_usd)}, {total.input_tokens:,} input and "
+            f"{total.output_tokens:,} output tokens", highlight=False,
+        )
+    if total.unpriced_calls:
+        err_console.print(
+            f"[bold yellow]Warning:[/] {total.unpriced_calls:,} calls have no price (cost_usd is NULL, "
+            "not $0): see llm-shadow prices missing", highlight=False,
+        )
+    if total.estimated_calls and fmt == "table":
+        err_console.print(f"Note: {total.estimated_calls:,} calls have estimated tokens (usage_source = 'estimated').",
+                          highlight=False)
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="SQL over the relations requests and contents.")],
+    fmt: Format = "table",
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+):
+    """Run a DuckDB SQL query over the recorded calls (relations: requests, contents)."""
+    check_format(fmt)
+    store = open_store(data)
+    with store.connect() as con:
+        try:
+            frame = query_frame(con, query)
+        except duckdb.Error as e:
+            raise fail(str(e).splitlines()[0]) from e
+    print_frame(frame, fmt, console)
+
+
+# --- purge ---------------------------------------------------------------------------------------
+
+
+@app.command()
+def purge(
+    older_than: Annotated[str, typer.Option("--older-than", help="Age of what to delete: 14d, 12h, 2w.")],
+    requests: Annotated[bool, typer.Option("--requests", help="Also delete the calls themselves, not only their content.")] = False,
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+):
+    """Delete stored content (messages, response text) older than an age."""
+    cutoff = datetime.now(UTC) - parse_age(older_than)
+    store = open_store(data)
+    deleted = store.purge_contents(cutoff)
+    message = f"Deleted the content of {deleted:,} calls before {cutoff:%Y-%m-%d %H:%M} UTC"
+    if requests:
+        message += f", and {store.purge_requests(cutoff):,} calls"
+    console.print(message + ".", highlight=False)
+
+
+# --- prices commands -----------------------------------------------------------------------------
+
+prices_app = typer.Typer(help="The price table: show a model's prices, import prices, list unpriced models.",
+                         no_args_is_help=True)
+app.add_typer(prices_app, name="prices")
+
+PRICE_KINDS = ("input", "cached_input", "cache_write", "cache_write_1h", "output", "reasoning_output")
+PRICE_HEADERS = ("input", "cached input", "cache write 5m", "cache write 1h", "output", "reasoning")
+
+
+def load_prices(data: Path):
+    from analysis.pricing import PriceFileError, PriceTable
+
+    try:
+        return PriceTable.load(data)
+    except PriceFileError as e:
+        raise fail(str(e)) from e
+
+
+@prices_app.command("show")
+def prices_show(
+    model: Annotated[str, typer.Argument(help="Model name as you write it (gpt-4o, anthropic/claude-sonnet-4.5, ...).")],
+    provider: Annotated[str | None, typer.Option(help="Provider selling it: openai, azure, anthropic, gemini, openrouter, ...")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="Output format: table or json.")] = "table",
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+):
+    """Show the price llm-shadow uses for a model, per 1M tokens."""
+    import json
+
+    from rich.table import Table
+
+    from analysis.pricing import rate_rows
+
+    if fmt not in ("table", "json"):
+        raise fail(f"unknown format {fmt!r}; choose table or json")
+    table = load_prices(data)
+    price = table.resolve(model, provider)
+    if price is None:
+        where = f" at provider {provider}" if provider else ""
+        raise fail(f"no price for {model!r}{where} in price table {table.version} "
+                   "(add one with: llm-shadow prices import FILE)")
+    rows = rate_rows(price)
+    if fmt == "json":
+        console.print_json(json.dumps({
+            "model": model, "provider": provider, "resolved": price.label, "source": price.source,
+            "mode": price.mode, "price_version": table.version,
+            "usd_per_million_tokens": {r["rates"]: {k: r[k] for k in PRICE_KINDS} for r in rows},
+            "derived": {r["rates"]: r["derived"] for r in rows},
+        }))
+        return
+    out = Table(title=f"{model} -> {price.label}  (USD per 1M tokens)")
+    out.add_column("rates", no_wrap=True)
+    for header in PRICE_HEADERS:
+        out.add_column(header, justify="right")
+    for r in rows:
+        out.add_row(r["rates"], *(f"{r[k]:g}" + (" *" if k in r["derived"] else "") for k in PRICE_KINDS))
+    console.print(out)
+    console.print(f"from {price.source}; price version {table.version}; mode {price.mode}", highlight=False)
+    console.print("* not given by the table: derived as docs/pricing.md says "
+                  "(cached -> input, cache write -> 1.25x/2x input for Claude, else input, "
+                  "reasoning -> output, other services and tiers -> standard).", highlight=False)
+
+
+@prices_app.command("import")
+def prices_import(
+    file: Annotated[Path, typer.Argument(help="A LiteLLM price map (JSON) or an override file (TOML or JSON).")],
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+):
+    """Import prices: a LiteLLM map replaces the bundled one; an override file sets your own."""
+    from analysis.price_overrides import import_price_file
+    from analysis.pricing import PriceFileError
+
+    try:
+        result = import_price_file(file, data)
+    except PriceFileError as e:
+        raise fail(str(e)) from e
+    what = "LiteLLM price map" if result.kind == "litellm" else "overrides"
+    console.print(f"Imported {what} ({result.models:,} models) from {file}; price version is now "
+                  f"{result.version}.", highlight=False)
+    console.print("Stored calls keep the prices they were recorded with: run `llm-shadow reprice` "
+                  "to recompute them.", highlight=False)
+
+
+@prices_app.command("reset")
+def prices_reset(data: DataDir = Path(DEFAULT_DATA_DIR)):
+    """Forget imported prices and go back to the bundled snapshot."""
+    from analysis.price_overrides import reset_prices
+
+    removed = reset_prices(data)
+    version = load_prices(data).version
+    if removed:
+        console.print(f"Removed {', '.join(p.name for p in removed)}; price version is now {version}.",
+                      highlight=False)
+    else:
+        console.print(f"No imported prices; price version is {version}.", highlight=False)
+
+
+@prices_app.command("missing")
+def prices_missing(
+    fmt: Format = "table",
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+):
+    """List recorded models that have no price (cost_source 'unpriced'), with call counts."""
+    from analysis.unpriced import unpriced_models
+
+    check_format(fmt)
+    table = load_prices(data)
+    store = open_store(data)
+    with store.connect() as con:
+        frame = unpriced_models(con, table)
+    if frame.height == 0 and fmt == "table":
+        console.print("Every recorded call with token counts has a price.", highlight=False)
+        return
+    print_frame(frame, fmt, console, title="Unpriced models")
+    if fmt == "table" and frame["priced_now"].is_not_null().any():
+        console.print("Models with a `priced_now` are priced by the current table: run "
+                      "`llm-shadow reprice` to fill in their stored costs.", highlight=False)
+
+
+@app.command()
+def reprice(data: DataDir = Path(DEFAULT_DATA_DIR)):
+    """Recompute the cost of every stored call with the current price table."""
+    from analysis.reprice import reprice_store
+
+    table = load_prices(data)
+    store = open_store(data)
+    summary = reprice_store(store, table)
+    by_source = ", ".join(f"{n:,} {s}" for s, n in sorted(summary.sources.items()))
+    console.print(f"Repriced {summary.rows:,} calls with price version {table.version}: "
+                  f"{summary.changed:,} changed ({by_source or 'none stored'}).", highlight=False)
+
+
+# --- end of prices commands ----------------------------------------------------------------------
+
+
+# --- transparent capture commands: ca, doctor --------------------------------------------------
 
 
 @app.command()
@@ -33,8 +416,10 @@ def ca(
         Path | None,
         typer.Option(help="Also write a CA bundle (system CAs + this CA) here, for SSL_CERT_FILE."),
     ] = None,
-) -> None:
+):
     """Show where the interception CA is and how to make clients trust it (creates it if missing)."""
+    from rich.table import Table
+
     from addons.ca import ensure_ca
     from analysis.ca_files import (
         fingerprint_sha256,
@@ -44,72 +429,76 @@ def ca(
         write_bundle,
     )
 
-    console = Console()
     try:
         files, tightened = ensure_ca(confdir.expanduser())
         if bundle is not None:
             write_bundle(bundle.expanduser(), files.cert, system_bundle())
     except OSError as e:
-        err_console.print(f"error: {e.strerror}: {e.filename}")
-        raise typer.Exit(1) from e
+        raise fail(f"{e.strerror}: {e.filename}") from e
     cert = load_cert(files.cert)
-    console.print(f"CA certificate (give this to clients): [bold]{files.cert}[/]")
-    console.print(f"  subject {cert.subject.rfc4514_string()}, valid until {cert.not_valid_after_utc:%Y-%m-%d}")
-    console.print(f"  SHA-256 {fingerprint_sha256(cert)}")
+    console.print(f"CA certificate (give this to clients): [bold]{files.cert}[/]", highlight=False)
+    console.print(f"  subject {cert.subject.rfc4514_string()}, valid until {cert.not_valid_after_utc:%Y-%m-%d}",
+                  highlight=False)
+    console.print(f"  SHA-256 {fingerprint_sha256(cert)}", highlight=False)
     if bundle is not None:
-        console.print(f"CA bundle (system CAs + this CA): [bold]{bundle.expanduser()}[/]")
+        console.print(f"CA bundle (system CAs + this CA): [bold]{bundle.expanduser()}[/]", highlight=False)
     shown_bundle = bundle.expanduser() if bundle is not None else Path("<bundle.pem>")
-    table = Table(title="Trust it", show_header=True, header_style="bold")
+    table = Table(title="Trust it", header_style="bold")
     table.add_column("client")
-    table.add_column("command")
+    table.add_column("command", overflow="fold")
     for where, command in trust_instructions(files.cert, shown_bundle):
         table.add_row(where, command)
     console.print(table)
     if bundle is None:
-        console.print(
-            "SSL_CERT_FILE, REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE replace a client's CA store: point them at "
-            "a bundle of the system CAs plus this CA, which [bold]llm-shadow ca --bundle <bundle.pem>[/] writes."
-        )
+        console.print("SSL_CERT_FILE, REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE replace a client's CA store: point "
+                      "them at a bundle of the system CAs plus this CA, which "
+                      "[bold]llm-shadow ca --bundle <bundle.pem>[/] writes.", highlight=False)
     for path in tightened:
-        console.print(f"[yellow]tightened {path} to mode 0600[/]")
+        console.print(f"[yellow]Tightened {path} to mode 0600.[/]", highlight=False)
     keys = ", ".join(str(p) for p in files.key_files)
     console.print(
         f"[bold red]Private key:[/] {keys}\n"
         "  Anyone holding it can impersonate any HTTPS site to every client that trusts this CA. "
-        "Keep it readable by you only (it is created 0600), never commit it, never copy it into an "
-        "image or a ConfigMap: clients need only the certificate."
+        "Keep it readable by you only (llm-shadow creates it 0600), never commit it, never copy it into "
+        "an image or a ConfigMap: clients need only the certificate.", highlight=False,
     )
 
 
 @app.command()
 def doctor(
     confdir: ConfdirOption = DEFAULT_CONFDIR,
-    data_dir: Annotated[
-        Path, typer.Option(envvar="LLM_SHADOW_DATA_DIR", help="Where llm-shadow writes its records.")
-    ] = Path("shadow-data"),
-    port: Annotated[int, typer.Option(help="The port the proxy listens on.")] = DEFAULT_PORT,
-) -> None:
-    """Check the things that break capture (CA trust, redirect loop, port, data dir, tiktoken)."""
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+    port: Annotated[int, typer.Option(help="The port the proxy listens on.")] = 8080,
+):
+    """Check what breaks capture (CA trust and key, redirect loop, port, data dir, tiktoken files)."""
+    from rich.table import Table
+
     from analysis.ca_files import CaFiles
     from analysis.doctor import run_checks
 
-    results = run_checks(CaFiles(confdir.expanduser()), data_dir.expanduser(), port)
+    results = run_checks(CaFiles(confdir.expanduser()), data, port)
     styles = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
-    table = Table(show_header=True, header_style="bold")
+    table = Table(header_style="bold")
     for column in ("check", "status", "finding", "fix"):
         table.add_column(column, overflow="fold")
     for result in results:
-        style = styles[result.status]
-        table.add_row(result.name, f"[{style}]{result.status}[/]", result.message, result.fix)
-    Console().print(table)
+        table.add_row(result.name, f"[{styles[result.status]}]{result.status}[/]", result.message, result.fix)
+    console.print(table)
     failed = [r.name for r in results if r.status == "fail"]
     if failed:
-        err_console.print(f"{len(failed)} check(s) failed: {', '.join(failed)}")
-        raise typer.Exit(1)
+        raise fail(f"{len(failed)} check(s) failed: {', '.join(failed)}")
 
 
-# --- end transparent capture commands ---
+# --- end of transparent capture commands ---------------------------------------------------------
+
+
+def main() -> None:  # pragma: no cover
+    try:
+        app()
+    except StoreError as e:
+        err_console.print(f"[bold red]Error:[/] {e}", highlight=False)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
-    app()
+    main()

@@ -56,7 +56,10 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(args, capture_output=True, text=True, timeout=30, check=check)
+    done = subprocess.run(args, capture_output=True, text=True, timeout=30)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}")
+    return done
 
 
 def _skip_reason() -> str | None:
@@ -265,8 +268,9 @@ def world():
         )
         server.wait_for("ready")
         confdir = workdir / "confdir"
-        proxy = nets.start(nets.client, _proxy_command(confdir, public_ca), env=_proxy_env())
-        proxy.wait_for("listening at")
+        data = workdir / "data"
+        proxy = nets.start(nets.client, _proxy_command(confdir, public_ca, data), env=_proxy_env())
+        proxy.wait_for("Transparent Proxy listening at")
         bundle = workdir / "client-bundle.pem"
         bundle.write_bytes(public_ca.read_bytes() + (confdir / "mitmproxy-ca-cert.pem").read_bytes())
         bundle.chmod(0o644)
@@ -276,6 +280,7 @@ def world():
             "server_certs": server_certs,
             "server_log": workdir / "server" / "requests.log",
             "proxy": proxy,
+            "data": data,
         }
     finally:
         nets.teardown()
@@ -283,26 +288,31 @@ def world():
 
 
 def _proxy_env() -> dict[str, str]:
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if not k.lower().startswith(("http_proxy", "https_proxy"))}
     env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONUNBUFFERED"] = "1"
     return env
 
 
-def _proxy_command(confdir: Path, upstream_ca: Path) -> list[str]:
-    """mitmdump in transparent mode with llm-shadow's capture addons."""
-    script = confdir.parent / "capture_addons.py"
-    script.write_text(
-        "from addons.capture import capture_addons\naddons = capture_addons('transparent')\n"
-    )
+def _proxy_command(confdir: Path, upstream_ca: Path, data: Path) -> list[str]:
+    """`llm-shadow proxy --transparent`, as a user runs it."""
+    # mitmproxy reads config.yaml from its confdir: there the test tells the proxy that the
+    # "real" servers' certificates come from the test's public CA.
+    confdir.mkdir(mode=0o700)
+    (confdir / "config.yaml").write_text(f"ssl_verify_upstream_trusted_ca: {upstream_ca}\n")
     return [
-        sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()",
-        "--mode", "transparent", "--listen-port", str(PROXY_PORT),
-        "--set", f"confdir={confdir}",
-        # The "real" servers' certificates come from the test's public CA.
-        "--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}",
-        "--set", "termlog_verbosity=debug",
-        "-s", str(script),
+        sys.executable, str(ROOT / "cli.py"), "proxy", "--transparent", "--port", str(PROXY_PORT),
+        "--confdir", str(confdir), "--data", str(data), "--flush-interval", "0.2", "--verbose",
     ]
+
+
+def _records(data: Path, timeout: float = 15) -> list[dict]:
+    from analysis.store import Store
+    from tests.conftest import wait_for
+
+    rows = wait_for(lambda: Store(data).requests_frame().to_dicts(), timeout)
+    assert rows, "no record appeared"
+    return rows
 
 
 def test_unmodified_openai_client_is_captured_and_answered_byte_for_byte(world):
@@ -313,9 +323,17 @@ def test_unmodified_openai_client_is_captured_and_answered_byte_for_byte(world):
     assert base64.b64decode(result["body_b64"]) == PROVIDER_BODY
     assert nets.redirected_connections() > before  # the call went through the redirect
     assert f"{LLM_HOST} POST /v1/chat/completions" in world["server_log"].read_text()
-    # The proxy decrypted it: the flow is in its log. In transparent mode mitmproxy names
-    # the server by the address it redirected to; the host name is in the Host header and SNI.
-    assert f"POST https://{SERVER_IP}/v1/chat/completions" in world["proxy"].output
+    # The proxy decrypted and recorded it, under the host name the client used (in
+    # transparent mode mitmproxy knows the server by the address it was redirected from).
+    [row] = _records(world["data"])
+    assert (row["provider"], row["endpoint"], row["host"], row["path"]) == (
+        "openai", "chat", LLM_HOST, "/v1/chat/completions",
+    )
+    assert (row["status"], row["outcome"], row["model_requested"], row["model"]) == (
+        200, "ok", "gpt-4o-mini", "gpt-4o-mini-2024-07-18",
+    )
+    assert (row["input_tokens"], row["output_tokens"], row["usage_source"]) == (9, 3, "provider")
+    assert row["cost_usd"] > 0
 
 
 def test_llm_host_sees_the_proxy_certificate(world):
@@ -333,4 +351,3 @@ def test_non_llm_tls_passes_through_with_the_real_certificate(world):
     assert hashlib.sha256(shown).hexdigest() == hashlib.sha256(world["server_certs"][OTHER_HOST]).hexdigest()
     assert result["response"].endswith(f"hello from {OTHER_HOST}")
     assert nets.redirected_connections() == before + 1  # it did go through the proxy
-    assert f"TLS passthrough (not an LLM host): {OTHER_HOST}" in world["proxy"].output

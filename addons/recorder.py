@@ -1,0 +1,238 @@
+"""The llm-shadow recorder: a mitmproxy addon that records every LLM API call it sees.
+
+Load it with `mitmdump -s addons/recorder.py` or through `llm-shadow proxy`.
+
+The pass-through promise: in observe mode the client receives exactly what the upstream sent
+(status, headers, body bytes) and the upstream receives exactly what the client sent. Every LLM
+response is streamed: each chunk is handed on to the client the moment it arrives, and a copy is
+kept with its arrival time (`_Tap`), so time-to-first-token is the upstream's, not ours. The
+event loop does nothing else per chunk. When the call ends, the copy goes to a worker thread
+(`analysis.sink.RecordSink`) that decodes, parses, prices and writes it. A failure of ours (a
+parse error, an unknown shape, a full disk, an unwritable store) never breaks or slows a call:
+it is counted, logged once per kind, and the rows wait in a bounded spool.
+
+Calls that are not LLM API calls (see `analysis.detect`) pass untouched and unrecorded.
+"""
+
+import hashlib
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+if not __package__:  # loaded by `mitmdump -s addons/recorder.py` from a checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mitmproxy import ctx, exceptions, http
+
+from analysis.accounting import CallContext
+from analysis.detect import Target, detect
+from analysis.exchange import Exchange
+from analysis.pricing import PriceTable
+from analysis.sink import Problems, RecordSink
+from analysis.store import DEFAULT_DATA_DIR, Store, StoreError, new_id
+
+log = logging.getLogger("llm_shadow")
+
+SECRET_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization")
+DROPPED_HEADERS = SECRET_HEADERS + ("cookie", "set-cookie")
+SECRET_QUERY_PARAMS = ("key", "api-key", "api_key")
+
+
+class _Tap:
+    """The stream callable: hands every chunk on unchanged and keeps a timed copy."""
+
+    __slots__ = ("started", "chunks", "size", "limit", "truncated")
+
+    def __init__(self, started: float, limit: int):
+        self.started = started
+        self.chunks: list[tuple[float, bytes]] = []
+        self.size = 0
+        self.limit = limit
+        self.truncated = False
+
+    def __call__(self, data: bytes) -> bytes:
+        if data:
+            if self.size < self.limit:
+                self.chunks.append((time.time() - self.started, data))
+                self.size += len(data)
+            else:
+                self.truncated = True
+        return data
+
+
+class Recorder:
+    def __init__(self, queue_limit: int | None = 100_000):
+        self.queue_limit = queue_limit
+        self.sink: RecordSink | None = None
+        self.recorded = 0  # calls written by sinks already closed
+        self.problems = Problems(log)
+        self._targets: dict[str, Target] = {}
+        self._taps: dict[str, _Tap] = {}
+        self._salt = ""
+
+    def load(self, loader):
+        loader.add_option("shadow_data", str, os.environ.get("LLM_SHADOW_DATA", DEFAULT_DATA_DIR),
+                          "Data directory llm-shadow records into (env LLM_SHADOW_DATA).")
+        loader.add_option("shadow_content", bool, True,
+                          "Keep request messages and response text in the contents relation.")
+        loader.add_option("shadow_flush_ms", int, 1000,
+                          "Milliseconds between writes of recorded calls; a crash loses at most this much.")
+        loader.add_option("shadow_team_header", str, "x-shadow-team", "Request header naming the team.")
+        loader.add_option("shadow_feature_header", str, "x-shadow-feature", "Request header naming the feature.")
+        loader.add_option("shadow_user_header", str, "x-shadow-user", "Request header naming the end user.")
+        loader.add_option("shadow_spool_limit", int, 100_000,
+                          "Recorded calls kept in memory while the store cannot be written.")
+        loader.add_option("shadow_max_body", int, 64 * 1024 * 1024,
+                          "Bytes of a response body kept for parsing; the rest passes unrecorded.")
+
+    def configure(self, updated):
+        if not any(name.startswith("shadow_") for name in updated):
+            return
+        if ctx.options.shadow_flush_ms <= 0:
+            raise exceptions.OptionsError("shadow_flush_ms must be positive")
+        try:
+            store = Store(ctx.options.shadow_data)
+            salt = store.salt()
+        except (StoreError, OSError) as e:
+            raise exceptions.OptionsError(f"llm-shadow: {e}") from e
+        self._close_sink()
+        self._salt = salt
+        self.sink = RecordSink(
+            store,
+            PriceTable.load(store.data_dir),
+            flush_interval=ctx.options.shadow_flush_ms / 1000,
+            keep_content=ctx.options.shadow_content,
+            spool_limit=ctx.options.shadow_spool_limit,
+            queue_limit=self.queue_limit or sys.maxsize,
+            problems=self.problems,
+        ).start()
+        log.info("llm-shadow: recording into %s (instance %s)", store.data_dir, self.sink.instance)
+
+    def done(self):
+        self._close_sink()
+
+    def _close_sink(self):
+        if self.sink is not None:
+            self.sink.close()
+            self.recorded += self.sink.recorded
+            if self.problems.counts:
+                log.warning("llm-shadow: problems while recording: %s", self.problems.summary())
+            self.sink = None
+
+    # --- hooks
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        request = flow.request
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        target = detect(request.pretty_host, request.path, headers, request.method)
+        if target is not None:
+            self._targets[flow.id] = target
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.id in self._targets:
+            tap = _Tap(flow.request.timestamp_start, ctx.options.shadow_max_body)
+            self._taps[flow.id] = tap
+            flow.response.stream = tap
+        elif not flow.response.stream:
+            flow.response.stream = True  # not ours: forward it as it comes, unbuffered
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._finish(flow, "ok")
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        started = flow.response is not None
+        self._finish(flow, outcome_for_error(flow.error.msg if flow.error else "", started))
+
+    def _finish(self, flow: http.HTTPFlow, outcome: str) -> None:
+        target = self._targets.pop(flow.id, None)
+        tap = self._taps.pop(flow.id, None)
+        if target is None or self.sink is None:
+            return
+        try:
+            exchange, context = self._exchange(flow, target, tap, outcome)
+        except Exception as e:  # never let our bookkeeping break the proxy
+            self.problems.add(f"capture_error:{type(e).__name__}", str(e))
+            return
+        self.sink.submit(exchange, context)
+
+    def _exchange(self, flow: http.HTTPFlow, target: Target, tap: _Tap | None, outcome: str):
+        request, response = flow.request, flow.response
+        request_headers, key = split_secrets(request.headers.items())
+        query = {}
+        for name, value in request.query.items():
+            if name.lower() in SECRET_QUERY_PARAMS:
+                key = key or value
+            else:
+                query[name] = value
+        started = request.timestamp_start
+        if tap is not None and tap.chunks:
+            chunks = tap.chunks
+        elif response is not None and response.raw_content:
+            # Not streamed through us: a flow read from a file, or a body set by another addon.
+            first_byte = (response.timestamp_start or started) - started
+            chunks = [(first_byte, response.raw_content)]
+        else:
+            chunks = []
+        ended = (response.timestamp_end if response is not None else None) or time.time()
+        if tap is not None and tap.truncated:
+            self.problems.add("body_too_large", f"response over shadow_max_body ({tap.limit} bytes)")
+        exchange = Exchange(
+            provider=target.provider,
+            endpoint=target.endpoint,
+            wire_format=target.wire_format,
+            method=request.method,
+            host=request.pretty_host,
+            path=request.path.split("?", 1)[0],
+            query=query,
+            request_headers=request_headers,
+            request_body=request.raw_content or b"",
+            status=response.status_code if response is not None else None,
+            response_headers=dict(split_secrets(response.headers.items())[0]) if response is not None else {},
+            response_chunks=chunks,
+            started_at=started,
+            duration=ended - started,
+            outcome=outcome,
+            error=flow.error.msg if flow.error else None,
+        )
+        o = ctx.options
+        context = CallContext(
+            id=new_id(started),
+            key_id=key_fingerprint(key, self._salt) if key else None,
+            team=request_headers.get(o.shadow_team_header.lower()),
+            feature=request_headers.get(o.shadow_feature_header.lower()),
+            user=request_headers.get(o.shadow_user_header.lower()),
+            instance=self.sink.instance,
+        )
+        return exchange, context
+
+
+def split_secrets(items) -> tuple[dict[str, str], str | None]:
+    """Headers with lower-case names minus credentials and cookies, and the API key if any."""
+    headers, key = {}, None
+    for name, value in items:
+        name = name.lower()
+        if name in SECRET_HEADERS:
+            if key is None:
+                key = value.split(" ", 1)[1] if value.lower().startswith("bearer ") else value
+        elif name not in DROPPED_HEADERS:
+            headers[name] = value
+    return headers, key
+
+
+def key_fingerprint(key: str, salt: str) -> str:
+    """A salted fingerprint of an API key: stable per data directory, useless to an attacker."""
+    return "key_" + hashlib.sha256(f"{salt}:{key.strip()}".encode()).hexdigest()[:16]
+
+
+def outcome_for_error(message: str, response_started: bool) -> str:
+    m = message.lower()
+    if "client disconnected" in m or "client closed" in m or "cancel" in m:
+        return "client_disconnected"
+    if "timeout" in m or "timed out" in m:
+        return "timeout"
+    return "upstream_cut" if response_started else "connect_error"
+
+
+addons = [Recorder()]

@@ -1,0 +1,173 @@
+"""From what a call looked like (Exchange) and meant (Parsed) to the rows llm-shadow stores.
+
+`account()` runs in the recorder's worker thread, never on the proxy's event loop: it decodes
+the bodies, runs the parser, prices the tokens and builds one `requests` row and, when content
+is kept, one `contents` row. A parser that fails still gives a row (with `error` saying so and
+`usage_source = 'none'`): a call we could not read is still a call that happened.
+"""
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from analysis import parsers
+from analysis.decoding import DecodeError, decode_body, decode_chunks
+from analysis.exchange import Exchange, Parsed
+from analysis.hashing import prompt_hash
+from analysis.pricing import PriceTable
+
+
+@dataclass
+class CallContext:
+    """What the recorder learnt from the request's headers, secrets already reduced to key_id."""
+
+    id: str
+    key_id: str | None = None
+    team: str | None = None
+    feature: str | None = None
+    user: str | None = None
+    instance: str | None = None
+
+
+class ParseFailure(Exception):
+    """The exchange could not be read; the message says why (it becomes the row's `error`)."""
+
+
+def decode_exchange(exchange: Exchange) -> None:
+    """Undo the content-encoding of the request and response bodies, in place."""
+    request_encoding = exchange.request_headers.get("content-encoding", "")
+    if request_encoding:
+        exchange.request_body = decode_body(exchange.request_body, request_encoding)
+    response_encoding = exchange.response_headers.get("content-encoding", "")
+    if response_encoding:
+        exchange.response_chunks = decode_chunks(exchange.response_chunks, response_encoding)
+
+
+def parse_exchange(exchange: Exchange) -> Parsed:
+    try:
+        decode_exchange(exchange)
+        return parsers.parse(exchange)
+    except (DecodeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+        raise ParseFailure(f"{exchange.wire_format}: {type(e).__name__}: {e}") from e
+
+
+def outcome_for_status(status: int | None, outcome: str) -> str:
+    """The recorder says how the call ended; a complete HTTP answer is classed by its status."""
+    if outcome != "ok" or status is None:
+        return outcome
+    if status == 429:
+        return "rate_limited"
+    if status >= 500:
+        return "server_error"
+    if status >= 400:
+        return "client_error"
+    return "ok"
+
+
+def account(
+    exchange: Exchange,
+    context: CallContext,
+    prices: PriceTable,
+    keep_content: bool = True,
+) -> tuple[dict, dict | None, ParseFailure | None]:
+    """Return (requests row, contents row or None, the parse failure if there was one)."""
+    failure = None
+    try:
+        parsed = parse_exchange(exchange)
+    except ParseFailure as e:
+        parsed, failure = Parsed(), e
+    if exchange.outcome == "ok" and not parsed.complete and exchange.is_event_stream:
+        exchange.outcome = "upstream_cut"
+
+    usage = parsed.usage
+    priced = usage.input_tokens is not None or usage.output_tokens is not None
+    if priced or parsed.provider_cost_usd is not None:
+        cost = prices.cost(
+            provider=exchange.provider,
+            model=parsed.model or parsed.model_requested,
+            usage=usage,
+            service_tier=parsed.service_tier,
+            batch=parsed.batch,
+            provider_cost_usd=parsed.provider_cost_usd,
+        )
+        cost_usd, cost_source = cost.cost_usd, cost.cost_source
+    else:
+        # No tokens at all (an error before any output, an unreadable body): nothing was billed
+        # that we know of; that is not the same as an unpriced model.
+        cost_usd, cost_source = None, "none"
+
+    attribution = {**parsed.attribution}
+    for name in ("team", "feature", "user"):
+        if getattr(context, name):
+            attribution[name] = getattr(context, name)  # a header wins over the body
+
+    response_body_size = sum(len(c) for _, c in exchange.response_chunks)
+    row = {
+        "id": context.id,
+        "ts": datetime.fromtimestamp(exchange.started_at, UTC),
+        "provider": exchange.provider,
+        "endpoint": exchange.endpoint,
+        "host": exchange.host,
+        "path": exchange.path,
+        "method": exchange.method,
+        "status": exchange.status,
+        "outcome": outcome_for_status(exchange.status, exchange.outcome),
+        "stream": parsed.stream or exchange.is_event_stream,
+        "model_requested": parsed.model_requested,
+        "model": parsed.model or parsed.model_requested,
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cached_input_tokens": usage.cached_input_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        "cache_write_1h_tokens": usage.cache_write_1h_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+        "usage_source": usage.source,
+        "cost_usd": cost_usd,
+        "cost_source": cost_source,
+        "price_version": prices.version,
+        "latency_ms": None if exchange.duration is None else exchange.duration * 1000,
+        "ttft_ms": None if parsed.first_token_at is None else parsed.first_token_at * 1000,
+        "request_bytes": len(exchange.request_body),
+        "response_bytes": response_body_size,
+        "key_id": context.key_id,
+        "team": attribution.get("team"),
+        "feature": attribution.get("feature"),
+        "user": attribution.get("user"),
+        "prompt_hash": prompt_hash(parsed.canonical_request) if parsed.canonical_request else None,
+        "temperature": parsed.temperature,
+        "n": parsed.n,
+        "has_tools": parsed.has_tools,
+        "has_images": parsed.has_images,
+        "service_tier": parsed.service_tier,
+        "batch": parsed.batch,
+        "error": _first(str(failure) if failure else None, exchange.error, parsed.error),
+        "instance": context.instance,
+    }
+    content = None
+    if keep_content:
+        content = {
+            "id": context.id,
+            "ts": row["ts"],
+            "system_prompt": parsed.system_prompt or None,
+            "prompt_text": parsed.prompt_text or None,
+            "request_json": _request_json(exchange.request_body),
+            "response_text": parsed.response_text or None,
+        }
+    return row, content, failure
+
+
+def _first(*values: str | None) -> str | None:
+    for v in values:
+        if v:
+            return v[:500]
+    return None
+
+
+def _request_json(body: bytes) -> str | None:
+    """The request body as compact JSON text (bodies carry no credentials: those are headers)."""
+    if not body:
+        return None
+    try:
+        return json.dumps(json.loads(body), ensure_ascii=False, separators=(",", ":"))
+    except ValueError:
+        return None

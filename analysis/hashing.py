@@ -1,0 +1,53 @@
+"""prompt_hash: one fingerprint for requests that ask the same thing.
+
+A parser reduces a request body to its `canonical_request` (`canonical_request()` below): the
+body minus the fields that do not change the answer (who asks, whether it streams, billing and
+storage hints). `prompt_hash` serialises that dict canonically (sorted keys, compact
+separators, UTF-8 kept as is) and hashes it, so two requests that differ only in key order,
+whitespace or those fields hash the same, and any change to the model, the messages or a
+sampling parameter (temperature, top_p, max_tokens, tools, tool_choice, response_format, seed,
+stop, n, ...) gives another hash. Dropping fields rather than listing the kept ones means a
+parameter we have never heard of still counts as changing the answer.
+"""
+
+import hashlib
+import json
+
+# Request fields that do not change what the model answers.
+NOT_ANSWER_CHANGING = frozenset(
+    {
+        "user",
+        "safety_identifier",
+        "stream",
+        "stream_options",
+        "metadata",
+        "store",
+        "service_tier",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "background",
+        "labels",  # Gemini / Vertex billing labels
+    }
+)
+
+HASH_LENGTH = 32  # hex characters (128 bits)
+
+
+def canonical_request(request: dict, **fields: object) -> dict:
+    """The request without the fields in NOT_ANSWER_CHANGING, plus `fields` (e.g. the model
+    named in a URL) when the body does not carry them."""
+    canonical = {k: v for k, v in request.items() if k not in NOT_ANSWER_CHANGING}
+    for key, value in fields.items():
+        if value is not None and canonical.get(key) is None:
+            canonical[key] = value
+    return canonical
+
+
+def canonical_json(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def prompt_hash(canonical: dict) -> str:
+    """sha256 of the canonical JSON of `canonical`, as HASH_LENGTH hex characters."""
+    digest = hashlib.sha256(canonical_json(canonical).encode("utf-8")).hexdigest()
+    return digest[:HASH_LENGTH]

@@ -1,0 +1,247 @@
+"""Anthropic Messages API (`/v1/messages`) and its batches (`/v1/messages/batches...`).
+
+Anthropic's input_tokens EXCLUDES the cached parts, so ours is the sum: input_tokens =
+input_tokens + cache_read_input_tokens + cache_creation_input_tokens, with cached_input_tokens =
+cache_read_input_tokens, cache_write_tokens = cache_creation_input_tokens and
+cache_write_1h_tokens = cache_creation.ephemeral_1h_input_tokens. output_tokens already
+includes thinking; Anthropic does not report thinking separately, except for newer models'
+output_tokens_details.thinking_tokens, which becomes reasoning_tokens when present.
+
+Streamed, message_start carries the first usage and every message_delta carries a cumulative
+usage that may revise any field (input_tokens grows when server tools run): the LAST value of
+each field wins, nothing is summed. message_stop ends a complete stream.
+
+Batches: creating, listing or retrieving a batch is recorded with batch=True and no usage;
+downloading its results (JSON lines, one message per request) reports their summed usage.
+"""
+
+import json
+
+from analysis.exchange import Exchange, Parsed, Usage
+from analysis.hashing import canonical_request
+from analysis.parsers import common
+from analysis.parsers.sse import decode_sse
+
+
+def parse(exchange: Exchange) -> Parsed:
+    if "/batches" in exchange.path:
+        return _parse_batch(exchange)
+    request = common.request_json(exchange)
+    parsed = parse_request(request)
+    if exchange.is_event_stream or (parsed.stream and not _looks_like_json(exchange)):
+        parsed.stream = True
+        thinking = _read_stream(exchange, parsed)
+    else:
+        parsed.stream = False
+        thinking = _read_json(exchange, parsed)
+    common.settle_usage(parsed, exchange, thinking)
+    return parsed
+
+
+def parse_request(request: dict) -> Parsed:
+    parsed = Parsed()
+    parsed.model_requested = common.as_str(request.get("model"))
+    parsed.stream = request.get("stream") is True
+    parsed.system_prompt = common.content_text(request.get("system"))
+    messages = request.get("messages") if isinstance(request.get("messages"), list) else []
+    parsed.prompt_text = common.role_lines(
+        [
+            (str(m.get("role") or "user"), common.content_text(m.get("content")))
+            for m in messages
+            if isinstance(m, dict)
+        ]
+    )
+    parsed.canonical_request = canonical_request(request)
+    parsed.temperature = common.as_float(request.get("temperature"))
+    parsed.has_tools = bool(request.get("tools"))
+    parsed.has_images = common.contains_image(messages) or common.contains_image(
+        request.get("system")
+    )
+    parsed.service_tier = common.as_str(request.get("service_tier"))
+    metadata = request.get("metadata") if isinstance(request.get("metadata"), dict) else {}
+    parsed.attribution = common.attribution_from(metadata.get("user_id"), None)
+    return parsed
+
+
+def _looks_like_json(exchange: Exchange) -> bool:
+    return exchange.response_body.lstrip()[:1] == b"{"
+
+
+def _read_json(exchange: Exchange, parsed: Parsed) -> str:
+    body = common.response_json(exchange)
+    if common.is_error_status(exchange):
+        parsed.error = common.error_from_body(exchange, body)
+    if not isinstance(body, dict):
+        if exchange.response_body and parsed.error is None and common.is_success_status(exchange):
+            parsed.error = "unreadable response body"
+        return ""
+    if parsed.error is None and body.get("type") == "error":
+        parsed.error = common.error_message(body)
+    return _read_message(body, parsed)
+
+
+def _read_message(message: dict, parsed: Parsed) -> str:
+    """Model, text and usage of a message object; returns its thinking text."""
+    parsed.model = common.as_str(message.get("model")) or parsed.model_requested
+    texts, thinking = [], []
+    for block in message.get("content") or []:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") in ("thinking", "redacted_thinking"):
+            thinking.append(block.get("thinking") or "")
+        elif block.get("type") in ("tool_use", "server_tool_use", "mcp_tool_use"):
+            arguments = json.dumps(block.get("input"), ensure_ascii=False)
+            texts.append(f"{block.get('name', '')}({arguments})")
+        elif isinstance(block.get("text"), str):
+            texts.append(block["text"])
+    parsed.response_text = "\n".join(t for t in texts if t)
+    usage = message.get("usage")
+    if isinstance(usage, dict):
+        parsed.usage = usage_from_anthropic(usage)
+        parsed.service_tier = common.as_str(usage.get("service_tier")) or parsed.service_tier
+    return "\n".join(t for t in thinking if t)
+
+
+def usage_from_anthropic(usage: dict) -> Usage:
+    uncached = common.count(usage.get("input_tokens"))
+    cache_read = common.count(usage.get("cache_read_input_tokens"))
+    cache_creation = common.count(usage.get("cache_creation_input_tokens"))
+    creation = usage.get("cache_creation") if isinstance(usage.get("cache_creation"), dict) else {}
+    output_details = usage.get("output_tokens_details")
+    output_details = output_details if isinstance(output_details, dict) else {}
+    reasoning = common.count(output_details.get("thinking_tokens")) or common.count(
+        output_details.get("reasoning_tokens")
+    )
+    return Usage(
+        input_tokens=uncached + cache_read + cache_creation,
+        output_tokens=common.count(usage.get("output_tokens")),
+        cached_input_tokens=cache_read,
+        cache_write_tokens=cache_creation,
+        cache_write_1h_tokens=common.count(creation.get("ephemeral_1h_input_tokens")),
+        reasoning_tokens=reasoning,
+        source="provider",
+    )
+
+
+def _read_stream(exchange: Exchange, parsed: Parsed) -> str:
+    if common.is_error_status(exchange) and not exchange.is_event_stream:
+        parsed.error = common.error_from_body(exchange, common.response_json(exchange))
+    blocks: dict[int, list[str]] = {}  # content block index -> text pieces
+    calls: set[int] = set()
+    thinking: list[str] = []
+    usage: dict = {}
+    parsed.complete = False  # until message_stop
+    for event in decode_sse(chunk for _, chunk in exchange.response_chunks):
+        try:
+            data = json.loads(event.data)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(data, dict):
+            continue
+        kind = data.get("type") if isinstance(data.get("type"), str) else event.event
+        carried = False
+        if kind == "message_start" and isinstance(data.get("message"), dict):
+            message = data["message"]
+            parsed.model = common.as_str(message.get("model")) or parsed.model
+            _merge_usage(usage, message.get("usage"))
+        elif kind == "message_delta":
+            _merge_usage(usage, data.get("usage"))
+        elif kind == "message_stop":
+            parsed.complete = True
+        elif kind == "error":
+            parsed.error = common.error_message(data) or "error event in stream"
+        elif kind == "content_block_start" and isinstance(data.get("content_block"), dict):
+            block = data["content_block"]
+            index = common.as_int(data.get("index")) or 0
+            if block.get("type") in ("tool_use", "server_tool_use", "mcp_tool_use"):
+                calls.add(index)
+                blocks.setdefault(index, []).append(f"{block.get('name', '')}(")
+                carried = True
+            elif isinstance(block.get("text"), str) and block["text"]:
+                blocks.setdefault(index, []).append(block["text"])
+                carried = True
+        elif kind == "content_block_delta" and isinstance(data.get("delta"), dict):
+            delta = data["delta"]
+            index = common.as_int(data.get("index")) or 0
+            if isinstance(delta.get("thinking"), str) and delta["thinking"]:
+                thinking.append(delta["thinking"])
+                carried = True
+            for key in ("text", "partial_json"):
+                if isinstance(delta.get(key), str) and delta[key]:
+                    blocks.setdefault(index, []).append(delta[key])
+                    carried = True
+        if carried and parsed.first_token_at is None:
+            parsed.first_token_at = common.chunk_time(exchange, event.chunk_index)
+    texts = ["".join(blocks[i]) + (")" if i in calls else "") for i in sorted(blocks)]
+    parsed.response_text = "\n".join(t for t in texts if t)
+    parsed.model = parsed.model or parsed.model_requested
+    if usage:
+        parsed.usage = usage_from_anthropic(usage)
+        parsed.service_tier = common.as_str(usage.get("service_tier")) or parsed.service_tier
+    return "".join(thinking)
+
+
+def _merge_usage(merged: dict, usage: object) -> None:
+    """Later usage objects revise earlier ones field by field (nested objects too)."""
+    if not isinstance(usage, dict):
+        return
+    for key, value in usage.items():
+        if value is None:
+            continue
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            _merge_usage(merged[key], value)
+        else:
+            merged[key] = dict(value) if isinstance(value, dict) else value
+
+
+def _parse_batch(exchange: Exchange) -> Parsed:
+    parsed = Parsed(batch=True)
+    request = common.request_json(exchange)
+    requests = request.get("requests") if isinstance(request.get("requests"), list) else []
+    models = {
+        r["params"].get("model")
+        for r in requests
+        if isinstance(r, dict) and isinstance(r.get("params"), dict)
+    }
+    if len(models) == 1:
+        parsed.model_requested = common.as_str(models.pop())
+        parsed.model = parsed.model_requested
+    if common.is_error_status(exchange):
+        parsed.error = common.error_from_body(exchange, common.response_json(exchange))
+        return parsed
+    if exchange.path.rstrip("/").endswith("/results"):
+        _sum_results(exchange, parsed)
+    return parsed
+
+
+def _sum_results(exchange: Exchange, parsed: Parsed) -> None:
+    """Usage of a batch's results: the sum over its succeeded messages."""
+    total: Usage | None = None
+    served = set()
+    for line in exchange.response_body.splitlines():
+        try:
+            result = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        message = (result.get("result") or {}).get("message") if isinstance(result, dict) else None
+        if not isinstance(message, dict) or not isinstance(message.get("usage"), dict):
+            continue
+        usage = usage_from_anthropic(message["usage"])
+        served.add(message.get("model"))
+        total = usage if total is None else _add(total, usage)
+    if total is not None:
+        parsed.usage = total
+    if len(served) == 1:
+        parsed.model = common.as_str(served.pop()) or parsed.model
+
+
+def _add(a: Usage, b: Usage) -> Usage:
+    return Usage(
+        input_tokens=(a.input_tokens or 0) + (b.input_tokens or 0),
+        output_tokens=(a.output_tokens or 0) + (b.output_tokens or 0),
+        cached_input_tokens=a.cached_input_tokens + b.cached_input_tokens,
+        cache_write_tokens=a.cache_write_tokens + b.cache_write_tokens,
+        cache_write_1h_tokens=a.cache_write_1h_tokens + b.cache_write_1h_tokens,
+        reasoning_tokens=a.reasoning_tokens + b.reasoning_tokens,
+        source="provider",
+    )

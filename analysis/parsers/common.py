@@ -1,0 +1,235 @@
+"""What every wire-format parser needs: reading bodies, error messages, text, usage fallback.
+
+The parsers differ in where a provider puts things; reading a JSON body, finding an error
+message, joining "role: text" lines, turning a chunk index into a time and, above all, deciding
+when our own token count replaces the provider's, are the same everywhere and live here.
+
+Usage fallback (`settle_usage`): a successful response whose usage never arrived (a stream
+without include_usage) or whose stream was cut short (complete=False) gets usage counted by
+analysis.tokens from the request text and the text that passed, with source="estimated".
+Figures the provider did report in a cut stream (Anthropic's message_start input tokens) are
+kept, and the output becomes the larger of the reported and the counted value. An error
+response is not estimated (nothing was generated), but a 2xx stream that broke off with an
+error event is: its input was read and some output may have passed.
+"""
+
+import json
+import re
+
+from analysis import tokens
+from analysis.exchange import Exchange, Parsed, Usage
+
+ERROR_TEXT_LIMIT = 500  # characters of a non-JSON error body kept as the error
+_AZURE_DEPLOYMENT = re.compile(r"/openai/deployments/([^/]+)/")
+
+
+def request_json(exchange: Exchange) -> dict:
+    """The request body as a dict; {} when empty or not a JSON object."""
+    body = exchange.request_body
+    if not body or not body.strip():
+        return {}
+    try:
+        value = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def response_json(exchange: Exchange) -> object | None:
+    """The response body decoded as JSON; None when empty or not JSON."""
+    body = exchange.response_body
+    if not body or not body.strip():
+        return None
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def is_error_status(exchange: Exchange) -> bool:
+    return exchange.status is not None and exchange.status >= 400
+
+
+def is_success_status(exchange: Exchange) -> bool:
+    return exchange.status is not None and 200 <= exchange.status < 300
+
+
+def error_from_body(exchange: Exchange, body: object | None) -> str:
+    """A short message for an error response: the provider's message, else the body text."""
+    message = error_message(body)
+    if message:
+        return message
+    text = exchange.response_body.decode("utf-8", errors="replace").strip()
+    if text:
+        return text[:ERROR_TEXT_LIMIT]
+    return f"HTTP {exchange.status}"
+
+
+def error_message(body: object | None) -> str | None:
+    """The message of an error object in any provider's shape, or None."""
+    if isinstance(body, list) and body:  # Gemini sometimes wraps the error in a list
+        body = body[0]
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    if isinstance(error, dict):
+        message = error.get("message") or error.get("msg")
+        kind = error.get("type") or error.get("code") or error.get("status")
+        if message and kind:
+            return f"{kind}: {message}"
+        if message or kind:
+            return str(message or kind)
+        return json.dumps(error)[:ERROR_TEXT_LIMIT]
+    if isinstance(error, str) and error:
+        return error
+    for key in ("message", "detail"):
+        if isinstance(body.get(key), str) and body[key]:
+            return body[key]
+    return None
+
+
+def azure_deployment(path: str) -> str | None:
+    """The deployment named in an Azure OpenAI path (it stands for the model there)."""
+    match = _AZURE_DEPLOYMENT.search(path)
+    return match.group(1) if match else None
+
+
+def chunk_time(exchange: Exchange, chunk_index: int) -> float | None:
+    if 0 <= chunk_index < len(exchange.response_chunks):
+        return exchange.response_chunks[chunk_index][0]
+    return None
+
+
+def as_float(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def as_int(value: object) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value)
+
+
+def count(value: object) -> int:
+    """A token count field as an int; 0 when absent or not a number."""
+    return as_int(value) or 0
+
+
+def as_str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def role_lines(pairs: list[tuple[str, str]]) -> str:
+    """"role: text" lines, one message per line group, empty texts left out."""
+    return "\n".join(f"{role}: {text}" for role, text in pairs if text)
+
+
+def attribution_from(user: object, metadata: object) -> dict[str, str]:
+    """Attribution from a `user` field and a `metadata` object's team/feature/user keys."""
+    attribution: dict[str, str] = {}
+    if isinstance(user, str) and user:
+        attribution["user"] = user
+    if isinstance(metadata, dict):
+        for key in ("team", "feature", "user"):
+            if isinstance(metadata.get(key), str) and metadata[key]:
+                attribution[key] = metadata[key]
+    return attribution
+
+
+def keep_parts_within_whole(usage: Usage) -> None:
+    """Clamp reported parts so they never exceed their whole.
+
+    Providers occasionally report parts larger than the total (OpenRouter has reported the same
+    tokens as both read from and written to the cache, and more reasoning than completion
+    tokens); cost arithmetic needs cached + cache_write <= input, 1h <= cache_write and
+    reasoning <= output.
+    """
+    if usage.input_tokens is not None:
+        usage.cached_input_tokens = min(usage.cached_input_tokens, usage.input_tokens)
+        room = usage.input_tokens - usage.cached_input_tokens
+        usage.cache_write_tokens = min(usage.cache_write_tokens, room)
+    usage.cache_write_1h_tokens = min(usage.cache_write_1h_tokens, usage.cache_write_tokens)
+    if usage.output_tokens is not None:
+        usage.reasoning_tokens = min(usage.reasoning_tokens, usage.output_tokens)
+
+
+def settle_usage(parsed: Parsed, exchange: Exchange, extra_output_text: str = "") -> None:
+    """Fill parsed.usage with our own counts when the provider's is missing or partial.
+
+    `extra_output_text` is output text that is not part of response_text (reasoning text);
+    it counts as output and as reasoning tokens.
+    """
+    keep_parts_within_whole(parsed.usage)
+    usage = parsed.usage
+    if usage.source == "provider" and parsed.complete:
+        return
+    if not is_success_status(exchange) or (parsed.error and parsed.complete):
+        return  # nothing was generated (a stream that failed midway still counts)
+    model = parsed.model or parsed.model_requested
+    input_estimate = tokens.estimate_input_tokens(parsed, model)
+    reasoning_estimate = tokens.estimate_output_tokens(extra_output_text, model)
+    output_estimate = tokens.estimate_output_tokens(parsed.response_text, model)
+    output_estimate += reasoning_estimate
+    if usage.source == "provider":  # cut stream: keep what the provider said, complete the rest
+        parsed.usage = Usage(
+            input_tokens=usage.input_tokens if usage.input_tokens else input_estimate,
+            output_tokens=max(usage.output_tokens or 0, output_estimate),
+            cached_input_tokens=usage.cached_input_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            cache_write_1h_tokens=usage.cache_write_1h_tokens,
+            reasoning_tokens=max(usage.reasoning_tokens, reasoning_estimate),
+            source="estimated",
+        )
+        return
+    if not input_estimate and not output_estimate:
+        return  # nothing to count: source stays "none"
+    parsed.usage = Usage(
+        input_tokens=input_estimate,
+        output_tokens=output_estimate,
+        reasoning_tokens=reasoning_estimate,
+        source="estimated",
+    )
+
+
+IMAGE_PART_TYPES = frozenset({"image_url", "input_image", "image"})
+
+
+def content_text(content: object) -> str:
+    """The text of a message's content in any provider's shape.
+
+    A string is itself; a list of parts gives the texts of its parts joined with newlines
+    (text parts, nested tool results, tool-call arguments); images and files give nothing.
+    """
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(t for t in (content_text(part) for part in content) if t)
+    if isinstance(content, dict):
+        if isinstance(content.get("text"), str):
+            return content["text"]
+        if "content" in content:  # tool results (Anthropic tool_result, Responses items)
+            return content_text(content["content"])
+        if "input" in content and content.get("type") == "tool_use":
+            return json.dumps(content["input"], ensure_ascii=False)
+        if isinstance(content.get("arguments"), str):  # function calls
+            return content["arguments"]
+    return ""
+
+
+def contains_image(value: object) -> bool:
+    """True when a request part anywhere in `value` is an image."""
+    if isinstance(value, list):
+        return any(contains_image(item) for item in value)
+    if not isinstance(value, dict):
+        return False
+    if value.get("type") in IMAGE_PART_TYPES:
+        return True
+    for key in ("inlineData", "inline_data", "fileData", "file_data"):
+        blob = value.get(key)
+        if isinstance(blob, dict):
+            mime = blob.get("mimeType") or blob.get("mime_type") or ""
+            if isinstance(mime, str) and mime.startswith("image/"):
+                return True
+    return any(contains_image(v) for v in value.values() if isinstance(v, list | dict))

@@ -1,0 +1,246 @@
+"""OpenAI Chat Completions (`/v1/chat/completions`) and every server that speaks it.
+
+One parser serves OpenAI, Azure OpenAI, OpenRouter, Groq, Mistral, DeepSeek, xAI, Together,
+Fireworks, Cerebras and local servers: they share the shape and differ in a few usage fields,
+all read here. Usage convention (the OpenAI one, which is ours): prompt_tokens already includes
+prompt_tokens_details.cached_tokens and completion_tokens already includes
+completion_tokens_details.reasoning_tokens. Variants: DeepSeek reports cache hits as
+prompt_cache_hit_tokens; OpenRouter reports its charge as usage.cost; Groq puts stream usage in
+x_groq.usage; Mistral sends usage in the last chunk without stream_options; xAI has reported
+reasoning tokens outside completion_tokens (recognised by total_tokens = prompt + completion +
+reasoning). A stream's usage is the last usage object seen. The stream is complete when `[DONE]`
+or a finish_reason arrived. Azure's model comes from the response; the deployment in the path
+stands for the requested model when the body names none.
+"""
+
+import json
+
+from analysis.exchange import Exchange, Parsed, Usage
+from analysis.hashing import canonical_request
+from analysis.parsers import common
+from analysis.parsers.sse import decode_sse
+
+SYSTEM_ROLES = ("system", "developer")
+
+
+def parse(exchange: Exchange) -> Parsed:
+    parsed = parse_request(common.request_json(exchange), exchange)
+    read_response(exchange, parsed)
+    return parsed
+
+
+def read_response(exchange: Exchange, parsed: Parsed) -> None:
+    """Fill the response-side facts (JSON or SSE) and settle the usage."""
+    if exchange.is_event_stream or (parsed.stream and not _looks_like_json(exchange)):
+        parsed.stream = True
+        reasoning = _read_stream(exchange, parsed)
+    else:
+        parsed.stream = False  # e.g. an error answered in JSON to a streaming request
+        reasoning = _read_json(exchange, parsed)
+    common.settle_usage(parsed, exchange, reasoning)
+
+
+def parse_request(request: dict, exchange: Exchange) -> Parsed:
+    """The request-side facts of a chat completion (also used by the legacy completions)."""
+    parsed = Parsed()
+    model = common.as_str(request.get("model"))
+    if model is None:
+        model = common.azure_deployment(exchange.path)
+    parsed.model_requested = model
+    parsed.stream = request.get("stream") is True
+    messages = request.get("messages") if isinstance(request.get("messages"), list) else []
+    system, conversation = [], []
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        role = str(message.get("role") or "user")
+        text = _message_text(message)
+        (system if role in SYSTEM_ROLES else conversation).append((role, text))
+    parsed.system_prompt = "\n".join(text for _, text in system if text)
+    parsed.prompt_text = common.role_lines(conversation)
+    parsed.canonical_request = canonical_request(request, model=model)
+    parsed.temperature = common.as_float(request.get("temperature"))
+    parsed.n = common.as_int(request.get("n"))
+    parsed.has_tools = bool(request.get("tools") or request.get("functions"))
+    parsed.has_images = common.contains_image(messages)
+    parsed.service_tier = common.as_str(request.get("service_tier"))
+    user = request.get("user") or request.get("safety_identifier")
+    parsed.attribution = common.attribution_from(user, request.get("metadata"))
+    return parsed
+
+
+def _message_text(message: dict) -> str:
+    parts = [common.content_text(message.get("content"))]
+    calls = message.get("tool_calls") if isinstance(message.get("tool_calls"), list) else []
+    if isinstance(message.get("function_call"), dict):
+        calls = [*calls, {"function": message["function_call"]}]
+    for call in calls:
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            parts.append(f"{function.get('name', '')}({function.get('arguments', '')})")
+    return "\n".join(p for p in parts if p)
+
+
+def _looks_like_json(exchange: Exchange) -> bool:
+    return exchange.response_body.lstrip()[:1] in (b"{", b"[")
+
+
+def _read_json(exchange: Exchange, parsed: Parsed) -> str:
+    """Fill the response-side facts from a JSON body; returns the reasoning text."""
+    body = common.response_json(exchange)
+    if common.is_error_status(exchange):
+        parsed.error = common.error_from_body(exchange, body)
+    if not isinstance(body, dict):
+        if exchange.response_body and parsed.error is None and common.is_success_status(exchange):
+            parsed.error = "unreadable response body"
+        return ""
+    if parsed.error is None and body.get("error"):  # OpenRouter: errors inside a 200 body
+        parsed.error = common.error_message(body)
+    parsed.model = common.as_str(body.get("model")) or parsed.model_requested
+    parsed.service_tier = common.as_str(body.get("service_tier")) or parsed.service_tier
+    texts, reasoning = [], []
+    for choice in body.get("choices") or []:
+        if not isinstance(choice, dict):
+            continue
+        message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+        if not message and isinstance(choice.get("text"), str):  # legacy completions
+            texts.append(choice["text"])
+            continue
+        texts.append(_message_text(message))
+        reasoning.append(_reasoning_text(message))
+    parsed.response_text = "\n".join(t for t in texts if t)
+    _apply_usage(parsed, body.get("usage"))
+    return "\n".join(r for r in reasoning if r)
+
+
+def _reasoning_text(message_or_delta: dict) -> str:
+    for key in ("reasoning_content", "reasoning"):  # DeepSeek / OpenRouter, Groq, vLLM
+        if isinstance(message_or_delta.get(key), str):
+            return message_or_delta[key]
+    return ""
+
+
+class _ChoiceText:
+    """Text and tool-call arguments of one streamed choice, in arrival order."""
+
+    def __init__(self) -> None:
+        self.content: list[str] = []
+        self.reasoning: list[str] = []
+        self.tool_calls: dict[int, list[str]] = {}
+
+    def add(self, delta: dict) -> bool:
+        """Take one delta; True when it carried output."""
+        carried = False
+        for key in ("content", "refusal"):
+            if isinstance(delta.get(key), str) and delta[key]:
+                self.content.append(delta[key])
+                carried = True
+        reasoning = _reasoning_text(delta)
+        if reasoning:
+            self.reasoning.append(reasoning)
+            carried = True
+        calls = delta.get("tool_calls") if isinstance(delta.get("tool_calls"), list) else []
+        if isinstance(delta.get("function_call"), dict):
+            calls = [*calls, {"index": 0, "function": delta["function_call"]}]
+        for position, call in enumerate(calls):
+            function = call.get("function") if isinstance(call, dict) else None
+            if not isinstance(function, dict):
+                continue
+            index = common.as_int(call.get("index"))
+            pieces = self.tool_calls.setdefault(position if index is None else index, [])
+            for key in ("name", "arguments"):
+                if isinstance(function.get(key), str) and function[key]:
+                    pieces.append(function[key] + ("(" if key == "name" else ""))
+                    carried = True
+        return carried
+
+    def text(self) -> str:
+        calls = []
+        for pieces in self.tool_calls.values():
+            call = "".join(pieces)
+            calls.append(call + ")" if "(" in call else call)
+        return "\n".join(t for t in ("".join(self.content), *calls) if t)
+
+
+def _read_stream(exchange: Exchange, parsed: Parsed) -> str:
+    """Fill the response-side facts from an SSE body; returns the reasoning text."""
+    if common.is_error_status(exchange) and not exchange.is_event_stream:
+        parsed.error = common.error_from_body(exchange, common.response_json(exchange))
+    choices: dict[int, _ChoiceText] = {}
+    usage = None
+    done = finished = False
+    for event in decode_sse(chunk for _, chunk in exchange.response_chunks):
+        if event.data.strip() == "[DONE]":
+            done = True
+            continue
+        try:
+            chunk = json.loads(event.data)
+        except json.JSONDecodeError:
+            continue  # a keep-alive or a line we do not understand
+        if not isinstance(chunk, dict):
+            continue
+        if chunk.get("error"):  # OpenRouter sends errors mid-stream, even beside choices
+            parsed.error = common.error_message(chunk) or "error event in stream"
+        parsed.model = common.as_str(chunk.get("model")) or parsed.model
+        parsed.service_tier = common.as_str(chunk.get("service_tier")) or parsed.service_tier
+        x_groq = chunk.get("x_groq") if isinstance(chunk.get("x_groq"), dict) else {}
+        for candidate in (chunk.get("usage"), x_groq.get("usage")):
+            if isinstance(candidate, dict):
+                usage = candidate
+        for choice in chunk.get("choices") or []:
+            if not isinstance(choice, dict):
+                continue
+            index = common.as_int(choice.get("index")) or 0
+            state = choices.setdefault(index, _ChoiceText())
+            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            carried = state.add(delta)
+            if isinstance(choice.get("text"), str) and choice["text"]:  # legacy completions
+                state.content.append(choice["text"])
+                carried = True
+            if carried and parsed.first_token_at is None:
+                parsed.first_token_at = common.chunk_time(exchange, event.chunk_index)
+            if choice.get("finish_reason"):
+                finished = True
+    parsed.model = parsed.model or parsed.model_requested
+    parsed.complete = done or finished
+    ordered = [choices[i] for i in sorted(choices)]
+    parsed.response_text = "\n".join(t for t in (c.text() for c in ordered) if t)
+    _apply_usage(parsed, usage)
+    return "\n".join(r for r in ("".join(c.reasoning) for c in ordered) if r)
+
+
+def _apply_usage(parsed: Parsed, usage: object) -> None:
+    if not isinstance(usage, dict):
+        return
+    parsed.usage = usage_from_openai(usage)
+    cost = usage.get("cost")
+    if common.as_float(cost) is not None:
+        parsed.provider_cost_usd = float(cost)
+
+
+def usage_from_openai(usage: dict) -> Usage:
+    """Our Usage from an OpenAI-style usage object (prompt_tokens / completion_tokens)."""
+    prompt = common.count(usage.get("prompt_tokens"))
+    completion = common.count(usage.get("completion_tokens"))
+    prompt_details = usage.get("prompt_tokens_details")
+    prompt_details = prompt_details if isinstance(prompt_details, dict) else {}
+    completion_details = usage.get("completion_tokens_details")
+    completion_details = completion_details if isinstance(completion_details, dict) else {}
+    cached = common.count(prompt_details.get("cached_tokens"))
+    if not cached:
+        cached = common.count(usage.get("prompt_cache_hit_tokens"))  # DeepSeek
+    cache_write = common.count(prompt_details.get("cache_write_tokens"))  # OpenRouter
+    reasoning = common.count(completion_details.get("reasoning_tokens"))
+    if not reasoning:
+        reasoning = common.count(usage.get("reasoning_tokens"))
+    total = common.as_int(usage.get("total_tokens"))
+    if reasoning and total is not None and total == prompt + completion + reasoning:
+        completion += reasoning  # reasoning reported outside completion_tokens (xAI)
+    return Usage(
+        input_tokens=prompt,
+        output_tokens=completion,
+        cached_input_tokens=cached,
+        cache_write_tokens=cache_write,
+        reasoning_tokens=reasoning,
+        source="provider",
+    )

@@ -1,0 +1,1 @@
+"""Bundled price data: snapshot.json (built by build_snapshot.py) and its SOURCE.txt."""

@@ -1,0 +1,238 @@
+"""The recorder's worker: takes finished exchanges, accounts them, writes them in batches.
+
+`RecordSink.submit()` is what the proxy's event loop calls: it only puts the exchange on a
+queue. One worker thread parses and prices (`analysis.accounting`), collects the rows, and every
+`flush_interval` seconds writes them as one segment (`analysis.store.SegmentWriter`), so a crash
+loses at most that interval. When a write fails (disk full, directory gone, permissions), the
+rows stay in a bounded spool and are written when the store recovers; only rows beyond
+`spool_limit` are dropped, and those are counted.
+
+Nothing here raises into the caller. Every problem is counted by kind and logged once per kind
+(`Problems`); a status file per instance (`<data>/status/<instance>.json`) shows the counts.
+"""
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+
+from analysis.accounting import CallContext, account
+from analysis.exchange import Exchange
+from analysis.pricing import PriceTable
+from analysis.store import SegmentWriter, Store
+
+log = logging.getLogger("llm_shadow")
+
+
+class Problems:
+    """Counts problems by kind; logs the first of each kind, and a summary on request."""
+
+    def __init__(self, logger: logging.Logger = log):
+        self.counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._log = logger
+
+    def add(self, kind: str, detail: str = "", n: int = 1) -> None:
+        with self._lock:
+            first = kind not in self.counts
+            self.counts[kind] += n
+        if first:
+            self._log.warning("llm-shadow: %s%s (logged once; counted in the status file)", kind,
+                              f": {detail}" if detail else "")
+
+    def summary(self) -> str:
+        with self._lock:
+            return ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
+
+
+@dataclass
+class _Item:
+    exchange: Exchange
+    context: CallContext
+
+
+_STOP = object()
+
+
+class RecordSink:
+    def __init__(
+        self,
+        store: Store,
+        prices: PriceTable,
+        *,
+        flush_interval: float = 1.0,
+        keep_content: bool = True,
+        spool_limit: int = 100_000,
+        queue_limit: int = 100_000,
+        instance: str | None = None,
+        problems: Problems | None = None,
+    ):
+        self.store = store
+        self.prices = prices
+        self.flush_interval = flush_interval
+        self.keep_content = keep_content
+        self.spool_limit = spool_limit
+        self.queue_limit = queue_limit
+        self.problems = problems or Problems()
+        self.writer = SegmentWriter(store, instance)
+        self.recorded = 0
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._requests: deque[dict] = deque()
+        self._contents: deque[dict] = deque()
+        self._thread: threading.Thread | None = None
+        self._idle = threading.Event()
+        self._idle.set()
+        self._pending = 0
+        self._pending_lock = threading.Lock()
+        self._status_signature: tuple | None = None
+
+    @property
+    def instance(self) -> str:
+        return self.writer.instance
+
+    @property
+    def spooled(self) -> int:
+        return len(self._requests)
+
+    # --- called from the proxy's event loop: cheap, never raises
+
+    def submit(self, exchange: Exchange, context: CallContext) -> None:
+        with self._pending_lock:
+            if self._pending >= self.queue_limit:
+                dropped = True
+            else:
+                dropped = False
+                self._pending += 1
+                self._idle.clear()
+        if dropped:
+            self.problems.add("queue_full", f"more than {self.queue_limit} calls waiting; call dropped")
+            return
+        self._queue.put(_Item(exchange, context))
+
+    # --- lifecycle
+
+    def start(self) -> "RecordSink":
+        self._thread = threading.Thread(target=self._run, name="llm-shadow-sink", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Process what is queued, flush, and stop the worker."""
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        self._thread = None
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Block until everything submitted so far is accounted and a flush was attempted."""
+        return self._idle.wait(timeout)
+
+    # --- the worker
+
+    def _run(self) -> None:
+        next_flush = time.monotonic() + self.flush_interval
+        next_maintain = time.monotonic() + 10 * self.flush_interval
+        while True:
+            timeout = max(0.0, next_flush - time.monotonic())
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                self._flush()
+                self._write_status()
+                return
+            if item is not None:
+                self._account(item)
+            now = time.monotonic()
+            if now >= next_flush:
+                self._flush()
+                self._write_status()
+                next_flush = now + self.flush_interval
+                with self._pending_lock:
+                    if self._pending == 0 and not self._requests:
+                        self._idle.set()
+                if now >= next_maintain:
+                    self._maintain()
+                    next_maintain = now + 10 * self.flush_interval
+
+    def _pending_count(self) -> int:
+        with self._pending_lock:
+            return self._pending
+
+    def _account(self, item: _Item) -> None:
+        try:
+            row, content, failure = account(item.exchange, item.context, self.prices, self.keep_content)
+        except Exception as e:  # a bug of ours must not stop the worker; the call is counted
+            self.problems.add(f"account_error:{type(e).__name__}", str(e))
+            return
+        finally:
+            with self._pending_lock:
+                self._pending -= 1
+        if failure is not None:
+            self.problems.add(f"parse_error:{item.exchange.wire_format}", str(failure))
+        self._requests.append(row)
+        if content is not None:
+            self._contents.append(content)
+
+    def _flush(self) -> None:
+        if not self._requests and not self._contents:
+            return
+        requests, contents = list(self._requests), list(self._contents)
+        try:
+            self.writer.write(requests, contents)
+        except OSError as e:
+            self.problems.add("store_write_failed", f"{e.strerror or e}; keeping rows in the spool")
+            self._trim_spool()
+            return
+        except Exception as e:  # e.g. a polars schema error: count it, keep the rows
+            self.problems.add(f"store_write_failed:{type(e).__name__}", str(e))
+            self._trim_spool()
+            return
+        self.recorded += len(requests)
+        self._requests.clear()
+        self._contents.clear()
+
+    def _trim_spool(self) -> None:
+        overflow = len(self._requests) - self.spool_limit
+        if overflow > 0:
+            self.problems.add("spool_overflow", f"spool holds {self.spool_limit} rows; oldest dropped", overflow)
+            for _ in range(overflow):
+                dropped = self._requests.popleft()
+                if self._contents and self._contents[0]["id"] == dropped["id"]:
+                    self._contents.popleft()
+        while len(self._contents) > self.spool_limit:
+            self._contents.popleft()
+
+    def _maintain(self) -> None:
+        try:
+            self.writer.maintain()
+        except Exception as e:
+            self.problems.add(f"store_maintain_failed:{type(e).__name__}", str(e))
+
+    def _write_status(self) -> None:
+        signature = (self.recorded, self.spooled, sum(self.problems.counts.values()))
+        if signature == self._status_signature:
+            return
+        self._status_signature = signature
+        status = {
+            "instance": self.instance,
+            "pid": os.getpid(),
+            "updated": time.time(),
+            "recorded": self.recorded,
+            "spooled": self.spooled,
+            "problems": dict(self.problems.counts),
+        }
+        directory = self.store.data_dir / "status"
+        try:
+            directory.mkdir(exist_ok=True)
+            tmp = directory / f".{self.instance}.json.tmp"
+            tmp.write_text(json.dumps(status))
+            os.replace(tmp, directory / f"{self.instance}.json")
+        except OSError:
+            pass  # the status file is a convenience; the problem is already counted above

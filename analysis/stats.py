@@ -1,0 +1,88 @@
+"""Spend, tokens and latency grouped by one dimension: what `llm-shadow stats` prints.
+
+The report reads the same functions, so a figure in the report equals the one `stats` prints.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import duckdb
+import polars as pl
+
+from analysis.store import query_frame
+
+GROUPINGS = {
+    "model": "coalesce(model, model_requested, '(unknown)')",
+    "provider": "provider",
+    "team": "coalesce(team, '(none)')",
+    "feature": "coalesce(feature, '(none)')",
+    "key": "coalesce(key_id, '(none)')",
+    "user": "coalesce(\"user\", '(none)')",
+    "endpoint": "endpoint",
+    "day": "strftime(ts, '%Y-%m-%d')",
+}
+
+
+@dataclass
+class Totals:
+    calls: int
+    cost_usd: float
+    input_tokens: int
+    output_tokens: int
+    unpriced_calls: int
+    estimated_calls: int
+    first_ts: datetime | None
+    last_ts: datetime | None
+
+
+def _where(start: datetime | None, end: datetime | None) -> tuple[str, list]:
+    clauses, params = [], []
+    if start is not None:
+        clauses.append("ts >= ?")
+        params.append(start)
+    if end is not None:
+        clauses.append("ts < ?")
+        params.append(end)
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def grouped(con: duckdb.DuckDBPyConnection, by: str, start: datetime | None = None,
+            end: datetime | None = None) -> pl.DataFrame:
+    """One row per group: calls, tokens, cost, latency percentiles, error and estimate counts."""
+    if by not in GROUPINGS:
+        raise ValueError(f"cannot group by {by!r}; choose one of {', '.join(GROUPINGS)}")
+    where, params = _where(start, end)
+    sql = f"""
+        SELECT {GROUPINGS[by]} AS "{by}",
+               count(*) AS calls,
+               CAST(coalesce(sum(input_tokens), 0) AS BIGINT) AS input_tokens,
+               CAST(coalesce(sum(cached_input_tokens), 0) AS BIGINT) AS cached_input_tokens,
+               CAST(coalesce(sum(output_tokens), 0) AS BIGINT) AS output_tokens,
+               round(coalesce(sum(cost_usd), 0), 6) AS cost_usd,
+               count(*) FILTER (WHERE outcome <> 'ok') AS errors,
+               count(*) FILTER (WHERE usage_source = 'estimated') AS estimated,
+               count(*) FILTER (WHERE cost_source = 'unpriced') AS unpriced,
+               round(quantile_cont(latency_ms, 0.5), 1) AS latency_p50_ms,
+               round(quantile_cont(ttft_ms, 0.5), 1) AS ttft_p50_ms
+        FROM requests {where}
+        GROUP BY 1
+        ORDER BY {'1' if by == 'day' else 'cost_usd DESC, calls DESC'}
+    """
+    return query_frame(con, sql, params)
+
+
+def totals(con: duckdb.DuckDBPyConnection, start: datetime | None = None,
+           end: datetime | None = None) -> Totals:
+    where, params = _where(start, end)
+    row = query_frame(
+        con,
+        f"""SELECT count(*) AS calls, coalesce(sum(cost_usd), 0) AS cost_usd,
+                   CAST(coalesce(sum(input_tokens), 0) AS BIGINT) AS input_tokens,
+                   CAST(coalesce(sum(output_tokens), 0) AS BIGINT) AS output_tokens,
+                   count(*) FILTER (WHERE cost_source = 'unpriced') AS unpriced_calls,
+                   count(*) FILTER (WHERE usage_source = 'estimated') AS estimated_calls,
+                   min(ts) AS first_ts, max(ts) AS last_ts
+            FROM requests {where}""",
+        params,
+    ).row(0, named=True)
+    return Totals(**row)

@@ -1,0 +1,414 @@
+"""The data directory: immutable Parquet segments that DuckDB queries as one relation.
+
+DuckDB lets one process open a database file read-write and nobody else read it, so a proxy
+holding `shadow.duckdb` open would block every report. Instead each recorder process (an
+*instance*) writes its records in batches as small immutable Parquet files, one per flush:
+
+    <data>/records/<instance>-L0-000000000042-000000000042.parquet   rows of `requests`
+    <data>/contents/<instance>-L0-000000000042-000000000042.parquet  rows of `contents`
+
+A file is written under a temporary name and renamed into place, so a reader never sees half a
+file and a crash loses at most the batch not yet flushed. Readers (`Store.connect`) open an
+in-memory DuckDB with views over the files present, so any number of readers and writers work
+at once. To keep the file count small the writer merges its own files: sixteen files of level L
+become one file of level L+1 covering the same sequence range. A file whose range lies inside
+another file's range is superseded: readers skip it, and the writer deletes it a few minutes
+later, after any query that listed it has finished.
+
+Schema changes are numbered migrations (`MIGRATIONS`), applied once when a data directory is
+opened and recorded in `<data>/meta.json`. Columns added to `analysis.schema` need no
+migration: the views read old files by name and fill columns they lack with NULL.
+
+This module owns the SQL that touches files; the rest of llm-shadow asks it for relations.
+"""
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import secrets
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from analysis.schema import CONTENTS, REQUESTS, Column, polars_schema
+
+DEFAULT_DATA_DIR = "shadow-data"
+MERGE_FAN_IN = 16
+SUPERSEDED_GRACE_SECONDS = 300.0
+
+_SEGMENT_NAME = re.compile(r"^(?P<instance>.+)-L(?P<level>\d+)-(?P<lo>\d{12})-(?P<hi>\d{12})\.parquet$")
+
+
+class StoreError(Exception):
+    """The data directory cannot be used (unreadable, written by a newer version, ...)."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    path: Path
+    instance: str
+    level: int
+    lo: int
+    hi: int
+
+    @classmethod
+    def from_path(cls, path: Path) -> "Segment | None":
+        m = _SEGMENT_NAME.match(path.name)
+        if not m:
+            return None
+        return cls(path, m["instance"], int(m["level"]), int(m["lo"]), int(m["hi"]))
+
+    def covers(self, other: "Segment") -> bool:
+        return (
+            self.instance == other.instance
+            and self.path != other.path
+            and self.lo <= other.lo
+            and other.hi <= self.hi
+        )
+
+
+def segment_name(instance: str, level: int, lo: int, hi: int) -> str:
+    return f"{instance}-L{level}-{lo:012d}-{hi:012d}.parquet"
+
+
+def new_instance_name() -> str:
+    host = re.sub(r"[^A-Za-z0-9]+", "", socket.gethostname())[:20] or "host"
+    return f"{host}{os.getpid()}x{secrets.token_hex(3)}"
+
+
+def new_id(at: float | None = None) -> str:
+    """A time-ordered unique id: 12 hex digits of milliseconds, then 10 random hex digits."""
+    millis = int((time.time() if at is None else at) * 1000)
+    return f"{millis:012x}{secrets.token_hex(5)}"
+
+
+# --- migrations -------------------------------------------------------------------------------
+
+
+def m001_initial(data_dir: Path) -> None:
+    for sub in ("records", "contents", "prices", "simulations"):
+        (data_dir / sub).mkdir(exist_ok=True)
+    salt_path = data_dir / "salt"
+    if not salt_path.exists():
+        fd = os.open(salt_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+
+
+MIGRATIONS: list[Callable[[Path], None]] = [m001_initial]
+
+
+def _read_meta(data_dir: Path) -> dict:
+    path = data_dir / "meta.json"
+    if not path.exists():
+        return {"migrations": []}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise StoreError(f"cannot read {path}: {e}") from e
+
+
+def _write_json_atomic(path: Path, value: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def migrate(data_dir: Path) -> list[str]:
+    """Apply the migrations this data directory lacks; return the names applied."""
+    with _exclusive_lock(data_dir, "migrate.lock"):
+        meta = _read_meta(data_dir)
+        done = set(meta.get("migrations", []))
+        known = {m.__name__ for m in MIGRATIONS}
+        if unknown := sorted(done - known):
+            raise StoreError(
+                f"{data_dir} was written by a newer llm-shadow (migrations {', '.join(unknown)}); upgrade llm-shadow"
+            )
+        applied = []
+        for migration in MIGRATIONS:
+            if migration.__name__ not in done:
+                migration(data_dir)
+                applied.append(migration.__name__)
+        if applied:
+            meta["migrations"] = [m.__name__ for m in MIGRATIONS if m.__name__ in done or m.__name__ in applied]
+            _write_json_atomic(data_dir / "meta.json", meta)
+        return applied
+
+
+@contextlib.contextmanager
+def _exclusive_lock(data_dir: Path, name: str, blocking: bool = True) -> Iterator[bool]:
+    fd = os.open(data_dir / name, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+# --- the store --------------------------------------------------------------------------------
+
+
+class Store:
+    """A data directory, opened (and migrated) for reading and writing."""
+
+    def __init__(self, data_dir: str | os.PathLike, create: bool = True):
+        self.data_dir = Path(data_dir)
+        try:
+            if not self.data_dir.exists():
+                if not create:
+                    raise StoreError(f"no data directory at {self.data_dir}")
+                self.data_dir.mkdir(parents=True)
+            if not self.data_dir.is_dir():
+                raise StoreError(f"{self.data_dir} is not a directory")
+            migrate(self.data_dir)
+        except OSError as e:
+            raise StoreError(f"cannot use data directory {self.data_dir}: {e.strerror or e}") from e
+
+    @property
+    def records_dir(self) -> Path:
+        return self.data_dir / "records"
+
+    @property
+    def contents_dir(self) -> Path:
+        return self.data_dir / "contents"
+
+    def salt(self) -> str:
+        return (self.data_dir / "salt").read_text().strip()
+
+    # --- reading
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB connection with the views `requests` and `contents`."""
+        con = duckdb.connect(":memory:")
+        con.execute("SET TimeZone = 'UTC'")
+        _create_view(con, "requests", REQUESTS, live_segments(self.records_dir))
+        _create_view(con, "contents", CONTENTS, live_segments(self.contents_dir))
+        return con
+
+    def requests_frame(self, start: datetime | None = None, end: datetime | None = None) -> pl.DataFrame:
+        return self._frame("requests", start, end)
+
+    def contents_frame(self, start: datetime | None = None, end: datetime | None = None) -> pl.DataFrame:
+        return self._frame("contents", start, end)
+
+    def _frame(self, view: str, start: datetime | None, end: datetime | None) -> pl.DataFrame:
+        where, params = _time_filter(start, end)
+        with self.connect() as con:
+            return query_frame(con, f"SELECT * FROM {view} {where} ORDER BY ts, id", params)
+
+    # --- rewriting (purge, reprice)
+
+    def rewrite_requests(self, transform: Callable[[pl.DataFrame], pl.DataFrame]) -> int:
+        return self._rewrite(self.records_dir, REQUESTS, transform)
+
+    def rewrite_contents(self, transform: Callable[[pl.DataFrame], pl.DataFrame]) -> int:
+        return self._rewrite(self.contents_dir, CONTENTS, transform)
+
+    def _rewrite(self, directory: Path, columns: list[Column], transform) -> int:
+        """Replace every live segment by transform(segment); return the rows written.
+
+        Each file is replaced atomically; a segment left with no rows is removed. Holds the
+        rewrite lock so a recorder does not merge segments meanwhile.
+        """
+        written = 0
+        with _exclusive_lock(self.data_dir, "rewrite.lock"):
+            for segment in live_segments(directory):
+                frame = read_segment(segment.path, columns)
+                new = transform(frame)
+                if new.height == 0:
+                    segment.path.unlink()
+                    continue
+                if new.equals(frame):
+                    written += new.height
+                    continue
+                write_segment(directory, segment.path.name, new)
+                written += new.height
+        return written
+
+    def purge_contents(self, older_than: datetime) -> int:
+        """Delete stored contents recorded before `older_than`; return the rows deleted."""
+        before = self._count("contents")
+        self.rewrite_contents(lambda df: df.filter(pl.col("ts") >= older_than))
+        return before - self._count("contents")
+
+    def purge_requests(self, older_than: datetime) -> int:
+        before = self._count("requests")
+        self.rewrite_requests(lambda df: df.filter(pl.col("ts") >= older_than))
+        return before - self._count("requests")
+
+    def _count(self, view: str) -> int:
+        with self.connect() as con:
+            return con.execute(f"SELECT count(*) FROM {view}").fetchone()[0]
+
+
+def query_frame(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pl.DataFrame:
+    """Run `sql` and return its result as a polars DataFrame (empty for a statement)."""
+    relation = con.sql(sql, params=params or None)
+    return relation.pl() if relation is not None else pl.DataFrame()
+
+
+def _time_filter(start: datetime | None, end: datetime | None) -> tuple[str, list]:
+    clauses, params = [], []
+    if start is not None:
+        clauses.append("ts >= ?")
+        params.append(start)
+    if end is not None:
+        clauses.append("ts < ?")
+        params.append(end)
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _create_view(con: duckdb.DuckDBPyConnection, name: str, columns: list[Column], segments: list[Segment]) -> None:
+    if not segments:
+        select = ", ".join(f"CAST(NULL AS {c.sql_type}) AS \"{c.name}\"" for c in columns)
+        con.execute(f"CREATE VIEW {name} AS SELECT {select} WHERE false")
+        return
+    files = "[" + ", ".join(_sql_string(str(s.path)) for s in segments) + "]"
+    source = f"read_parquet({files}, union_by_name = true)"
+    present = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+    select = ", ".join(
+        f"CAST(\"{c.name}\" AS {c.sql_type}) AS \"{c.name}\""
+        if c.name in present
+        else f"CAST(NULL AS {c.sql_type}) AS \"{c.name}\""
+        for c in columns
+    )
+    con.execute(f"CREATE VIEW {name} AS SELECT {select} FROM {source}")
+
+
+# --- segments -----------------------------------------------------------------------------------
+
+
+def all_segments(directory: Path) -> list[Segment]:
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    segments = (Segment.from_path(directory / n) for n in names if not n.startswith("."))
+    return [s for s in segments if s is not None]
+
+
+def split_superseded(segments: list[Segment]) -> tuple[list[Segment], list[Segment]]:
+    """Split segments into (live, superseded): superseded ones lie inside another's range."""
+    by_instance: dict[str, list[Segment]] = {}
+    for s in segments:
+        by_instance.setdefault(s.instance, []).append(s)
+    live, superseded = [], []
+    for group in by_instance.values():
+        # Widest first: a segment is superseded if an already-kept segment covers it.
+        group.sort(key=lambda s: (s.lo, -(s.hi - s.lo), -s.level))
+        kept_hi = -1
+        for s in group:
+            if s.hi <= kept_hi:
+                superseded.append(s)
+            else:
+                live.append(s)
+                kept_hi = s.hi
+    return live, superseded
+
+
+def live_segments(directory: Path) -> list[Segment]:
+    return split_superseded(all_segments(directory))[0]
+
+
+def read_segment(path: Path, columns: list[Column]) -> pl.DataFrame:
+    frame = pl.read_parquet(path)
+    schema = polars_schema(columns)
+    return frame.select(
+        [
+            pl.col(name).cast(dtype) if name in frame.columns else pl.lit(None, dtype).alias(name)
+            for name, dtype in schema.items()
+        ]
+    )
+
+
+def write_segment(directory: Path, name: str, frame: pl.DataFrame) -> Path:
+    """Write `frame` as directory/name atomically (temporary file, fsync, rename)."""
+    final = directory / name
+    tmp = directory / f".{name}.tmp"
+    frame.write_parquet(tmp, compression="zstd")
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    return final
+
+
+def rows_to_frame(rows: list[dict], columns: list[Column]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=polars_schema(columns))
+
+
+class SegmentWriter:
+    """Writes one instance's batches as segments and merges them as they accumulate."""
+
+    def __init__(self, store: Store, instance: str | None = None):
+        self.store = store
+        self.instance = instance or new_instance_name()
+        self.sequence = self._next_sequence()
+        self._superseded_at: dict[Path, float] = {}
+
+    def _next_sequence(self) -> int:
+        mine = [s.hi for s in all_segments(self.store.records_dir) if s.instance == self.instance]
+        return max(mine, default=-1) + 1
+
+    def write(self, requests: list[dict], contents: list[dict]) -> None:
+        """Write one batch. Raises OSError (disk full, permission) and leaves no partial file."""
+        seq = self.sequence
+        name = segment_name(self.instance, 0, seq, seq)
+        if contents:
+            write_segment(self.store.contents_dir, name, rows_to_frame(contents, CONTENTS))
+        if requests:
+            write_segment(self.store.records_dir, name, rows_to_frame(requests, REQUESTS))
+        self.sequence += 1
+
+    def maintain(self, now: float | None = None) -> None:
+        """Merge full levels of this instance's segments and delete long-superseded ones.
+
+        Skipped (not waited for) while a purge or reprice holds the rewrite lock.
+        """
+        now = time.monotonic() if now is None else now
+        with _exclusive_lock(self.store.data_dir, "rewrite.lock", blocking=False) as locked:
+            if not locked:
+                return
+            for directory, columns in ((self.store.records_dir, REQUESTS), (self.store.contents_dir, CONTENTS)):
+                self._merge_full_levels(directory, columns)
+                self._delete_superseded(directory, now)
+
+    def _merge_full_levels(self, directory: Path, columns: list[Column]) -> None:
+        while True:
+            live = [s for s in live_segments(directory) if s.instance == self.instance]
+            by_level: dict[int, list[Segment]] = {}
+            for s in live:
+                by_level.setdefault(s.level, []).append(s)
+            full = [lvl for lvl, segs in by_level.items() if len(segs) >= MERGE_FAN_IN]
+            if not full:
+                return
+            level = min(full)
+            group = sorted(by_level[level], key=lambda s: s.lo)[:MERGE_FAN_IN]
+            frame = pl.concat([read_segment(s.path, columns) for s in group])
+            write_segment(directory, segment_name(self.instance, level + 1, group[0].lo, group[-1].hi), frame)
+
+    def _delete_superseded(self, directory: Path, now: float) -> None:
+        _, superseded = split_superseded(all_segments(directory))
+        for s in superseded:
+            if s.instance != self.instance:
+                continue
+            first_seen = self._superseded_at.setdefault(s.path, now)
+            if now - first_seen >= SUPERSEDED_GRACE_SECONDS:
+                with contextlib.suppress(FileNotFoundError):
+                    s.path.unlink()
+                self._superseded_at.pop(s.path, None)

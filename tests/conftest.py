@@ -1,0 +1,115 @@
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fake_provider import FakeProvider
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path | None:
+    """../shared beside the checkout (or $LLM_SHADOW_SHARED), where the test data lives."""
+    candidate = Path(os.environ.get("LLM_SHADOW_SHARED", ROOT.parent / "shared"))
+    return candidate if candidate.is_dir() else None
+
+
+@pytest.fixture(autouse=True)
+def _no_user_environment(monkeypatch, tmp_path):
+    """Tests never read or write a real data directory or a real tiktoken cache."""
+    monkeypatch.setenv("LLM_SHADOW_DATA", str(tmp_path / "default-data"))
+    monkeypatch.delenv("TIKTOKEN_CACHE_DIR", raising=False)
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def provider():
+    with FakeProvider() as p:
+        yield p
+
+
+def subprocess_env(**extra) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"))}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+class RunningProxy:
+    """`llm-shadow proxy` in a subprocess, listening on a free port."""
+
+    def __init__(self, args: list[str], data_dir: Path):
+        self.data_dir = data_dir
+        self.output: list[str] = []
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "cli.py"), "proxy", *args, "--data", str(data_dir),
+             "--flush-interval", "0.2"],
+            cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        self._listening = threading.Event()
+        self.port: int | None = None
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        if not self._listening.wait(30):
+            self.stop()
+            raise RuntimeError("proxy did not start:\n" + "".join(self.output))
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.output.append(line)
+            m = re.search(r"listening at .*:(\d+)", line)
+            if m and self.port is None:
+                self.port = int(m[1])
+                self._listening.set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self, sig: int | None = None) -> int:
+        if self.process.poll() is None:
+            if sig is None:
+                self.process.terminate()
+            else:
+                self.process.send_signal(sig)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._reader.join(5)
+        return self.process.returncode
+
+
+@pytest.fixture
+def start_proxy(data_dir):
+    proxies: list[RunningProxy] = []
+
+    def start(*args: str, data: Path | None = None) -> RunningProxy:
+        p = RunningProxy(list(args), data or data_dir)
+        proxies.append(p)
+        return p
+
+    yield start
+    for p in proxies:
+        p.stop()
+
+
+def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05):
+    """Poll `predicate` until it returns a truthy value (returned) or the timeout passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
