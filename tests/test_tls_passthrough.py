@@ -117,3 +117,47 @@ def test_pattern_parsing():
         parse_host_patterns(["*"])
     assert should_intercept(None) is False
     assert should_intercept(None, intercept_all=True) is True
+
+
+# --- end to end: `llm-shadow proxy --forward` on loopback -------------------------------------
+
+
+def test_forward_mode_passes_non_llm_tls_through_with_the_real_certificate(start_proxy, tmp_path):
+    import socket
+    import threading
+
+    from tests.certs import TestCA
+
+    # A "real" HTTPS server for a non-LLM host, with its own CA.
+    authority = TestCA()
+    issued = authority.issue("internal.example.test")
+    (tmp_path / "server.pem").write_bytes(issued.pem_with_key)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(tmp_path / "server.pem")
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(20)
+
+    def serve_once():
+        conn, _ = listener.accept()
+        with server_ctx.wrap_socket(conn, server_side=True) as tls_conn:
+            tls_conn.recv(1024)
+            tls_conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+
+    server = threading.Thread(target=serve_once, daemon=True)
+    server.start()
+    proxy = start_proxy("--forward", "--port", "0", "--confdir", str(tmp_path / "confdir"))
+
+    # The client trusts the real server's CA only, not llm-shadow's.
+    client_ctx = ssl.create_default_context(cadata=authority.pem.decode())
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=20) as raw:
+        port = listener.getsockname()[1]
+        raw.sendall(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        assert raw.recv(4096).startswith(b"HTTP/1.1 200")
+        with client_ctx.wrap_socket(raw, server_hostname="internal.example.test") as tls_conn:
+            shown = tls_conn.getpeercert(binary_form=True)
+            tls_conn.sendall(b"GET / HTTP/1.1\r\nHost: internal.example.test\r\n\r\n")
+            reply = tls_conn.recv(4096)
+    server.join(10)
+    listener.close()
+    assert shown == issued.der
+    assert reply.endswith(b"ok")

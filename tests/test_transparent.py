@@ -21,7 +21,6 @@ that reason (.ci/install-system-deps installs iproute2 and iptables).
 """
 
 import base64
-import datetime
 import hashlib
 import json
 import os
@@ -35,9 +34,9 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from tests.certs import TestCA
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENT_GID = 65534  # nogroup
@@ -86,60 +85,18 @@ def _skip_reason() -> str | None:
 # --- certificates ----------------------------------------------------------------------------
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
 def _make_certs(directory: Path) -> tuple[Path, dict[str, bytes]]:
     """A test CA and a server certificate per host; returns the CA file and each host's DER."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(_name("llm-shadow test public CA"))
-        .issuer_name(_name("llm-shadow test public CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
+    authority = TestCA()
     ca_file = directory / "public-ca.pem"
-    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    ca_file.write_bytes(authority.pem)
     server_dir = directory / "server"
     server_dir.mkdir()
     ders = {}
     for host in (LLM_HOST, OTHER_HOST):
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(_name(host))
-            .issuer_name(ca.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
-        (server_dir / f"{host}.pem").write_bytes(
-            cert.public_bytes(serialization.Encoding.PEM)
-            + key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        ders[host] = cert.public_bytes(serialization.Encoding.DER)
+        issued = authority.issue(host)
+        (server_dir / f"{host}.pem").write_bytes(issued.pem_with_key)
+        ders[host] = issued.der
     (server_dir / "body").write_bytes(PROVIDER_BODY)
     return ca_file, ders
 
