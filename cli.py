@@ -469,14 +469,19 @@ def doctor(
     confdir: ConfdirOption = DEFAULT_CONFDIR,
     data: DataDir = Path(DEFAULT_DATA_DIR),
     port: Annotated[int, typer.Option(help="The port the proxy listens on.")] = 8080,
+    proxy_user: Annotated[str | None, typer.Option(help="The user the proxy runs as, if not you (for the redirect-loop check).")] = None,
 ):
     """Check what breaks capture (CA trust and key, redirect loop, port, data dir, tiktoken files)."""
     from rich.table import Table
 
     from analysis.ca_files import CaFiles
-    from analysis.doctor import run_checks
+    from analysis.doctor import UnknownUserError, proxy_connection_for, run_checks
 
-    results = run_checks(CaFiles(confdir.expanduser()), data, port)
+    try:
+        conn = proxy_connection_for(proxy_user)
+    except UnknownUserError as e:
+        raise fail(f"--proxy-user: {e}") from e
+    results = run_checks(CaFiles(confdir.expanduser()), data, port, conn=conn)
     styles = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
     table = Table(header_style="bold")
     for column in ("check", "status", "finding", "fix"):

@@ -12,6 +12,7 @@ import errno
 import hashlib
 import os
 import platform
+import pwd
 import re
 import shutil
 import socket
@@ -291,14 +292,31 @@ def check_local_capture(reason: str | None) -> CheckResult:
     return CheckResult(name, "ok", "the requirements of --local NAME are met (it still asks sudo)")
 
 
+class UnknownUserError(LookupError):
+    """--proxy-user names no user of this system."""
+
+
+def proxy_connection_for(user: str | None) -> ProxyConnection:
+    """The proxy's upstream connection when it runs as `user` (name or uid; None: as us)."""
+    if user is None:
+        return ProxyConnection(uid=os.getuid(), gid=os.getgid())
+    try:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except KeyError as e:
+        raise UnknownUserError(f"no user {user!r} on this system") from e
+    return ProxyConnection(uid=entry.pw_uid, gid=entry.pw_gid)
+
+
 def run_checks(
     files: CaFiles,
     data_dir: Path,
     port: int,
     env: Mapping[str, str] | None = None,
+    conn: ProxyConnection | None = None,
 ) -> list[CheckResult]:
-    """Every check, on this machine's files, ports, firewall and environment."""
-    conn = ProxyConnection(uid=os.getuid(), gid=os.getgid())
+    """Every check, on this machine's files, ports, firewall and environment. `conn` is the
+    proxy's own upstream connection (its uid and gid), by default that of this process."""
+    conn = conn or proxy_connection_for(None)
     return [
         check_ca_key(files),
         check_ca_trusted(files, env),

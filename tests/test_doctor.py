@@ -176,3 +176,9 @@ def test_doctor_command_reports_and_fails(tmp_path):
         assert name in result.output
     assert "llm-shadow ca" in result.output
     assert not Path(tmp_path / "conf").exists()  # doctor only looks
+
+
+def test_doctor_unknown_proxy_user_is_one_line_error(tmp_path):
+    result = CliRunner().invoke(app, ["doctor", "--proxy-user", "no-such-user-llm-shadow"])
+    assert result.exit_code == 1 and "no-such-user-llm-shadow" in result.output
+    assert "Traceback" not in result.output
