@@ -170,7 +170,10 @@ class Namespaces:
         (self.hosts_dir / "hosts").write_text(
             f"127.0.0.1 localhost\n{SERVER_IP} {LLM_HOST} {OTHER_HOST}\n"
         )
-        # The recipe: redirect the application's outbound HTTPS to the proxy port.
+        self.add_redirect_rule()
+
+    def add_redirect_rule(self) -> None:
+        """The recipe: redirect the application's outbound HTTPS to the proxy port."""
         self.exec(
             "iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "--dport", "443",
             "-m", "owner", "--gid-owner", str(CLIENT_GID),
@@ -263,12 +266,17 @@ def _proxy_command(confdir: Path, upstream_ca: Path, data: Path) -> list[str]:
     ]
 
 
-def _records(data: Path, timeout: float = 15) -> list[dict]:
+def _records(data: Path, at_least: int = 1, timeout: float = 15) -> list[dict]:
+    """The recorded calls, once there are at least `at_least` (the recorder flushes every 0.2 s)."""
     from analysis.store import Store
     from tests.conftest import wait_for
 
-    rows = wait_for(lambda: Store(data).requests_frame().to_dicts(), timeout)
-    assert rows, "no record appeared"
+    def read():
+        rows = Store(data).requests_frame().to_dicts() if (data / "records").exists() else []
+        return rows if len(rows) >= at_least else None
+
+    rows = wait_for(read, timeout)
+    assert rows, f"fewer than {at_least} records appeared"
     return rows
 
 
@@ -308,3 +316,25 @@ def test_non_llm_tls_passes_through_with_the_real_certificate(world):
     assert hashlib.sha256(shown).hexdigest() == hashlib.sha256(world["server_certs"][OTHER_HOST]).hexdigest()
     assert result["response"].endswith(f"hello from {OTHER_HOST}")
     assert nets.redirected_connections() == before + 1  # it did go through the proxy
+
+
+def test_nftables_recipe_redirects_the_same_way(world):
+    """The nftables form of the recipe (docs/transparent.md), in place of the iptables rule."""
+    nets = world["nets"]
+    if shutil.which("nft") is None:
+        pytest.skip("`nft` is not installed (run .ci/install-system-deps)")
+    recorded_before = len(_records(world["data"]))
+    nets.exec("iptables", "-t", "nat", "-F", "OUTPUT")
+    try:
+        nets.exec("nft", "add", "table", "inet", "llm_shadow")
+        nets.exec("nft", "add", "chain", "inet", "llm_shadow", "output",
+                  "{ type nat hook output priority -100; }")
+        nets.exec("nft", "add", "rule", "inet", "llm_shadow", "output",
+                  "meta", "skgid", str(CLIENT_GID), "tcp", "dport", "443", "redirect", "to", f":{PROXY_PORT}")
+        result = nets.run_client("openai", ca_bundle=world["bundle"])
+        assert base64.b64decode(result["body_b64"]) == PROVIDER_BODY
+        rows = _records(world["data"], at_least=recorded_before + 1)
+        assert rows[-1]["host"] == LLM_HOST
+    finally:
+        nets.exec("nft", "delete", "table", "inet", "llm_shadow")
+        nets.add_redirect_rule()
