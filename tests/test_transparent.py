@@ -153,6 +153,7 @@ class Namespaces:
         tag = f"{os.getpid() % 100000}"
         self.client, self.server = f"lsc{tag}", f"lss{tag}"
         self.hosts_dir = Path("/etc/netns") / self.client
+        self.made_etc_netns = not self.hosts_dir.parent.exists()
         self.workdir = workdir
         self.processes: list[Background] = []
 
@@ -209,6 +210,8 @@ class Namespaces:
         for ns in (self.client, self.server):
             _run("ip", "netns", "del", ns, check=False)
         shutil.rmtree(self.hosts_dir, ignore_errors=True)
+        if self.made_etc_netns:
+            shutil.rmtree(self.hosts_dir.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
