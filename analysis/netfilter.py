@@ -109,7 +109,10 @@ def _gid(value: str) -> int | None:
 
 
 def _in_range(value: int, spec: str, lookup=lambda s: int(s) if s.isdigit() else None) -> Match:
-    """`spec` is "N", "A-B" or "A:B" (names allowed through `lookup`)."""
+    """`spec` is "N", "A-B" or "A:B" (names allowed through `lookup`, "llm-shadow" too)."""
+    whole = lookup(spec)
+    if whole is not None:
+        return value == whole
     parts = re.split(r"[-:]", spec, maxsplit=1)
     low, high = lookup(parts[0]), lookup(parts[-1])
     if low is None or high is None:

@@ -112,3 +112,13 @@ def test_nft_native_table():
     assert len(found) == 1 and found[0].certain and found[0].source == "nftables"
     found = nft_loop_findings(NFT_RULESET, 9082, PROXY_USER)
     assert [f.certain for f in found] == [False]  # ip daddr is not evaluated
+
+
+def test_user_names_with_dashes_are_looked_up(monkeypatch):
+    import pwd
+
+    real = pwd.getpwnam
+    monkeypatch.setattr(pwd, "getpwnam", lambda name: real("root") if name == "llm-shadow" else real(name))
+    rules = IPTABLES_SAVE.replace("! --uid-owner 1000", "! --uid-owner llm-shadow")
+    assert iptables_loop_findings(rules, 8080, ROOT) == []
+    assert iptables_loop_findings(rules, 8080, PROXY_USER)[0].certain
