@@ -393,14 +393,25 @@ def prices_missing(
 @app.command()
 def reprice(data: DataDir = Path(DEFAULT_DATA_DIR)):
     """Recompute the cost of every stored call with the current price table."""
+    import logging
+
     from analysis.reprice import reprice_store
 
     table = load_prices(data)
     store = open_store(data)
-    summary = reprice_store(store, table)
+    pricing_log = logging.getLogger("analysis.pricing")
+    level = pricing_log.level
+    pricing_log.setLevel(logging.ERROR)  # one summary below instead of a warning per model
+    try:
+        summary = reprice_store(store, table)
+    finally:
+        pricing_log.setLevel(level)
     by_source = ", ".join(f"{n:,} {s}" for s, n in sorted(summary.sources.items()))
     console.print(f"Repriced {summary.rows:,} calls with price version {table.version}: "
                   f"{summary.changed:,} changed ({by_source or 'none stored'}).", highlight=False)
+    if summary.sources.get("unpriced"):
+        err_console.print(f"[bold yellow]Warning:[/] {summary.sources['unpriced']:,} calls still have no "
+                          "price: see llm-shadow prices missing", highlight=False)
 
 
 # --- end of prices commands ----------------------------------------------------------------------

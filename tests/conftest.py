@@ -45,16 +45,20 @@ def subprocess_env(**extra) -> dict[str, str]:
     return env
 
 
-class RunningProxy:
-    """`llm-shadow proxy` in a subprocess, listening on a free port."""
+MITMDUMP = [sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()"]
 
-    def __init__(self, args: list[str], data_dir: Path):
-        self.data_dir = data_dir
+
+def llm_shadow_proxy_command(args: list[str], data_dir: Path) -> list[str]:
+    return [sys.executable, str(ROOT / "cli.py"), "proxy", *args, "--data", str(data_dir), "--flush-interval", "0.2"]
+
+
+class RunningProxy:
+    """A proxy command (`llm-shadow proxy`, or bare mitmdump) in a subprocess, on a free port."""
+
+    def __init__(self, command: list[str]):
         self.output: list[str] = []
         self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "cli.py"), "proxy", *args, "--data", str(data_dir),
-             "--flush-interval", "0.2"],
-            cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            command, cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self._listening = threading.Event()
         self.port: int | None = None
@@ -93,10 +97,26 @@ class RunningProxy:
 
 @pytest.fixture
 def start_proxy(data_dir):
+    """Start `llm-shadow proxy ARGS` (recording into data_dir); stopped after the test."""
     proxies: list[RunningProxy] = []
 
     def start(*args: str, data: Path | None = None) -> RunningProxy:
-        p = RunningProxy(list(args), data or data_dir)
+        p = RunningProxy(llm_shadow_proxy_command(list(args), data or data_dir))
+        proxies.append(p)
+        return p
+
+    yield start
+    for p in proxies:
+        p.stop()
+
+
+@pytest.fixture
+def start_mitmdump():
+    """Start bare mitmdump with ARGS; stopped after the test."""
+    proxies: list[RunningProxy] = []
+
+    def start(*args: str) -> RunningProxy:
+        p = RunningProxy([*MITMDUMP, *args])
         proxies.append(p)
         return p
 

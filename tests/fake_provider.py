@@ -10,6 +10,8 @@ fetched through the proxy can be compared byte for byte. Tests steer it with req
 - `x-fake-gate: NAME` sends the first stream event, then waits for `provider.gates[NAME]` (a
   threading.Event the test sets) before sending the rest.
 - `x-fake-delay-ms: N` waits N ms before every stream event after the first.
+- `x-fake-body: TEXT` answers 200 with TEXT as a JSON-typed body (for unreadable bodies);
+  `x-fake-encoding: NAME` labels that body with content-encoding NAME (without encoding it).
 
 It runs on its own event loop in a thread (`FakeProvider().start()`), so synchronous tests can
 use the real SDKs against it. Every request it receives is kept in `provider.requests`.
@@ -67,13 +69,22 @@ class FakeProvider:
         return self
 
     def stop(self) -> None:
+        for gate in self.gates.values():
+            gate.set()
         if self._loop and self._server:
-            for gate in self.gates.values():
-                gate.set()
-            self._loop.call_soon_threadsafe(self._server.close)
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread:
             self._thread.join(10)
+        if self._loop:
+            self._loop.close()
+
+    async def _shutdown(self) -> None:
+        self._server.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def __enter__(self) -> "FakeProvider":
         return self.start()
@@ -100,7 +111,7 @@ class FakeProvider:
                 keep_alive = await self._answer(request, writer)
                 if not keep_alive:
                     break
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass
         finally:
             writer.close()
@@ -182,6 +193,11 @@ def route(request: ReceivedRequest) -> Reply:
     except ValueError:
         return _json_reply(400, {"error": {"message": "invalid JSON", "type": "invalid_request_error"}})
     status = int(request.headers.get("x-fake-status", "200"))
+    if "x-fake-body" in request.headers:
+        headers = [("content-type", "application/json")]
+        if "x-fake-encoding" in request.headers:
+            headers.append(("content-encoding", request.headers["x-fake-encoding"]))
+        return Reply(200, headers, request.headers["x-fake-body"].encode())
     if path.endswith("/chat/completions"):
         return openai_error(status) if status != 200 else openai_chat(body)
     if path.endswith("/responses"):

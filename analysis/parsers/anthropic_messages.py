@@ -28,13 +28,13 @@ def parse(exchange: Exchange) -> Parsed:
         return _parse_batch(exchange)
     request = common.request_json(exchange)
     parsed = parse_request(request)
-    if exchange.is_event_stream or (parsed.stream and not _looks_like_json(exchange)):
+    if common.is_stream_response(exchange, parsed.stream):
         parsed.stream = True
         thinking = _read_stream(exchange, parsed)
     else:
         parsed.stream = False
         thinking = _read_json(exchange, parsed)
-    common.settle_usage(parsed, exchange, thinking)
+    common.finish(parsed, exchange, thinking)
     return parsed
 
 
@@ -61,10 +61,6 @@ def parse_request(request: dict) -> Parsed:
     metadata = request.get("metadata") if isinstance(request.get("metadata"), dict) else {}
     parsed.attribution = common.attribution_from(metadata.get("user_id"), None)
     return parsed
-
-
-def _looks_like_json(exchange: Exchange) -> bool:
-    return exchange.response_body.lstrip()[:1] == b"{"
 
 
 def _read_json(exchange: Exchange, parsed: Parsed) -> str:
@@ -124,8 +120,6 @@ def usage_from_anthropic(usage: dict) -> Usage:
 
 
 def _read_stream(exchange: Exchange, parsed: Parsed) -> str:
-    if common.is_error_status(exchange) and not exchange.is_event_stream:
-        parsed.error = common.error_from_body(exchange, common.response_json(exchange))
     blocks: dict[int, list[str]] = {}  # content block index -> text pieces
     calls: set[int] = set()
     thinking: list[str] = []

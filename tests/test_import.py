@@ -1,0 +1,67 @@
+"""`llm-shadow import`: flow files and HAR files go through the same recorder as live calls."""
+
+import openai
+from typer.testing import CliRunner
+
+from analysis.store import Store
+from cli import app
+from tests.test_proxy_openai import API_KEY, MESSAGES, records
+
+# Columns that depend on when and where a call was recorded, not on what it was.
+CIRCUMSTANTIAL = {"id", "ts", "latency_ms", "ttft_ms", "key_id", "instance"}
+
+
+def make_calls(base_url: str) -> None:
+    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key=API_KEY, max_retries=0)
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, extra_headers={"x-shadow-team": "a"})
+    list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True,
+                                        stream_options={"include_usage": True}))
+    list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+    client.embeddings.create(model="text-embedding-3-small", input=["one", "two"])
+    try:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, extra_headers={"x-fake-status": "429"})
+    except openai.RateLimitError:
+        pass
+
+
+def comparable(rows: list[dict]) -> list[dict]:
+    return sorted(({k: v for k, v in r.items() if k not in CIRCUMSTANTIAL} for r in rows),
+                  key=lambda r: (r["endpoint"], r["stream"], r["usage_source"], r["status"]))
+
+
+def test_imported_flows_are_recorded_like_live_ones(provider, start_proxy, start_mitmdump, tmp_path):
+    live_dir = tmp_path / "live"
+    live = start_proxy("--upstream", f"{provider.url}@0", data=live_dir)
+    make_calls(live.url)
+    live_rows = records(live_dir, 5)
+
+    flows, har = tmp_path / "calls.flows", tmp_path / "calls.har"
+    bare = start_mitmdump("--mode", f"reverse:{provider.url}@0", "-w", str(flows), "--set", f"hardump={har}")
+    make_calls(bare.url)
+    bare.stop()
+
+    runner = CliRunner()
+    for source, name in ((flows, "from-flows"), (har, "from-har")):
+        result = runner.invoke(app, ["import", str(source), "--data", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        assert "recorded 5 LLM calls" in result.stdout
+        imported = Store(tmp_path / name).requests_frame().to_dicts()
+        assert comparable(imported) == comparable(live_rows), name
+        assert all(r["latency_ms"] is not None for r in imported)
+
+
+def test_a_broken_flow_file_is_one_line_error_and_writes_nothing(tmp_path):
+    broken = tmp_path / "broken.flows"
+    broken.write_bytes(b"this is not a flow file at all")
+    data = tmp_path / "data"
+    result = CliRunner().invoke(app, ["import", str(broken), "--data", str(data)])
+    assert result.exit_code == 1
+    assert "not a mitmproxy flow file or HAR file" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not data.exists()
+
+
+def test_a_missing_file_is_one_line_error(tmp_path):
+    result = CliRunner().invoke(app, ["import", str(tmp_path / "nope.flows"), "--data", str(tmp_path / "d")])
+    assert result.exit_code == 1
+    assert result.output.strip() == f"Error: {tmp_path / 'nope.flows'}: no such file"
