@@ -30,6 +30,7 @@ from analysis.netfilter import (
     iptables_loop_findings,
     nft_loop_findings,
 )
+from analysis.tokens import BUNDLED_CACHE_DIR, CACHE_FILE_NAMES
 
 Status = Literal["ok", "warn", "fail", "skip"]
 
@@ -42,20 +43,22 @@ class CheckResult:
     fix: str = ""
 
 
-# Encodings the token estimator loads, with the sha256 tiktoken checks them against.
-TIKTOKEN_ENCODINGS = {
+# The sha256 tiktoken checks each encoding file against (tiktoken_ext/openai_public.py).
+TIKTOKEN_SHA256 = {
     "cl100k_base": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
     "o200k_base": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
 }
-TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
-SHIPPED_TIKTOKEN_CACHE = Path(__file__).resolve().parent / "tiktoken_cache"
 DOCS = "docs/transparent.md"
 
 
-def tiktoken_cache_dir(env: Mapping[str, str] | None = None) -> Path:
-    """The directory tiktoken reads: TIKTOKEN_CACHE_DIR, else the copy llm-shadow ships."""
-    env = os.environ if env is None else env
-    return Path(env["TIKTOKEN_CACHE_DIR"]) if env.get("TIKTOKEN_CACHE_DIR") else SHIPPED_TIKTOKEN_CACHE
+def tiktoken_files(user_dir: Path | None, bundled_dir: Path = BUNDLED_CACHE_DIR) -> dict[str, Path]:
+    """The file each encoding is loaded from, as analysis.tokens chooses it: the user's
+    TIKTOKEN_CACHE_DIR when it holds the file, else the copy llm-shadow ships."""
+    files = {}
+    for encoding, name in CACHE_FILE_NAMES.items():
+        user_file = user_dir / name if user_dir else None
+        files[encoding] = user_file if user_file and user_file.is_file() else bundled_dir / name
+    return files
 
 
 def check_ca_key(files: CaFiles) -> CheckResult:
@@ -152,25 +155,25 @@ def check_data_dir_writable(data_dir: Path) -> CheckResult:
     return CheckResult(name, "ok", f"{data_dir} is writable")
 
 
-def check_tiktoken_files(cache_dir: Path) -> CheckResult:
+def check_tiktoken_files(files: dict[str, Path]) -> CheckResult:
+    """`files`: encoding -> the file it is loaded from (see `tiktoken_files`)."""
     name = "tiktoken files"
     missing, corrupt = [], []
-    for encoding, sha256 in TIKTOKEN_ENCODINGS.items():
-        path = cache_dir / hashlib.sha1(TIKTOKEN_URL.format(encoding).encode()).hexdigest()
+    for encoding, path in files.items():
         if not path.is_file():
-            missing.append(encoding)
-        elif hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
-            corrupt.append(encoding)
+            missing.append(f"{encoding} ({path})")
+        elif hashlib.sha256(path.read_bytes()).hexdigest() != TIKTOKEN_SHA256[encoding]:
+            corrupt.append(f"{encoding} ({path})")
     if missing or corrupt:
-        problems = [f"{', '.join(missing)} missing"] if missing else []
-        problems += [f"{', '.join(corrupt)} corrupt"] if corrupt else []
+        problems = [f"missing: {', '.join(missing)}"] if missing else []
+        problems += [f"corrupt: {', '.join(corrupt)}"] if corrupt else []
         return CheckResult(
             name,
             "fail",
-            f"in {cache_dir}: {'; '.join(problems)}; token estimates would try to download them",
-            "unset TIKTOKEN_CACHE_DIR to use the files llm-shadow ships, or reinstall llm-shadow",
+            f"{'; '.join(problems)}; token estimates would try to download them",
+            "delete the corrupt files, or reinstall llm-shadow (it ships both in analysis/tiktoken_cache)",
         )
-    return CheckResult(name, "ok", f"{', '.join(TIKTOKEN_ENCODINGS)} present in {cache_dir}")
+    return CheckResult(name, "ok", f"{', '.join(files)} present and intact")
 
 
 def check_redirect_loop(
@@ -317,12 +320,14 @@ def run_checks(
     """Every check, on this machine's files, ports, firewall and environment. `conn` is the
     proxy's own upstream connection (its uid and gid), by default that of this process."""
     conn = conn or proxy_connection_for(None)
+    env = os.environ if env is None else env
+    user_tiktoken_dir = env.get("TIKTOKEN_CACHE_DIR")
     return [
         check_ca_key(files),
         check_ca_trusted(files, env),
         check_port_free(port),
         check_redirect_loop(port, conn, read_nat_rules()),
         check_data_dir_writable(data_dir),
-        check_tiktoken_files(tiktoken_cache_dir(env)),
+        check_tiktoken_files(tiktoken_files(Path(user_tiktoken_dir) if user_tiktoken_dir else None)),
         check_local_capture(local_capture_unavailable_reason()),
     ]

@@ -7,7 +7,6 @@ import shutil
 import socket
 from pathlib import Path
 
-import pytest
 from mitmproxy.test import taddons
 from typer.testing import CliRunner
 
@@ -23,10 +22,10 @@ from analysis.doctor import (
     check_redirect_loop,
     check_tiktoken_files,
     local_capture_unavailable_reason,
+    tiktoken_files,
 )
 from analysis.netfilter import ProxyConnection
 from cli import app
-from tests.conftest import shared_dir
 
 LOOPING = "*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -p tcp -m tcp --dport 443 -j REDIRECT --to-ports 8080\nCOMMIT\n"
 SAFE = LOOPING.replace("-j REDIRECT", "-m owner ! --uid-owner 0 -j REDIRECT")
@@ -87,16 +86,18 @@ def test_data_dir_writable(tmp_path):
 
 
 def test_tiktoken_files(tmp_path):
-    shared = shared_dir()
-    if shared is None:
-        pytest.skip("../shared (the tiktoken files) is not beside the checkout")
-    assert check_tiktoken_files(tmp_path).status == "fail"
-    for f in (shared / "data" / "tiktoken-cache").iterdir():
+    shipped = tiktoken_files(None)
+    assert check_tiktoken_files(shipped).status == "ok"  # the copy llm-shadow ships
+    assert tiktoken_files(tmp_path) == shipped  # an empty TIKTOKEN_CACHE_DIR is not used
+    assert check_tiktoken_files(tiktoken_files(None, bundled_dir=tmp_path)).status == "fail"
+    for f in shipped.values():
         shutil.copy(f, tmp_path / f.name)
-    assert check_tiktoken_files(tmp_path).status == "ok"
-    (tmp_path / "fb374d419588a4632f3f557e76b4b70aebbca790").write_bytes(b"truncated")
-    result = check_tiktoken_files(tmp_path)
-    assert result.status == "fail" and "o200k_base corrupt" in result.message
+    user = tiktoken_files(tmp_path)
+    assert set(user.values()) == {tmp_path / f.name for f in shipped.values()}
+    assert check_tiktoken_files(user).status == "ok"
+    user["o200k_base"].write_bytes(b"truncated")
+    result = check_tiktoken_files(user)
+    assert result.status == "fail" and "corrupt: o200k_base" in result.message
 
 
 def test_redirect_loop():
