@@ -21,7 +21,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
+# Piped output gets a wide console rather than rich's 80 columns, so tables are not cut short.
+console = Console() if Console().is_terminal else Console(width=200)
 err_console = Console(stderr=True)
 
 DataDir = Annotated[

@@ -156,7 +156,12 @@ class Recorder:
             flow.response.stream = tap
 
     def response(self, flow: http.HTTPFlow) -> None:
-        self._finish(flow, "ok")
+        # A flow read from a file may carry both a response and an error (a stream the client
+        # left): mitmproxy then calls response and error; the error says how it ended.
+        if flow.error:
+            self.error(flow)
+        else:
+            self._finish(flow, "ok")
 
     def error(self, flow: http.HTTPFlow) -> None:
         started = flow.response is not None
