@@ -530,13 +530,20 @@ def demo(
 # --- simulate commands ---------------------------------------------------------------------------
 
 
+def _fail_plain(message: str) -> typer.Exit:
+    """`fail` for messages that contain brackets ([[routing]]), which rich would read as markup."""
+    from rich.markup import escape
+
+    return fail(escape(message))
+
+
 def _read_policy(path: Path):
     from analysis.simulate.policy import PolicyError, load_policy
 
     try:
         return load_policy(path)
     except PolicyError as e:
-        raise fail(str(e)) from e
+        raise _fail_plain(str(e)) from e
 
 
 def _simulate_one(policy_path: Path, data: Path, since: datetime | None, until: datetime | None, show_progress: bool):
@@ -564,7 +571,7 @@ def _simulate_one(policy_path: Path, data: Path, since: datetime | None, until: 
             return run_simulation(policy, requests, lambda: store.contents_frame(since, until), prices=prices,
                                   data_dir=data, parameters=parameters, progress=on_progress)
         except (PolicyError, EmbedderError) as e:
-            raise fail(str(e)) from e
+            raise _fail_plain(str(e)) from e
 
 
 @app.command()
@@ -635,7 +642,7 @@ def explain(
         engine = build_engine(rules, prices, data_dir=data)
         result = explain_request(engine, store.requests_frame(since, until), lambda: store.contents_frame(since, until), request_id)
     except (PolicyError, EmbedderError, RequestNotFound) as e:
-        raise fail(str(e)) from e
+        raise _fail_plain(str(e)) from e
     if fmt == "json":
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:

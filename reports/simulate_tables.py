@@ -8,9 +8,15 @@ downgraded, throttled requests, unverified answers) is shown next to what it sav
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 GROUP_TITLES = {"by_day": "day", "by_team": "team", "by_feature": "feature", "by_model": "model"}
+
+
+def plain(value: Any) -> str:
+    """Text from the data (prompts, names, scope values) shown as is, never read as markup."""
+    return escape(str(value))
 
 
 def usd(amount: float | None) -> str:
@@ -58,7 +64,7 @@ def _by_policy(result: dict[str, Any]) -> Table:
             "semantic_cache": "similar-prompt answers: quality unverified",
             "batch": "answers up to 24 h later",
         }.get(row["kind"], "")
-        table.add_row(row["name"], row["kind"], count(row["requests"]), usd(row["saving_usd"]), costs)
+        table.add_row(plain(row["name"]), row["kind"], count(row["requests"]), usd(row["saving_usd"]), costs)
     return table
 
 
@@ -70,7 +76,7 @@ def _grouped(result: dict[str, Any], key: str, limit: int = 40) -> Table:
         table.add_column(name, justify="left" if name == GROUP_TITLES[key] else "right")
     for row in rows[:limit]:
         table.add_row(
-            str(row["key"]) if row["key"] is not None else "(none)", count(row["requests"]), usd(row["baseline_usd"]),
+            plain(row["key"]) if row["key"] is not None else "(none)", count(row["requests"]), usd(row["baseline_usd"]),
             usd(row["simulated_usd"]), usd(row["saving_usd"]), count(row["cache_hits"]), count(row["routed"]),
             count(row["blocked"]), count(row["throttled"]),
         )
@@ -109,7 +115,7 @@ def _caches(result: dict[str, Any]) -> list[Table]:
                 for name in ("similarity", "request", "answered with (cached prompt)"):
                     pairs.add_column(name)
                 for pair in cache["sample_pairs"][:10]:
-                    pairs.add_row(f"{pair['similarity']:.3f}", str(pair["request_prompt"]), str(pair["cached_prompt"]))
+                    pairs.add_row(f"{pair['similarity']:.3f}", plain(pair["request_prompt"]), plain(pair["cached_prompt"]))
                 tables.append(pairs)
     return tables
 
@@ -127,7 +133,7 @@ def _budgets(result: dict[str, Any], limit: int = 15) -> list[Table]:
             table.add_column(name, justify="right" if name in ("blocked", "downgraded", "prevented") else "left")
         for incident in budget["incidents"][:limit]:
             table.add_row(
-                str(incident["scope_value"]), incident["window_start"][:16], str(incident["tripped_by"] or "-"),
+                plain(incident["scope_value"]), incident["window_start"][:16], plain(incident["tripped_by"] or "-"),
                 (incident["tripped_at"] or "-")[:19], count(incident["blocked"]), count(incident["downgraded"]),
                 usd(incident["spend_prevented_usd"]),
             )
@@ -146,7 +152,7 @@ def _rate_limits(result: dict[str, Any]) -> list[Table]:
         for name in (limit["scope"], "throttled", "first", "last"):
             table.add_column(name)
         for row in limit["top_scope_values"][:10]:
-            table.add_row(str(row["scope_value"]), count(row["throttled"]), row["first"][:16], row["last"][:16])
+            table.add_row(plain(row["scope_value"]), count(row["throttled"]), row["first"][:16], row["last"][:16])
         tables.append(table)
     return tables
 
@@ -163,7 +169,7 @@ def print_result(result: dict[str, Any], console: Console, groups: tuple[str, ..
             routing.add_column(name, justify="right" if name in ("requests", "saving") else "left")
         for rule in result["routing"]["rules"]:
             origins = ", ".join(f"{m} {n:,}" for m, n in list(rule["from_models"].items())[:4])
-            routing.add_row(rule["name"], rule["to"], count(rule["requests"]), origins, usd(rule["saving_usd"]))
+            routing.add_row(plain(rule["name"]), plain(rule["to"]), count(rule["requests"]), plain(origins), usd(rule["saving_usd"]))
         console.print(routing)
     for table in _budgets(result) + _rate_limits(result):
         console.print(table)
@@ -207,7 +213,7 @@ def print_explanation(explanation: dict[str, Any], console: Console) -> None:
     for name in ("policy", "kind", "outcome", "why"):
         table.add_column(name)
     for step in explanation["steps"]:
-        table.add_row(step["policy"], step["kind"], step["outcome"], "\n".join(step["reasons"]))
+        table.add_row(plain(step["policy"]), step["kind"], step["outcome"], plain("\n".join(step["reasons"])))
     console.print(table)
     savings = ", ".join(
         f"{k.removeprefix('saving_')} {usd(decision[k])}" for k in ("saving_cache", "saving_routing", "saving_batch", "saving_budget")

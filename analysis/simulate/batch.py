@@ -37,7 +37,7 @@ def _window_ids(frame: pl.DataFrame, ts_us: np.ndarray, window: str) -> np.ndarr
 
 
 def _scope_values(frame: pl.DataFrame, scope: str) -> list:
-    return frame.select(scope_expr(scope).alias("s"))["s"].to_list()
+    return frame.select(pl.col("id"), scope_expr(scope).alias("s"))["s"].to_list()  # id: one value per row
 
 
 def frame_facts(engine: PolicyEngine, frame: pl.DataFrame, state: EngineState) -> FrameFacts:

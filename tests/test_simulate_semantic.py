@@ -1,0 +1,193 @@
+"""The semantic cache: embedders, the LSH index, matching within a partition, the sweep."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from analysis.simulate.embedders import (
+    CachedEmbedder,
+    EmbedderError,
+    HashingEmbedder,
+    OpenAIEmbedder,
+)
+from analysis.simulate.semantic import SemanticIndex
+from tests.simulate_helpers import contents_frame, decisions_by_id, requests_frame, run
+
+PROMPTS = [
+    "user: How do I cancel my credit card?",
+    "user: how do I cancel my credit card",
+    "user: What is the exchange rate for euros today?",
+    "user: My transfer to Germany is still pending",
+    "user: I want to cancel my credit card please",
+]
+
+
+def test_hashing_embedder_rows_do_not_depend_on_the_batch():
+    embedder = HashingEmbedder()
+    together = embedder.embed(PROMPTS)
+    for i, text in enumerate(PROMPTS):
+        assert np.array_equal(embedder.embed([text])[0], together[i])
+    assert np.allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-6)
+    similarity = together @ together.T
+    assert similarity[0, 1] > 0.95  # same words, other case and punctuation
+    assert similarity[0, 4] > 0.6 > similarity[0, 2]  # shared wording vs another topic
+    assert not embedder.embed([""]).any()  # an empty text is the zero vector
+
+
+def _index(bits=8, tables=12, bucket_size=32) -> SemanticIndex:
+    return SemanticIndex(HashingEmbedder(), ttl_us=3_600_000_000, max_entries=1000, bits=bits, tables=tables, bucket_size=bucket_size)
+
+
+def test_index_finds_the_nearest_stored_prompt_in_its_partition_only():
+    index = _index()
+    rows = [index.register(p) for p in PROMPTS]
+    index.store(0, rows[0], available_at=0, source_id="first")
+    index.store(0, rows[2], available_at=0, source_id="euros")
+    index.store(1, rows[4], available_at=0, source_id="other-partition")
+    similarity, row, entry = index.nearest(0, rows[1], now=10)
+    assert (row, entry[2]) == (rows[0], "first") and similarity > 0.95
+    assert index.nearest(1, rows[3], now=10) is None or index.nearest(1, rows[3], now=10)[2][2] == "other-partition"
+    assert index.nearest(0, rows[1], now=3_600_000_001) is None  # expired
+
+
+def test_lsh_recall_on_near_duplicates():
+    rng = np.random.default_rng(5)
+    words = [f"w{i}" for i in range(3000)]
+    base = [" ".join(rng.choice(words, size=12)) for _ in range(400)]
+    near = [b + " " + rng.choice(words) for b in base]  # one word added
+    index = _index()
+    for i, text in enumerate(base):
+        index.store(0, index.register(text), 0, f"b{i}")
+    vectors = HashingEmbedder().embed(base + near)
+    true_similarity = (vectors[:400] * vectors[400:]).sum(axis=1)
+    found = 0
+    for i, text in enumerate(near):
+        result = index.nearest(0, index.register(text), 1)
+        found += result is not None and result[2][2] == f"b{i}"
+    assert true_similarity.min() > 0.85
+    assert found / len(near) >= 0.95
+
+
+def test_semantic_hit_above_the_threshold_within_scope_model_and_system_prompt():
+    policy = """
+[cache.semantic]
+threshold = 0.9
+ttl = "1h"
+scope = "team"
+sample_pairs = 5
+sweep = [0.5, 0.99]
+"""
+    rows = [
+        {"t": 0, "prompt_hash": "a"},
+        {"t": 10, "prompt_hash": "b", "cost_usd": 0.02, "latency_ms": 700.0},  # paraphrase of r0: hit
+        {"t": 20, "prompt_hash": "c"},  # another topic: miss
+        {"t": 30, "prompt_hash": "d", "team": "support"},  # paraphrase, other team: miss
+        {"t": 40, "prompt_hash": "e", "model": "gpt-4o-mini", "model_requested": "gpt-4o-mini"},  # other model: miss
+        {"t": 50, "prompt_hash": "f"},  # same text, other system prompt: miss
+        {"t": 60, "prompt_hash": "g", "temperature": 0.9},  # not cacheable
+    ]
+    requests = requests_frame(rows)
+    texts = {"r0": PROMPTS[0], "r1": PROMPTS[1], "r2": PROMPTS[2], "r3": PROMPTS[1], "r4": PROMPTS[1], "r5": PROMPTS[1], "r6": PROMPTS[1]}
+    contents = contents_frame(requests, texts, system={"r5": "You are a pirate."})
+    result = run(policy, rows, contents)
+    d = decisions_by_id(result)
+    assert [d[f"r{i}"]["semantic_cache"] for i in range(7)] == ["miss", "hit", "miss", "miss", "miss", "miss", "excluded"]
+    assert d["r1"]["cache_source_id"] == "r0" and d["r1"]["similarity"] > 0.95
+    assert d["r1"]["quality"] == "unverified" and d["r1"]["saving_cache"] == 0.02 and d["r1"]["latency_saved_ms"] == 700.0
+    assert d["r6"]["cache_excluded"] == "temperature"
+    semantic = result.cache["semantic"]
+    assert semantic["hits"] == 1 and semantic["quality"] == "unverified"
+    [pair] = semantic["sample_pairs"]
+    assert (pair["request_prompt"], pair["cached_prompt"]) == (PROMPTS[1], PROMPTS[0])
+    assert pair["cached_answer"] == f"answer to {PROMPTS[0]}"
+    sweep = {row["threshold"]: row for row in semantic["sweep"]}
+    assert sweep[0.9] == {"threshold": 0.9, "hits": 1, "hit_rate": 1 / 7, "saving_usd": 0.02, "estimated": False}
+    assert sweep[0.99]["hits"] == 1 and sweep[0.99]["estimated"]  # the same words: similarity 1
+    assert sweep[0.5]["hits"] == 1 and sweep[0.5]["estimated"]
+
+
+def test_requests_without_recorded_text_are_excluded():
+    policy = '[cache.semantic]\nthreshold = 0.9\n'
+    rows = [{"t": 0}, {"t": 1}]
+    result = run(policy, rows, contents_frame(requests_frame(rows), {"r0": PROMPTS[0]}))
+    d = decisions_by_id(result)
+    assert d["r1"]["semantic_cache"] == "excluded" and d["r1"]["cache_excluded"] == "no_prompt_text"
+
+
+class FakeEmbeddings(BaseHTTPRequestHandler):
+    """A tiny OpenAI-compatible /v1/embeddings: a 3-d vector from letter counts."""
+
+    calls: list[list[str]] = []
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        assert self.path == "/v1/embeddings" and self.headers["Authorization"] == "Bearer sk-test"
+        FakeEmbeddings.calls.append(body["input"])
+        data = [
+            {"index": i, "embedding": [text.count("a") + 1.0, text.count("e") + 1.0, text.count("o") + 1.0]}
+            for i, text in enumerate(body["input"])
+        ]
+        payload = json.dumps({"object": "list", "data": data[::-1], "model": body["model"]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def embeddings_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeEmbeddings)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    FakeEmbeddings.calls = []
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+def test_openai_embedder_vectors_are_kept_so_a_rerun_costs_nothing(embeddings_server, tmp_path):
+    texts = ["banana", "apple", "banana"]
+    first = CachedEmbedder(OpenAIEmbedder(embeddings_server, "embed-small", api_key="sk-test"), tmp_path)
+    vectors = first.embed(texts)
+    assert FakeEmbeddings.calls == [["banana", "apple"]]  # each text once
+    expected = np.array([4.0, 1.0, 1.0]) / np.linalg.norm([4.0, 1.0, 1.0])  # 3 a, no e, no o
+    assert np.allclose(vectors[0], expected) and np.array_equal(vectors[0], vectors[2])
+    again = CachedEmbedder(OpenAIEmbedder(embeddings_server, "embed-small", api_key="sk-test"), tmp_path)
+    assert np.array_equal(again.embed(texts), vectors)
+    assert len(FakeEmbeddings.calls) == 1 and again.embedded == 0
+    other_model = CachedEmbedder(OpenAIEmbedder(embeddings_server, "embed-large", api_key="sk-test"), tmp_path)
+    other_model.embed(["apple"])
+    assert len(FakeEmbeddings.calls) == 2  # vectors are kept per embedder
+
+
+def test_semantic_cache_through_the_openai_embedder(embeddings_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("TEST_EMBEDDINGS_KEY", "sk-test")
+    policy = f"""
+[cache.semantic]
+threshold = 0.99
+embedder = "openai"
+embedder_url = "{embeddings_server}"
+embedder_model = "embed-small"
+embedder_api_key_env = "TEST_EMBEDDINGS_KEY"
+"""
+    rows = [{"t": 0, "prompt_hash": "a"}, {"t": 10, "prompt_hash": "b"}, {"t": 20, "prompt_hash": "c"}]
+    contents = contents_frame(requests_frame(rows), {"r0": "aaee", "r1": "eeaa", "r2": "ooo"})
+    result = run(policy, rows, contents, data_dir=tmp_path)
+    d = decisions_by_id(result)
+    assert [d[f"r{i}"]["semantic_cache"] for i in range(3)] == ["miss", "hit", "miss"]
+    assert result.parameters["embedder"].startswith("openai-embed-small@")
+    assert list((tmp_path / "embeddings").glob("*/part-*.parquet"))
+
+
+def test_unreachable_embeddings_endpoint_is_a_clear_error():
+    embedder = OpenAIEmbedder("http://127.0.0.1:9/v1", "m", timeout=2)
+    with pytest.raises(EmbedderError, match="cannot reach"):
+        embedder.embed(["x"])
