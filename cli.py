@@ -433,7 +433,7 @@ def gather_report(data: Path, since: datetime | None, until: datetime | None, si
         try:
             return gather(con, since, until, simulation)
         except EmptyReport as e:
-            raise fail(f"{e} in {data}") from e
+            raise _fail_plain(f"{e} in {data}") from e
 
 
 def simulate_for_report(policy: Path, data: Path, since: datetime | None, until: datetime | None):
@@ -454,7 +454,7 @@ def write_report(report: dict, out: Path, fmt: str) -> Path:
     try:
         out.write_text(text, encoding="utf-8")
     except OSError as e:
-        raise fail(f"cannot write {out}: {e.strerror or e}") from e
+        raise _fail_plain(f"cannot write {out}: {e.strerror or e}") from e
     return out
 
 
@@ -472,7 +472,7 @@ def report(
         raise fail(f"unknown format {fmt!r}; choose one of {', '.join(REPORT_FORMATS)}")
     since, until = parse_date(start, "--from"), parse_date(end, "--to")
     if policy is not None and not policy.is_file():
-        raise fail(f"--policy {policy}: no such file")
+        raise _fail_plain(f"--policy {policy}: no such file")
     open_store(data)
     simulation = simulate_for_report(policy, data, since, until) if policy is not None else None
     figures = gather_report(data, since, until, simulation)
@@ -482,7 +482,7 @@ def report(
         print(render_markdown(figures), end="")
         return
     path = write_report(figures, out or Path("report.html"), fmt)
-    console.print(f"Wrote {path}", highlight=False, soft_wrap=True)
+    console.print(f"Wrote {path}", highlight=False, soft_wrap=True, markup=False)
 
 
 @app.command()
@@ -490,21 +490,23 @@ def demo(
     out: Annotated[Path, typer.Option(help="Demo directory: its data/ is recorded afresh on every run.")] = Path("shadow-demo"),
 ):
     """The whole job on the bundled sample month: record it, simulate the example policy, report."""
+    from rich.markup import escape
+
     from addons.importer import ImportFailed, count_flows, import_files
     from reports.demo import DemoDirError, headline_figures, prepare_demo_dir
 
     flows = sorted(SAMPLE_TRAFFIC.glob("*.flows"))
     if not flows:
-        raise fail(f"no sample traffic (*.flows) in {SAMPLE_TRAFFIC}")
+        raise _fail_plain(f"no sample traffic (*.flows) in {SAMPLE_TRAFFIC}")
     if not EXAMPLE_POLICY.is_file():
-        raise fail(f"the example policy is missing: {EXAMPLE_POLICY}")
+        raise _fail_plain(f"the example policy is missing: {EXAMPLE_POLICY}")
     try:
         total = sum(count_flows(f) for f in flows)
         data = prepare_demo_dir(out)
     except (ImportFailed, DemoDirError) as e:
-        raise fail(str(e)) from e
+        raise _fail_plain(str(e)) from e
     except OSError as e:
-        raise fail(f"cannot prepare {out}: {e}") from e
+        raise _fail_plain(f"cannot prepare {out}: {e}") from e
     open_store(data, create=True)
     with Progress(TextColumn("recording the sample traffic"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=err_console, transient=True) as progress:
@@ -512,16 +514,16 @@ def demo(
         recorder = import_files(flows, data, keep_content=True, on_flow=lambda: progress.advance(task))
     names = ", ".join(str(f.relative_to(SAMPLE_TRAFFIC.parent)) for f in flows)
     console.print(f"Recorded {recorder.recorded:,} LLM calls from {names} through the recorder into {data}.",
-                  highlight=False, soft_wrap=True)
+                  highlight=False, soft_wrap=True, markup=False)
     simulation = simulate_for_report(EXAMPLE_POLICY, data, None, None)
     console.print(f"Simulated {EXAMPLE_POLICY.relative_to(EXAMPLE_POLICY.parents[1])} over them "
-                  f"(run {simulation.run_id}).", highlight=False, soft_wrap=True)
+                  f"(run {simulation.run_id}).", highlight=False, soft_wrap=True, markup=False)
     figures = gather_report(data, None, None, simulation)
     path = write_report(figures, out / "report.html", "html")
-    console.print(f"\nReport: [bold]{path.resolve()}[/]", highlight=False, soft_wrap=True)
+    console.print(f"\nReport: [bold]{escape(str(path.resolve()))}[/]", highlight=False, soft_wrap=True)
     for label, value in headline_figures(figures):
-        console.print(f"  {label + ':':<17} {value}", highlight=False, soft_wrap=True)
-    console.print(f"\nExplore further: llm-shadow stats --data {data}", highlight=False, soft_wrap=True)
+        console.print(f"  {label + ':':<17} {value}", highlight=False, soft_wrap=True, markup=False)
+    console.print(f"\nExplore further: llm-shadow stats --data {data}", highlight=False, soft_wrap=True, markup=False)
 
 
 # --- end of report and demo commands -------------------------------------------------------------
