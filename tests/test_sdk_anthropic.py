@@ -89,9 +89,11 @@ def sonnet_rates() -> dict[str, float]:
     return sonnet
 
 
-def test_messages_json_with_cache_reads_and_writes(shadow, client, feature):
+@pytest.mark.parametrize("gzip", [False, True], ids=["plain", "gzip"])
+def test_messages_json_with_cache_reads_and_writes(shadow, client, feature, gzip):
+    compressed = {"x-fake-gzip": "1"} if gzip else {}  # the API gzips JSON answers
     message = client.messages.create(model=MODEL, max_tokens=512, system=SYSTEM, messages=MESSAGES,
-                                     extra_headers=fake_usage(CACHED_USAGE))
+                                     extra_headers={**fake_usage(CACHED_USAGE), **compressed})
     row = shadow.row(feature)
     usage = message.usage
     assert_call(row, model=message.model, stream=False)

@@ -38,7 +38,7 @@ def feature(request) -> str:
 
 
 def client_for(shadow, feature: str, usage: dict | None = None, status: int | None = None,
-               cut: int | None = None) -> genai.Client:
+               cut: int | None = None, gzip: bool = False) -> genai.Client:
     """A client whose calls carry this test's feature and steer the fake provider."""
     headers = {"x-shadow-feature": feature}
     if usage is not None:
@@ -47,6 +47,8 @@ def client_for(shadow, feature: str, usage: dict | None = None, status: int | No
         headers["x-fake-status"] = str(status)
     if cut is not None:
         headers["x-fake-cut"] = str(cut)
+    if gzip:
+        headers["x-fake-gzip"] = "1"
     return genai.Client(api_key=API_KEY, http_options=types.HttpOptions(base_url=shadow.url, headers=headers))
 
 
@@ -81,8 +83,9 @@ def flash_rates() -> dict[str, float]:
     return flash
 
 
-def test_generate_content_with_thoughts_cache_and_tool_use(shadow, feature):
-    client = client_for(shadow, feature, usage={
+@pytest.mark.parametrize("gzip", [False, True], ids=["plain", "gzip"])
+def test_generate_content_with_thoughts_cache_and_tool_use(shadow, feature, gzip):
+    client = client_for(shadow, feature, gzip=gzip, usage={
         "promptTokenCount": 5000, "cachedContentTokenCount": 4096, "toolUsePromptTokenCount": 300,
         "candidatesTokenCount": 120, "thoughtsTokenCount": 800})
     response = client.models.generate_content(model="gemini-2.5-flash", contents=QUESTION, config=THINKING)

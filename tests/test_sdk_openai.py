@@ -212,6 +212,26 @@ def test_responses_stream_with_reasoning(shadow, client, feature):
     assert shadow.content(row["id"])["response_text"] == text == final.output_text
 
 
+def test_responses_stream_cut_before_its_usage_is_estimated(shadow, client, feature):
+    deltas = []
+    with pytest.raises(openai.APIConnectionError):  # the upstream cut the stream
+        # created, in_progress, output_item.added, content_part.added, 2 deltas, then the cut
+        for event in client.responses.create(model="o4-mini", input="What is the capital of France?",
+                                             instructions="Be terse.", stream=True,
+                                             extra_headers={"x-fake-cut": "6"}):
+            if event.type == "response.output_text.delta":
+                deltas.append(event.delta)
+    row = shadow.row(feature)
+    assert (row["status"], row["outcome"], row["stream"]) == (200, "upstream_cut", True)
+    # The usage comes only with response.completed, which never came: both sides are counted.
+    passed = "".join(deltas)
+    assert passed == "Hello! This"
+    estimated_input = count_tokens("Be terse.", "o4-mini") + count_tokens("user: What is the capital of France?", "o4-mini")
+    estimated_output = count_tokens(passed, "o4-mini")
+    assert_tokens(row, input=estimated_input, output=estimated_output, source="estimated")
+    assert row["cost_usd"] == pytest.approx((estimated_input * 1.10 + estimated_output * 4.40) / 1e6)
+
+
 # --- embeddings, legacy completions ----------------------------------------------------------
 
 
