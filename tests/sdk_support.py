@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from analysis.pricing import PriceTable
 from analysis.store import Store, query_frame
 from tests.conftest import RunningProxy, llm_shadow_proxy_command, wait_for
@@ -83,3 +85,10 @@ def assert_tokens(row: dict, *, input: int, output: int, cached: int = 0, cache_
     assert recorded == {"input_tokens": input, "output_tokens": output, "cached_input_tokens": cached,
                         "cache_write_tokens": cache_write, "cache_write_1h_tokens": cache_write_1h,
                         "reasoning_tokens": reasoning, "usage_source": source}
+
+
+def assert_cost(row: dict, usd: float) -> None:
+    """The row was priced from the table, at `usd` (worked by hand in the test)."""
+    assert row["cost_usd"] == pytest.approx(usd)
+    assert row["cost_source"] == "computed"
+    assert row["price_version"] == PRICES.version

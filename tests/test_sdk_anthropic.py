@@ -18,7 +18,15 @@ import anthropic
 import pytest
 
 from analysis.tokens import count_tokens
-from tests.sdk_support import API_KEY, PRICES, assert_tokens, feature_name, rates, recording_proxy
+from tests.sdk_support import (
+    API_KEY,
+    PRICES,
+    assert_cost,
+    assert_tokens,
+    feature_name,
+    rates,
+    recording_proxy,
+)
 
 PROVIDER = "anthropic_compatible"
 MODEL = "claude-sonnet-4-6"
@@ -104,8 +112,7 @@ def test_messages_json_with_cache_reads_and_writes(shadow, client, feature, gzip
     sonnet_rates()
     # 120 x 3.00 + 4000 x 0.30 + 1000 x 3.75 + 500 x 6.00 + 300 x 15.00
     # = 360 + 1200 + 3750 + 3000 + 4500 = 12810 dollars per million tokens
-    assert row["cost_usd"] == pytest.approx(12810e-6)
-    assert row["cost_source"] == "computed"
+    assert_cost(row, 12810e-6)
     content = shadow.content(row["id"])
     assert content["response_text"] == message.content[0].text
     assert content["system_prompt"] == "You answer geography questions."
@@ -121,7 +128,7 @@ def test_messages_stream_helper(shadow, client, feature):
     assert_tokens(row, **our_tokens(message.usage))
     assert row["input_tokens"] == 5620
     sonnet_rates()
-    assert row["cost_usd"] == pytest.approx(12810e-6)
+    assert_cost(row, 12810e-6)
     assert shadow.content(row["id"])["response_text"] == text
 
 
@@ -145,7 +152,7 @@ def test_raw_stream_with_revised_input_and_thinking_tokens(shadow, client, featu
     sonnet_rates()
     # 180 x 3.00 + 2048 x 0.30 + 350 x 15.00 (thinking is billed as output)
     # = 540 + 614.4 + 5250 = 6404.4
-    assert row["cost_usd"] == pytest.approx(6404.4e-6)
+    assert_cost(row, 6404.4e-6)
 
 
 @pytest.mark.parametrize(("status", "error", "outcome"), [
@@ -206,8 +213,7 @@ def test_message_batch_results(shadow, client, feature):
             haiku["output"]) == (0.50, 0.05, 0.625, 1.00, 2.50)
     # 200 x 0.50 + 4000 x 0.05 + 600 x 0.625 + 1000 x 1.00 + 300 x 2.50
     # = 100 + 200 + 375 + 1000 + 750 = 2425
-    assert results_row["cost_usd"] == pytest.approx(2425e-6)
-    assert results_row["cost_source"] == "computed"
+    assert_cost(results_row, 2425e-6)
 
 
 def test_a_stream_cut_by_the_upstream_keeps_the_reported_input(shadow, client, feature):
@@ -226,7 +232,7 @@ def test_a_stream_cut_by_the_upstream_keeps_the_reported_input(shadow, client, f
     output = max(1, count_tokens(passed, MODEL))  # message_start said 1 output token so far
     assert_tokens(row, input=5620, cached=4000, cache_write=1500, cache_write_1h=500, output=output,
                   source="estimated")
-    assert row["cost_usd"] == pytest.approx((120 * 3.00 + 4000 * 0.30 + 1000 * 3.75 + 500 * 6.00 + output * 15.00) / 1e6)
+    assert_cost(row, (120 * 3.00 + 4000 * 0.30 + 1000 * 3.75 + 500 * 6.00 + output * 15.00) / 1e6)
 
 
 def test_a_client_that_stops_reading_is_recorded_with_the_reported_input(shadow, client, feature):
@@ -245,7 +251,7 @@ def test_a_client_that_stops_reading_is_recorded_with_the_reported_input(shadow,
                   cached=usage.cache_read_input_tokens, cache_write=usage.cache_creation_input_tokens,
                   cache_write_1h=usage.cache_creation.ephemeral_1h_input_tokens, output=usage.output_tokens,
                   source="estimated")
-    assert row["cost_usd"] == pytest.approx((120 * 3.00 + 4000 * 0.30 + 1000 * 3.75 + 500 * 6.00 + 1 * 15.00) / 1e6)
+    assert_cost(row, (120 * 3.00 + 4000 * 0.30 + 1000 * 3.75 + 500 * 6.00 + 1 * 15.00) / 1e6)
 
 
 def test_no_api_key_is_stored(shadow):

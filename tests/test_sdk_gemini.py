@@ -19,7 +19,15 @@ from google import genai
 from google.genai import errors, types
 
 from analysis.tokens import count_tokens
-from tests.sdk_support import API_KEY, PRICES, assert_tokens, feature_name, rates, recording_proxy
+from tests.sdk_support import (
+    API_KEY,
+    PRICES,
+    assert_cost,
+    assert_tokens,
+    feature_name,
+    rates,
+    recording_proxy,
+)
 
 PROVIDER = "gemini_compatible"
 QUESTION = "What is the capital of France?"
@@ -98,8 +106,7 @@ def test_generate_content_with_thoughts_cache_and_tool_use(shadow, feature, gzip
     assert (row["input_tokens"], row["cached_input_tokens"], row["output_tokens"], row["reasoning_tokens"]) == (5300, 4096, 920, 800)
     flash_rates()
     # (5300 - 4096) x 0.30 + 4096 x 0.03 + 920 x 2.50 = 361.2 + 122.88 + 2300 = 2784.08
-    assert row["cost_usd"] == pytest.approx(2784.08e-6)
-    assert row["cost_source"] == "computed"
+    assert_cost(row, 2784.08e-6)
     assert shadow.content(row["id"])["response_text"] == response.text
 
 
@@ -115,7 +122,7 @@ def test_generate_content_stream_with_thoughts(shadow, feature):
     assert (row["input_tokens"], row["output_tokens"], row["reasoning_tokens"]) == (800, 270, 256)
     flash_rates()
     # 800 x 0.30 + (14 + 256) x 2.50 = 240 + 675 = 915
-    assert row["cost_usd"] == pytest.approx(915e-6)
+    assert_cost(row, 915e-6)
     assert shadow.content(row["id"])["response_text"] == text
 
 
@@ -132,7 +139,7 @@ def test_a_long_prompt_pays_the_above_200k_prices(shadow, feature):
     assert (short["input"], short["cached_input"], short["output"]) == (1.25, 0.125, 10.00)
     assert (long["input"], long["cached_input"], long["output"]) == (2.50, 0.25, 15.00)
     # 150,000 x 2.50 + 100,000 x 0.25 + 3,000 x 15 = 375,000 + 25,000 + 45,000 = 445,000
-    assert row["cost_usd"] == pytest.approx(0.445)
+    assert_cost(row, 0.445)
 
 
 def test_embeddings_are_estimated(shadow, feature):
@@ -148,8 +155,7 @@ def test_embeddings_are_estimated(shadow, feature):
     estimated = count_tokens("user: the first text to embed\nuser: and the second one", "gemini-embedding-001")
     assert_tokens(row, input=estimated, output=0, source="estimated")
     assert rates("gemini-embedding-001", PROVIDER)["input"] == 0.15
-    assert row["cost_usd"] == pytest.approx(estimated * 0.15 / 1e6)
-    assert row["cost_source"] == "computed"
+    assert_cost(row, estimated * 0.15 / 1e6)
 
 
 @pytest.mark.parametrize(("status", "error", "outcome"), [
@@ -190,7 +196,7 @@ def test_a_stream_cut_by_the_upstream_keeps_the_reported_input(shadow, feature):
     assert passed == "Hello! This is the"
     output = max(4, count_tokens(passed, "gemini-2.5-flash"))
     assert_tokens(row, input=640, output=output, source="estimated")
-    assert row["cost_usd"] == pytest.approx((640 * 0.30 + output * 2.50) / 1e6)
+    assert_cost(row, (640 * 0.30 + output * 2.50) / 1e6)
 
 
 def test_no_api_key_is_stored(shadow):

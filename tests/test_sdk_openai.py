@@ -21,7 +21,15 @@ from typer.testing import CliRunner
 
 from analysis.tokens import count_tokens
 from cli import app
-from tests.sdk_support import API_KEY, PRICES, assert_tokens, feature_name, rates, recording_proxy
+from tests.sdk_support import (
+    API_KEY,
+    PRICES,
+    assert_cost,
+    assert_tokens,
+    feature_name,
+    rates,
+    recording_proxy,
+)
 
 MESSAGES = [{"role": "system", "content": "You are terse."},
             {"role": "user", "content": "What is the capital of France?"}]
@@ -89,8 +97,7 @@ def test_chat_json_with_cached_and_reasoning_tokens(shadow, client, feature):
     assert (o4_mini["input"], o4_mini["cached_input"], o4_mini["output"], o4_mini["reasoning_output"]) == (1.10, 0.275, 4.40, 4.40)
     # (2500 - 2048) x 1.10 + 2048 x 0.275 + (400 - 320) x 4.40 + 320 x 4.40
     # = 497.2 + 563.2 + 352 + 1408 = 2820.4 dollars per million tokens
-    assert row["cost_usd"] == pytest.approx(2820.4e-6)
-    assert row["cost_source"] == "computed"
+    assert_cost(row, 2820.4e-6)
 
 
 def test_chat_stream_with_usage(shadow, client, feature):
@@ -111,8 +118,7 @@ def test_chat_stream_with_usage(shadow, client, feature):
     mini = rates("gpt-4o-mini-2024-07-18", PROVIDER)
     assert (mini["input"], mini["cached_input"], mini["output"]) == (0.15, 0.075, 0.60)
     # (1200 - 1024) x 0.15 + 1024 x 0.075 + output x 0.60
-    assert row["cost_usd"] == pytest.approx((176 * 0.15 + 1024 * 0.075 + usage.completion_tokens * 0.60) / 1e6)
-    assert row["cost_source"] == "computed"
+    assert_cost(row, (176 * 0.15 + 1024 * 0.075 + usage.completion_tokens * 0.60) / 1e6)
     assert shadow.content(row["id"])["response_text"] == text
 
 
@@ -128,8 +134,7 @@ def test_chat_stream_without_usage_is_estimated(shadow, client, feature):
         "user: What is the capital of France?", "gpt-4o-mini")
     estimated_output = count_tokens(text, "gpt-4o-mini")
     assert_tokens(row, input=estimated_input, output=estimated_output, source="estimated")
-    assert row["cost_usd"] == pytest.approx((estimated_input * 0.15 + estimated_output * 0.60) / 1e6)
-    assert row["cost_source"] == "computed"
+    assert_cost(row, (estimated_input * 0.15 + estimated_output * 0.60) / 1e6)
 
 
 @pytest.mark.parametrize(("tier", "published"), [
@@ -151,7 +156,7 @@ def test_chat_service_tier_prices(shadow, client, feature, tier, published):
     assert (table["input"], table["cached_input"], table["output"]) == published
     input_rate, cached_rate, output_rate = published
     # (1000 - 600) x input + 600 x cached + 200 x output
-    assert row["cost_usd"] == pytest.approx((400 * input_rate + 600 * cached_rate + 200 * output_rate) / 1e6)
+    assert_cost(row, (400 * input_rate + 600 * cached_rate + 200 * output_rate) / 1e6)
 
 
 def test_chat_rate_limited(shadow, client, feature):
@@ -187,8 +192,7 @@ def test_responses_json_with_reasoning(shadow, client, feature):
                   reasoning=usage.output_tokens_details.reasoning_tokens)
     assert rates("o4-mini", PROVIDER)["cached_input"] == 0.275
     # (3000 - 1536) x 1.10 + 1536 x 0.275 + 700 x 4.40 = 1610.4 + 422.4 + 3080 = 5112.8
-    assert row["cost_usd"] == pytest.approx(5112.8e-6)
-    assert row["cost_source"] == "computed"
+    assert_cost(row, 5112.8e-6)
     assert shadow.content(row["id"])["response_text"] == response.output_text
 
 
@@ -208,7 +212,7 @@ def test_responses_stream_with_reasoning(shadow, client, feature):
                   reasoning=usage.output_tokens_details.reasoning_tokens)
     assert (row["input_tokens"], row["output_tokens"], row["reasoning_tokens"]) == (900, 600, 448)
     # 900 x 1.10 + 600 x 4.40 = 990 + 2640 = 3630
-    assert row["cost_usd"] == pytest.approx(3630e-6)
+    assert_cost(row, 3630e-6)
     assert shadow.content(row["id"])["response_text"] == text == final.output_text
 
 
@@ -229,7 +233,7 @@ def test_responses_stream_cut_before_its_usage_is_estimated(shadow, client, feat
     estimated_input = count_tokens("Be terse.", "o4-mini") + count_tokens("user: What is the capital of France?", "o4-mini")
     estimated_output = count_tokens(passed, "o4-mini")
     assert_tokens(row, input=estimated_input, output=estimated_output, source="estimated")
-    assert row["cost_usd"] == pytest.approx((estimated_input * 1.10 + estimated_output * 4.40) / 1e6)
+    assert_cost(row, (estimated_input * 1.10 + estimated_output * 4.40) / 1e6)
 
 
 # --- embeddings, legacy completions ----------------------------------------------------------
@@ -245,8 +249,7 @@ def test_embeddings(shadow, client, feature):
     # Embeddings have input only.
     assert_tokens(row, input=response.usage.prompt_tokens, output=0)
     assert rates("text-embedding-3-small", PROVIDER)["input"] == 0.02
-    assert row["cost_usd"] == pytest.approx(response.usage.prompt_tokens * 0.02 / 1e6)
-    assert row["cost_source"] == "computed"
+    assert_cost(row, response.usage.prompt_tokens * 0.02 / 1e6)
 
 
 def test_legacy_completions_json(shadow, client, feature):
@@ -259,7 +262,7 @@ def test_legacy_completions_json(shadow, client, feature):
     instruct = rates("gpt-3.5-turbo-instruct", PROVIDER)
     assert (instruct["input"], instruct["output"]) == (1.50, 2.00)
     # 6 x 1.50 + 14 x 2.00 = 9 + 28 = 37
-    assert row["cost_usd"] == pytest.approx(37e-6)
+    assert_cost(row, 37e-6)
     assert shadow.content(row["id"])["response_text"] == response.choices[0].text
 
 
@@ -271,7 +274,7 @@ def test_legacy_completions_stream(shadow, client, feature):
     assert_call(row, endpoint="completions", path="/v1/completions", model_requested="gpt-3.5-turbo-instruct",
                 model=chunks[0].model, stream=True)
     assert_tokens(row, input=usage.prompt_tokens, output=usage.completion_tokens)
-    assert row["cost_usd"] == pytest.approx((usage.prompt_tokens * 1.50 + usage.completion_tokens * 2.00) / 1e6)
+    assert_cost(row, (usage.prompt_tokens * 1.50 + usage.completion_tokens * 2.00) / 1e6)
     text = "".join(c.choices[0].text for c in chunks if c.choices)
     assert shadow.content(row["id"])["response_text"] == text
 
@@ -302,8 +305,7 @@ def test_batch_create_and_retrieve(shadow, client, feature):
     # cache reads pay the standard cache-read price (docs/pricing.md).
     assert (batch["input"], batch["cached_input"], batch["output"]) == (0.075, 0.075, 0.30)
     # 6000 x 0.075 + 4000 x 0.075 + 2000 x 0.30 = 450 + 300 + 600 = 1350
-    assert retrieve_row["cost_usd"] == pytest.approx(1350e-6)
-    assert retrieve_row["cost_source"] == "computed"
+    assert_cost(retrieve_row, 1350e-6)
 
 
 # --- Azure, OpenRouter, DeepSeek shapes ------------------------------------------------------
@@ -339,8 +341,7 @@ def test_azure_deployment_chat(shadow, azure, feature, stream):
     assert_tokens(row, input=usage.prompt_tokens, output=usage.completion_tokens,
                   cached=usage.prompt_tokens_details.cached_tokens)
     # (3000 - 2560) x 0.15 + 2560 x 0.075 + output x 0.60
-    assert row["cost_usd"] == pytest.approx((440 * 0.15 + 2560 * 0.075 + usage.completion_tokens * 0.60) / 1e6)
-    assert row["cost_source"] == "computed"
+    assert_cost(row, (440 * 0.15 + 2560 * 0.075 + usage.completion_tokens * 0.60) / 1e6)
 
 
 OPENROUTER_USAGE = {  # as OpenRouter reported it for openai/gpt-5-mini (pydantic-ai cassette)
@@ -402,8 +403,7 @@ def test_deepseek_cache_hits(shadow, feature):
     deepseek = rates("deepseek-chat", PROVIDER)
     assert (deepseek["input"], deepseek["cached_input"], deepseek["output"]) == (0.28, 0.028, 0.42)
     # 220 x 0.28 + 1280 x 0.028 + 100 x 0.42 = 61.6 + 35.84 + 42 = 139.44
-    assert row["cost_usd"] == pytest.approx(139.44e-6)
-    assert row["cost_source"] == "computed"
+    assert_cost(row, 139.44e-6)
 
 
 # --- what `llm-shadow sql` shows ---------------------------------------------------------------
