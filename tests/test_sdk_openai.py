@@ -308,6 +308,16 @@ def test_batch_create_and_retrieve(shadow, client, feature):
     assert_cost(retrieve_row, 1350e-6)
 
 
+@pytest.mark.xfail(strict=True, reason="known gap: every retrieve of a finished batch records the batch's "
+                   "usage again, so sums over requests count a batch once per poll (needs de-duplication "
+                   "by batch id across calls, which a per-call parser cannot do)")
+def test_polling_a_finished_batch_twice_counts_its_usage_once(shadow, client, feature):
+    for _ in range(2):
+        client.batches.retrieve("batch_fake", extra_headers=fake_usage(input_tokens=1000, output_tokens=100))
+    rows = shadow.row(feature, n=2)
+    assert sum(r["input_tokens"] or 0 for r in rows) == 1000
+
+
 # --- Azure, OpenRouter, DeepSeek shapes ------------------------------------------------------
 
 
