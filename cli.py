@@ -21,7 +21,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
+# Piped output gets a wide console rather than rich's 80 columns, so tables are not cut short.
+console = Console() if Console().is_terminal else Console(width=200)
 err_console = Console(stderr=True)
 
 DataDir = Annotated[
@@ -30,6 +31,12 @@ DataDir = Annotated[
                  show_default=True),
 ]
 Format = Annotated[str, typer.Option("--format", help="Output format: table, json or csv.")]
+ConfdirOption = Annotated[
+    Path,
+    typer.Option("--confdir", envvar="LLM_SHADOW_CONFDIR",
+                 help="mitmproxy configuration directory holding the interception CA (env LLM_SHADOW_CONFDIR)."),
+]
+DEFAULT_CONFDIR = Path("~/.mitmproxy")
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -81,16 +88,25 @@ def parse_age(value: str) -> timedelta:
 def mitmdump_args(
     upstream: list[str], port: int, listen_host: str, forward: bool, data: Path,
     content: bool, flush_interval: float, verbose: bool,
+    transparent: bool = False, local: str | None = None,
+    intercept_hosts: list[str] | None = None, intercept_all: bool = False, confdir: Path | None = None,
 ) -> list[str]:
     """The mitmdump command line `llm-shadow proxy` runs (in-process, recorder built in)."""
     args = ["--listen-host", listen_host]
+    chosen = [name for name, on in (("--upstream", bool(upstream)), ("--forward", forward),
+                                    ("--transparent", transparent), ("--local", local is not None)) if on]
+    if len(chosen) > 1:
+        raise fail(f"{' and '.join(chosen)} are different ways to capture; pick one")
     if forward:
-        if upstream:
-            raise fail("--forward and --upstream exclude each other")
         args += ["--mode", f"regular@{port}"]
+    elif transparent:
+        args += ["--mode", f"transparent@{port}"]
+    elif local is not None:
+        args += ["--mode", f"local:{local}" if local else "local"]
     else:
         if not upstream:
-            raise fail("say where to forward: --upstream https://api.openai.com (reverse mode) or --forward")
+            raise fail("say how clients reach the proxy: --upstream https://api.openai.com (reverse mode), "
+                       "--forward (HTTPS_PROXY), --transparent (a redirect rule) or --local NAME")
         for i, spec in enumerate(upstream):
             url, _, upstream_port = spec.partition("@")
             if not re.fullmatch(r"https?://[^/\s]+/?", url):
@@ -98,6 +114,12 @@ def mitmdump_args(
             if upstream_port and not upstream_port.isdigit():
                 raise fail(f"--upstream {spec!r}: the port after @ must be a number")
             args += ["--mode", f"reverse:{url.rstrip('/')}@{upstream_port or port + i}"]
+    if confdir is not None:
+        args += ["--set", f"confdir={confdir}"]
+    for host in intercept_hosts or []:
+        args += ["--set", f"shadow_intercept_hosts={host}"]
+    if intercept_all:
+        args += ["--set", "shadow_intercept_all=true"]
     args += [
         "--set", f"shadow_data={data}",
         "--set", f"shadow_content={'true' if content else 'false'}",
@@ -111,22 +133,45 @@ def mitmdump_args(
 @app.command()
 def proxy(
     upstream: Annotated[list[str], typer.Option("--upstream", help="Reverse mode: the provider URL to forward to, optionally @PORT to listen on (repeatable: one port per upstream).")] = [],  # noqa: B006
-    forward: Annotated[bool, typer.Option("--forward", help="Forward mode: clients set HTTPS_PROXY and trust the mitmproxy CA.")] = False,
+    forward: Annotated[bool, typer.Option("--forward", help="Forward mode: clients set HTTPS_PROXY and trust the llm-shadow CA.")] = False,
+    transparent: Annotated[bool, typer.Option("--transparent", help="Transparent mode: an iptables/nftables rule redirects clients' traffic here (docs/transparent.md).")] = False,
+    local: Annotated[str | None, typer.Option("--local", help="Local capture mode: capture these processes by name (mitmproxy spec: curl, python,node, !ssh). Linux 6.8+ with cgroup v2 and sudo.")] = None,
     port: Annotated[int, typer.Option(help="Port to listen on (the first upstream's, when it names none).")] = 8080,
-    listen_host: Annotated[str, typer.Option("--listen-host", help="Address to listen on.")] = "127.0.0.1",
+    listen_host: Annotated[str, typer.Option("--listen-host", help="Address to listen on (0.0.0.0 when a gateway redirects other machines' traffic here).")] = "127.0.0.1",
+    intercept_host: Annotated[list[str], typer.Option("--intercept-host", help="Also decrypt and record this host (an LLM gateway); *.domain for a whole domain. Repeatable.")] = [],  # noqa: B006
+    intercept_all: Annotated[bool, typer.Option("--intercept-all", help="Decrypt TLS to every host, not only LLM hosts.")] = False,
+    confdir: ConfdirOption = DEFAULT_CONFDIR,
     data: DataDir = Path(DEFAULT_DATA_DIR),
     content: Annotated[bool, typer.Option("--content/--no-content", help="Keep request messages and response text.")] = True,
     flush_interval: Annotated[float, typer.Option(help="Seconds between writes; a crash loses at most this much.")] = 1.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print one line per call.")] = False,
 ):
-    """Run the recording proxy in front of LLM providers (reverse or forward mode)."""
+    """Run the recording proxy in front of LLM providers (reverse, forward, transparent or local mode)."""
+    from addons.ca import ensure_ca
     from addons.proxy import run_proxy
+    from addons.tls_passthrough import parse_host_patterns
+    from analysis.doctor import local_capture_unavailable_reason
 
     if flush_interval <= 0:
         raise fail("--flush-interval must be positive")
+    try:
+        parse_host_patterns(intercept_host)
+    except ValueError as e:
+        raise fail(f"--intercept-host: {e}") from e
+    args = mitmdump_args(upstream, port, listen_host, forward, data, content, flush_interval, verbose,
+                         transparent, local, intercept_host, intercept_all, confdir.expanduser())
+    if local is not None and (reason := local_capture_unavailable_reason()):
+        raise fail(f"--local cannot work here: {reason}. Use --transparent with a redirect rule instead "
+                   "(docs/transparent.md).")
     open_store(data, create=True)
-    args = mitmdump_args(upstream, port, listen_host, forward, data, content, flush_interval, verbose)
-    run_proxy(args)
+    if not upstream:  # modes that decrypt: the CA must exist, with its key kept private
+        try:
+            ensure_ca(confdir.expanduser())
+        except OSError as e:
+            raise fail(f"cannot create the CA in {confdir}: {e.strerror}") from e
+    failure = run_proxy(args)
+    if failure:
+        raise fail(failure)
 
 
 # --- import --------------------------------------------------------------------------------------
@@ -371,6 +416,97 @@ def reprice(data: DataDir = Path(DEFAULT_DATA_DIR)):
 
 
 # --- end of prices commands ----------------------------------------------------------------------
+
+
+# --- transparent capture commands: ca, doctor --------------------------------------------------
+
+
+@app.command()
+def ca(
+    confdir: ConfdirOption = DEFAULT_CONFDIR,
+    bundle: Annotated[
+        Path | None,
+        typer.Option(help="Also write a CA bundle (system CAs + this CA) here, for SSL_CERT_FILE."),
+    ] = None,
+):
+    """Show where the interception CA is and how to make clients trust it (creates it if missing)."""
+    from rich.table import Table
+
+    from addons.ca import ensure_ca
+    from analysis.ca_files import (
+        fingerprint_sha256,
+        load_cert,
+        system_bundle,
+        trust_instructions,
+        write_bundle,
+    )
+
+    try:
+        files, tightened = ensure_ca(confdir.expanduser())
+        if bundle is not None:
+            write_bundle(bundle.expanduser(), files.cert, system_bundle())
+    except OSError as e:
+        raise fail(f"{e.strerror}: {e.filename}") from e
+    cert = load_cert(files.cert)
+    console.print(f"CA certificate (give this to clients): [bold]{files.cert}[/]", highlight=False)
+    console.print(f"  subject {cert.subject.rfc4514_string()}, valid until {cert.not_valid_after_utc:%Y-%m-%d}",
+                  highlight=False)
+    console.print(f"  SHA-256 {fingerprint_sha256(cert)}", highlight=False)
+    if bundle is not None:
+        console.print(f"CA bundle (system CAs + this CA): [bold]{bundle.expanduser()}[/]", highlight=False)
+    shown_bundle = bundle.expanduser() if bundle is not None else Path("<bundle.pem>")
+    table = Table(title="Trust it", header_style="bold")
+    table.add_column("client")
+    table.add_column("command", overflow="fold")
+    for where, command in trust_instructions(files.cert, shown_bundle):
+        table.add_row(where, command)
+    console.print(table)
+    if bundle is None:
+        console.print("SSL_CERT_FILE, REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE replace a client's CA store: point "
+                      "them at a bundle of the system CAs plus this CA, which "
+                      "[bold]llm-shadow ca --bundle <bundle.pem>[/] writes.", highlight=False)
+    for path in tightened:
+        console.print(f"[yellow]Tightened {path} to mode 0600.[/]", highlight=False)
+    keys = ", ".join(str(p) for p in files.key_files)
+    console.print(
+        f"[bold red]Private key:[/] {keys}\n"
+        "  Anyone holding it can impersonate any HTTPS site to every client that trusts this CA. "
+        "Keep it readable by you only (llm-shadow creates it 0600), never commit it, never copy it into "
+        "an image or a ConfigMap: clients need only the certificate.", highlight=False,
+    )
+
+
+@app.command()
+def doctor(
+    confdir: ConfdirOption = DEFAULT_CONFDIR,
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+    port: Annotated[int, typer.Option(help="The port the proxy listens on.")] = 8080,
+    proxy_user: Annotated[str | None, typer.Option(help="The user the proxy runs as, if not you (for the redirect-loop check).")] = None,
+):
+    """Check what breaks capture (CA trust and key, redirect loop, port, data dir, tiktoken files)."""
+    from rich.table import Table
+
+    from analysis.ca_files import CaFiles
+    from analysis.doctor import UnknownUserError, proxy_connection_for, run_checks
+
+    try:
+        conn = proxy_connection_for(proxy_user)
+    except UnknownUserError as e:
+        raise fail(f"--proxy-user: {e}") from e
+    results = run_checks(CaFiles(confdir.expanduser()), data, port, conn=conn)
+    styles = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
+    table = Table(header_style="bold")
+    for column in ("check", "status", "finding", "fix"):
+        table.add_column(column, overflow="fold")
+    for result in results:
+        table.add_row(result.name, f"[{styles[result.status]}]{result.status}[/]", result.message, result.fix)
+    console.print(table)
+    failed = [r.name for r in results if r.status == "fail"]
+    if failed:
+        raise fail(f"{len(failed)} check(s) failed: {', '.join(failed)}")
+
+
+# --- end of transparent capture commands ---------------------------------------------------------
 
 
 def main() -> None:  # pragma: no cover

@@ -39,6 +39,10 @@ log = logging.getLogger("llm_shadow")
 SECRET_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization")
 DROPPED_HEADERS = SECRET_HEADERS + ("cookie", "set-cookie")
 SECRET_QUERY_PARAMS = ("key", "api-key", "api_key")
+RECORDER_OPTIONS = {
+    "shadow_data", "shadow_content", "shadow_flush_ms", "shadow_team_header", "shadow_feature_header",
+    "shadow_user_header", "shadow_spool_limit", "shadow_max_body",
+}
 
 
 class _Tap:
@@ -91,7 +95,7 @@ class Recorder:
     def configure(self, updated):
         # The first configure comes before the command line's options are applied: the store is
         # opened once the proxy runs (`running`), and again when an option changes after that.
-        if self.sink is not None and any(name.startswith("shadow_") for name in updated):
+        if self.sink is not None and updated & RECORDER_OPTIONS:
             self.start()
 
     def running(self):
@@ -152,7 +156,12 @@ class Recorder:
             flow.response.stream = tap
 
     def response(self, flow: http.HTTPFlow) -> None:
-        self._finish(flow, "ok")
+        # A flow read from a file may carry both a response and an error (a stream the client
+        # left): mitmproxy then calls response and error; the error says how it ended.
+        if flow.error:
+            self.error(flow)
+        else:
+            self._finish(flow, "ok")
 
     def error(self, flow: http.HTTPFlow) -> None:
         started = flow.response is not None

@@ -77,7 +77,9 @@ def account(
     except ParseFailure as e:
         parsed, failure = Parsed(), e
     if exchange.outcome == "ok" and not parsed.complete and exchange.is_event_stream:
-        exchange.outcome = "upstream_cut"
+        # A stream that stopped short: with an error event of the provider's own (Anthropic's
+        # overloaded_error) it is a server error; without one, a cut.
+        exchange.outcome = "server_error" if parsed.error else "upstream_cut"
 
     usage = parsed.usage
     cost = prices.cost(

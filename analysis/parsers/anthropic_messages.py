@@ -64,12 +64,8 @@ def parse_request(request: dict) -> Parsed:
 
 
 def _read_json(exchange: Exchange, parsed: Parsed) -> str:
-    body = common.response_json(exchange)
-    if common.is_error_status(exchange):
-        parsed.error = common.error_from_body(exchange, body)
-    if not isinstance(body, dict):
-        if exchange.response_body and parsed.error is None and common.is_success_status(exchange):
-            parsed.error = "unreadable response body"
+    body = common.response_object(exchange, parsed)
+    if body is None:
         return ""
     if parsed.error is None and body.get("type") == "error":
         parsed.error = common.error_message(body)

@@ -251,3 +251,16 @@ def contains_image(value: object) -> bool:
             if isinstance(mime, str) and mime.startswith("image/"):
                 return True
     return any(contains_image(v) for v in value.values() if isinstance(v, list | dict))
+
+
+def response_object(exchange: Exchange, parsed: Parsed) -> dict | None:
+    """The JSON response body when it is an object, else None; on the way, sets parsed.error
+    from an error status's body, or to "unreadable response body" for a 2xx that is not JSON."""
+    body = response_json(exchange)
+    if is_error_status(exchange):
+        parsed.error = error_from_body(exchange, body)
+    if not isinstance(body, dict):
+        if exchange.response_body and parsed.error is None and is_success_status(exchange):
+            parsed.error = "unreadable response body"
+        return None
+    return body

@@ -83,12 +83,8 @@ def _message_text(message: dict) -> str:
 
 def _read_json(exchange: Exchange, parsed: Parsed) -> str:
     """Fill the response-side facts from a JSON body; returns the reasoning text."""
-    body = common.response_json(exchange)
-    if common.is_error_status(exchange):
-        parsed.error = common.error_from_body(exchange, body)
-    if not isinstance(body, dict):
-        if exchange.response_body and parsed.error is None and common.is_success_status(exchange):
-            parsed.error = "unreadable response body"
+    body = common.response_object(exchange, parsed)
+    if body is None:
         return ""
     if parsed.error is None and body.get("error"):  # OpenRouter: errors inside a 200 body
         parsed.error = common.error_message(body)

@@ -92,12 +92,8 @@ def _input_item(item: object) -> tuple[str, str]:
 
 
 def _read_json(exchange: Exchange, parsed: Parsed) -> str:
-    body = common.response_json(exchange)
-    if common.is_error_status(exchange):
-        parsed.error = common.error_from_body(exchange, body)
-    if not isinstance(body, dict):
-        if exchange.response_body and parsed.error is None and common.is_success_status(exchange):
-            parsed.error = "unreadable response body"
+    body = common.response_object(exchange, parsed)
+    if body is None:
         return ""
     return _read_response_object(body, parsed)
 
