@@ -9,6 +9,7 @@ from typing import Annotated
 import duckdb
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from analysis import stats as stats_queries
@@ -40,8 +41,11 @@ DEFAULT_CONFDIR = Path("~/.mitmproxy")
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print a one-line error on stderr; return the Exit to raise."""
-    err_console.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
+    """Print a one-line error on stderr; return the Exit to raise.
+
+    The message is printed as text, never read as rich markup (paths and policy keys such as
+    `[[routing]]` contain brackets)."""
+    err_console.print(f"[bold red]Error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -433,7 +437,7 @@ def gather_report(data: Path, since: datetime | None, until: datetime | None, si
         try:
             return gather(con, since, until, simulation)
         except EmptyReport as e:
-            raise _fail_plain(f"{e} in {data}") from e
+            raise fail(f"{e} in {data}") from e
 
 
 def simulate_for_report(policy: Path, data: Path, since: datetime | None, until: datetime | None):
@@ -454,7 +458,7 @@ def write_report(report: dict, out: Path, fmt: str) -> Path:
     try:
         out.write_text(text, encoding="utf-8")
     except OSError as e:
-        raise _fail_plain(f"cannot write {out}: {e.strerror or e}") from e
+        raise fail(f"cannot write {out}: {e.strerror or e}") from e
     return out
 
 
@@ -472,7 +476,7 @@ def report(
         raise fail(f"unknown format {fmt!r}; choose one of {', '.join(REPORT_FORMATS)}")
     since, until = parse_date(start, "--from"), parse_date(end, "--to")
     if policy is not None and not policy.is_file():
-        raise _fail_plain(f"--policy {policy}: no such file")
+        raise fail(f"--policy {policy}: no such file")
     open_store(data)
     simulation = simulate_for_report(policy, data, since, until) if policy is not None else None
     figures = gather_report(data, since, until, simulation)
@@ -497,16 +501,16 @@ def demo(
 
     flows = sorted(SAMPLE_TRAFFIC.glob("*.flows"))
     if not flows:
-        raise _fail_plain(f"no sample traffic (*.flows) in {SAMPLE_TRAFFIC}")
+        raise fail(f"no sample traffic (*.flows) in {SAMPLE_TRAFFIC}")
     if not EXAMPLE_POLICY.is_file():
-        raise _fail_plain(f"the example policy is missing: {EXAMPLE_POLICY}")
+        raise fail(f"the example policy is missing: {EXAMPLE_POLICY}")
     try:
         total = sum(count_flows(f) for f in flows)
         data = prepare_demo_dir(out)
     except (ImportFailed, DemoDirError) as e:
-        raise _fail_plain(str(e)) from e
+        raise fail(str(e)) from e
     except OSError as e:
-        raise _fail_plain(f"cannot prepare {out}: {e}") from e
+        raise fail(f"cannot prepare {out}: {e}") from e
     open_store(data, create=True)
     with Progress(TextColumn("recording the sample traffic"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=err_console, transient=True) as progress:
@@ -532,20 +536,13 @@ def demo(
 # --- simulate commands ---------------------------------------------------------------------------
 
 
-def _fail_plain(message: str) -> typer.Exit:
-    """`fail` for messages that contain brackets ([[routing]]), which rich would read as markup."""
-    from rich.markup import escape
-
-    return fail(escape(message))
-
-
 def _read_policy(path: Path):
     from analysis.simulate.policy import PolicyError, load_policy
 
     try:
         return load_policy(path)
     except PolicyError as e:
-        raise _fail_plain(str(e)) from e
+        raise fail(str(e)) from e
 
 
 def _simulate_one(policy_path: Path, data: Path, since: datetime | None, until: datetime | None, show_progress: bool):
@@ -573,7 +570,7 @@ def _simulate_one(policy_path: Path, data: Path, since: datetime | None, until: 
             return run_simulation(policy, requests, lambda: store.contents_frame(since, until), prices=prices,
                                   data_dir=data, parameters=parameters, progress=on_progress)
         except (PolicyError, EmbedderError) as e:
-            raise _fail_plain(str(e)) from e
+            raise fail(str(e)) from e
 
 
 @app.command()
@@ -644,7 +641,7 @@ def explain(
         engine = build_engine(rules, prices, data_dir=data)
         result = explain_request(engine, store.requests_frame(since, until), lambda: store.contents_frame(since, until), request_id)
     except (PolicyError, EmbedderError, RequestNotFound) as e:
-        raise _fail_plain(str(e)) from e
+        raise fail(str(e)) from e
     if fmt == "json":
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:
