@@ -94,7 +94,8 @@ class Page:
 class HeadlessChromium:
     def __init__(self, executable: str, width: int = 1280, height: int = 900):
         self.width, self.height = width, height
-        self._profile = tempfile.TemporaryDirectory(prefix="llm-shadow-chromium-")
+        # Chromium's helper processes may still be writing the profile as it is removed.
+        self._profile = tempfile.TemporaryDirectory(prefix="llm-shadow-chromium-", ignore_cleanup_errors=True)
         self._stderr_path = Path(self._profile.name) / "chromium.log"
         self._ws: ClientConnection | None = None
         self._next_id = 0
