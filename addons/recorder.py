@@ -15,7 +15,6 @@ it is counted, logged once per kind, and the rows wait in a bounded spool.
 Calls that are not LLM API calls (see `analysis.detect`) pass untouched and unrecorded.
 """
 
-import hashlib
 import logging
 import os
 import sys
@@ -27,18 +26,14 @@ if not __package__:  # loaded by `mitmdump -s addons/recorder.py` from a checkou
 
 from mitmproxy import ctx, exceptions, http
 
-from analysis.accounting import CallContext
+from analysis.capture import AttributionHeaders, Capture
 from analysis.detect import Target, detect
-from analysis.exchange import Exchange
 from analysis.pricing import PriceFileError, PriceTable
 from analysis.sink import Problems, RecordSink
-from analysis.store import DEFAULT_DATA_DIR, Store, StoreError, new_id
+from analysis.store import DEFAULT_DATA_DIR, Store, StoreError
 
 log = logging.getLogger("llm_shadow")
 
-SECRET_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization")
-DROPPED_HEADERS = SECRET_HEADERS + ("cookie", "set-cookie")
-SECRET_QUERY_PARAMS = ("key", "api-key", "api_key")
 RECORDER_OPTIONS = {
     "shadow_data", "shadow_content", "shadow_flush_ms", "shadow_team_header", "shadow_feature_header",
     "shadow_user_header", "shadow_spool_limit", "shadow_max_body",
@@ -75,7 +70,6 @@ class Recorder:
         self.problems = Problems(log)
         self._targets: dict[str, Target] = {}
         self._taps: dict[str, _Tap] = {}
-        self._salt = ""
 
     def load(self, loader):
         loader.add_option("shadow_data", str, os.environ.get("LLM_SHADOW_DATA", DEFAULT_DATA_DIR),
@@ -117,10 +111,12 @@ class Recorder:
         except (StoreError, PriceFileError, OSError) as e:
             raise exceptions.OptionsError(f"llm-shadow: {e}") from e
         self._close_sink()
-        self._salt = salt
+        o = ctx.options
         self.sink = RecordSink(
             store,
             prices,
+            salt=salt,
+            attribution=AttributionHeaders(o.shadow_team_header, o.shadow_feature_header, o.shadow_user_header),
             flush_interval=ctx.options.shadow_flush_ms / 1000,
             keep_content=ctx.options.shadow_content,
             spool_limit=ctx.options.shadow_spool_limit,
@@ -173,61 +169,40 @@ class Recorder:
         if target is None or self.sink is None:
             return
         try:
-            exchange, context = self._exchange(flow, target, tap, outcome)
+            capture = self._capture(flow, target, tap, outcome)
         except Exception as e:  # never let our bookkeeping break the proxy
             self.problems.add(f"capture_error:{type(e).__name__}", str(e))
             return
-        self.sink.submit(exchange, context)
+        self.sink.submit(capture)
 
-    def _exchange(self, flow: http.HTTPFlow, target: Target, tap: _Tap | None, outcome: str):
+    def _capture(self, flow: http.HTTPFlow, target: Target, tap: _Tap | None, outcome: str) -> Capture:
+        """Copy references off the flow; all processing happens in the sink's worker."""
         request, response = flow.request, flow.response
-        request_headers, key = split_secrets(request.headers.items())
-        query = {}
-        for name, value in request.query.items():
-            if name.lower() in SECRET_QUERY_PARAMS:
-                key = key or value
-            else:
-                query[name] = value
         started = request.timestamp_start
         if tap is not None and tap.chunks:
             chunks = tap.chunks
+            if tap.truncated:
+                self.problems.add("body_too_large", f"response over shadow_max_body ({tap.limit} bytes)")
         elif response is not None and response.raw_content:
-            # Not streamed through us: a flow read from a file, or a body set by another addon.
-            first_byte = (response.timestamp_start or started) - started
-            chunks = [(first_byte, response.raw_content)]
+            # Not streamed through us: a buffered JSON answer, or a flow read from a file.
+            chunks = [((response.timestamp_start or started) - started, response.raw_content)]
         else:
             chunks = []
-        ended = (response.timestamp_end if response is not None else None) or time.time()
-        if tap is not None and tap.truncated:
-            self.problems.add("body_too_large", f"response over shadow_max_body ({tap.limit} bytes)")
-        exchange = Exchange(
-            provider=target.provider,
-            endpoint=target.endpoint,
-            wire_format=target.wire_format,
+        return Capture(
+            target=target,
             method=request.method,
             host=request.pretty_host,
-            path=request.path.split("?", 1)[0],
-            query=query,
-            request_headers=request_headers,
+            path=request.path,
+            request_headers=request.headers.fields,
             request_body=request.raw_content or b"",
             status=response.status_code if response is not None else None,
-            response_headers=dict(split_secrets(response.headers.items())[0]) if response is not None else {},
-            response_chunks=chunks,
-            started_at=started,
-            duration=ended - started,
+            response_headers=response.headers.fields if response is not None else (),
+            chunks=chunks,
+            started=started,
+            ended=(response.timestamp_end if response is not None else None) or time.time(),
             outcome=outcome,
             error=flow.error.msg if flow.error else None,
         )
-        o = ctx.options
-        context = CallContext(
-            id=new_id(started),
-            key_id=key_fingerprint(key, self._salt) if key else None,
-            team=request_headers.get(o.shadow_team_header.lower()),
-            feature=request_headers.get(o.shadow_feature_header.lower()),
-            user=request_headers.get(o.shadow_user_header.lower()),
-            instance=self.sink.instance,
-        )
-        return exchange, context
 
 
 def is_streamed(path: str, headers) -> bool:
@@ -240,24 +215,6 @@ def is_streamed(path: str, headers) -> bool:
         or ":streamGenerateContent" in path
         or "content-length" not in headers
     )
-
-
-def split_secrets(items) -> tuple[dict[str, str], str | None]:
-    """Headers with lower-case names minus credentials and cookies, and the API key if any."""
-    headers, key = {}, None
-    for name, value in items:
-        name = name.lower()
-        if name in SECRET_HEADERS:
-            if key is None:
-                key = value.split(" ", 1)[1] if value.lower().startswith("bearer ") else value
-        elif name not in DROPPED_HEADERS:
-            headers[name] = value
-    return headers, key
-
-
-def key_fingerprint(key: str, salt: str) -> str:
-    """A salted fingerprint of an API key: stable per data directory, useless to an attacker."""
-    return "key_" + hashlib.sha256(f"{salt}:{key.strip()}".encode()).hexdigest()[:16]
 
 
 def outcome_for_error(message: str, response_started: bool) -> str:

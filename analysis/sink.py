@@ -1,7 +1,7 @@
 """The recorder's worker: takes finished exchanges, accounts them, writes them in batches.
 
-`RecordSink.submit()` is what the proxy's event loop calls: it only puts the exchange on a
-queue. One worker thread parses and prices (`analysis.accounting`), collects the rows, and every
+`RecordSink.submit()` is what the proxy's event loop calls: it only puts the capture on a
+queue. One worker thread turns it into an Exchange (`analysis.capture`), parses and prices (`analysis.accounting`), collects the rows, and every
 `flush_interval` seconds writes them as one segment (`analysis.store.SegmentWriter`), so a crash
 loses at most that interval. When a write fails (disk full, directory gone, permissions), the
 rows stay in a bounded spool and are written when the store recovers; only rows beyond
@@ -18,10 +18,9 @@ import queue
 import threading
 import time
 from collections import Counter, deque
-from dataclasses import dataclass
 
-from analysis.accounting import CallContext, account
-from analysis.exchange import Exchange
+from analysis.accounting import account
+from analysis.capture import AttributionHeaders, Capture, to_exchange
 from analysis.pricing import PriceTable
 from analysis.store import SegmentWriter, Store
 
@@ -49,12 +48,6 @@ class Problems:
             return ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
 
 
-@dataclass
-class _Item:
-    exchange: Exchange
-    context: CallContext
-
-
 _STOP = object()
 
 
@@ -64,6 +57,8 @@ class RecordSink:
         store: Store,
         prices: PriceTable,
         *,
+        salt: str = "",
+        attribution: AttributionHeaders | None = None,
         flush_interval: float = 1.0,
         keep_content: bool = True,
         spool_limit: int = 100_000,
@@ -73,6 +68,8 @@ class RecordSink:
     ):
         self.store = store
         self.prices = prices
+        self.salt = salt or store.salt()
+        self.attribution = attribution or AttributionHeaders()
         self.flush_interval = flush_interval
         self.keep_content = keep_content
         self.spool_limit = spool_limit
@@ -100,7 +97,7 @@ class RecordSink:
 
     # --- called from the proxy's event loop: cheap, never raises
 
-    def submit(self, exchange: Exchange, context: CallContext) -> None:
+    def submit(self, capture: Capture) -> None:
         with self._pending_lock:
             if self._pending >= self.queue_limit:
                 dropped = True
@@ -111,7 +108,7 @@ class RecordSink:
         if dropped:
             self.problems.add("queue_full", f"more than {self.queue_limit} calls waiting; call dropped")
             return
-        self._queue.put(_Item(exchange, context))
+        self._queue.put(capture)
 
     # --- lifecycle
 
@@ -165,9 +162,10 @@ class RecordSink:
         with self._pending_lock:
             return self._pending
 
-    def _account(self, item: _Item) -> None:
+    def _account(self, capture: Capture) -> None:
         try:
-            row, content, failure = account(item.exchange, item.context, self.prices, self.keep_content)
+            exchange, context = to_exchange(capture, self.salt, self.attribution, self.instance)
+            row, content, failure = account(exchange, context, self.prices, self.keep_content)
         except Exception as e:  # a bug of ours must not stop the worker; the call is counted
             self.problems.add(f"account_error:{type(e).__name__}", str(e))
             return
@@ -175,7 +173,7 @@ class RecordSink:
             with self._pending_lock:
                 self._pending -= 1
         if failure is not None:
-            self.problems.add(f"parse_error:{item.exchange.wire_format}", str(failure))
+            self.problems.add(f"parse_error:{capture.target.wire_format}", str(failure))
         self._requests.append(row)
         if content is not None:
             self._contents.append(content)

@@ -26,6 +26,7 @@ import contextlib
 import fcntl
 import json
 import os
+import random
 import re
 import secrets
 import socket
@@ -85,9 +86,11 @@ def new_instance_name() -> str:
 
 
 def new_id(at: float | None = None) -> str:
-    """A time-ordered unique id: 12 hex digits of milliseconds, then 10 random hex digits."""
+    """A time-ordered unique id: 12 hex digits of milliseconds, then 10 random hex digits.
+
+    The random part need not be secret, only unlikely to repeat within a millisecond."""
     millis = int((time.time() if at is None else at) * 1000)
-    return f"{millis:012x}{secrets.token_hex(5)}"
+    return f"{millis:012x}{random.getrandbits(40):010x}"
 
 
 # --- migrations -------------------------------------------------------------------------------

@@ -4,14 +4,8 @@ import pytest
 from mitmproxy.http import Headers
 from mitmproxy.test import taddons
 
-from addons.recorder import (
-    RECORDER_OPTIONS,
-    Recorder,
-    is_streamed,
-    key_fingerprint,
-    outcome_for_error,
-    split_secrets,
-)
+from addons.recorder import RECORDER_OPTIONS, Recorder, is_streamed, outcome_for_error
+from analysis.capture import key_fingerprint, split_secrets
 
 
 def test_recorder_options_are_the_ones_it_declares():
@@ -21,8 +15,8 @@ def test_recorder_options_are_the_ones_it_declares():
 
 
 def test_secrets_are_split_from_headers():
-    headers, key = split_secrets([("Authorization", "Bearer sk-abc"), ("Cookie", "c=1"),
-                                  ("X-Shadow-Team", "t"), ("Content-Type", "application/json")])
+    headers, key = split_secrets([(b"Authorization", b"Bearer sk-abc"), (b"Cookie", b"c=1"),
+                                  (b"X-Shadow-Team", b"t"), (b"Content-Type", b"application/json")])
     assert key == "sk-abc"
     assert headers == {"x-shadow-team": "t", "content-type": "application/json"}
     assert split_secrets([("x-api-key", "sk-ant")])[1] == "sk-ant"

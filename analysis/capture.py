@@ -1,0 +1,111 @@
+"""What the recorder copies off the proxy's event loop, and how it becomes an Exchange.
+
+On the event loop the recorder only takes references (`Capture`): header fields as mitmproxy
+holds them, the raw bodies, the timings. Everything that costs something (decoding header
+names, taking the API key out, fingerprinting it, parsing the query string, reading
+attribution headers) happens in the worker thread, in `to_exchange`.
+"""
+
+import hashlib
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+from analysis.accounting import CallContext
+from analysis.detect import Target
+from analysis.exchange import Exchange
+from analysis.store import new_id
+
+SECRET_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization")
+DROPPED_HEADERS = SECRET_HEADERS + ("cookie", "set-cookie")
+SECRET_QUERY_PARAMS = ("key", "api-key", "api_key")
+
+HeaderFields = tuple[tuple[bytes, bytes], ...]
+
+
+@dataclass(slots=True)
+class Capture:
+    target: Target
+    method: str
+    host: str
+    path: str  # with the query string
+    request_headers: HeaderFields
+    request_body: bytes
+    status: int | None
+    response_headers: HeaderFields
+    chunks: list[tuple[float, bytes]]  # (seconds since start, raw bytes as received)
+    started: float  # unix time
+    ended: float
+    outcome: str
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class AttributionHeaders:
+    team: str = "x-shadow-team"
+    feature: str = "x-shadow-feature"
+    user: str = "x-shadow-user"
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "surrogateescape")
+
+
+def split_secrets(fields) -> tuple[dict[str, str], str | None]:
+    """Headers with lower-case names minus credentials and cookies, and the API key if any.
+
+    `fields` are (name, value) pairs, as bytes (mitmproxy's header fields) or str."""
+    headers, key = {}, None
+    for name, value in fields:
+        name = (_text(name) if isinstance(name, bytes) else name).lower()
+        value = _text(value) if isinstance(value, bytes) else value
+        if name in SECRET_HEADERS:
+            if key is None:
+                key = value.split(" ", 1)[1] if value.lower().startswith("bearer ") else value
+        elif name not in DROPPED_HEADERS:
+            headers[name] = value
+    return headers, key
+
+
+def key_fingerprint(key: str, salt: str) -> str:
+    """A salted fingerprint of an API key: stable per data directory, useless to an attacker."""
+    return "key_" + hashlib.sha256(f"{salt}:{key.strip()}".encode()).hexdigest()[:16]
+
+
+def to_exchange(
+    capture: Capture, salt: str, attribution: AttributionHeaders, instance: str | None
+) -> tuple[Exchange, CallContext]:
+    request_headers, key = split_secrets(capture.request_headers)
+    path, _, query_string = capture.path.partition("?")
+    query = {}
+    for name, value in parse_qsl(query_string, keep_blank_values=True):
+        if name.lower() in SECRET_QUERY_PARAMS:
+            key = key or value
+        else:
+            query[name] = value
+    exchange = Exchange(
+        provider=capture.target.provider,
+        endpoint=capture.target.endpoint,
+        wire_format=capture.target.wire_format,
+        method=capture.method,
+        host=capture.host,
+        path=path,
+        query=query,
+        request_headers=request_headers,
+        request_body=capture.request_body,
+        status=capture.status,
+        response_headers=split_secrets(capture.response_headers)[0],
+        response_chunks=capture.chunks,
+        started_at=capture.started,
+        duration=capture.ended - capture.started,
+        outcome=capture.outcome,
+        error=capture.error,
+    )
+    context = CallContext(
+        id=new_id(capture.started),
+        key_id=key_fingerprint(key, salt) if key else None,
+        team=request_headers.get(attribution.team.lower()),
+        feature=request_headers.get(attribution.feature.lower()),
+        user=request_headers.get(attribution.user.lower()),
+        instance=instance,
+    )
+    return exchange, context
