@@ -49,7 +49,7 @@ def import_files(
 async def _import(paths, data_dir, keep_content, on_flow) -> Recorder:
     opts = options.Options()
     master = Master(opts)
-    recorder = Recorder(queue_limit=None)
+    recorder = Recorder(queue_limit=None, worker_process=False)
     master.addons.add(recorder)
     opts.update(shadow_data=os.fspath(data_dir), shadow_content=keep_content)
     recorder.start()

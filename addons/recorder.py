@@ -7,8 +7,9 @@ The pass-through promise: in observe mode the client receives exactly what the u
 responses (SSE and the like, see `is_streamed`) are forwarded chunk by chunk: each chunk is
 handed on to the client the moment it arrives, and a copy is kept with its arrival time
 (`_Tap`), so time-to-first-token is the upstream's, not ours. The event loop does nothing else
-per chunk; plain JSON answers are relayed as bare mitmdump relays them. When the call ends, the copy goes to a worker thread
-(`analysis.sink.RecordSink`) that decodes, parses, prices and writes it. A failure of ours (a
+per chunk; plain JSON answers are relayed as bare mitmdump relays them. When the call ends, the
+recorder copies references (`analysis.capture.Capture`) to a worker process
+(`analysis.sink_process`) that decodes, parses, prices and writes it. A failure of ours (a
 parse error, an unknown shape, a full disk, an unwritable store) never breaks or slows a call:
 it is counted, logged once per kind, and the rows wait in a bounded spool.
 
@@ -30,6 +31,7 @@ from analysis.capture import AttributionHeaders, Capture
 from analysis.detect import Target, detect
 from analysis.pricing import PriceFileError, PriceTable
 from analysis.sink import Problems, RecordSink
+from analysis.sink_process import SinkProcess
 from analysis.store import DEFAULT_DATA_DIR, Store, StoreError
 
 log = logging.getLogger("llm_shadow")
@@ -63,8 +65,12 @@ class _Tap:
 
 
 class Recorder:
-    def __init__(self, queue_limit: int | None = 100_000):
+    """The addon. `worker_process`: account and write in a child process (the proxy's choice,
+    keeping that work off the proxy's interpreter lock) or in a thread (imports)."""
+
+    def __init__(self, queue_limit: int | None = 100_000, worker_process: bool = True):
         self.queue_limit = queue_limit
+        self.worker_process = worker_process
         self.sink: RecordSink | None = None
         self.recorded = 0  # calls written by sinks already closed
         self.problems = Problems(log)
@@ -112,17 +118,18 @@ class Recorder:
             raise exceptions.OptionsError(f"llm-shadow: {e}") from e
         self._close_sink()
         o = ctx.options
-        self.sink = RecordSink(
-            store,
-            prices,
-            salt=salt,
+        settings = dict(
             attribution=AttributionHeaders(o.shadow_team_header, o.shadow_feature_header, o.shadow_user_header),
-            flush_interval=ctx.options.shadow_flush_ms / 1000,
-            keep_content=ctx.options.shadow_content,
-            spool_limit=ctx.options.shadow_spool_limit,
-            queue_limit=self.queue_limit or sys.maxsize,
+            flush_interval=o.shadow_flush_ms / 1000,
+            keep_content=o.shadow_content,
+            spool_limit=o.shadow_spool_limit,
             problems=self.problems,
-        ).start()
+        )
+        if self.worker_process:
+            self.sink = SinkProcess(store.data_dir, queue_limit=self.queue_limit or 100_000, **settings).start()
+        else:
+            self.sink = RecordSink(store, prices, salt=salt, queue_limit=self.queue_limit or sys.maxsize,
+                                   **settings).start()
         log.info("llm-shadow: recording into %s (instance %s)", store.data_dir, self.sink.instance)
 
     def done(self):

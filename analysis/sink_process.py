@@ -1,0 +1,121 @@
+"""The recorder's worker in a child process, so that parsing, pricing and writing never hold
+the proxy process's interpreter lock.
+
+`SinkProcess` has the interface of `RecordSink` that the recorder uses (`submit`, `start`,
+`close`, `instance`). `submit` only puts the capture on a multiprocessing queue (a feeder
+thread pickles it: references to bytes, cheap); the child runs an ordinary `RecordSink` and
+writes the same status file. The child ignores Ctrl-C (the proxy stops it with a sentinel after
+its own shutdown, so nothing queued is lost) and exits by itself, after a last flush, when the
+proxy process disappears. When the child dies, the proxy counts it, starts a new one at the next
+call, and goes on: what the dead child had not flushed is lost, as in any crash.
+"""
+
+import logging
+import multiprocessing
+import os
+import queue
+import signal
+from pathlib import Path
+
+from analysis.capture import AttributionHeaders, Capture
+from analysis.sink import Problems, RecordSink
+from analysis.store import new_instance_name
+
+log = logging.getLogger("llm_shadow")
+
+_STOP = "stop"
+_PARENT_CHECK_SECONDS = 1.0
+
+
+class SinkProcess:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        attribution: AttributionHeaders,
+        flush_interval: float = 1.0,
+        keep_content: bool = True,
+        spool_limit: int = 100_000,
+        queue_limit: int = 100_000,
+        problems: Problems | None = None,
+    ):
+        self.settings = {
+            "data_dir": str(data_dir),
+            "attribution": attribution,
+            "flush_interval": flush_interval,
+            "keep_content": keep_content,
+            "spool_limit": spool_limit,
+            "queue_limit": queue_limit,
+        }
+        self.queue_limit = queue_limit
+        self.problems = problems or Problems()
+        self.instance = new_instance_name()
+        self.recorded = 0  # counted by the child; see the status file
+        self._context = multiprocessing.get_context("spawn")
+        self._queue = None
+        self._process = None
+
+    def start(self) -> "SinkProcess":
+        self._queue = self._context.Queue(maxsize=self.queue_limit)
+        self._process = self._context.Process(
+            target=_child_main, args=(self._queue, self.settings, self.instance, os.getpid()),
+            name="llm-shadow-sink", daemon=True,
+        )
+        self._process.start()
+        return self
+
+    def submit(self, capture: Capture) -> None:
+        if not self._process.is_alive():
+            self.problems.add("worker_died", f"exit code {self._process.exitcode}; starting a new one")
+            self._queue.close()
+            self.start()
+        try:
+            self._queue.put_nowait(capture)
+        except queue.Full:
+            self.problems.add("queue_full", f"more than {self.queue_limit} calls waiting; call dropped")
+
+    def close(self, timeout: float = 30.0) -> None:
+        if self._process is None:
+            return
+        if self._process.is_alive():
+            self._queue.put(_STOP)
+            self._process.join(timeout)
+            if self._process.is_alive():
+                self.problems.add("worker_stop_timeout", f"worker still busy after {timeout} s; stopped")
+                self._process.terminate()
+                self._process.join(5)
+        self._queue.close()
+        self._process = None
+
+
+def _child_main(calls, settings: dict, instance: str, parent_pid: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from analysis.pricing import PriceTable
+    from analysis.store import Store
+
+    store = Store(settings["data_dir"])
+    sink = RecordSink(
+        store,
+        PriceTable.load(store.data_dir),
+        attribution=settings["attribution"],
+        flush_interval=settings["flush_interval"],
+        keep_content=settings["keep_content"],
+        spool_limit=settings["spool_limit"],
+        queue_limit=settings["queue_limit"],
+        instance=instance,
+    ).start()
+    try:
+        while True:
+            try:
+                item = calls.get(timeout=_PARENT_CHECK_SECONDS)
+            except queue.Empty:
+                if os.getppid() != parent_pid:  # the proxy is gone
+                    return
+                continue
+            if item == _STOP:
+                return
+            sink.submit(item)
+    finally:
+        sink.close()
+        if sink.problems.counts:
+            log.warning("llm-shadow: problems while recording: %s", sink.problems.summary())
