@@ -12,19 +12,34 @@ import polars as pl
 
 from analysis.simulate.cacheability import exclusion_reasons
 from analysis.simulate.engine import PolicyEngine
-from analysis.simulate.facts import DAY_US, HOUR_US, EngineState, FrameFacts, state_key_expr
+from analysis.simulate.facts import (
+    DAY_US,
+    HOUR_US,
+    EngineState,
+    FrameFacts,
+    shared_strings,
+    state_key_expr,
+)
 from analysis.simulate.matching import requested_model_expr, scope_expr
 from analysis.simulate.pricer import PricingRows
 
 CONTENT_COLUMNS = ["system_prompt", "prompt_text", "response_text"]
 
 
+def _in_order(frame: pl.DataFrame) -> bool:
+    ts, ids = pl.col("ts"), pl.col("id")
+    later = (ts > ts.shift()) | ((ts == ts.shift()) & (ids > ids.shift()))
+    return frame.height < 2 or bool(frame.select(later.slice(1).all()).item())
+
+
 def ordered(requests: pl.DataFrame, contents: pl.DataFrame | None) -> pl.DataFrame:
-    """Requests in (ts, id) order, with the content columns joined when given."""
-    frame = requests.sort(["ts", "id"])
+    """Requests in (ts, id) order (as the store returns them: then no copy is made), with the
+    content columns joined when given."""
+    frame = requests if _in_order(requests) else requests.sort(["ts", "id"])
     if contents is not None:
-        texts = contents.select("id", *[c for c in CONTENT_COLUMNS if c in contents.columns])
-        frame = frame.join(texts.unique("id", keep="first"), on="id", how="left", maintain_order="left")
+        texts = contents.select("id", *[c for c in CONTENT_COLUMNS if c in contents.columns]).unique("id", keep="first")
+        aligned = frame.select("id").join(texts, on="id", how="left", maintain_order="left")
+        frame = frame.hstack(aligned.drop("id").get_columns())  # shares the request columns
     return frame
 
 
@@ -37,7 +52,7 @@ def _window_ids(frame: pl.DataFrame, ts_us: np.ndarray, window: str) -> np.ndarr
 
 
 def _scope_values(frame: pl.DataFrame, scope: str) -> list:
-    return frame.select(pl.col("id"), scope_expr(scope).alias("s"))["s"].to_list()  # id: one value per row
+    return shared_strings(frame.select(pl.col("id"), scope_expr(scope).alias("s"))["s"])  # id: one value per row
 
 
 def frame_facts(engine: PolicyEngine, frame: pl.DataFrame, state: EngineState) -> FrameFacts:
@@ -47,20 +62,20 @@ def frame_facts(engine: PolicyEngine, frame: pl.DataFrame, state: EngineState) -
     n = frame.height
     ts_us = frame.select(pl.col("ts").dt.epoch("us").alias("t"))["t"].to_numpy()
     cost_array = frame["cost_usd"].cast(pl.Float64).fill_null(np.nan).to_numpy()
-    tokens = (
-        frame["input_tokens"].fill_null(0).cast(pl.Int64) + frame["output_tokens"].fill_null(0).cast(pl.Int64)
-    ).to_list()
+    none = [None] * n
+    minus_one = [-1] * n
+    caches = p.exact_cache is not None or p.semantic_cache is not None
+    tokens = frame["input_tokens"].fill_null(0).cast(pl.Int64) + frame["output_tokens"].fill_null(0).cast(pl.Int64)
     columns: dict[str, list] = {
         "id": frame["id"].to_list(),
         "ts_us": ts_us.tolist(),
         "cost_usd": cost_array,
-        "latency_ms": frame["latency_ms"].to_list(),
-        "ok": (frame["outcome"] == "ok").fill_null(False).to_list(),
-        "tokens": tokens,
-        "model": frame["model"].to_list(),
+        # What only some policies read is left out (None / 0) when the policy has none of them.
+        "latency_ms": frame["latency_ms"].cast(pl.Float64).fill_null(np.nan).to_numpy(),
+        "ok": (frame["outcome"] == "ok").fill_null(False).to_list() if caches else [False] * n,
+        "tokens": tokens.to_list() if p.rate_limits else [0] * n,
+        "model": shared_strings(frame["model"]),
     }
-    none = [None] * n
-    minus_one = [-1] * n
 
     # Exact cache.
     columns["exact_key"] = none
@@ -71,8 +86,8 @@ def frame_facts(engine: PolicyEngine, frame: pl.DataFrame, state: EngineState) -
         key = pl.when(prompt.is_null() | (prompt == "")).then(None).otherwise(state_key_expr(scope_expr(p.exact_cache.scope), prompt))
         keys = frame.select(key.alias("k"))["k"]
         columns["exact_key"] = keys.to_list()
-        columns["exact_seen_before"] = (keys.is_not_null() & ~keys.is_first_distinct()).to_list()
-        columns["exact_excluded"] = exclusion_reasons(frame, p.exact_cache.rules)
+        columns["exact_seen_before"] = (keys.is_not_null() & ~keys.is_first_distinct()).to_numpy()
+        columns["exact_excluded"] = shared_strings(exclusion_reasons(frame, p.exact_cache.rules))
 
     # Semantic cache.
     columns["semantic_pid"] = minus_one
@@ -80,7 +95,7 @@ def frame_facts(engine: PolicyEngine, frame: pl.DataFrame, state: EngineState) -
     columns["semantic_excluded"] = none
     if p.semantic_cache:
         s = p.semantic_cache
-        reasons = exclusion_reasons(frame, s.rules)
+        reasons = shared_strings(exclusion_reasons(frame, s.rules))
         texts = frame["prompt_text"].to_list() if "prompt_text" in frame.columns else none
         reasons = [r if r is not None or t else "no_prompt_text" for r, t in zip(reasons, texts, strict=True)]
         eligible = [r is None for r in reasons]
@@ -142,14 +157,13 @@ def frame_facts(engine: PolicyEngine, frame: pl.DataFrame, state: EngineState) -
         keys = frame.select(
             pl.when(pl.Series(applies)).then(state_key_expr(scope_expr(budget.scope), pl.lit(windows))).alias("k")
         )["k"]
-        columns[f"budget_key.{b}"] = keys.to_list()
+        columns[f"budget_key.{b}"] = shared_strings(keys)
         downgrade = np.full(n, np.nan)
         if budget.to:
             rows = np.flatnonzero(applies)
             if len(rows):
                 downgrade[rows] = engine.pricer.costs_at(pricing.take(rows), budget.to, budget.to_provider, batch=batched[rows])
         columns[f"downgrade_cost.{b}"] = downgrade.tolist()
-    columns["budget_keys"] = columns["downgrade_costs"] = columns["rate_keys"] = [()] * n  # split out above
 
     # Rate limits: the scope value where the limit applies.
     for r, (limit, match) in enumerate(zip(p.rate_limits, engine.rate_matches, strict=True)):
