@@ -145,6 +145,7 @@ def lsh_recall(data: Path, queries: int = 2000, threshold: float = 0.9) -> dict:
     import numpy as np
 
     from analysis.simulate.embedders import HashingEmbedder
+    from analysis.simulate.policy import CacheRules, SemanticCachePolicy
     from analysis.simulate.semantic import SemanticIndex
     from analysis.store import Store
 
@@ -152,7 +153,9 @@ def lsh_recall(data: Path, queries: int = 2000, threshold: float = 0.9) -> dict:
     rng = np.random.default_rng(1)
     rng.shuffle(texts)
     stored, probes = texts[: len(texts) // 2], texts[len(texts) // 2 :][:queries]
-    index = SemanticIndex(HashingEmbedder(), ttl_us=10**15, max_entries=10**9, bits=8, tables=12, bucket_size=32)
+    defaults = SemanticCachePolicy("recall", 0.9, 3600, "global", 10**9, CacheRules())
+    index = SemanticIndex(HashingEmbedder(), ttl_us=10**15, max_entries=10**9, bits=defaults.lsh_bits,
+                          tables=defaults.lsh_tables, bucket_size=defaults.bucket_size)
     index.register_many(stored + probes)
     for i, text in enumerate(stored):
         index.store(0, index.text_rows[text], 0, str(i))
