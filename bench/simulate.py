@@ -25,8 +25,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-MAIN_POLICY = """
-name = "bench: exact cache, three routing rules, one budget"
+# Exact cache + three routing rules + one budget, each rule within one tokenizer family: token
+# counts stay as recorded, so no prompt text is read.
+SAME_FAMILY_POLICY = """
+name = "bench A: exact cache, three routing rules, one budget (same tokenizer families)"
 
 [cache.exact]
 ttl = "1h"
@@ -47,6 +49,7 @@ to = "claude-haiku-4-5"
 [[routing]]
 name = "classify-to-nano"
 feature = "classify"
+model = "gpt-4*"
 to = "gpt-4.1-nano"
 
 [[budget]]
@@ -54,9 +57,16 @@ name = "team-daily"
 scope = "team"
 window = "day"
 limit_usd = 20
-action = "downgrade"
-to = "gpt-4.1-nano"
+action = "block"
 """
+
+# The same with a rule and a downgrade that cross tokenizer families: the prompt and response
+# texts are read and the token counts re-estimated with the target's tokenizer.
+CROSS_FAMILY_POLICY = SAME_FAMILY_POLICY.replace("bench A", "bench B").replace(
+    'model = "gpt-4*"\n', ""
+).replace('action = "block"', 'action = "downgrade"\nto = "gpt-4.1-nano"').replace(
+    "(same tokenizer families)", "(re-estimating tokens across families)"
+)
 
 SEMANTIC_POLICY = """
 name = "bench: exact and semantic cache"
@@ -189,8 +199,11 @@ def main() -> None:
         data = args.scratch or Path(tmp) / "data"
         print(f"generating {args.records:,} synthetic records into {data} ...", flush=True)
         print(f"  generated and written in {generate_store(data, args.records, args.days, args.topics):.1f} s", flush=True)
-        report = {"records": args.records, "cpus": os.cpu_count(), "main": run_child(data, MAIN_POLICY)}
-        print(json.dumps({"exact cache + 3 routing rules + 1 budget": report["main"]}, indent=2), flush=True)
+        report = {"records": args.records, "cpus": os.cpu_count()}
+        report["same_family"] = run_child(data, SAME_FAMILY_POLICY)
+        print(json.dumps({"A: exact cache + 3 routing rules + 1 budget": report["same_family"]}, indent=2), flush=True)
+        report["cross_family"] = run_child(data, CROSS_FAMILY_POLICY)
+        print(json.dumps({"B: the same, re-estimating tokens across families": report["cross_family"]}, indent=2), flush=True)
         if args.semantic:
             report["semantic"] = run_child(data, SEMANTIC_POLICY)
             print(json.dumps({"exact + semantic cache": report["semantic"]}, indent=2), flush=True)

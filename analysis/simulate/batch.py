@@ -37,9 +37,11 @@ def ordered(requests: pl.DataFrame, contents: pl.DataFrame | None) -> pl.DataFra
     content columns joined when given."""
     frame = requests if _in_order(requests) else requests.sort(["ts", "id"])
     if contents is not None:
-        texts = contents.select("id", *[c for c in CONTENT_COLUMNS if c in contents.columns]).unique("id", keep="first")
-        aligned = frame.select("id").join(texts, on="id", how="left", maintain_order="left")
-        frame = frame.hstack(aligned.drop("id").get_columns())  # shares the request columns
+        texts = contents.select("id", *[c for c in CONTENT_COLUMNS if c in contents.columns])
+        if not (texts.height == frame.height and texts["id"].equals(frame["id"])):
+            # Not row for row (content not kept for every call): match them by id.
+            texts = frame.select("id").join(texts.unique("id", keep="first"), on="id", how="left", maintain_order="left")
+        frame = frame.hstack(texts.drop("id").get_columns())  # shares the columns, copies nothing
     return frame
 
 
@@ -66,14 +68,14 @@ def frame_facts(engine: PolicyEngine, frame: pl.DataFrame, state: EngineState) -
     minus_one = [-1] * n
     caches = p.exact_cache is not None or p.semantic_cache is not None
     tokens = frame["input_tokens"].fill_null(0).cast(pl.Int64) + frame["output_tokens"].fill_null(0).cast(pl.Int64)
-    columns: dict[str, list] = {
-        "id": frame["id"].to_list(),
-        "ts_us": ts_us.tolist(),
+    # Big columns stay compact (Series, numpy); the replay pass makes lists a chunk at a time.
+    columns: dict[str, object] = {
+        "id": frame["id"],
+        "ts_us": ts_us,
         "cost_usd": cost_array,
-        # What only some policies read is left out (None / 0) when the policy has none of them.
         "latency_ms": frame["latency_ms"].cast(pl.Float64).fill_null(np.nan).to_numpy(),
-        "ok": (frame["outcome"] == "ok").fill_null(False).to_list() if caches else [False] * n,
-        "tokens": tokens.to_list() if p.rate_limits else [0] * n,
+        "ok": (frame["outcome"] == "ok").fill_null(False).to_numpy() if caches else np.zeros(n, dtype=bool),
+        "tokens": tokens.to_numpy() if p.rate_limits else np.zeros(n, dtype=np.int64),
         "model": shared_strings(frame["model"]),
     }
 
@@ -85,7 +87,7 @@ def frame_facts(engine: PolicyEngine, frame: pl.DataFrame, state: EngineState) -
         prompt = pl.col("prompt_hash")
         key = pl.when(prompt.is_null() | (prompt == "")).then(None).otherwise(state_key_expr(scope_expr(p.exact_cache.scope), prompt))
         keys = frame.select(key.alias("k"))["k"]
-        columns["exact_key"] = keys.to_list()
+        columns["exact_key"] = keys
         columns["exact_seen_before"] = (keys.is_not_null() & ~keys.is_first_distinct()).to_numpy()
         columns["exact_excluded"] = shared_strings(exclusion_reasons(frame, p.exact_cache.rules))
 
@@ -124,7 +126,7 @@ def frame_facts(engine: PolicyEngine, frame: pl.DataFrame, state: EngineState) -
         if len(rows):
             route_cost[rows] = engine.pricer.costs_at(pricing.take(rows), rule.to, rule.to_provider)
     route[np.isnan(route_cost)] = -1
-    columns["route"] = route.tolist()
+    columns["route"] = route
     columns["route_cost"] = route_cost
     routed_to = [p.routing[r].to if r >= 0 else None for r in route.tolist()]
     columns["route_model"] = [t if t is not None else m for t, m in zip(routed_to, columns["model"], strict=True)]
@@ -146,7 +148,7 @@ def frame_facts(engine: PolicyEngine, frame: pl.DataFrame, state: EngineState) -
                 policy.discount,
             )
     batch[np.isnan(batch_cost)] = -1
-    columns["batch"] = batch.tolist()
+    columns["batch"] = batch
     columns["batch_cost"] = batch_cost
     batched = batch >= 0
 
@@ -163,7 +165,7 @@ def frame_facts(engine: PolicyEngine, frame: pl.DataFrame, state: EngineState) -
             rows = np.flatnonzero(applies)
             if len(rows):
                 downgrade[rows] = engine.pricer.costs_at(pricing.take(rows), budget.to, budget.to_provider, batch=batched[rows])
-        columns[f"downgrade_cost.{b}"] = downgrade.tolist()
+        columns[f"downgrade_cost.{b}"] = downgrade
 
     # Rate limits: the scope value where the limit applies.
     for r, (limit, match) in enumerate(zip(p.rate_limits, engine.rate_matches, strict=True)):

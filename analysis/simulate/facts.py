@@ -133,7 +133,10 @@ MONEY_COLUMNS = ("cost_usd", "route_cost", "batch_cost")
 @dataclass
 class FrameFacts:
     """The facts of many requests as columns: the `Facts` fields, with the per-budget and
-    per-rate-limit tuples split into one column each (`budget_key.0`, `rate_key.1`, ...)."""
+    per-rate-limit tuples split into one column each (`budget_key.0`, `rate_key.1`, ...).
+
+    A column is a list, a numpy array or a polars Series: the simulator keeps big columns
+    compact and the replay pass turns them into lists a chunk at a time (`chunk`)."""
 
     columns: dict[str, list]
     budgets: int
@@ -154,11 +157,22 @@ class FrameFacts:
             columns[f"rate_key.{r}"] = [f.rate_keys[r] for f in facts]
         return cls(columns, budgets, rate_limits)
 
+    def chunk(self, name: str, start: int, stop: int) -> list:
+        """Rows [start, stop) of a column as a list of Python values."""
+        values = self.columns[name]
+        if isinstance(values, pl.Series):
+            return values.slice(start, stop - start).to_list()
+        if isinstance(values, np.ndarray):
+            return values[start:stop].tolist()
+        return values[start:stop]
+
     def array(self, name: str, rows: slice = slice(None)) -> np.ndarray:
         """Rows of a numeric column as float64, NaN for None."""
         values = self.columns[name][rows]
         if isinstance(values, np.ndarray):
             return values.astype(np.float64, copy=False)
+        if isinstance(values, pl.Series):
+            return values.cast(pl.Float64).fill_null(math.nan).to_numpy()
         if len(values) < 1000:
             return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
         return pl.Series(values, dtype=pl.Float64).fill_null(math.nan).to_numpy()

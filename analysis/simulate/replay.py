@@ -100,41 +100,47 @@ def replay(
     The loop body is written for speed (local names, bound methods): it runs once per request.
     """
     p = engine.policy
-    c = facts.columns
     stop = len(facts) if stop is None else stop
-    ids, ts, ok, tokens, batch = c["id"], c["ts_us"], c["ok"], c["tokens"], c["batch"]
-    arrival = facts.arrival().tolist()
-    pre_cost, pre_model = facts.pre_budget_cost().tolist(), c["route_model"]
-
+    arrival_all = facts.arrival()
+    pre_cost_all = facts.pre_budget_cost()
     exact = state.exact
     exact_lookup = exact.lookup if exact is not None else None
     exact_store = exact.store if exact is not None else None
-    exact_keys, exact_excluded = c["exact_key"], c["exact_excluded"]
     semantic = state.semantic
-    semantic_pid, semantic_row, semantic_excluded = c["semantic_pid"], c["semantic_row"], c["semantic_excluded"]
     threshold = p.semantic_cache.threshold if p.semantic_cache else 2.0
-
-    checks = [
-        (b, c[f"budget_key.{b}"], state.budgets[b].spent, budget.limit_usd, budget.action == "block", budget.to,
-         c[f"downgrade_cost.{b}"])
-        for b, budget in enumerate(p.budgets)
-    ]
-    charges = [(c[f"budget_key.{b}"], state.budgets[b].charge, budget.name) for b, budget in enumerate(p.budgets)]
-    rates = [(r, c[f"rate_key.{r}"], state.rates[r]) for r in range(len(p.rate_limits))]
+    budget_names = [b.name for b in p.budgets]
+    rate_windows = state.rates
 
     t = trace
     disposition, exact_status, semantic_status = t.disposition, t.exact_cache, t.semantic_cache
     source, similarity, tripped = t.cache_source_id, t.similarity, t.budget_tripped
     step = 65_536
     for chunk in range(start, stop, step):
-        for i in range(chunk, min(chunk + step, stop)):
-            now = ts[i]
+        end = min(chunk + step, stop)
+        # This chunk's columns as plain lists (a million Python objects would cost memory).
+        ids, ts, ok = facts.chunk("id", chunk, end), facts.chunk("ts_us", chunk, end), facts.chunk("ok", chunk, end)
+        tokens, batch = facts.chunk("tokens", chunk, end), facts.chunk("batch", chunk, end)
+        arrival, pre_cost = arrival_all[chunk:end].tolist(), pre_cost_all[chunk:end].tolist()
+        pre_model = facts.chunk("route_model", chunk, end)
+        exact_keys, exact_excluded = facts.chunk("exact_key", chunk, end), facts.chunk("exact_excluded", chunk, end)
+        semantic_pid, semantic_row = facts.chunk("semantic_pid", chunk, end), facts.chunk("semantic_row", chunk, end)
+        semantic_excluded = facts.chunk("semantic_excluded", chunk, end)
+        checks = [
+            (b, facts.chunk(f"budget_key.{b}", chunk, end), state.budgets[b].spent, budget.limit_usd,
+             budget.action == "block", budget.to, facts.chunk(f"downgrade_cost.{b}", chunk, end))
+            for b, budget in enumerate(p.budgets)
+        ]
+        charges = [(keys, state.budgets[b].charge, budget_names[b]) for b, keys, *_ in checks]
+        rates = [(r, facts.chunk(f"rate_key.{r}", chunk, end), rate_windows[r]) for r in range(len(p.rate_limits))]
+        for j in range(end - chunk):
+            i = chunk + j
+            now = ts[j]
             # 1. exact cache
             exact_ok = False
             if exact_lookup is not None:
-                if exact_excluded[i] is None:
+                if exact_excluded[j] is None:
                     exact_ok = True
-                    status, entry = exact_lookup(exact_keys[i], now)
+                    status, entry = exact_lookup(exact_keys[j], now)
                     exact_status[i] = status
                     if status == "hit":
                         disposition[i] = "exact_hit"
@@ -145,10 +151,10 @@ def replay(
             # 2. semantic cache
             semantic_ok = False
             if semantic is not None:
-                if semantic_excluded[i] is None:
+                if semantic_excluded[j] is None:
                     semantic_ok = True
-                    pid = semantic_pid[i]
-                    found = semantic.nearest(pid, semantic_row[i], now)
+                    pid = semantic_pid[j]
+                    found = semantic.nearest(pid, semantic_row[j], now)
                     semantic_status[i] = "miss"
                     if found is not None:
                         similarity[i] = found[0]
@@ -161,19 +167,19 @@ def replay(
                 else:
                     semantic_status[i] = "excluded"
             # 3. budgets: stopped when the window has already spent the limit
-            cost = pre_cost[i]
+            cost = pre_cost[j]
             if checks:
-                model = pre_model[i]
+                model = pre_model[j]
                 blocked = False
                 for b, keys, spent, limit, block, target, downgrade_costs in checks:
-                    key = keys[i]
+                    key = keys[j]
                     if key is None or spent.get(key, 0.0) < limit:
                         continue
                     if block:
                         blocked = True
                         t.budget_index[i], t.budget_action[i] = b, "block"
                         break
-                    downgrade_cost = downgrade_costs[i]
+                    downgrade_cost = downgrade_costs[j]
                     if model != target and downgrade_cost == downgrade_cost:  # not NaN
                         model = target
                         cost = downgrade_cost if cost == cost else cost
@@ -182,33 +188,33 @@ def replay(
                     disposition[i] = "blocked"
                     continue
             # 4. rate limits (batch traffic goes through the batch API's own quota)
-            if rates and batch[i] < 0:
+            if rates and batch[j] < 0:
                 throttled = False
                 for r, keys, windows in rates:
-                    key = keys[i]
+                    key = keys[j]
                     if key is not None and windows.full(key, now):
                         t.throttled_index[i] = r
                         throttled = True
                         break
                 if not throttled:
                     for _, keys, windows in rates:
-                        key = keys[i]
+                        key = keys[j]
                         if key is not None:
-                            windows.admit(key, now, tokens[i])
+                            windows.admit(key, now, tokens[j])
             # Charge the budgets, store the response.
             if charges:
                 spend = cost if cost == cost else 0.0  # NaN: unpriced, charges nothing
                 for keys, charge, name in charges:
-                    key = keys[i]
+                    key = keys[j]
                     if key is not None and charge(key, spend):
                         tripped[i] = name if tripped[i] is None else f"{tripped[i]},{name}"
-            if ok[i]:
+            if ok[j]:
                 if exact_ok:
-                    exact_store(exact_keys[i], arrival[i], ids[i])
+                    exact_store(exact_keys[j], arrival[j], ids[j])
                 if semantic_ok:
-                    semantic.store(semantic_pid[i], semantic_row[i], arrival[i], ids[i])
+                    semantic.store(semantic_pid[j], semantic_row[j], arrival[j], ids[j])
         if progress is not None:
-            progress(min(chunk + step, stop) - chunk)
+            progress(end - chunk)
 
 
 def _names(names: list[str | None], index: np.ndarray, where: np.ndarray) -> np.ndarray:
@@ -229,8 +235,8 @@ def decision_columns(
     c = facts.columns
     n = stop - start
     cost0 = facts.array("cost_usd", rows)
-    route = np.asarray(c["route"][rows], dtype=np.int64)
-    batch = np.asarray(c["batch"][rows], dtype=np.int64)
+    route = np.asarray(facts.chunk("route", start, stop), dtype=np.int64)
+    batch = np.asarray(facts.chunk("batch", start, stop), dtype=np.int64)
     disposition = np.asarray(trace.disposition[rows], dtype=object)
     hit = (disposition == "exact_hit") | (disposition == "semantic_hit")
     semantic_hit = disposition == "semantic_hit"
@@ -251,13 +257,13 @@ def decision_columns(
         return np.where(priced, values, np.nan)
 
     exact_status = trace.exact_cache[rows]
-    yield "id", c["id"][rows]
+    yield "id", c["id"][rows] if isinstance(c["id"], pl.Series) else facts.chunk("id", start, stop)
     yield "disposition", disposition
     yield "exact_cache", exact_status
     yield "semantic_cache", trace.semantic_cache[rows]
     semantic_excluded = c["semantic_excluded"][rows] if p.semantic_cache else [None] * n
-    yield "cache_excluded", [e if e is not None else s for e, s in zip(c["exact_excluded"][rows], semantic_excluded, strict=True)]
-    seen = np.asarray(c["exact_seen_before"][rows], dtype=bool)
+    yield "cache_excluded", [e if e is not None else s for e, s in zip(facts.chunk("exact_excluded", start, stop), semantic_excluded, strict=True)]
+    seen = np.asarray(facts.chunk("exact_seen_before", start, stop), dtype=bool)
     yield "excluded_duplicate", (np.asarray(exact_status, dtype=object) == "excluded") & seen
     cache_names = [p.exact_cache.name if p.exact_cache else None, p.semantic_cache.name if p.semantic_cache else None]
     yield "cache_policy", _names(cache_names, np.where(disposition == "exact_hit", 0, np.where(semantic_hit, 1, -1)), served | hit)
