@@ -163,7 +163,9 @@ def frame_facts(engine: PolicyEngine, frame: pl.DataFrame, state: EngineState) -
         downgrade = np.full(n, np.nan)
         if budget.to:
             rows = np.flatnonzero(applies)
-            if len(rows):
+            if len(rows) == n:  # the budget applies to every request: no subset to copy
+                downgrade = engine.pricer.costs_at(pricing, budget.to, budget.to_provider, batch=batched)
+            elif len(rows):
                 downgrade[rows] = engine.pricer.costs_at(pricing.take(rows), budget.to, budget.to_provider, batch=batched[rows])
         columns[f"downgrade_cost.{b}"] = downgrade
 

@@ -70,20 +70,21 @@ class Trace:
     semantic_cache: list = field(init=False)
     cache_source_id: list = field(init=False)
     similarity: list = field(init=False)
-    budget_index: list = field(init=False)  # the last budget that acted
+    budget_index: np.ndarray = field(init=False)  # the last budget that acted
     budget_action: list = field(init=False)
-    downgrade_index: list = field(init=False)  # the last budget that downgraded
+    downgrade_index: np.ndarray = field(init=False)  # the last budget that downgraded
     budget_tripped: list = field(init=False)
-    throttled_index: list = field(init=False)
+    throttled_index: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         n = self.n
         self.disposition = ["upstream"] * n
         for name in ("exact_cache", "semantic_cache", "cache_source_id", "similarity", "budget_action", "budget_tripped"):
             setattr(self, name, [None] * n)
-        self.budget_index = [-1] * n
-        self.downgrade_index = [-1] * n
-        self.throttled_index = [-1] * n
+        # Indexes, mostly -1: numpy arrays cost a byte or two per request, a list eight.
+        self.budget_index = np.full(n, -1, dtype=np.int16)
+        self.downgrade_index = np.full(n, -1, dtype=np.int16)
+        self.throttled_index = np.full(n, -1, dtype=np.int16)
 
 
 def replay(
