@@ -9,6 +9,7 @@ from typing import Annotated
 import duckdb
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from analysis import stats as stats_queries
@@ -21,7 +22,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
+# Piped output gets a wide console rather than rich's 80 columns, so tables are not cut short.
+console = Console() if Console().is_terminal else Console(width=200)
 err_console = Console(stderr=True)
 
 DataDir = Annotated[
@@ -30,11 +32,20 @@ DataDir = Annotated[
                  show_default=True),
 ]
 Format = Annotated[str, typer.Option("--format", help="Output format: table, json or csv.")]
+ConfdirOption = Annotated[
+    Path,
+    typer.Option("--confdir", envvar="LLM_SHADOW_CONFDIR",
+                 help="mitmproxy configuration directory holding the interception CA (env LLM_SHADOW_CONFDIR)."),
+]
+DEFAULT_CONFDIR = Path("~/.mitmproxy")
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print a one-line error on stderr; return the Exit to raise."""
-    err_console.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
+    """Print a one-line error on stderr; return the Exit to raise.
+
+    The message is printed as text, never read as rich markup (paths and policy keys such as
+    `[[routing]]` contain brackets)."""
+    err_console.print(f"[bold red]Error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -81,16 +92,25 @@ def parse_age(value: str) -> timedelta:
 def mitmdump_args(
     upstream: list[str], port: int, listen_host: str, forward: bool, data: Path,
     content: bool, flush_interval: float, verbose: bool,
+    transparent: bool = False, local: str | None = None,
+    intercept_hosts: list[str] | None = None, intercept_all: bool = False, confdir: Path | None = None,
 ) -> list[str]:
     """The mitmdump command line `llm-shadow proxy` runs (in-process, recorder built in)."""
     args = ["--listen-host", listen_host]
+    chosen = [name for name, on in (("--upstream", bool(upstream)), ("--forward", forward),
+                                    ("--transparent", transparent), ("--local", local is not None)) if on]
+    if len(chosen) > 1:
+        raise fail(f"{' and '.join(chosen)} are different ways to capture; pick one")
     if forward:
-        if upstream:
-            raise fail("--forward and --upstream exclude each other")
         args += ["--mode", f"regular@{port}"]
+    elif transparent:
+        args += ["--mode", f"transparent@{port}"]
+    elif local is not None:
+        args += ["--mode", f"local:{local}" if local else "local"]
     else:
         if not upstream:
-            raise fail("say where to forward: --upstream https://api.openai.com (reverse mode) or --forward")
+            raise fail("say how clients reach the proxy: --upstream https://api.openai.com (reverse mode), "
+                       "--forward (HTTPS_PROXY), --transparent (a redirect rule) or --local NAME")
         for i, spec in enumerate(upstream):
             url, _, upstream_port = spec.partition("@")
             if not re.fullmatch(r"https?://[^/\s]+/?", url):
@@ -98,6 +118,12 @@ def mitmdump_args(
             if upstream_port and not upstream_port.isdigit():
                 raise fail(f"--upstream {spec!r}: the port after @ must be a number")
             args += ["--mode", f"reverse:{url.rstrip('/')}@{upstream_port or port + i}"]
+    if confdir is not None:
+        args += ["--set", f"confdir={confdir}"]
+    for host in intercept_hosts or []:
+        args += ["--set", f"shadow_intercept_hosts={host}"]
+    if intercept_all:
+        args += ["--set", "shadow_intercept_all=true"]
     args += [
         "--set", f"shadow_data={data}",
         "--set", f"shadow_content={'true' if content else 'false'}",
@@ -111,22 +137,45 @@ def mitmdump_args(
 @app.command()
 def proxy(
     upstream: Annotated[list[str], typer.Option("--upstream", help="Reverse mode: the provider URL to forward to, optionally @PORT to listen on (repeatable: one port per upstream).")] = [],  # noqa: B006
-    forward: Annotated[bool, typer.Option("--forward", help="Forward mode: clients set HTTPS_PROXY and trust the mitmproxy CA.")] = False,
+    forward: Annotated[bool, typer.Option("--forward", help="Forward mode: clients set HTTPS_PROXY and trust the llm-shadow CA.")] = False,
+    transparent: Annotated[bool, typer.Option("--transparent", help="Transparent mode: an iptables/nftables rule redirects clients' traffic here (docs/transparent.md).")] = False,
+    local: Annotated[str | None, typer.Option("--local", help="Local capture mode: capture these processes by name (mitmproxy spec: curl, python,node, !ssh). Linux 6.8+ with cgroup v2 and sudo.")] = None,
     port: Annotated[int, typer.Option(help="Port to listen on (the first upstream's, when it names none).")] = 8080,
-    listen_host: Annotated[str, typer.Option("--listen-host", help="Address to listen on.")] = "127.0.0.1",
+    listen_host: Annotated[str, typer.Option("--listen-host", help="Address to listen on (0.0.0.0 when a gateway redirects other machines' traffic here).")] = "127.0.0.1",
+    intercept_host: Annotated[list[str], typer.Option("--intercept-host", help="Also decrypt and record this host (an LLM gateway); *.domain for a whole domain. Repeatable.")] = [],  # noqa: B006
+    intercept_all: Annotated[bool, typer.Option("--intercept-all", help="Decrypt TLS to every host, not only LLM hosts.")] = False,
+    confdir: ConfdirOption = DEFAULT_CONFDIR,
     data: DataDir = Path(DEFAULT_DATA_DIR),
     content: Annotated[bool, typer.Option("--content/--no-content", help="Keep request messages and response text.")] = True,
     flush_interval: Annotated[float, typer.Option(help="Seconds between writes; a crash loses at most this much.")] = 1.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print one line per call.")] = False,
 ):
-    """Run the recording proxy in front of LLM providers (reverse or forward mode)."""
+    """Run the recording proxy in front of LLM providers (reverse, forward, transparent or local mode)."""
+    from addons.ca import ensure_ca
     from addons.proxy import run_proxy
+    from addons.tls_passthrough import parse_host_patterns
+    from analysis.doctor import local_capture_unavailable_reason
 
     if flush_interval <= 0:
         raise fail("--flush-interval must be positive")
+    try:
+        parse_host_patterns(intercept_host)
+    except ValueError as e:
+        raise fail(f"--intercept-host: {e}") from e
+    args = mitmdump_args(upstream, port, listen_host, forward, data, content, flush_interval, verbose,
+                         transparent, local, intercept_host, intercept_all, confdir.expanduser())
+    if local is not None and (reason := local_capture_unavailable_reason()):
+        raise fail(f"--local cannot work here: {reason}. Use --transparent with a redirect rule instead "
+                   "(docs/transparent.md).")
     open_store(data, create=True)
-    args = mitmdump_args(upstream, port, listen_host, forward, data, content, flush_interval, verbose)
-    run_proxy(args)
+    if not upstream:  # modes that decrypt: the CA must exist, with its key kept private
+        try:
+            ensure_ca(confdir.expanduser())
+        except OSError as e:
+            raise fail(f"cannot create the CA in {confdir}: {e.strerror}") from e
+    failure = run_proxy(args)
+    if failure:
+        raise fail(failure)
 
 
 # --- import --------------------------------------------------------------------------------------
@@ -349,27 +398,142 @@ def prices_missing(
 @app.command()
 def reprice(data: DataDir = Path(DEFAULT_DATA_DIR)):
     """Recompute the cost of every stored call with the current price table."""
+    import logging
+
     from analysis.reprice import reprice_store
 
     table = load_prices(data)
     store = open_store(data)
-    summary = reprice_store(store, table)
+    pricing_log = logging.getLogger("analysis.pricing")
+    level = pricing_log.level
+    pricing_log.setLevel(logging.ERROR)  # one summary below instead of a warning per model
+    try:
+        summary = reprice_store(store, table)
+    finally:
+        pricing_log.setLevel(level)
     by_source = ", ".join(f"{n:,} {s}" for s, n in sorted(summary.sources.items()))
     console.print(f"Repriced {summary.rows:,} calls with price version {table.version}: "
                   f"{summary.changed:,} changed ({by_source or 'none stored'}).", highlight=False)
+    if summary.sources.get("unpriced"):
+        err_console.print(f"[bold yellow]Warning:[/] {summary.sources['unpriced']:,} calls still have no "
+                          "price: see llm-shadow prices missing", highlight=False)
 
 
 # --- end of prices commands ----------------------------------------------------------------------
 
 
-# --- simulate commands ---------------------------------------------------------------------------
+# --- report and demo commands --------------------------------------------------------------------
+
+REPORT_FORMATS = ("html", "md")
+SAMPLE_TRAFFIC = Path(__file__).resolve().parent / "sample_traffic"
+EXAMPLE_POLICY = Path(__file__).resolve().parent / "examples" / "policy.toml"
 
 
-def _fail_plain(message: str) -> typer.Exit:
-    """`fail` for messages that contain brackets ([[routing]]), which rich would read as markup."""
+def gather_report(data: Path, since: datetime | None, until: datetime | None, simulation=None) -> dict:
+    from reports.data import EmptyReport, gather
+
+    store = open_store(data)
+    with store.connect() as con:
+        try:
+            return gather(con, since, until, simulation)
+        except EmptyReport as e:
+            raise fail(f"{e} in {data}") from e
+
+
+def simulate_for_report(policy: Path, data: Path, since: datetime | None, until: datetime | None):
+    """Run the policy over the recorded calls (as `simulate` does), store the run, return it."""
+    from analysis.simulate.runs import save_run
+    from reports.simulation_data import SimulationRun
+
+    result = _simulate_one(policy, data, since, until, show_progress=err_console.is_terminal)
+    stored = save_run(data, result)
+    return SimulationRun(result=stored.info["result"], decisions=result.decisions, run_id=stored.run_id)
+
+
+def write_report(report: dict, out: Path, fmt: str) -> Path:
+    from reports.html import render_html
+    from reports.markdown import render_markdown
+
+    text = render_html(report) if fmt == "html" else render_markdown(report)
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise fail(f"cannot write {out}: {e.strerror or e}") from e
+    return out
+
+
+@app.command()
+def report(
+    policy: Annotated[Path | None, typer.Option(help="Policy file to simulate (TOML); the report shows what it would have saved.")] = None,
+    out: Annotated[Path | None, typer.Option(help="File to write [default: report.html; Markdown goes to stdout].")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="html (one offline file with charts) or md (Markdown for a ticket).")] = "html",
+    start: Annotated[str | None, typer.Option("--from", help="First day (UTC), YYYY-MM-DD.")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Day after the last (UTC), YYYY-MM-DD.")] = None,
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+):
+    """Write the spend report: spend, latency, errors, data quality and, with --policy, savings."""
+    if fmt not in REPORT_FORMATS:
+        raise fail(f"unknown format {fmt!r}; choose one of {', '.join(REPORT_FORMATS)}")
+    since, until = parse_date(start, "--from"), parse_date(end, "--to")
+    if policy is not None and not policy.is_file():
+        raise fail(f"--policy {policy}: no such file")
+    open_store(data)
+    simulation = simulate_for_report(policy, data, since, until) if policy is not None else None
+    figures = gather_report(data, since, until, simulation)
+    if fmt == "md" and out is None:
+        from reports.markdown import render_markdown
+
+        print(render_markdown(figures), end="")
+        return
+    path = write_report(figures, out or Path("report.html"), fmt)
+    console.print(f"Wrote {path}", highlight=False, soft_wrap=True, markup=False)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Demo directory: its data/ is recorded afresh on every run.")] = Path("shadow-demo"),
+):
+    """The whole job on the bundled sample month: record it, simulate the example policy, report."""
     from rich.markup import escape
 
-    return fail(escape(message))
+    from addons.importer import ImportFailed, count_flows, import_files
+    from reports.demo import DemoDirError, headline_figures, prepare_demo_dir
+
+    flows = sorted(SAMPLE_TRAFFIC.glob("*.flows"))
+    if not flows:
+        raise fail(f"no sample traffic (*.flows) in {SAMPLE_TRAFFIC}")
+    if not EXAMPLE_POLICY.is_file():
+        raise fail(f"the example policy is missing: {EXAMPLE_POLICY}")
+    try:
+        total = sum(count_flows(f) for f in flows)
+        data = prepare_demo_dir(out)
+    except (ImportFailed, DemoDirError) as e:
+        raise fail(str(e)) from e
+    except OSError as e:
+        raise fail(f"cannot prepare {out}: {e}") from e
+    open_store(data, create=True)
+    with Progress(TextColumn("recording the sample traffic"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=err_console, transient=True) as progress:
+        task = progress.add_task("flows", total=total)
+        recorder = import_files(flows, data, keep_content=True, on_flow=lambda: progress.advance(task))
+    names = ", ".join(str(f.relative_to(SAMPLE_TRAFFIC.parent)) for f in flows)
+    console.print(f"Recorded {recorder.recorded:,} LLM calls from {names} through the recorder into {data}.",
+                  highlight=False, soft_wrap=True, markup=False)
+    simulation = simulate_for_report(EXAMPLE_POLICY, data, None, None)
+    console.print(f"Simulated {EXAMPLE_POLICY.relative_to(EXAMPLE_POLICY.parents[1])} over them "
+                  f"(run {simulation.run_id}).", highlight=False, soft_wrap=True, markup=False)
+    figures = gather_report(data, None, None, simulation)
+    path = write_report(figures, out / "report.html", "html")
+    console.print(f"\nReport: [bold]{escape(str(path.resolve()))}[/]", highlight=False, soft_wrap=True)
+    for label, value in headline_figures(figures):
+        console.print(f"  {label + ':':<17} {value}", highlight=False, soft_wrap=True, markup=False)
+    console.print(f"\nExplore further: llm-shadow stats --data {data}", highlight=False, soft_wrap=True, markup=False)
+
+
+# --- end of report and demo commands -------------------------------------------------------------
+
+
+# --- simulate commands ---------------------------------------------------------------------------
 
 
 def _read_policy(path: Path):
@@ -378,7 +542,7 @@ def _read_policy(path: Path):
     try:
         return load_policy(path)
     except PolicyError as e:
-        raise _fail_plain(str(e)) from e
+        raise fail(str(e)) from e
 
 
 def _simulate_one(policy_path: Path, data: Path, since: datetime | None, until: datetime | None, show_progress: bool):
@@ -406,7 +570,7 @@ def _simulate_one(policy_path: Path, data: Path, since: datetime | None, until: 
             return run_simulation(policy, requests, lambda: store.contents_frame(since, until), prices=prices,
                                   data_dir=data, parameters=parameters, progress=on_progress)
         except (PolicyError, EmbedderError) as e:
-            raise _fail_plain(str(e)) from e
+            raise fail(str(e)) from e
 
 
 @app.command()
@@ -477,7 +641,7 @@ def explain(
         engine = build_engine(rules, prices, data_dir=data)
         result = explain_request(engine, store.requests_frame(since, until), lambda: store.contents_frame(since, until), request_id)
     except (PolicyError, EmbedderError, RequestNotFound) as e:
-        raise _fail_plain(str(e)) from e
+        raise fail(str(e)) from e
     if fmt == "json":
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:
@@ -485,6 +649,97 @@ def explain(
 
 
 # --- end of simulate commands --------------------------------------------------------------------
+
+
+# --- transparent capture commands: ca, doctor --------------------------------------------------
+
+
+@app.command()
+def ca(
+    confdir: ConfdirOption = DEFAULT_CONFDIR,
+    bundle: Annotated[
+        Path | None,
+        typer.Option(help="Also write a CA bundle (system CAs + this CA) here, for SSL_CERT_FILE."),
+    ] = None,
+):
+    """Show where the interception CA is and how to make clients trust it (creates it if missing)."""
+    from rich.table import Table
+
+    from addons.ca import ensure_ca
+    from analysis.ca_files import (
+        fingerprint_sha256,
+        load_cert,
+        system_bundle,
+        trust_instructions,
+        write_bundle,
+    )
+
+    try:
+        files, tightened = ensure_ca(confdir.expanduser())
+        if bundle is not None:
+            write_bundle(bundle.expanduser(), files.cert, system_bundle())
+    except OSError as e:
+        raise fail(f"{e.strerror}: {e.filename}") from e
+    cert = load_cert(files.cert)
+    console.print(f"CA certificate (give this to clients): [bold]{files.cert}[/]", highlight=False)
+    console.print(f"  subject {cert.subject.rfc4514_string()}, valid until {cert.not_valid_after_utc:%Y-%m-%d}",
+                  highlight=False)
+    console.print(f"  SHA-256 {fingerprint_sha256(cert)}", highlight=False)
+    if bundle is not None:
+        console.print(f"CA bundle (system CAs + this CA): [bold]{bundle.expanduser()}[/]", highlight=False)
+    shown_bundle = bundle.expanduser() if bundle is not None else Path("<bundle.pem>")
+    table = Table(title="Trust it", header_style="bold")
+    table.add_column("client")
+    table.add_column("command", overflow="fold")
+    for where, command in trust_instructions(files.cert, shown_bundle):
+        table.add_row(where, command)
+    console.print(table)
+    if bundle is None:
+        console.print("SSL_CERT_FILE, REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE replace a client's CA store: point "
+                      "them at a bundle of the system CAs plus this CA, which "
+                      "[bold]llm-shadow ca --bundle <bundle.pem>[/] writes.", highlight=False)
+    for path in tightened:
+        console.print(f"[yellow]Tightened {path} to mode 0600.[/]", highlight=False)
+    keys = ", ".join(str(p) for p in files.key_files)
+    console.print(
+        f"[bold red]Private key:[/] {keys}\n"
+        "  Anyone holding it can impersonate any HTTPS site to every client that trusts this CA. "
+        "Keep it readable by you only (llm-shadow creates it 0600), never commit it, never copy it into "
+        "an image or a ConfigMap: clients need only the certificate.", highlight=False,
+    )
+
+
+@app.command()
+def doctor(
+    confdir: ConfdirOption = DEFAULT_CONFDIR,
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+    port: Annotated[int, typer.Option(help="The port the proxy listens on.")] = 8080,
+    proxy_user: Annotated[str | None, typer.Option(help="The user the proxy runs as, if not you (for the redirect-loop check).")] = None,
+):
+    """Check what breaks capture (CA trust and key, redirect loop, port, data dir, tiktoken files)."""
+    from rich.table import Table
+
+    from analysis.ca_files import CaFiles
+    from analysis.doctor import UnknownUserError, proxy_connection_for, run_checks
+
+    try:
+        conn = proxy_connection_for(proxy_user)
+    except UnknownUserError as e:
+        raise fail(f"--proxy-user: {e}") from e
+    results = run_checks(CaFiles(confdir.expanduser()), data, port, conn=conn)
+    styles = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
+    table = Table(header_style="bold")
+    for column in ("check", "status", "finding", "fix"):
+        table.add_column(column, overflow="fold")
+    for result in results:
+        table.add_row(result.name, f"[{styles[result.status]}]{result.status}[/]", result.message, result.fix)
+    console.print(table)
+    failed = [r.name for r in results if r.status == "fail"]
+    if failed:
+        raise fail(f"{len(failed)} check(s) failed: {', '.join(failed)}")
+
+
+# --- end of transparent capture commands ---------------------------------------------------------
 
 
 def main() -> None:  # pragma: no cover

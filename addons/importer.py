@@ -52,6 +52,7 @@ async def _import(paths, data_dir, keep_content, on_flow) -> Recorder:
     recorder = Recorder(queue_limit=None)
     master.addons.add(recorder)
     opts.update(shadow_data=os.fspath(data_dir), shadow_content=keep_content)
+    recorder.start()
     try:
         for path in paths:
             with open(path, "rb") as f:

@@ -4,6 +4,10 @@ The recorder is added as a regular addon (not loaded as a script), so a bad opti
 unusable data directory stops the proxy at start with mitmproxy's one-line error instead of
 leaving a proxy running that records nothing. mitmproxy's per-connection log lines are hidden
 unless asked for (`--verbose`); `Banner` says once where the proxy listens.
+
+Every mode decrypts only LLM hosts (`TlsPassthrough`: other TLS passes through with its
+real certificate), and local capture mode gets `LocalCaptureWatch`, which stops the proxy
+with a clear message when the kernel refuses mitmproxy's eBPF redirector.
 """
 
 import sys
@@ -13,7 +17,9 @@ from mitmproxy.tools import cmdline
 from mitmproxy.tools.dump import DumpMaster
 from mitmproxy.tools.main import run
 
+from addons.local_capture import LocalCaptureWatch
 from addons.recorder import Recorder
+from addons.tls_passthrough import TlsPassthrough
 
 
 class Banner:
@@ -28,9 +34,12 @@ class Banner:
 class ShadowMaster(DumpMaster):
     def __init__(self, options, **kwargs):
         super().__init__(options, **kwargs)
-        self.addons.add(Recorder(), Banner())
+        self.addons.add(Recorder(), Banner(), TlsPassthrough(), LocalCaptureWatch())
 
 
-def run_proxy(args: list[str]) -> None:
-    """Run the proxy with mitmdump's command line `args` until interrupted."""
-    run(ShadowMaster, cmdline.mitmdump, args)
+def run_proxy(args: list[str]) -> str | None:
+    """Run the proxy with mitmdump's command line `args` until interrupted; return why it
+    stopped by itself when it did (a failed local capture redirector), else None."""
+    master = run(ShadowMaster, cmdline.mitmdump, args)
+    watch = master.addons.get("localcapturewatch")
+    return watch.failure if watch is not None else None

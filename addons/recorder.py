@@ -3,10 +3,11 @@
 Load it with `mitmdump -s addons/recorder.py` or through `llm-shadow proxy`.
 
 The pass-through promise: in observe mode the client receives exactly what the upstream sent
-(status, headers, body bytes) and the upstream receives exactly what the client sent. Every LLM
-response is streamed: each chunk is handed on to the client the moment it arrives, and a copy is
-kept with its arrival time (`_Tap`), so time-to-first-token is the upstream's, not ours. The
-event loop does nothing else per chunk. When the call ends, the copy goes to a worker thread
+(status, headers, body bytes) and the upstream receives exactly what the client sent. Streamed
+responses (SSE and the like, see `is_streamed`) are forwarded chunk by chunk: each chunk is
+handed on to the client the moment it arrives, and a copy is kept with its arrival time
+(`_Tap`), so time-to-first-token is the upstream's, not ours. The event loop does nothing else
+per chunk; plain JSON answers are relayed as bare mitmdump relays them. When the call ends, the copy goes to a worker thread
 (`analysis.sink.RecordSink`) that decodes, parses, prices and writes it. A failure of ours (a
 parse error, an unknown shape, a full disk, an unwritable store) never breaks or slows a call:
 it is counted, logged once per kind, and the rows wait in a bounded spool.
@@ -29,7 +30,7 @@ from mitmproxy import ctx, exceptions, http
 from analysis.accounting import CallContext
 from analysis.detect import Target, detect
 from analysis.exchange import Exchange
-from analysis.pricing import PriceTable
+from analysis.pricing import PriceFileError, PriceTable
 from analysis.sink import Problems, RecordSink
 from analysis.store import DEFAULT_DATA_DIR, Store, StoreError, new_id
 
@@ -38,6 +39,10 @@ log = logging.getLogger("llm_shadow")
 SECRET_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization")
 DROPPED_HEADERS = SECRET_HEADERS + ("cookie", "set-cookie")
 SECRET_QUERY_PARAMS = ("key", "api-key", "api_key")
+RECORDER_OPTIONS = {
+    "shadow_data", "shadow_content", "shadow_flush_ms", "shadow_team_header", "shadow_feature_header",
+    "shadow_user_header", "shadow_spool_limit", "shadow_max_body",
+}
 
 
 class _Tap:
@@ -88,20 +93,34 @@ class Recorder:
                           "Bytes of a response body kept for parsing; the rest passes unrecorded.")
 
     def configure(self, updated):
-        if not any(name.startswith("shadow_") for name in updated):
-            return
+        # The first configure comes before the command line's options are applied: the store is
+        # opened once the proxy runs (`running`), and again when an option changes after that.
+        if self.sink is not None and updated & RECORDER_OPTIONS:
+            self.start()
+
+    def running(self):
+        if self.sink is None:
+            try:
+                self.start()
+            except exceptions.OptionsError as e:
+                log.error(str(e))
+                ctx.master.shutdown()
+
+    def start(self):
+        """Open the data directory and start recording; OptionsError when that cannot be done."""
         if ctx.options.shadow_flush_ms <= 0:
             raise exceptions.OptionsError("shadow_flush_ms must be positive")
         try:
             store = Store(ctx.options.shadow_data)
             salt = store.salt()
-        except (StoreError, OSError) as e:
+            prices = PriceTable.load(store.data_dir)
+        except (StoreError, PriceFileError, OSError) as e:
             raise exceptions.OptionsError(f"llm-shadow: {e}") from e
         self._close_sink()
         self._salt = salt
         self.sink = RecordSink(
             store,
-            PriceTable.load(store.data_dir),
+            prices,
             flush_interval=ctx.options.shadow_flush_ms / 1000,
             keep_content=ctx.options.shadow_content,
             spool_limit=ctx.options.shadow_spool_limit,
@@ -131,15 +150,18 @@ class Recorder:
             self._targets[flow.id] = target
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.id in self._targets:
+        if flow.id in self._targets and is_streamed(flow.request.path, flow.response.headers):
             tap = _Tap(flow.request.timestamp_start, ctx.options.shadow_max_body)
             self._taps[flow.id] = tap
             flow.response.stream = tap
-        elif not flow.response.stream:
-            flow.response.stream = True  # not ours: forward it as it comes, unbuffered
 
     def response(self, flow: http.HTTPFlow) -> None:
-        self._finish(flow, "ok")
+        # A flow read from a file may carry both a response and an error (a stream the client
+        # left): mitmproxy then calls response and error; the error says how it ended.
+        if flow.error:
+            self.error(flow)
+        else:
+            self._finish(flow, "ok")
 
     def error(self, flow: http.HTTPFlow) -> None:
         started = flow.response is not None
@@ -206,6 +228,18 @@ class Recorder:
             instance=self.sink.instance,
         )
         return exchange, context
+
+
+def is_streamed(path: str, headers) -> bool:
+    """Whether a response arrives over time (SSE, a streamed JSON array, or chunked with no
+    length): those are forwarded chunk by chunk. A plain JSON answer is complete before it is
+    useful to the client, so mitmproxy's default buffering (what bare mitmdump does) serves it.
+    """
+    return (
+        "text/event-stream" in headers.get("content-type", "")
+        or ":streamGenerateContent" in path
+        or "content-length" not in headers
+    )
 
 
 def split_secrets(items) -> tuple[dict[str, str], str | None]:

@@ -77,24 +77,20 @@ def account(
     except ParseFailure as e:
         parsed, failure = Parsed(), e
     if exchange.outcome == "ok" and not parsed.complete and exchange.is_event_stream:
-        exchange.outcome = "upstream_cut"
+        # A stream that stopped short: with an error event of the provider's own (Anthropic's
+        # overloaded_error) it is a server error; without one, a cut.
+        exchange.outcome = "server_error" if parsed.error else "upstream_cut"
 
     usage = parsed.usage
-    priced = usage.input_tokens is not None or usage.output_tokens is not None
-    if priced or parsed.provider_cost_usd is not None:
-        cost = prices.cost(
-            provider=exchange.provider,
-            model=parsed.model or parsed.model_requested,
-            usage=usage,
-            service_tier=parsed.service_tier,
-            batch=parsed.batch,
-            provider_cost_usd=parsed.provider_cost_usd,
-        )
-        cost_usd, cost_source = cost.cost_usd, cost.cost_source
-    else:
-        # No tokens at all (an error before any output, an unreadable body): nothing was billed
-        # that we know of; that is not the same as an unpriced model.
-        cost_usd, cost_source = None, "none"
+    cost = prices.cost(
+        provider=exchange.provider,
+        model=parsed.model or parsed.model_requested,
+        model_requested=parsed.model_requested,
+        usage=usage,
+        service_tier=parsed.service_tier,
+        batch=parsed.batch,
+        provider_cost_usd=parsed.provider_cost_usd,
+    )
 
     attribution = {**parsed.attribution}
     for name in ("team", "feature", "user"):
@@ -122,8 +118,8 @@ def account(
         "cache_write_1h_tokens": usage.cache_write_1h_tokens,
         "reasoning_tokens": usage.reasoning_tokens,
         "usage_source": usage.source,
-        "cost_usd": cost_usd,
-        "cost_source": cost_source,
+        "cost_usd": cost.cost_usd,
+        "cost_source": cost.cost_source,
         "price_version": prices.version,
         "latency_ms": None if exchange.duration is None else exchange.duration * 1000,
         "ttft_ms": None if parsed.first_token_at is None else parsed.first_token_at * 1000,

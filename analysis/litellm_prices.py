@@ -113,6 +113,10 @@ def rates_of_entry(entry: dict[str, Any]) -> dict[str, dict[str, float]]:
             if kind != "cache_write":
                 continue
             kind = "cache_write_1h"
+        if kind.startswith("cache_write") and value == 0:
+            # LiteLLM lists 0 for DeepSeek, which bills cache-miss tokens at the input
+            # price; no provider writes a cache for free, so leave the price to the fallback.
+            continue
         above = int(match["above"]) * 1000 if match["above"] else 0
         key = rate_set_key(_SERVICE_OF_SUFFIX[match["service"]], above)
         rates.setdefault(key, {})[kind] = per_million(float(value))

@@ -207,9 +207,12 @@ def import_price_file(path: Path, data_dir: Path) -> ImportResult:
     document = read_price_file(path)
     overrides_path = prices_dir / OVERRIDES_FILE_NAME
 
-    if isinstance(document, dict) and document and set(document) <= _TOP_LEVEL_KEYS:
+    is_toml = path.suffix.lower() == ".toml"  # LiteLLM maps are JSON; TOML is always overrides
+    if is_toml or isinstance(document, dict) and set(document) & _TOP_LEVEL_KEYS:
         base = _base_table(prices_dir)
         overrides = parse_overrides(document, base, str(path))
+        if not overrides.prices and not overrides.azure_deployments:
+            raise PriceFileError(f"{path}: nothing to import (no [models.\"NAME\"] or [azure_deployments] entries)")
         _write_atomically(overrides_path, json.dumps(document, indent=2, sort_keys=True) + "\n")
         count = sum(len(models) for models in overrides.prices.values())
         return ImportResult("overrides", count, f"{base.version}+{overrides.digest}")

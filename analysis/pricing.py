@@ -47,6 +47,8 @@ PRICES_DIR_NAME = "prices"  # under the data directory
 BASE_FILE_NAME = "base.json"  # an imported LiteLLM map, trimmed like the bundled snapshot
 OVERRIDES_FILE_NAME = "overrides.json"  # the user's override document (see price_overrides)
 
+RESOLVE_CACHE_SIZE = 10_000
+
 # Anthropic's published cache-write multipliers of the base input price.
 ANTHROPIC_CACHE_WRITE_5M = 1.25
 ANTHROPIC_CACHE_WRITE_1H = 2.0
@@ -354,15 +356,6 @@ class PriceTable:
             )
         return table
 
-    def models(self, provider: str | None = None) -> list[ModelPrice]:
-        """Every model of the base table (of one provider when given), overrides included."""
-        found = []
-        for index in (self._overrides, self._base):
-            for name, models in index.items():
-                if provider is None or name in (provider, "*"):
-                    found.extend(models.by_name.values())
-        return found
-
     def base_price(self, model: str, provider: str | None) -> ModelPrice | None:
         """`resolve` on the base table alone, overrides ignored (what an override inherits)."""
         return self._search(model, provider, overrides=False)
@@ -378,6 +371,8 @@ class PriceTable:
             pass
         found = self._search(model, provider, overrides=True)
         with self._lock:
+            if len(self._resolved) >= RESOLVE_CACHE_SIZE:  # bound memory if names never repeat
+                self._resolved.clear()
             self._resolved[key] = found
         return found
 

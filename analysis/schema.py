@@ -52,7 +52,7 @@ REQUESTS = [
     Column("reasoning_tokens", "BIGINT", "Part of output_tokens spent on reasoning / thinking."),
     Column("usage_source", "VARCHAR", "provider (reported by the API), estimated (counted by llm-shadow), none."),
     Column("cost_usd", "DOUBLE", "Cost of the call in USD; NULL when unpriced."),
-    Column("cost_source", "VARCHAR", "computed (from the price table), provider (reported by the API), unpriced."),
+    Column("cost_source", "VARCHAR", "computed (from the price table), provider (reported by the API), unpriced (model not in the price table: cost_usd is NULL), none (no token counts, e.g. an error before any output)."),
     Column("price_version", "VARCHAR", "Version of the price table the cost was computed with."),
     Column("latency_ms", "DOUBLE", "Request start to last response byte, milliseconds."),
     Column("ttft_ms", "DOUBLE", "Request start to the first output token (streams), milliseconds."),

@@ -9,7 +9,7 @@ from datetime import datetime
 import duckdb
 import polars as pl
 
-from analysis.store import query_frame
+from analysis.store import query_frame, time_filter
 
 GROUPINGS = {
     "model": "coalesce(model, model_requested, '(unknown)')",
@@ -35,23 +35,12 @@ class Totals:
     last_ts: datetime | None
 
 
-def _where(start: datetime | None, end: datetime | None) -> tuple[str, list]:
-    clauses, params = [], []
-    if start is not None:
-        clauses.append("ts >= ?")
-        params.append(start)
-    if end is not None:
-        clauses.append("ts < ?")
-        params.append(end)
-    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
-
-
 def grouped(con: duckdb.DuckDBPyConnection, by: str, start: datetime | None = None,
             end: datetime | None = None) -> pl.DataFrame:
     """One row per group: calls, tokens, cost, latency percentiles, error and estimate counts."""
     if by not in GROUPINGS:
         raise ValueError(f"cannot group by {by!r}; choose one of {', '.join(GROUPINGS)}")
-    where, params = _where(start, end)
+    where, params = time_filter(start, end)
     sql = f"""
         SELECT {GROUPINGS[by]} AS "{by}",
                count(*) AS calls,
@@ -73,7 +62,7 @@ def grouped(con: duckdb.DuckDBPyConnection, by: str, start: datetime | None = No
 
 def totals(con: duckdb.DuckDBPyConnection, start: datetime | None = None,
            end: datetime | None = None) -> Totals:
-    where, params = _where(start, end)
+    where, params = time_filter(start, end)
     row = query_frame(
         con,
         f"""SELECT count(*) AS calls, coalesce(sum(cost_usd), 0) AS cost_usd,

@@ -204,7 +204,7 @@ class Store:
         return self._frame("contents", start, end)
 
     def _frame(self, view: str, start: datetime | None, end: datetime | None) -> pl.DataFrame:
-        where, params = _time_filter(start, end)
+        where, params = time_filter(start, end)
         with self.connect() as con:
             return query_frame(con, f"SELECT * FROM {view} {where} ORDER BY ts, id", params)
 
@@ -259,7 +259,7 @@ def query_frame(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = 
     return relation.pl() if relation is not None else pl.DataFrame()
 
 
-def _time_filter(start: datetime | None, end: datetime | None) -> tuple[str, list]:
+def time_filter(start: datetime | None, end: datetime | None) -> tuple[str, list]:
     clauses, params = [], []
     if start is not None:
         clauses.append("ts >= ?")

@@ -10,16 +10,16 @@ import duckdb
 import polars as pl
 
 from analysis.pricing import PriceTable
+from analysis.store import query_frame
 
 _UNPRICED_SQL = """
     SELECT provider,
            coalesce(model, model_requested) AS model,
-           model_requested,
+           nullif(model_requested, coalesce(model, model_requested)) AS model_requested,
            count(*) AS calls,
            coalesce(sum(input_tokens), 0) AS input_tokens,
            coalesce(sum(output_tokens), 0) AS output_tokens,
-           min(ts) AS first_seen,
-           max(ts) AS last_seen
+           strftime(max(ts), '%Y-%m-%d') AS last_seen
     FROM requests
     WHERE cost_source = 'unpriced'
     GROUP BY ALL
@@ -29,8 +29,9 @@ _UNPRICED_SQL = """
 
 def unpriced_models(con: duckdb.DuckDBPyConnection, table: PriceTable) -> pl.DataFrame:
     """One row per (provider, model, model_requested) of unpriced calls, with `priced_now`:
-    the price the current table would use (provider/model), or None."""
-    frame = con.execute(_UNPRICED_SQL).pl()
+    the price the current table would use (provider/model), or None. model_requested is
+    shown only where it differs from model (an Azure deployment name, an alias)."""
+    frame = query_frame(con, _UNPRICED_SQL)
     priced_now = []
     for provider, model, requested in frame.select("provider", "model", "model_requested").iter_rows():
         price = table.resolve(model, provider) or table.resolve(requested, provider)

@@ -86,11 +86,16 @@ def recorded_exchanges(path: Path, stream_chunks: int = STREAM_CHUNKS) -> list[R
 
 
 def exchange(relative: str, position: int = 0, stream_chunks: int = STREAM_CHUNKS) -> Exchange:
-    """The `position`-th recognised interaction of a cassette (relative to test cassettes)."""
-    return recorded_exchanges(cassette_path(relative), stream_chunks)[position].exchange
+    """The interaction at index `position` of a cassette, which must be a recognised one."""
+    for recorded in recorded_exchanges(cassette_path(relative), stream_chunks):
+        if recorded.position == position:
+            return recorded.exchange
+    raise LookupError(f"{relative} has no recognised LLM call at interaction {position}")
 
 
-def exchange_from_interaction(interaction: dict, stream_chunks: int = STREAM_CHUNKS) -> Exchange | None:
+def exchange_from_interaction(
+    interaction: dict, stream_chunks: int = STREAM_CHUNKS
+) -> Exchange | None:
     request = interaction.get("request") or {}
     response = interaction.get("response") or {}
     uri = request.get("uri")

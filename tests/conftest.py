@@ -133,3 +133,28 @@ def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+# --- report and demo fixtures --------------------------------------------------------------------
+
+
+class DemoRun:
+    """`llm-shadow demo` as run once for the whole test session, in a fresh directory."""
+
+    def __init__(self, workdir: Path, result: subprocess.CompletedProcess):
+        self.workdir, self.result = workdir, result
+        self.out = workdir / "shadow-demo"
+        self.data = self.out / "data"
+        self.report = self.out / "report.html"
+
+
+@pytest.fixture(scope="session")
+def sample_demo(tmp_path_factory) -> DemoRun:
+    """The demo on the sample month (imported through the recorder once, shared by the demo and
+    report tests: importing the month is the slow part)."""
+    workdir = tmp_path_factory.mktemp("fresh")
+    env = subprocess_env()
+    env.pop("TIKTOKEN_CACHE_DIR", None)  # as in every test: the tiktoken files llm-shadow ships
+    result = subprocess.run([sys.executable, str(ROOT / "cli.py"), "demo"], cwd=workdir, env=env,
+                            capture_output=True, text=True, timeout=600)
+    return DemoRun(workdir, result)

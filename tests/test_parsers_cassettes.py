@@ -94,10 +94,18 @@ def test_openai_chat_json_cached_and_cache_write_tokens():
     name = "test_openai_prompt_cache/test_openai_chat_prompt_cache_e2e.yaml"
     # first call: prompt_tokens 4020, cache_write_tokens 4012, cached_tokens 0, completion 4
     _, first = usage_of(name, 0)
-    assert (first.input_tokens, first.cached_input_tokens, first.cache_write_tokens) == (4020, 0, 4012)
+    assert (first.input_tokens, first.cached_input_tokens, first.cache_write_tokens) == (
+        4020,
+        0,
+        4012,
+    )
     # second call: prompt_tokens 4020 of which cached_tokens 4012 (already inside the 4020)
     _, second = usage_of(name, 1)
-    assert (second.input_tokens, second.cached_input_tokens, second.output_tokens) == (4020, 4012, 4)
+    assert (second.input_tokens, second.cached_input_tokens, second.output_tokens) == (
+        4020,
+        4012,
+        4,
+    )
 
 
 def test_openai_chat_stream_with_include_usage():
@@ -127,7 +135,9 @@ def _chunk_holding(exchange, offset: int) -> int:
 
 
 def test_openai_chat_stream_tool_call_arguments_are_output_text():
-    parsed = parse(cassettes.exchange("test_openai/test_run_stream_sync_streams_real_model.yaml", 0))
+    parsed = parse(
+        cassettes.exchange("test_openai/test_run_stream_sync_streams_real_model.yaml", 0)
+    )
     assert parsed.response_text == 'get_capital({"country":"UK"})'
     assert parsed.has_tools is True
     # usage chunk: prompt_tokens 53, completion_tokens 15
@@ -209,12 +219,20 @@ def test_responses_stream_service_tier():
 
 
 def test_responses_instructions_are_the_system_prompt():
-    exchange = cassettes.exchange(
-        "test_openai_responses/test_openai_instructions_with_responses_logprobs_stream.yaml"
-    )
+    relative = "test_openai_responses/test_openai_responses_phase_live.yaml"
+    parsed = parse(cassettes.exchange(relative, 0))
+    assert parsed.system_prompt.startswith("Briefly narrate what you are about to do")
+    assert parsed.prompt_text.startswith("user: ")
+    assert "Briefly narrate" not in parsed.prompt_text
+
+
+def test_responses_system_role_input_item_is_the_system_prompt():
+    relative = "test_anthropic/test_anthropic_model_thinking_part_from_other_model.yaml"
+    exchange = cassettes.exchange(relative, 0)
+    assert exchange.wire_format == "openai_responses"
     parsed = parse(exchange)
     assert parsed.system_prompt
-    assert parsed.system_prompt not in parsed.prompt_text
+    assert not parsed.prompt_text.startswith("system:")
 
 
 def test_deepseek_responses_cached_and_reasoning_tokens():
@@ -269,8 +287,13 @@ def test_anthropic_stream_server_tool_usage_grows():
 # --- Gemini ----------------------------------------------------------------------------------
 
 
+GOOGLE_CACHE_CASSETTE = (
+    "tests/models/google/cassettes/test_cache/test_google_model_cached_content.yaml"
+)
+
+
 def test_gemini_cached_content_and_thoughts():
-    parsed, usage = usage_of("test_google/test_google_model_cached_content.yaml", 1)
+    parsed, usage = usage_of(GOOGLE_CACHE_CASSETTE, 1)
     # usageMetadata: promptTokenCount 3520 (cachedContentTokenCount 3512 included),
     # candidatesTokenCount 2, thoughtsTokenCount 42
     assert (usage.input_tokens, usage.cached_input_tokens) == (3520, 3512)

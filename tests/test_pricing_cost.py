@@ -203,3 +203,11 @@ def test_model_requested_prices_when_served_model_unknown(table):
     cost = table.cost(provider="openai", model="gpt-4o-internal-build", model_requested="gpt-4o", usage=usage)
     assert cost.cost_usd == pytest.approx(1_000 * 2.5 / 1e6)
     assert cost.priced_as == "openai/gpt-4o"
+
+
+def test_deepseek_cache_hits(table):
+    assert rates(table, "deepseek-chat", "deepseek") == {"input": 0.28, "cached_input": 0.028, "output": 0.42}
+    usage = Usage(input_tokens=10_000, cached_input_tokens=8_000, output_tokens=500)
+    cost = table.cost(provider="deepseek", model="deepseek-chat", usage=usage)
+    # 2,000 cache misses x 0.28 + 8,000 cache hits x 0.028 + 500 output x 0.42
+    assert cost.cost_usd == pytest.approx((2_000 * 0.28 + 8_000 * 0.028 + 500 * 0.42) / 1e6)  # 0.000994

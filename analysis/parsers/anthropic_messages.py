@@ -28,13 +28,13 @@ def parse(exchange: Exchange) -> Parsed:
         return _parse_batch(exchange)
     request = common.request_json(exchange)
     parsed = parse_request(request)
-    if exchange.is_event_stream or (parsed.stream and not _looks_like_json(exchange)):
+    if common.is_stream_response(exchange, parsed.stream):
         parsed.stream = True
         thinking = _read_stream(exchange, parsed)
     else:
         parsed.stream = False
         thinking = _read_json(exchange, parsed)
-    common.settle_usage(parsed, exchange, thinking)
+    common.finish(parsed, exchange, thinking)
     return parsed
 
 
@@ -63,17 +63,9 @@ def parse_request(request: dict) -> Parsed:
     return parsed
 
 
-def _looks_like_json(exchange: Exchange) -> bool:
-    return exchange.response_body.lstrip()[:1] == b"{"
-
-
 def _read_json(exchange: Exchange, parsed: Parsed) -> str:
-    body = common.response_json(exchange)
-    if common.is_error_status(exchange):
-        parsed.error = common.error_from_body(exchange, body)
-    if not isinstance(body, dict):
-        if exchange.response_body and parsed.error is None and common.is_success_status(exchange):
-            parsed.error = "unreadable response body"
+    body = common.response_object(exchange, parsed)
+    if body is None:
         return ""
     if parsed.error is None and body.get("type") == "error":
         parsed.error = common.error_message(body)
@@ -124,8 +116,6 @@ def usage_from_anthropic(usage: dict) -> Usage:
 
 
 def _read_stream(exchange: Exchange, parsed: Parsed) -> str:
-    if common.is_error_status(exchange) and not exchange.is_event_stream:
-        parsed.error = common.error_from_body(exchange, common.response_json(exchange))
     blocks: dict[int, list[str]] = {}  # content block index -> text pieces
     calls: set[int] = set()
     thinking: list[str] = []

@@ -54,6 +54,16 @@ def is_success_status(exchange: Exchange) -> bool:
     return exchange.status is not None and 200 <= exchange.status < 300
 
 
+def is_stream_response(exchange: Exchange, stream_requested: bool) -> bool:
+    """The response is an event stream: said by its content type, or requested and not
+    answered with a JSON body or an error (servers that omit the content type exist)."""
+    if exchange.is_event_stream:
+        return True
+    if not stream_requested or is_error_status(exchange):
+        return False
+    return exchange.response_body.lstrip()[:1] not in (b"{", b"[")
+
+
 def error_from_body(exchange: Exchange, body: object | None) -> str:
     """A short message for an error response: the provider's message, else the body text."""
     message = error_message(body)
@@ -122,7 +132,7 @@ def as_str(value: object) -> str | None:
 
 
 def role_lines(pairs: list[tuple[str, str]]) -> str:
-    """"role: text" lines, one message per line group, empty texts left out."""
+    """ "role: text" lines, one message per line group, empty texts left out."""
     return "\n".join(f"{role}: {text}" for role, text in pairs if text)
 
 
@@ -136,6 +146,14 @@ def attribution_from(user: object, metadata: object) -> dict[str, str]:
             if isinstance(metadata.get(key), str) and metadata[key]:
                 attribution[key] = metadata[key]
     return attribution
+
+
+def finish(parsed: Parsed, exchange: Exchange, extra_output_text: str = "") -> None:
+    """The last step of every parser: an error status always has an error, and the usage is
+    settled (see settle_usage)."""
+    if is_error_status(exchange) and not parsed.error:
+        parsed.error = error_from_body(exchange, response_json(exchange))
+    settle_usage(parsed, exchange, extra_output_text)
 
 
 def keep_parts_within_whole(usage: Usage) -> None:
@@ -233,3 +251,16 @@ def contains_image(value: object) -> bool:
             if isinstance(mime, str) and mime.startswith("image/"):
                 return True
     return any(contains_image(v) for v in value.values() if isinstance(v, list | dict))
+
+
+def response_object(exchange: Exchange, parsed: Parsed) -> dict | None:
+    """The JSON response body when it is an object, else None; on the way, sets parsed.error
+    from an error status's body, or to "unreadable response body" for a 2xx that is not JSON."""
+    body = response_json(exchange)
+    if is_error_status(exchange):
+        parsed.error = error_from_body(exchange, body)
+    if not isinstance(body, dict):
+        if exchange.response_body and parsed.error is None and is_success_status(exchange):
+            parsed.error = "unreadable response body"
+        return None
+    return body

@@ -31,15 +31,17 @@ def parse(exchange: Exchange) -> Parsed:
     model, method = (match.group(1), match.group(2)) if match else (None, "")
     parsed = _parse_request(request, model)
     parsed.batch = method.startswith("batch") and "Embed" not in method
-    parsed.stream = method == "streamGenerateContent" or exchange.is_event_stream
     if common.is_error_status(exchange):
         parsed.error = common.error_from_body(exchange, common.response_json(exchange))
+    # An error is answered in one JSON body even to a streaming request: not a stream.
+    streaming_method = method == "streamGenerateContent" and parsed.error is None
+    parsed.stream = exchange.is_event_stream or streaming_method
     if parsed.stream and not parsed.error:
         thoughts = _read_stream(exchange, parsed)
     else:
         thoughts = _read_json(exchange, parsed)
     parsed.model = parsed.model or parsed.model_requested
-    common.settle_usage(parsed, exchange, thoughts)
+    common.finish(parsed, exchange, thoughts)
     return parsed
 
 
@@ -64,7 +66,9 @@ def _parse_request(request: dict, model: str | None) -> Parsed:
             for r in request["requests"]
             if isinstance(r, dict)
         ]
-        contents = [c for group in contents for c in (group if isinstance(group, list) else [group])]
+        contents = [
+            c for group in contents for c in (group if isinstance(group, list) else [group])
+        ]
     contents = contents if isinstance(contents, list) else []
     parsed.prompt_text = common.role_lines(
         [
@@ -99,7 +103,9 @@ def _parts_text(parts: object, thoughts: bool = False) -> str:
             texts.append(part["text"])
         call = _get(part, "functionCall")
         if isinstance(call, dict):
-            texts.append(f"{call.get('name', '')}({json.dumps(call.get('args'), ensure_ascii=False)})")
+            texts.append(
+                f"{call.get('name', '')}({json.dumps(call.get('args'), ensure_ascii=False)})"
+            )
         result = _get(part, "functionResponse")
         if isinstance(result, dict):
             texts.append(json.dumps(result.get("response"), ensure_ascii=False))

@@ -31,13 +31,13 @@ def parse(exchange: Exchange) -> Parsed:
 
 def read_response(exchange: Exchange, parsed: Parsed) -> None:
     """Fill the response-side facts (JSON or SSE) and settle the usage."""
-    if exchange.is_event_stream or (parsed.stream and not _looks_like_json(exchange)):
+    if common.is_stream_response(exchange, parsed.stream):
         parsed.stream = True
         reasoning = _read_stream(exchange, parsed)
     else:
         parsed.stream = False  # e.g. an error answered in JSON to a streaming request
         reasoning = _read_json(exchange, parsed)
-    common.settle_usage(parsed, exchange, reasoning)
+    common.finish(parsed, exchange, reasoning)
 
 
 def parse_request(request: dict, exchange: Exchange) -> Parsed:
@@ -81,18 +81,10 @@ def _message_text(message: dict) -> str:
     return "\n".join(p for p in parts if p)
 
 
-def _looks_like_json(exchange: Exchange) -> bool:
-    return exchange.response_body.lstrip()[:1] in (b"{", b"[")
-
-
 def _read_json(exchange: Exchange, parsed: Parsed) -> str:
     """Fill the response-side facts from a JSON body; returns the reasoning text."""
-    body = common.response_json(exchange)
-    if common.is_error_status(exchange):
-        parsed.error = common.error_from_body(exchange, body)
-    if not isinstance(body, dict):
-        if exchange.response_body and parsed.error is None and common.is_success_status(exchange):
-            parsed.error = "unreadable response body"
+    body = common.response_object(exchange, parsed)
+    if body is None:
         return ""
     if parsed.error is None and body.get("error"):  # OpenRouter: errors inside a 200 body
         parsed.error = common.error_message(body)
@@ -164,8 +156,6 @@ class _ChoiceText:
 
 def _read_stream(exchange: Exchange, parsed: Parsed) -> str:
     """Fill the response-side facts from an SSE body; returns the reasoning text."""
-    if common.is_error_status(exchange) and not exchange.is_event_stream:
-        parsed.error = common.error_from_body(exchange, common.response_json(exchange))
     choices: dict[int, _ChoiceText] = {}
     usage = None
     done = finished = False

@@ -34,7 +34,7 @@ def parse(exchange: Exchange) -> Parsed:
                 prompt = common.as_int(usage.get("total_tokens"))
             parsed.usage = Usage(input_tokens=prompt or 0, output_tokens=0, source="provider")
     parsed.model = parsed.model or parsed.model_requested
-    common.settle_usage(parsed, exchange)
+    common.finish(parsed, exchange)
     if parsed.usage.source == "estimated":
         parsed.usage.output_tokens = 0
     return parsed

@@ -36,13 +36,13 @@ SYSTEM_ROLES = ("system", "developer")
 def parse(exchange: Exchange) -> Parsed:
     request = common.request_json(exchange)
     parsed = _parse_request(request)
-    if exchange.is_event_stream or (parsed.stream and not _looks_like_json(exchange)):
+    if common.is_stream_response(exchange, parsed.stream):
         parsed.stream = True
         reasoning = _read_stream(exchange, parsed)
     else:
         parsed.stream = False
         reasoning = _read_json(exchange, parsed)
-    common.settle_usage(parsed, exchange, reasoning)
+    common.finish(parsed, exchange, reasoning)
     return parsed
 
 
@@ -91,17 +91,9 @@ def _input_item(item: object) -> tuple[str, str]:
     return str(item.get("role") or "user"), common.content_text(item.get("content"))
 
 
-def _looks_like_json(exchange: Exchange) -> bool:
-    return exchange.response_body.lstrip()[:1] == b"{"
-
-
 def _read_json(exchange: Exchange, parsed: Parsed) -> str:
-    body = common.response_json(exchange)
-    if common.is_error_status(exchange):
-        parsed.error = common.error_from_body(exchange, body)
-    if not isinstance(body, dict):
-        if exchange.response_body and parsed.error is None and common.is_success_status(exchange):
-            parsed.error = "unreadable response body"
+    body = common.response_object(exchange, parsed)
+    if body is None:
         return ""
     return _read_response_object(body, parsed)
 
@@ -148,8 +140,6 @@ def usage_from_responses(usage: dict) -> Usage:
 
 
 def _read_stream(exchange: Exchange, parsed: Parsed) -> str:
-    if common.is_error_status(exchange) and not exchange.is_event_stream:
-        parsed.error = common.error_from_body(exchange, common.response_json(exchange))
     texts: dict[str, list[str]] = {}  # output item key -> pieces, in arrival order
     call_keys: set[str] = set()  # items that are tool calls: name( arguments )
     reasoning: list[str] = []
@@ -174,6 +164,8 @@ def _read_stream(exchange: Exchange, parsed: Parsed) -> str:
             if item.get("type") in ("function_call", "custom_tool_call", "mcp_call"):
                 call_keys.add(_item_key(data))
                 texts.setdefault(_item_key(data), []).append(f"{item.get('name', '')}(")
+                if parsed.first_token_at is None:  # the call's name is its first output
+                    parsed.first_token_at = common.chunk_time(exchange, event.chunk_index)
         elif kind in OUTPUT_DELTAS and isinstance(data.get("delta"), str) and data["delta"]:
             if OUTPUT_DELTAS[kind]:
                 reasoning.append(data["delta"])
@@ -196,4 +188,3 @@ def _item_key(data: dict) -> str:
     item = data.get("item") if isinstance(data.get("item"), dict) else {}
     key = data.get("item_id") or item.get("id")
     return str(key) if key else f"#{data.get('output_index')}"
-

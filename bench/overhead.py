@@ -1,0 +1,205 @@
+"""Benchmark: what the recorder adds on top of bare mitmdump, and on top of a direct call.
+
+In one run, against the same fast local upstream (tests/fake_provider.py):
+  1. direct       the client calls the upstream itself
+  2. mitmdump     bare `mitmdump --mode reverse:...` (buffers whole responses, its default)
+  3. mitmdump-stream  bare mitmdump streaming every body (`stream_large_bodies=1`): the floor
+                  for time-to-first-token through any mitmproxy addon
+  4. llm-shadow   `llm-shadow proxy --upstream ...` (recording into a scratch data dir)
+For each: throughput (requests/s with CONCURRENCY keep-alive connections, JSON chat calls),
+latency p50/p99 one call at a time, and time-to-first-token on a slow stream (the upstream
+waits STREAM_DELAY_MS between events), both on a keep-alive connection as SDKs use. Prints a table and the ratios the targets speak of:
+  throughput >= 0.85 x mitmdump, p50 added latency within 0.5 ms of mitmdump's,
+  TTFT within 2 ms of a direct call.
+Every loop is bounded in count and time; everything listens on 127.0.0.1.
+
+    python bench/overhead.py [--requests 3000] [--concurrency 16] [--latency-calls 300]
+"""
+
+import argparse
+import asyncio
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.fake_provider import FakeProvider  # noqa: E402
+
+BODY = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "What is the capital of France?"}]}).encode()
+STREAM_BODY = json.dumps({"model": "gpt-4o-mini", "stream": True, "stream_options": {"include_usage": True},
+                          "messages": [{"role": "user", "content": "Tell me a story."}]}).encode()
+STREAM_DELAY_MS = 20
+MITMDUMP = [sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()"]
+TIME_LIMIT_S = 60
+
+
+def request_bytes(body: bytes, extra: str = "") -> bytes:
+    return (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer sk-bench\r\n{extra}Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[float | None, bytes]:
+    """Read one HTTP/1.1 response; return (time the first body byte arrived, body)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    headers = head.decode("latin-1").lower()
+    first_byte = None
+    if "transfer-encoding: chunked" in headers:
+        body = b""
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+            data = await reader.readexactly(size + 2)
+            if first_byte is None:
+                first_byte = time.perf_counter()
+            if size == 0:
+                return first_byte, body
+            body += data[:-2]
+    length = int(re.search(r"content-length: (\d+)", headers)[1])
+    body = await reader.readexactly(length)
+    return time.perf_counter(), body
+
+
+async def throughput(port: int, total: int, concurrency: int) -> float:
+    done = 0
+    deadline = time.monotonic() + TIME_LIMIT_S
+
+    async def worker():
+        nonlocal done
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while done < total and time.monotonic() < deadline:
+                done += 1
+                writer.write(request_bytes(BODY))
+                await read_response(reader)
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done / (time.perf_counter() - started)
+
+
+async def latencies(port: int, calls: int) -> list[float]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    out = []
+    deadline = time.monotonic() + TIME_LIMIT_S
+    try:
+        for _ in range(calls):
+            if time.monotonic() > deadline:
+                break
+            started = time.perf_counter()
+            writer.write(request_bytes(BODY))
+            await read_response(reader)
+            out.append((time.perf_counter() - started) * 1000)
+    finally:
+        writer.close()
+    return out
+
+
+async def ttfts(port: int, calls: int) -> list[float]:
+    """Time to the first body byte of a slow stream, on one keep-alive connection (as SDKs do)."""
+    out = []
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    deadline = time.monotonic() + TIME_LIMIT_S
+    try:
+        for _ in range(calls):
+            if time.monotonic() > deadline:
+                break
+            started = time.perf_counter()
+            writer.write(request_bytes(STREAM_BODY, f"x-fake-delay-ms: {STREAM_DELAY_MS}\r\n"))
+            first, _ = await read_response(reader)
+            out.append((first - started) * 1000)
+    finally:
+        writer.close()
+    return out
+
+
+def start_proxy(command: list[str]) -> tuple[subprocess.Popen, int]:
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    port = None
+    found = threading.Event()
+
+    def read():
+        nonlocal port
+        for line in process.stdout:
+            m = re.search(r"listening at .*:(\d+)", line)
+            if m and port is None:
+                port = int(m[1])
+                found.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    if not found.wait(30):
+        process.kill()
+        raise RuntimeError(f"{command[:3]} did not start")
+    return process, port
+
+
+def percentile(values: list[float], p: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1] if len(values) > 1 else values[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--latency-calls", type=int, default=300)
+    parser.add_argument("--ttft-calls", type=int, default=30)
+    args = parser.parse_args()
+
+    scratch = Path(tempfile.mkdtemp(prefix="llm-shadow-bench-"))
+    results = {}
+    with FakeProvider() as upstream:
+        targets = {
+            "direct": None,
+            "mitmdump": [*MITMDUMP, "--mode", f"reverse:{upstream.url}@0", "--set", "flow_detail=0"],
+            # Bare mitmdump buffers whole responses; streaming everything is its fastest-TTFT form.
+            "mitmdump-stream": [*MITMDUMP, "--mode", f"reverse:{upstream.url}@0", "--set", "flow_detail=0",
+                                "--set", "stream_large_bodies=1"],
+            "llm-shadow": [sys.executable, str(ROOT / "cli.py"), "proxy", "--upstream", f"{upstream.url}@0",
+                           "--data", str(scratch / "data")],
+        }
+        for name, command in targets.items():
+            process = None
+            port = upstream.port
+            if command:
+                process, port = start_proxy(command)
+            try:
+                asyncio.run(latencies(port, 50))  # warm up
+                rps = asyncio.run(throughput(port, args.requests, args.concurrency))
+                lat = asyncio.run(latencies(port, args.latency_calls))
+                ttft = asyncio.run(ttfts(port, args.ttft_calls))
+            finally:
+                if process:
+                    process.terminate()
+                    process.wait(30)
+            results[name] = {"rps": rps, "p50": percentile(lat, 50), "p99": percentile(lat, 99),
+                             "ttft_p50": percentile(ttft, 50)}
+    recorded = subprocess.run([sys.executable, str(ROOT / "cli.py"), "sql", "SELECT count(*) AS n FROM requests",
+                               "--format", "csv", "--data", str(scratch / "data")],
+                              capture_output=True, text=True, env={"PYTHONPATH": str(ROOT)}, cwd=ROOT).stdout.split()[-1]
+    shutil.rmtree(scratch, ignore_errors=True)
+
+    print(f"{'target':<16}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'TTFT p50 ms':>14}")
+    for name, r in results.items():
+        print(f"{name:<16}{r['rps']:>10.0f}{r['p50']:>10.3f}{r['p99']:>10.3f}{r['ttft_p50']:>14.3f}")
+    d, m, ms, s = results["direct"], results["mitmdump"], results["mitmdump-stream"], results["llm-shadow"]
+    print()
+    print(f"throughput llm-shadow / mitmdump: {s['rps'] / m['rps']:.2f}x (target >= 0.85x)")
+    print(f"p50 added latency: mitmdump +{m['p50'] - d['p50']:.3f} ms, llm-shadow +{s['p50'] - d['p50']:.3f} ms; "
+          f"difference {s['p50'] - m['p50']:+.3f} ms (target within 0.5 ms)")
+    print(f"TTFT added over a direct call: llm-shadow {s['ttft_p50'] - d['ttft_p50']:+.3f} ms (target within 2 ms); "
+          f"mitmdump {m['ttft_p50'] - d['ttft_p50']:+.3f} ms (buffers), mitmdump-stream {ms['ttft_p50'] - d['ttft_p50']:+.3f} ms")
+    print(f"calls recorded by llm-shadow during the run: {recorded}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""`llm-shadow demo`: the sample month recorded through the real recorder into a fresh data
+directory, simulated and reported, in one command run in an empty directory."""
+
+import re
+
+from typer.testing import CliRunner
+
+from addons.importer import count_flows
+from analysis import stats
+from analysis.store import Store
+from cli import SAMPLE_TRAFFIC, app
+from reports import format as fmt
+from reports.demo import MARKER, prepare_demo_dir
+
+
+def test_demo_runs_end_to_end_in_a_fresh_directory(sample_demo):
+    result = sample_demo.result
+    assert result.returncode == 0, result.stderr
+    flows = sorted(SAMPLE_TRAFFIC.glob("*.flows"))
+    assert flows, "the sample month is missing from sample_traffic/"
+    recorded = int(re.search(r"Recorded ([\d,]+) LLM calls", result.stdout)[1].replace(",", ""))
+    assert recorded == sum(count_flows(f) for f in flows)  # every sample flow is an LLM call
+
+    # Everything it wrote is inside the demo directory, and the data is what the recorder wrote.
+    assert sorted(p.name for p in sample_demo.workdir.iterdir()) == ["shadow-demo"]
+    assert sample_demo.report.is_file() and (sample_demo.out / MARKER).is_file()
+    with Store(sample_demo.data, create=False).connect() as con:
+        total = stats.totals(con)
+    assert total.calls == recorded
+    assert f"Report: {sample_demo.report.resolve()}" in result.stdout
+
+
+def test_demo_prints_the_three_headline_figures_of_its_report(sample_demo):
+    out = sample_demo.result.stdout
+    with Store(sample_demo.data, create=False).connect() as con:
+        total = stats.totals(con)
+    observed = re.search(r"Observed spend:\s+(\S+) over (\d+) days \(([\d,]+) calls\)", out)
+    assert observed, out
+    assert observed[1] == fmt.usd(total.cost_usd)
+    assert observed[3] == fmt.count(total.calls)
+    assert int(observed[2]) == (total.last_ts.date() - total.first_ts.date()).days + 1
+    assert re.search(r"Simulated spend:\s+\S", out)
+    assert re.search(r"Cache hit rate:\s+\S", out)
+    html = sample_demo.report.read_text()
+    assert observed[1] in html
+
+
+def test_a_second_run_starts_from_an_empty_data_directory(tmp_path):
+    out = tmp_path / "demo"
+    data = prepare_demo_dir(out)
+    data.mkdir()
+    (data / "left-over.parquet").write_bytes(b"x")
+    (out / "report.html").write_text("old")
+    assert prepare_demo_dir(out) == data
+    assert not data.exists()  # the importer creates it afresh
+    assert (out / "report.html").exists()
+
+
+def test_demo_refuses_a_directory_it_did_not_make(tmp_path):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    result = CliRunner().invoke(app, ["demo", "--out", str(foreign)])
+    assert result.exit_code == 1
+    assert "was not made by llm-shadow demo" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert (foreign / "notes.txt").read_text() == "keep me"
