@@ -85,12 +85,26 @@ class PricingRows:
             positions,
         )
 
-    def texts_of(self, rows: np.ndarray) -> pl.DataFrame:
-        """The TEXT_COLUMNS of `rows` (positions in these rows)."""
+    def texts_of(self, rows: np.ndarray) -> tuple[pl.Series | list, pl.Series | list]:
+        """(request text, answer text) of `rows` (positions in these rows): the request text is
+        the system prompt and the messages, None without recorded messages. Polars Series for
+        many rows, lists for a few (one request in enforce mode); the same strings either way."""
         at = rows if self.positions is None else self.positions[rows]
+        if isinstance(self.texts, pl.DataFrame) and len(at) > SMALL:
+            texts = self.texts[at]
+            request = texts.select(
+                pl.when(pl.col("prompt_text").is_not_null())
+                .then(pl.concat_str([pl.col("system_prompt").fill_null(""), pl.lit("\n"), pl.col("prompt_text")]))
+                .alias("t")
+            )["t"]
+            return request, texts["response_text"]
         if isinstance(self.texts, pl.DataFrame):
-            return self.texts[at]
-        return pl.DataFrame({c: [self.texts[c][i] for i in at.tolist()] for c in TEXT_COLUMNS}, schema=dict.fromkeys(TEXT_COLUMNS, pl.Utf8))
+            picked = self.texts[at]
+            system, prompt, response = (picked[c].to_list() for c in TEXT_COLUMNS)
+        else:
+            system, prompt, response = ([self.texts[c][i] for i in at.tolist()] for c in TEXT_COLUMNS)
+        request = [None if p is None else f"{s or ''}\n{p}" for s, p in zip(system, prompt, strict=True)]
+        return request, response
 
     def groups(self, *columns: str) -> list[tuple[tuple, np.ndarray]]:
         """(values of the label `columns`, row positions) per distinct combination, in order
@@ -106,6 +120,9 @@ class PricingRows:
         for i, key in enumerate(zip(*(self.labels[c] for c in columns), strict=True)):
             found.setdefault(key, []).append(i)
         return [(key, np.array(rows, dtype=np.int64)) for key, rows in found.items()]
+
+
+SMALL = 1000  # below this many rows, texts are handled as Python lists rather than polars
 
 
 @functools.cache
@@ -175,16 +192,18 @@ class Pricer:
         return usd / 1_000_000
 
     # -- token re-estimation -----------------------------------------------------------------
-    def _counts(self, texts: pl.Series, encoding: str) -> np.ndarray:
+    def _counts(self, texts: pl.Series | list, encoding: str) -> np.ndarray:
         """Tokens of each text in `encoding` (0 for NULL), as analysis.tokens.count_tokens
         counts them (special tokens as plain text); each distinct text is encoded once per
         Pricer."""
         known = self._token_counts
-        distinct = texts.drop_nulls().unique().to_list()
+        distinct = texts.drop_nulls().unique().to_list() if isinstance(texts, pl.Series) else list({t for t in texts if t is not None})
         encode = get_encoding(encoding).encode_ordinary
         for text in distinct:
             if (text, encoding) not in known:
                 known[(text, encoding)] = len(encode(text))
+        if not isinstance(texts, pl.Series):
+            return np.array([0 if t is None else known[(t, encoding)] for t in texts], dtype=np.int64)
         counts = pl.DataFrame({"t": distinct, "n": [known[(t, encoding)] for t in distinct]}, schema={"t": pl.Utf8, "n": pl.Int64})
         joined = texts.to_frame("t").join(counts, on="t", how="left", maintain_order="left")
         return joined["n"].fill_null(0).to_numpy()
@@ -206,13 +225,8 @@ class Pricer:
         for source in set(sources.values()) - {target_encoding}:
             mine = {m for m, e in sources.items() if e == source}
             at = np.flatnonzero(np.array([m in mine for m in models], dtype=bool))
-            texts = rows.texts_of(at)
-            request = texts.select(
-                pl.when(pl.col("prompt_text").is_not_null())
-                .then(pl.concat_str([pl.col("system_prompt").fill_null(""), pl.lit("\n"), pl.col("prompt_text")]))
-                .alias("t")
-            )["t"]
-            for values, text, mark in ((inputs, request, True), (outputs, texts["response_text"], False)):
+            request, response = rows.texts_of(at)
+            for values, text, mark in ((inputs, request, True), (outputs, response, False)):
                 before = self._counts(text, source)
                 after = self._counts(text, target_encoding)
                 usable = before > 0
