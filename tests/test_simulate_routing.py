@@ -167,3 +167,22 @@ requests_per_minute = 1
     rows = [{"t": 0}, {"t": 1, "feature": "report"}, {"t": 2}]
     d = decisions_by_id(run(policy, rows))
     assert [d[f"r{i}"]["throttled_by"] for i in range(3)] == [None, None, "rpm"]
+
+
+def test_token_reestimation_is_the_same_for_one_request_and_for_many():
+    import numpy as np
+
+    from analysis.pricing import PriceTable
+    from analysis.simulate.batch import ordered
+    from analysis.simulate.pricer import SMALL, Pricer, PricingRows
+    from analysis.simulate.synthetic import generate
+
+    requests, contents = generate(SMALL + 500, days=1, seed=5)
+    rows = PricingRows.from_frame(ordered(requests, contents))
+    pricer = Pricer(PriceTable.load())
+    inputs, outputs, changed = pricer.reestimated(rows, "gpt-4o")  # the polars path
+    assert changed.sum() > 300  # the Claude, Gemini and local rows
+    assert (inputs[changed] != rows.usage["input_tokens"][changed]).any()
+    for i in range(0, len(rows), 7):
+        one = pricer.reestimated(rows.take(np.array([i])), "gpt-4o")  # the list path
+        assert (one[0][0], one[1][0], one[2][0]) == (inputs[i], outputs[i], changed[i])

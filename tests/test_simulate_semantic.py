@@ -37,7 +37,7 @@ def test_hashing_embedder_rows_do_not_depend_on_the_batch():
     assert not embedder.embed([""]).any()  # an empty text is the zero vector
 
 
-def _index(bits=8, tables=12, bucket_size=32) -> SemanticIndex:
+def _index(bits=10, tables=16, bucket_size=64) -> SemanticIndex:
     return SemanticIndex(HashingEmbedder(), ttl_us=3_600_000_000, max_entries=1000, bits=bits, tables=tables, bucket_size=bucket_size)
 
 
@@ -47,10 +47,24 @@ def test_index_finds_the_nearest_stored_prompt_in_its_partition_only():
     index.store(0, rows[0], available_at=0, source_id="first")
     index.store(0, rows[2], available_at=0, source_id="euros")
     index.store(1, rows[4], available_at=0, source_id="other-partition")
-    similarity, row, entry = index.nearest(0, rows[1], now=10)
-    assert (row, entry[2]) == (rows[0], "first") and similarity > 0.95
+    similarity, _, entry = index.nearest(0, rows[1], now=10)
+    assert entry == (0, 3_600_000_000, "first") and similarity > 0.95
     assert index.nearest(1, rows[3], now=10) is None or index.nearest(1, rows[3], now=10)[2][2] == "other-partition"
-    assert index.nearest(0, rows[1], now=3_600_000_001) is None  # expired
+    assert index.nearest(0, rows[1], now=3_600_000_000) is None  # expired
+
+
+def test_index_evicts_the_least_recently_used():
+    index = SemanticIndex(HashingEmbedder(), ttl_us=10**12, max_entries=2, bits=10, tables=16, bucket_size=64)
+    rows = [index.register(p) for p in PROMPTS]
+    index.store(0, rows[0], 0, "a")
+    index.store(0, rows[2], 0, "b")
+    found = index.nearest(0, rows[1], 1)
+    index.use(0, found[1])  # "a" served: most recently used
+    assert index.nearest(0, rows[2], 1)[2][2] == "b"
+    index.store(0, rows[3], 0, "c")  # evicts "b"
+    found = index.nearest(0, rows[2], 1)
+    assert found is None or found[2][2] != "b"
+    assert index.nearest(0, rows[1], 1)[2][2] == "a"
 
 
 def test_lsh_recall_on_near_duplicates():

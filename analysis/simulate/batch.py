@@ -12,19 +12,36 @@ import polars as pl
 
 from analysis.simulate.cacheability import exclusion_reasons
 from analysis.simulate.engine import PolicyEngine
-from analysis.simulate.facts import DAY_US, HOUR_US, EngineState, FrameFacts, state_key_expr
+from analysis.simulate.facts import (
+    DAY_US,
+    HOUR_US,
+    EngineState,
+    FrameFacts,
+    shared_strings,
+    state_key_expr,
+)
 from analysis.simulate.matching import requested_model_expr, scope_expr
 from analysis.simulate.pricer import PricingRows
 
 CONTENT_COLUMNS = ["system_prompt", "prompt_text", "response_text"]
 
 
+def _in_order(frame: pl.DataFrame) -> bool:
+    ts, ids = pl.col("ts"), pl.col("id")
+    later = (ts > ts.shift()) | ((ts == ts.shift()) & (ids > ids.shift()))
+    return frame.height < 2 or bool(frame.select(later.slice(1).all()).item())
+
+
 def ordered(requests: pl.DataFrame, contents: pl.DataFrame | None) -> pl.DataFrame:
-    """Requests in (ts, id) order, with the content columns joined when given."""
-    frame = requests.sort(["ts", "id"])
+    """Requests in (ts, id) order (as the store returns them: then no copy is made), with the
+    content columns joined when given."""
+    frame = requests if _in_order(requests) else requests.sort(["ts", "id"])
     if contents is not None:
         texts = contents.select("id", *[c for c in CONTENT_COLUMNS if c in contents.columns])
-        frame = frame.join(texts.unique("id", keep="first"), on="id", how="left", maintain_order="left")
+        if not (texts.height == frame.height and texts["id"].equals(frame["id"])):
+            # Not row for row (content not kept for every call): match them by id.
+            texts = frame.select("id").join(texts.unique("id", keep="first"), on="id", how="left", maintain_order="left")
+        frame = frame.hstack(texts.drop("id").get_columns())  # shares the columns, copies nothing
     return frame
 
 
@@ -37,7 +54,7 @@ def _window_ids(frame: pl.DataFrame, ts_us: np.ndarray, window: str) -> np.ndarr
 
 
 def _scope_values(frame: pl.DataFrame, scope: str) -> list:
-    return frame.select(pl.col("id"), scope_expr(scope).alias("s"))["s"].to_list()  # id: one value per row
+    return shared_strings(frame.select(pl.col("id"), scope_expr(scope).alias("s"))["s"])  # id: one value per row
 
 
 def frame_facts(engine: PolicyEngine, frame: pl.DataFrame, state: EngineState) -> FrameFacts:
@@ -47,20 +64,20 @@ def frame_facts(engine: PolicyEngine, frame: pl.DataFrame, state: EngineState) -
     n = frame.height
     ts_us = frame.select(pl.col("ts").dt.epoch("us").alias("t"))["t"].to_numpy()
     cost_array = frame["cost_usd"].cast(pl.Float64).fill_null(np.nan).to_numpy()
-    tokens = (
-        frame["input_tokens"].fill_null(0).cast(pl.Int64) + frame["output_tokens"].fill_null(0).cast(pl.Int64)
-    ).to_list()
-    columns: dict[str, list] = {
-        "id": frame["id"].to_list(),
-        "ts_us": ts_us.tolist(),
-        "cost_usd": cost_array,
-        "latency_ms": frame["latency_ms"].to_list(),
-        "ok": (frame["outcome"] == "ok").fill_null(False).to_list(),
-        "tokens": tokens,
-        "model": frame["model"].to_list(),
-    }
     none = [None] * n
     minus_one = [-1] * n
+    caches = p.exact_cache is not None or p.semantic_cache is not None
+    tokens = frame["input_tokens"].fill_null(0).cast(pl.Int64) + frame["output_tokens"].fill_null(0).cast(pl.Int64)
+    # Big columns stay compact (Series, numpy); the replay pass makes lists a chunk at a time.
+    columns: dict[str, object] = {
+        "id": frame["id"],
+        "ts_us": ts_us,
+        "cost_usd": cost_array,
+        "latency_ms": frame["latency_ms"].cast(pl.Float64).fill_null(np.nan).to_numpy(),
+        "ok": (frame["outcome"] == "ok").fill_null(False).to_numpy() if caches else np.zeros(n, dtype=bool),
+        "tokens": tokens.to_numpy() if p.rate_limits else np.zeros(n, dtype=np.int64),
+        "model": shared_strings(frame["model"]),
+    }
 
     # Exact cache.
     columns["exact_key"] = none
@@ -70,9 +87,9 @@ def frame_facts(engine: PolicyEngine, frame: pl.DataFrame, state: EngineState) -
         prompt = pl.col("prompt_hash")
         key = pl.when(prompt.is_null() | (prompt == "")).then(None).otherwise(state_key_expr(scope_expr(p.exact_cache.scope), prompt))
         keys = frame.select(key.alias("k"))["k"]
-        columns["exact_key"] = keys.to_list()
-        columns["exact_seen_before"] = (keys.is_not_null() & ~keys.is_first_distinct()).to_list()
-        columns["exact_excluded"] = exclusion_reasons(frame, p.exact_cache.rules)
+        columns["exact_key"] = keys
+        columns["exact_seen_before"] = (keys.is_not_null() & ~keys.is_first_distinct()).to_numpy()
+        columns["exact_excluded"] = shared_strings(exclusion_reasons(frame, p.exact_cache.rules))
 
     # Semantic cache.
     columns["semantic_pid"] = minus_one
@@ -80,7 +97,7 @@ def frame_facts(engine: PolicyEngine, frame: pl.DataFrame, state: EngineState) -
     columns["semantic_excluded"] = none
     if p.semantic_cache:
         s = p.semantic_cache
-        reasons = exclusion_reasons(frame, s.rules)
+        reasons = shared_strings(exclusion_reasons(frame, s.rules))
         texts = frame["prompt_text"].to_list() if "prompt_text" in frame.columns else none
         reasons = [r if r is not None or t else "no_prompt_text" for r, t in zip(reasons, texts, strict=True)]
         eligible = [r is None for r in reasons]
@@ -109,7 +126,7 @@ def frame_facts(engine: PolicyEngine, frame: pl.DataFrame, state: EngineState) -
         if len(rows):
             route_cost[rows] = engine.pricer.costs_at(pricing.take(rows), rule.to, rule.to_provider)
     route[np.isnan(route_cost)] = -1
-    columns["route"] = route.tolist()
+    columns["route"] = route
     columns["route_cost"] = route_cost
     routed_to = [p.routing[r].to if r >= 0 else None for r in route.tolist()]
     columns["route_model"] = [t if t is not None else m for t, m in zip(routed_to, columns["model"], strict=True)]
@@ -131,7 +148,7 @@ def frame_facts(engine: PolicyEngine, frame: pl.DataFrame, state: EngineState) -
                 policy.discount,
             )
     batch[np.isnan(batch_cost)] = -1
-    columns["batch"] = batch.tolist()
+    columns["batch"] = batch
     columns["batch_cost"] = batch_cost
     batched = batch >= 0
 
@@ -142,14 +159,15 @@ def frame_facts(engine: PolicyEngine, frame: pl.DataFrame, state: EngineState) -
         keys = frame.select(
             pl.when(pl.Series(applies)).then(state_key_expr(scope_expr(budget.scope), pl.lit(windows))).alias("k")
         )["k"]
-        columns[f"budget_key.{b}"] = keys.to_list()
+        columns[f"budget_key.{b}"] = shared_strings(keys)
         downgrade = np.full(n, np.nan)
         if budget.to:
             rows = np.flatnonzero(applies)
-            if len(rows):
+            if len(rows) == n:  # the budget applies to every request: no subset to copy
+                downgrade = engine.pricer.costs_at(pricing, budget.to, budget.to_provider, batch=batched)
+            elif len(rows):
                 downgrade[rows] = engine.pricer.costs_at(pricing.take(rows), budget.to, budget.to_provider, batch=batched[rows])
-        columns[f"downgrade_cost.{b}"] = downgrade.tolist()
-    columns["budget_keys"] = columns["downgrade_costs"] = columns["rate_keys"] = [()] * n  # split out above
+        columns[f"downgrade_cost.{b}"] = downgrade
 
     # Rate limits: the scope value where the limit applies.
     for r, (limit, match) in enumerate(zip(p.rate_limits, engine.rate_matches, strict=True)):

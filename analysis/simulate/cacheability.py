@@ -34,7 +34,7 @@ def exclusion_reason(record: Record, rules: CacheRules) -> str | None:
     return None
 
 
-def exclusion_reasons(frame: pl.DataFrame, rules: CacheRules) -> list[str | None]:
+def exclusion_reasons(frame: pl.DataFrame, rules: CacheRules) -> pl.Series:
     """`exclusion_reason` for every row of a `requests` frame."""
     tests: list[tuple[str, pl.Expr]] = [
         ("no_prompt_hash", pl.col("prompt_hash").is_null() | (pl.col("prompt_hash") == "")),
@@ -49,5 +49,5 @@ def exclusion_reasons(frame: pl.DataFrame, rules: CacheRules) -> list[str | None
     reason = pl.lit(None, dtype=pl.Utf8)
     for name, test in reversed(tests):
         reason = pl.when(test.fill_null(False)).then(pl.lit(name)).otherwise(reason)
-    return frame.select(reason.alias("r"))["r"].to_list()
+    return frame.select(pl.col("id"), reason.alias("r"))["r"]
 

@@ -69,6 +69,19 @@ def split_state_key(key: str) -> tuple[str | None, str]:
     return (None if scope == NO_VALUE else scope), part
 
 
+def shared_strings(values: "pl.Series | list") -> list:
+    """A string column as a list in which equal strings are one object: a million rows with a
+    few distinct values (models, teams, budget windows) then cost a list, not a million
+    strings. Mostly distinct columns come back as they are."""
+    series = values if isinstance(values, pl.Series) else pl.Series(values, dtype=pl.Utf8)
+    distinct = series.drop_nulls().unique(maintain_order=True).to_list()
+    if len(distinct) * 4 > len(series):
+        return series.to_list()
+    lookup = np.array([*distinct, None], dtype=object)
+    codes = series.cast(pl.Enum(distinct)).to_physical().fill_null(len(distinct)).to_numpy()
+    return lookup[codes].tolist()
+
+
 def number_or_none(value: float) -> float | None:
     """A computed cost, None for NaN (could not be priced)."""
     value = float(value)
@@ -120,7 +133,10 @@ MONEY_COLUMNS = ("cost_usd", "route_cost", "batch_cost")
 @dataclass
 class FrameFacts:
     """The facts of many requests as columns: the `Facts` fields, with the per-budget and
-    per-rate-limit tuples split into one column each (`budget_key.0`, `rate_key.1`, ...)."""
+    per-rate-limit tuples split into one column each (`budget_key.0`, `rate_key.1`, ...).
+
+    A column is a list, a numpy array or a polars Series: the simulator keeps big columns
+    compact and the replay pass turns them into lists a chunk at a time (`chunk`)."""
 
     columns: dict[str, list]
     budgets: int
@@ -141,14 +157,31 @@ class FrameFacts:
             columns[f"rate_key.{r}"] = [f.rate_keys[r] for f in facts]
         return cls(columns, budgets, rate_limits)
 
+    def chunk(self, name: str, start: int, stop: int) -> list:
+        """Rows [start, stop) of a column as a list of Python values."""
+        values = self.columns[name]
+        if isinstance(values, pl.Series):
+            return values.slice(start, stop - start).to_list()
+        if isinstance(values, np.ndarray):
+            return values[start:stop].tolist()
+        return values[start:stop]
+
     def array(self, name: str, rows: slice = slice(None)) -> np.ndarray:
         """Rows of a numeric column as float64, NaN for None."""
         values = self.columns[name][rows]
         if isinstance(values, np.ndarray):
             return values.astype(np.float64, copy=False)
+        if isinstance(values, pl.Series):
+            return values.cast(pl.Float64).fill_null(math.nan).to_numpy()
         if len(values) < 1000:
             return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
         return pl.Series(values, dtype=pl.Float64).fill_null(math.nan).to_numpy()
+
+    def arrival(self) -> np.ndarray:
+        """When each response had arrived: request start + latency (0 when unknown), in
+        microseconds."""
+        latency_us = (np.nan_to_num(self.array("latency_ms")) * 1000).astype(np.int64)
+        return np.asarray(self.columns["ts_us"], dtype=np.int64) + latency_us
 
     def pre_budget_cost(self) -> np.ndarray:
         """Cost of each request after routing and batch, before budgets (NaN: unpriced)."""

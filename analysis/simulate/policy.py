@@ -128,9 +128,9 @@ class SemanticCachePolicy:
     embedder_api_key_env: str | None = None
     sweep: tuple[float, ...] = DEFAULT_SWEEP
     sample_pairs: int = 20
-    lsh_bits: int = 8
-    lsh_tables: int = 12
-    bucket_size: int = 32
+    lsh_bits: int = 10
+    lsh_tables: int = 16
+    bucket_size: int = 64
     origin: Origin = field(compare=False, default=Origin(("cache", "semantic")))
 
 
@@ -377,9 +377,9 @@ def _semantic_cache(reader: _Reader) -> SemanticCachePolicy:
         embedder_api_key_env=key_env,
         sweep=tuple(sorted({float(v) for v in sweep_value} | {threshold})),
         sample_pairs=reader.integer("sample_pairs", 20),
-        lsh_bits=reader.integer("lsh_bits", 8, minimum=1),
-        lsh_tables=reader.integer("lsh_tables", 12, minimum=1),
-        bucket_size=reader.integer("bucket_size", 32, minimum=1),
+        lsh_bits=reader.integer("lsh_bits", 10, minimum=1),
+        lsh_tables=reader.integer("lsh_tables", 16, minimum=1),
+        bucket_size=reader.integer("bucket_size", 64, minimum=1),
         origin=Origin(reader.table),
     )
     if policy.lsh_bits > 30:

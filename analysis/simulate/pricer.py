@@ -23,6 +23,7 @@ A cost that cannot be computed (the target has no price, the request has no toke
 NaN here and None in a decision: such a request is not routed or batched.
 """
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,8 @@ import numpy as np
 import polars as pl
 
 from analysis.pricing import ModelPrice, PriceTable, service_of
-from analysis.tokens import count_tokens, encoding_name_for_model
+from analysis.simulate.facts import shared_strings
+from analysis.tokens import encoding_name_for_model, get_encoding
 
 USAGE_COLUMNS = [
     "input_tokens", "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens",
@@ -43,14 +45,16 @@ TEXT_COLUMNS = ["system_prompt", "prompt_text", "response_text"]
 
 @dataclass
 class PricingRows:
-    """What pricing reads of some requests, as plain columns: labels as lists, token counts as
-    int64 arrays (NULL as 0), texts when recorded. Built from a frame (the simulator) or from
-    one record (enforce mode) without polars, so one request costs microseconds."""
+    """What pricing reads of some requests, as plain columns: labels as object arrays (equal
+    strings shared), token counts as int64 arrays (NULL as 0), and where to find the recorded texts.
+    Built from a frame (the simulator) or from one record (enforce mode) without polars, so
+    one request costs microseconds."""
 
-    labels: dict[str, list]
+    labels: dict[str, np.ndarray]  # object arrays
     usage: dict[str, np.ndarray]
     has_tokens: np.ndarray  # some token count was recorded
-    texts: dict[str, list] | None  # TEXT_COLUMNS, None when contents were not read
+    texts: Any  # a frame with TEXT_COLUMNS, or a {column: [value]} dict; None: not read
+    positions: np.ndarray | None = None  # rows of `texts` these rows are (None: the same)
 
     def __len__(self) -> int:
         return len(self.has_tokens)
@@ -59,33 +63,71 @@ class PricingRows:
     def from_frame(cls, frame: pl.DataFrame) -> "PricingRows":
         usage = {c: frame[c].fill_null(0).cast(pl.Int64).to_numpy() for c in USAGE_COLUMNS}
         has_tokens = (frame["input_tokens"].is_not_null() | frame["output_tokens"].is_not_null()).to_numpy()
-        texts = {c: frame[c].to_list() for c in TEXT_COLUMNS} if all(c in frame.columns for c in TEXT_COLUMNS) else None
-        return cls({c: frame[c].to_list() for c in LABEL_COLUMNS}, usage, has_tokens, texts)
+        texts = frame.select(TEXT_COLUMNS) if all(c in frame.columns for c in TEXT_COLUMNS) else None
+        labels = {c: np.array(shared_strings(frame[c]), dtype=object) for c in LABEL_COLUMNS}
+        return cls(labels, usage, has_tokens, texts)
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> "PricingRows":
         usage = {c: np.array([record.get(c) or 0], dtype=np.int64) for c in USAGE_COLUMNS}
         has_tokens = np.array([record.get("input_tokens") is not None or record.get("output_tokens") is not None])
         texts = {c: [record.get(c)] for c in TEXT_COLUMNS} if "prompt_text" in record else None
-        return cls({c: [record.get(c)] for c in LABEL_COLUMNS}, usage, has_tokens, texts)
+        labels = {c: np.array([record.get(c)], dtype=object) for c in LABEL_COLUMNS}
+        return cls(labels, usage, has_tokens, texts)
 
     def take(self, rows: np.ndarray) -> "PricingRows":
-        picked = rows.tolist()
-        texts = {c: [v[i] for i in picked] for c, v in self.texts.items()} if self.texts is not None else None
+        positions = rows if self.positions is None else self.positions[rows]
         return PricingRows(
-            {c: [v[i] for i in picked] for c, v in self.labels.items()},
+            {c: v[rows] for c, v in self.labels.items()},
             {c: v[rows] for c, v in self.usage.items()},
             self.has_tokens[rows],
-            texts,
+            self.texts,
+            positions,
         )
+
+    def texts_of(self, rows: np.ndarray) -> tuple[pl.Series | list, pl.Series | list]:
+        """(request text, answer text) of `rows` (positions in these rows): the request text is
+        the system prompt and the messages, None without recorded messages. Polars Series for
+        many rows, lists for a few (one request in enforce mode); the same strings either way."""
+        at = rows if self.positions is None else self.positions[rows]
+        if isinstance(self.texts, pl.DataFrame) and len(at) > SMALL:
+            texts = self.texts[at]
+            request = texts.select(
+                pl.when(pl.col("prompt_text").is_not_null())
+                .then(pl.concat_str([pl.col("system_prompt").fill_null(""), pl.lit("\n"), pl.col("prompt_text")]))
+                .alias("t")
+            )["t"]
+            return request, texts["response_text"]
+        if isinstance(self.texts, pl.DataFrame):
+            picked = self.texts[at]
+            system, prompt, response = (picked[c].to_list() for c in TEXT_COLUMNS)
+        else:
+            system, prompt, response = ([self.texts[c][i] for i in at.tolist()] for c in TEXT_COLUMNS)
+        request = [None if p is None else f"{s or ''}\n{p}" for s, p in zip(system, prompt, strict=True)]
+        return request, response
 
     def groups(self, *columns: str) -> list[tuple[tuple, np.ndarray]]:
         """(values of the label `columns`, row positions) per distinct combination, in order
         of first appearance."""
+        if len(self) > 10_000:  # the same grouping, in polars
+            frame = pl.DataFrame({c: pl.Series(self.labels[c].tolist(), dtype=pl.Utf8) for c in columns})
+            grouped = frame.with_row_index("_row").group_by(list(columns), maintain_order=True).agg(pl.col("_row"))
+            return [
+                (tuple(row[c] for c in columns), np.asarray(row["_row"], dtype=np.int64))
+                for row in grouped.iter_rows(named=True)
+            ]
         found: dict[tuple, list[int]] = {}
         for i, key in enumerate(zip(*(self.labels[c] for c in columns), strict=True)):
             found.setdefault(key, []).append(i)
         return [(key, np.array(rows, dtype=np.int64)) for key, rows in found.items()]
+
+
+SMALL = 1000  # below this many rows, texts are handled as Python lists rather than polars
+
+
+@functools.cache
+def _encoding(model: str | None) -> str:
+    return encoding_name_for_model(model)
 
 
 class Pricer:
@@ -150,37 +192,48 @@ class Pricer:
         return usd / 1_000_000
 
     # -- token re-estimation -----------------------------------------------------------------
-    def _count(self, text: str, encoding: str) -> int:
-        key = (text, encoding)
-        found = self._token_counts.get(key)
-        if found is None:
-            # count_tokens picks the encoding from a model name; these names map to it.
-            found = self._token_counts[key] = count_tokens(text, "gpt-4o" if encoding == "o200k_base" else "gpt-4")
-        return found
+    def _counts(self, texts: pl.Series | list, encoding: str) -> np.ndarray:
+        """Tokens of each text in `encoding` (0 for NULL), as analysis.tokens.count_tokens
+        counts them (special tokens as plain text); each distinct text is encoded once per
+        Pricer."""
+        known = self._token_counts
+        distinct = texts.drop_nulls().unique().to_list() if isinstance(texts, pl.Series) else list({t for t in texts if t is not None})
+        encode = get_encoding(encoding).encode_ordinary
+        for text in distinct:
+            if (text, encoding) not in known:
+                known[(text, encoding)] = len(encode(text))
+        if not isinstance(texts, pl.Series):
+            return np.array([0 if t is None else known[(t, encoding)] for t in texts], dtype=np.int64)
+        counts = pl.DataFrame({"t": distinct, "n": [known[(t, encoding)] for t in distinct]}, schema={"t": pl.Utf8, "n": pl.Int64})
+        joined = texts.to_frame("t").join(counts, on="t", how="left", maintain_order="left")
+        return joined["n"].fill_null(0).to_numpy()
 
     def reestimated(self, rows: PricingRows, target: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(input tokens, output tokens, re-estimated?) of each row counted for `target`."""
+        """(input tokens, output tokens, re-estimated?) of each row counted for `target`: the
+        recorded counts times (target's count / original's count) of the recorded texts (the
+        system prompt and messages for input, the answer for output)."""
         inputs, outputs = rows.usage["input_tokens"], rows.usage["output_tokens"]
         changed = np.zeros(len(rows), dtype=bool)
         if rows.texts is None:
             return inputs, outputs, changed
-        target_encoding = encoding_name_for_model(target)
-        models = rows.labels["model"]
-        system, prompt, response = (rows.texts[c] for c in TEXT_COLUMNS)
+        target_encoding = _encoding(target)
+        models = rows.labels["model"].tolist()
+        sources = {m: _encoding(m) for m in set(models)}
+        if all(e == target_encoding for e in sources.values()):
+            return inputs, outputs, changed
         inputs, outputs = inputs.astype(np.float64), outputs.astype(np.float64)
-        for i, model in enumerate(models):
-            source_encoding = encoding_name_for_model(model)
-            if source_encoding == target_encoding or prompt[i] is None:
-                continue
-            request_text = f"{system[i] or ''}\n{prompt[i]}"
-            before = self._count(request_text, source_encoding)
-            if before:
-                inputs[i] *= self._count(request_text, target_encoding) / before
-                changed[i] = True
-            if response[i]:
-                before = self._count(response[i], source_encoding)
-                if before:
-                    outputs[i] *= self._count(response[i], target_encoding) / before
+        for source in set(sources.values()) - {target_encoding}:
+            mine = {m for m, e in sources.items() if e == source}
+            at = np.flatnonzero(np.array([m in mine for m in models], dtype=bool))
+            request, response = rows.texts_of(at)
+            for values, text, mark in ((inputs, request, True), (outputs, response, False)):
+                before = self._counts(text, source)
+                after = self._counts(text, target_encoding)
+                usable = before > 0
+                where = at[usable]
+                values[where] = values[where] * (after[usable] / before[usable])
+                if mark:
+                    changed[where] = True
         return np.rint(inputs).astype(np.int64), np.rint(outputs).astype(np.int64), changed
 
     # -- costs -----------------------------------------------------------------------------

@@ -19,7 +19,7 @@ A cache hit costs 0 and saves cost0 (saving_cache); nothing else applies to it. 
 savings add up to cost0 - simulated cost, so no saving is counted twice.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -70,20 +70,21 @@ class Trace:
     semantic_cache: list = field(init=False)
     cache_source_id: list = field(init=False)
     similarity: list = field(init=False)
-    budget_index: list = field(init=False)  # the last budget that acted
+    budget_index: np.ndarray = field(init=False)  # the last budget that acted
     budget_action: list = field(init=False)
-    downgrade_index: list = field(init=False)  # the last budget that downgraded
+    downgrade_index: np.ndarray = field(init=False)  # the last budget that downgraded
     budget_tripped: list = field(init=False)
-    throttled_index: list = field(init=False)
+    throttled_index: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         n = self.n
         self.disposition = ["upstream"] * n
         for name in ("exact_cache", "semantic_cache", "cache_source_id", "similarity", "budget_action", "budget_tripped"):
             setattr(self, name, [None] * n)
-        self.budget_index = [-1] * n
-        self.downgrade_index = [-1] * n
-        self.throttled_index = [-1] * n
+        # Indexes, mostly -1: numpy arrays cost a byte or two per request, a list eight.
+        self.budget_index = np.full(n, -1, dtype=np.int16)
+        self.downgrade_index = np.full(n, -1, dtype=np.int16)
+        self.throttled_index = np.full(n, -1, dtype=np.int16)
 
 
 def replay(
@@ -95,41 +96,52 @@ def replay(
     stop: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> None:
-    """Decide rows [start, stop) of `facts` in order, updating `state` and filling `trace`."""
+    """Decide rows [start, stop) of `facts` in order, updating `state` and filling `trace`.
+
+    The loop body is written for speed (local names, bound methods): it runs once per request.
+    """
     p = engine.policy
-    c = facts.columns
     stop = len(facts) if stop is None else stop
-    ids, ts, latency, ok, tokens = c["id"], c["ts_us"], c["latency_ms"], c["ok"], c["tokens"]
-    pre_cost, pre_model = facts.pre_budget_cost().tolist(), c["route_model"]
-    batch = c["batch"]
-
+    arrival_all = facts.arrival()
+    pre_cost_all = facts.pre_budget_cost()
     exact = state.exact
-    exact_keys, exact_excluded = c["exact_key"], c["exact_excluded"]
+    exact_lookup = exact.lookup if exact is not None else None
+    exact_store = exact.store if exact is not None else None
     semantic = state.semantic
-    semantic_pid, semantic_row, semantic_excluded = c["semantic_pid"], c["semantic_row"], c["semantic_excluded"]
     threshold = p.semantic_cache.threshold if p.semantic_cache else 2.0
-
-    budgets = [
-        (b, c[f"budget_key.{b}"], c[f"downgrade_cost.{b}"], state.budgets[b], budget.limit_usd,
-         budget.action == "block", budget.to, budget.name)
-        for b, budget in enumerate(p.budgets)
-    ]
-    rates = [(r, c[f"rate_key.{r}"], state.rates[r]) for r in range(len(p.rate_limits))]
+    budget_names = [b.name for b in p.budgets]
+    rate_windows = state.rates
 
     t = trace
     disposition, exact_status, semantic_status = t.disposition, t.exact_cache, t.semantic_cache
-    source, similarity = t.cache_source_id, t.similarity
+    source, similarity, tripped = t.cache_source_id, t.similarity, t.budget_tripped
     step = 65_536
     for chunk in range(start, stop, step):
-        for i in range(chunk, min(chunk + step, stop)):
-            now = ts[i]
+        end = min(chunk + step, stop)
+        # This chunk's columns as plain lists (a million Python objects would cost memory).
+        ids, ts, ok = facts.chunk("id", chunk, end), facts.chunk("ts_us", chunk, end), facts.chunk("ok", chunk, end)
+        tokens, batch = facts.chunk("tokens", chunk, end), facts.chunk("batch", chunk, end)
+        arrival, pre_cost = arrival_all[chunk:end].tolist(), pre_cost_all[chunk:end].tolist()
+        pre_model = facts.chunk("route_model", chunk, end)
+        exact_keys, exact_excluded = facts.chunk("exact_key", chunk, end), facts.chunk("exact_excluded", chunk, end)
+        semantic_pid, semantic_row = facts.chunk("semantic_pid", chunk, end), facts.chunk("semantic_row", chunk, end)
+        semantic_excluded = facts.chunk("semantic_excluded", chunk, end)
+        checks = [
+            (b, facts.chunk(f"budget_key.{b}", chunk, end), state.budgets[b].spent, budget.limit_usd,
+             budget.action == "block", budget.to, facts.chunk(f"downgrade_cost.{b}", chunk, end))
+            for b, budget in enumerate(p.budgets)
+        ]
+        charges = [(keys, state.budgets[b].charge, budget_names[b]) for b, keys, *_ in checks]
+        rates = [(r, facts.chunk(f"rate_key.{r}", chunk, end), rate_windows[r]) for r in range(len(p.rate_limits))]
+        for j in range(end - chunk):
+            i = chunk + j
+            now = ts[j]
             # 1. exact cache
             exact_ok = False
-            if exact is not None:
-                key = exact_keys[i]
-                if exact_excluded[i] is None:
+            if exact_lookup is not None:
+                if exact_excluded[j] is None:
                     exact_ok = True
-                    status, entry = exact.lookup(key, now)
+                    status, entry = exact_lookup(exact_keys[j], now)
                     exact_status[i] = status
                     if status == "hit":
                         disposition[i] = "exact_hit"
@@ -140,10 +152,10 @@ def replay(
             # 2. semantic cache
             semantic_ok = False
             if semantic is not None:
-                if semantic_excluded[i] is None:
+                if semantic_excluded[j] is None:
                     semantic_ok = True
-                    pid, row = semantic_pid[i], semantic_row[i]
-                    found = semantic.nearest(pid, row, now)
+                    pid = semantic_pid[j]
+                    found = semantic.nearest(pid, semantic_row[j], now)
                     semantic_status[i] = "miss"
                     if found is not None:
                         similarity[i] = found[0]
@@ -155,54 +167,55 @@ def replay(
                             continue
                 else:
                     semantic_status[i] = "excluded"
-            # 3. budgets
-            cost = pre_cost[i]
-            model = pre_model[i]
-            blocked = False
-            for b, keys, downgrade_costs, windows, limit, block, target, _ in budgets:
-                key = keys[i]
-                if key is None or windows.spent.get(key, 0.0) < limit:
+            # 3. budgets: stopped when the window has already spent the limit
+            cost = pre_cost[j]
+            if checks:
+                model = pre_model[j]
+                blocked = False
+                for b, keys, spent, limit, block, target, downgrade_costs in checks:
+                    key = keys[j]
+                    if key is None or spent.get(key, 0.0) < limit:
+                        continue
+                    if block:
+                        blocked = True
+                        t.budget_index[i], t.budget_action[i] = b, "block"
+                        break
+                    downgrade_cost = downgrade_costs[j]
+                    if model != target and downgrade_cost == downgrade_cost:  # not NaN
+                        model = target
+                        cost = downgrade_cost if cost == cost else cost
+                        t.budget_index[i], t.budget_action[i], t.downgrade_index[i] = b, "downgrade", b
+                if blocked:
+                    disposition[i] = "blocked"
                     continue
-                if block:
-                    blocked = True
-                    t.budget_index[i], t.budget_action[i] = b, "block"
-                    break
-                downgrade_cost = downgrade_costs[i]
-                if model != target and downgrade_cost == downgrade_cost:  # not NaN
-                    model = target
-                    cost = downgrade_cost if cost == cost else cost
-                    t.budget_index[i], t.budget_action[i], t.downgrade_index[i] = b, "downgrade", b
-            if blocked:
-                disposition[i] = "blocked"
-                continue
             # 4. rate limits (batch traffic goes through the batch API's own quota)
-            if rates and batch[i] < 0:
+            if rates and batch[j] < 0:
                 throttled = False
                 for r, keys, windows in rates:
-                    key = keys[i]
+                    key = keys[j]
                     if key is not None and windows.full(key, now):
                         t.throttled_index[i] = r
                         throttled = True
                         break
                 if not throttled:
                     for _, keys, windows in rates:
-                        key = keys[i]
+                        key = keys[j]
                         if key is not None:
-                            windows.admit(key, now, tokens[i])
+                            windows.admit(key, now, tokens[j])
             # Charge the budgets, store the response.
-            spend = cost if cost == cost else 0.0  # NaN: unpriced, charges nothing
-            for _, keys, _, windows, _, _, _, name in budgets:
-                key = keys[i]
-                if key is not None and windows.charge(key, spend):
-                    t.budget_tripped[i] = name if t.budget_tripped[i] is None else f"{t.budget_tripped[i]},{name}"
-            if ok[i]:
-                available_at = now + int((latency[i] or 0.0) * 1000)
+            if charges:
+                spend = cost if cost == cost else 0.0  # NaN: unpriced, charges nothing
+                for keys, charge, name in charges:
+                    key = keys[j]
+                    if key is not None and charge(key, spend):
+                        tripped[i] = name if tripped[i] is None else f"{tripped[i]},{name}"
+            if ok[j]:
                 if exact_ok:
-                    exact.store(exact_keys[i], available_at, ids[i])
+                    exact_store(exact_keys[j], arrival[j], ids[j])
                 if semantic_ok:
-                    semantic.store(semantic_pid[i], semantic_row[i], available_at, ids[i])
+                    semantic.store(semantic_pid[j], semantic_row[j], arrival[j], ids[j])
         if progress is not None:
-            progress(min(chunk + step, stop) - chunk)
+            progress(end - chunk)
 
 
 def _names(names: list[str | None], index: np.ndarray, where: np.ndarray) -> np.ndarray:
@@ -211,24 +224,24 @@ def _names(names: list[str | None], index: np.ndarray, where: np.ndarray) -> np.
     return lookup[np.where(where & (index >= 0), index, len(names))]
 
 
-def decision_columns(engine: "PolicyEngine", facts: FrameFacts, trace: Trace, start: int = 0, stop: int | None = None) -> dict[str, Any]:
-    """The decisions of rows [start, stop) as columns (DECISION_SCHEMA): lists, or numpy
-    arrays with NaN for a missing number."""
+def decision_columns(
+    engine: "PolicyEngine", facts: FrameFacts, trace: Trace, start: int = 0, stop: int | None = None
+) -> Iterator[tuple[str, Any]]:
+    """The decisions of rows [start, stop) column by column (DECISION_SCHEMA order): lists,
+    or numpy arrays with NaN for a missing number. Columns are made one at a time so a
+    million-row run holds one of them, not all, beside the frame being built."""
     p = engine.policy
     stop = len(facts) if stop is None else stop
     rows = slice(start, stop)
     c = facts.columns
     n = stop - start
     cost0 = facts.array("cost_usd", rows)
-    route = np.asarray(c["route"][rows], dtype=np.int64)
-    batch = np.asarray(c["batch"][rows], dtype=np.int64)
+    route = np.asarray(facts.chunk("route", start, stop), dtype=np.int64)
+    batch = np.asarray(facts.chunk("batch", start, stop), dtype=np.int64)
     disposition = np.asarray(trace.disposition[rows], dtype=object)
     hit = (disposition == "exact_hit") | (disposition == "semantic_hit")
     semantic_hit = disposition == "semantic_hit"
-    blocked = disposition == "blocked"
     downgrade = np.asarray(trace.downgrade_index[rows], dtype=np.int64)
-    budget = np.asarray(trace.budget_index[rows], dtype=np.int64)
-    throttled = np.asarray(trace.throttled_index[rows], dtype=np.int64)
     served = ~hit
 
     c1 = np.where(route >= 0, facts.array("route_cost", rows), cost0)
@@ -238,70 +251,65 @@ def decision_columns(engine: "PolicyEngine", facts: FrameFacts, trace: Trace, st
         chosen = downgrade == b
         if chosen.any():
             c3[chosen] = facts.array(f"downgrade_cost.{b}", rows)[chosen]
-    c3[blocked] = 0.0
+    c3[disposition == "blocked"] = 0.0
     priced = ~np.isnan(cost0)
-    zero = np.zeros(n)
 
     def money(values: np.ndarray) -> np.ndarray:
         return np.where(priced, values, np.nan)
 
-    model = np.asarray(c["model"][rows], dtype=object)
-    model_after = np.where(
-        hit, model, np.where(downgrade >= 0, _names([b.to for b in p.budgets], downgrade, served), np.asarray(c["route_model"][rows], dtype=object))
-    )
-    unverified = semantic_hit | (served & ((route >= 0) | (downgrade >= 0)))
-    cache_names = np.array(
-        [None, p.exact_cache.name if p.exact_cache else None, p.semantic_cache.name if p.semantic_cache else None],
-        dtype=object,
-    )
     exact_status = trace.exact_cache[rows]
+    yield "id", c["id"][rows] if isinstance(c["id"], pl.Series) else facts.chunk("id", start, stop)
+    yield "disposition", disposition
+    yield "exact_cache", exact_status
+    yield "semantic_cache", trace.semantic_cache[rows]
     semantic_excluded = c["semantic_excluded"][rows] if p.semantic_cache else [None] * n
-    return {
-        "id": c["id"][rows],
-        "disposition": disposition,
-        "exact_cache": exact_status,
-        "semantic_cache": trace.semantic_cache[rows],
-        "cache_excluded": [e if e is not None else s for e, s in zip(c["exact_excluded"][rows], semantic_excluded, strict=True)],
-        "excluded_duplicate": [status == "excluded" and seen for status, seen in zip(exact_status, c["exact_seen_before"][rows], strict=True)],
-        "cache_policy": cache_names[np.where(disposition == "exact_hit", 1, np.where(semantic_hit, 2, 0))],
-        "cache_source_id": trace.cache_source_id[rows],
-        "similarity": trace.similarity[rows],
-        "routed_by": _names([r.name for r in p.routing], route, served),
-        "batch_by": _names([b.name for b in p.batch], batch, served),
-        "budget_by": _names([b.name for b in p.budgets], budget, served),
-        "budget_action": trace.budget_action[rows],
-        "budget_tripped": trace.budget_tripped[rows],
-        "throttled_by": _names([r.name for r in p.rate_limits], throttled, served),
-        "model": model,
-        "model_after": model_after,
-        "quality": np.where(unverified, "unverified", "same"),
-        "cost_usd": money(cost0),
-        "simulated_cost_usd": money(np.where(hit, 0.0, c3)),
-        "saving_cache": money(np.where(hit, cost0, zero)),
-        "saving_routing": money(np.where(served & (route >= 0), cost0 - c1, zero)),
-        "saving_batch": money(np.where(served & (batch >= 0), c1 - c2, zero)),
-        "saving_budget": money(np.where(served, c2 - c3, zero)),
-        "latency_saved_ms": np.where(hit, np.nan_to_num(facts.array("latency_ms", rows)), 0.0),
-    }
+    yield "cache_excluded", [e if e is not None else s for e, s in zip(facts.chunk("exact_excluded", start, stop), semantic_excluded, strict=True)]
+    seen = np.asarray(facts.chunk("exact_seen_before", start, stop), dtype=bool)
+    yield "excluded_duplicate", (np.asarray(exact_status, dtype=object) == "excluded") & seen
+    cache_names = [p.exact_cache.name if p.exact_cache else None, p.semantic_cache.name if p.semantic_cache else None]
+    yield "cache_policy", _names(cache_names, np.where(disposition == "exact_hit", 0, np.where(semantic_hit, 1, -1)), served | hit)
+    yield "cache_source_id", trace.cache_source_id[rows]
+    yield "similarity", trace.similarity[rows]
+    yield "routed_by", _names([r.name for r in p.routing], route, served)
+    yield "batch_by", _names([b.name for b in p.batch], batch, served)
+    yield "budget_by", _names([b.name for b in p.budgets], np.asarray(trace.budget_index[rows], dtype=np.int64), served)
+    yield "budget_action", trace.budget_action[rows]
+    yield "budget_tripped", trace.budget_tripped[rows]
+    yield "throttled_by", _names([r.name for r in p.rate_limits], np.asarray(trace.throttled_index[rows], dtype=np.int64), served)
+    model = np.asarray(c["model"][rows], dtype=object)
+    yield "model", model
+    targets = _names([b.to for b in p.budgets], downgrade, served)
+    yield "model_after", np.where(hit, model, np.where(downgrade >= 0, targets, np.asarray(c["route_model"][rows], dtype=object)))
+    unverified = semantic_hit | (served & ((route >= 0) | (downgrade >= 0)))
+    yield "quality", np.where(unverified, "unverified", "same")
+    yield "cost_usd", money(cost0)
+    yield "simulated_cost_usd", money(np.where(hit, 0.0, c3))
+    zero = np.zeros(n)
+    yield "saving_cache", money(np.where(hit, cost0, zero))
+    yield "saving_routing", money(np.where(served & (route >= 0), cost0 - c1, zero))
+    yield "saving_batch", money(np.where(served & (batch >= 0), c1 - c2, zero))
+    yield "saving_budget", money(np.where(served, c2 - c3, zero))
+    yield "latency_saved_ms", np.where(hit, np.nan_to_num(facts.array("latency_ms", rows)), 0.0)
 
 
 def decisions_frame(engine: "PolicyEngine", facts: FrameFacts, trace: Trace, start: int = 0, stop: int | None = None) -> pl.DataFrame:
     """The decisions of rows [start, stop) as a frame (DECISION_SCHEMA)."""
-    columns = decision_columns(engine, facts, trace, start, stop)
     series = []
-    for name, dtype in DECISION_SCHEMA.items():
-        values = columns[name]
+    for name, values in decision_columns(engine, facts, trace, start, stop):
+        dtype = DECISION_SCHEMA[name]
         if isinstance(values, np.ndarray) and values.dtype == np.float64:
             series.append(pl.Series(name, values, dtype=dtype, nan_to_null=True))
+        elif isinstance(values, np.ndarray) and values.dtype == object:
+            series.append(pl.Series(name, values.tolist(), dtype=dtype))
         else:
-            series.append(pl.Series(name, values.tolist() if isinstance(values, np.ndarray) else values, dtype=dtype))
+            series.append(pl.Series(name, values, dtype=dtype))
     return pl.DataFrame(series)
 
 
 def decision_row(engine: "PolicyEngine", facts: FrameFacts, trace: Trace, index: int) -> dict[str, Any]:
     """The decision of row `index` as plain Python values (None for a missing number)."""
     row = {}
-    for name, values in decision_columns(engine, facts, trace, index, index + 1).items():
+    for name, values in decision_columns(engine, facts, trace, index, index + 1):
         value = values[0]
         if isinstance(value, np.generic):
             value = value.item()

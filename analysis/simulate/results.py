@@ -44,13 +44,17 @@ def _usd(value: Any) -> float:
 
 
 def _money_row(frame: pl.DataFrame) -> dict[str, Any]:
-    """Totals of a decisions frame (or a group of it)."""
-    priced = frame.filter(pl.col("cost_usd").is_not_null())
-    baseline = _usd(priced["cost_usd"].sum())
-    simulated = _usd(priced["simulated_cost_usd"].sum())
+    """Money totals of a decisions frame; unpriced requests (cost_usd NULL) counted apart."""
+    row = frame.select(
+        pl.len().alias("requests"),
+        pl.col("cost_usd").is_null().sum().alias("unpriced_requests"),
+        pl.col("cost_usd").sum().alias("baseline_usd"),
+        pl.col("simulated_cost_usd").sum().alias("simulated_usd"),  # NULL where cost_usd is
+    ).row(0, named=True)
+    baseline, simulated = _usd(row["baseline_usd"]), _usd(row["simulated_usd"])
     return {
-        "requests": frame.height,
-        "unpriced_requests": frame.height - priced.height,
+        "requests": row["requests"],
+        "unpriced_requests": row["unpriced_requests"],
         "baseline_usd": baseline,
         "simulated_usd": simulated,
         "saving_usd": baseline - simulated,
@@ -141,7 +145,6 @@ def _kind(policy: Any) -> str:
 
 
 def _by_policy(policy: Policy, d: pl.DataFrame) -> list[dict[str, Any]]:
-    rows = []
     saving_column = {
         "exact_cache": ("cache_policy", "saving_cache"),
         "semantic_cache": ("cache_policy", "saving_cache"),
@@ -150,32 +153,51 @@ def _by_policy(policy: Policy, d: pl.DataFrame) -> list[dict[str, Any]]:
         "budget": ("budget_by", "saving_budget"),
         "rate_limit": ("throttled_by", None),
     }
-    for item in policy.in_order():
+    expressions = []
+    for index, item in enumerate(policy.in_order()):
+        by, saving = saving_column[_kind(item)]
+        mine = (pl.col(by) == item.name).fill_null(False)
+        expressions += [
+            mine.sum().alias(f"{index}.requests"),
+            (pl.col(saving).filter(mine).sum() if saving else pl.lit(0.0)).alias(f"{index}.saving"),
+            pl.col("latency_saved_ms").filter(mine).sum().alias(f"{index}.latency"),
+            (mine & (pl.col("budget_action") == "block")).sum().alias(f"{index}.blocked"),
+            (mine & (pl.col("budget_action") == "downgrade")).sum().alias(f"{index}.downgraded"),
+        ]
+    sums = d.select(expressions).row(0, named=True) if expressions else {}
+    rows = []
+    for index, item in enumerate(policy.in_order()):
         kind = _kind(item)
-        by, saving = saving_column[kind]
-        mine = d.filter(pl.col(by) == item.name)
-        row = {"name": item.name, "kind": kind, "requests": mine.height, "saving_usd": _usd(mine[saving].sum()) if saving else 0.0}
+        row = {"name": item.name, "kind": kind, "requests": sums[f"{index}.requests"], "saving_usd": _usd(sums[f"{index}.saving"])}
         if kind in ("exact_cache", "semantic_cache"):
-            row["latency_saved_ms"] = _usd(mine["latency_saved_ms"].sum())
+            row["latency_saved_ms"] = _usd(sums[f"{index}.latency"])
         if kind == "routing":
             row["quality"] = "unverified"
         if kind == "budget":
-            row["blocked"] = int((mine["budget_action"] == "block").sum())
-            row["downgraded"] = int((mine["budget_action"] == "downgrade").sum())
+            row["blocked"] = sums[f"{index}.blocked"]
+            row["downgraded"] = sums[f"{index}.downgraded"]
         if kind == "rate_limit":
-            row["throttled"] = mine.height
+            row["throttled"] = row["requests"]
             row["note"] = "throttled requests keep their cost: a throttled client retries"
         rows.append(row)
     return rows
 
 
 def _exclusions(d: pl.DataFrame, column: str) -> dict[str, Any]:
-    excluded = d.filter(pl.col(column) == "excluded")
-    by_reason = dict(excluded.group_by("cache_excluded").len().iter_rows())
-    duplicates = dict(excluded.filter(pl.col("excluded_duplicate")).group_by("cache_excluded").len().iter_rows())
+    counted = (
+        d.group_by(column, "cache_excluded", "excluded_duplicate").len()
+        .filter(pl.col(column) == "excluded")
+    )
+    by_reason: dict[str, int] = {}
+    duplicates: dict[str, int] = {}
+    for row in counted.iter_rows(named=True):
+        by_reason[row["cache_excluded"]] = by_reason.get(row["cache_excluded"], 0) + row["len"]
+        if row["excluded_duplicate"]:
+            duplicates[row["cache_excluded"]] = duplicates.get(row["cache_excluded"], 0) + row["len"]
+    order = (*EXCLUSION_REASONS, "no_prompt_text")
     return {
-        "requests": {r: int(by_reason.get(r, 0)) for r in (*EXCLUSION_REASONS, "no_prompt_text") if by_reason.get(r)},
-        "duplicates": {r: int(duplicates.get(r, 0)) for r in (*EXCLUSION_REASONS, "no_prompt_text") if duplicates.get(r)},
+        "requests": {r: by_reason[r] for r in order if by_reason.get(r)},
+        "duplicates": {r: duplicates[r] for r in order if duplicates.get(r)},
     }
 
 
@@ -184,40 +206,52 @@ def _exact_cache(policy: Policy, d: pl.DataFrame) -> dict[str, Any] | None:
     if exact is None:
         return None
     statuses = dict(d.group_by("exact_cache").len().iter_rows())
-    hits = d.filter(pl.col("disposition") == "exact_hit")
+    hit = pl.col("disposition") == "exact_hit"
+    sums = d.select(
+        hit.sum().alias("hits"),
+        pl.col("saving_cache").filter(hit).sum().alias("saving"),
+        pl.col("latency_saved_ms").filter(hit).sum().alias("latency"),
+    ).row(0, named=True)
+    hits = sums["hits"]
     eligible = d.height - statuses.get("excluded", 0)
     return {
         "name": exact.name,
         "ttl_seconds": exact.ttl_seconds,
         "scope": exact.scope,
         "max_entries": exact.max_entries,
-        "hits": hits.height,
-        "hit_rate": hits.height / d.height if d.height else 0.0,
-        "hit_rate_of_cacheable": hits.height / eligible if eligible else 0.0,
+        "hits": hits,
+        "hit_rate": hits / d.height if d.height else 0.0,
+        "hit_rate_of_cacheable": hits / eligible if eligible else 0.0,
         "cacheable_requests": eligible,
-        "saving_usd": _usd(hits["saving_cache"].sum()),
-        "latency_saved_ms": _usd(hits["latency_saved_ms"].sum()),
+        "saving_usd": _usd(sums["saving"]),
+        "latency_saved_ms": _usd(sums["latency"]),
         "misses": {s: int(statuses.get(s, 0)) for s in ("miss", "miss_in_flight", "miss_expired", "miss_evicted")},
         "excluded": _exclusions(d, "exact_cache"),
     }
 
 
-def _semantic_cache(policy: Policy, d: pl.DataFrame, contents: pl.DataFrame | None) -> dict[str, Any] | None:
+def _semantic_cache(policy: Policy, d: pl.DataFrame, requests: pl.DataFrame) -> dict[str, Any] | None:
     semantic = policy.semantic_cache
     if semantic is None:
         return None
     hits = d.filter(pl.col("disposition") == "semantic_hit")
-    looked_up = d.filter(pl.col("semantic_cache").is_in(["hit", "miss"]))
-    sweep = []
-    for threshold in semantic.sweep:
-        above = looked_up.filter(pl.col("similarity") >= threshold)
-        sweep.append({
+    looked_up = pl.col("semantic_cache").is_in(["hit", "miss"]).fill_null(False)
+    above = [looked_up & (pl.col("similarity") >= t).fill_null(False) for t in semantic.sweep]
+    sums = d.select(
+        looked_up.sum().alias("looked_up"),
+        *[a.sum().alias(f"{i}.hits") for i, a in enumerate(above)],
+        *[pl.col("cost_usd").filter(a).sum().alias(f"{i}.saving") for i, a in enumerate(above)],
+    ).row(0, named=True)
+    sweep = [
+        {
             "threshold": threshold,
-            "hits": above.height,
-            "hit_rate": above.height / d.height if d.height else 0.0,
-            "saving_usd": _usd(above["cost_usd"].sum()),
+            "hits": sums[f"{i}.hits"],
+            "hit_rate": sums[f"{i}.hits"] / d.height if d.height else 0.0,
+            "saving_usd": _usd(sums[f"{i}.saving"]),
             "estimated": threshold != semantic.threshold,
-        })
+        }
+        for i, threshold in enumerate(semantic.sweep)
+    ]
     return {
         "name": semantic.name,
         "threshold": semantic.threshold,
@@ -226,7 +260,7 @@ def _semantic_cache(policy: Policy, d: pl.DataFrame, contents: pl.DataFrame | No
         "embedder": semantic.embedder,
         "hits": hits.height,
         "hit_rate": hits.height / d.height if d.height else 0.0,
-        "looked_up": looked_up.height,
+        "looked_up": sums["looked_up"],
         "saving_usd": _usd(hits["saving_cache"].sum()),
         "latency_saved_ms": _usd(hits["latency_saved_ms"].sum()),
         "quality": "unverified",
@@ -236,23 +270,24 @@ def _semantic_cache(policy: Policy, d: pl.DataFrame, contents: pl.DataFrame | No
             "hits at other thresholds are estimated from the nearest stored prompt each request "
             "found in this run; set `threshold` to a value and run again for its exact figure"
         ),
-        "sample_pairs": _sample_pairs(hits, contents, semantic.sample_pairs),
+        "sample_pairs": _sample_pairs(hits, requests, semantic.sample_pairs),
     }
 
 
-def _sample_pairs(hits: pl.DataFrame, contents: pl.DataFrame | None, size: int) -> list[dict[str, Any]]:
+def _sample_pairs(hits: pl.DataFrame, requests: pl.DataFrame, size: int) -> list[dict[str, Any]]:
     """Up to `size` semantic hits spread over the similarity range, lowest included, with both
-    prompts and answers side by side, so a person can judge false hits."""
+    prompts and answers side by side, so a person can judge false hits. `requests` carries the
+    prompt_text and response_text columns."""
     if hits.height == 0 or size == 0:
         return []
     ordered = hits.sort("similarity", "id")
     picks = sorted({int(i) for i in np.linspace(0, ordered.height - 1, min(size, ordered.height))})
     chosen = ordered[picks].select("id", "cache_source_id", "similarity")
+    wanted = set(chosen["id"].to_list()) | set(chosen["cache_source_id"].to_list())
     texts = {}
-    if contents is not None:
-        wanted = set(chosen["id"].to_list()) | set(chosen["cache_source_id"].to_list())
-        for row in contents.filter(pl.col("id").is_in(list(wanted))).iter_rows(named=True):
-            texts[row["id"]] = row
+    if "prompt_text" in requests.columns:
+        found = requests.filter(pl.col("id").is_in(list(wanted))).select("id", "prompt_text", "response_text")
+        texts = {row["id"]: row for row in found.iter_rows(named=True)}
     pairs = []
     for row in chosen.iter_rows(named=True):
         request, cached = texts.get(row["id"], {}), texts.get(row["cache_source_id"], {})
@@ -269,22 +304,23 @@ def _sample_pairs(hits: pl.DataFrame, contents: pl.DataFrame | None, size: int) 
 
 
 def _routing(policy: Policy, d: pl.DataFrame) -> dict[str, Any]:
+    per_model = d.group_by("routed_by", "model").agg(
+        pl.len().alias("requests"), pl.col("cost_usd").sum().alias("baseline"), pl.col("saving_routing").sum().alias("saving")
+    ).filter(pl.col("routed_by").is_not_null()).sort(["routed_by", "requests", "model"], descending=[False, True, False])
     rules = []
     for rule in policy.routing:
-        mine = d.filter(pl.col("routed_by") == rule.name)
-        from_models = dict(mine.group_by("model").len().sort("len", descending=True).iter_rows())
+        mine = per_model.filter(pl.col("routed_by") == rule.name)
         rules.append({
             "name": rule.name,
             "to": rule.to,
-            "requests": mine.height,
-            "from_models": {str(k): int(v) for k, v in from_models.items()},
-            "baseline_usd": _usd(mine["cost_usd"].sum()),
-            "saving_usd": _usd(mine["saving_routing"].sum()),
+            "requests": int(mine["requests"].sum()),
+            "from_models": {str(m): n for m, n in zip(mine["model"].to_list(), mine["requests"].to_list(), strict=True)},
+            "baseline_usd": _usd(mine["baseline"].sum()),
+            "saving_usd": _usd(mine["saving"].sum()),
             "quality": "unverified",
         })
-    routed = d.filter(pl.col("routed_by").is_not_null())
     return {
-        "requests": routed.height,
+        "requests": sum(r["requests"] for r in rules),
         "quality": "unverified",
         "quality_note": (
             "routed requests were answered by another model in this simulation only; nobody has "
@@ -295,17 +331,19 @@ def _routing(policy: Policy, d: pl.DataFrame) -> dict[str, Any]:
 
 
 def _batch(policy: Policy, d: pl.DataFrame) -> list[dict[str, Any]]:
-    out = []
-    for item in policy.batch:
-        mine = d.filter(pl.col("batch_by") == item.name)
-        out.append({
+    sums = dict(
+        (row[0], row[1:]) for row in d.group_by("batch_by").agg(pl.len(), pl.col("saving_batch").sum()).iter_rows()
+    )
+    return [
+        {
             "name": item.name,
-            "requests": mine.height,
-            "saving_usd": _usd(mine["saving_batch"].sum()),
+            "requests": sums.get(item.name, (0, 0.0))[0],
+            "saving_usd": _usd(sums.get(item.name, (0, 0.0))[1]),
             "discount": item.discount,
             "latency": BATCH_LATENCY_NOTE,
-        })
-    return out
+        }
+        for item in policy.batch
+    ]
 
 
 def _budgets(policy: Policy, d: pl.DataFrame, facts: FrameFacts, requests: pl.DataFrame) -> list[dict[str, Any]]:
@@ -342,7 +380,6 @@ def _budgets(policy: Policy, d: pl.DataFrame, facts: FrameFacts, requests: pl.Da
                 "spend_prevented_usd": _usd(row["spend_prevented_usd"]),
             })
         incidents.sort(key=lambda i: (i["window_start"], str(i["scope_value"])))
-        acted_all = d.filter(pl.col("budget_by") == budget.name)
         out.append({
             "name": budget.name,
             "scope": budget.scope,
@@ -350,9 +387,9 @@ def _budgets(policy: Policy, d: pl.DataFrame, facts: FrameFacts, requests: pl.Da
             "limit_usd": budget.limit_usd,
             "action": budget.action,
             "to": budget.to,
-            "blocked": int((acted_all["budget_action"] == "block").sum()),
-            "downgraded": int((acted_all["budget_action"] == "downgrade").sum()),
-            "spend_prevented_usd": _usd(acted_all["saving_budget"].sum()),
+            "blocked": sum(i["blocked"] for i in incidents),
+            "downgraded": sum(i["downgraded"] for i in incidents),
+            "spend_prevented_usd": sum(i["spend_prevented_usd"] for i in incidents),
             "scope_values_affected": len({i["scope_value"] for i in incidents if i["blocked"] or i["downgraded"]}),
             "windows_tripped": sum(1 for i in incidents if i["tripped_by"]),
             "incidents_total": len(incidents),
@@ -398,10 +435,10 @@ def summarise(
     requests: pl.DataFrame,
     decisions: pl.DataFrame,
     facts: FrameFacts,
-    contents: pl.DataFrame | None = None,
     parameters: dict[str, Any] | None = None,
 ) -> SimulationResult:
-    """The result of a run; `requests` and `decisions` are row-aligned (same order)."""
+    """The result of a run; `requests` and `decisions` are row-aligned (same order), and
+    `requests` has the content columns when the run read them."""
     d = decisions.with_columns(
         requests["ts"].dt.date().alias("day"),
         requests["team"].alias("team"),
@@ -434,7 +471,7 @@ def summarise(
         notes=_notes(policy, totals),
         by_policy=_by_policy(policy, d),
         groups={name: _grouped(d, column) for name, column in GROUPINGS.items()},
-        cache={"exact": _exact_cache(policy, d), "semantic": _semantic_cache(policy, d, contents)},
+        cache={"exact": _exact_cache(policy, d), "semantic": _semantic_cache(policy, d, requests)},
         routing=_routing(policy, d),
         batch=_batch(policy, d),
         budgets=_budgets(policy, d, facts, requests),

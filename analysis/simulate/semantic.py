@@ -8,8 +8,8 @@ every pair of requests look alike, and a different one changes the answer).
 Finding that prompt among a million must not compare against all of them. The index uses
 random-hyperplane LSH: `lsh_tables` tables, each hashing a vector to `lsh_bits` sign bits;
 prompts that agree on all bits of any table share a bucket. Near-duplicates agree with high
-probability (at cosine 0.9 and the defaults, 8 bits and 12 tables, about 98%), unrelated
-prompts rarely. Each bucket keeps the `bucket_size` prompts stored most recently, so the work per
+probability (at cosine 0.9 and the defaults, 10 bits and 16 tables, about 98%; at 0.95,
+99.8%), unrelated prompts rarely. Each bucket keeps the `bucket_size` prompts stored most recently, so the work per
 request is bounded whatever the traffic. The candidates are then compared exactly (a dot
 product) and only those whose response is still in the cache (TTL, LRU) count. This is an
 approximate search: a true neighbour can be missed, never invented; docs/simulator.md gives
@@ -18,23 +18,33 @@ its measured recall.
 Texts are registered once (`register`) and get a row in a float32 matrix; the batch simulator
 registers all of them in one embedder call, enforce mode one at a time, with the same result.
 Bucket hashes are computed one vector at a time in float64, so they never depend on the batch.
+Candidates are checked and compared with numpy, so a lookup costs tens of microseconds even
+when its buckets are full.
 """
+
+import itertools
+from collections import OrderedDict
 
 import numpy as np
 
 from analysis.simulate.embedders import Embedder
-from analysis.simulate.state import CacheEntry, ResponseCache
+from analysis.simulate.state import CacheEntry
 
 LSH_SEED = 20240229
 
 
 class SemanticIndex:
-    """Vectors of registered texts, LSH buckets of stored ones, and their response cache."""
+    """Vectors of registered texts, LSH buckets of stored ones, and their response cache.
+
+    A stored response lives in a slot (one per partition and text): numpy arrays give each
+    slot's text row and validity window, so the candidates of a lookup are checked and
+    compared in a few array operations, whatever their number. `lru` orders the live slots
+    for eviction (max_entries)."""
 
     def __init__(self, embedder: Embedder, *, ttl_us: int, max_entries: int, bits: int, tables: int, bucket_size: int):
         self.embedder = embedder
+        self.ttl_us, self.max_entries = ttl_us, max_entries
         self.bits, self.tables, self.bucket_size = bits, tables, bucket_size
-        self.cache = ResponseCache(ttl_us, max_entries)  # key: (partition id, text row)
         self.partitions: dict[tuple, int] = {}
         self.text_rows: dict[str, int] = {}
         self.texts: list[str] = []
@@ -42,7 +52,13 @@ class SemanticIndex:
         self.planes: np.ndarray | None = None
         self.powers = (1 << np.arange(bits, dtype=np.int64)).astype(np.int64)
         self._signatures: dict[int, list[int]] = {}
-        self.buckets: dict[int, list[int]] = {}
+        self.buckets: dict[int, list[int]] = {}  # bucket key -> slots, most recently stored last
+        self.slots: dict[tuple[int, int], int] = {}  # (partition, text row) -> slot
+        self.slot_row = np.zeros(0, dtype=np.int64)
+        self.available = np.zeros(0, dtype=np.int64)
+        self.expires = np.zeros(0, dtype=np.int64)  # -1: evicted
+        self.source: list[str] = []
+        self.lru: OrderedDict[int, None] = OrderedDict()
 
     # -- texts and vectors -------------------------------------------------------------------
     def partition(self, key: tuple) -> int:
@@ -79,7 +95,8 @@ class SemanticIndex:
         return row
 
     def _signature(self, row: int) -> list[int]:
-        """The bucket number of `row` in each table."""
+        """The bucket number of `row` in each table (float64, one vector at a time, so it
+        never depends on the batch)."""
         found = self._signatures.get(row)
         if found is None:
             vector = self.matrix[row].astype(np.float64)
@@ -96,41 +113,61 @@ class SemanticIndex:
 
     # -- lookup and store --------------------------------------------------------------------
     def nearest(self, pid: int, row: int, now: int) -> tuple[float, int, CacheEntry] | None:
-        """(similarity, text row, entry) of the most similar prompt with a usable stored
-        response in partition `pid`, or None when no candidate has one."""
-        seen: set[int] = set()
-        candidates: list[int] = []
-        entries: list[CacheEntry] = []
-        alive = self.cache.alive
-        for key in self._bucket_keys(pid, row):
-            for other in self.buckets.get(key, ()):
-                if other in seen:
-                    continue
-                seen.add(other)
-                entry = alive((pid, other), now)
-                if entry is not None:
-                    candidates.append(other)
-                    entries.append(entry)
-        if not candidates:
+        """(similarity, slot, entry) of the most similar prompt with a usable stored response
+        in partition `pid`, or None when no candidate has one. Ties go to the oldest slot."""
+        buckets = self.buckets
+        lists = [buckets[k] for k in self._bucket_keys(pid, row) if k in buckets]
+        if not lists:
             return None
-        similarities = self.matrix[candidates] @ self.matrix[row]
+        slots = np.unique(np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64))
+        slots = slots[(self.available[slots] <= now) & (now < self.expires[slots])]
+        if not len(slots):
+            return None
+        similarities = self.matrix[self.slot_row[slots]] @ self.matrix[row]
         best = int(np.argmax(similarities))
-        return float(similarities[best]), candidates[best], entries[best]
+        slot = int(slots[best])
+        entry = (int(self.available[slot]), int(self.expires[slot]), self.source[slot])
+        return float(similarities[best]), slot, entry
 
-    def use(self, pid: int, row: int) -> None:
+    def use(self, pid: int, slot: int) -> None:
         """A stored response was served: it becomes the most recently used."""
-        self.cache.touch((pid, row))
+        self.lru.move_to_end(slot)
+
+    def _new_slot(self, pid: int, row: int) -> int:
+        slot = len(self.source)
+        if slot == len(self.slot_row):
+            size = max(1024, 2 * slot)
+            self.slot_row = np.resize(self.slot_row, size)
+            self.available = np.resize(self.available, size)
+            self.expires = np.resize(self.expires, size)
+        self.slot_row[slot] = row
+        self.source.append("")
+        self.slots[(pid, row)] = slot
+        return slot
 
     def store(self, pid: int, row: int, available_at: int, source_id: str) -> None:
-        if not self.cache.store((pid, row), available_at, source_id):
+        """Keep the response of `source_id` for this prompt, unless a usable one arrives no
+        later (the rule of analysis.simulate.state.ResponseCache)."""
+        slot = self.slots.get((pid, row))
+        if slot is None:
+            slot = self._new_slot(pid, row)
+        elif self.available[slot] <= available_at < self.expires[slot]:
             return
+        self.available[slot] = available_at
+        self.expires[slot] = available_at + self.ttl_us
+        self.source[slot] = source_id
+        self.lru[slot] = None
+        self.lru.move_to_end(slot)
+        if len(self.lru) > self.max_entries:
+            evicted, _ = self.lru.popitem(last=False)
+            self.expires[evicted] = -1
         for key in self._bucket_keys(pid, row):
             bucket = self.buckets.get(key)
             if bucket is None:
-                self.buckets[key] = [row]
+                self.buckets[key] = [slot]
                 continue
-            if row in bucket:
-                bucket.remove(row)
-            bucket.append(row)
+            if slot in bucket:
+                bucket.remove(slot)
+            bucket.append(slot)
             if len(bucket) > self.bucket_size:
                 del bucket[0]

@@ -20,7 +20,8 @@ from analysis.simulate.batch import frame_facts, ordered
 from analysis.simulate.embedders import Embedder, make_embedder
 from analysis.simulate.engine import PolicyEngine
 from analysis.simulate.facts import EngineState, FrameFacts
-from analysis.simulate.policy import Policy
+from analysis.simulate.matching import CompiledMatch
+from analysis.simulate.policy import Match, Policy
 from analysis.simulate.pricer import Pricer
 from analysis.simulate.replay import Trace, decisions_frame, replay
 from analysis.simulate.results import SimulationResult, summarise
@@ -31,14 +32,26 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 def needs_texts(policy: Policy, requests: pl.DataFrame) -> bool:
-    """Whether simulating `policy` on `requests` reads prompt or response texts."""
+    """Whether simulating `policy` on `requests` reads prompt or response texts: a semantic
+    cache or a system-prompt condition does; so does a routing rule or a budget downgrade
+    whose target counts tokens with another tokenizer than a model it may receive requests
+    from (their counts are re-estimated from the texts)."""
     if policy.needs_contents:
         return True
-    targets = [r.to for r in policy.routing] + [b.to for b in policy.budgets if b.to]
-    if not targets or requests.height == 0:
+    if requests.height == 0:
         return False
-    sources = {encoding_name_for_model(m) for m in requests["model"].unique().to_list()}
-    return any(sources - {encoding_name_for_model(t)} for t in targets)
+    pairs = requests.select("model_requested", "model").unique().iter_rows(named=True)
+    pairs = [(p["model_requested"] or p["model"], p["model"]) for p in pairs]
+    moving = [(r.match, r.to) for r in policy.routing] + [(b.match, b.to) for b in policy.budgets if b.to]
+    for match, target in moving:
+        patterns = dict(match.text).get("model")
+        wanted = CompiledMatch(Match(text=(("model", patterns),))) if patterns else None
+        for requested, served in pairs:
+            if wanted is not None and not wanted.matches({"model_requested": requested}):
+                continue
+            if encoding_name_for_model(served) != encoding_name_for_model(target):
+                return True
+    return False
 
 
 def build_engine(policy: Policy, prices: PriceTable | None = None, embedder: Embedder | None = None,
@@ -59,7 +72,6 @@ class Replayed:
 
     engine: PolicyEngine
     requests: pl.DataFrame  # in (ts, id) order, content columns joined when read
-    contents: pl.DataFrame | None
     facts: FrameFacts
     state: EngineState
     trace: Trace
@@ -73,6 +85,7 @@ def replay_frames(engine: PolicyEngine, requests: pl.DataFrame, contents: Conten
     if needs_texts(engine.policy, requests):
         texts = contents() if callable(contents) else contents
     frame = ordered(requests, texts)
+    del texts  # the columns needed are joined into `frame`
     state = engine.new_state()
     collecting = gc.isenabled()
     gc.disable()  # millions of small objects, none cyclic: the collector only slows the pass
@@ -94,7 +107,7 @@ def replay_frames(engine: PolicyEngine, requests: pl.DataFrame, contents: Conten
     finally:
         if collecting:
             gc.enable()
-    return Replayed(engine, frame, texts, facts, state, trace)
+    return Replayed(engine, frame, facts, state, trace)
 
 
 def simulate(
@@ -112,7 +125,11 @@ def simulate(
     engine = build_engine(policy, prices, embedder, data_dir)
     run = replay_frames(engine, requests, contents, progress)
     decisions = decisions_frame(engine, run.facts, run.trace)
+    # The summary reads only the budget and rate-limit keys of the facts: let the rest go.
+    needed = {k: v for k, v in run.facts.columns.items() if k.startswith(("budget_key.", "rate_key."))}
+    facts = FrameFacts(needed, run.facts.budgets, run.facts.rate_limits)
+    del run.facts, run.trace, run.state
     params = {"price_version": engine.pricer.table.version, **(parameters or {})}
     if policy.semantic_cache is not None:
         params["embedder"] = engine.embedder.id
-    return summarise(policy, run.requests, decisions, run.facts, run.contents, params)
+    return summarise(policy, run.requests, decisions, facts, params)

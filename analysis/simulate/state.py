@@ -48,16 +48,6 @@ class ResponseCache:
         self.entries.move_to_end(key)
         return "hit", entry
 
-    def alive(self, key: object, now: int) -> CacheEntry | None:
-        """The usable entry for `key` at `now`, without touching LRU order."""
-        entry = self.entries.get(key)
-        if entry is None or now < entry[0] or now >= entry[1]:
-            return None
-        return entry
-
-    def touch(self, key: object) -> None:
-        self.entries.move_to_end(key)
-
     def store(self, key: object, available_at: int, source_id: str) -> bool:
         """Keep the response of `source_id`, unless a usable one arrives no later; True when
         stored."""
@@ -80,15 +70,12 @@ class BudgetWindows:
 
     def __init__(self, limit_usd: float):
         self.limit_usd = limit_usd
-        self.spent: dict[tuple[object, int], float] = {}
+        self.spent: dict[str, float] = {}  # state_key(scope value, window) -> USD
 
-    def spent_in(self, key: tuple[object, int]) -> float:
+    def spent_in(self, key: str) -> float:
         return self.spent.get(key, 0.0)
 
-    def exhausted(self, key: tuple[object, int]) -> bool:
-        return self.spent.get(key, 0.0) >= self.limit_usd
-
-    def charge(self, key: tuple[object, int], usd: float) -> bool:
+    def charge(self, key: str, usd: float) -> bool:
         """Add `usd`; True when this charge is the one that reaches the limit."""
         before = self.spent.get(key, 0.0)
         after = before + usd

@@ -153,7 +153,7 @@ def _with_costs(requests: pl.DataFrame, prices: PriceTable) -> pl.DataFrame:
     pricer = Pricer(prices)
     cost = np.full(requests.height, np.nan)
     usage = [requests[c].fill_null(0).cast(pl.Int64).to_numpy() for c in USAGE_COLUMNS]
-    labels = PricingRows({"provider": requests["provider"].to_list(), "model": requests["model"].to_list()}, {}, np.zeros(0), None)
+    labels = PricingRows({c: np.array(requests[c].to_list(), dtype=object) for c in ("provider", "model")}, {}, np.zeros(requests.height, dtype=bool), None)
     for (provider, model), rows in labels.groups("provider", "model"):
         price = prices.resolve(model, provider)
         if price is not None:
