@@ -147,8 +147,8 @@ class Recorder:
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         request = flow.request
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        target = detect(request.pretty_host, request.path, headers, request.method)
+        # mitmproxy's Headers look names up case-insensitively, as detect expects.
+        target = detect(request.pretty_host, request.path, request.headers, request.method)
         if target is not None:
             self._targets[flow.id] = target
 

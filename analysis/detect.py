@@ -6,6 +6,7 @@ nothing is not an LLM call: the recorder lets it pass unrecorded.
 """
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -73,10 +74,11 @@ def is_llm_host(host: str) -> bool:
     return provider_for_host(host) is not None
 
 
-def detect(host: str, path: str, headers: dict[str, str] | None = None, method: str = "POST") -> Target | None:
+def detect(host: str, path: str, headers: Mapping[str, str] | None = None, method: str = "POST") -> Target | None:
     """Return what this request is, or None when it is not an LLM API call.
 
-    `headers` have lower-case names. `path` may carry a query string; it is ignored.
+    `headers` is looked up by lower-case name (a dict with lower-case keys, or a case-insensitive
+    mapping such as mitmproxy's Headers). `path` may carry a query string; it is ignored.
     """
     headers = headers or {}
     path = path.split("?", 1)[0]

@@ -1,6 +1,7 @@
 """Fail-open: our failures never break a call; they are counted, and rows wait in the spool."""
 
 import json
+import os
 import shutil
 import signal
 
@@ -99,3 +100,18 @@ def test_an_unusable_data_dir_stops_the_proxy_at_start_with_one_line(tmp_path, m
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("Error:") and str(bad) in line
 
+
+
+def test_a_dead_worker_is_replaced_and_calls_go_on(provider, start_proxy, data_dir):
+    proxy = start_proxy("--upstream", f"{provider.url}@0")
+    client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=API_KEY, max_retries=0)
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    records(data_dir, 1)
+    worker_pid = wait_for(lambda: status_of(data_dir).get("pid"))
+    assert worker_pid != proxy.process.pid
+    os.kill(worker_pid, signal.SIGKILL)
+    wait_for(lambda: not os.path.exists(f"/proc/{worker_pid}") or open(f"/proc/{worker_pid}/stat").read().split()[2] == "Z")
+    answers = [client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES) for _ in range(2)]
+    assert all(a.choices[0].message.content for a in answers)
+    assert len(records(data_dir, 3)) == 3
+    assert wait_for(lambda: any("worker_died" in line for line in proxy.output))
