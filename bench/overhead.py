@@ -6,7 +6,9 @@ In one run, against the same fast local upstream (tests/fake_provider.py):
   3. mitmdump-stream  bare mitmdump streaming every body (`stream_large_bodies=1`): the floor
                   for time-to-first-token through any mitmproxy addon
   4. llm-shadow   `llm-shadow proxy --upstream ...` (recording into a scratch data dir)
-For each: throughput (requests/s with CONCURRENCY keep-alive connections, JSON chat calls),
+All four run at once and take turns, round after round (throughput is the median of the rounds;
+latencies are pooled). For each: throughput (requests/s with CONCURRENCY keep-alive
+connections, JSON chat calls),
 latency p50/p99 one call at a time, and time-to-first-token on a slow stream (the upstream
 waits STREAM_DELAY_MS between events), both on a keep-alive connection as SDKs use. Prints a table and the ratios the targets speak of:
   throughput >= 0.85 x mitmdump, p50 added latency within 0.5 ms of mitmdump's,
@@ -152,13 +154,14 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--latency-calls", type=int, default=300)
-    parser.add_argument("--ttft-calls", type=int, default=30)
+    parser.add_argument("--ttft-calls", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=3, help="turns each target takes (medians reported)")
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="llm-shadow-bench-"))
-    results = {}
+    rounds: dict[str, list[dict]] = {}
     with FakeProvider() as upstream:
-        targets = {
+        commands = {
             "direct": None,
             "mitmdump": [*MITMDUMP, "--mode", f"reverse:{upstream.url}@0", "--set", "flow_detail=0"],
             # Bare mitmdump buffers whole responses; streaming everything is its fastest-TTFT form.
@@ -167,22 +170,36 @@ def main() -> None:
             "llm-shadow": [sys.executable, str(ROOT / "cli.py"), "proxy", "--upstream", f"{upstream.url}@0",
                            "--data", str(scratch / "data")],
         }
-        for name, command in targets.items():
-            process = None
-            port = upstream.port
-            if command:
-                process, port = start_proxy(command)
-            try:
+        processes, ports = [], {}
+        try:
+            for name, command in commands.items():
+                if command is None:
+                    ports[name] = upstream.port
+                else:
+                    process, ports[name] = start_proxy(command)
+                    processes.append(process)
+            for port in ports.values():
                 asyncio.run(latencies(port, 50))  # warm up
-                rps = asyncio.run(throughput(port, args.requests, args.concurrency))
-                lat = asyncio.run(latencies(port, args.latency_calls))
-                ttft = asyncio.run(ttfts(port, args.ttft_calls))
-            finally:
-                if process:
-                    process.terminate()
-                    process.wait(30)
-            results[name] = {"rps": rps, "p50": percentile(lat, 50), "p99": percentile(lat, 99),
-                             "ttft_p50": percentile(ttft, 50)}
+            # Targets take turns, round after round, so a busy moment of the machine hits all alike.
+            for _ in range(args.rounds):
+                for name, port in ports.items():
+                    rps = asyncio.run(throughput(port, args.requests // args.rounds, args.concurrency))
+                    lat = asyncio.run(latencies(port, args.latency_calls // args.rounds))
+                    ttft = asyncio.run(ttfts(port, max(1, args.ttft_calls // args.rounds)))
+                    rounds.setdefault(name, []).append({"rps": rps, "lat": lat, "ttft": ttft})
+        finally:
+            for process in processes:
+                process.terminate()
+                process.wait(30)
+    results = {
+        name: {
+            "rps": statistics.median(r["rps"] for r in runs),
+            "p50": percentile([x for r in runs for x in r["lat"]], 50),
+            "p99": percentile([x for r in runs for x in r["lat"]], 99),
+            "ttft_p50": percentile([x for r in runs for x in r["ttft"]], 50),
+        }
+        for name, runs in rounds.items()
+    }
     recorded = subprocess.run([sys.executable, str(ROOT / "cli.py"), "sql", "SELECT count(*) AS n FROM requests",
                                "--format", "csv", "--data", str(scratch / "data")],
                               capture_output=True, text=True, env={"PYTHONPATH": str(ROOT)}, cwd=ROOT).stdout.split()[-1]
