@@ -426,7 +426,8 @@ def reprice(data: DataDir = Path(DEFAULT_DATA_DIR)):
 
 REPORT_FORMATS = ("html", "md")
 SAMPLE_TRAFFIC = Path(__file__).resolve().parent / "sample_traffic"
-EXAMPLE_POLICY = Path(__file__).resolve().parent / "examples" / "policy.toml"
+# examples/policy.toml with its budgets and rate limits scaled to the small sample month.
+DEMO_POLICY = Path(__file__).resolve().parent / "sample_traffic" / "demo-policy.toml"
 
 
 def gather_report(data: Path, since: datetime | None, until: datetime | None, simulation=None) -> dict:
@@ -493,7 +494,7 @@ def report(
 def demo(
     out: Annotated[Path, typer.Option(help="Demo directory: its data/ is recorded afresh on every run.")] = Path("shadow-demo"),
 ):
-    """The whole job on the bundled sample month: record it, simulate the example policy, report."""
+    """The whole job on the bundled sample month: record it, simulate the demo policy, report."""
     from rich.markup import escape
 
     from addons.importer import ImportFailed, count_flows, import_files
@@ -502,8 +503,8 @@ def demo(
     flows = sorted(SAMPLE_TRAFFIC.glob("*.flows"))
     if not flows:
         raise fail(f"no sample traffic (*.flows) in {SAMPLE_TRAFFIC}")
-    if not EXAMPLE_POLICY.is_file():
-        raise fail(f"the example policy is missing: {EXAMPLE_POLICY}")
+    if not DEMO_POLICY.is_file():
+        raise fail(f"the demo policy is missing: {DEMO_POLICY}")
     try:
         total = sum(count_flows(f) for f in flows)
         data = prepare_demo_dir(out)
@@ -519,8 +520,8 @@ def demo(
     names = ", ".join(str(f.relative_to(SAMPLE_TRAFFIC.parent)) for f in flows)
     console.print(f"Recorded {recorder.recorded:,} LLM calls from {names} through the recorder into {data}.",
                   highlight=False, soft_wrap=True, markup=False)
-    simulation = simulate_for_report(EXAMPLE_POLICY, data, None, None)
-    console.print(f"Simulated {EXAMPLE_POLICY.relative_to(EXAMPLE_POLICY.parents[1])} over them "
+    simulation = simulate_for_report(DEMO_POLICY, data, None, None)
+    console.print(f"Simulated {DEMO_POLICY.relative_to(DEMO_POLICY.parents[1])} over them "
                   f"(run {simulation.run_id}).", highlight=False, soft_wrap=True, markup=False)
     figures = gather_report(data, None, None, simulation)
     path = write_report(figures, out / "report.html", "html")
