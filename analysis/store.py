@@ -262,7 +262,8 @@ def query_frame(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = 
     return relation.pl() if relation is not None else pl.DataFrame()
 
 
-def time_filter(start: datetime | None, end: datetime | None) -> tuple[str, list]:
+def time_filter(start: datetime | None, end: datetime | None, extra: str | None = None) -> tuple[str, list]:
+    """A WHERE clause (and its parameters) for `start <= ts < end`, and `extra` if given."""
     clauses, params = [], []
     if start is not None:
         clauses.append("ts >= ?")
@@ -270,6 +271,8 @@ def time_filter(start: datetime | None, end: datetime | None) -> tuple[str, list
     if end is not None:
         clauses.append("ts < ?")
         params.append(end)
+    if extra:
+        clauses.append(extra)
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 

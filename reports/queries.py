@@ -13,22 +13,9 @@ import duckdb
 import polars as pl
 
 from analysis.stats import GROUPINGS
-from analysis.store import query_frame
+from analysis.store import query_frame, time_filter
 
 DAY = GROUPINGS["day"]
-
-
-def time_filter(start: datetime | None, end: datetime | None, extra: str | None = None) -> tuple[str, list]:
-    clauses, params = [], []
-    if start is not None:
-        clauses.append("ts >= ?")
-        params.append(start)
-    if end is not None:
-        clauses.append("ts < ?")
-        params.append(end)
-    if extra:
-        clauses.append(extra)
-    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
 def daily_by(con: duckdb.DuckDBPyConnection, by: str, start: datetime | None,
