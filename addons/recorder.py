@@ -16,13 +16,14 @@ it is counted, logged once per kind, and the rows wait in a bounded spool.
 Calls that are not LLM API calls (see `analysis.detect`) pass untouched and unrecorded.
 """
 
+import importlib.util
 import logging
 import os
 import sys
 import time
 from pathlib import Path
 
-if not __package__:  # loaded by `mitmdump -s addons/recorder.py` from a checkout
+if importlib.util.find_spec("analysis") is None:  # `mitmdump -s addons/recorder.py`, not installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mitmproxy import ctx, exceptions, http

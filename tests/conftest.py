@@ -37,9 +37,10 @@ def provider():
         yield p
 
 
-def subprocess_env(**extra) -> dict[str, str]:
+def subprocess_env(project_on_path: bool = True, **extra) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"))}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    if project_on_path:
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
     return env
@@ -55,10 +56,11 @@ def llm_shadow_proxy_command(args: list[str], data_dir: Path) -> list[str]:
 class RunningProxy:
     """A proxy command (`llm-shadow proxy`, or bare mitmdump) in a subprocess, on a free port."""
 
-    def __init__(self, command: list[str]):
+    def __init__(self, command: list[str], cwd: Path = ROOT, project_on_path: bool = True):
         self.output: list[str] = []
         self.process = subprocess.Popen(
-            command, cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            command, cwd=cwd, env=subprocess_env(project_on_path), stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True,
         )
         self._listening = threading.Event()
         self.port: int | None = None
@@ -115,8 +117,8 @@ def start_mitmdump():
     """Start bare mitmdump with ARGS; stopped after the test."""
     proxies: list[RunningProxy] = []
 
-    def start(*args: str) -> RunningProxy:
-        p = RunningProxy([*MITMDUMP, *args])
+    def start(*args: str, cwd: Path = ROOT, project_on_path: bool = True) -> RunningProxy:
+        p = RunningProxy([*MITMDUMP, *args], cwd, project_on_path)
         proxies.append(p)
         return p
 

@@ -266,11 +266,14 @@ def test_stats_and_sql_work_while_the_proxy_runs(proxied, data_dir):
     assert result.stdout.splitlines() == ["n", "3"]
 
 
-def test_the_recorder_loads_as_a_mitmdump_script(provider, start_mitmdump, data_dir):
+def test_the_recorder_loads_as_a_mitmdump_script(provider, start_mitmdump, data_dir, tmp_path):
     from tests.conftest import ROOT
 
-    proxy = start_mitmdump("-s", str(ROOT / "addons" / "recorder.py"), "--mode", f"reverse:{provider.url}@0",
-                           "--set", f"shadow_data={data_dir}", "--set", "shadow_flush_ms=200")
+    # As a user would from a checkout, elsewhere, with nothing on PYTHONPATH (in CI the project
+    # is installed, so this then also passes without the script's own path fix).
+    args = ["-s", str(ROOT / "addons" / "recorder.py"), "--mode", f"reverse:{provider.url}@0",
+            "--set", f"shadow_data={data_dir}", "--set", "shadow_flush_ms=200"]
+    proxy = start_mitmdump(*args, cwd=tmp_path, project_on_path=False)
     client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=API_KEY, max_retries=0)
     response = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     [row] = records(data_dir, 1)
