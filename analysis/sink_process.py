@@ -12,6 +12,7 @@ call, and goes on: what the dead child had not flushed is lost, as in any crash.
 
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import queue
 import signal
@@ -64,9 +65,15 @@ class SinkProcess:
         self._process.start()
         return self
 
+    def _worker_ended(self) -> bool:
+        # The process sentinel becomes readable when the child ends, whoever reaps it (is_alive
+        # relies on waitpid, and another part of the proxy process may have reaped the child).
+        return bool(multiprocessing.connection.wait([self._process.sentinel], timeout=0))
+
     def submit(self, capture: Capture) -> None:
-        if not self._process.is_alive():
-            self.problems.add("worker_died", f"exit code {self._process.exitcode}; starting a new one")
+        if self._worker_ended():
+            self.problems.add("worker_died", "starting a new one; calls it had not written are lost")
+            self._queue.cancel_join_thread()  # nobody reads the old queue any more
             self._queue.close()
             self.start()
         try:
@@ -77,10 +84,10 @@ class SinkProcess:
     def close(self, timeout: float = 30.0) -> None:
         if self._process is None:
             return
-        if self._process.is_alive():
+        if not self._worker_ended():
             self._queue.put(_STOP)
             self._process.join(timeout)
-            if self._process.is_alive():
+            if not self._worker_ended():
                 self.problems.add("worker_stop_timeout", f"worker still busy after {timeout} s; stopped")
                 self._process.terminate()
                 self._process.join(5)
