@@ -28,13 +28,7 @@ def parse(exchange: Exchange) -> Parsed:
         return _parse_batch(exchange)
     request = common.request_json(exchange)
     parsed = parse_request(request)
-    if common.is_stream_response(exchange, parsed.stream):
-        parsed.stream = True
-        thinking = _read_stream(exchange, parsed)
-    else:
-        parsed.stream = False
-        thinking = _read_json(exchange, parsed)
-    common.finish(parsed, exchange, thinking)
+    common.read_response(exchange, parsed, _read_stream, _read_json)
     return parsed
 
 

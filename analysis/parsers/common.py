@@ -264,3 +264,16 @@ def response_object(exchange: Exchange, parsed: Parsed) -> dict | None:
             parsed.error = "unreadable response body"
         return None
     return body
+
+
+def read_response(exchange: Exchange, parsed: Parsed, read_stream, read_json) -> None:
+    """Fill the response-side facts with `read_stream` when the answer is a stream, else with
+    `read_json` (an error answered in JSON to a streaming request is not a stream); each
+    returns the reasoning text. Then settle the usage (`finish`)."""
+    if is_stream_response(exchange, parsed.stream):
+        parsed.stream = True
+        reasoning = read_stream(exchange, parsed)
+    else:
+        parsed.stream = False
+        reasoning = read_json(exchange, parsed)
+    finish(parsed, exchange, reasoning)

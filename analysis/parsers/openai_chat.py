@@ -31,13 +31,7 @@ def parse(exchange: Exchange) -> Parsed:
 
 def read_response(exchange: Exchange, parsed: Parsed) -> None:
     """Fill the response-side facts (JSON or SSE) and settle the usage."""
-    if common.is_stream_response(exchange, parsed.stream):
-        parsed.stream = True
-        reasoning = _read_stream(exchange, parsed)
-    else:
-        parsed.stream = False  # e.g. an error answered in JSON to a streaming request
-        reasoning = _read_json(exchange, parsed)
-    common.finish(parsed, exchange, reasoning)
+    common.read_response(exchange, parsed, _read_stream, _read_json)
 
 
 def parse_request(request: dict, exchange: Exchange) -> Parsed:

@@ -36,13 +36,7 @@ SYSTEM_ROLES = ("system", "developer")
 def parse(exchange: Exchange) -> Parsed:
     request = common.request_json(exchange)
     parsed = _parse_request(request)
-    if common.is_stream_response(exchange, parsed.stream):
-        parsed.stream = True
-        reasoning = _read_stream(exchange, parsed)
-    else:
-        parsed.stream = False
-        reasoning = _read_json(exchange, parsed)
-    common.finish(parsed, exchange, reasoning)
+    common.read_response(exchange, parsed, _read_stream, _read_json)
     return parsed
 
 
