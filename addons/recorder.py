@@ -72,7 +72,7 @@ class Recorder:
     def __init__(self, queue_limit: int | None = 100_000, worker_process: bool = True):
         self.queue_limit = queue_limit
         self.worker_process = worker_process
-        self.sink: RecordSink | None = None
+        self.sink: RecordSink | SinkProcess | None = None
         self.recorded = 0  # calls written by sinks already closed
         self.problems = Problems(log)
         self._targets: dict[str, Target] = {}
