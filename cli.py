@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from analysis import stats as stats_queries
+from analysis.recorder_status import problem_summary, read_statuses
 from analysis.store import DEFAULT_DATA_DIR, Store, StoreError, query_frame
 from reports.tables import FORMATS, print_frame
 
@@ -235,6 +236,9 @@ def stats(
             f"[bold yellow]Warning:[/] {total.unpriced_calls:,} calls have no price (cost_usd is NULL, "
             "not $0): see llm-shadow prices missing", highlight=False,
         )
+    if problems := problem_summary(read_statuses(data)):
+        err_console.print(f"[bold yellow]Warning:[/] recording had problems: {escape(problems)} "
+                          f"(see {escape(str(data / 'status'))})", highlight=False)
     if total.estimated_calls and fmt == "table":
         err_console.print(f"Note: {total.estimated_calls:,} calls have estimated tokens (usage_source = 'estimated').",
                           highlight=False)

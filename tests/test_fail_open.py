@@ -41,6 +41,14 @@ def test_store_outage_is_spooled_and_written_when_it_recovers(provider, start_pr
     rows = records(data_dir, 4)
     assert len(rows) == 4 and len({r["id"] for r in rows}) == 4
     assert wait_for(lambda: status_of(data_dir).get("spooled") == 0)
+    # ... and `stats` says loudly that recording had a problem.
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    result = CliRunner().invoke(app, ["stats", "--data", str(data_dir)])
+    assert result.exit_code == 0
+    assert "recording had problems: store_write_failed=" in result.stderr
 
 
 def test_an_unreadable_body_passes_through_and_is_still_recorded(provider, start_proxy, data_dir):
