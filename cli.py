@@ -14,7 +14,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from analysis import stats as stats_queries
 from analysis.recorder_status import problem_summary, read_statuses
-from analysis.store import DEFAULT_DATA_DIR, Store, StoreError, query_frame
+from analysis.store import (
+    DEFAULT_DATA_DIR,
+    Store,
+    StoreError,
+    all_segments,
+    live_segments,
+    query_frame,
+)
 from reports.tables import FORMATS, print_frame
 
 app = typer.Typer(
@@ -278,6 +285,20 @@ def purge(
     if requests:
         message += f", and {store.purge_requests(cutoff):,} calls"
     console.print(message + ".", highlight=False)
+
+
+@app.command()
+def compact(data: DataDir = Path(DEFAULT_DATA_DIR)):
+    """Merge the segments stopped recorders left behind, and delete superseded ones."""
+    store = open_store(data)
+    directories = (store.records_dir, store.contents_dir)
+    before = sum(len(live_segments(d)) for d in directories)
+    merged, deleted = store.compact()
+    after = sum(len(live_segments(d)) for d in directories)
+    waiting = sum(len(all_segments(d)) for d in directories) - after
+    console.print(f"Live segments: {before:,} before, {after:,} now. Deleted {deleted:,} superseded files; "
+                  f"{waiting:,} wait until no query can still be reading them (a later compact "
+                  "deletes them).", highlight=False)
 
 
 # --- prices commands -----------------------------------------------------------------------------

@@ -251,6 +251,40 @@ class Store:
                 written += new.height
         return written
 
+    def compact(self, quiet_seconds: float = 600.0, now: float | None = None) -> tuple[int, int]:
+        """Merge each quiet instance's live segments into one, and delete segments superseded
+        for longer than the grace period; return (segments merged away, files deleted).
+
+        A recorder merges only its own segments while it runs; the segments of recorders that
+        have stopped stay as they were left (up to a few dozen each). An instance is quiet when
+        none of its files changed for `quiet_seconds`. The merged file covers the instance's
+        whole sequence range, so readers skip the files it replaces at once, and the files
+        themselves are deleted by a later compact, once no query can still be reading them.
+        """
+        now = time.time() if now is None else now
+        merged = deleted = 0
+        with _exclusive_lock(self.data_dir, "rewrite.lock"):
+            for directory, columns in ((self.records_dir, REQUESTS), (self.contents_dir, CONTENTS)):
+                live, superseded = split_superseded(all_segments(directory))
+                for s in superseded:
+                    covering = next((c for c in live if c.covers(s)), None)
+                    if covering is not None and now - _mtime(covering.path) >= SUPERSEDED_GRACE_SECONDS:
+                        with contextlib.suppress(FileNotFoundError):
+                            s.path.unlink()
+                            deleted += 1
+                by_instance: dict[str, list[Segment]] = {}
+                for s in live:
+                    by_instance.setdefault(s.instance, []).append(s)
+                for instance, group in by_instance.items():
+                    if len(group) < 2 or any(now - _mtime(s.path) < quiet_seconds for s in group):
+                        continue
+                    group.sort(key=lambda s: s.lo)
+                    frame = pl.concat([read_segment(s.path, columns) for s in group])
+                    level = max(s.level for s in group) + 1
+                    write_segment(directory, segment_name(instance, level, group[0].lo, group[-1].hi), frame)
+                    merged += len(group)
+        return merged, deleted
+
     def purge_contents(self, older_than: datetime) -> int:
         """Delete stored contents recorded before `older_than`; return the rows deleted."""
         before = self._count("contents")
@@ -271,6 +305,13 @@ def query_frame(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = 
     """Run `sql` and return its result as a polars DataFrame (empty for a statement)."""
     relation = con.sql(sql, params=params or None)
     return relation.pl() if relation is not None else pl.DataFrame()
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def time_filter(start: datetime | None, end: datetime | None, extra: str | None = None) -> tuple[str, list]:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -133,3 +134,33 @@ def test_ids_are_time_ordered_and_unique():
     ids = [new_id(1_700_000_000 + i / 1000) for i in range(1000)]
     assert ids == sorted(ids)
     assert len(set(ids)) == 1000
+
+
+def test_compact_merges_stopped_recorders_segments_and_later_deletes_them(data_dir):
+    store = Store(data_dir)
+    for name in ("a", "b"):
+        writer = SegmentWriter(store, name)
+        for i in range(5):
+            n = {"a": 0, "b": 100}[name] + i
+            writer.write([request_row(n)], [content_row(n)])
+    before = store.requests_frame()
+    hour_ago = time.time() - 3600
+    for path in [*(data_dir / "records").iterdir(), *(data_dir / "contents").iterdir()]:
+        os.utime(path, (hour_ago, hour_ago))
+    # A recorder that is still writing is left alone.
+    SegmentWriter(store, "c").write([request_row(500)], [])
+    SegmentWriter(store, "c").write([request_row(501)], [])
+
+    merged, deleted = store.compact()
+    assert (merged, deleted) == (10 + 10, 0)  # a's and b's 5 requests and 5 contents segments
+    assert sorted((s.instance, s.lo, s.hi) for s in live_segments(data_dir / "records")) == [
+        ("a", 0, 4), ("b", 0, 4), ("c", 0, 0), ("c", 1, 1)]
+    after = store.requests_frame()
+    assert after.height == before.height + 2
+    assert after.filter(pl.col("id").is_in(before["id"].implode())).equals(before)  # each row once, unchanged
+
+    # Once no query can still be reading them, the merged-away files go.
+    merged, deleted = store.compact(now=time.time() + store_module.SUPERSEDED_GRACE_SECONDS + 1)
+    assert deleted == 20
+    assert len(list((data_dir / "records").iterdir())) == 4
+    assert store.requests_frame().height == before.height + 2
