@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from analysis import parsers
 from analysis.decoding import DecodeError, decode_body, decode_chunks
-from analysis.exchange import Exchange, Parsed
+from analysis.exchange import Exchange, Parsed, Usage
 from analysis.hashing import prompt_hash
 from analysis.pricing import PriceTable
 
@@ -69,13 +69,23 @@ def account(
     context: CallContext,
     prices: PriceTable,
     keep_content: bool = True,
+    usage_keys_seen: set[str] | None = None,
 ) -> tuple[dict, dict | None, ParseFailure | None]:
-    """Return (requests row, contents row or None, the parse failure if there was one)."""
+    """Return (requests row, contents row or None, the parse failure if there was one).
+
+    `usage_keys_seen`: the usage keys (see Parsed.usage_key) already recorded with their tokens;
+    a call reporting one of them again is recorded without tokens, so sums count it once."""
     failure = None
     try:
         parsed = parse_exchange(exchange)
     except ParseFailure as e:
         parsed, failure = Parsed(), e
+    if parsed.usage_key and usage_keys_seen is not None:
+        if parsed.usage_key in usage_keys_seen:
+            parsed.usage, parsed.provider_cost_usd = Usage(), None
+            parsed.error = parsed.error or f"usage of {parsed.usage_key} was recorded by an earlier call"
+        else:
+            usage_keys_seen.add(parsed.usage_key)
     if exchange.outcome == "ok" and not parsed.complete and exchange.is_event_stream:
         # A stream that stopped short: with an error event of the provider's own (Anthropic's
         # overloaded_error) it is a server error; without one, a cut.
@@ -136,6 +146,7 @@ def account(
         "has_images": parsed.has_images,
         "service_tier": parsed.service_tier,
         "batch": parsed.batch,
+        "usage_key": parsed.usage_key,
         "error": _first(str(failure) if failure else None, exchange.error, parsed.error),
         "instance": context.instance,
     }

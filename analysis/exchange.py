@@ -82,6 +82,9 @@ class Parsed:
     has_images: bool = False
     service_tier: str | None = None
     batch: bool = False
+    # Names the usage this call reports when other calls can report the same usage again (a
+    # finished batch's usage comes back on every poll): "openai-batch:<id>".
+    usage_key: str | None = None
     # Attribution the request body carries: keys "team", "feature", "user".
     attribution: dict[str, str] = field(default_factory=dict)
     error: str | None = None  # provider error message, for non-2xx responses

@@ -69,6 +69,7 @@ REQUESTS = [
     Column("has_images", "BOOLEAN", "The request contained images."),
     Column("service_tier", "VARCHAR", "Service tier requested or served (default, priority, flex, ...)."),
     Column("batch", "BOOLEAN", "The call belongs to a batch API."),
+    Column("usage_key", "VARCHAR", "What usage the call reported when other calls report it again (openai-batch:ID, anthropic-batch:ID): only the first such call keeps the tokens."),
     Column("error", "VARCHAR", "Short description of what went wrong, when something did."),
     Column("instance", "VARCHAR", "Recorder instance that wrote the row."),
 ]

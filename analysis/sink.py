@@ -19,6 +19,8 @@ import threading
 import time
 from collections import Counter, deque
 
+import duckdb
+
 from analysis.accounting import account
 from analysis.capture import AttributionHeaders, Capture, to_exchange
 from analysis.pricing import PriceTable
@@ -86,6 +88,7 @@ class RecordSink:
         self._pending = 0
         self._pending_lock = threading.Lock()
         self._status_signature: tuple | None = None
+        self._usage_keys: set[str] | None = None
 
     @property
     def instance(self) -> str:
@@ -165,7 +168,8 @@ class RecordSink:
     def _account(self, capture: Capture) -> None:
         try:
             exchange, context = to_exchange(capture, self.salt, self.attribution, self.instance)
-            row, content, failure = account(exchange, context, self.prices, self.keep_content)
+            row, content, failure = account(exchange, context, self.prices, self.keep_content,
+                                            self._usage_keys_seen())
         except Exception as e:  # a bug of ours must not stop the worker; the call is counted
             self.problems.add(f"account_error:{type(e).__name__}", str(e))
             return
@@ -177,6 +181,16 @@ class RecordSink:
         self._requests.append(row)
         if content is not None:
             self._contents.append(content)
+
+    def _usage_keys_seen(self) -> set[str]:
+        """Usage keys already recorded with tokens, read from the store once (see account)."""
+        if self._usage_keys is None:
+            self._usage_keys = set()
+            try:
+                self._usage_keys.update(self.store.recorded_usage_keys())
+            except (duckdb.Error, OSError) as e:
+                self.problems.add("usage_keys_unreadable", f"{e}; repeated batch usage may be counted twice")
+        return self._usage_keys
 
     def _flush(self) -> None:
         if not self._requests and not self._contents:

@@ -222,6 +222,13 @@ class Store:
             frame = frame.filter(pl.col("ts") < end)
         return frame.sort("ts", "id").collect()
 
+    def recorded_usage_keys(self) -> set[str]:
+        """The usage keys (see analysis.exchange.Parsed.usage_key) already recorded with tokens."""
+        with self.connect() as con:
+            rows = con.execute("SELECT DISTINCT usage_key FROM requests "
+                               "WHERE usage_key IS NOT NULL AND usage_source = 'provider'").fetchall()
+        return {key for (key,) in rows}
+
     # --- rewriting (purge, reprice)
 
     def rewrite_requests(self, transform: Callable[[pl.DataFrame], pl.DataFrame]) -> int:

@@ -468,6 +468,7 @@ def openai_batches(method: str, path: str, body: dict, extra: dict) -> Reply:
     usage = {"input_tokens": 40, "input_tokens_details": {"cached_tokens": 0},
              "output_tokens": 30, "output_tokens_details": {"reasoning_tokens": 0}}
     usage = _with_total(merge_usage(usage, extra), extra, ("input_tokens", "output_tokens"), "total_tokens")
+    batch["id"] = path.rstrip("/").split("/")[-1]  # retrieving answers the batch asked for
     return _json_reply(200, {**batch, "status": "completed", "output_file_id": "file-fake-out",
                              "completed_at": CREATED + 600, "model": "gpt-4o-mini-2024-07-18",
                              "request_counts": {"total": 2, "completed": 2, "failed": 0}, "usage": usage})

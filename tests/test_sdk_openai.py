@@ -308,14 +308,15 @@ def test_batch_create_and_retrieve(shadow, client, feature):
     assert_cost(retrieve_row, 1350e-6)
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: every retrieve of a finished batch records the batch's "
-                   "usage again, so sums over requests count a batch once per poll (needs de-duplication "
-                   "by batch id across calls, which a per-call parser cannot do)")
 def test_polling_a_finished_batch_twice_counts_its_usage_once(shadow, client, feature):
+    batch_id = f"batch_{feature}"
     for _ in range(2):
-        client.batches.retrieve("batch_fake", extra_headers=fake_usage(input_tokens=1000, output_tokens=100))
-    rows = shadow.row(feature, n=2)
-    assert sum(r["input_tokens"] or 0 for r in rows) == 1000
+        client.batches.retrieve(batch_id, extra_headers=fake_usage(input_tokens=1000, output_tokens=100))
+    first, second = shadow.row(feature, n=2)
+    assert (first["input_tokens"], first["output_tokens"], first["usage_source"]) == (1000, 100, "provider")
+    assert first["usage_key"] == second["usage_key"] == f"openai-batch:{batch_id}"
+    assert (second["input_tokens"], second["cost_usd"], second["usage_source"]) == (None, None, "none")
+    assert second["error"] == f"usage of openai-batch:{batch_id} was recorded by an earlier call"
 
 
 # --- Azure, OpenRouter, DeepSeek shapes ------------------------------------------------------

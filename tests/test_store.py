@@ -164,3 +164,14 @@ def test_compact_merges_stopped_recorders_segments_and_later_deletes_them(data_d
     assert deleted == 20
     assert len(list((data_dir / "records").iterdir())) == 4
     assert store.requests_frame().height == before.height + 2
+
+
+def test_recorded_usage_keys_are_those_recorded_with_tokens(data_dir):
+    store = Store(data_dir)
+    SegmentWriter(store, "a").write([
+        request_row(1, usage_key="openai-batch:b1", usage_source="provider"),
+        request_row(2, usage_key="openai-batch:b1", usage_source="none"),
+        request_row(3, usage_key="openai-batch:b2", usage_source="none"),
+        request_row(4),
+    ], [])
+    assert store.recorded_usage_keys() == {"openai-batch:b1"}

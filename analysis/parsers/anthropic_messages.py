@@ -195,6 +195,9 @@ def _parse_batch(exchange: Exchange) -> Parsed:
         return parsed
     if exchange.path.rstrip("/").endswith("/results"):
         _sum_results(exchange, parsed)
+        batch_id = exchange.path.rstrip("/").split("/")[-2]
+        if parsed.usage.source == "provider":
+            parsed.usage_key = f"anthropic-batch:{batch_id}"  # downloaded again, counted once
     return parsed
 
 

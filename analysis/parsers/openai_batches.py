@@ -3,8 +3,8 @@
 These calls create, poll, list or cancel a batch; the prompts themselves live in an uploaded
 file, so there is no prompt text and usually no usage. Every call is recorded with batch=True.
 A batch object may carry a `usage` block (Responses-style input/output tokens, reported once the
-batch has run): it is taken when present. Note that a client polling a finished batch sees that
-usage on every poll.
+batch has run): it is taken when present. A client polling a finished batch sees that usage on
+every poll, so it is named by `usage_key` and only the first call reporting it keeps it.
 """
 
 from analysis.exchange import Exchange, Parsed
@@ -32,6 +32,8 @@ def parse(exchange: Exchange) -> Parsed:
     usage = batch.get("usage")
     if isinstance(usage, dict) and any(usage.get(k) for k in ("input_tokens", "output_tokens")):
         parsed.usage = usage_from_responses(usage)
+        if batch.get("id"):
+            parsed.usage_key = f"openai-batch:{batch['id']}"
     common.keep_parts_within_whole(parsed.usage)
     errors = batch.get("errors")
     if isinstance(errors, dict) and errors.get("data"):
