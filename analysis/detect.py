@@ -32,6 +32,7 @@ KNOWN_HOSTS = {
     "api.perplexity.ai": "perplexity",
 }
 HOST_SUFFIXES = {
+    "aiplatform.googleapis.com": "vertex",  # aiplatform... and <region>-aiplatform...
     ".openai.azure.com": "azure",
     ".cognitiveservices.azure.com": "azure",
     ".services.ai.azure.com": "azure",
@@ -40,6 +41,8 @@ HOST_SUFFIXES = {
 # (path regex, endpoint, wire format). Checked in order; the path has no query string.
 # Prefixes such as /api/v1 (OpenRouter), /openai/v1 (Groq) or /v1beta are allowed.
 _PATHS = [
+    # Claude on Vertex AI: the Messages format, the model in the path.
+    (r"/publishers/anthropic/models/[^/:]+:(?:rawPredict|streamRawPredict)$", "messages", "anthropic_messages"),
     (r"/openai/deployments/[^/]+/chat/completions$", "chat", "openai_chat"),
     (r"/openai/deployments/[^/]+/completions$", "completions", "openai_completions"),
     (r"/openai/deployments/[^/]+/embeddings$", "embeddings", "openai_embeddings"),
@@ -86,7 +89,7 @@ def detect(host: str, path: str, headers: Mapping[str, str] | None = None, metho
     for pattern, endpoint, fmt in _PATH_PATTERNS:
         if not pattern.search(path):
             continue
-        if fmt == "anthropic_messages" and provider is None and "anthropic-version" not in headers:
+        if path.endswith("/messages") and provider is None and "anthropic-version" not in headers:
             continue  # an unknown host's /messages is Anthropic only with its version header
         if fmt == "gemini" and provider is None and "/v1" not in path:
             continue

@@ -34,7 +34,7 @@ _POLARS_TYPES = {
 REQUESTS = [
     Column("id", "VARCHAR", "Unique id of the call (time-ordered)."),
     Column("ts", "TIMESTAMPTZ", "When the request started, UTC."),
-    Column("provider", "VARCHAR", "openai, azure, anthropic, gemini, openrouter, groq, mistral, deepseek, xai, or `openai_compatible` for an unknown host speaking an OpenAI shape."),
+    Column("provider", "VARCHAR", "openai, azure, anthropic, gemini, vertex, openrouter, groq, mistral, deepseek, xai, ..., or `openai_compatible` (`anthropic_compatible`, `gemini_compatible`) for an unknown host speaking that shape."),
     Column("endpoint", "VARCHAR", "chat, responses, completions, embeddings, messages, generate_content, batches, ..."),
     Column("host", "VARCHAR", "Upstream host name."),
     Column("path", "VARCHAR", "Request path, query string removed."),

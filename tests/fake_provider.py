@@ -230,6 +230,9 @@ def route(request: ReceivedRequest) -> Reply:
         return openai_error(status) if status != 200 else openai_responses(body, usage)
     if path.endswith("/embeddings"):
         return openai_error(status) if status != 200 else openai_embeddings(body, usage, served)
+    if ":rawPredict" in path or ":streamRawPredict" in path:  # Claude on Vertex AI
+        body.setdefault("model", path.rsplit("/", 1)[-1].split(":", 1)[0])
+        return anthropic_error(status) if status != 200 else anthropic_messages(body, usage, start_usage)
     if "/messages/batches" in path:
         return anthropic_error(status) if status != 200 else anthropic_batches(request.method, path, body, usage)
     if path.endswith("/messages"):

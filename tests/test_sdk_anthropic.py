@@ -258,3 +258,29 @@ def test_no_api_key_is_stored(shadow):
     for path in shadow.data_dir.rglob("*"):
         if path.is_file():
             assert API_KEY.encode() not in path.read_bytes(), path
+
+
+# --- Claude on Vertex AI ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_claude_on_vertex_ai(shadow, feature, stream):
+    vertex = anthropic.AnthropicVertex(region="us-east5", project_id="shadow-test", access_token="ya29.fake",
+                                       base_url=f"{shadow.url}/v1", max_retries=0,
+                                       default_headers={"x-shadow-feature": feature})
+    if stream:
+        with vertex.messages.stream(model=MODEL, max_tokens=512, messages=MESSAGES,
+                                    extra_headers=fake_usage(CACHED_USAGE)) as s:
+            "".join(s.text_stream)
+            message = s.get_final_message()
+    else:
+        message = vertex.messages.create(model=MODEL, max_tokens=512, messages=MESSAGES,
+                                         extra_headers=fake_usage(CACHED_USAGE))
+    row = shadow.row(feature)
+    method = "streamRawPredict" if stream else "rawPredict"
+    # The model is named in the URL only; the body says anthropic_version and no model.
+    assert row["path"] == f"/v1/projects/shadow-test/locations/us-east5/publishers/anthropic/models/{MODEL}:{method}"
+    assert (row["endpoint"], row["model_requested"], row["model"]) == ("messages", MODEL, message.model)
+    assert_tokens(row, **our_tokens(message.usage))
+    sonnet_rates()
+    assert_cost(row, 12810e-6)  # as in test_messages_json_with_cache_reads_and_writes

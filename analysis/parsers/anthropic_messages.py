@@ -16,11 +16,14 @@ downloading its results (JSON lines, one message per request) reports their summ
 """
 
 import json
+import re
 
 from analysis.exchange import Exchange, Parsed, Usage
 from analysis.hashing import canonical_request
 from analysis.parsers import common
 from analysis.parsers.sse import decode_sse
+
+_MODEL_IN_PATH = re.compile(r"/models/([^/:]+):(?:rawPredict|streamRawPredict)$")
 
 
 def parse(exchange: Exchange) -> Parsed:
@@ -28,6 +31,10 @@ def parse(exchange: Exchange) -> Parsed:
         return _parse_batch(exchange)
     request = common.request_json(exchange)
     parsed = parse_request(request)
+    if parsed.model_requested is None and (in_path := _MODEL_IN_PATH.search(exchange.path)):
+        parsed.model_requested = in_path.group(1)  # Claude on Vertex AI names it in the URL
+        if parsed.canonical_request is not None:
+            parsed.canonical_request["model"] = parsed.model_requested
     common.read_response(exchange, parsed, _read_stream, _read_json)
     return parsed
 
