@@ -32,6 +32,13 @@ def data_dir(tmp_path) -> Path:
 
 
 @pytest.fixture
+def feature(request) -> str:
+    """This test's own x-shadow-feature value (header-safe), so its rows can be told apart
+    from other tests' in a proxy they share."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name).strip("-")
+
+
+@pytest.fixture
 def provider():
     with FakeProvider() as p:
         yield p

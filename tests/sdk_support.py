@@ -2,12 +2,11 @@
 
 Starting `llm-shadow proxy` takes a second or two, so a test module starts one (in front of one
 fake provider, recording into one data directory) and its tests tell their rows apart by the
-`x-shadow-feature` header: every test sends its own feature name (`feature_name`) and reads
+`x-shadow-feature` header: every test sends its own feature name (the `feature` fixture) and reads
 back the one row that carries it (`RecordingProxy.row`), through the same `requests` relation
 that `llm-shadow sql` queries.
 """
 
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -65,9 +64,17 @@ def recording_proxy(data_dir: Path) -> Iterator[RecordingProxy]:
             proxy.stop()
 
 
-def feature_name(test_name: str) -> str:
-    """A header-safe feature name unique to one test (parametrized ids included)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", test_name).strip("-")
+def assert_successful_call(row: dict, *, stream: bool) -> None:
+    """The columns every successful call has, streamed or not, whatever its provider."""
+    assert (row["status"], row["outcome"], row["error"]) == (200, "ok", None)
+    assert row["stream"] is stream
+    assert row["latency_ms"] > 0
+    if stream:
+        assert 0 < row["ttft_ms"] <= row["latency_ms"]
+    else:
+        assert row["ttft_ms"] is None
+    assert row["price_version"] == PRICES.version
+    assert row["key_id"].startswith("key_")
 
 
 def rates(model: str, provider: str, service: str = "standard", input_tokens: int = 0) -> dict[str, float]:

@@ -20,10 +20,9 @@ import pytest
 from analysis.tokens import count_tokens
 from tests.sdk_support import (
     API_KEY,
-    PRICES,
     assert_cost,
+    assert_successful_call,
     assert_tokens,
-    feature_name,
     rates,
     recording_proxy,
 )
@@ -43,11 +42,6 @@ CACHED_USAGE = {"input_tokens": 120, "cache_read_input_tokens": 4000, "cache_cre
 def shadow(tmp_path_factory):
     with recording_proxy(tmp_path_factory.mktemp("sdk-anthropic") / "data") as running:
         yield running
-
-
-@pytest.fixture
-def feature(request) -> str:
-    return feature_name(request.node.name)
 
 
 @pytest.fixture
@@ -77,15 +71,8 @@ def our_tokens(usage) -> dict:
 
 def assert_call(row: dict, *, model: str, stream: bool, endpoint: str = "messages", path: str = "/v1/messages") -> None:
     assert (row["provider"], row["endpoint"], row["path"]) == (PROVIDER, endpoint, path)
-    assert (row["status"], row["outcome"], row["error"]) == (200, "ok", None)
     assert (row["model_requested"], row["model"]) == (MODEL, model)
-    assert row["stream"] is stream
-    if stream:
-        assert 0 < row["ttft_ms"] <= row["latency_ms"]
-    else:
-        assert row["ttft_ms"] is None and row["latency_ms"] > 0
-    assert row["price_version"] == PRICES.version
-    assert row["key_id"].startswith("key_")
+    assert_successful_call(row, stream=stream)
 
 
 def sonnet_rates() -> dict[str, float]:

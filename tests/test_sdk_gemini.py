@@ -21,10 +21,9 @@ from google.genai import errors, types
 from analysis.tokens import count_tokens
 from tests.sdk_support import (
     API_KEY,
-    PRICES,
     assert_cost,
+    assert_successful_call,
     assert_tokens,
-    feature_name,
     rates,
     recording_proxy,
 )
@@ -38,11 +37,6 @@ THINKING = types.GenerateContentConfig(thinking_config=types.ThinkingConfig(incl
 def shadow(tmp_path_factory):
     with recording_proxy(tmp_path_factory.mktemp("sdk-gemini") / "data") as running:
         yield running
-
-
-@pytest.fixture
-def feature(request) -> str:
-    return feature_name(request.node.name)
 
 
 def client_for(shadow, feature: str, usage: dict | None = None, status: int | None = None,
@@ -73,15 +67,8 @@ def our_tokens(usage: types.GenerateContentResponseUsageMetadata) -> dict:
 def assert_call(row: dict, *, model: str, stream: bool, method: str) -> None:
     assert (row["provider"], row["endpoint"]) == (PROVIDER, "generate_content")
     assert row["path"] == f"/v1beta/models/{model}:{method}"
-    assert (row["status"], row["outcome"], row["error"]) == (200, "ok", None)
     assert row["model_requested"] == row["model"] == model
-    assert row["stream"] is stream
-    if stream:
-        assert 0 < row["ttft_ms"] <= row["latency_ms"]
-    else:
-        assert row["ttft_ms"] is None and row["latency_ms"] > 0
-    assert row["price_version"] == PRICES.version
-    assert row["key_id"].startswith("key_")
+    assert_successful_call(row, stream=stream)
 
 
 def flash_rates() -> dict[str, float]:
