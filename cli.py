@@ -1,6 +1,7 @@
 """The `llm-shadow` command: observe LLM traffic, simulate policies, report savings."""
 
 import re
+import shlex
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -523,7 +524,7 @@ def demo(
     from rich.markup import escape
 
     from addons.importer import ImportFailed, count_flows, import_files
-    from reports.demo import DemoDirError, headline_figures, prepare_demo_dir
+    from reports.demo import DemoDirError, command_for_new_shell, headline_figures, prepare_demo_dir
 
     flows = sorted(SAMPLE_TRAFFIC.glob("*.flows"))
     if not flows:
@@ -553,7 +554,8 @@ def demo(
     console.print(f"\nReport: [bold]{escape(str(path.resolve()))}[/]", highlight=False, soft_wrap=True)
     for label, value in headline_figures(figures):
         console.print(f"  {label + ':':<17} {value}", highlight=False, soft_wrap=True, markup=False)
-    console.print(f"\nExplore further: llm-shadow stats --data {data}", highlight=False, soft_wrap=True, markup=False)
+    console.print(f"\nExplore further: {command_for_new_shell()} stats --data {shlex.quote(str(data))}",
+                  highlight=False, soft_wrap=True, markup=False)
 
 
 # --- end of report and demo commands -------------------------------------------------------------

@@ -6,7 +6,10 @@ It is marked with a `.llm-shadow-demo` file, so a second run may empty it again 
 directory that was not made by the demo is never emptied.
 """
 
+import os
+import shlex
 import shutil
+import sys
 from pathlib import Path
 
 from reports import format as fmt
@@ -30,6 +33,23 @@ def prepare_demo_dir(out: Path) -> Path:
     if data.exists():
         shutil.rmtree(data)
     return data
+
+
+def command_for_new_shell(argv0: str | None = None) -> str:
+    """How a new shell, in the current directory, runs the llm-shadow that is running now.
+
+    `./run.sh demo` runs `.venv/bin/llm-shadow`, which a new shell does not find on PATH: then
+    the program's path is the command (relative when it lies below the current directory).
+    """
+    program = Path(argv0 or sys.argv[0]).absolute()
+    if program.suffix == ".py":  # `python cli.py demo`
+        return f"{shlex.quote(sys.executable)} {shlex.quote(str(program))}"
+    found = shutil.which(program.name)
+    if found and Path(found).absolute() == program:
+        return program.name
+    relative = os.path.relpath(program)
+    path = relative if not relative.startswith("..") else str(program)
+    return shlex.quote(path if "/" in path else f"./{path}")
 
 
 def headline_figures(report: dict) -> list[tuple[str, str]]:

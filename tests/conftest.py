@@ -164,6 +164,8 @@ def sample_demo(tmp_path_factory) -> DemoRun:
     workdir = tmp_path_factory.mktemp("fresh")
     env = subprocess_env()
     env.pop("TIKTOKEN_CACHE_DIR", None)  # as in every test: the tiktoken files llm-shadow ships
-    result = subprocess.run([sys.executable, str(ROOT / "cli.py"), "demo"], cwd=workdir, env=env,
+    # As `./run.sh demo` runs it: the installed program, which the PATH of a new shell lacks.
+    program = Path(sys.executable).with_name("llm-shadow")
+    result = subprocess.run([str(program), "demo"], cwd=workdir, env=env,
                             capture_output=True, text=True, timeout=600)
     return DemoRun(workdir, result)

@@ -47,6 +47,12 @@ class RecordingProxy:
         assert len(rows) == n, f"expected {n} records for {feature!r}, found {len(rows)}"
         return rows[0] if n == 1 else rows
 
+    def received_path(self, feature: str) -> str:
+        """The path (query removed) of the last request for this feature that reached the upstream."""
+        sent = [r for r in self.provider.requests if r.headers.get("x-shadow-feature") == feature]
+        assert sent, f"no request for feature {feature!r} reached the fake provider"
+        return sent[-1].target.partition("?")[0]
+
     def content(self, row_id: str) -> dict:
         with Store(self.data_dir).connect() as con:
             [content] = query_frame(con, "SELECT * FROM contents WHERE id = ?", [row_id]).to_dicts()

@@ -2,6 +2,7 @@
 directory, simulated and reported, in one command run in an empty directory."""
 
 import re
+import subprocess
 
 from typer.testing import CliRunner
 
@@ -10,7 +11,7 @@ from analysis import stats
 from analysis.store import Store
 from cli import SAMPLE_TRAFFIC, app
 from reports import format as fmt
-from reports.demo import MARKER, prepare_demo_dir
+from reports.demo import MARKER, command_for_new_shell, prepare_demo_dir
 
 
 def test_demo_runs_end_to_end_in_a_fresh_directory(sample_demo):
@@ -43,6 +44,30 @@ def test_demo_prints_the_three_headline_figures_of_its_report(sample_demo):
     assert re.search(r"Cache hit rate:\s+\S", out)
     html = sample_demo.report.read_text()
     assert observed[1] in html
+
+
+def test_the_closing_hint_works_in_a_new_shell(sample_demo):
+    hint = re.search(r"Explore further: (.+)", sample_demo.result.stdout)
+    assert hint, sample_demo.result.stdout
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(sample_demo.workdir)}  # no venv on PATH
+    result = subprocess.run(["sh", "-c", hint[1]], cwd=sample_demo.workdir, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    with Store(sample_demo.data, create=False).connect() as con:
+        total = stats.totals(con)
+    assert fmt.count(total.calls) in result.stdout
+
+
+def test_the_hint_names_a_program_by_path_unless_path_finds_it(tmp_path, monkeypatch):
+    program = tmp_path / "venv" / "bin" / "llm-shadow"
+    program.parent.mkdir(parents=True)
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert command_for_new_shell(str(program)) == "venv/bin/llm-shadow"
+    monkeypatch.setenv("PATH", f"{program.parent}:/usr/bin:/bin")
+    assert command_for_new_shell(str(program)) == "llm-shadow"
 
 
 def test_a_second_run_starts_from_an_empty_data_directory(tmp_path):

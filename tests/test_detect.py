@@ -17,6 +17,13 @@ VERTEX = "/v1/projects/p/locations/us-east5/publishers"
      Target("anthropic", "batches", "anthropic_messages")),
     ("generativelanguage.googleapis.com", "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", {},
      Target("gemini", "generate_content", "gemini")),
+    # google-genai 3.6 and later call the v1 API; earlier releases v1beta.
+    ("generativelanguage.googleapis.com", "/v1/models/gemini-2.5-flash:generateContent", {},
+     Target("gemini", "generate_content", "gemini")),
+    ("generativelanguage.googleapis.com", "/v1/models/gemini-embedding-001:batchEmbedContents", {},
+     Target("gemini", "embeddings", "gemini")),
+    ("localhost", "/v1/models/gemini-2.5-flash:streamGenerateContent", {},
+     Target("gemini_compatible", "generate_content", "gemini")),
     ("openrouter.ai", "/api/v1/chat/completions", {}, Target("openrouter", "chat", "openai_chat")),
     ("us-east5-aiplatform.googleapis.com", f"{VERTEX}/anthropic/models/claude-sonnet-4-5@20250929:rawPredict", {},
      Target("vertex", "messages", "anthropic_messages")),

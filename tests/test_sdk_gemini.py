@@ -13,6 +13,7 @@ The fake provider listens on 127.0.0.1, so calls are recorded with provider
 """
 
 import json
+import re
 
 import pytest
 from google import genai
@@ -64,9 +65,15 @@ def our_tokens(usage: types.GenerateContentResponseUsageMetadata) -> dict:
     }
 
 
-def assert_call(row: dict, *, model: str, stream: bool, method: str) -> None:
+def assert_path(shadow, feature: str, row: dict, tail: str) -> None:
+    """The recorded path is the one the SDK sent, whichever API version it chose (v1 or v1beta)."""
+    assert row["path"] == shadow.received_path(feature)
+    assert re.fullmatch(rf"/v1(beta)?/{re.escape(tail)}", row["path"]), row["path"]
+
+
+def assert_call(shadow, feature: str, row: dict, *, model: str, stream: bool, method: str) -> None:
     assert (row["provider"], row["endpoint"]) == (PROVIDER, "generate_content")
-    assert row["path"] == f"/v1beta/models/{model}:{method}"
+    assert_path(shadow, feature, row, f"models/{model}:{method}")
     assert row["model_requested"] == row["model"] == model
     assert_successful_call(row, stream=stream)
 
@@ -87,7 +94,7 @@ def test_generate_content_with_thoughts_cache_and_tool_use(shadow, feature, gzip
     row = shadow.row(feature)
     usage = response.usage_metadata
     assert response.candidates[0].content.parts[0].thought is True
-    assert_call(row, model="gemini-2.5-flash", stream=False, method="generateContent")
+    assert_call(shadow, feature, row, model="gemini-2.5-flash", stream=False, method="generateContent")
     assert_tokens(row, **our_tokens(usage))
     # input: 5000 prompt (4096 of them cached) + 300 tool use; output: 120 + 800 thoughts.
     assert (row["input_tokens"], row["cached_input_tokens"], row["output_tokens"], row["reasoning_tokens"]) == (5300, 4096, 920, 800)
@@ -104,7 +111,7 @@ def test_generate_content_stream_with_thoughts(shadow, feature):
     usage = chunks[-1].usage_metadata
     text = "".join(chunk.text or "" for chunk in chunks)
     row = shadow.row(feature)
-    assert_call(row, model="gemini-2.5-flash", stream=True, method="streamGenerateContent")
+    assert_call(shadow, feature, row, model="gemini-2.5-flash", stream=True, method="streamGenerateContent")
     assert_tokens(row, **our_tokens(usage))
     assert (row["input_tokens"], row["output_tokens"], row["reasoning_tokens"]) == (800, 270, 256)
     flash_rates()
@@ -135,7 +142,8 @@ def test_embeddings_are_estimated(shadow, feature):
     response = client.models.embed_content(model="gemini-embedding-001", contents=texts)
     row = shadow.row(feature)
     assert len(response.embeddings) == 2
-    assert (row["endpoint"], row["path"]) == ("embeddings", "/v1beta/models/gemini-embedding-001:batchEmbedContents")
+    assert row["endpoint"] == "embeddings"
+    assert_path(shadow, feature, row, "models/gemini-embedding-001:batchEmbedContents")
     assert (row["status"], row["outcome"], row["model"]) == (200, "ok", "gemini-embedding-001")
     # The Gemini API reports no usage for embeddings: the input is counted from the texts
     # ("role: text" lines, cl100k_base standing in for Gemini's tokenizer), flagged estimated.
