@@ -13,9 +13,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from analysis import stats as stats_queries
-from analysis.recorder_status import problem_summary, read_statuses
-from analysis.store import (
+from analysis.recording.status import problem_summary, read_statuses
+from analysis.store import stats as stats_queries
+from analysis.store.datadir import (
     DEFAULT_DATA_DIR,
     Store,
     StoreError,
@@ -163,7 +163,7 @@ def proxy(
     from addons.ca import ensure_ca
     from addons.proxy import run_proxy
     from addons.tls_passthrough import parse_host_patterns
-    from analysis.doctor import local_capture_unavailable_reason
+    from analysis.capture_setup.doctor import local_capture_unavailable_reason
 
     if flush_interval <= 0:
         raise fail("--flush-interval must be positive")
@@ -313,7 +313,7 @@ PRICE_HEADERS = ("input", "cached input", "cache write 5m", "cache write 1h", "o
 
 
 def load_prices(data: Path):
-    from analysis.pricing import PriceFileError, PriceTable
+    from analysis.pricing.table import PriceFileError, PriceTable
 
     try:
         return PriceTable.load(data)
@@ -333,7 +333,7 @@ def prices_show(
 
     from rich.table import Table
 
-    from analysis.pricing import rate_rows
+    from analysis.pricing.table import rate_rows
 
     if fmt not in ("table", "json"):
         raise fail(f"unknown format {fmt!r}; choose table or json")
@@ -371,8 +371,8 @@ def prices_import(
     data: DataDir = Path(DEFAULT_DATA_DIR),
 ):
     """Import prices: a LiteLLM map replaces the bundled one; an override file sets your own."""
-    from analysis.price_overrides import import_price_file
-    from analysis.pricing import PriceFileError
+    from analysis.pricing.overrides import import_price_file
+    from analysis.pricing.table import PriceFileError
 
     try:
         result = import_price_file(file, data)
@@ -388,7 +388,7 @@ def prices_import(
 @prices_app.command("reset")
 def prices_reset(data: DataDir = Path(DEFAULT_DATA_DIR)):
     """Forget imported prices and go back to the bundled snapshot."""
-    from analysis.price_overrides import reset_prices
+    from analysis.pricing.overrides import reset_prices
 
     removed = reset_prices(data)
     version = load_prices(data).version
@@ -405,7 +405,7 @@ def prices_missing(
     data: DataDir = Path(DEFAULT_DATA_DIR),
 ):
     """List recorded models that have no price (cost_source 'unpriced'), with call counts."""
-    from analysis.unpriced import unpriced_models
+    from analysis.pricing.unpriced import unpriced_models
 
     check_format(fmt)
     table = load_prices(data)
@@ -426,11 +426,11 @@ def reprice(data: DataDir = Path(DEFAULT_DATA_DIR)):
     """Recompute the cost of every stored call with the current price table."""
     import logging
 
-    from analysis.reprice import reprice_store
+    from analysis.pricing.reprice import reprice_store
 
     table = load_prices(data)
     store = open_store(data)
-    pricing_log = logging.getLogger("analysis.pricing")
+    pricing_log = logging.getLogger("analysis.pricing.table")
     level = pricing_log.level
     pricing_log.setLevel(logging.ERROR)  # one summary below instead of a warning per model
     try:
@@ -694,7 +694,7 @@ def ca(
     from rich.table import Table
 
     from addons.ca import ensure_ca
-    from analysis.ca_files import (
+    from analysis.capture_setup.ca import (
         fingerprint_sha256,
         load_cert,
         system_bundle,
@@ -747,8 +747,8 @@ def doctor(
     """Check what breaks capture (CA trust and key, redirect loop, port, data dir, tiktoken files)."""
     from rich.table import Table
 
-    from analysis.ca_files import CaFiles
-    from analysis.doctor import UnknownUserError, proxy_connection_for, run_checks
+    from analysis.capture_setup.ca import CaFiles
+    from analysis.capture_setup.doctor import UnknownUserError, proxy_connection_for, run_checks
 
     try:
         conn = proxy_connection_for(proxy_user)

@@ -5,7 +5,7 @@ mitmproxy creates its CA the first time a proxy starts. llm-shadow creates it ea
 in clients before any traffic flows, and so the permissions are ours to guarantee: the
 configuration directory is made 0700 when we create it, mitmproxy writes the key files under
 a 0077 umask, and key files found with looser modes (copied from another machine, say) are
-tightened to 0600. The layout is mitmproxy's own (`analysis.ca_files`), so
+tightened to 0600. The layout is mitmproxy's own (`analysis.capture_setup.ca`), so
 `mitmdump --set confdir=...` and `llm-shadow proxy --confdir ...` share one CA.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mitmproxy.certs import CertStore
 
-from analysis.ca_files import CONF_BASENAME, CaFiles, loose_key_files
+from analysis.capture_setup.ca import CONF_BASENAME, CaFiles, loose_key_files
 
 KEY_SIZE = 2048  # mitmproxy's default `key_size`
 

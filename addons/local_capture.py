@@ -4,7 +4,7 @@ mitmproxy's local capture mode (`--mode local:NAME`) on Linux runs a helper,
 mitmproxy-linux-redirector, through sudo; the helper loads an eBPF program into the kernel.
 When the kernel refuses (an old kernel, cgroup v1, a container without the privileges, WSL),
 the helper prints a Rust error with a backtrace into mitmproxy's log as warnings, exits, and
-the proxy keeps running without capturing anything. `analysis.doctor.local_capture_unavailable_reason`
+the proxy keeps running without capturing anything. `analysis.capture_setup.doctor.local_capture_unavailable_reason`
 catches the usual causes before starting; this addon catches the rest while running: it
 collects the helper's log lines, and when the helper exits it keeps the "Error:" and
 "Caused by:" lines, logs them as one error that says what to do instead, sets `failure`, and

@@ -8,12 +8,12 @@ responses (SSE and the like, see `is_streamed`) are forwarded chunk by chunk: ea
 handed on to the client the moment it arrives, and a copy is kept with its arrival time
 (`_Tap`), so time-to-first-token is the upstream's, not ours. The event loop does nothing else
 per chunk; plain JSON answers are relayed as bare mitmdump relays them. When the call ends, the
-recorder copies references (`analysis.capture.Capture`) to a worker process
-(`analysis.sink_process`) that decodes, parses, prices and writes it. A failure of ours (a
+recorder copies references (`analysis.recording.capture.Capture`) to a worker process
+(`analysis.recording.worker_process`) that decodes, parses, prices and writes it. A failure of ours (a
 parse error, an unknown shape, a full disk, an unwritable store) never breaks or slows a call:
 it is counted, logged once per kind, and the rows wait in a bounded spool.
 
-Calls that are not LLM API calls (see `analysis.detect`) pass untouched and unrecorded.
+Calls that are not LLM API calls (see `analysis.parsers.detect`) pass untouched and unrecorded.
 """
 
 import importlib.util
@@ -28,12 +28,12 @@ if importlib.util.find_spec("analysis") is None:  # `mitmdump -s addons/recorder
 
 from mitmproxy import ctx, exceptions, http
 
-from analysis.capture import AttributionHeaders, Capture
-from analysis.detect import Target, detect
-from analysis.pricing import PriceFileError, PriceTable
-from analysis.sink import Problems, RecordSink
-from analysis.sink_process import SinkProcess
-from analysis.store import DEFAULT_DATA_DIR, Store, StoreError
+from analysis.parsers.detect import Target, detect
+from analysis.pricing.table import PriceFileError, PriceTable
+from analysis.recording.capture import AttributionHeaders, Capture
+from analysis.recording.sink import Problems, RecordSink
+from analysis.recording.worker_process import SinkProcess
+from analysis.store.datadir import DEFAULT_DATA_DIR, Store, StoreError
 
 log = logging.getLogger("llm_shadow")
 

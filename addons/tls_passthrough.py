@@ -5,7 +5,7 @@ HTTPS_PROXY set for a whole process) must not show its CA to services it has no 
 with: a database driver, a package mirror or a bank would see a certificate they do not
 trust, and their connections would break or, worse, be read. So the decision is made on the
 TLS ClientHello, before any certificate is sent: when the server name (SNI, or the CONNECT
-host when a client sends none) is a known LLM host (`analysis.detect.provider_for_host`) or
+host when a client sends none) is a known LLM host (`analysis.parsers.detect.provider_for_host`) or
 one the user listed in `shadow_intercept_hosts`, mitmproxy decrypts it and the recorder sees
 the call; otherwise `ignore_connection` makes mitmproxy relay the encrypted bytes to the real
 server, which then presents its own certificate to the client. `shadow_intercept_all`
@@ -13,7 +13,7 @@ switches this off and decrypts everything (mitmproxy's own behaviour). Reverse-p
 left alone: there the proxy is the server the client meant to reach.
 
 Plain HTTP is not decided here: it carries no certificate, and the recorder records only
-requests that `analysis.detect` recognises.
+requests that `analysis.parsers.detect` recognises.
 """
 
 import logging
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from mitmproxy import ctx, exceptions, tls
 from mitmproxy.proxy.mode_specs import ReverseMode
 
-from analysis.detect import provider_for_host
+from analysis.parsers.detect import provider_for_host
 
 logger = logging.getLogger(__name__)
 

@@ -84,7 +84,7 @@ scope = "team"
 
 def generate_store(data: Path, records: int, days: int, topics: int) -> float:
     from analysis.simulate.synthetic import generate
-    from analysis.store import Store, segment_name, write_segment
+    from analysis.store.datadir import Store, segment_name, write_segment
 
     started = time.perf_counter()
     requests, contents = generate(records, days=days, topics=topics)
@@ -99,11 +99,11 @@ def generate_store(data: Path, records: int, days: int, topics: int) -> float:
 
 def child(data: Path, policy_text: str) -> dict:
     """One simulation as `llm-shadow simulate` runs it; timings and peak memory."""
-    from analysis.pricing import PriceTable
+    from analysis.pricing.table import PriceTable
     from analysis.simulate.policy import parse_policy
     from analysis.simulate.runs import save_run
     from analysis.simulate.simulator import simulate
-    from analysis.store import Store
+    from analysis.store.datadir import Store
 
     stages: dict[str, float] = {}
     cpu = time.process_time()
@@ -157,7 +157,7 @@ def lsh_recall(data: Path, queries: int = 2000, threshold: float = 0.9) -> dict:
     from analysis.simulate.embedders import HashingEmbedder
     from analysis.simulate.policy import CacheRules, SemanticCachePolicy
     from analysis.simulate.semantic import SemanticIndex
-    from analysis.store import Store
+    from analysis.store.datadir import Store
 
     texts = Store(data).contents_frame()["prompt_text"].unique().sort().to_list()
     rng = np.random.default_rng(1)

@@ -1,6 +1,6 @@
 """Everything the report shows, gathered once into plain dicts and lists.
 
-`gather(con, start, end, simulation)` reads the recorded calls (through `analysis.stats`, the
+`gather(con, start, end, simulation)` reads the recorded calls (through `analysis.store.stats`, the
 functions `llm-shadow stats` prints, and `reports.queries` for series and percentiles) and
 takes a simulation run's figures through `reports.simulation_data`. The HTML and Markdown renderers
 and the charts only read this dict: no renderer runs a query, so the two formats cannot
@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import duckdb
 
-from analysis import stats
+from analysis.store import stats
 from reports import format as fmt
 from reports import queries
 from reports.simulation_data import SimulationRun, simulation_figures

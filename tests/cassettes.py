@@ -2,7 +2,7 @@
 
 The cassettes live in the shared data folder (see shared/data/cassettes/SOURCE.txt), the
 sibling of the repository root, or wherever LLM_SHADOW_SHARED points. An interaction becomes an
-Exchange the way the recorder would build it: analysis.detect.detect() on the URI's host and
+Exchange the way the recorder would build it: analysis.parsers.detect.detect() on the URI's host and
 path decides the wire format (interactions it does not recognise are not LLM calls and are left
 out), JSON bodies are the cassette's parsed_body re-serialised, and a raw body (an SSE stream)
 is cut into a few chunks at fixed byte offsets, so that chunk boundaries fall inside lines,
@@ -18,8 +18,8 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 import yaml
 
-from analysis.detect import detect
-from analysis.exchange import Exchange
+from analysis.parsers.detect import detect
+from analysis.parsers.exchange import Exchange
 
 STREAM_CHUNKS = 7  # pieces a raw response body is cut into
 CHUNK_INTERVAL = 0.05  # seconds between the chunks of a raw body

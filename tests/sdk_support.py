@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from analysis.pricing import PriceTable
-from analysis.store import Store, query_frame
+from analysis.pricing.table import PriceTable
+from analysis.store.datadir import Store, query_frame
 from tests.conftest import RunningProxy, llm_shadow_proxy_command, wait_for
 from tests.fake_provider import FakeProvider
 

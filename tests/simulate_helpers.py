@@ -4,9 +4,9 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
-from analysis.schema import CONTENTS, REQUESTS, polars_schema
 from analysis.simulate.policy import parse_policy
 from analysis.simulate.simulator import simulate
+from analysis.store.schema import CONTENTS, REQUESTS, polars_schema
 
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 

@@ -5,7 +5,7 @@ import stat
 from typer.testing import CliRunner
 
 from addons.ca import ensure_ca
-from analysis.ca_files import (
+from analysis.capture_setup.ca import (
     CaFiles,
     bundle_contains,
     default_confdir,

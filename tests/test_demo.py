@@ -7,8 +7,8 @@ import subprocess
 from typer.testing import CliRunner
 
 from addons.importer import count_flows
-from analysis import stats
-from analysis.store import Store
+from analysis.store import stats
+from analysis.store.datadir import Store
 from cli import SAMPLE_TRAFFIC, app
 from reports import format as fmt
 from reports.demo import MARKER, command_for_new_shell, prepare_demo_dir

@@ -2,7 +2,7 @@
 
 import pytest
 
-from analysis.detect import Target, detect
+from analysis.parsers.detect import Target, detect
 
 VERTEX = "/v1/projects/p/locations/us-east5/publishers"
 

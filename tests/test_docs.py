@@ -6,7 +6,7 @@ import pytest
 import typer
 from typer.main import get_command
 
-from analysis.schema import CONTENTS, REQUESTS
+from analysis.store.schema import CONTENTS, REQUESTS
 from cli import app
 from tests.conftest import ROOT
 

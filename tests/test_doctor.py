@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from addons.ca import ensure_ca
 from addons.local_capture import LocalCaptureWatch, summarize_redirector_output
-from analysis.ca_files import CaFiles, write_bundle
-from analysis.doctor import (
+from analysis.capture_setup.ca import CaFiles, write_bundle
+from analysis.capture_setup.doctor import (
     check_ca_key,
     check_ca_trusted,
     check_data_dir_writable,
@@ -24,7 +24,7 @@ from analysis.doctor import (
     local_capture_unavailable_reason,
     tiktoken_files,
 )
-from analysis.netfilter import ProxyConnection
+from analysis.capture_setup.netfilter import ProxyConnection
 from cli import app
 
 LOOPING = "*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -p tcp -m tcp --dport 443 -j REDIRECT --to-ports 8080\nCOMMIT\n"

@@ -10,7 +10,7 @@ import openai
 import polars as pl
 import pytest
 
-from analysis.store import Store
+from analysis.store.datadir import Store
 from tests.conftest import ROOT, subprocess_env, wait_for
 from tests.test_proxy_openai import API_KEY, MESSAGES, records
 

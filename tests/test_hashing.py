@@ -2,9 +2,9 @@
 
 import json
 
-from analysis.exchange import Exchange
-from analysis.hashing import canonical_request, prompt_hash
 from analysis.parsers import parse
+from analysis.parsers.exchange import Exchange
+from analysis.parsers.hashing import canonical_request, prompt_hash
 
 REQUEST = {
     "model": "gpt-4o-mini",

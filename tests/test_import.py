@@ -3,7 +3,7 @@
 import openai
 from typer.testing import CliRunner
 
-from analysis.store import Store
+from analysis.store.datadir import Store
 from cli import app
 from tests.test_proxy_openai import API_KEY, MESSAGES, records
 

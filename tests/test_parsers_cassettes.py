@@ -10,12 +10,12 @@ import collections
 
 import pytest
 
-from analysis.hashing import prompt_hash
 from analysis.parsers import parse
+from analysis.parsers.hashing import prompt_hash
 from tests import cassettes
 from tests.cassettes import cassette_files, cassette_id, recorded_exchanges
 
-# Exchanges recognised by analysis.detect and parsed, per wire format, over all 219 cassettes
+# Exchanges recognised by analysis.parsers.detect and parsed, per wire format, over all 219 cassettes
 # (observed when this test was written; xAI cassettes are gRPC, and file-store, token-count and
 # Bedrock calls are not LLM-call endpoints we parse).
 EXPECTED_PARSED_PER_FORMAT = {

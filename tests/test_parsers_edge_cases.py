@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from analysis.detect import detect
-from analysis.exchange import Exchange
 from analysis.parsers import parse
-from analysis.tokens import count_tokens
+from analysis.parsers.detect import detect
+from analysis.parsers.exchange import Exchange
+from analysis.parsers.tokens import count_tokens
 
 SSE = {"content-type": "text/event-stream"}
 JSON = {"content-type": "application/json"}

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from analysis.exchange import Usage
-from analysis.price_overrides import document_digest, import_price_file, reset_prices
-from analysis.pricing import PriceFileError, PriceTable, bundled_snapshot
+from analysis.parsers.exchange import Usage
+from analysis.pricing.overrides import document_digest, import_price_file, reset_prices
+from analysis.pricing.table import PriceFileError, PriceTable, bundled_snapshot
 
 SNAPSHOT_VERSION = bundled_snapshot()[0]
 

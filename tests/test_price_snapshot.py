@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from analysis.litellm_prices import model_name_of_key, rates_of_entry, snapshot_from_litellm
-from analysis.prices import build_snapshot
-from analysis.pricing import SNAPSHOT_PATH, bundled_snapshot
+from analysis.pricing.litellm import model_name_of_key, rates_of_entry, snapshot_from_litellm
+from analysis.pricing.snapshot import build_snapshot
+from analysis.pricing.table import SNAPSHOT_PATH, bundled_snapshot
 from tests.conftest import shared_dir
 
 PROVIDERS = {"openai", "azure", "anthropic", "gemini", "groq", "mistral", "deepseek", "xai", "together",

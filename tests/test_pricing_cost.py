@@ -9,8 +9,8 @@ import logging
 
 import pytest
 
-from analysis.exchange import Usage
-from analysis.pricing import Cost, ModelPrice, PriceTable, service_of
+from analysis.parsers.exchange import Usage
+from analysis.pricing.table import Cost, ModelPrice, PriceTable, service_of
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +176,7 @@ def test_openrouter_free_variant_costs_zero(table):
 
 def test_unknown_model_is_unpriced_not_zero(table, caplog):
     usage = Usage(input_tokens=1_000, output_tokens=100)
-    with caplog.at_level(logging.WARNING, logger="analysis.pricing"):
+    with caplog.at_level(logging.WARNING, logger="analysis.pricing.table"):
         first = table.cost(provider="openai", model="gpt-unknown-9", usage=usage)
         second = table.cost(provider="openai", model="gpt-unknown-9", usage=usage)
     assert first == second == Cost(None, "unpriced", table.version)

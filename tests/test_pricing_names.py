@@ -2,7 +2,13 @@
 
 import pytest
 
-from analysis.pricing import ModelPrice, PriceTable, clean_model_name, home_provider, name_variants
+from analysis.pricing.table import (
+    ModelPrice,
+    PriceTable,
+    clean_model_name,
+    home_provider,
+    name_variants,
+)
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import httpx
 import openai
 import pytest
 
-from analysis.pricing import PriceTable
-from analysis.store import Store
+from analysis.pricing.table import PriceTable
+from analysis.store.datadir import Store
 from tests.conftest import wait_for
 
 API_KEY = "sk-test-secret-123"
@@ -123,7 +123,7 @@ def test_streamed_chat_without_usage_is_estimated(proxied, data_dir):
     stream = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     [row] = records(data_dir, 1)
-    from analysis.tokens import count_tokens
+    from analysis.parsers.tokens import count_tokens
 
     assert row["usage_source"] == "estimated"
     assert row["output_tokens"] == count_tokens(text, "gpt-4o-mini")

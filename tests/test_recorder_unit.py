@@ -5,7 +5,7 @@ from mitmproxy.http import Headers
 from mitmproxy.test import taddons
 
 from addons.recorder import RECORDER_OPTIONS, Recorder, is_streamed, outcome_for_error
-from analysis.capture import key_fingerprint, split_secrets
+from analysis.recording.capture import key_fingerprint, split_secrets
 
 
 def test_recorder_options_are_the_ones_it_declares():

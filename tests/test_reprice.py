@@ -7,12 +7,12 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from analysis.price_overrides import import_price_file
-from analysis.pricing import PriceTable, bundled_snapshot
-from analysis.reprice import reprice_frame, reprice_store
-from analysis.schema import REQUEST_COLUMNS, REQUESTS, polars_schema
-from analysis.store import SegmentWriter, Store
-from analysis.unpriced import unpriced_models
+from analysis.pricing.overrides import import_price_file
+from analysis.pricing.reprice import reprice_frame, reprice_store
+from analysis.pricing.table import PriceTable, bundled_snapshot
+from analysis.pricing.unpriced import unpriced_models
+from analysis.store.datadir import SegmentWriter, Store
+from analysis.store.schema import REQUEST_COLUMNS, REQUESTS, polars_schema
 from cli import app
 
 SNAPSHOT_VERSION = bundled_snapshot()[0]

@@ -14,8 +14,8 @@ import pytest
 from mitmproxy import http, io
 from typer.testing import CliRunner
 
-from analysis.store import Store
-from analysis.tokens import get_encoding
+from analysis.parsers.tokens import get_encoding
+from analysis.store.datadir import Store
 from cli import app
 from sample_traffic.generate import DEFAULT_OUT, generate, main
 from tests.conftest import MITMDUMP, ROOT, subprocess_env

@@ -17,7 +17,7 @@ import json
 import anthropic
 import pytest
 
-from analysis.tokens import count_tokens
+from analysis.parsers.tokens import count_tokens
 from tests.sdk_support import (
     API_KEY,
     assert_cost,

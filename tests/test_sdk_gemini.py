@@ -19,7 +19,7 @@ import pytest
 from google import genai
 from google.genai import errors, types
 
-from analysis.tokens import count_tokens
+from analysis.parsers.tokens import count_tokens
 from tests.sdk_support import (
     API_KEY,
     assert_cost,

@@ -9,7 +9,7 @@ from the published rates, after asserting that the price table holds those rates
 
 The fake provider listens on 127.0.0.1, so every call here is recorded with provider
 `openai_compatible` (the host names no known provider): the Azure test checks the Azure path
-and deployment handling, not host detection (analysis.detect's own tests cover host names).
+and deployment handling, not host detection (analysis.parsers.detect's own tests cover host names).
 Prices still resolve to the maker's list price, as for any OpenAI-compatible gateway.
 """
 
@@ -19,7 +19,7 @@ import openai
 import pytest
 from typer.testing import CliRunner
 
-from analysis.tokens import count_tokens
+from analysis.parsers.tokens import count_tokens
 from cli import app
 from tests.sdk_support import (
     API_KEY,

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from analysis.simulate.runs import RunNotFound, list_runs, load_run
-from analysis.store import SegmentWriter, Store
+from analysis.store.datadir import SegmentWriter, Store
 from cli import app
 from tests.simulate_helpers import contents_frame, requests_frame
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.pricing import PriceTable
+from analysis.pricing.table import PriceTable
 from analysis.simulate.engine import PolicyEngine
 from analysis.simulate.policy import PolicyError, load_policy, parse_policy
 from analysis.simulate.pricer import Pricer

@@ -6,7 +6,7 @@ gpt-4o-mini: $0.15 / M input, $0.60 / M output; batch $0.075 / $0.30.
 
 import pytest
 
-from analysis.tokens import count_tokens
+from analysis.parsers.tokens import count_tokens
 from tests.simulate_helpers import contents_frame, decisions_by_id, requests_frame, run
 
 # 1000 input tokens of which 800 read from OpenAI's prompt cache, 100 output tokens, at gpt-4o:
@@ -172,7 +172,7 @@ requests_per_minute = 1
 def test_token_reestimation_is_the_same_for_one_request_and_for_many():
     import numpy as np
 
-    from analysis.pricing import PriceTable
+    from analysis.pricing.table import PriceTable
     from analysis.simulate.batch import ordered
     from analysis.simulate.pricer import SMALL, Pricer, PricingRows
     from analysis.simulate.synthetic import generate

@@ -8,9 +8,16 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import pytest
 
-from analysis import store as store_module
-from analysis.schema import CONTENTS, REQUESTS
-from analysis.store import MERGE_FAN_IN, SegmentWriter, Store, StoreError, live_segments, new_id
+from analysis.store import datadir as store_module
+from analysis.store.datadir import (
+    MERGE_FAN_IN,
+    SegmentWriter,
+    Store,
+    StoreError,
+    live_segments,
+    new_id,
+)
+from analysis.store.schema import CONTENTS, REQUESTS
 
 T0 = datetime(2026, 10, 1, 12, 0, tzinfo=UTC)
 

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from analysis import tokens
+from analysis.parsers import tokens
 from tests.conftest import subprocess_env
 
 
@@ -73,7 +73,7 @@ def test_counting_needs_no_network(tmp_path):
 
         socket.socket = NoNetwork
         socket.create_connection = lambda *a, **k: (_ for _ in ()).throw(OSError("network used"))
-        from analysis import tokens
+        from analysis.parsers import tokens
         print(tokens.count_tokens("tiktoken is great!", "gpt-4"),
               tokens.count_tokens("日本語のテキスト", "gpt-4o"))
         """

@@ -271,7 +271,7 @@ def _proxy_command(confdir: Path, upstream_ca: Path, data: Path) -> list[str]:
 
 def _records(data: Path, at_least: int = 1, timeout: float = 15) -> list[dict]:
     """The recorded calls, once there are at least `at_least` (the recorder flushes every 0.2 s)."""
-    from analysis.store import Store
+    from analysis.store.datadir import Store
     from tests.conftest import wait_for
 
     def read():

@@ -6,7 +6,7 @@ Parsers are pure: bytes in, facts out. They never raise on odd input they can de
 
 import importlib
 
-from analysis.exchange import Exchange, Parsed
+from analysis.parsers.exchange import Exchange, Parsed
 
 
 def parse(exchange: Exchange) -> Parsed:

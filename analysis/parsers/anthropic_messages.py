@@ -18,9 +18,9 @@ downloading its results (JSON lines, one message per request) reports their summ
 import json
 import re
 
-from analysis.exchange import Exchange, Parsed, Usage
-from analysis.hashing import canonical_request
 from analysis.parsers import common
+from analysis.parsers.exchange import Exchange, Parsed, Usage
+from analysis.parsers.hashing import canonical_request
 from analysis.parsers.sse import decode_sse
 
 _MODEL_IN_PATH = re.compile(r"/models/([^/:]+):(?:rawPredict|streamRawPredict)$")

@@ -6,7 +6,7 @@ when our own token count replaces the provider's, are the same everywhere and li
 
 Usage fallback (`settle_usage`): a successful response whose usage never arrived (a stream
 without include_usage) or whose stream was cut short (complete=False) gets usage counted by
-analysis.tokens from the request text and the text that passed, with source="estimated".
+analysis.parsers.tokens from the request text and the text that passed, with source="estimated".
 Figures the provider did report in a cut stream (Anthropic's message_start input tokens) are
 kept, and the output becomes the larger of the reported and the counted value. An error
 response is not estimated (nothing was generated), but a 2xx stream that broke off with an
@@ -16,8 +16,8 @@ error event is: its input was read and some output may have passed.
 import json
 import re
 
-from analysis import tokens
-from analysis.exchange import Exchange, Parsed, Usage
+from analysis.parsers import tokens
+from analysis.parsers.exchange import Exchange, Parsed, Usage
 
 ERROR_TEXT_LIMIT = 500  # characters of a non-JSON error body kept as the error
 _AZURE_DEPLOYMENT = re.compile(r"/openai/deployments/([^/]+)/")

@@ -16,9 +16,9 @@ finishReason. The REST API accepts camelCase and snake_case field names; both ar
 import json
 import re
 
-from analysis.exchange import Exchange, Parsed, Usage
-from analysis.hashing import canonical_request
 from analysis.parsers import common
+from analysis.parsers.exchange import Exchange, Parsed, Usage
+from analysis.parsers.hashing import canonical_request
 from analysis.parsers.sse import JsonArrayStreamDecoder, decode_sse
 
 _MODEL_IN_PATH = re.compile(r"models/([^/:]+):(\w+)")

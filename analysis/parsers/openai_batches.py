@@ -7,8 +7,8 @@ batch has run): it is taken when present. A client polling a finished batch sees
 every poll, so it is named by `usage_key` and only the first call reporting it keeps it.
 """
 
-from analysis.exchange import Exchange, Parsed
 from analysis.parsers import common
+from analysis.parsers.exchange import Exchange, Parsed
 from analysis.parsers.openai_responses import usage_from_responses
 
 

@@ -15,9 +15,9 @@ stands for the requested model when the body names none.
 
 import json
 
-from analysis.exchange import Exchange, Parsed, Usage
-from analysis.hashing import canonical_request
 from analysis.parsers import common
+from analysis.parsers.exchange import Exchange, Parsed, Usage
+from analysis.parsers.hashing import canonical_request
 from analysis.parsers.sse import decode_sse
 
 SYSTEM_ROLES = ("system", "developer")

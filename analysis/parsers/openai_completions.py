@@ -6,8 +6,8 @@ included, is the Chat Completions shape, so this module only reads the prompt an
 rest to analysis.parsers.openai_chat.
 """
 
-from analysis.exchange import Exchange, Parsed
 from analysis.parsers import common, openai_chat
+from analysis.parsers.exchange import Exchange, Parsed
 
 
 def parse(exchange: Exchange) -> Parsed:

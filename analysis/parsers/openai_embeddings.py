@@ -5,9 +5,9 @@ usage.prompt_tokens (and total_tokens, which is the same number). Embeddings pro
 tokens: output_tokens is 0. Without a usage block the input is counted from the request text.
 """
 
-from analysis.exchange import Exchange, Parsed, Usage
-from analysis.hashing import canonical_request
 from analysis.parsers import common
+from analysis.parsers.exchange import Exchange, Parsed, Usage
+from analysis.parsers.hashing import canonical_request
 
 
 def parse(exchange: Exchange) -> Parsed:

@@ -13,9 +13,9 @@ incomplete, and its text is rebuilt from the deltas that passed.
 
 import json
 
-from analysis.exchange import Exchange, Parsed, Usage
-from analysis.hashing import canonical_request
 from analysis.parsers import common
+from analysis.parsers.exchange import Exchange, Parsed, Usage
+from analysis.parsers.hashing import canonical_request
 from analysis.parsers.sse import decode_sse
 
 TERMINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")

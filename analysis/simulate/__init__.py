@@ -19,5 +19,5 @@ The modules, in the order a run uses them (docs/simulator.md explains the rules)
 - explain      why one request got its decision
 - synthetic    synthetic traffic for the benchmark and property tests
 
-No module here imports mitmproxy or runs SQL: frames come from analysis.store.
+No module here imports mitmproxy or runs SQL: frames come from analysis.store.datadir.
 """

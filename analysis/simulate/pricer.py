@@ -7,7 +7,7 @@ service and prompt-size tier, fallbacks included). Three things change against t
 - The provider prompt-cache discount is lost: the cache belonged to the original model, so
   every input token is paid at the target's full input rate (no cached or cache-write tokens).
 - Token counts are re-estimated when the target counts tokens differently: if its tiktoken
-  encoding (analysis.tokens.encoding_name_for_model) differs from the original model's and the
+  encoding (analysis.parsers.tokens.encoding_name_for_model) differs from the original model's and the
   prompt and response texts were recorded, the recorded counts are scaled by the ratio of the
   two encodings' counts of the same texts. Without recorded texts the counts stay as recorded.
 - The service tier falls back to standard (a priority or flex tier was the original's).
@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from analysis.pricing import ModelPrice, PriceTable, service_of
+from analysis.parsers.tokens import encoding_name_for_model, get_encoding
+from analysis.pricing.table import ModelPrice, PriceTable, service_of
 from analysis.simulate.facts import shared_strings
-from analysis.tokens import encoding_name_for_model, get_encoding
 
 USAGE_COLUMNS = [
     "input_tokens", "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens",
@@ -179,7 +179,7 @@ class Pricer:
         self, price: ModelPrice, service: str, input_tokens: np.ndarray, cached: np.ndarray,
         writes: np.ndarray, writes_1h: np.ndarray, output: np.ndarray, reasoning: np.ndarray,
     ) -> np.ndarray:
-        """USD of these token counts at `price` (the formula of analysis.pricing)."""
+        """USD of these token counts at `price` (the formula of analysis.pricing.table)."""
         writes_1h = np.minimum(writes_1h, writes)
         reasoning = np.minimum(reasoning, output)
         r = self._rates(price, service, input_tokens)
@@ -193,7 +193,7 @@ class Pricer:
 
     # -- token re-estimation -----------------------------------------------------------------
     def _counts(self, texts: pl.Series | list, encoding: str) -> np.ndarray:
-        """Tokens of each text in `encoding` (0 for NULL), as analysis.tokens.count_tokens
+        """Tokens of each text in `encoding` (0 for NULL), as analysis.parsers.tokens.count_tokens
         counts them (special tokens as plain text); each distinct text is encoded once per
         Pricer."""
         known = self._token_counts

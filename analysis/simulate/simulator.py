@@ -15,7 +15,8 @@ from typing import Any
 
 import polars as pl
 
-from analysis.pricing import PriceTable
+from analysis.parsers.tokens import encoding_name_for_model
+from analysis.pricing.table import PriceTable
 from analysis.simulate.batch import frame_facts, ordered
 from analysis.simulate.embedders import Embedder, make_embedder
 from analysis.simulate.engine import PolicyEngine
@@ -25,7 +26,6 @@ from analysis.simulate.policy import Match, Policy
 from analysis.simulate.pricer import Pricer
 from analysis.simulate.replay import Trace, decisions_frame, replay
 from analysis.simulate.results import SimulationResult, summarise
-from analysis.tokens import encoding_name_for_model
 
 ContentsSource = pl.DataFrame | Callable[[], pl.DataFrame] | None
 Progress = Callable[[str, int, int], None]  # (stage, done, total)

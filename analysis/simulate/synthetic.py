@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 import numpy as np
 import polars as pl
 
-from analysis.pricing import PriceTable
-from analysis.schema import CONTENTS, REQUESTS, polars_schema
+from analysis.pricing.table import PriceTable
+from analysis.store.schema import CONTENTS, REQUESTS, polars_schema
 
 MODELS = [  # (provider, model, share)
     ("openai", "gpt-4o", 0.30),

@@ -1,8 +1,8 @@
 """The recorder's worker: takes finished exchanges, accounts them, writes them in batches.
 
 `RecordSink.submit()` is what the proxy's event loop calls: it only puts the capture on a
-queue. One worker thread turns it into an Exchange (`analysis.capture`), parses and prices (`analysis.accounting`), collects the rows, and every
-`flush_interval` seconds writes them as one segment (`analysis.store.SegmentWriter`), so a crash
+queue. One worker thread turns it into an Exchange (`analysis.recording.capture`), parses and prices (`analysis.recording.accounting`), collects the rows, and every
+`flush_interval` seconds writes them as one segment (`analysis.store.datadir.SegmentWriter`), so a crash
 loses at most that interval. When a write fails (disk full, directory gone, permissions), the
 rows stay in a bounded spool and are written when the store recovers; only rows beyond
 `spool_limit` are dropped, and those are counted.
@@ -21,10 +21,10 @@ from collections import Counter, deque
 
 import duckdb
 
-from analysis.accounting import account
-from analysis.capture import AttributionHeaders, Capture, to_exchange
-from analysis.pricing import PriceTable
-from analysis.store import SegmentWriter, Store
+from analysis.pricing.table import PriceTable
+from analysis.recording.accounting import account
+from analysis.recording.capture import AttributionHeaders, Capture, to_exchange
+from analysis.store.datadir import SegmentWriter, Store
 
 log = logging.getLogger("llm_shadow")
 

@@ -18,9 +18,9 @@ import queue
 import signal
 from pathlib import Path
 
-from analysis.capture import AttributionHeaders, Capture
-from analysis.sink import Problems, RecordSink
-from analysis.store import new_instance_name
+from analysis.recording.capture import AttributionHeaders, Capture
+from analysis.recording.sink import Problems, RecordSink
+from analysis.store.datadir import new_instance_name
 
 log = logging.getLogger("llm_shadow")
 
@@ -97,8 +97,8 @@ class SinkProcess:
 
 def _child_main(calls, settings: dict, instance: str, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from analysis.pricing import PriceTable
-    from analysis.store import Store
+    from analysis.pricing.table import PriceTable
+    from analysis.store.datadir import Store
 
     store = Store(settings["data_dir"])
     sink = RecordSink(

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import tiktoken
 
-from analysis.exchange import Parsed
-from analysis.hashing import canonical_json
+from analysis.parsers.exchange import Parsed
+from analysis.parsers.hashing import canonical_json
 
-BUNDLED_CACHE_DIR = Path(__file__).resolve().parent / "tiktoken_cache"
+BUNDLED_CACHE_DIR = Path(__file__).resolve().parent.parent / "tiktoken_cache"
 # File names in a tiktoken cache: sha1 of the URL tiktoken downloads the encoding from.
 CACHE_FILE_NAMES = {
     "cl100k_base": "9b5ad71b2ce5302211f9c61530b329a4922fc6a4",

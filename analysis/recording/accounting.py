@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from analysis import parsers
-from analysis.decoding import DecodeError, decode_body, decode_chunks
-from analysis.exchange import Exchange, Parsed, Usage
-from analysis.hashing import prompt_hash
-from analysis.pricing import PriceTable
+from analysis.parsers.exchange import Exchange, Parsed, Usage
+from analysis.parsers.hashing import prompt_hash
+from analysis.pricing.table import PriceTable
+from analysis.recording.decoding import DecodeError, decode_body, decode_chunks
 
 
 @dataclass

@@ -9,14 +9,14 @@ as the provider's API spells them (LiteLLM's `gemini/`, `azure/`, `groq/` key pr
 removed), and rate sets keyed "<service>" or "<service>.above_<N>k" mapping a token kind
 (`input`, `cached_input`, `cache_write`, `cache_write_1h`, `output`, `reasoning_output`) to
 USD per million tokens. The same function builds the bundled snapshot
-(analysis/prices/build_snapshot.py) and reads a map a user imports (`llm-shadow prices import`).
+(analysis/pricing/snapshot/build_snapshot.py) and reads a map a user imports (`llm-shadow prices import`).
 """
 
 import json
 import re
 from typing import Any
 
-# LiteLLM's `litellm_provider` -> llm-shadow provider (the names analysis.detect gives).
+# LiteLLM's `litellm_provider` -> llm-shadow provider (the names analysis.parsers.detect gives).
 # Earlier entries win when two LiteLLM keys give the same provider and model name: the
 # Gemini API's own prices before Vertex AI's.
 PROVIDER_OF_LITELLM = {

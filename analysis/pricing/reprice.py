@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from analysis.exchange import Usage
-from analysis.pricing import PriceTable
-from analysis.schema import REQUESTS
+from analysis.parsers.exchange import Usage
+from analysis.pricing.table import PriceTable
+from analysis.store.schema import REQUESTS
 
 _COLUMN_TYPES = {c.name: c.polars_type for c in REQUESTS}
 _INPUT_COLUMNS = [
@@ -68,7 +68,7 @@ class RepriceSummary:
 
 
 def reprice_store(store, table: PriceTable) -> RepriceSummary:
-    """Reprice every stored call (store: analysis.store.Store); returns what changed."""
+    """Reprice every stored call (store: analysis.store.datadir.Store); returns what changed."""
     summary = RepriceSummary()
 
     def transform(frame: pl.DataFrame) -> pl.DataFrame:

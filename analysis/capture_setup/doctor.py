@@ -23,14 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from analysis.ca_files import CaFiles, load_cert, loose_key_files, trusting_sources
-from analysis.netfilter import (
+from analysis.capture_setup.ca import CaFiles, load_cert, loose_key_files, trusting_sources
+from analysis.capture_setup.netfilter import (
     LoopFinding,
     ProxyConnection,
     iptables_loop_findings,
     nft_loop_findings,
 )
-from analysis.tokens import BUNDLED_CACHE_DIR, CACHE_FILE_NAMES
+from analysis.parsers.tokens import BUNDLED_CACHE_DIR, CACHE_FILE_NAMES
 
 Status = Literal["ok", "warn", "fail", "skip"]
 
@@ -52,7 +52,7 @@ DOCS = "docs/transparent.md"
 
 
 def tiktoken_files(user_dir: Path | None, bundled_dir: Path = BUNDLED_CACHE_DIR) -> dict[str, Path]:
-    """The file each encoding is loaded from, as analysis.tokens chooses it: the user's
+    """The file each encoding is loaded from, as analysis.parsers.tokens chooses it: the user's
     TIKTOKEN_CACHE_DIR when it holds the file, else the copy llm-shadow ships."""
     files = {}
     for encoding, name in CACHE_FILE_NAMES.items():

@@ -10,10 +10,10 @@ import hashlib
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
-from analysis.accounting import CallContext
-from analysis.detect import Target
-from analysis.exchange import Exchange
-from analysis.store import new_id
+from analysis.parsers.detect import Target
+from analysis.parsers.exchange import Exchange
+from analysis.recording.accounting import CallContext
+from analysis.store.datadir import new_id
 
 SECRET_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization")
 DROPPED_HEADERS = SECRET_HEADERS + ("cookie", "set-cookie")

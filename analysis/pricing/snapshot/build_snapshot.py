@@ -1,6 +1,6 @@
-"""Rebuild analysis/prices/snapshot.json from a LiteLLM price map.
+"""Rebuild analysis/pricing/snapshot/snapshot.json from a LiteLLM price map.
 
-    python -m analysis.prices.build_snapshot [PATH_TO_MAP] [--version LABEL]
+    python -m analysis.pricing.snapshot.build_snapshot [PATH_TO_MAP] [--version LABEL]
 
 PATH_TO_MAP defaults to the shared copy (../shared/data/prices/litellm/ beside the repository,
 or $LLM_SHADOW_SHARED/data/prices/litellm/). The label names the map the snapshot came from;
@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from analysis.litellm_prices import dump_snapshot, snapshot_from_litellm
+from analysis.pricing.litellm import dump_snapshot, snapshot_from_litellm
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

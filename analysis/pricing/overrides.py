@@ -32,14 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from analysis.litellm_prices import (
+from analysis.pricing.litellm import (
     KINDS,
     SERVICES,
     dump_snapshot,
     looks_like_litellm_map,
     snapshot_from_litellm,
 )
-from analysis.pricing import (
+from analysis.pricing.table import (
     BASE_FILE_NAME,
     OVERRIDES_FILE_NAME,
     PRICES_DIR_NAME,

@@ -1,5 +1,5 @@
 """The status files recorders leave in `<data>/status/<instance>.json` (written by
-`analysis.sink.RecordSink`), read back so commands can say loudly when recording had problems."""
+`analysis.recording.sink.RecordSink`), read back so commands can say loudly when recording had problems."""
 
 import json
 from dataclasses import dataclass

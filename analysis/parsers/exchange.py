@@ -13,7 +13,7 @@ UsageSource = Literal["provider", "estimated", "none"]
 
 @dataclass
 class Exchange:
-    provider: str  # "openai", "anthropic", ... (see analysis.detect)
+    provider: str  # "openai", "anthropic", ... (see analysis.parsers.detect)
     endpoint: str  # "chat", "responses", "messages", "generate_content", ...
     wire_format: str  # which parser reads it: a module name in analysis.parsers
     method: str
@@ -74,7 +74,7 @@ class Parsed:
     system_prompt: str = ""
     prompt_text: str = ""  # messages as "role: text" lines
     # The request reduced to what changes the answer (model, messages, sampling parameters);
-    # not user, stream, metadata. analysis.hashing turns it into prompt_hash.
+    # not user, stream, metadata. analysis.parsers.hashing turns it into prompt_hash.
     canonical_request: dict | None = None
     temperature: float | None = None
     n: int | None = None

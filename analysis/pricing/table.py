@@ -1,9 +1,9 @@
 """What an LLM call cost: the provider's published price applied to the tokens it reported.
 
-A `PriceTable` is the bundled snapshot (analysis/prices/snapshot.json, built from LiteLLM's
+A `PriceTable` is the bundled snapshot (analysis/pricing/snapshot/snapshot.json, built from LiteLLM's
 community price map; see SOURCE.txt there) plus what the user imported into
 <data>/prices/ (a newer LiteLLM map replacing the bundled one, and an override file with
-custom or negotiated prices; see analysis/price_overrides.py and docs/pricing.md). Its
+custom or negotiated prices; see analysis/pricing/overrides.py and docs/pricing.md). Its
 `version` names exactly that combination, and every `Cost` carries it, so a row says which
 table priced it.
 
@@ -37,12 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from analysis.exchange import Usage
-from analysis.litellm_prices import KINDS, SERVICES, parse_rate_set_key, rate_set_key
+from analysis.parsers.exchange import Usage
+from analysis.pricing.litellm import KINDS, SERVICES, parse_rate_set_key, rate_set_key
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_PATH = Path(__file__).resolve().parent / "prices" / "snapshot.json"
+SNAPSHOT_PATH = Path(__file__).resolve().parent / "snapshot" / "snapshot.json"
 PRICES_DIR_NAME = "prices"  # under the data directory
 BASE_FILE_NAME = "base.json"  # an imported LiteLLM map, trimmed like the bundled snapshot
 OVERRIDES_FILE_NAME = "overrides.json"  # the user's override document (see price_overrides)
@@ -337,7 +337,7 @@ class PriceTable:
     def load(cls, data_dir: Path | None = None) -> "PriceTable":
         """The bundled snapshot, or the LiteLLM map imported into <data_dir>/prices/, plus
         the override file imported there. Raises PriceFileError when a stored file is bad."""
-        from analysis.price_overrides import load_stored_overrides
+        from analysis.pricing.overrides import load_stored_overrides
 
         prices_dir = Path(data_dir) / PRICES_DIR_NAME if data_dir is not None else None
         base_path = prices_dir / BASE_FILE_NAME if prices_dir else None

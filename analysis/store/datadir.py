@@ -16,7 +16,7 @@ another file's range is superseded: readers skip it, and the writer deletes it a
 later, after any query that listed it has finished.
 
 Schema changes are numbered migrations (`MIGRATIONS`), applied once when a data directory is
-opened and recorded in `<data>/meta.json`. Columns added to `analysis.schema` need no
+opened and recorded in `<data>/meta.json`. Columns added to `analysis.store.schema` need no
 migration: the views read old files by name and fill columns they lack with NULL.
 
 This module owns the SQL that touches files; the rest of llm-shadow asks it for relations.
@@ -39,7 +39,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from analysis.schema import CONTENTS, REQUESTS, Column, polars_schema
+from analysis.store.schema import CONTENTS, REQUESTS, Column, polars_schema
 
 DEFAULT_DATA_DIR = "shadow-data"
 MERGE_FAN_IN = 16
@@ -223,7 +223,7 @@ class Store:
         return frame.sort("ts", "id").collect()
 
     def recorded_usage_keys(self) -> set[str]:
-        """The usage keys (see analysis.exchange.Parsed.usage_key) already recorded with tokens."""
+        """The usage keys (see analysis.parsers.exchange.Parsed.usage_key) already recorded with tokens."""
         with self.connect() as con:
             rows = con.execute("SELECT DISTINCT usage_key FROM requests "
                                "WHERE usage_key IS NOT NULL AND usage_source = 'provider'").fetchall()

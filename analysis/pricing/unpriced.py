@@ -9,8 +9,8 @@ for each whether the current table (after a `prices import`) now prices it, in w
 import duckdb
 import polars as pl
 
-from analysis.pricing import PriceTable
-from analysis.store import query_frame
+from analysis.pricing.table import PriceTable
+from analysis.store.datadir import query_frame
 
 _UNPRICED_SQL = """
     SELECT provider,

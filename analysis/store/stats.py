@@ -9,7 +9,7 @@ from datetime import datetime
 import duckdb
 import polars as pl
 
-from analysis.store import query_frame, time_filter
+from analysis.store.datadir import query_frame, time_filter
 
 GROUPINGS = {
     "model": "coalesce(model, model_requested, '(unknown)')",

@@ -1,0 +1,2 @@
+"""What a call cost: price tables (the bundled snapshot and the user's own prices), name
+resolution, and repricing stored calls."""

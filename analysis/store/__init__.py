@@ -1,0 +1,1 @@
+"""The data directory: Parquet segments, their schema, and the queries `stats` prints."""
