@@ -37,14 +37,16 @@ err_console = Console(stderr=True)
 
 DataDir = Annotated[
     Path,
-    typer.Option("--data", envvar="LLM_SHADOW_DATA", help="Data directory (env LLM_SHADOW_DATA).",
-                 show_default=True),
+    typer.Option("--data", envvar="LLM_SHADOW_DATA", help="Data directory (env LLM_SHADOW_DATA).", show_default=True),
 ]
 Format = Annotated[str, typer.Option("--format", help="Output format: table, json or csv.")]
 ConfdirOption = Annotated[
     Path,
-    typer.Option("--confdir", envvar="LLM_SHADOW_CONFDIR",
-                 help="mitmproxy configuration directory holding the interception CA (env LLM_SHADOW_CONFDIR)."),
+    typer.Option(
+        "--confdir",
+        envvar="LLM_SHADOW_CONFDIR",
+        help="mitmproxy configuration directory holding the interception CA (env LLM_SHADOW_CONFDIR).",
+    ),
 ]
 DEFAULT_CONFDIR = Path("~/.mitmproxy")
 
@@ -99,15 +101,32 @@ def parse_age(value: str) -> timedelta:
 
 
 def mitmdump_args(
-    upstream: list[str], port: int, listen_host: str, forward: bool, data: Path,
-    content: bool, flush_interval: float, verbose: bool,
-    transparent: bool = False, local: str | None = None,
-    intercept_hosts: list[str] | None = None, intercept_all: bool = False, confdir: Path | None = None,
+    upstream: list[str],
+    port: int,
+    listen_host: str,
+    forward: bool,
+    data: Path,
+    content: bool,
+    flush_interval: float,
+    verbose: bool,
+    transparent: bool = False,
+    local: str | None = None,
+    intercept_hosts: list[str] | None = None,
+    intercept_all: bool = False,
+    confdir: Path | None = None,
 ) -> list[str]:
     """The mitmdump command line `llm-shadow proxy` runs (in-process, recorder built in)."""
     args = ["--listen-host", listen_host]
-    chosen = [name for name, on in (("--upstream", bool(upstream)), ("--forward", forward),
-                                    ("--transparent", transparent), ("--local", local is not None)) if on]
+    chosen = [
+        name
+        for name, on in (
+            ("--upstream", bool(upstream)),
+            ("--forward", forward),
+            ("--transparent", transparent),
+            ("--local", local is not None),
+        )
+        if on
+    ]
     if len(chosen) > 1:
         raise fail(f"{' and '.join(chosen)} are different ways to capture; pick one")
     if forward:
@@ -118,8 +137,10 @@ def mitmdump_args(
         args += ["--mode", f"local:{local}" if local else "local"]
     else:
         if not upstream:
-            raise fail("say how clients reach the proxy: --upstream https://api.openai.com (reverse mode), "
-                       "--forward (HTTPS_PROXY), --transparent (a redirect rule) or --local NAME")
+            raise fail(
+                "say how clients reach the proxy: --upstream https://api.openai.com (reverse mode), "
+                "--forward (HTTPS_PROXY), --transparent (a redirect rule) or --local NAME"
+            )
         for i, spec in enumerate(upstream):
             url, _, upstream_port = spec.partition("@")
             if not re.fullmatch(r"https?://[^/\s]+/?", url):
@@ -134,29 +155,72 @@ def mitmdump_args(
     if intercept_all:
         args += ["--set", "shadow_intercept_all=true"]
     args += [
-        "--set", f"shadow_data={data}",
-        "--set", f"shadow_content={'true' if content else 'false'}",
-        "--set", f"shadow_flush_ms={max(1, round(flush_interval * 1000))}",
-        "--set", f"flow_detail={1 if verbose else 0}",
-        "--set", f"termlog_verbosity={'info' if verbose else 'warn'}",
+        "--set",
+        f"shadow_data={data}",
+        "--set",
+        f"shadow_content={'true' if content else 'false'}",
+        "--set",
+        f"shadow_flush_ms={max(1, round(flush_interval * 1000))}",
+        "--set",
+        f"flow_detail={1 if verbose else 0}",
+        "--set",
+        f"termlog_verbosity={'info' if verbose else 'warn'}",
     ]
     return args
 
 
 @app.command()
 def proxy(
-    upstream: Annotated[list[str], typer.Option("--upstream", help="Reverse mode: the provider URL to forward to, optionally @PORT to listen on (repeatable: one port per upstream).")] = [],  # noqa: B006
-    forward: Annotated[bool, typer.Option("--forward", help="Forward mode: clients set HTTPS_PROXY and trust the llm-shadow CA.")] = False,
-    transparent: Annotated[bool, typer.Option("--transparent", help="Transparent mode: an iptables/nftables rule redirects clients' traffic here (docs/transparent.md).")] = False,
-    local: Annotated[str | None, typer.Option("--local", help="Local capture mode: capture these processes by name (mitmproxy spec: curl, python,node, !ssh). Linux 6.8+ with cgroup v2 and sudo.")] = None,
+    upstream: Annotated[
+        list[str],
+        typer.Option(
+            "--upstream",
+            help="Reverse mode: the provider URL to forward to, optionally @PORT to listen on (repeatable: one port per upstream).",
+        ),
+    ] = [],  # noqa: B006
+    forward: Annotated[
+        bool, typer.Option("--forward", help="Forward mode: clients set HTTPS_PROXY and trust the llm-shadow CA.")
+    ] = False,
+    transparent: Annotated[
+        bool,
+        typer.Option(
+            "--transparent",
+            help="Transparent mode: an iptables/nftables rule redirects clients' traffic here (docs/transparent.md).",
+        ),
+    ] = False,
+    local: Annotated[
+        str | None,
+        typer.Option(
+            "--local",
+            help="Local capture mode: capture these processes by name (mitmproxy spec: curl, python,node, !ssh). Linux 6.8+ with cgroup v2 and sudo.",
+        ),
+    ] = None,
     port: Annotated[int, typer.Option(help="Port to listen on (the first upstream's, when it names none).")] = 8080,
-    listen_host: Annotated[str, typer.Option("--listen-host", help="Address to listen on (0.0.0.0 when a gateway redirects other machines' traffic here).")] = "127.0.0.1",
-    intercept_host: Annotated[list[str], typer.Option("--intercept-host", help="Also decrypt and record this host (an LLM gateway); *.domain for a whole domain. Repeatable.")] = [],  # noqa: B006
-    intercept_all: Annotated[bool, typer.Option("--intercept-all", help="Decrypt TLS to every host, not only LLM hosts.")] = False,
+    listen_host: Annotated[
+        str,
+        typer.Option(
+            "--listen-host",
+            help="Address to listen on (0.0.0.0 when a gateway redirects other machines' traffic here).",
+        ),
+    ] = "127.0.0.1",
+    intercept_host: Annotated[
+        list[str],
+        typer.Option(
+            "--intercept-host",
+            help="Also decrypt and record this host (an LLM gateway); *.domain for a whole domain. Repeatable.",
+        ),
+    ] = [],  # noqa: B006
+    intercept_all: Annotated[
+        bool, typer.Option("--intercept-all", help="Decrypt TLS to every host, not only LLM hosts.")
+    ] = False,
     confdir: ConfdirOption = DEFAULT_CONFDIR,
     data: DataDir = Path(DEFAULT_DATA_DIR),
-    content: Annotated[bool, typer.Option("--content/--no-content", help="Keep request messages and response text.")] = True,
-    flush_interval: Annotated[float, typer.Option(help="Seconds between writes; a crash loses at most this much.")] = 1.0,
+    content: Annotated[
+        bool, typer.Option("--content/--no-content", help="Keep request messages and response text.")
+    ] = True,
+    flush_interval: Annotated[
+        float, typer.Option(help="Seconds between writes; a crash loses at most this much.")
+    ] = 1.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print one line per call.")] = False,
 ):
     """Run the recording proxy in front of LLM providers (reverse, forward, transparent or local mode)."""
@@ -171,11 +235,25 @@ def proxy(
         parse_host_patterns(intercept_host)
     except ValueError as e:
         raise fail(f"--intercept-host: {e}") from e
-    args = mitmdump_args(upstream, port, listen_host, forward, data, content, flush_interval, verbose,
-                         transparent, local, intercept_host, intercept_all, confdir.expanduser())
+    args = mitmdump_args(
+        upstream,
+        port,
+        listen_host,
+        forward,
+        data,
+        content,
+        flush_interval,
+        verbose,
+        transparent,
+        local,
+        intercept_host,
+        intercept_all,
+        confdir.expanduser(),
+    )
     if local is not None and (reason := local_capture_unavailable_reason()):
-        raise fail(f"--local cannot work here: {reason}. Use --transparent with a redirect rule instead "
-                   "(docs/transparent.md).")
+        raise fail(
+            f"--local cannot work here: {reason}. Use --transparent with a redirect rule instead (docs/transparent.md)."
+        )
     open_store(data, create=True)
     if not upstream:  # modes that decrypt: the CA must exist, with its key kept private
         try:
@@ -194,7 +272,9 @@ def proxy(
 def import_(
     files: Annotated[list[Path], typer.Argument(help="mitmproxy flow files or HAR files.")],
     data: DataDir = Path(DEFAULT_DATA_DIR),
-    content: Annotated[bool, typer.Option("--content/--no-content", help="Keep request messages and response text.")] = True,
+    content: Annotated[
+        bool, typer.Option("--content/--no-content", help="Keep request messages and response text.")
+    ] = True,
 ):
     """Record the LLM calls in mitmproxy flow files or HAR files, through the same recorder."""
     from addons.importer import ImportFailed, count_flows, import_files
@@ -204,8 +284,14 @@ def import_(
     except ImportFailed as e:
         raise fail(str(e)) from e
     open_store(data, create=True)
-    with Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=err_console, transient=True) as progress:
+    with Progress(
+        TextColumn("importing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    ) as progress:
         task = progress.add_task("flows", total=total)
         recorder = import_files(files, data, keep_content=content, on_flow=lambda: progress.advance(task))
     console.print(f"Read {total:,} flows; recorded {recorder.recorded:,} LLM calls into {data}.", highlight=False)
@@ -237,19 +323,25 @@ def stats(
     if fmt == "table":
         console.print(
             f"{total.calls:,} calls, {format_usd(total.cost_usd)}, {total.input_tokens:,} input and "
-            f"{total.output_tokens:,} output tokens", highlight=False,
+            f"{total.output_tokens:,} output tokens",
+            highlight=False,
         )
     if total.unpriced_calls:
         err_console.print(
             f"[bold yellow]Warning:[/] {total.unpriced_calls:,} calls have no price (cost_usd is NULL, "
-            "not $0): see llm-shadow prices missing", highlight=False,
+            "not $0): see llm-shadow prices missing",
+            highlight=False,
         )
     if problems := problem_summary(read_statuses(data)):
-        err_console.print(f"[bold yellow]Warning:[/] recording had problems: {escape(problems)} "
-                          f"(see {escape(str(data / 'status'))})", highlight=False)
+        err_console.print(
+            f"[bold yellow]Warning:[/] recording had problems: {escape(problems)} (see {escape(str(data / 'status'))})",
+            highlight=False,
+        )
     if total.estimated_calls and fmt == "table":
-        err_console.print(f"Note: {total.estimated_calls:,} calls have estimated tokens (usage_source = 'estimated').",
-                          highlight=False)
+        err_console.print(
+            f"Note: {total.estimated_calls:,} calls have estimated tokens (usage_source = 'estimated').",
+            highlight=False,
+        )
 
 
 @app.command()
@@ -275,7 +367,9 @@ def sql(
 @app.command()
 def purge(
     older_than: Annotated[str, typer.Option("--older-than", help="Age of what to delete: 14d, 12h, 2w.")],
-    requests: Annotated[bool, typer.Option("--requests", help="Also delete the calls themselves, not only their content.")] = False,
+    requests: Annotated[
+        bool, typer.Option("--requests", help="Also delete the calls themselves, not only their content.")
+    ] = False,
     data: DataDir = Path(DEFAULT_DATA_DIR),
 ):
     """Delete stored content (messages, response text) older than an age."""
@@ -297,15 +391,19 @@ def compact(data: DataDir = Path(DEFAULT_DATA_DIR)):
     merged, deleted = store.compact()
     after = sum(len(live_segments(d)) for d in directories)
     waiting = sum(len(all_segments(d)) for d in directories) - after
-    console.print(f"Live segments: {before:,} before, {after:,} now. Deleted {deleted:,} superseded files; "
-                  f"{waiting:,} wait until no query can still be reading them (a later compact "
-                  "deletes them).", highlight=False)
+    console.print(
+        f"Live segments: {before:,} before, {after:,} now. Deleted {deleted:,} superseded files; "
+        f"{waiting:,} wait until no query can still be reading them (a later compact "
+        "deletes them).",
+        highlight=False,
+    )
 
 
 # --- prices commands -----------------------------------------------------------------------------
 
-prices_app = typer.Typer(help="The price table: show a model's prices, import prices, list unpriced models.",
-                         no_args_is_help=True)
+prices_app = typer.Typer(
+    help="The price table: show a model's prices, import prices, list unpriced models.", no_args_is_help=True
+)
 app.add_typer(prices_app, name="prices")
 
 PRICE_KINDS = ("input", "cached_input", "cache_write", "cache_write_1h", "output", "reasoning_output")
@@ -323,8 +421,12 @@ def load_prices(data: Path):
 
 @prices_app.command("show")
 def prices_show(
-    model: Annotated[str, typer.Argument(help="Model name as you write it (gpt-4o, anthropic/claude-sonnet-4.5, ...).")],
-    provider: Annotated[str | None, typer.Option(help="Provider selling it: openai, azure, anthropic, gemini, openrouter, ...")] = None,
+    model: Annotated[
+        str, typer.Argument(help="Model name as you write it (gpt-4o, anthropic/claude-sonnet-4.5, ...).")
+    ],
+    provider: Annotated[
+        str | None, typer.Option(help="Provider selling it: openai, azure, anthropic, gemini, openrouter, ...")
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", help="Output format: table or json.")] = "table",
     data: DataDir = Path(DEFAULT_DATA_DIR),
 ):
@@ -341,16 +443,26 @@ def prices_show(
     price = table.resolve(model, provider)
     if price is None:
         where = f" at provider {provider}" if provider else ""
-        raise fail(f"no price for {model!r}{where} in price table {table.version} "
-                   "(add one with: llm-shadow prices import FILE)")
+        raise fail(
+            f"no price for {model!r}{where} in price table {table.version} "
+            "(add one with: llm-shadow prices import FILE)"
+        )
     rows = rate_rows(price)
     if fmt == "json":
-        console.print_json(json.dumps({
-            "model": model, "provider": provider, "resolved": price.label, "source": price.source,
-            "mode": price.mode, "price_version": table.version,
-            "usd_per_million_tokens": {r["rates"]: {k: r[k] for k in PRICE_KINDS} for r in rows},
-            "derived": {r["rates"]: r["derived"] for r in rows},
-        }))
+        console.print_json(
+            json.dumps(
+                {
+                    "model": model,
+                    "provider": provider,
+                    "resolved": price.label,
+                    "source": price.source,
+                    "mode": price.mode,
+                    "price_version": table.version,
+                    "usd_per_million_tokens": {r["rates"]: {k: r[k] for k in PRICE_KINDS} for r in rows},
+                    "derived": {r["rates"]: r["derived"] for r in rows},
+                }
+            )
+        )
         return
     out = Table(title=f"{model} -> {price.label}  (USD per 1M tokens)")
     out.add_column("rates", no_wrap=True)
@@ -360,9 +472,12 @@ def prices_show(
         out.add_row(r["rates"], *(f"{r[k]:g}" + (" *" if k in r["derived"] else "") for k in PRICE_KINDS))
     console.print(out)
     console.print(f"from {price.source}; price version {table.version}; mode {price.mode}", highlight=False)
-    console.print("* not given by the table: derived as docs/pricing.md says "
-                  "(cached -> input, cache write -> 1.25x/2x input for Claude, else input, "
-                  "reasoning -> output, other services and tiers -> standard).", highlight=False)
+    console.print(
+        "* not given by the table: derived as docs/pricing.md says "
+        "(cached -> input, cache write -> 1.25x/2x input for Claude, else input, "
+        "reasoning -> output, other services and tiers -> standard).",
+        highlight=False,
+    )
 
 
 @prices_app.command("import")
@@ -379,10 +494,14 @@ def prices_import(
     except PriceFileError as e:
         raise fail(str(e)) from e
     what = "LiteLLM price map" if result.kind == "litellm" else "overrides"
-    console.print(f"Imported {what} ({result.models:,} models) from {file}; price version is now "
-                  f"{result.version}.", highlight=False)
-    console.print("Stored calls keep the prices they were recorded with: run `llm-shadow reprice` "
-                  "to recompute them.", highlight=False)
+    console.print(
+        f"Imported {what} ({result.models:,} models) from {file}; price version is now {result.version}.",
+        highlight=False,
+    )
+    console.print(
+        "Stored calls keep the prices they were recorded with: run `llm-shadow reprice` to recompute them.",
+        highlight=False,
+    )
 
 
 @prices_app.command("reset")
@@ -393,8 +512,7 @@ def prices_reset(data: DataDir = Path(DEFAULT_DATA_DIR)):
     removed = reset_prices(data)
     version = load_prices(data).version
     if removed:
-        console.print(f"Removed {', '.join(p.name for p in removed)}; price version is now {version}.",
-                      highlight=False)
+        console.print(f"Removed {', '.join(p.name for p in removed)}; price version is now {version}.", highlight=False)
     else:
         console.print(f"No imported prices; price version is {version}.", highlight=False)
 
@@ -417,8 +535,11 @@ def prices_missing(
         return
     print_frame(frame, fmt, console, title="Unpriced models")
     if fmt == "table" and frame["priced_now"].is_not_null().any():
-        console.print("Models with a `priced_now` are priced by the current table: run "
-                      "`llm-shadow reprice` to fill in their stored costs.", highlight=False)
+        console.print(
+            "Models with a `priced_now` are priced by the current table: run "
+            "`llm-shadow reprice` to fill in their stored costs.",
+            highlight=False,
+        )
 
 
 @app.command()
@@ -438,11 +559,17 @@ def reprice(data: DataDir = Path(DEFAULT_DATA_DIR)):
     finally:
         pricing_log.setLevel(level)
     by_source = ", ".join(f"{n:,} {s}" for s, n in sorted(summary.sources.items()))
-    console.print(f"Repriced {summary.rows:,} calls with price version {table.version}: "
-                  f"{summary.changed:,} changed ({by_source or 'none stored'}).", highlight=False)
+    console.print(
+        f"Repriced {summary.rows:,} calls with price version {table.version}: "
+        f"{summary.changed:,} changed ({by_source or 'none stored'}).",
+        highlight=False,
+    )
     if summary.sources.get("unpriced"):
-        err_console.print(f"[bold yellow]Warning:[/] {summary.sources['unpriced']:,} calls still have no "
-                          "price: see llm-shadow prices missing", highlight=False)
+        err_console.print(
+            f"[bold yellow]Warning:[/] {summary.sources['unpriced']:,} calls still have no "
+            "price: see llm-shadow prices missing",
+            highlight=False,
+        )
 
 
 # --- end of prices commands ----------------------------------------------------------------------
@@ -491,9 +618,15 @@ def write_report(report: dict, out: Path, fmt: str) -> Path:
 
 @app.command()
 def report(
-    policy: Annotated[Path | None, typer.Option(help="Policy file to simulate (TOML); the report shows what it would have saved.")] = None,
-    out: Annotated[Path | None, typer.Option(help="File to write [default: report.html; Markdown goes to stdout].")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="html (one offline file with charts) or md (Markdown for a ticket).")] = "html",
+    policy: Annotated[
+        Path | None, typer.Option(help="Policy file to simulate (TOML); the report shows what it would have saved.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="File to write [default: report.html; Markdown goes to stdout].")
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="html (one offline file with charts) or md (Markdown for a ticket).")
+    ] = "html",
     start: Annotated[str | None, typer.Option("--from", help="First day (UTC), YYYY-MM-DD.")] = None,
     end: Annotated[str | None, typer.Option("--to", help="Day after the last (UTC), YYYY-MM-DD.")] = None,
     data: DataDir = Path(DEFAULT_DATA_DIR),
@@ -518,7 +651,9 @@ def report(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Demo directory: its data/ is recorded afresh on every run.")] = Path("shadow-demo"),
+    out: Annotated[Path, typer.Option(help="Demo directory: its data/ is recorded afresh on every run.")] = Path(
+        "shadow-demo"
+    ),
 ):
     """The whole job on the bundled sample month: record it, simulate the demo policy, report."""
     from rich.markup import escape
@@ -539,23 +674,41 @@ def demo(
     except OSError as e:
         raise fail(f"cannot prepare {out}: {e}") from e
     open_store(data, create=True)
-    with Progress(TextColumn("recording the sample traffic"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=err_console, transient=True) as progress:
+    with Progress(
+        TextColumn("recording the sample traffic"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    ) as progress:
         task = progress.add_task("flows", total=total)
         recorder = import_files(flows, data, keep_content=True, on_flow=lambda: progress.advance(task))
     names = ", ".join(str(f.relative_to(SAMPLE_TRAFFIC.parent)) for f in flows)
-    console.print(f"Recorded {recorder.recorded:,} LLM calls from {names} through the recorder into {data}.",
-                  highlight=False, soft_wrap=True, markup=False)
+    console.print(
+        f"Recorded {recorder.recorded:,} LLM calls from {names} through the recorder into {data}.",
+        highlight=False,
+        soft_wrap=True,
+        markup=False,
+    )
     simulation = simulate_for_report(DEMO_POLICY, data, None, None)
-    console.print(f"Simulated {DEMO_POLICY.relative_to(DEMO_POLICY.parents[1])} over them "
-                  f"(run {simulation.run_id}).", highlight=False, soft_wrap=True, markup=False)
+    console.print(
+        f"Simulated {DEMO_POLICY.relative_to(DEMO_POLICY.parents[1])} over them (run {simulation.run_id}).",
+        highlight=False,
+        soft_wrap=True,
+        markup=False,
+    )
     figures = gather_report(data, None, None, simulation)
     path = write_report(figures, out / "report.html", "html")
     console.print(f"\nReport: [bold]{escape(str(path.resolve()))}[/]", highlight=False, soft_wrap=True)
     for label, value in headline_figures(figures):
         console.print(f"  {label + ':':<17} {value}", highlight=False, soft_wrap=True, markup=False)
-    console.print(f"\nExplore further: {command_for_new_shell()} stats --data {shlex.quote(str(data))}",
-                  highlight=False, soft_wrap=True, markup=False)
+    console.print(
+        f"\nExplore further: {command_for_new_shell()} stats --data {shlex.quote(str(data))}",
+        highlight=False,
+        soft_wrap=True,
+        markup=False,
+    )
 
 
 # --- end of report and demo commands -------------------------------------------------------------
@@ -585,26 +738,47 @@ def _simulate_one(policy_path: Path, data: Path, since: datetime | None, until: 
     requests = store.requests_frame(since, until)
     if requests.height == 0:
         raise fail("no recorded requests in that range")
-    parameters = {"from": since.isoformat() if since else None, "to": until.isoformat() if until else None,
-                  "policy_path": str(policy_path)}
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=err_console, transient=True, disable=not show_progress) as progress:
+    parameters = {
+        "from": since.isoformat() if since else None,
+        "to": until.isoformat() if until else None,
+        "policy_path": str(policy_path),
+    }
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+        disable=not show_progress,
+    ) as progress:
         task = progress.add_task("simulating", total=requests.height)
 
         def on_progress(stage: str, done: int, total: int) -> None:
             progress.update(task, description=f"{policy_path.name}: {stage}", completed=done, total=total)
 
         try:
-            return run_simulation(policy, requests, lambda: store.contents_frame(since, until), prices=prices,
-                                  data_dir=data, parameters=parameters, progress=on_progress)
+            return run_simulation(
+                policy,
+                requests,
+                lambda: store.contents_frame(since, until),
+                prices=prices,
+                data_dir=data,
+                parameters=parameters,
+                progress=on_progress,
+            )
         except (PolicyError, EmbedderError) as e:
             raise fail(str(e)) from e
 
 
 @app.command()
 def simulate(
-    policy: Annotated[Path | None, typer.Option("--policy", help="Policy file (TOML); see examples/policy.toml.")] = None,
-    compare: Annotated[tuple[Path, Path] | None, typer.Option("--compare", help="Two policy files to put side by side.")] = None,
+    policy: Annotated[
+        Path | None, typer.Option("--policy", help="Policy file (TOML); see examples/policy.toml.")
+    ] = None,
+    compare: Annotated[
+        tuple[Path, Path] | None, typer.Option("--compare", help="Two policy files to put side by side.")
+    ] = None,
     start: Annotated[str | None, typer.Option("--from", help="First day (UTC), YYYY-MM-DD.")] = None,
     end: Annotated[str | None, typer.Option("--to", help="Day after the last (UTC), YYYY-MM-DD.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="Output format: table or json.")] = "table",
@@ -642,9 +816,13 @@ def simulate(
 
 @app.command()
 def explain(
-    request_id: Annotated[str, typer.Argument(help="Id of a recorded request (see: llm-shadow sql 'select id from requests').")],
+    request_id: Annotated[
+        str, typer.Argument(help="Id of a recorded request (see: llm-shadow sql 'select id from requests').")
+    ],
     policy: Annotated[Path, typer.Option("--policy", help="Policy file (TOML).")],
-    start: Annotated[str | None, typer.Option("--from", help="First day (UTC) of the traffic replayed before it.")] = None,
+    start: Annotated[
+        str | None, typer.Option("--from", help="First day (UTC) of the traffic replayed before it.")
+    ] = None,
     end: Annotated[str | None, typer.Option("--to", help="Day after the last (UTC).")] = None,
     fmt: Annotated[str, typer.Option("--format", help="Output format: table or json.")] = "table",
     data: DataDir = Path(DEFAULT_DATA_DIR),
@@ -667,7 +845,9 @@ def explain(
     store = open_store(data)
     try:
         engine = build_engine(rules, prices, data_dir=data)
-        result = explain_request(engine, store.requests_frame(since, until), lambda: store.contents_frame(since, until), request_id)
+        result = explain_request(
+            engine, store.requests_frame(since, until), lambda: store.contents_frame(since, until), request_id
+        )
     except (PolicyError, EmbedderError, RequestNotFound) as e:
         raise fail(str(e)) from e
     if fmt == "json":
@@ -710,8 +890,9 @@ def ca(
         raise fail(f"{e.strerror}: {e.filename}") from e
     cert = load_cert(files.cert)
     console.print(f"CA certificate (give this to clients): [bold]{files.cert}[/]", highlight=False)
-    console.print(f"  subject {cert.subject.rfc4514_string()}, valid until {cert.not_valid_after_utc:%Y-%m-%d}",
-                  highlight=False)
+    console.print(
+        f"  subject {cert.subject.rfc4514_string()}, valid until {cert.not_valid_after_utc:%Y-%m-%d}", highlight=False
+    )
     console.print(f"  SHA-256 {fingerprint_sha256(cert)}", highlight=False)
     if bundle is not None:
         console.print(f"CA bundle (system CAs + this CA): [bold]{bundle.expanduser()}[/]", highlight=False)
@@ -723,9 +904,12 @@ def ca(
         table.add_row(where, command)
     console.print(table)
     if bundle is None:
-        console.print("SSL_CERT_FILE, REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE replace a client's CA store: point "
-                      "them at a bundle of the system CAs plus this CA, which "
-                      "[bold]llm-shadow ca --bundle <bundle.pem>[/] writes.", highlight=False)
+        console.print(
+            "SSL_CERT_FILE, REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE replace a client's CA store: point "
+            "them at a bundle of the system CAs plus this CA, which "
+            "[bold]llm-shadow ca --bundle <bundle.pem>[/] writes.",
+            highlight=False,
+        )
     for path in tightened:
         console.print(f"[yellow]Tightened {path} to mode 0600.[/]", highlight=False)
     keys = ", ".join(str(p) for p in files.key_files)
@@ -733,7 +917,8 @@ def ca(
         f"[bold red]Private key:[/] {keys}\n"
         "  Anyone holding it can impersonate any HTTPS site to every client that trusts this CA. "
         "Keep it readable by you only (llm-shadow creates it 0600), never commit it, never copy it into "
-        "an image or a ConfigMap: clients need only the certificate.", highlight=False,
+        "an image or a ConfigMap: clients need only the certificate.",
+        highlight=False,
     )
 
 
@@ -742,7 +927,9 @@ def doctor(
     confdir: ConfdirOption = DEFAULT_CONFDIR,
     data: DataDir = Path(DEFAULT_DATA_DIR),
     port: Annotated[int, typer.Option(help="The port the proxy listens on.")] = 8080,
-    proxy_user: Annotated[str | None, typer.Option(help="The user the proxy runs as, if not you (for the redirect-loop check).")] = None,
+    proxy_user: Annotated[
+        str | None, typer.Option(help="The user the proxy runs as, if not you (for the redirect-loop check).")
+    ] = None,
 ):
     """Check what breaks capture (CA trust and key, redirect loop, port, data dir, tiktoken files)."""
     from rich.table import Table

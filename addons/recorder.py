@@ -38,8 +38,14 @@ from analysis.store.datadir import DEFAULT_DATA_DIR, Store, StoreError
 log = logging.getLogger("llm_shadow")
 
 RECORDER_OPTIONS = {
-    "shadow_data", "shadow_content", "shadow_flush_ms", "shadow_team_header", "shadow_feature_header",
-    "shadow_user_header", "shadow_spool_limit", "shadow_max_body",
+    "shadow_data",
+    "shadow_content",
+    "shadow_flush_ms",
+    "shadow_team_header",
+    "shadow_feature_header",
+    "shadow_user_header",
+    "shadow_spool_limit",
+    "shadow_max_body",
 }
 
 
@@ -79,19 +85,33 @@ class Recorder:
         self._taps: dict[str, _Tap] = {}
 
     def load(self, loader):
-        loader.add_option("shadow_data", str, os.environ.get("LLM_SHADOW_DATA", DEFAULT_DATA_DIR),
-                          "Data directory llm-shadow records into (env LLM_SHADOW_DATA).")
-        loader.add_option("shadow_content", bool, True,
-                          "Keep request messages and response text in the contents relation.")
-        loader.add_option("shadow_flush_ms", int, 1000,
-                          "Milliseconds between writes of recorded calls; a crash loses at most this much.")
+        loader.add_option(
+            "shadow_data",
+            str,
+            os.environ.get("LLM_SHADOW_DATA", DEFAULT_DATA_DIR),
+            "Data directory llm-shadow records into (env LLM_SHADOW_DATA).",
+        )
+        loader.add_option(
+            "shadow_content", bool, True, "Keep request messages and response text in the contents relation."
+        )
+        loader.add_option(
+            "shadow_flush_ms",
+            int,
+            1000,
+            "Milliseconds between writes of recorded calls; a crash loses at most this much.",
+        )
         loader.add_option("shadow_team_header", str, "x-shadow-team", "Request header naming the team.")
         loader.add_option("shadow_feature_header", str, "x-shadow-feature", "Request header naming the feature.")
         loader.add_option("shadow_user_header", str, "x-shadow-user", "Request header naming the end user.")
-        loader.add_option("shadow_spool_limit", int, 100_000,
-                          "Recorded calls kept in memory while the store cannot be written.")
-        loader.add_option("shadow_max_body", int, 64 * 1024 * 1024,
-                          "Bytes of a response body kept for parsing; the rest passes unrecorded.")
+        loader.add_option(
+            "shadow_spool_limit", int, 100_000, "Recorded calls kept in memory while the store cannot be written."
+        )
+        loader.add_option(
+            "shadow_max_body",
+            int,
+            64 * 1024 * 1024,
+            "Bytes of a response body kept for parsing; the rest passes unrecorded.",
+        )
 
     def configure(self, updated):
         # The first configure comes before the command line's options are applied: the store is
@@ -129,8 +149,9 @@ class Recorder:
         if self.worker_process:
             self.sink = SinkProcess(store.data_dir, queue_limit=self.queue_limit or 100_000, **settings).start()
         else:
-            self.sink = RecordSink(store, prices, salt=salt, queue_limit=self.queue_limit or sys.maxsize,
-                                   **settings).start()
+            self.sink = RecordSink(
+                store, prices, salt=salt, queue_limit=self.queue_limit or sys.maxsize, **settings
+            ).start()
         log.info("llm-shadow: recording into %s (instance %s)", store.data_dir, self.sink.instance)
 
     def done(self):

@@ -101,9 +101,7 @@ class TlsPassthrough:
     def configure(self, updated) -> None:
         if "shadow_intercept_hosts" in updated:
             try:
-                self.extra_exact, self.extra_suffixes = parse_host_patterns(
-                    ctx.options.shadow_intercept_hosts
-                )
+                self.extra_exact, self.extra_suffixes = parse_host_patterns(ctx.options.shadow_intercept_hosts)
             except ValueError as e:
                 raise exceptions.OptionsError(f"shadow_intercept_hosts: {e}") from e
 
@@ -111,9 +109,7 @@ class TlsPassthrough:
         if isinstance(data.context.client.proxy_mode, ReverseMode):
             return
         host = server_name(data)
-        if should_intercept(
-            host, self.extra_exact, self.extra_suffixes, ctx.options.shadow_intercept_all
-        ):
+        if should_intercept(host, self.extra_exact, self.extra_suffixes, ctx.options.shadow_intercept_all):
             return
         data.ignore_connection = True
         logger.debug(f"TLS passthrough (not an LLM host): {host}")

@@ -36,17 +36,27 @@ sys.path.insert(0, str(ROOT))
 
 from tests.fake_provider import FakeProvider  # noqa: E402
 
-BODY = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "What is the capital of France?"}]}).encode()
-STREAM_BODY = json.dumps({"model": "gpt-4o-mini", "stream": True, "stream_options": {"include_usage": True},
-                          "messages": [{"role": "user", "content": "Tell me a story."}]}).encode()
+BODY = json.dumps(
+    {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "What is the capital of France?"}]}
+).encode()
+STREAM_BODY = json.dumps(
+    {
+        "model": "gpt-4o-mini",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": "Tell me a story."}],
+    }
+).encode()
 STREAM_DELAY_MS = 20
 MITMDUMP = [sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()"]
 TIME_LIMIT_S = 60
 
 
 def request_bytes(body: bytes, extra: str = "") -> bytes:
-    return (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Authorization: Bearer sk-bench\r\n{extra}Content-Length: {len(body)}\r\n\r\n").encode() + body
+    return (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer sk-bench\r\n{extra}Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 async def read_response(reader: asyncio.StreamReader) -> tuple[float | None, bytes]:
@@ -165,10 +175,24 @@ def main() -> None:
             "direct": None,
             "mitmdump": [*MITMDUMP, "--mode", f"reverse:{upstream.url}@0", "--set", "flow_detail=0"],
             # Bare mitmdump buffers whole responses; streaming everything is its fastest-TTFT form.
-            "mitmdump-stream": [*MITMDUMP, "--mode", f"reverse:{upstream.url}@0", "--set", "flow_detail=0",
-                                "--set", "stream_large_bodies=1"],
-            "llm-shadow": [sys.executable, str(ROOT / "cli.py"), "proxy", "--upstream", f"{upstream.url}@0",
-                           "--data", str(scratch / "data")],
+            "mitmdump-stream": [
+                *MITMDUMP,
+                "--mode",
+                f"reverse:{upstream.url}@0",
+                "--set",
+                "flow_detail=0",
+                "--set",
+                "stream_large_bodies=1",
+            ],
+            "llm-shadow": [
+                sys.executable,
+                str(ROOT / "cli.py"),
+                "proxy",
+                "--upstream",
+                f"{upstream.url}@0",
+                "--data",
+                str(scratch / "data"),
+            ],
         }
         processes, ports = [], {}
         try:
@@ -200,9 +224,22 @@ def main() -> None:
         }
         for name, runs in rounds.items()
     }
-    recorded = subprocess.run([sys.executable, str(ROOT / "cli.py"), "sql", "SELECT count(*) AS n FROM requests",
-                               "--format", "csv", "--data", str(scratch / "data")],
-                              capture_output=True, text=True, env={"PYTHONPATH": str(ROOT)}, cwd=ROOT).stdout.split()[-1]
+    recorded = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "cli.py"),
+            "sql",
+            "SELECT count(*) AS n FROM requests",
+            "--format",
+            "csv",
+            "--data",
+            str(scratch / "data"),
+        ],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+    ).stdout.split()[-1]
     shutil.rmtree(scratch, ignore_errors=True)
 
     print(f"{'target':<16}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'TTFT p50 ms':>14}")
@@ -211,10 +248,14 @@ def main() -> None:
     d, m, ms, s = results["direct"], results["mitmdump"], results["mitmdump-stream"], results["llm-shadow"]
     print()
     print(f"throughput llm-shadow / mitmdump: {s['rps'] / m['rps']:.2f}x (target >= 0.85x)")
-    print(f"p50 added latency: mitmdump +{m['p50'] - d['p50']:.3f} ms, llm-shadow +{s['p50'] - d['p50']:.3f} ms; "
-          f"difference {s['p50'] - m['p50']:+.3f} ms (target within 0.5 ms)")
-    print(f"TTFT added over a direct call: llm-shadow {s['ttft_p50'] - d['ttft_p50']:+.3f} ms (target within 2 ms); "
-          f"mitmdump {m['ttft_p50'] - d['ttft_p50']:+.3f} ms (buffers), mitmdump-stream {ms['ttft_p50'] - d['ttft_p50']:+.3f} ms")
+    print(
+        f"p50 added latency: mitmdump +{m['p50'] - d['p50']:.3f} ms, llm-shadow +{s['p50'] - d['p50']:.3f} ms; "
+        f"difference {s['p50'] - m['p50']:+.3f} ms (target within 0.5 ms)"
+    )
+    print(
+        f"TTFT added over a direct call: llm-shadow {s['ttft_p50'] - d['ttft_p50']:+.3f} ms (target within 2 ms); "
+        f"mitmdump {m['ttft_p50'] - d['ttft_p50']:+.3f} ms (buffers), mitmdump-stream {ms['ttft_p50'] - d['ttft_p50']:+.3f} ms"
+    )
     print(f"calls recorded by llm-shadow during the run: {recorded}")
 
 

@@ -62,10 +62,11 @@ action = "block"
 
 # The same with a rule and a downgrade that cross tokenizer families: the prompt and response
 # texts are read and the token counts re-estimated with the target's tokenizer.
-CROSS_FAMILY_POLICY = SAME_FAMILY_POLICY.replace("bench A", "bench B").replace(
-    'model = "gpt-4*"\n', ""
-).replace('action = "block"', 'action = "downgrade"\nto = "gpt-4.1-nano"').replace(
-    "(same tokenizer families)", "(re-estimating tokens across families)"
+CROSS_FAMILY_POLICY = (
+    SAME_FAMILY_POLICY.replace("bench A", "bench B")
+    .replace('model = "gpt-4*"\n', "")
+    .replace('action = "block"', 'action = "downgrade"\nto = "gpt-4.1-nano"')
+    .replace("(same tokenizer families)", "(re-estimating tokens across families)")
 )
 
 SEMANTIC_POLICY = """
@@ -142,8 +143,12 @@ def child(data: Path, policy_text: str) -> dict:
 
 def run_child(data: Path, policy_text: str) -> dict:
     output = subprocess.run(
-        [sys.executable, __file__, "--child", str(data)], input=policy_text, capture_output=True, text=True,
-        check=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        [sys.executable, __file__, "--child", str(data)],
+        input=policy_text,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     return json.loads(output.stdout.strip().splitlines()[-1])
 
@@ -164,8 +169,14 @@ def lsh_recall(data: Path, queries: int = 2000, threshold: float = 0.9) -> dict:
     rng.shuffle(texts)
     stored, probes = texts[: len(texts) // 2], texts[len(texts) // 2 :][:queries]
     defaults = SemanticCachePolicy("recall", 0.9, 3600, "global", 10**9, CacheRules())
-    index = SemanticIndex(HashingEmbedder(), ttl_us=10**15, max_entries=10**9, bits=defaults.lsh_bits,
-                          tables=defaults.lsh_tables, bucket_size=defaults.bucket_size)
+    index = SemanticIndex(
+        HashingEmbedder(),
+        ttl_us=10**15,
+        max_entries=10**9,
+        bits=defaults.lsh_bits,
+        tables=defaults.lsh_tables,
+        bucket_size=defaults.bucket_size,
+    )
     index.register_many(stored + probes)
     for i, text in enumerate(stored):
         index.store(0, index.text_rows[text], 0, str(i))
@@ -179,7 +190,11 @@ def lsh_recall(data: Path, queries: int = 2000, threshold: float = 0.9) -> dict:
         relevant += 1
         nearest = index.nearest(0, row, 1)
         found += nearest is not None and nearest[0] >= threshold
-    return {"stored_prompts": len(stored), "probes_with_a_neighbour": relevant, "recall": round(found / relevant, 4) if relevant else None}
+    return {
+        "stored_prompts": len(stored),
+        "probes_with_a_neighbour": relevant,
+        "recall": round(found / relevant, 4) if relevant else None,
+    }
 
 
 def main() -> None:
@@ -187,7 +202,9 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--topics", type=int, default=50_000, help="distinct prompt topics in the synthetic traffic")
-    parser.add_argument("--semantic", action="store_true", help="also time a semantic-cache policy and measure LSH recall")
+    parser.add_argument(
+        "--semantic", action="store_true", help="also time a semantic-cache policy and measure LSH recall"
+    )
     parser.add_argument("--scratch", type=Path, help="data directory to use (default: a temporary one)")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -198,12 +215,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="llm-shadow-bench-") as tmp:
         data = args.scratch or Path(tmp) / "data"
         print(f"generating {args.records:,} synthetic records into {data} ...", flush=True)
-        print(f"  generated and written in {generate_store(data, args.records, args.days, args.topics):.1f} s", flush=True)
+        print(
+            f"  generated and written in {generate_store(data, args.records, args.days, args.topics):.1f} s", flush=True
+        )
         report = {"records": args.records, "cpus": os.cpu_count()}
         report["same_family"] = run_child(data, SAME_FAMILY_POLICY)
         print(json.dumps({"A: exact cache + 3 routing rules + 1 budget": report["same_family"]}, indent=2), flush=True)
         report["cross_family"] = run_child(data, CROSS_FAMILY_POLICY)
-        print(json.dumps({"B: the same, re-estimating tokens across families": report["cross_family"]}, indent=2), flush=True)
+        print(
+            json.dumps({"B: the same, re-estimating tokens across families": report["cross_family"]}, indent=2),
+            flush=True,
+        )
         if args.semantic:
             report["semantic"] = run_child(data, SEMANTIC_POLICY)
             print(json.dumps({"exact + semantic cache": report["semantic"]}, indent=2), flush=True)

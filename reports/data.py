@@ -36,13 +36,19 @@ def window_verdict(span_days: int, days_covered: int) -> tuple[str, str]:
     if span_days >= 28:
         return "good", f"Long enough to act on: {span_days} days cover a full month of weekly cycles{gap_note}."
     if span_days >= 14:
-        return "fair", (f"Enough for first decisions: {span_days} days cover two weekly cycles; monthly "
-                        f"figures are extrapolated. Re-run after four weeks{gap_note}.")
+        return "fair", (
+            f"Enough for first decisions: {span_days} days cover two weekly cycles; monthly "
+            f"figures are extrapolated. Re-run after four weeks{gap_note}."
+        )
     if span_days >= 7:
-        return "weak", (f"Borderline: {span_days} days show one weekly cycle. Treat savings as a direction, "
-                        f"not a forecast{gap_note}.")
-    return "poor", (f"Too short to act on: {span_days} day{'s' if span_days != 1 else ''} of traffic miss "
-                    "the weekly cycle. Keep recording for at least a week.")
+        return "weak", (
+            f"Borderline: {span_days} days show one weekly cycle. Treat savings as a direction, "
+            f"not a forecast{gap_note}."
+        )
+    return "poor", (
+        f"Too short to act on: {span_days} day{'s' if span_days != 1 else ''} of traffic miss "
+        "the weekly cycle. Keep recording for at least a week."
+    )
 
 
 def _share(part: float, whole: float) -> float | None:
@@ -64,8 +70,10 @@ def _series(frame, days: list[str], top: int) -> list[dict]:
     shown = ranked if len(ranked) <= top + 1 else ranked[:top]  # "other" never stands for one group
     names = shown + ([OTHER] if len(ranked) > len(shown) else [])
     index = {d: i for i, d in enumerate(days)}
-    series = {name: {"name": name, "cost_usd": [0.0] * len(days), "tokens": [0] * len(days),
-                     "calls": [0] * len(days)} for name in names}
+    series = {
+        name: {"name": name, "cost_usd": [0.0] * len(days), "tokens": [0] * len(days), "calls": [0] * len(days)}
+        for name in names
+    }
     for row in frame.iter_rows(named=True):
         target = series[row["group"] if row["group"] in shown else OTHER]
         i = index[row["day"]]
@@ -81,8 +89,9 @@ def _outcomes(con, start, end, calls: int) -> dict:
     providers: dict[str, dict] = {}
     for row in by_provider.iter_rows(named=True):
         overall[row["outcome"]] = overall.get(row["outcome"], 0) + row["calls"]
-        p = providers.setdefault(row["provider"], {"provider": row["provider"], "calls": 0, "errors": 0,
-                                                   "outcomes": {}})
+        p = providers.setdefault(
+            row["provider"], {"provider": row["provider"], "calls": 0, "errors": 0, "outcomes": {}}
+        )
         p["calls"] += row["calls"]
         p["outcomes"][row["outcome"]] = row["calls"]
         if row["outcome"] != "ok":
@@ -104,12 +113,17 @@ def _outcomes(con, start, end, calls: int) -> dict:
     return {
         "errors": errors,
         "error_rate": _share(errors, calls),
-        "overall": [{"outcome": o, "calls": n, "share": _share(n, calls)}
-                    for o, n in sorted(overall.items(), key=lambda kv: -kv[1])],
+        "overall": [
+            {"outcome": o, "calls": n, "share": _share(n, calls)}
+            for o, n in sorted(overall.items(), key=lambda kv: -kv[1])
+        ],
         "by_provider": sorted(providers.values(), key=lambda p: -p["calls"]),
-        "daily": {"days": days, "calls": day_calls, "by_outcome": daily,
-                  "error_rate": [_share(sum(daily[o][i] for o in failing), day_calls[i])
-                                 for i in range(len(days))]},
+        "daily": {
+            "days": days,
+            "calls": day_calls,
+            "by_outcome": daily,
+            "error_rate": [_share(sum(daily[o][i] for o in failing), day_calls[i]) for i in range(len(days))],
+        },
     }
 
 
@@ -145,8 +159,10 @@ def _quality(con, start, end, total: stats.Totals, days_covered: int) -> dict:
 
 def summary(total: stats.Totals, quality: dict, groups: dict) -> str:
     """Two sentences a reader can quote: what was spent, and where most of it went."""
-    text = (f"Over {quality['span_days']} days ({quality['first_day']} to {quality['last_day']}), "
-            f"{fmt.count(total.calls)} LLM API calls cost {fmt.usd(total.cost_usd)}")
+    text = (
+        f"Over {quality['span_days']} days ({quality['first_day']} to {quality['last_day']}), "
+        f"{fmt.count(total.calls)} LLM API calls cost {fmt.usd(total.cost_usd)}"
+    )
     if quality["span_days"] != 30:
         text += f", about {fmt.usd(total.cost_usd / quality['span_days'] * 30)} per 30 days"
     text += "."
@@ -156,20 +172,32 @@ def summary(total: stats.Totals, quality: dict, groups: dict) -> str:
         if rows and total.cost_usd > 0 and rows[0]["cost_usd"] > 0:
             leaders.append(f"{by} {rows[0][by]} ({fmt.percent(rows[0]['cost_usd'] / total.cost_usd, 0)})")
     if leaders:
-        text += " The largest share of spend went to " + ", ".join(leaders[:-1]) + (
-            " and " if len(leaders) > 1 else "") + leaders[-1] + "."
+        text += (
+            " The largest share of spend went to "
+            + ", ".join(leaders[:-1])
+            + (" and " if len(leaders) > 1 else "")
+            + leaders[-1]
+            + "."
+        )
     return text
 
 
 def simulation_summary(simulated: dict) -> str:
     h = simulated["headline"]
-    return (f" Under policy {simulated['policy_name']} the same traffic would have cost {fmt.usd(h['simulated_usd'])}, "
-            f"a saving of {fmt.usd(h['saving_usd'])} ({fmt.percent(h['saving_share'])}), with "
-            f"{fmt.percent(h['cache_hit_rate'])} of calls answered from a cache.")
+    return (
+        f" Under policy {simulated['policy_name']} the same traffic would have cost {fmt.usd(h['simulated_usd'])}, "
+        f"a saving of {fmt.usd(h['saving_usd'])} ({fmt.percent(h['saving_share'])}), with "
+        f"{fmt.percent(h['cache_hit_rate'])} of calls answered from a cache."
+    )
 
 
-def gather(con: duckdb.DuckDBPyConnection, start: datetime | None = None, end: datetime | None = None,
-           simulation: SimulationRun | None = None, top: int = TOP_GROUPS) -> dict:
+def gather(
+    con: duckdb.DuckDBPyConnection,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    simulation: SimulationRun | None = None,
+    top: int = TOP_GROUPS,
+) -> dict:
     """The report's figures for calls in [start, end), with a simulation run's if given."""
     total = stats.totals(con, start, end)
     if total.calls == 0:

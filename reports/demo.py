@@ -55,16 +55,30 @@ def command_for_new_shell(argv0: str | None = None) -> str:
 def headline_figures(report: dict) -> list[tuple[str, str]]:
     """(label, figure) for the three numbers the demo prints, as the report's cards show them."""
     totals, quality, sim = report["totals"], report["quality"], report["simulation"]
-    figures = [("Observed spend", f"{fmt.usd(totals['cost_usd'])} over {quality['span_days']} days "
-                                  f"({fmt.count(totals['calls'])} calls)")]
+    figures = [
+        (
+            "Observed spend",
+            f"{fmt.usd(totals['cost_usd'])} over {quality['span_days']} days ({fmt.count(totals['calls'])} calls)",
+        )
+    ]
     if sim is None:
         figures.append(("Simulated spend", "not run"))
         figures.append(("Cache hit rate", "not run"))
     else:
-        figures.append(("Simulated spend", f"{fmt.usd(sim['headline']['simulated_usd'])}, saving "
-                                           f"{fmt.usd(sim['headline']['saving_usd'])} "
-                                           f"({fmt.percent(sim['headline']['saving_share'])})"))
-        figures.append(("Cache hit rate", f"{fmt.percent(sim['headline']['cache_hit_rate'])} "
-                                          f"({fmt.count(sim['headline']['cache_hits'])} of "
-                                          f"{fmt.count(sim['headline']['requests'])} calls)"))
+        figures.append(
+            (
+                "Simulated spend",
+                f"{fmt.usd(sim['headline']['simulated_usd'])}, saving "
+                f"{fmt.usd(sim['headline']['saving_usd'])} "
+                f"({fmt.percent(sim['headline']['saving_share'])})",
+            )
+        )
+        figures.append(
+            (
+                "Cache hit rate",
+                f"{fmt.percent(sim['headline']['cache_hit_rate'])} "
+                f"({fmt.count(sim['headline']['cache_hits'])} of "
+                f"{fmt.count(sim['headline']['requests'])} calls)",
+            )
+        )
     return figures

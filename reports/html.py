@@ -16,8 +16,11 @@ from markupsafe import Markup
 from reports import charts
 from reports.format import FILTERS
 
-PLOTLY_CONFIG = {"displaylogo": False, "responsive": True,
-                 "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d"]}
+PLOTLY_CONFIG = {
+    "displaylogo": False,
+    "responsive": True,
+    "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d"],
+}
 
 
 def _environment() -> jinja2.Environment:
@@ -39,11 +42,15 @@ def _script_json(text: str) -> Markup:
 
 def render_html(report: dict) -> str:
     figures = charts.all_charts(report)
-    return _environment().get_template("report.html.j2").render(
-        report=report,
-        figures={key: _script_json(fig.to_json()) for key, fig in figures.items()},
-        plotly_js=Markup(plotly.offline.get_plotlyjs()),
-        plotly_config=_script_json(json.dumps(PLOTLY_CONFIG)),
+    return (
+        _environment()
+        .get_template("report.html.j2")
+        .render(
+            report=report,
+            figures={key: _script_json(fig.to_json()) for key, fig in figures.items()},
+            plotly_js=Markup(plotly.offline.get_plotlyjs()),
+            plotly_config=_script_json(json.dumps(PLOTLY_CONFIG)),
+        )
     )
 
 

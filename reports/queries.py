@@ -18,68 +18,85 @@ from analysis.store.stats import GROUPINGS
 DAY = GROUPINGS["day"]
 
 
-def daily_by(con: duckdb.DuckDBPyConnection, by: str, start: datetime | None,
-             end: datetime | None) -> pl.DataFrame:
+def daily_by(con: duckdb.DuckDBPyConnection, by: str, start: datetime | None, end: datetime | None) -> pl.DataFrame:
     """day, group, calls, tokens (input + output), cost_usd: one row per day and group."""
     where, params = time_filter(start, end)
-    return query_frame(con, f"""
+    return query_frame(
+        con,
+        f"""
         SELECT {DAY} AS day, {GROUPINGS[by]} AS "group", count(*) AS calls,
                CAST(coalesce(sum(input_tokens), 0) + coalesce(sum(output_tokens), 0) AS BIGINT) AS tokens,
                coalesce(sum(cost_usd), 0) AS cost_usd
         FROM requests {where}
-        GROUP BY 1, 2 ORDER BY 1, 2""", params)
+        GROUP BY 1, 2 ORDER BY 1, 2""",
+        params,
+    )
 
 
-def latency_by_model(con: duckdb.DuckDBPyConnection, start: datetime | None,
-                     end: datetime | None) -> pl.DataFrame:
+def latency_by_model(con: duckdb.DuckDBPyConnection, start: datetime | None, end: datetime | None) -> pl.DataFrame:
     """Per provider and model, successful calls only: latency and time-to-first-token p50/p95.
 
     Failed calls are left out: a rate-limited call answers in milliseconds and would flatter
     the model. Time to first token exists for streamed calls only.
     """
     where, params = time_filter(start, end, "outcome = 'ok'")
-    return query_frame(con, f"""
-        SELECT provider, {GROUPINGS['model']} AS model, count(*) AS calls,
+    return query_frame(
+        con,
+        f"""
+        SELECT provider, {GROUPINGS["model"]} AS model, count(*) AS calls,
                count(ttft_ms) AS streamed_calls,
                quantile_cont(latency_ms, 0.5) AS latency_p50_ms,
                quantile_cont(latency_ms, 0.95) AS latency_p95_ms,
                quantile_cont(ttft_ms, 0.5) AS ttft_p50_ms,
                quantile_cont(ttft_ms, 0.95) AS ttft_p95_ms
         FROM requests {where}
-        GROUP BY 1, 2 ORDER BY calls DESC, 1, 2""", params)
+        GROUP BY 1, 2 ORDER BY calls DESC, 1, 2""",
+        params,
+    )
 
 
-def outcomes_by_provider(con: duckdb.DuckDBPyConnection, start: datetime | None,
-                         end: datetime | None) -> pl.DataFrame:
+def outcomes_by_provider(con: duckdb.DuckDBPyConnection, start: datetime | None, end: datetime | None) -> pl.DataFrame:
     """provider, outcome, calls."""
     where, params = time_filter(start, end)
-    return query_frame(con, f"""
+    return query_frame(
+        con,
+        f"""
         SELECT provider, outcome, count(*) AS calls
         FROM requests {where}
-        GROUP BY 1, 2 ORDER BY 1, calls DESC""", params)
+        GROUP BY 1, 2 ORDER BY 1, calls DESC""",
+        params,
+    )
 
 
-def outcomes_by_day(con: duckdb.DuckDBPyConnection, start: datetime | None,
-                    end: datetime | None) -> pl.DataFrame:
+def outcomes_by_day(con: duckdb.DuckDBPyConnection, start: datetime | None, end: datetime | None) -> pl.DataFrame:
     """day, outcome, calls."""
     where, params = time_filter(start, end)
-    return query_frame(con, f"""
+    return query_frame(
+        con,
+        f"""
         SELECT {DAY} AS day, outcome, count(*) AS calls
         FROM requests {where}
-        GROUP BY 1, 2 ORDER BY 1, 2""", params)
+        GROUP BY 1, 2 ORDER BY 1, 2""",
+        params,
+    )
 
 
-def source_counts(con: duckdb.DuckDBPyConnection, column: str, start: datetime | None,
-                  end: datetime | None) -> pl.DataFrame:
+def source_counts(
+    con: duckdb.DuckDBPyConnection, column: str, start: datetime | None, end: datetime | None
+) -> pl.DataFrame:
     """value, calls, cost_usd for one of usage_source, cost_source, price_version."""
     if column not in ("usage_source", "cost_source", "price_version"):
         raise ValueError(f"not a data-quality column: {column!r}")
     where, params = time_filter(start, end)
-    return query_frame(con, f"""
+    return query_frame(
+        con,
+        f"""
         SELECT coalesce({column}, '(none)') AS value, count(*) AS calls,
                coalesce(sum(cost_usd), 0) AS cost_usd
         FROM requests {where}
-        GROUP BY 1 ORDER BY calls DESC""", params)
+        GROUP BY 1 ORDER BY calls DESC""",
+        params,
+    )
 
 
 def days_covered(con: duckdb.DuckDBPyConnection, start: datetime | None, end: datetime | None) -> int:
@@ -106,11 +123,14 @@ def repeated_prompts(con: duckdb.DuckDBPyConnection, decisions: pl.DataFrame, li
     """The prompts sent most often (equal prompt_hash), with what the simulated caches made of
     them: calls, teams, cost, cache hits and saving, the commonest reason a repeat could not be
     cached, and the start of the prompt text (when content was recorded)."""
-    return _with_decisions(con, decisions, f"""
+    return _with_decisions(
+        con,
+        decisions,
+        f"""
         WITH repeated AS (
             SELECT r.prompt_hash, count(*) AS calls, count(DISTINCT r.team) AS teams,
-                   count(DISTINCT {GROUPINGS['feature']}) AS features,
-                   any_value({GROUPINGS['feature']}) AS feature,
+                   count(DISTINCT {GROUPINGS["feature"]}) AS features,
+                   any_value({GROUPINGS["feature"]}) AS feature,
                    coalesce(sum(r.cost_usd), 0) AS cost_usd,
                    count(*) FILTER (WHERE d.disposition IN ('exact_hit', 'semantic_hit')) AS cache_hits,
                    coalesce(sum(d.saving_cache), 0) AS saving_usd,
@@ -123,13 +143,18 @@ def repeated_prompts(con: duckdb.DuckDBPyConnection, decisions: pl.DataFrame, li
         )
         SELECT repeated.*, left(regexp_replace(c.prompt_text, '\\s+', ' ', 'g'), 240) AS prompt_start
         FROM repeated LEFT JOIN contents c ON c.id = repeated.first_id
-        ORDER BY calls DESC, cost_usd DESC, prompt_hash""", [limit])
+        ORDER BY calls DESC, cost_usd DESC, prompt_hash""",
+        [limit],
+    )
 
 
 def affected_requests(con: duckdb.DuckDBPyConnection, decisions: pl.DataFrame) -> pl.DataFrame:
     """The requests a budget or rate limit would have hurt, per policy, action, team and feature:
     requests and what they cost as recorded."""
-    return _with_decisions(con, decisions, f"""
+    return _with_decisions(
+        con,
+        decisions,
+        f"""
         WITH hurt AS (
             SELECT d.budget_by AS policy, d.budget_action AS action, r.* FROM requests r
             JOIN {DECISIONS_VIEW} d ON d.id = r.id WHERE d.budget_by IS NOT NULL
@@ -137,7 +162,9 @@ def affected_requests(con: duckdb.DuckDBPyConnection, decisions: pl.DataFrame) -
             SELECT d.throttled_by AS policy, 'throttle' AS action, r.* FROM requests r
             JOIN {DECISIONS_VIEW} d ON d.id = r.id WHERE d.throttled_by IS NOT NULL
         )
-        SELECT policy, action, {GROUPINGS['team']} AS team, {GROUPINGS['feature']} AS feature,
+        SELECT policy, action, {GROUPINGS["team"]} AS team, {GROUPINGS["feature"]} AS feature,
                count(*) AS requests, coalesce(sum(cost_usd), 0) AS cost_usd,
                min(ts) AS first_at, max(ts) AS last_at
-        FROM hurt GROUP BY ALL ORDER BY policy, requests DESC, team, feature""", [])
+        FROM hurt GROUP BY ALL ORDER BY policy, requests DESC, team, feature""",
+        [],
+    )

@@ -42,7 +42,10 @@ def _summary(result: dict[str, Any]) -> Table:
     table.add_row("baseline spend (recorded)", usd(t["baseline_usd"]))
     table.add_row("simulated spend", usd(t["simulated_usd"]))
     table.add_row("saving", f"{usd(t['saving_usd'])}  ({t['saving_pct']:.1f}%)")
-    table.add_row("cache hits", f"{t['cache_hits']:,}  ({pct(t['cache_hit_rate'])}), {t['latency_saved_ms'] / 1000:,.0f} s of latency saved")
+    table.add_row(
+        "cache hits",
+        f"{t['cache_hits']:,}  ({pct(t['cache_hit_rate'])}), {t['latency_saved_ms'] / 1000:,.0f} s of latency saved",
+    )
     table.add_row("routed", f"{t['routed']:,}")
     table.add_row("downgraded by a budget", f"{t['downgraded']:,}")
     table.add_row("blocked by a budget", f"[bold]{t['blocked']:,}[/]")
@@ -54,7 +57,13 @@ def _summary(result: dict[str, Any]) -> Table:
 
 def _by_policy(result: dict[str, Any]) -> Table:
     table = Table(title="By policy, in the order they apply (each saving counted once)")
-    for name, justify in (("policy", "left"), ("kind", "left"), ("requests", "right"), ("saving", "right"), ("what it costs", "left")):
+    for name, justify in (
+        ("policy", "left"),
+        ("kind", "left"),
+        ("requests", "right"),
+        ("saving", "right"),
+        ("what it costs", "left"),
+    ):
         table.add_column(name, justify=justify)
     for row in result["by_policy"]:
         costs = {
@@ -72,13 +81,29 @@ def _grouped(result: dict[str, Any], key: str, limit: int = 40) -> Table:
     rows = result[key]
     title = f"By {GROUP_TITLES[key]}" + (f" (first {limit} of {len(rows)})" if len(rows) > limit else "")
     table = Table(title=title)
-    for name in (GROUP_TITLES[key], "requests", "baseline", "simulated", "saving", "cache hits", "routed", "blocked", "throttled"):
+    for name in (
+        GROUP_TITLES[key],
+        "requests",
+        "baseline",
+        "simulated",
+        "saving",
+        "cache hits",
+        "routed",
+        "blocked",
+        "throttled",
+    ):
         table.add_column(name, justify="left" if name == GROUP_TITLES[key] else "right")
     for row in rows[:limit]:
         table.add_row(
-            plain(row["key"]) if row["key"] is not None else "(none)", count(row["requests"]), usd(row["baseline_usd"]),
-            usd(row["simulated_usd"]), usd(row["saving_usd"]), count(row["cache_hits"]), count(row["routed"]),
-            count(row["blocked"]), count(row["throttled"]),
+            plain(row["key"]) if row["key"] is not None else "(none)",
+            count(row["requests"]),
+            usd(row["baseline_usd"]),
+            usd(row["simulated_usd"]),
+            usd(row["saving_usd"]),
+            count(row["cache_hits"]),
+            count(row["routed"]),
+            count(row["blocked"]),
+            count(row["throttled"]),
         )
     return table
 
@@ -89,10 +114,15 @@ def _caches(result: dict[str, Any]) -> list[Table]:
         cache = result["cache"].get(kind)
         if not cache:
             continue
-        table = Table(title=f"{kind.capitalize()} cache {cache['name']!r} (scope {cache['scope']}, ttl {cache['ttl_seconds']} s)", show_header=False)
+        table = Table(
+            title=f"{kind.capitalize()} cache {cache['name']!r} (scope {cache['scope']}, ttl {cache['ttl_seconds']} s)",
+            show_header=False,
+        )
         table.add_column("", style="bold")
         table.add_column("")
-        table.add_row("hits", f"{cache['hits']:,} ({pct(cache['hit_rate'])} of requests), saving {usd(cache['saving_usd'])}")
+        table.add_row(
+            "hits", f"{cache['hits']:,} ({pct(cache['hit_rate'])} of requests), saving {usd(cache['saving_usd'])}"
+        )
         if kind == "exact":
             misses = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in cache["misses"].items())
             table.add_row("misses", misses)
@@ -108,14 +138,18 @@ def _caches(result: dict[str, Any]) -> list[Table]:
                 sweep.add_column(name, justify="right")
             for row in cache["sweep"]:
                 mark = "*" if row["estimated"] else " (this run)"
-                sweep.add_row(f"{row['threshold']:.2f}{mark}", count(row["hits"]), pct(row["hit_rate"]), usd(row["saving_usd"]))
+                sweep.add_row(
+                    f"{row['threshold']:.2f}{mark}", count(row["hits"]), pct(row["hit_rate"]), usd(row["saving_usd"])
+                )
             tables.append(sweep)
             if cache["sample_pairs"]:
                 pairs = Table(title="Matched pairs to judge (lowest similarity first)", show_lines=True)
                 for name in ("similarity", "request", "answered with (cached prompt)"):
                     pairs.add_column(name)
                 for pair in cache["sample_pairs"][:10]:
-                    pairs.add_row(f"{pair['similarity']:.3f}", plain(pair["request_prompt"]), plain(pair["cached_prompt"]))
+                    pairs.add_row(
+                        f"{pair['similarity']:.3f}", plain(pair["request_prompt"]), plain(pair["cached_prompt"])
+                    )
                 tables.append(pairs)
     return tables
 
@@ -124,17 +158,23 @@ def _budgets(result: dict[str, Any], limit: int = 15) -> list[Table]:
     tables = []
     for budget in result["budgets"]:
         action = budget["action"] + (f" to {budget['to']}" if budget["to"] else "")
-        table = Table(title=(
-            f"Budget {budget['name']!r}: {budget['scope']}, {usd(budget['limit_usd'])} per {budget['window']}, {action}: "
-            f"{budget['windows_tripped']:,} windows tripped, {budget['blocked']:,} blocked, {budget['downgraded']:,} downgraded, "
-            f"{usd(budget['spend_prevented_usd'])} prevented"
-        ))
+        table = Table(
+            title=(
+                f"Budget {budget['name']!r}: {budget['scope']}, {usd(budget['limit_usd'])} per {budget['window']}, {action}: "
+                f"{budget['windows_tripped']:,} windows tripped, {budget['blocked']:,} blocked, {budget['downgraded']:,} downgraded, "
+                f"{usd(budget['spend_prevented_usd'])} prevented"
+            )
+        )
         for name in (budget["scope"], "window", "tripped by", "at", "blocked", "downgraded", "prevented"):
             table.add_column(name, justify="right" if name in ("blocked", "downgraded", "prevented") else "left")
         for incident in budget["incidents"][:limit]:
             table.add_row(
-                plain(incident["scope_value"]), incident["window_start"][:16], plain(incident["tripped_by"] or "-"),
-                (incident["tripped_at"] or "-")[:19], count(incident["blocked"]), count(incident["downgraded"]),
+                plain(incident["scope_value"]),
+                incident["window_start"][:16],
+                plain(incident["tripped_by"] or "-"),
+                (incident["tripped_at"] or "-")[:19],
+                count(incident["blocked"]),
+                count(incident["downgraded"]),
                 usd(incident["spend_prevented_usd"]),
             )
         tables.append(table)
@@ -144,11 +184,13 @@ def _budgets(result: dict[str, Any], limit: int = 15) -> list[Table]:
 def _rate_limits(result: dict[str, Any]) -> list[Table]:
     tables = []
     for limit in result["rate_limits"]:
-        table = Table(title=(
-            f"Rate limit {limit['name']!r}: {limit['scope']}, {limit['requests_per_minute'] or '-'} requests / "
-            f"{limit['tokens_per_minute'] or '-'} tokens per minute: {limit['throttled']:,} throttled "
-            f"({limit['scope_values_affected']:,} {limit['scope']} values)"
-        ))
+        table = Table(
+            title=(
+                f"Rate limit {limit['name']!r}: {limit['scope']}, {limit['requests_per_minute'] or '-'} requests / "
+                f"{limit['tokens_per_minute'] or '-'} tokens per minute: {limit['throttled']:,} throttled "
+                f"({limit['scope_values_affected']:,} {limit['scope']} values)"
+            )
+        )
         for name in (limit["scope"], "throttled", "first", "last"):
             table.add_column(name)
         for row in limit["top_scope_values"][:10]:
@@ -157,7 +199,9 @@ def _rate_limits(result: dict[str, Any]) -> list[Table]:
     return tables
 
 
-def print_result(result: dict[str, Any], console: Console, groups: tuple[str, ...] = ("by_day", "by_team", "by_feature", "by_model")) -> None:
+def print_result(
+    result: dict[str, Any], console: Console, groups: tuple[str, ...] = ("by_day", "by_team", "by_feature", "by_model")
+) -> None:
     """The whole result as tables, summary first."""
     console.print(_summary(result))
     console.print(_by_policy(result))
@@ -169,7 +213,9 @@ def print_result(result: dict[str, Any], console: Console, groups: tuple[str, ..
             routing.add_column(name, justify="right" if name in ("requests", "saving") else "left")
         for rule in result["routing"]["rules"]:
             origins = ", ".join(f"{m} {n:,}" for m, n in list(rule["from_models"].items())[:4])
-            routing.add_row(plain(rule["name"]), plain(rule["to"]), count(rule["requests"]), plain(origins), usd(rule["saving_usd"]))
+            routing.add_row(
+                plain(rule["name"]), plain(rule["to"]), count(rule["requests"]), plain(origins), usd(rule["saving_usd"])
+            )
         console.print(routing)
     for table in _budgets(result) + _rate_limits(result):
         console.print(table)
@@ -186,9 +232,15 @@ def print_comparison(a: dict[str, Any], b: dict[str, Any], names: tuple[str, str
     table.add_column(names[0], justify="right")
     table.add_column(names[1], justify="right")
     rows = [
-        ("baseline spend", "baseline_usd", usd), ("simulated spend", "simulated_usd", usd), ("saving", "saving_usd", usd),
-        ("cache hits", "cache_hits", count), ("routed", "routed", count), ("downgraded", "downgraded", count),
-        ("blocked", "blocked", count), ("throttled", "throttled", count), ("batched", "batched", count),
+        ("baseline spend", "baseline_usd", usd),
+        ("simulated spend", "simulated_usd", usd),
+        ("saving", "saving_usd", usd),
+        ("cache hits", "cache_hits", count),
+        ("routed", "routed", count),
+        ("downgraded", "downgraded", count),
+        ("blocked", "blocked", count),
+        ("throttled", "throttled", count),
+        ("batched", "batched", count),
         ("quality unverified", "quality_unverified", count),
     ]
     for label, key, fmt in rows:
@@ -216,11 +268,13 @@ def print_explanation(explanation: dict[str, Any], console: Console) -> None:
         table.add_row(plain(step["policy"]), step["kind"], step["outcome"], plain("\n".join(step["reasons"])))
     console.print(table)
     savings = ", ".join(
-        f"{k.removeprefix('saving_')} {usd(decision[k])}" for k in ("saving_cache", "saving_routing", "saving_batch", "saving_budget")
+        f"{k.removeprefix('saving_')} {usd(decision[k])}"
+        for k in ("saving_cache", "saving_routing", "saving_batch", "saving_budget")
         if decision[k]
     )
     console.print(
         f"Decision: {decision['disposition']}, model {decision['model_after']}, quality {decision['quality']}; "
-        f"cost {usd(decision['cost_usd'])} -> {usd(decision['simulated_cost_usd'])}" + (f" (saving: {savings})" if savings else ""),
+        f"cost {usd(decision['cost_usd'])} -> {usd(decision['simulated_cost_usd'])}"
+        + (f" (saving: {savings})" if savings else ""),
         highlight=False,
     )

@@ -32,8 +32,11 @@ def _labelled(rows: list[dict]) -> list[dict]:
 
 def _waterfall(by_policy: list[dict]) -> list[dict]:
     """The policies that saved money, in the order they apply (each saving counted once)."""
-    return [{"name": p["name"], "kind": p["kind"], "saving_usd": p["saving_usd"]}
-            for p in by_policy if abs(p["saving_usd"]) > 0]
+    return [
+        {"name": p["name"], "kind": p["kind"], "saving_usd": p["saving_usd"]}
+        for p in by_policy
+        if abs(p["saving_usd"]) > 0
+    ]
 
 
 def simulation_figures(con: duckdb.DuckDBPyConnection, run: SimulationRun) -> dict:

@@ -72,11 +72,15 @@ def retry_after(rng: random.Random, call: Call) -> float:
 
 def _retry(rng: random.Random, call: Call) -> Call | None:
     if call.fault in ("rate_limited", "server_error", "overloaded") and not (
-            call.fault == "overloaded" and call.key.provider == "anthropic" and call.stream):
+        call.fault == "overloaded" and call.key.provider == "anthropic" and call.stream
+    ):
         if call.retry_count >= MAX_RETRIES:
             return None
-        wait = call.retry_after_s if call.fault == "rate_limited" else \
-            min(8.0, 0.5 * 2 ** call.retry_count) * rng.uniform(0.75, 1.0)
+        wait = (
+            call.retry_after_s
+            if call.fault == "rate_limited"
+            else min(8.0, 0.5 * 2**call.retry_count) * rng.uniform(0.75, 1.0)
+        )
         retry = copy.deepcopy(call)
         retry.retry_count += 1
     elif call.fault in ("cut", "overloaded") and rng.random() < 0.5:

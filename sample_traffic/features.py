@@ -57,12 +57,29 @@ SUPPORT_SYSTEM = (
     "sure of. Never ask for card numbers, PINs, passcodes or one-time codes. If the customer is upset, "
     "acknowledge it briefly. If you cannot help, offer to connect them with a human agent."
 )
-OPENERS = ["", "", "Thanks for reaching out! ", "I'm sorry for the trouble. ", "Happy to help. ",
-           "I understand how frustrating that is. "]
-CLOSERS = ["", "", " Is there anything else I can help with?", " Let me know if that doesn't solve it.",
-           " I can connect you with an agent if you need more help."]
-FOLLOW_UPS = ["That didn't work.", "Thanks!", "How long will that take?", "Can I talk to a human?",
-              "Ok, and is there a fee for that?", "I already tried that."]
+OPENERS = [
+    "",
+    "",
+    "Thanks for reaching out! ",
+    "I'm sorry for the trouble. ",
+    "Happy to help. ",
+    "I understand how frustrating that is. ",
+]
+CLOSERS = [
+    "",
+    "",
+    " Is there anything else I can help with?",
+    " Let me know if that doesn't solve it.",
+    " I can connect you with an agent if you need more help.",
+]
+FOLLOW_UPS = [
+    "That didn't work.",
+    "Thanks!",
+    "How long will that take?",
+    "Can I talk to a human?",
+    "Ok, and is there a fee for that?",
+    "I already tried that.",
+]
 
 
 def _support_answer(rng: random.Random, intent: str) -> str:
@@ -84,33 +101,51 @@ def support_bot(rng: random.Random, at: float) -> list[Call]:
         text = material.pick_query(rng, intent) if turn == 0 else rng.choice(FOLLOW_UPS)
         history.append(Message("user", text))
         answer = _support_answer(rng, intent)
-        calls.append(Call(
-            at=at, key=key, api="chat", model=model, feature="support-bot", system=SUPPORT_SYSTEM,
-            messages=list(history), reply=Reply(answer), stream=stream,
-            include_usage=not canary,  # the canary build forgot stream_options
-            params={"temperature": 0.3, "max_tokens": 400},
-            shadow_headers=shadow("support", "support-bot"), body_user=customer,
-        ))
+        calls.append(
+            Call(
+                at=at,
+                key=key,
+                api="chat",
+                model=model,
+                feature="support-bot",
+                system=SUPPORT_SYSTEM,
+                messages=list(history),
+                reply=Reply(answer),
+                stream=stream,
+                include_usage=not canary,  # the canary build forgot stream_options
+                params={"temperature": 0.3, "max_tokens": 400},
+                shadow_headers=shadow("support", "support-bot"),
+                body_user=customer,
+            )
+        )
         history.append(Message("assistant", answer))
         at += 20 + rng.expovariate(1 / 45)
     return calls
 
 
 CONFUSABLE = {
-    "card_arrival": "card_delivery_estimate", "lost_or_stolen_card": "compromised_card",
-    "pin_blocked": "change_pin", "exchange_rate": "card_payment_wrong_exchange_rate",
-    "pending_card_payment": "transaction_charged_twice", "declined_card_payment": "card_not_working",
-    "top_up_failed": "top_up_reverted", "pending_top_up": "top_up_failed",
-    "transfer_not_received_by_recipient": "pending_transfer", "transfer_timing": "pending_transfer",
-    "request_refund": "Refund_not_showing_up", "verify_my_identity": "unable_to_verify_identity",
+    "card_arrival": "card_delivery_estimate",
+    "lost_or_stolen_card": "compromised_card",
+    "pin_blocked": "change_pin",
+    "exchange_rate": "card_payment_wrong_exchange_rate",
+    "pending_card_payment": "transaction_charged_twice",
+    "declined_card_payment": "card_not_working",
+    "top_up_failed": "top_up_reverted",
+    "pending_top_up": "top_up_failed",
+    "transfer_not_received_by_recipient": "pending_transfer",
+    "transfer_timing": "pending_transfer",
+    "request_refund": "Refund_not_showing_up",
+    "verify_my_identity": "unable_to_verify_identity",
     "cash_withdrawal_charge": "card_payment_fee_charged",
 }
 
 
 def classifier_system() -> str:
     labels = ", ".join(material.all_intent_labels())
-    return ("Classify the customer message into exactly one intent label. Reply with JSON "
-            f'{{"intent": "<label>"}} and nothing else. Labels: {labels}')
+    return (
+        "Classify the customer message into exactly one intent label. Reply with JSON "
+        f'{{"intent": "<label>"}} and nothing else. Labels: {labels}'
+    )
 
 
 def intent_classifier(rng: random.Random, at: float) -> list[Call]:
@@ -122,13 +157,20 @@ def intent_classifier(rng: random.Random, at: float) -> list[Call]:
         label = CONFUSABLE[intent]
     calls = []
     for _ in range(rng.choices([1, 2, 3], [82, 14, 4])[0]):
-        calls.append(Call(
-            at=at, key=KEYS["support-pipeline"], api="chat", model="gpt-4.1-mini",
-            feature="intent-classifier", system=classifier_system(), messages=[Message("user", query)],
-            reply=Reply(json.dumps({"intent": label})),
-            params={"temperature": 0, "response_format": {"type": "json_object"}},
-            shadow_headers=shadow("support", "intent-classifier"),
-        ))
+        calls.append(
+            Call(
+                at=at,
+                key=KEYS["support-pipeline"],
+                api="chat",
+                model="gpt-4.1-mini",
+                feature="intent-classifier",
+                system=classifier_system(),
+                messages=[Message("user", query)],
+                reply=Reply(json.dumps({"intent": label})),
+                params={"temperature": 0, "response_format": {"type": "json_object"}},
+                shadow_headers=shadow("support", "intent-classifier"),
+            )
+        )
         at += rng.uniform(120, 7200)
     return calls
 
@@ -137,15 +179,22 @@ def ticket_summary(rng: random.Random, at: float) -> list[Call]:
     """An agent closes a ticket: Claude Haiku writes the summary for the CRM."""
     agent = rng.choice(AGENTS)
     transcript, summary = material.ticket_transcript(rng, material.pick_intent(rng))
-    return [Call(
-        at=at, key=KEYS["support-summaries"], api="messages", model="claude-haiku-4-5",
-        feature="ticket-summary",
-        system="Summarise the support conversation for the CRM in at most three sentences: the "
-               "customer's issue, what was done, and whether it is resolved.",
-        messages=[Message("user", transcript)], reply=Reply(summary),
-        params={"temperature": 0.2, "max_tokens": 300},
-        shadow_headers=shadow("support", "ticket-summary", agent), body_user=agent,
-    )]
+    return [
+        Call(
+            at=at,
+            key=KEYS["support-summaries"],
+            api="messages",
+            model="claude-haiku-4-5",
+            feature="ticket-summary",
+            system="Summarise the support conversation for the CRM in at most three sentences: the "
+            "customer's issue, what was done, and whether it is resolved.",
+            messages=[Message("user", transcript)],
+            reply=Reply(summary),
+            params={"temperature": 0.2, "max_tokens": 300},
+            shadow_headers=shadow("support", "ticket-summary", agent),
+            body_user=agent,
+        )
+    ]
 
 
 AGENT_ASSIST_SYSTEM = (
@@ -167,13 +216,21 @@ def agent_assist(rng: random.Random, at: float) -> list[Call]:
         reply = material.support_intents()[intent]["answer"]
         if escalate:
             reply += "\nInternal note: customer has written three times; escalate to tier 2."
-        calls.append(Call(
-            at=at, key=KEYS["support-pipeline"], api="chat", model="gpt-4.1-mini",
-            feature="agent-assist", system=AGENT_ASSIST_SYSTEM, context=material.handbook(),
-            messages=[Message("user", f"Retrieved articles:\n{articles}\n\nCustomer message: {query}")],
-            reply=Reply(reply), params={"temperature": 0.2},
-            shadow_headers=shadow("support", "agent-assist", agent),
-        ))
+        calls.append(
+            Call(
+                at=at,
+                key=KEYS["support-pipeline"],
+                api="chat",
+                model="gpt-4.1-mini",
+                feature="agent-assist",
+                system=AGENT_ASSIST_SYSTEM,
+                context=material.handbook(),
+                messages=[Message("user", f"Retrieved articles:\n{articles}\n\nCustomer message: {query}")],
+                reply=Reply(reply),
+                params={"temperature": 0.2},
+                shadow_headers=shadow("support", "agent-assist", agent),
+            )
+        )
         at += rng.uniform(40, 400)
     return calls
 
@@ -185,28 +242,40 @@ def campaign_copy(rng: random.Random, at: float) -> list[Call]:
     """Marketers' notebook: creative copy on the big model, high temperature, no attribution."""
     product, segment, channel, n = material.campaign_request(rng)
     ask = f"Write {n} {channel} variants promoting {product} to {segment}. Keep each under 90 characters."
-    return [Call(
-        at=at, key=KEYS["growth-notebooks"], api="chat", model="gpt-4o", feature="campaign-copy",
-        system="You are a senior copywriter for a European fintech. Be concrete, no exclamation marks.",
-        messages=[Message("user", ask)], reply=Reply(material.campaign_copy(rng, product, segment, channel, n)),
-        params={"temperature": 0.9, "top_p": 1},
-    )]
+    return [
+        Call(
+            at=at,
+            key=KEYS["growth-notebooks"],
+            api="chat",
+            model="gpt-4o",
+            feature="campaign-copy",
+            system="You are a senior copywriter for a European fintech. Be concrete, no exclamation marks.",
+            messages=[Message("user", ask)],
+            reply=Reply(material.campaign_copy(rng, product, segment, channel, n)),
+            params={"temperature": 0.9, "top_p": 1},
+        )
+    ]
 
 
 def review_insights(rng: random.Random, at: float) -> list[Call]:
     """Themes in a batch of customer feedback, on a thinking Gemini model."""
     messages, themes = material.feedback_batch(rng, rng.randint(12, 24))
     listing = "\n".join(f"- {m}" for m in messages)
-    return [Call(
-        at=at, key=KEYS["growth-insights"], api="generate_content", model="gemini-2.5-flash",
-        feature="review-insights",
-        system="You analyse customer feedback for a bank's product team. Group it into themes, "
-               "count mentions, and say what the product team should look at first.",
-        messages=[Message("user", f"Feedback from the last 24 hours:\n{listing}")],
-        reply=Reply(themes, reasoning_tokens=rng.randint(300, 1600)),
-        params={"temperature": 0.4},
-        shadow_headers=shadow("growth", "review-insights"),
-    )]
+    return [
+        Call(
+            at=at,
+            key=KEYS["growth-insights"],
+            api="generate_content",
+            model="gemini-2.5-flash",
+            feature="review-insights",
+            system="You analyse customer feedback for a bank's product team. Group it into themes, "
+            "count mentions, and say what the product team should look at first.",
+            messages=[Message("user", f"Feedback from the last 24 hours:\n{listing}")],
+            reply=Reply(themes, reasoning_tokens=rng.randint(300, 1600)),
+            params={"temperature": 0.4},
+            shadow_headers=shadow("growth", "review-insights"),
+        )
+    ]
 
 
 def campaign_chat(rng: random.Random, at: float) -> list[Call]:
@@ -218,13 +287,21 @@ def campaign_chat(rng: random.Random, at: float) -> list[Call]:
         product, segment, _, _ = material.campaign_request(rng)
         history.append(Message("user", f"Give me campaign ideas for {product} aimed at {segment}."))
         ideas = material.campaign_ideas(rng, product, segment)
-        calls.append(Call(
-            at=at, key=KEYS["growth-studio"], api="generate_content", model="gemini-2.5-flash",
-            feature="campaign-studio", system="You are a growth marketing assistant for a digital bank.",
-            messages=list(history), reply=Reply(ideas, reasoning_tokens=rng.randint(80, 700)),
-            stream=True, params={"temperature": 1.0},
-            shadow_headers=shadow("growth", "campaign-studio", marketer),
-        ))
+        calls.append(
+            Call(
+                at=at,
+                key=KEYS["growth-studio"],
+                api="generate_content",
+                model="gemini-2.5-flash",
+                feature="campaign-studio",
+                system="You are a growth marketing assistant for a digital bank.",
+                messages=list(history),
+                reply=Reply(ideas, reasoning_tokens=rng.randint(80, 700)),
+                stream=True,
+                params={"temperature": 1.0},
+                shadow_headers=shadow("growth", "campaign-studio", marketer),
+            )
+        )
         history.append(Message("assistant", ideas))
         at += rng.uniform(30, 240)
     return calls
@@ -249,23 +326,40 @@ def help_center(rng: random.Random, at: float) -> list[Call]:
     for _ in range(rng.choices([1, 2, 3, 4], [45, 30, 15, 10])[0]):
         intent = material.pick_intent(rng)
         question = material.pick_query(rng, intent, popular=0.5)
-        calls.append(Call(
-            at=at, key=KEYS["platform-search"], api="embeddings", model="text-embedding-3-small",
-            feature="help-center-search", embedding_inputs=[question], params={"dimensions": 256},
-            shadow_headers=shadow("platform", "help-center-search"),
-        ))
+        calls.append(
+            Call(
+                at=at,
+                key=KEYS["platform-search"],
+                api="embeddings",
+                model="text-embedding-3-small",
+                feature="help-center-search",
+                embedding_inputs=[question],
+                params={"dimensions": 256},
+                shadow_headers=shadow("platform", "help-center-search"),
+            )
+        )
         articles = "\n\n".join(material.retrieved_articles(rng, intent, k=3))
         answer = material.support_intents()[intent]["answer"]
         # Earlier turns keep only the questions and answers; fresh articles go with the new one.
         turn = Message("user", f"<articles>\n{articles}\n</articles>\n\nQuestion: {question}")
-        calls.append(Call(
-            at=at + rng.uniform(0.15, 0.4), key=KEYS["platform-help-rag"], api="messages",
-            model="claude-sonnet-4-5", feature="help-center-answers", system=HELP_RAG_SYSTEM,
-            context=material.handbook(), messages=[*history, turn], reply=Reply(answer), stream=stream,
-            params={"max_tokens": 1024, "temperature": 0.3}, cache_control=True,
-            shadow_headers=shadow("platform", "help-center-answers"),
-            body_user=visitor if rng.random() < 0.5 else None,
-        ))
+        calls.append(
+            Call(
+                at=at + rng.uniform(0.15, 0.4),
+                key=KEYS["platform-help-rag"],
+                api="messages",
+                model="claude-sonnet-4-5",
+                feature="help-center-answers",
+                system=HELP_RAG_SYSTEM,
+                context=material.handbook(),
+                messages=[*history, turn],
+                reply=Reply(answer),
+                stream=stream,
+                params={"max_tokens": 1024, "temperature": 0.3},
+                cache_control=True,
+                shadow_headers=shadow("platform", "help-center-answers"),
+                body_user=visitor if rng.random() < 0.5 else None,
+            )
+        )
         history += [Message("user", question), Message("assistant", answer)]
         at += rng.uniform(45, 240)
     return calls
@@ -274,11 +368,18 @@ def help_center(rng: random.Random, at: float) -> list[Call]:
 def search_indexer(rng: random.Random, at: float) -> list[Call]:
     """Re-embedding changed help-centre chunks in small batches."""
     intents = rng.sample(list(material.support_intents()), rng.randint(2, 5))
-    return [Call(
-        at=at, key=KEYS["platform-indexer"], api="embeddings", model="text-embedding-3-small",
-        feature="search-index", embedding_inputs=[material.help_article(i) for i in intents],
-        params={"dimensions": 256}, shadow_headers=shadow("platform", "search-index"),
-    )]
+    return [
+        Call(
+            at=at,
+            key=KEYS["platform-indexer"],
+            api="embeddings",
+            model="text-embedding-3-small",
+            feature="search-index",
+            embedding_inputs=[material.help_article(i) for i in intents],
+            params={"dimensions": 256},
+            shadow_headers=shadow("platform", "search-index"),
+        )
+    ]
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -292,12 +393,20 @@ def nightly_digest(rng: random.Random, at: float) -> list[Call]:
     calls = []
     for queue in QUEUES:
         stats, digest = material.daily_digest(rng, f"{day} ({queue} queue)")
-        calls.append(Call(
-            at=at, key=KEYS["data-etl"], api="chat", model="gpt-4o-mini", feature="nightly-digest",
-            system="Write a three-sentence digest of the day's support statistics for the ops channel.",
-            messages=[Message("user", stats)], reply=Reply(digest), params={"temperature": 0},
-            shadow_headers=shadow("data", "nightly-digest"),
-        ))
+        calls.append(
+            Call(
+                at=at,
+                key=KEYS["data-etl"],
+                api="chat",
+                model="gpt-4o-mini",
+                feature="nightly-digest",
+                system="Write a three-sentence digest of the day's support statistics for the ops channel.",
+                messages=[Message("user", stats)],
+                reply=Reply(digest),
+                params={"temperature": 0},
+                shadow_headers=shadow("data", "nightly-digest"),
+            )
+        )
         at += rng.uniform(2, 9)
     return calls
 
@@ -322,11 +431,20 @@ def runaway_backfill(rng: random.Random, start: float, count: int) -> list[Call]
     at = start
     for i in range(count):
         record, summary = records[i % len(records)]
-        calls.append(Call(
-            at=round(at, 3), key=KEYS["data-etl"], api="chat", model="gpt-4o", feature="ticket-backfill",
-            system=BACKFILL_SYSTEM, messages=[Message("user", record)], reply=Reply(summary),
-            params={"temperature": 0}, shadow_headers=shadow("data", "ticket-backfill"),
-        ))
+        calls.append(
+            Call(
+                at=round(at, 3),
+                key=KEYS["data-etl"],
+                api="chat",
+                model="gpt-4o",
+                feature="ticket-backfill",
+                system=BACKFILL_SYSTEM,
+                messages=[Message("user", record)],
+                reply=Reply(summary),
+                params={"temperature": 0},
+                shadow_headers=shadow("data", "ticket-backfill"),
+            )
+        )
         at += rng.expovariate(1 / RUNAWAY_MEAN_INTERVAL_S)
     return calls
 
@@ -338,28 +456,50 @@ def sql_helper(rng: random.Random, at: float) -> list[Call]:
     """Analysts turn questions into SQL with a reasoning model on the Responses API."""
     analyst = rng.choice(ANALYSTS)
     question, sql = rng.choice(material.SQL_QUESTIONS)
-    return [Call(
-        at=at, key=KEYS["data-analysts"], api="responses", model="o4-mini", feature="sql-helper",
-        system=SQL_SYSTEM, messages=[Message("user", f"{material.SQL_SCHEMA}\n\nQuestion: {question}")],
-        reply=Reply(sql, reasoning_tokens=rng.choice([192, 256, 384, 448, 640, 896, 1216])),
-        stream=rng.random() < 0.25, params={"reasoning": {"effort": "medium"}},
-        shadow_headers=shadow("data", "sql-helper", analyst),
-    )]
+    return [
+        Call(
+            at=at,
+            key=KEYS["data-analysts"],
+            api="responses",
+            model="o4-mini",
+            feature="sql-helper",
+            system=SQL_SYSTEM,
+            messages=[Message("user", f"{material.SQL_SCHEMA}\n\nQuestion: {question}")],
+            reply=Reply(sql, reasoning_tokens=rng.choice([192, 256, 384, 448, 640, 896, 1216])),
+            stream=rng.random() < 0.25,
+            params={"reasoning": {"effort": "medium"}},
+            shadow_headers=shadow("data", "sql-helper", analyst),
+        )
+    ]
 
 
 # --- eng-tools -------------------------------------------------------------------------------
 
 CODE_TOOLS = [
-    Tool("read_file", "Read a file from the repository.",
-         {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}),
-    Tool("search_code", "Search the repository for code matching a query.",
-         {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}),
-    Tool("run_tests", "Run tests and return the failures.",
-         {"type": "object", "properties": {"path": {"type": "string"}, "filter": {"type": "string"}},
-          "required": ["path"]}),
+    Tool(
+        "read_file",
+        "Read a file from the repository.",
+        {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]},
+    ),
+    Tool(
+        "search_code",
+        "Search the repository for code matching a query.",
+        {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
+    ),
+    Tool(
+        "run_tests",
+        "Run tests and return the failures.",
+        {
+            "type": "object",
+            "properties": {"path": {"type": "string"}, "filter": {"type": "string"}},
+            "required": ["path"],
+        },
+    ),
 ]
-CODE_SYSTEM = ("You are Kestrel's internal coding assistant. Use the tools to look at the code before "
-               "answering. Be concise and show code in fenced blocks.")
+CODE_SYSTEM = (
+    "You are Kestrel's internal coding assistant. Use the tools to look at the code before "
+    "answering. Be concise and show code in fenced blocks."
+)
 
 
 def code_assistant(rng: random.Random, at: float) -> list[Call]:
@@ -367,20 +507,34 @@ def code_assistant(rng: random.Random, at: float) -> list[Call]:
     engineer = rng.choice(ENGINEERS)
     task = rng.choice(material.code_tasks())
     on_claude = rng.random() < 0.4
-    key, api, model = ((KEYS["eng-copilot-anthropic"], "messages", "claude-sonnet-4-5") if on_claude
-                       else (KEYS["eng-copilot-openai"], "chat", "gpt-4.1"))
+    key, api, model = (
+        (KEYS["eng-copilot-anthropic"], "messages", "claude-sonnet-4-5")
+        if on_claude
+        else (KEYS["eng-copilot-openai"], "chat", "gpt-4.1")
+    )
     call_id = ids.anthropic_tool_use(rng) if on_claude else ids.openai_tool_call(rng)
     # GPT writes compact JSON arguments, Claude spaced ones, as the recorded exchanges show.
     arguments = json.dumps(task["args"], separators=None if on_claude else (",", ":"))
     tool_call = ToolCall(call_id, task["tool"], arguments)
-    common = dict(key=key, api=api, model=model, feature="code-assistant", system=CODE_SYSTEM,
-                  tools=CODE_TOOLS, stream=True, params={"temperature": 0.2, "max_tokens": 2048},
-                  shadow_headers=shadow("eng-tools", "code-assistant", engineer))
+    common = dict(
+        key=key,
+        api=api,
+        model=model,
+        feature="code-assistant",
+        system=CODE_SYSTEM,
+        tools=CODE_TOOLS,
+        stream=True,
+        params={"temperature": 0.2, "max_tokens": 2048},
+        shadow_headers=shadow("eng-tools", "code-assistant", engineer),
+    )
     ask = Message("user", task["ask"])
     first = Call(at=at, messages=[ask], reply=Reply(tool_calls=[tool_call]), **common)
     at += rng.uniform(1.5, 6)  # the tool runs on the engineer's machine
-    history = [ask, Message("assistant", tool_calls=[tool_call]),
-               Message("tool", task["result"], tool_call_id=call_id, tool_name=task["tool"])]
+    history = [
+        ask,
+        Message("assistant", tool_calls=[tool_call]),
+        Message("tool", task["result"], tool_call_id=call_id, tool_name=task["tool"]),
+    ]
     second = Call(at=at, messages=list(history), reply=Reply(task["answer"]), **common)
     return [first, second]
 
@@ -388,13 +542,22 @@ def code_assistant(rng: random.Random, at: float) -> list[Call]:
 def commit_message(rng: random.Random, at: float) -> list[Call]:
     """A git hook writes commit messages; its old streaming code never asked for usage."""
     path, diff, message = rng.choice(material.COMMIT_DIFFS)
-    return [Call(
-        at=at, key=KEYS["eng-cli"], api="chat", model="gpt-4o-mini", feature="commit-message",
-        system="Write a git commit subject line (imperative, max 72 characters) for the diff.",
-        messages=[Message("user", f"diff --git a/{path} b/{path}\n{diff}")], reply=Reply(message),
-        stream=True, include_usage=False, params={"temperature": 0.2},
-        shadow_headers=shadow("eng-tools", "commit-message", rng.choice(ENGINEERS)),
-    )]
+    return [
+        Call(
+            at=at,
+            key=KEYS["eng-cli"],
+            api="chat",
+            model="gpt-4o-mini",
+            feature="commit-message",
+            system="Write a git commit subject line (imperative, max 72 characters) for the diff.",
+            messages=[Message("user", f"diff --git a/{path} b/{path}\n{diff}")],
+            reply=Reply(message),
+            stream=True,
+            include_usage=False,
+            params={"temperature": 0.2},
+            shadow_headers=shadow("eng-tools", "commit-message", rng.choice(ENGINEERS)),
+        )
+    ]
 
 
 CAMPAIGN_LAUNCH = date(2026, 10, 13)

@@ -30,20 +30,36 @@ def _t(value: float) -> float:
     return round(value, 4)
 
 
-def _connections(rng: random.Random, call: Call, exchange: WireExchange, host: str, start: float,
-                 end: float) -> tuple[connection.Client, connection.Server]:
+def _connections(
+    rng: random.Random, call: Call, exchange: WireExchange, host: str, start: float, end: float
+) -> tuple[connection.Client, connection.Server]:
     client = connection.Client(
-        id=ids.uuid4(rng), peername=(call.key.client_ip, rng.randint(32768, 60999)), sockname=PROXY_ADDRESS,
-        timestamp_start=_t(start - 0.045), timestamp_tls_setup=_t(start - 0.02), timestamp_end=_t(end + 0.001),
-        sni=host, tls=True, tls_version="TLSv1.3", alpn=b"http/1.1",
-        proxy_mode=ProxyMode.parse("regular"), state=ConnectionState.CLOSED,
+        id=ids.uuid4(rng),
+        peername=(call.key.client_ip, rng.randint(32768, 60999)),
+        sockname=PROXY_ADDRESS,
+        timestamp_start=_t(start - 0.045),
+        timestamp_tls_setup=_t(start - 0.02),
+        timestamp_end=_t(end + 0.001),
+        sni=host,
+        tls=True,
+        tls_version="TLSv1.3",
+        alpn=b"http/1.1",
+        proxy_mode=ProxyMode.parse("regular"),
+        state=ConnectionState.CLOSED,
     )
     server = connection.Server(
-        id=ids.uuid4(rng), address=(host, 443), peername=(exchange.server_ip, 443),
+        id=ids.uuid4(rng),
+        address=(host, 443),
+        peername=(exchange.server_ip, 443),
         sockname=(PROXY_ADDRESS[0], rng.randint(32768, 60999)),
-        timestamp_start=_t(start - 0.04), timestamp_tcp_setup=_t(start - 0.03),
-        timestamp_tls_setup=_t(start - 0.012), timestamp_end=_t(end + 0.001),
-        sni=host, tls=True, tls_version="TLSv1.3", alpn=b"http/1.1",
+        timestamp_start=_t(start - 0.04),
+        timestamp_tcp_setup=_t(start - 0.03),
+        timestamp_tls_setup=_t(start - 0.012),
+        timestamp_end=_t(end + 0.001),
+        sni=host,
+        tls=True,
+        tls_version="TLSv1.3",
+        alpn=b"http/1.1",
         state=ConnectionState.CLOSED,
     )
     return client, server

@@ -62,8 +62,9 @@ def build_calls(seed: int, scale: float) -> list[Call]:
             for at in schedule.arrivals(rng, day, mean, feature.hours, feature.scheduled):
                 calls += feature.session(rng, at)
     runaway_rng = rng_for(seed, "ticket-backfill")
-    calls += runaway_backfill(runaway_rng, RUNAWAY_DAY_START + runaway_rng.uniform(0, 600),
-                              max(1, round(RUNAWAY_CALLS * scale)))
+    calls += runaway_backfill(
+        runaway_rng, RUNAWAY_DAY_START + runaway_rng.uniform(0, 600), max(1, round(RUNAWAY_CALLS * scale))
+    )
     month_end = schedule.day_start(schedule.days()[-1]) + 86_400
     return sorted((c for c in calls if c.at < month_end), key=lambda c: c.at)
 
@@ -97,8 +98,13 @@ def describe(call: Call, exchange: WireExchange) -> list[str]:
         outcome = "200 with a mid-stream error event"
     else:
         outcome = str(exchange.status)
-    return ["flows", f"provider {call.key.provider}", f"format {call.key.provider} {call.api} {kind}",
-            f"feature {call.key.team}/{call.feature}", f"status {outcome}"]
+    return [
+        "flows",
+        f"provider {call.key.provider}",
+        f"format {call.key.provider} {call.api} {kind}",
+        f"feature {call.key.team}/{call.feature}",
+        f"status {outcome}",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -92,9 +92,18 @@ TRANSFER_RAILS = [
     ("US ACH", "1-3 working days", "USD 1", "US working days"),
 ]
 DELIVERY_DAYS = [
-    ("Germany", 3, 1), ("France", 3, 1), ("Spain", 4, 2), ("Italy", 4, 2), ("Netherlands", 3, 1),
-    ("Ireland", 4, 2), ("Poland", 5, 2), ("Portugal", 5, 2), ("United Kingdom", 5, 2),
-    ("Switzerland", 6, 2), ("United States", 9, 3), ("Australia", 10, 4),
+    ("Germany", 3, 1),
+    ("France", 3, 1),
+    ("Spain", 4, 2),
+    ("Italy", 4, 2),
+    ("Netherlands", 3, 1),
+    ("Ireland", 4, 2),
+    ("Poland", 5, 2),
+    ("Portugal", 5, 2),
+    ("United Kingdom", 5, 2),
+    ("Switzerland", 6, 2),
+    ("United States", 9, 3),
+    ("Australia", 10, 4),
 ]
 LIMITS = [
     ("Contactless payment", "EUR 50 per payment, EUR 150 cumulative before PIN is asked"),
@@ -105,16 +114,26 @@ LIMITS = [
     ("Cheque deposit", "not supported"),
 ]
 CURRENCIES = [  # (code, name, held in app, card spending, transfers out)
-    ("EUR", "Euro", "yes", "yes", "SEPA, SWIFT"), ("USD", "US dollar", "yes", "yes", "ACH, SWIFT"),
-    ("GBP", "Pound sterling", "yes", "yes", "Faster Payments, SWIFT"), ("CHF", "Swiss franc", "yes", "yes", "SWIFT"),
-    ("PLN", "Polish zloty", "yes", "yes", "Elixir, SWIFT"), ("SEK", "Swedish krona", "yes", "yes", "SWIFT"),
-    ("NOK", "Norwegian krone", "yes", "yes", "SWIFT"), ("DKK", "Danish krone", "yes", "yes", "SWIFT"),
-    ("CZK", "Czech koruna", "yes", "yes", "SWIFT"), ("HUF", "Hungarian forint", "yes", "yes", "SWIFT"),
-    ("RON", "Romanian leu", "yes", "yes", "SWIFT"), ("JPY", "Japanese yen", "yes", "yes", "SWIFT"),
-    ("AUD", "Australian dollar", "yes", "yes", "SWIFT"), ("CAD", "Canadian dollar", "yes", "yes", "SWIFT"),
-    ("TRY", "Turkish lira", "no", "yes", "none"), ("MXN", "Mexican peso", "no", "yes", "none"),
-    ("THB", "Thai baht", "no", "yes", "none"), ("AED", "UAE dirham", "yes", "yes", "SWIFT"),
-    ("INR", "Indian rupee", "no", "yes", "SWIFT (outbound only)"), ("ZAR", "South African rand", "no", "yes", "none"),
+    ("EUR", "Euro", "yes", "yes", "SEPA, SWIFT"),
+    ("USD", "US dollar", "yes", "yes", "ACH, SWIFT"),
+    ("GBP", "Pound sterling", "yes", "yes", "Faster Payments, SWIFT"),
+    ("CHF", "Swiss franc", "yes", "yes", "SWIFT"),
+    ("PLN", "Polish zloty", "yes", "yes", "Elixir, SWIFT"),
+    ("SEK", "Swedish krona", "yes", "yes", "SWIFT"),
+    ("NOK", "Norwegian krone", "yes", "yes", "SWIFT"),
+    ("DKK", "Danish krone", "yes", "yes", "SWIFT"),
+    ("CZK", "Czech koruna", "yes", "yes", "SWIFT"),
+    ("HUF", "Hungarian forint", "yes", "yes", "SWIFT"),
+    ("RON", "Romanian leu", "yes", "yes", "SWIFT"),
+    ("JPY", "Japanese yen", "yes", "yes", "SWIFT"),
+    ("AUD", "Australian dollar", "yes", "yes", "SWIFT"),
+    ("CAD", "Canadian dollar", "yes", "yes", "SWIFT"),
+    ("TRY", "Turkish lira", "no", "yes", "none"),
+    ("MXN", "Mexican peso", "no", "yes", "none"),
+    ("THB", "Thai baht", "no", "yes", "none"),
+    ("AED", "UAE dirham", "yes", "yes", "SWIFT"),
+    ("INR", "Indian rupee", "no", "yes", "SWIFT (outbound only)"),
+    ("ZAR", "South African rand", "no", "yes", "none"),
 ]
 DISPUTE_REASONS = [  # (reason, how long the customer has, evidence needed)
     ("Goods or services not received", "120 days", "order confirmation, delivery date promised"),
@@ -149,8 +168,9 @@ def handbook() -> str:
     """The support handbook: ~2,100 tokens that every RAG call sends unchanged (so it caches)."""
     plan_rows = [[fact, *values] for fact, values in PLAN_FACTS]
     rail_rows = [list(rail) for rail in TRANSFER_RAILS]
-    delivery_rows = [[c, f"{std}-{std + 2} working days", f"{exp} working day{'s' * (exp > 1)}"]
-                     for c, std, exp in DELIVERY_DAYS]
+    delivery_rows = [
+        [c, f"{std}-{std + 2} working days", f"{exp} working day{'s' * (exp > 1)}"] for c, std, exp in DELIVERY_DAYS
+    ]
     parts = [
         f"# {BANK} support handbook (edition 2026-10)",
         "This handbook is the single source of truth for fees, limits and timings quoted to customers.",
@@ -192,9 +212,11 @@ def handbook() -> str:
 def help_article(intent: str) -> str:
     """A short help-centre article about one intent (what a retriever returns)."""
     info = support_intents()[intent]
-    return (f"### Help article: {humanize(intent)}\n"
-            f"Customers ask about {info['issue']}.\n{info['answer']}\n"
-            f"Applies to plans: {', '.join(PLANS)}. Last reviewed 2026-09.")
+    return (
+        f"### Help article: {humanize(intent)}\n"
+        f"Customers ask about {info['issue']}.\n{info['answer']}\n"
+        f"Applies to plans: {', '.join(PLANS)}. Last reviewed 2026-09."
+    )
 
 
 def retrieved_articles(rng: random.Random, intent: str, k: int = 3) -> list[str]:
@@ -206,16 +228,40 @@ def retrieved_articles(rng: random.Random, intent: str, k: int = 3) -> list[str]
 
 # --- Growth: campaign copy and ideas --------------------------------------------------------------
 
-PRODUCTS = ["Metal plan", "SEPA Instant transfers", "disposable virtual cards", "savings vaults",
-            "travel insurance add-on", "junior accounts", "Apple Pay top-ups", "cashback on groceries"]
-SEGMENTS = ["students", "frequent travellers", "freelancers", "new customers in Spain",
-            "dormant accounts", "Premium customers", "small business owners", "parents"]
+PRODUCTS = [
+    "Metal plan",
+    "SEPA Instant transfers",
+    "disposable virtual cards",
+    "savings vaults",
+    "travel insurance add-on",
+    "junior accounts",
+    "Apple Pay top-ups",
+    "cashback on groceries",
+]
+SEGMENTS = [
+    "students",
+    "frequent travellers",
+    "freelancers",
+    "new customers in Spain",
+    "dormant accounts",
+    "Premium customers",
+    "small business owners",
+    "parents",
+]
 CHANNELS = ["push notification", "email subject line", "in-app banner", "Instagram ad"]
-HOOKS = ["No fees abroad", "Your money, instantly", "Pay like a local", "Skip the queue",
-         "Smarter spending starts today", "Built for your next trip", "Made for busy weeks",
-         "Put your savings on autopilot", "Tap, pay, done", "Treat yourself, not the bank"]
-CLOSERS = ["Try it now", "Open the app", "Upgrade in 2 taps", "Learn more", "Get started",
-           "Activate today"]
+HOOKS = [
+    "No fees abroad",
+    "Your money, instantly",
+    "Pay like a local",
+    "Skip the queue",
+    "Smarter spending starts today",
+    "Built for your next trip",
+    "Made for busy weeks",
+    "Put your savings on autopilot",
+    "Tap, pay, done",
+    "Treat yourself, not the bank",
+]
+CLOSERS = ["Try it now", "Open the app", "Upgrade in 2 taps", "Learn more", "Get started", "Activate today"]
 
 
 def campaign_request(rng: random.Random) -> tuple[str, str, str, int]:
@@ -243,30 +289,46 @@ IDEA_TEMPLATES = [
 def campaign_ideas(rng: random.Random, product: str, segment: str) -> str:
     picks = rng.sample(IDEA_TEMPLATES, 3)
     body = "\n".join(f"* {t.format(product=product, segment=segment)}" for t in picks)
-    return f"Here are three ideas to promote {product} to {segment}:\n\n{body}\n\nWant me to draft copy for one of them?"
+    return (
+        f"Here are three ideas to promote {product} to {segment}:\n\n{body}\n\nWant me to draft copy for one of them?"
+    )
 
 
 # --- Data team: SQL helper, digests, ticket summaries ---------------------------------------------
 
 SQL_QUESTIONS = [
-    ("How many new accounts were opened per country last week?",
-     "SELECT country, count(*) AS new_accounts\nFROM accounts\nWHERE opened_at >= date_trunc('week', now()) - interval '1 week'\n  AND opened_at < date_trunc('week', now())\nGROUP BY country\nORDER BY new_accounts DESC;"),
-    ("Which merchants had the most chargebacks in September?",
-     "SELECT m.name, count(*) AS chargebacks\nFROM disputes d JOIN merchants m ON m.id = d.merchant_id\nWHERE d.kind = 'chargeback' AND d.opened_at >= '2026-09-01' AND d.opened_at < '2026-10-01'\nGROUP BY m.name\nORDER BY chargebacks DESC\nLIMIT 20;"),
-    ("What is the median time to first response for support tickets by channel?",
-     "SELECT channel,\n       percentile_cont(0.5) WITHIN GROUP (ORDER BY first_response_at - created_at) AS median_first_response\nFROM tickets\nWHERE created_at >= now() - interval '30 days'\nGROUP BY channel;"),
-    ("Show daily card top-up volume in EUR for the last 14 days.",
-     "SELECT date_trunc('day', created_at) AS day, sum(amount_eur) AS topup_eur\nFROM topups\nWHERE status = 'completed' AND created_at >= now() - interval '14 days'\nGROUP BY 1\nORDER BY 1;"),
-    ("Which plan upgrades happened after a declined payment within 24 hours?",
-     "SELECT u.account_id, u.from_plan, u.to_plan\nFROM plan_changes u\nJOIN card_payments p ON p.account_id = u.account_id\nWHERE p.status = 'declined'\n  AND u.changed_at BETWEEN p.created_at AND p.created_at + interval '24 hours';"),
-    ("Count failed SWIFT transfers by destination currency this month.",
-     "SELECT currency, count(*) AS failed\nFROM transfers\nWHERE rail = 'swift' AND status = 'failed' AND created_at >= date_trunc('month', now())\nGROUP BY currency\nORDER BY failed DESC;"),
+    (
+        "How many new accounts were opened per country last week?",
+        "SELECT country, count(*) AS new_accounts\nFROM accounts\nWHERE opened_at >= date_trunc('week', now()) - interval '1 week'\n  AND opened_at < date_trunc('week', now())\nGROUP BY country\nORDER BY new_accounts DESC;",
+    ),
+    (
+        "Which merchants had the most chargebacks in September?",
+        "SELECT m.name, count(*) AS chargebacks\nFROM disputes d JOIN merchants m ON m.id = d.merchant_id\nWHERE d.kind = 'chargeback' AND d.opened_at >= '2026-09-01' AND d.opened_at < '2026-10-01'\nGROUP BY m.name\nORDER BY chargebacks DESC\nLIMIT 20;",
+    ),
+    (
+        "What is the median time to first response for support tickets by channel?",
+        "SELECT channel,\n       percentile_cont(0.5) WITHIN GROUP (ORDER BY first_response_at - created_at) AS median_first_response\nFROM tickets\nWHERE created_at >= now() - interval '30 days'\nGROUP BY channel;",
+    ),
+    (
+        "Show daily card top-up volume in EUR for the last 14 days.",
+        "SELECT date_trunc('day', created_at) AS day, sum(amount_eur) AS topup_eur\nFROM topups\nWHERE status = 'completed' AND created_at >= now() - interval '14 days'\nGROUP BY 1\nORDER BY 1;",
+    ),
+    (
+        "Which plan upgrades happened after a declined payment within 24 hours?",
+        "SELECT u.account_id, u.from_plan, u.to_plan\nFROM plan_changes u\nJOIN card_payments p ON p.account_id = u.account_id\nWHERE p.status = 'declined'\n  AND u.changed_at BETWEEN p.created_at AND p.created_at + interval '24 hours';",
+    ),
+    (
+        "Count failed SWIFT transfers by destination currency this month.",
+        "SELECT currency, count(*) AS failed\nFROM transfers\nWHERE rail = 'swift' AND status = 'failed' AND created_at >= date_trunc('month', now())\nGROUP BY currency\nORDER BY failed DESC;",
+    ),
 ]
-SQL_SCHEMA = ("Tables: accounts(id, country, plan, opened_at), tickets(id, channel, intent, created_at, "
-              "first_response_at, resolved_at), card_payments(id, account_id, merchant_id, amount_eur, status, "
-              "created_at), topups(id, account_id, amount_eur, status, created_at), transfers(id, account_id, rail, "
-              "currency, amount, status, created_at), disputes(id, merchant_id, kind, opened_at), "
-              "merchants(id, name, mcc), plan_changes(account_id, from_plan, to_plan, changed_at).")
+SQL_SCHEMA = (
+    "Tables: accounts(id, country, plan, opened_at), tickets(id, channel, intent, created_at, "
+    "first_response_at, resolved_at), card_payments(id, account_id, merchant_id, amount_eur, status, "
+    "created_at), topups(id, account_id, amount_eur, status, created_at), transfers(id, account_id, rail, "
+    "currency, amount, status, created_at), disputes(id, merchant_id, kind, opened_at), "
+    "merchants(id, name, mcc), plan_changes(account_id, from_plan, to_plan, changed_at)."
+)
 
 
 def ticket_transcript(rng: random.Random, intent: str) -> tuple[str, str]:
@@ -274,12 +336,22 @@ def ticket_transcript(rng: random.Random, intent: str) -> tuple[str, str]:
     info = support_intents()[intent]
     query = pick_query(rng, intent, popular=0.3)
     resolved = rng.random() < 0.7
-    follow_up = rng.choice(["Thanks, that helps.", "Ok, I'll try that.", "Great, thank you!"]) if resolved \
-        else rng.choice(["That doesn't help, I already did that.", "Can I talk to a person?",
-                         "It's been two weeks, this is not acceptable."])
+    follow_up = (
+        rng.choice(["Thanks, that helps.", "Ok, I'll try that.", "Great, thank you!"])
+        if resolved
+        else rng.choice(
+            [
+                "That doesn't help, I already did that.",
+                "Can I talk to a person?",
+                "It's been two weeks, this is not acceptable.",
+            ]
+        )
+    )
     transcript = f"Customer: {query}\nAssistant: {info['answer']}\nCustomer: {follow_up}"
     outcome = "Resolved by the assistant's answer." if resolved else "Not resolved; escalate to a human agent."
-    summary = f"The customer contacted support about {info['issue']}. The assistant explained the standard process. {outcome}"
+    summary = (
+        f"The customer contacted support about {info['issue']}. The assistant explained the standard process. {outcome}"
+    )
     return transcript, summary
 
 
@@ -288,8 +360,7 @@ def record_summary_task(rng: random.Random, record_id: int, intent: str, day: st
     info = support_intents()[intent]
     query = pick_query(rng, intent, popular=0.9)
     channel = rng.choice(["chat", "chat", "email", "app"])
-    record = (f"ticket_id: {record_id}\ncreated: {day}\nchannel: {channel}\nintent: {intent}\n"
-              f"message: {query}")
+    record = f"ticket_id: {record_id}\ncreated: {day}\nchannel: {channel}\nintent: {intent}\nmessage: {query}"
     return record, f"Customer reports {info['issue']} via {channel}."
 
 
@@ -302,9 +373,11 @@ def daily_digest(rng: random.Random, day: str) -> tuple[str, str]:
     stats = "\n".join(f"{i}: {c} tickets" for i, c in zip(intents, counts, strict=True))
     prompt = f"Support statistics for {day}:\n{stats}\nCSAT: {csat}\nBot deflection rate: {deflection}%"
     top = support_intents()[intents[0]]["issue"]
-    digest = (f"On {day} the busiest topic was {top} ({counts[0]} tickets), followed by "
-              f"{support_intents()[intents[1]]['issue']} ({counts[1]}). The bot resolved {deflection}% of "
-              f"conversations without an agent and CSAT was {csat}.")
+    digest = (
+        f"On {day} the busiest topic was {top} ({counts[0]} tickets), followed by "
+        f"{support_intents()[intents[1]]['issue']} ({counts[1]}). The bot resolved {deflection}% of "
+        f"conversations without an agent and CSAT was {csat}."
+    )
     return prompt, digest
 
 
@@ -316,16 +389,41 @@ def feedback_batch(rng: random.Random, size: int) -> tuple[list[str], str]:
     for intent in picks:
         counts[intent] = counts.get(intent, 0) + 1
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:4]
-    themes = "\n".join(f"- {humanize(i)} ({n} mentions): customers report {support_intents()[i]['issue']}."
-                       for i, n in ranked)
+    themes = "\n".join(
+        f"- {humanize(i)} ({n} mentions): customers report {support_intents()[i]['issue']}." for i, n in ranked
+    )
     return messages, f"Top themes in this batch:\n{themes}\nOverall sentiment: mostly frustrated, few churn threats."
 
 
 COMMIT_DIFFS = [
-    ("services/cards/limits.py", "-    MAX_CONTACTLESS = 50\n+    MAX_CONTACTLESS = settings.contactless_limit()", "Read contactless limit from settings instead of a constant"),
-    ("web/src/TransferForm.tsx", "-  const fee = 0\n+  const fee = quoteFee(rail, amount)", "Show the quoted transfer fee before confirming"),
-    ("jobs/export_balances.py", "-for account in Account.objects.all():\n+for row in rows.iterator(chunk_size=5000):", "Aggregate balances in SQL to avoid N+1 queries in export"),
-    ("deploy/payments-api/deployment.yaml", "-  failureThreshold: 1\n+  failureThreshold: 3", "Relax payments-api liveness probe to stop restart loops"),
-    ("services/notify/webhooks.py", "-    delay = 2 ** attempt\n+    delay = min(2 ** attempt, 300)", "Cap webhook retry backoff at five minutes"),
-    ("services/transfers/iban.py", "+def iban_checksum_ok(value: str) -> bool:", "Validate IBAN mod-97 checksum before sending transfers"),
+    (
+        "services/cards/limits.py",
+        "-    MAX_CONTACTLESS = 50\n+    MAX_CONTACTLESS = settings.contactless_limit()",
+        "Read contactless limit from settings instead of a constant",
+    ),
+    (
+        "web/src/TransferForm.tsx",
+        "-  const fee = 0\n+  const fee = quoteFee(rail, amount)",
+        "Show the quoted transfer fee before confirming",
+    ),
+    (
+        "jobs/export_balances.py",
+        "-for account in Account.objects.all():\n+for row in rows.iterator(chunk_size=5000):",
+        "Aggregate balances in SQL to avoid N+1 queries in export",
+    ),
+    (
+        "deploy/payments-api/deployment.yaml",
+        "-  failureThreshold: 1\n+  failureThreshold: 3",
+        "Relax payments-api liveness probe to stop restart loops",
+    ),
+    (
+        "services/notify/webhooks.py",
+        "-    delay = 2 ** attempt\n+    delay = min(2 ** attempt, 300)",
+        "Cap webhook retry backoff at five minutes",
+    ),
+    (
+        "services/transfers/iban.py",
+        "+def iban_checksum_ok(value: str) -> bool:",
+        "Validate IBAN mod-97 checksum before sending transfers",
+    ),
 ]

@@ -31,9 +31,16 @@ def _fake_secret(provider: str, name: str) -> str:
 
 def _key(provider: str, team: str, name: str, host: int, lang: str = "python") -> ApiKey:
     user_agent, version = SDKS[(provider, lang)]
-    return ApiKey(name=name, provider=provider, secret=_fake_secret(provider, name), team=team,
-                  client_ip=f"10.{TEAM_SUBNET[team]}.0.{host}", user_agent=user_agent,
-                  sdk_version=version, sdk_lang=lang)
+    return ApiKey(
+        name=name,
+        provider=provider,
+        secret=_fake_secret(provider, name),
+        team=team,
+        client_ip=f"10.{TEAM_SUBNET[team]}.0.{host}",
+        user_agent=user_agent,
+        sdk_version=version,
+        sdk_lang=lang,
+    )
 
 
 KEYS = {
@@ -59,8 +66,20 @@ KEYS = {
     "eng-cli": _key("openai", "eng-tools", "eng-cli", 73),
 }
 
-ENGINEERS = ["ana.ruiz", "ben.okafor", "chen.wei", "dara.murphy", "eli.kowalski", "fatima.haddad",
-             "gus.lindqvist", "hana.sato", "ivan.petrov", "jo.mensah", "kai.werner", "lena.costa"]
+ENGINEERS = [
+    "ana.ruiz",
+    "ben.okafor",
+    "chen.wei",
+    "dara.murphy",
+    "eli.kowalski",
+    "fatima.haddad",
+    "gus.lindqvist",
+    "hana.sato",
+    "ivan.petrov",
+    "jo.mensah",
+    "kai.werner",
+    "lena.costa",
+]
 AGENTS = [f"agent-{n:03d}" for n in (4, 7, 12, 15, 18, 23, 31, 42, 57, 64)]
 ANALYSTS = ["mira.singh", "tom.becker", "noor.aziz", "paul.meyer"]
 MARKETERS = ["sofia.greco", "liam.obrien", "yara.nasser"]

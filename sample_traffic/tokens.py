@@ -20,17 +20,21 @@ from pathlib import Path
 import tiktoken
 
 REPO = Path(__file__).resolve().parents[1]
-CACHE_FILE = {"cl100k_base": "9b5ad71b2ce5302211f9c61530b329a4922fc6a4",
-              "o200k_base": "fb374d419588a4632f3f557e76b4b70aebbca790"}
+CACHE_FILE = {
+    "cl100k_base": "9b5ad71b2ce5302211f9c61530b329a4922fc6a4",
+    "o200k_base": "fb374d419588a4632f3f557e76b4b70aebbca790",
+}
 
 
 def _tiktoken_cache_dir(name: str) -> str:
     """Where the encoding file is: $TIKTOKEN_CACHE_DIR, the shared data folder, or the project's copy."""
     candidates = [os.environ.get("TIKTOKEN_CACHE_DIR")]
     shared = os.environ.get("LLM_SHADOW_SHARED")
-    candidates += [shared and str(Path(shared) / "data" / "tiktoken-cache"),
-                   str(REPO.parent / "shared" / "data" / "tiktoken-cache"),
-                   str(REPO / "analysis" / "tiktoken_cache")]
+    candidates += [
+        shared and str(Path(shared) / "data" / "tiktoken-cache"),
+        str(REPO.parent / "shared" / "data" / "tiktoken-cache"),
+        str(REPO / "analysis" / "tiktoken_cache"),
+    ]
     for candidate in filter(None, candidates):
         if (Path(candidate) / CACHE_FILE[name]).is_file():
             return candidate
@@ -128,10 +132,12 @@ class Timing:
     total_s: float  # request start to the last byte
 
 
-def timing(rng: random.Random, model: str, uncached_input: int, output_tokens: int,
-           reasoning_tokens: int = 0) -> Timing:
+def timing(
+    rng: random.Random, model: str, uncached_input: int, output_tokens: int, reasoning_tokens: int = 0
+) -> Timing:
     speed = SPEEDS[model]
     tps = speed.tokens_per_s * rng.lognormvariate(0, 0.15)
-    ttft = (speed.ttft_s * rng.lognormvariate(0, 0.3) + uncached_input / speed.prefill_tokens_per_s
-            + reasoning_tokens / tps)
+    ttft = (
+        speed.ttft_s * rng.lognormvariate(0, 0.3) + uncached_input / speed.prefill_tokens_per_s + reasoning_tokens / tps
+    )
     return Timing(round(ttft, 4), round(ttft + output_tokens / tps, 4))

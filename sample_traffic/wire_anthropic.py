@@ -40,9 +40,15 @@ def render(call: Call, rng: random.Random, caches: PromptCaches) -> WireExchange
     t = timing(rng, call.model, uncached, usage["output_tokens"])
     headers_at = round(max(0.05, t.ttft_s - 0.01), 4) if call.stream else round(t.total_s - 0.002, 4)
     exchange = WireExchange(
-        url=f"https://{HOST}/v1/messages", request_headers=_request_headers(call), request_body=body,
-        status=200, response_headers=_response_headers(call, rng, call.at + headers_at, call.stream),
-        response_body=b"", server_ip=SERVER_IPS[0], headers_at=headers_at, ended_at=t.total_s,
+        url=f"https://{HOST}/v1/messages",
+        request_headers=_request_headers(call),
+        request_body=body,
+        status=200,
+        response_headers=_response_headers(call, rng, call.at + headers_at, call.stream),
+        response_body=b"",
+        server_ip=SERVER_IPS[0],
+        headers_at=headers_at,
+        ended_at=t.total_s,
         gzip=not call.stream,
     )
     if not call.stream:
@@ -54,7 +60,9 @@ def render(call: Call, rng: random.Random, caches: PromptCaches) -> WireExchange
         exchange.error_at = stream_timing(t, kept / len(events))
         events = events[:kept]
         if call.fault == "overloaded":  # the API reports the overload inside the stream, then closes
-            events.append(_event("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}))
+            events.append(
+                _event("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+            )
             exchange.ended_at = exchange.error_at
             exchange.error_at = None
         else:
@@ -71,8 +79,9 @@ def _content(m) -> str | list[dict]:
     if m.role == "tool":
         return [{"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.text}]
     if m.tool_calls:
-        return [{"type": "tool_use", "id": tc.id, "name": tc.name, "input": json.loads(tc.arguments)}
-                for tc in m.tool_calls]
+        return [
+            {"type": "tool_use", "id": tc.id, "name": tc.name, "input": json.loads(tc.arguments)} for tc in m.tool_calls
+        ]
     return m.text
 
 
@@ -87,10 +96,11 @@ def system_blocks(call: Call) -> list[dict] | str:
 
 def messages_request(call: Call) -> dict:
     params = dict(call.params)
-    body: dict = {"max_tokens": params.pop("max_tokens", 1024),
-                  "messages": [{"role": "user" if m.role == "tool" else m.role, "content": _content(m)}
-                               for m in call.messages],
-                  "model": call.model}
+    body: dict = {
+        "max_tokens": params.pop("max_tokens", 1024),
+        "messages": [{"role": "user" if m.role == "tool" else m.role, "content": _content(m)} for m in call.messages],
+        "model": call.model,
+    }
     if call.body_user:
         body["metadata"] = {"user_id": call.body_user}
     if call.stream:
@@ -98,8 +108,9 @@ def messages_request(call: Call) -> dict:
     body["system"] = system_blocks(call)
     body.update(params)
     if call.tools:
-        body["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.parameters}
-                         for t in call.tools]
+        body["tools"] = [
+            {"name": t.name, "description": t.description, "input_schema": t.parameters} for t in call.tools
+        ]
     return body
 
 
@@ -115,9 +126,14 @@ def _prefix_tokens(call: Call) -> int:
     tools = 0
     if call.tools:
         tools = TOOL_USE_SYSTEM_TOKENS + sum(
-            provider_count("anthropic", json.dumps({"name": t.name, "description": t.description,
-                                                    "input_schema": t.parameters})) for t in call.tools)
-    system = provider_count("anthropic", call.system) + (provider_count("anthropic", call.context) if call.context else 0)
+            provider_count(
+                "anthropic", json.dumps({"name": t.name, "description": t.description, "input_schema": t.parameters})
+            )
+            for t in call.tools
+        )
+    system = provider_count("anthropic", call.system) + (
+        provider_count("anthropic", call.context) if call.context else 0
+    )
     return tools + system + 4
 
 
@@ -142,10 +158,17 @@ def _usage(call: Call, caches: PromptCaches) -> dict:
     else:
         rest += prefix
     output = (provider_count("anthropic", call.reply.text) if call.reply.text else 0) + sum(
-        provider_count("anthropic", tc.name + tc.arguments) + 12 for tc in call.reply.tool_calls)
-    return {"input_tokens": rest, "cache_creation_input_tokens": written, "cache_read_input_tokens": read,
-            "cache_creation": {"ephemeral_5m_input_tokens": written, "ephemeral_1h_input_tokens": 0},
-            "output_tokens": output, "service_tier": "standard", "inference_geo": "not_available"}
+        provider_count("anthropic", tc.name + tc.arguments) + 12 for tc in call.reply.tool_calls
+    )
+    return {
+        "input_tokens": rest,
+        "cache_creation_input_tokens": written,
+        "cache_read_input_tokens": read,
+        "cache_creation": {"ephemeral_5m_input_tokens": written, "ephemeral_1h_input_tokens": 0},
+        "output_tokens": output,
+        "service_tier": "standard",
+        "inference_geo": "not_available",
+    }
 
 
 # --- response ---------------------------------------------------------------------------------
@@ -157,10 +180,20 @@ def _stop_reason(call: Call) -> str:
 
 def _message(call: Call, msg_id: str, usage: dict) -> dict:
     content = [{"type": "text", "text": call.reply.text}] if call.reply.text else []
-    content += [{"type": "tool_use", "id": tc.id, "name": tc.name, "input": json.loads(tc.arguments)}
-                for tc in call.reply.tool_calls]
-    return {"model": SERVED_MODEL[call.model], "id": msg_id, "type": "message", "role": "assistant",
-            "content": content, "stop_reason": _stop_reason(call), "stop_sequence": None, "usage": usage}
+    content += [
+        {"type": "tool_use", "id": tc.id, "name": tc.name, "input": json.loads(tc.arguments)}
+        for tc in call.reply.tool_calls
+    ]
+    return {
+        "model": SERVED_MODEL[call.model],
+        "id": msg_id,
+        "type": "message",
+        "role": "assistant",
+        "content": content,
+        "stop_reason": _stop_reason(call),
+        "stop_sequence": None,
+        "usage": usage,
+    }
 
 
 def _event(kind: str, data: dict) -> bytes:
@@ -169,35 +202,65 @@ def _event(kind: str, data: dict) -> bytes:
 
 def stream_events(call: Call, rng: random.Random, usage: dict) -> list[bytes]:
     start_usage = {**usage, "output_tokens": 1}
-    message = {**_message(call, ids.anthropic_message(rng), start_usage), "content": [],
-               "stop_reason": None}
+    message = {**_message(call, ids.anthropic_message(rng), start_usage), "content": [], "stop_reason": None}
     events = [_event("message_start", {"type": "message_start", "message": message})]
     index = 0
     if call.reply.text:
-        events.append(_event("content_block_start", {"type": "content_block_start", "index": index,
-                                                     "content_block": {"type": "text", "text": ""}}))
+        events.append(
+            _event(
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}},
+            )
+        )
         events.append(_event("ping", {"type": "ping"}))
         for piece in stream_groups(rng, split_tokens(call.reply.text)):
-            events.append(_event("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                         "delta": {"type": "text_delta", "text": piece}}))
+            events.append(
+                _event(
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece}},
+                )
+            )
         events.append(_event("content_block_stop", {"type": "content_block_stop", "index": index}))
         index += 1
     for tc in call.reply.tool_calls:
-        events.append(_event("content_block_start", {"type": "content_block_start", "index": index,
-                                                     "content_block": {"type": "tool_use", "id": tc.id,
-                                                                       "name": tc.name, "input": {}}}))
+        events.append(
+            _event(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {"type": "tool_use", "id": tc.id, "name": tc.name, "input": {}},
+                },
+            )
+        )
         if index == 0:
             events.append(_event("ping", {"type": "ping"}))
         for piece in stream_groups(rng, split_tokens(tc.arguments)):
-            events.append(_event("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                         "delta": {"type": "input_json_delta", "partial_json": piece}}))
+            events.append(
+                _event(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "input_json_delta", "partial_json": piece},
+                    },
+                )
+            )
         events.append(_event("content_block_stop", {"type": "content_block_stop", "index": index}))
         index += 1
-    final_usage = {k: usage[k] for k in ("input_tokens", "cache_creation_input_tokens",
-                                         "cache_read_input_tokens", "output_tokens")}
-    events.append(_event("message_delta", {"type": "message_delta",
-                                           "delta": {"stop_reason": _stop_reason(call), "stop_sequence": None},
-                                           "usage": final_usage}))
+    final_usage = {
+        k: usage[k] for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
+    }
+    events.append(
+        _event(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": _stop_reason(call), "stop_sequence": None},
+                "usage": final_usage,
+            },
+        )
+    )
     events.append(_event("message_stop", {"type": "message_stop"}))
     return events
 
@@ -205,8 +268,11 @@ def stream_events(call: Call, rng: random.Random, usage: dict) -> list[bytes]:
 def _response_headers(call: Call, rng: random.Random, at: float, stream: bool) -> list[tuple[str, str]]:
     headers = [("date", http_date(at))]
     if stream:
-        headers += [("content-type", "text/event-stream; charset=utf-8"), ("transfer-encoding", "chunked"),
-                    ("cache-control", "no-cache")]
+        headers += [
+            ("content-type", "text/event-stream; charset=utf-8"),
+            ("transfer-encoding", "chunked"),
+            ("cache-control", "no-cache"),
+        ]
     else:
         headers += [("content-type", "application/json"), ("content-encoding", "gzip")]
     headers += [
@@ -220,12 +286,15 @@ def _response_headers(call: Call, rng: random.Random, at: float, stream: bool) -
 
 def _render_failure(call: Call, rng: random.Random, body: bytes) -> WireExchange:
     status, kind, message = {
-        "rate_limited": (429, "rate_limit_error",
-                         f"This request would exceed the rate limit for your organization ({ORGANIZATION_ID}) "
-                         "of 2,000,000 input tokens per minute. For details, refer to: "
-                         "https://docs.claude.com/en/api/rate-limits. You can see the response headers for "
-                         "current usage. Please reduce the prompt length or the maximum tokens requested, or "
-                         "try again later."),
+        "rate_limited": (
+            429,
+            "rate_limit_error",
+            f"This request would exceed the rate limit for your organization ({ORGANIZATION_ID}) "
+            "of 2,000,000 input tokens per minute. For details, refer to: "
+            "https://docs.claude.com/en/api/rate-limits. You can see the response headers for "
+            "current usage. Please reduce the prompt length or the maximum tokens requested, or "
+            "try again later.",
+        ),
         "overloaded": (529, "overloaded_error", "Overloaded"),
         "server_error": (500, "api_error", "Internal server error"),
     }[call.fault]
@@ -237,7 +306,14 @@ def _render_failure(call: Call, rng: random.Random, body: bytes) -> WireExchange
         headers.insert(3, ("retry-after", str(max(1, round(call.retry_after_s or 1)))))
     payload = compact_json({"type": "error", "error": {"type": kind, "message": message}, "request_id": request_id})
     return WireExchange(
-        url=f"https://{HOST}/v1/messages", request_headers=_request_headers(call), request_body=body,
-        status=status, response_headers=headers, response_body=payload, server_ip=SERVER_IPS[0],
-        headers_at=t.ttft_s, ended_at=t.total_s, gzip=True,
+        url=f"https://{HOST}/v1/messages",
+        request_headers=_request_headers(call),
+        request_body=body,
+        status=status,
+        response_headers=headers,
+        response_body=payload,
+        server_ip=SERVER_IPS[0],
+        headers_at=t.ttft_s,
+        ended_at=t.total_s,
+        gzip=True,
     )

@@ -15,7 +15,9 @@ from sample_traffic.calls import Call
 from sample_traffic.tokens import Timing
 
 # How a streamed response is cut: the flow's error, as mitmproxy words it.
-UPSTREAM_CUT = "HTTP/1 protocol error: peer closed connection without sending complete message body (incomplete chunked read)"
+UPSTREAM_CUT = (
+    "HTTP/1 protocol error: peer closed connection without sending complete message body (incomplete chunked read)"
+)
 CLIENT_GONE = "Client disconnected."
 
 STREAM_DELTA_TOKENS = (4, 12)  # tokens per streamed delta (real streams send ~1; see README)
@@ -63,7 +65,9 @@ def pretty_json(obj) -> bytes:
     return json.dumps(obj, indent=2, ensure_ascii=False).encode()
 
 
-def sdk_request_headers(call: Call, host: str, auth: tuple[str, str], extra: list[tuple[str, str]]) -> list[tuple[str, str]]:
+def sdk_request_headers(
+    call: Call, host: str, auth: tuple[str, str], extra: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
     """The headers an SDK sends that matter here (content-length is added when the flow is built).
 
     Real SDKs send a few more (connection, x-stainless-os, x-stainless-arch, ...); they are left
@@ -89,7 +93,7 @@ def stream_groups(rng: random.Random, pieces: list[str]) -> list[str]:
     groups, i = [], 0
     while i < len(pieces):
         n = rng.randint(*STREAM_DELTA_TOKENS)
-        groups.append("".join(pieces[i:i + n]))
+        groups.append("".join(pieces[i : i + n]))
         i += n
     return groups
 

@@ -40,12 +40,20 @@ def render(call: Call, rng: random.Random, caches: PromptCaches) -> WireExchange
     response_id = ids.gemini_response(rng)
     if not call.stream:
         headers_at = round(t.total_s - 0.002, 4)
-        payload = pretty_json({
-            "candidates": [{"content": {"parts": [{"text": call.reply.text}], "role": "model"},
-                            "finishReason": "STOP", "index": 0}],
-            "usageMetadata": _usage(prompt, candidates, thoughts),
-            "modelVersion": call.model, "responseId": response_id,
-        })
+        payload = pretty_json(
+            {
+                "candidates": [
+                    {
+                        "content": {"parts": [{"text": call.reply.text}], "role": "model"},
+                        "finishReason": "STOP",
+                        "index": 0,
+                    }
+                ],
+                "usageMetadata": _usage(prompt, candidates, thoughts),
+                "modelVersion": call.model,
+                "responseId": response_id,
+            }
+        )
         return _exchange(call, rng, body, payload, headers_at, t.total_s, stream=False)
     chunks = stream_chunks(call, rng, prompt, thoughts, response_id)
     headers_at = round(max(0.05, t.ttft_s - 0.01), 4)
@@ -60,13 +68,17 @@ def render(call: Call, rng: random.Random, caches: PromptCaches) -> WireExchange
 
 
 def generate_request(call: Call) -> dict:
-    contents = [{"parts": [{"text": m.text}], "role": "model" if m.role == "assistant" else "user"}
-                for m in call.messages]
+    contents = [
+        {"parts": [{"text": m.text}], "role": "model" if m.role == "assistant" else "user"} for m in call.messages
+    ]
     config = {"temperature": call.params.get("temperature", 1.0)}
     if call.reply.reasoning_tokens:
         config["thinkingConfig"] = {"thinkingBudget": 2048 if call.stream else 4096}
-    return {"contents": contents, "systemInstruction": {"parts": [{"text": call.system}], "role": "user"},
-            "generationConfig": config}
+    return {
+        "contents": contents,
+        "systemInstruction": {"parts": [{"text": call.system}], "role": "user"},
+        "generationConfig": config,
+    }
 
 
 def _prompt_tokens(call: Call) -> int:
@@ -93,16 +105,23 @@ def stream_chunks(call: Call, rng: random.Random, prompt: int, thoughts: int, re
     chunks, sent, i = [], "", 0
     while i < len(pieces):
         n = rng.randint(*STREAM_CHUNK_TOKENS)
-        text = "".join(pieces[i:i + n])
+        text = "".join(pieces[i : i + n])
         i += n
         sent += text
         candidate: dict = {"content": {"parts": [{"text": text}], "role": "model"}}
         if i >= len(pieces):
             candidate["finishReason"] = "STOP"
         candidate["index"] = 0
-        chunks.append(_sse({"candidates": [candidate],
-                            "usageMetadata": _usage(prompt, provider_count("gemini", sent), thoughts),
-                            "modelVersion": call.model, "responseId": response_id}))
+        chunks.append(
+            _sse(
+                {
+                    "candidates": [candidate],
+                    "usageMetadata": _usage(prompt, provider_count("gemini", sent), thoughts),
+                    "modelVersion": call.model,
+                    "responseId": response_id,
+                }
+            )
+        )
     return chunks
 
 
@@ -113,8 +132,11 @@ def _url(call: Call) -> str:
 
 def _response_headers(at: float, processing_s: float, stream: bool) -> list[tuple[str, str]]:
     if stream:
-        headers = [("content-type", "text/event-stream"), ("content-disposition", "attachment"),
-                   ("transfer-encoding", "chunked")]
+        headers = [
+            ("content-type", "text/event-stream"),
+            ("content-disposition", "attachment"),
+            ("transfer-encoding", "chunked"),
+        ]
     else:
         headers = [("content-type", "application/json; charset=UTF-8"), ("content-encoding", "gzip")]
     return headers + [
@@ -124,31 +146,48 @@ def _response_headers(at: float, processing_s: float, stream: bool) -> list[tupl
     ]
 
 
-def _exchange(call: Call, rng: random.Random, body: bytes, payload: bytes, headers_at: float,
-              ended_at: float, stream: bool) -> WireExchange:
+def _exchange(
+    call: Call, rng: random.Random, body: bytes, payload: bytes, headers_at: float, ended_at: float, stream: bool
+) -> WireExchange:
     return WireExchange(
         url=_url(call),
         request_headers=sdk_request_headers(call, HOST, ("x-goog-api-key", call.key.secret), []),
-        request_body=body, status=200,
+        request_body=body,
+        status=200,
         response_headers=_response_headers(call.at + headers_at, headers_at, stream),
-        response_body=payload, server_ip=rng.choice(SERVER_IPS), headers_at=headers_at,
-        ended_at=ended_at, gzip=not stream,
+        response_body=payload,
+        server_ip=rng.choice(SERVER_IPS),
+        headers_at=headers_at,
+        ended_at=ended_at,
+        gzip=not stream,
     )
 
 
 def _render_failure(call: Call, rng: random.Random, body: bytes) -> WireExchange:
     if call.fault == "rate_limited":
-        error = {"code": 429, "message": (
-            "You exceeded your current quota, please check your plan and billing details. For more "
-            "information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits."),
+        error = {
+            "code": 429,
+            "message": (
+                "You exceeded your current quota, please check your plan and billing details. For more "
+                "information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits."
+            ),
             "status": "RESOURCE_EXHAUSTED",
-            "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
-                         "retryDelay": f"{max(1, round(call.retry_after_s or 1))}s"}]}
+            "details": [
+                {
+                    "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                    "retryDelay": f"{max(1, round(call.retry_after_s or 1))}s",
+                }
+            ],
+        }
     elif call.fault == "overloaded":
         error = {"code": 503, "message": "The model is overloaded. Please try again later.", "status": "UNAVAILABLE"}
     else:
-        error = {"code": 500, "message": "An internal error has occurred. Please retry or report in "
-                 "https://developers.generativeai.google/guide/troubleshooting", "status": "INTERNAL"}
+        error = {
+            "code": 500,
+            "message": "An internal error has occurred. Please retry or report in "
+            "https://developers.generativeai.google/guide/troubleshooting",
+            "status": "INTERNAL",
+        }
     t = failure_timing(rng, call.fault)
     exchange = _exchange(call, rng, body, pretty_json({"error": error}), t.ttft_s, t.total_s, stream=False)
     exchange.status = error["code"]

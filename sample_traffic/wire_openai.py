@@ -41,12 +41,20 @@ SERVED_MODEL = {
     "text-embedding-3-small": "text-embedding-3-small",
 }
 FINGERPRINT = {
-    "gpt-4o-mini": "fp_560af6e559", "gpt-4o": "fp_cbf1785567", "gpt-4.1": "fp_b3f1157249",
-    "gpt-4.1-mini": "fp_6f2eabb9a5", "o4-mini": None,
+    "gpt-4o-mini": "fp_560af6e559",
+    "gpt-4o": "fp_cbf1785567",
+    "gpt-4.1": "fp_b3f1157249",
+    "gpt-4.1-mini": "fp_6f2eabb9a5",
+    "o4-mini": None,
 }
-LIMITS = {"gpt-4o-mini": (30_000, 150_000_000), "gpt-4o": (10_000, 30_000_000),
-          "gpt-4.1": (10_000, 30_000_000), "gpt-4.1-mini": (30_000, 150_000_000),
-          "o4-mini": (30_000, 150_000_000), "text-embedding-3-small": (10_000, 10_000_000)}
+LIMITS = {
+    "gpt-4o-mini": (30_000, 150_000_000),
+    "gpt-4o": (10_000, 30_000_000),
+    "gpt-4.1": (10_000, 30_000_000),
+    "gpt-4.1-mini": (30_000, 150_000_000),
+    "o4-mini": (30_000, 150_000_000),
+    "text-embedding-3-small": (10_000, 10_000_000),
+}
 PROJECT_RPM = {"data-etl": 6}  # a per-project cap the admins set; other projects share the org's TPM
 CACHE_TTL_S = 600  # automatic prompt caching keeps a prefix for 5-10 minutes of inactivity
 CACHE_MIN_TOKENS = 1024
@@ -73,17 +81,26 @@ def chat_messages(call: Call) -> list[dict]:
         if m.role == "tool":
             messages.append({"role": "tool", "tool_call_id": m.tool_call_id, "content": m.text})
         elif m.tool_calls:
-            messages.append({"role": "assistant", "content": None, "tool_calls": [
-                {"id": tc.id, "type": "function", "function": {"name": tc.name, "arguments": tc.arguments}}
-                for tc in m.tool_calls]})
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {"id": tc.id, "type": "function", "function": {"name": tc.name, "arguments": tc.arguments}}
+                        for tc in m.tool_calls
+                    ],
+                }
+            )
         else:
             messages.append({"role": m.role, "content": m.text})
     return messages
 
 
 def chat_tools(call: Call) -> list[dict]:
-    return [{"type": "function", "function": {"name": t.name, "description": t.description,
-                                              "parameters": t.parameters}} for t in call.tools]
+    return [
+        {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
+        for t in call.tools
+    ]
 
 
 def chat_request(call: Call) -> dict:
@@ -106,8 +123,11 @@ def chat_request(call: Call) -> dict:
 
 
 def responses_request(call: Call) -> dict:
-    body: dict = {"input": [{"content": m.text, "role": m.role} for m in call.messages],
-                  "instructions": call.system, "model": call.model}
+    body: dict = {
+        "input": [{"content": m.text, "role": m.role} for m in call.messages],
+        "instructions": call.system,
+        "model": call.model,
+    }
     body.update(call.params)
     if call.stream:
         body["stream"] = True
@@ -116,8 +136,12 @@ def responses_request(call: Call) -> dict:
 
 def embeddings_request(call: Call) -> dict:
     inputs = call.embedding_inputs
-    return {"input": inputs[0] if len(inputs) == 1 else inputs, "model": call.model,
-            "dimensions": call.params.get("dimensions", 1536), "encoding_format": "base64"}
+    return {
+        "input": inputs[0] if len(inputs) == 1 else inputs,
+        "model": call.model,
+        "dimensions": call.params.get("dimensions", 1536),
+        "encoding_format": "base64",
+    }
 
 
 def request_headers(call: Call) -> list[tuple[str, str]]:
@@ -128,11 +152,14 @@ def _project(call: Call) -> str:
     return "proj_FAKE" + hashlib.sha256(call.key.secret.encode()).hexdigest()[:15]
 
 
-def response_headers(call: Call, rng: random.Random, at: float, processing_s: float,
-                     stream: bool, prompt_tokens: int) -> list[tuple[str, str]]:
+def response_headers(
+    call: Call, rng: random.Random, at: float, processing_s: float, stream: bool, prompt_tokens: int
+) -> list[tuple[str, str]]:
     limit_requests, limit_tokens = LIMITS[call.model]
-    headers = [("date", http_date(at)),
-               ("content-type", "text/event-stream; charset=utf-8" if stream else "application/json")]
+    headers = [
+        ("date", http_date(at)),
+        ("content-type", "text/event-stream; charset=utf-8" if stream else "application/json"),
+    ]
     headers.append(("transfer-encoding", "chunked") if stream else ("content-encoding", "gzip"))
     headers += [
         ("openai-organization", ORGANIZATION),
@@ -170,10 +197,16 @@ def completion_tokens(call: Call) -> int:
 
 def chat_usage(prompt: int, completion: int, cached: int, reasoning: int) -> dict:
     return {
-        "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
         "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
-        "completion_tokens_details": {"reasoning_tokens": reasoning, "audio_tokens": 0,
-                                      "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": reasoning,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
     }
 
 
@@ -181,12 +214,12 @@ def chat_usage(prompt: int, completion: int, cached: int, reasoning: int) -> dic
 
 
 def _assistant_message(call: Call) -> dict:
-    message: dict = {"role": "assistant", "content": call.reply.text or None, "refusal": None,
-                     "annotations": []}
+    message: dict = {"role": "assistant", "content": call.reply.text or None, "refusal": None, "annotations": []}
     if call.reply.tool_calls:
-        message["tool_calls"] = [{"id": tc.id, "type": "function",
-                                  "function": {"name": tc.name, "arguments": tc.arguments}}
-                                 for tc in call.reply.tool_calls]
+        message["tool_calls"] = [
+            {"id": tc.id, "type": "function", "function": {"name": tc.name, "arguments": tc.arguments}}
+            for tc in call.reply.tool_calls
+        ]
     return message
 
 
@@ -200,8 +233,9 @@ def chat_completion(call: Call, rng: random.Random, usage: dict) -> dict:
         "object": "chat.completion",
         "created": int(call.at),
         "model": SERVED_MODEL[call.model],
-        "choices": [{"index": 0, "message": _assistant_message(call), "logprobs": None,
-                     "finish_reason": _finish_reason(call)}],
+        "choices": [
+            {"index": 0, "message": _assistant_message(call), "logprobs": None, "finish_reason": _finish_reason(call)}
+        ],
         "usage": usage,
         "service_tier": "default",
         "system_fingerprint": FINGERPRINT[call.model],
@@ -210,9 +244,14 @@ def chat_completion(call: Call, rng: random.Random, usage: dict) -> dict:
 
 def chat_stream_events(call: Call, rng: random.Random, usage: dict) -> list[bytes]:
     """The `data:` events of a streamed chat completion, [DONE] included."""
-    base = {"id": ids.openai_completion(rng), "object": "chat.completion.chunk", "created": int(call.at),
-            "model": SERVED_MODEL[call.model], "service_tier": "default",
-            "system_fingerprint": FINGERPRINT[call.model]}
+    base = {
+        "id": ids.openai_completion(rng),
+        "object": "chat.completion.chunk",
+        "created": int(call.at),
+        "model": SERVED_MODEL[call.model],
+        "service_tier": "default",
+        "system_fingerprint": FINGERPRINT[call.model],
+    }
 
     def chunk(delta: dict, finish: str | None = None, choices: bool = True, usage_value=None) -> bytes:
         data = dict(base)
@@ -225,9 +264,18 @@ def chat_stream_events(call: Call, rng: random.Random, usage: dict) -> list[byte
     events = []
     if call.reply.tool_calls:
         tc = call.reply.tool_calls[0]
-        events.append(chunk({"role": "assistant", "content": None, "tool_calls": [
-            {"index": 0, "id": tc.id, "type": "function", "function": {"name": tc.name, "arguments": ""}}],
-            "refusal": None}))
+        events.append(
+            chunk(
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {"index": 0, "id": tc.id, "type": "function", "function": {"name": tc.name, "arguments": ""}}
+                    ],
+                    "refusal": None,
+                }
+            )
+        )
         for piece in stream_groups(rng, split_tokens(tc.arguments)):
             events.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
     else:
@@ -261,38 +309,72 @@ def _render_chat(call: Call, rng: random.Random, caches: PromptCaches) -> WireEx
 
 def _response_object(call: Call, resp_id: str, status: str, output: list, usage: dict | None) -> dict:
     return {
-        "id": resp_id, "object": "response", "created_at": int(call.at), "status": status,
-        "background": False, "error": None, "incomplete_details": None, "instructions": call.system,
-        "max_output_tokens": None, "max_tool_calls": None, "model": SERVED_MODEL[call.model],
-        "output": output, "parallel_tool_calls": True, "previous_response_id": None,
-        "prompt_cache_key": None, "reasoning": {"effort": call.params.get("reasoning", {}).get("effort", "medium"),
-                                                "summary": None},
-        "safety_identifier": None, "service_tier": "default", "store": True, "temperature": 1.0,
-        "text": {"format": {"type": "text"}, "verbosity": "medium"}, "tool_choice": "auto", "tools": [],
-        "top_logprobs": 0, "top_p": 1.0, "truncation": "disabled", "usage": usage, "user": None,
+        "id": resp_id,
+        "object": "response",
+        "created_at": int(call.at),
+        "status": status,
+        "background": False,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": call.system,
+        "max_output_tokens": None,
+        "max_tool_calls": None,
+        "model": SERVED_MODEL[call.model],
+        "output": output,
+        "parallel_tool_calls": True,
+        "previous_response_id": None,
+        "prompt_cache_key": None,
+        "reasoning": {"effort": call.params.get("reasoning", {}).get("effort", "medium"), "summary": None},
+        "safety_identifier": None,
+        "service_tier": "default",
+        "store": True,
+        "temperature": 1.0,
+        "text": {"format": {"type": "text"}, "verbosity": "medium"},
+        "tool_choice": "auto",
+        "tools": [],
+        "top_logprobs": 0,
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "usage": usage,
+        "user": None,
         "metadata": {},
     }
 
 
 def _responses_usage(prompt: int, completion: int, reasoning: int) -> dict:
-    return {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": 0},
-            "output_tokens": completion, "output_tokens_details": {"reasoning_tokens": reasoning},
-            "total_tokens": prompt + completion}
+    return {
+        "input_tokens": prompt,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": completion,
+        "output_tokens_details": {"reasoning_tokens": reasoning},
+        "total_tokens": prompt + completion,
+    }
 
 
 def _responses_output(call: Call, rs_id: str, msg_id: str) -> list[dict]:
-    return [{"id": rs_id, "type": "reasoning", "summary": []},
-            {"id": msg_id, "type": "message", "status": "completed",
-             "content": [{"type": "output_text", "annotations": [], "logprobs": [], "text": call.reply.text}],
-             "role": "assistant"}]
+    return [
+        {"id": rs_id, "type": "reasoning", "summary": []},
+        {
+            "id": msg_id,
+            "type": "message",
+            "status": "completed",
+            "content": [{"type": "output_text", "annotations": [], "logprobs": [], "text": call.reply.text}],
+            "role": "assistant",
+        },
+    ]
 
 
-def responses_stream_events(call: Call, rng: random.Random, resp_id: str, rs_id: str, msg_id: str,
-                            usage: dict) -> list[bytes]:
+def responses_stream_events(
+    call: Call, rng: random.Random, resp_id: str, rs_id: str, msg_id: str, usage: dict
+) -> list[bytes]:
     seq = iter(range(10_000))
 
     def event(kind: str, **fields) -> bytes:
-        return f"event: {kind}\ndata: ".encode() + compact_json({"type": kind, "sequence_number": next(seq), **fields}) + b"\n\n"
+        return (
+            f"event: {kind}\ndata: ".encode()
+            + compact_json({"type": kind, "sequence_number": next(seq), **fields})
+            + b"\n\n"
+        )
 
     message_item = {"id": msg_id, "type": "message", "status": "in_progress", "content": [], "role": "assistant"}
     part = {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}
@@ -306,13 +388,19 @@ def responses_stream_events(call: Call, rng: random.Random, resp_id: str, rs_id:
         event("response.content_part.added", item_id=msg_id, output_index=1, content_index=0, part=part),
     ]
     for piece in stream_groups(rng, split_tokens(call.reply.text)):
-        events.append(event("response.output_text.delta", **where, delta=piece, logprobs=[],
-                            obfuscation=ids.obfuscation(rng)))
+        events.append(
+            event("response.output_text.delta", **where, delta=piece, logprobs=[], obfuscation=ids.obfuscation(rng))
+        )
     output = _responses_output(call, rs_id, msg_id)
     events += [
         event("response.output_text.done", **where, text=call.reply.text, logprobs=[]),
-        event("response.content_part.done", item_id=msg_id, output_index=1, content_index=0,
-              part={**part, "text": call.reply.text}),
+        event(
+            "response.content_part.done",
+            item_id=msg_id,
+            output_index=1,
+            content_index=0,
+            part={**part, "text": call.reply.text},
+        ),
         event("response.output_item.done", output_index=1, item=output[1]),
         event("response.completed", response=_response_object(call, resp_id, "completed", output, usage)),
     ]
@@ -323,8 +411,9 @@ def _render_responses(call: Call, rng: random.Random, caches: PromptCaches) -> W
     body = compact_json(responses_request(call))
     if call.fault in ("rate_limited", "server_error", "overloaded"):
         return _render_failure(call, rng, body)
-    prompt = openai_chat_prompt_tokens([{"role": "system", "content": call.system}]
-                                       + [{"role": m.role, "content": m.text} for m in call.messages])
+    prompt = openai_chat_prompt_tokens(
+        [{"role": "system", "content": call.system}] + [{"role": m.role, "content": m.text} for m in call.messages]
+    )
     completion = completion_tokens(call)
     usage = _responses_usage(prompt, completion, call.reply.reasoning_tokens)
     t = timing(rng, call.model, prompt, completion, call.reply.reasoning_tokens)
@@ -355,13 +444,17 @@ def _render_embeddings(call: Call, rng: random.Random) -> WireExchange:
         return _render_failure(call, rng, body)
     dimensions = call.params.get("dimensions", 1536)
     tokens = sum(count(text, "cl100k_base") for text in call.embedding_inputs)
-    payload = pretty_json({
-        "object": "list",
-        "data": [{"object": "embedding", "index": i, "embedding": embedding_vector(text, dimensions)}
-                 for i, text in enumerate(call.embedding_inputs)],
-        "model": SERVED_MODEL[call.model],
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    })
+    payload = pretty_json(
+        {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": embedding_vector(text, dimensions)}
+                for i, text in enumerate(call.embedding_inputs)
+            ],
+            "model": SERVED_MODEL[call.model],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+    )
     t = timing(rng, call.model, tokens, 0)
     return _exchange(call, rng, body, payload, t, headers_at=t.total_s - 0.001, stream=False, prompt=tokens)
 
@@ -369,18 +462,26 @@ def _render_embeddings(call: Call, rng: random.Random) -> WireExchange:
 # --- shared response assembly -----------------------------------------------------------------
 
 
-def _exchange(call: Call, rng: random.Random, body: bytes, payload: bytes, t, *, headers_at: float,
-              stream: bool, prompt: int) -> WireExchange:
+def _exchange(
+    call: Call, rng: random.Random, body: bytes, payload: bytes, t, *, headers_at: float, stream: bool, prompt: int
+) -> WireExchange:
     return WireExchange(
-        url=_url(call), request_headers=request_headers(call), request_body=body, status=200,
+        url=_url(call),
+        request_headers=request_headers(call),
+        request_body=body,
+        status=200,
         response_headers=response_headers(call, rng, call.at + headers_at, headers_at, stream, prompt),
-        response_body=payload, server_ip=rng.choice(SERVER_IPS), headers_at=round(headers_at, 4),
-        ended_at=t.total_s, gzip=not stream,
+        response_body=payload,
+        server_ip=rng.choice(SERVER_IPS),
+        headers_at=round(headers_at, 4),
+        ended_at=t.total_s,
+        gzip=not stream,
     )
 
 
-def _stream_exchange(call: Call, rng: random.Random, body: bytes, events: list[bytes], t, prompt: int,
-                     first_events: int = 1) -> WireExchange:
+def _stream_exchange(
+    call: Call, rng: random.Random, body: bytes, events: list[bytes], t, prompt: int, first_events: int = 1
+) -> WireExchange:
     """A stream's headers arrive with its first token; a cut stream stops part-way, no [DONE]."""
     headers_at = round(max(0.05, t.ttft_s - 0.01), 4)
     exchange = _exchange(call, rng, body, b"".join(events), t, headers_at=headers_at, stream=True, prompt=prompt)
@@ -402,8 +503,11 @@ def _requested_tokens(call: Call) -> int:
     """What the rate limiter charges a request up front: its input plus max_tokens."""
     if call.api == "embeddings":
         return sum(count(text, "cl100k_base") for text in call.embedding_inputs)
-    messages = chat_messages(call) if call.api == "chat" else [{"role": "system", "content": call.system}] + [
-        {"role": m.role, "content": m.text} for m in call.messages]
+    messages = (
+        chat_messages(call)
+        if call.api == "chat"
+        else [{"role": "system", "content": call.system}] + [{"role": m.role, "content": m.text} for m in call.messages]
+    )
     return openai_chat_prompt_tokens(messages, chat_tools(call) or None) + call.params.get("max_tokens", 0)
 
 
@@ -417,19 +521,39 @@ def error_body(call: Call, rng: random.Random, status: int, request_id: str) -> 
             kind, unit, limit = "tokens", "tokens per min (TPM)", LIMITS[call.model][1] // 50
             requested = _requested_tokens(call)
             used = limit - rng.randint(0, requested - 1)
-        return {"error": {
-            "message": (f"Rate limit reached for {call.model} in project {_project(call)} on {unit}: "
-                        f"Limit {limit}, Used {used}, Requested {requested}. Please try again in {wait}. "
-                        "Visit https://platform.openai.com/account/rate-limits to learn more."),
-            "type": kind, "param": None, "code": "rate_limit_exceeded"}}
+        return {
+            "error": {
+                "message": (
+                    f"Rate limit reached for {call.model} in project {_project(call)} on {unit}: "
+                    f"Limit {limit}, Used {used}, Requested {requested}. Please try again in {wait}. "
+                    "Visit https://platform.openai.com/account/rate-limits to learn more."
+                ),
+                "type": kind,
+                "param": None,
+                "code": "rate_limit_exceeded",
+            }
+        }
     if status == 503:
-        return {"error": {"message": "The server is overloaded or not ready yet.", "type": "server_error",
-                          "param": None, "code": None}}
-    return {"error": {
-        "message": ("The server had an error while processing your request. Sorry about that! You can retry "
-                    "your request, or contact us through our help center at help.openai.com if the error "
-                    f"persists. (Please include the request ID {request_id} in your message.)"),
-        "type": "server_error", "param": None, "code": None}}
+        return {
+            "error": {
+                "message": "The server is overloaded or not ready yet.",
+                "type": "server_error",
+                "param": None,
+                "code": None,
+            }
+        }
+    return {
+        "error": {
+            "message": (
+                "The server had an error while processing your request. Sorry about that! You can retry "
+                "your request, or contact us through our help center at help.openai.com if the error "
+                f"persists. (Please include the request ID {request_id} in your message.)"
+            ),
+            "type": "server_error",
+            "param": None,
+            "code": None,
+        }
+    }
 
 
 def _render_failure(call: Call, rng: random.Random, body: bytes) -> WireExchange:
@@ -442,7 +566,14 @@ def _render_failure(call: Call, rng: random.Random, body: bytes) -> WireExchange
         limited = "requests" if call.key.name in PROJECT_RPM else "tokens"
         headers.append((f"x-ratelimit-reset-{limited}", f"{int((call.retry_after_s or 1) * 1000)}ms"))
     return WireExchange(
-        url=_url(call), request_headers=request_headers(call), request_body=body, status=status,
-        response_headers=headers, response_body=pretty_json(error_body(call, rng, status, request_id)),
-        server_ip=rng.choice(SERVER_IPS), headers_at=t.ttft_s, ended_at=t.total_s, gzip=True,
+        url=_url(call),
+        request_headers=request_headers(call),
+        request_body=body,
+        status=status,
+        response_headers=headers,
+        response_body=pretty_json(error_body(call, rng, status, request_id)),
+        server_ip=rng.choice(SERVER_IPS),
+        headers_at=t.ttft_s,
+        ended_at=t.total_s,
+        gzip=True,
     )

@@ -93,9 +93,7 @@ def exchange(relative: str, position: int = 0, stream_chunks: int = STREAM_CHUNK
     raise LookupError(f"{relative} has no recognised LLM call at interaction {position}")
 
 
-def exchange_from_interaction(
-    interaction: dict, stream_chunks: int = STREAM_CHUNKS
-) -> Exchange | None:
+def exchange_from_interaction(interaction: dict, stream_chunks: int = STREAM_CHUNKS) -> Exchange | None:
     request = interaction.get("request") or {}
     response = interaction.get("response") or {}
     uri = request.get("uri")

@@ -45,7 +45,11 @@ def provider():
 
 
 def subprocess_env(project_on_path: bool = True, **extra) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"))
+    }
     if project_on_path:
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env["PYTHONUNBUFFERED"] = "1"
@@ -66,8 +70,12 @@ class RunningProxy:
     def __init__(self, command: list[str], cwd: Path = ROOT, project_on_path: bool = True):
         self.output: list[str] = []
         self.process = subprocess.Popen(
-            command, cwd=cwd, env=subprocess_env(project_on_path), stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True,
+            command,
+            cwd=cwd,
+            env=subprocess_env(project_on_path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         self._listening = threading.Event()
         self.port: int | None = None
@@ -166,6 +174,5 @@ def sample_demo(tmp_path_factory) -> DemoRun:
     env.pop("TIKTOKEN_CACHE_DIR", None)  # as in every test: the tiktoken files llm-shadow ships
     # As `./run.sh demo` runs it: the installed program, which the PATH of a new shell lacks.
     program = Path(sys.executable).with_name("llm-shadow")
-    result = subprocess.run([str(program), "demo"], cwd=workdir, env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run([str(program), "demo"], cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
     return DemoRun(workdir, result)

@@ -108,9 +108,7 @@ class FakeProvider:
 
     def _run(self) -> None:
         self._loop = asyncio.new_event_loop()
-        self._server = self._loop.run_until_complete(
-            asyncio.start_server(self._serve, self.host, 0)
-        )
+        self._server = self._loop.run_until_complete(asyncio.start_server(self._serve, self.host, 0))
         self.port = self._server.sockets[0].getsockname()[1]
         self._ready.set()
         self._loop.run_forever()
@@ -193,8 +191,16 @@ def _head(status: int, headers: list[tuple[str, str]]) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests",
-            500: "Internal Server Error", 503: "Service Unavailable", 529: "Overloaded"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+    529: "Overloaded",
+}
 
 
 # --- routing -----------------------------------------------------------------------------------
@@ -272,8 +278,7 @@ def merge_usage(base: dict, extra: dict) -> dict:
 
 
 def _json_reply(status: int, value: dict, extra: list[tuple[str, str]] | None = None) -> Reply:
-    return Reply(status, [("content-type", "application/json")] + (extra or []),
-                 json.dumps(value).encode())
+    return Reply(status, [("content-type", "application/json")] + (extra or []), json.dumps(value).encode())
 
 
 def _sse(values: list[dict | str], named: bool = False) -> list[bytes]:
@@ -289,8 +294,9 @@ def _sse(values: list[dict | str], named: bool = False) -> list[bytes]:
 
 
 def _stream_reply(events: list[bytes]) -> Reply:
-    return Reply(200, [("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache")],
-                 events=events)
+    return Reply(
+        200, [("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache")], events=events
+    )
 
 
 def reply_words() -> list[str]:
@@ -306,6 +312,7 @@ def prompt_token_count(body: dict) -> int:
 
 # --- OpenAI --------------------------------------------------------------------------------------
 
+
 def openai_usage(body: dict, cached: int = 0, reasoning: int = 0) -> dict:
     completion = len(reply_words()) + reasoning
     prompt = prompt_token_count(body)
@@ -314,8 +321,12 @@ def openai_usage(body: dict, cached: int = 0, reasoning: int = 0) -> dict:
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
-        "completion_tokens_details": {"reasoning_tokens": reasoning, "audio_tokens": 0,
-                                      "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": reasoning,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
     }
 
 
@@ -337,29 +348,77 @@ def openai_chat(body: dict, extra: dict | None = None, served: str | None = None
     model = body.get("model", "gpt-4o-mini")
     served = served or (model + "-2024-07-18" if model == "gpt-4o-mini" else model)
     tools = body.get("tools")
-    usage = _with_total(merge_usage(openai_usage(body), extra), extra,
-                        ("prompt_tokens", "completion_tokens"), "total_tokens")
+    usage = _with_total(
+        merge_usage(openai_usage(body), extra), extra, ("prompt_tokens", "completion_tokens"), "total_tokens"
+    )
     if tools:
-        call = {"id": "call_fake1", "type": "function",
-                "function": {"name": tools[0]["function"]["name"], "arguments": '{"city": "Paris"}'}}
+        call = {
+            "id": "call_fake1",
+            "type": "function",
+            "function": {"name": tools[0]["function"]["name"], "arguments": '{"city": "Paris"}'},
+        }
         message = {"role": "assistant", "content": None, "tool_calls": [call]}
         finish = "tool_calls"
     else:
         message = {"role": "assistant", "content": REPLY}
         finish = "stop"
-    base = {"id": "chatcmpl-fake123", "created": CREATED, "model": served, "system_fingerprint": "fp_fake",
-            "service_tier": served_tier(body)}
+    base = {
+        "id": "chatcmpl-fake123",
+        "created": CREATED,
+        "model": served,
+        "system_fingerprint": "fp_fake",
+        "service_tier": served_tier(body),
+    }
     if not body.get("stream"):
-        return _json_reply(200, {**base, "object": "chat.completion",
-                                 "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-                                 "usage": usage}, [("openai-processing-ms", "12")])
+        return _json_reply(
+            200,
+            {
+                **base,
+                "object": "chat.completion",
+                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+                "usage": usage,
+            },
+            [("openai-processing-ms", "12")],
+        )
     chunk = {**base, "object": "chat.completion.chunk"}
-    values: list[dict | str] = [{**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}]
+    values: list[dict | str] = [
+        {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+    ]
     if tools:
-        values.append({**chunk, "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, **call, "function": {"name": call["function"]["name"], "arguments": ""}}]}, "finish_reason": None}]})
-        values.append({**chunk, "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": call["function"]["arguments"]}}]}, "finish_reason": None}]})
+        values.append(
+            {
+                **chunk,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {
+                            "tool_calls": [
+                                {"index": 0, **call, "function": {"name": call["function"]["name"], "arguments": ""}}
+                            ]
+                        },
+                        "finish_reason": None,
+                    }
+                ],
+            }
+        )
+        values.append(
+            {
+                **chunk,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {
+                            "tool_calls": [{"index": 0, "function": {"arguments": call["function"]["arguments"]}}]
+                        },
+                        "finish_reason": None,
+                    }
+                ],
+            }
+        )
     else:
-        values += [{**chunk, "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]} for w in reply_words()]
+        values += [
+            {**chunk, "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]} for w in reply_words()
+        ]
     values.append({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
     if (body.get("stream_options") or {}).get("include_usage"):
         values.append({**chunk, "choices": [], "usage": usage})
@@ -371,8 +430,12 @@ def openai_completions(body: dict, extra: dict) -> Reply:
     """The legacy Completions API (`/v1/completions`): a prompt in, `choices[].text` out."""
     model = body.get("model", "gpt-3.5-turbo-instruct")
     prompt = prompt_token_count(body)
-    usage = _with_total(merge_usage({"prompt_tokens": prompt, "completion_tokens": len(reply_words())}, extra),
-                        extra, ("prompt_tokens", "completion_tokens"), "total_tokens")
+    usage = _with_total(
+        merge_usage({"prompt_tokens": prompt, "completion_tokens": len(reply_words())}, extra),
+        extra,
+        ("prompt_tokens", "completion_tokens"),
+        "total_tokens",
+    )
     base = {"id": "cmpl-fake123", "object": "text_completion", "created": CREATED, "model": model}
     if not body.get("stream"):
         choice = {"text": REPLY, "index": 0, "logprobs": None, "finish_reason": "stop"}
@@ -395,44 +458,94 @@ def openai_responses(body: dict, extra: dict | None = None) -> Reply:
     before the message; a stream sends the full event sequence the SDK's helpers expect."""
     extra = extra or {}
     model = body.get("model", "gpt-4.1-mini")
-    usage = {"input_tokens": prompt_token_count(body), "input_tokens_details": {"cached_tokens": 0},
-             "output_tokens": len(reply_words()), "output_tokens_details": {"reasoning_tokens": 0}}
+    usage = {
+        "input_tokens": prompt_token_count(body),
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": len(reply_words()),
+        "output_tokens_details": {"reasoning_tokens": 0},
+    }
     usage = _with_total(merge_usage(usage, extra), extra, ("input_tokens", "output_tokens"), "total_tokens")
     reasoning = {"type": "reasoning", "id": "rs_fake", "summary": [{"type": "summary_text", "text": THOUGHT}]}
-    message = {"type": "message", "id": "msg_fake", "status": "completed", "role": "assistant",
-               "content": [{"type": "output_text", "text": REPLY, "annotations": []}]}
+    message = {
+        "type": "message",
+        "id": "msg_fake",
+        "status": "completed",
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": REPLY, "annotations": []}],
+    }
     output = [reasoning, message] if body.get("reasoning") else [message]
-    response = {"id": "resp_fake", "object": "response", "created_at": CREATED, "status": "completed",
-                "model": model, "output": output, "usage": usage, "error": None, "service_tier": served_tier(body),
-                "incomplete_details": None, "instructions": body.get("instructions"), "tools": [],
-                "tool_choice": "auto", "parallel_tool_calls": True}
+    response = {
+        "id": "resp_fake",
+        "object": "response",
+        "created_at": CREATED,
+        "status": "completed",
+        "model": model,
+        "output": output,
+        "usage": usage,
+        "error": None,
+        "service_tier": served_tier(body),
+        "incomplete_details": None,
+        "instructions": body.get("instructions"),
+        "tools": [],
+        "tool_choice": "auto",
+        "parallel_tool_calls": True,
+    }
     if not body.get("stream"):
         return _json_reply(200, response)
     values: list[dict] = [
         {"type": "response.created", "response": {**response, "status": "in_progress", "output": [], "usage": None}},
-        {"type": "response.in_progress", "response": {**response, "status": "in_progress", "output": [], "usage": None}},
+        {
+            "type": "response.in_progress",
+            "response": {**response, "status": "in_progress", "output": [], "usage": None},
+        },
     ]
     index = 0
     if body.get("reasoning"):
         values += [
             {"type": "response.output_item.added", "output_index": 0, "item": {**reasoning, "summary": []}},
-            {"type": "response.reasoning_summary_part.added", "item_id": "rs_fake", "output_index": 0,
-             "summary_index": 0, "part": {"type": "summary_text", "text": ""}},
-            {"type": "response.reasoning_summary_text.delta", "item_id": "rs_fake", "output_index": 0,
-             "summary_index": 0, "delta": THOUGHT},
-            {"type": "response.reasoning_summary_text.done", "item_id": "rs_fake", "output_index": 0,
-             "summary_index": 0, "text": THOUGHT},
-            {"type": "response.reasoning_summary_part.done", "item_id": "rs_fake", "output_index": 0,
-             "summary_index": 0, "part": {"type": "summary_text", "text": THOUGHT}},
+            {
+                "type": "response.reasoning_summary_part.added",
+                "item_id": "rs_fake",
+                "output_index": 0,
+                "summary_index": 0,
+                "part": {"type": "summary_text", "text": ""},
+            },
+            {
+                "type": "response.reasoning_summary_text.delta",
+                "item_id": "rs_fake",
+                "output_index": 0,
+                "summary_index": 0,
+                "delta": THOUGHT,
+            },
+            {
+                "type": "response.reasoning_summary_text.done",
+                "item_id": "rs_fake",
+                "output_index": 0,
+                "summary_index": 0,
+                "text": THOUGHT,
+            },
+            {
+                "type": "response.reasoning_summary_part.done",
+                "item_id": "rs_fake",
+                "output_index": 0,
+                "summary_index": 0,
+                "part": {"type": "summary_text", "text": THOUGHT},
+            },
             {"type": "response.output_item.done", "output_index": 0, "item": reasoning},
         ]
         index = 1
     text_event = {"item_id": "msg_fake", "output_index": index, "content_index": 0}
     values += [
-        {"type": "response.output_item.added", "output_index": index,
-         "item": {**message, "status": "in_progress", "content": []}},
-        {"type": "response.content_part.added", **text_event,
-         "part": {"type": "output_text", "text": "", "annotations": []}},
+        {
+            "type": "response.output_item.added",
+            "output_index": index,
+            "item": {**message, "status": "in_progress", "content": []},
+        },
+        {
+            "type": "response.content_part.added",
+            **text_event,
+            "part": {"type": "output_text", "text": "", "annotations": []},
+        },
     ]
     values += [{"type": "response.output_text.delta", **text_event, "delta": w, "logprobs": []} for w in reply_words()]
     values += [
@@ -451,55 +564,98 @@ def openai_embeddings(body: dict, extra: dict | None = None, served: str | None 
     inputs = inputs if isinstance(inputs, list) else [inputs]
     tokens = sum(max(1, len(str(i)) // 4) for i in inputs)
     usage = merge_usage({"prompt_tokens": tokens, "total_tokens": tokens}, extra or {})
-    return _json_reply(200, {"object": "list", "model": served or body.get("model", "text-embedding-3-small"),
-                             "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i in range(len(inputs))],
-                             "usage": usage})
+    return _json_reply(
+        200,
+        {
+            "object": "list",
+            "model": served or body.get("model", "text-embedding-3-small"),
+            "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i in range(len(inputs))],
+            "usage": usage,
+        },
+    )
 
 
 def openai_batches(method: str, path: str, body: dict, extra: dict) -> Reply:
     """The Batch API: creating a batch answers `validating`; retrieving it answers a completed
     batch with the model and the Responses-style usage of all its requests."""
-    batch = {"id": "batch_fake", "object": "batch", "endpoint": body.get("endpoint", "/v1/chat/completions"),
-             "errors": None, "input_file_id": body.get("input_file_id", "file-fake-in"),
-             "completion_window": "24h", "created_at": CREATED, "metadata": body.get("metadata")}
+    batch = {
+        "id": "batch_fake",
+        "object": "batch",
+        "endpoint": body.get("endpoint", "/v1/chat/completions"),
+        "errors": None,
+        "input_file_id": body.get("input_file_id", "file-fake-in"),
+        "completion_window": "24h",
+        "created_at": CREATED,
+        "metadata": body.get("metadata"),
+    }
     if method == "POST" and path.endswith("/batches"):
-        return _json_reply(200, {**batch, "status": "validating",
-                                 "request_counts": {"total": 0, "completed": 0, "failed": 0}})
+        return _json_reply(
+            200, {**batch, "status": "validating", "request_counts": {"total": 0, "completed": 0, "failed": 0}}
+        )
     if method == "GET" and path.endswith("/batches"):
-        return _json_reply(200, {"object": "list", "data": [batch], "first_id": "batch_fake",
-                                 "last_id": "batch_fake", "has_more": False})
-    usage = {"input_tokens": 40, "input_tokens_details": {"cached_tokens": 0},
-             "output_tokens": 30, "output_tokens_details": {"reasoning_tokens": 0}}
+        return _json_reply(
+            200,
+            {"object": "list", "data": [batch], "first_id": "batch_fake", "last_id": "batch_fake", "has_more": False},
+        )
+    usage = {
+        "input_tokens": 40,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": 30,
+        "output_tokens_details": {"reasoning_tokens": 0},
+    }
     usage = _with_total(merge_usage(usage, extra), extra, ("input_tokens", "output_tokens"), "total_tokens")
     batch["id"] = path.rstrip("/").split("/")[-1]  # retrieving answers the batch asked for
-    return _json_reply(200, {**batch, "status": "completed", "output_file_id": "file-fake-out",
-                             "completed_at": CREATED + 600, "model": "gpt-4o-mini-2024-07-18",
-                             "request_counts": {"total": 2, "completed": 2, "failed": 0}, "usage": usage})
+    return _json_reply(
+        200,
+        {
+            **batch,
+            "status": "completed",
+            "output_file_id": "file-fake-out",
+            "completed_at": CREATED + 600,
+            "model": "gpt-4o-mini-2024-07-18",
+            "request_counts": {"total": 2, "completed": 2, "failed": 0},
+            "usage": usage,
+        },
+    )
 
 
 def openai_error(status: int) -> Reply:
     kind = {429: "rate_limit_exceeded", 500: "server_error", 503: "server_error"}.get(status, "invalid_request_error")
     extra = [("retry-after", "1")] if status == 429 else []
-    return _json_reply(status, {"error": {"message": f"fake error {status}", "type": kind, "param": None, "code": kind}}, extra)
+    return _json_reply(
+        status, {"error": {"message": f"fake error {status}", "type": kind, "param": None, "code": kind}}, extra
+    )
 
 
 # --- Anthropic -----------------------------------------------------------------------------------
 
+
 def anthropic_usage(body: dict, extra: dict) -> dict:
     """Anthropic's usage shape: input_tokens EXCLUDES the cache reads and writes."""
-    return merge_usage({
-        "input_tokens": prompt_token_count(body), "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
-        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
-        "output_tokens": len(reply_words()), "service_tier": "standard",
-    }, extra)
+    return merge_usage(
+        {
+            "input_tokens": prompt_token_count(body),
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+            "output_tokens": len(reply_words()),
+            "service_tier": "standard",
+        },
+        extra,
+    )
 
 
 def anthropic_message(body: dict, usage: dict) -> dict:
-    return {"id": "msg_fake", "type": "message", "role": "assistant",
-            "model": body.get("model", "claude-sonnet-4-20250514"),
-            "content": [{"type": "text", "text": REPLY}], "stop_reason": "end_turn",
-            "stop_sequence": None, "usage": usage}
+    return {
+        "id": "msg_fake",
+        "type": "message",
+        "role": "assistant",
+        "model": body.get("model", "claude-sonnet-4-20250514"),
+        "content": [{"type": "text", "text": REPLY}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": usage,
+    }
 
 
 def anthropic_messages(body: dict, extra: dict | None = None, start_extra: dict | None = None) -> Reply:
@@ -511,14 +667,24 @@ def anthropic_messages(body: dict, extra: dict | None = None, start_extra: dict 
     if not body.get("stream"):
         return _json_reply(200, message, [("request-id", "req_fake")])
     start_usage = merge_usage({**usage, "output_tokens": 1}, start_extra or {})
-    delta_usage = {k: usage[k] for k in ("input_tokens", "cache_creation_input_tokens",
-                                         "cache_read_input_tokens", "output_tokens",
-                                         "output_tokens_details") if k in usage}
+    delta_usage = {
+        k: usage[k]
+        for k in (
+            "input_tokens",
+            "cache_creation_input_tokens",
+            "cache_read_input_tokens",
+            "output_tokens",
+            "output_tokens_details",
+        )
+        if k in usage
+    }
     values: list[dict | str] = [
         {"type": "message_start", "message": {**message, "content": [], "stop_reason": None, "usage": start_usage}},
         {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
     ]
-    values += [{"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}} for w in reply_words()]
+    values += [
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}} for w in reply_words()
+    ]
     values += [
         {"type": "content_block_stop", "index": 0},
         {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": delta_usage},
@@ -537,13 +703,32 @@ def anthropic_batches(method: str, path: str, body: dict, extra: dict) -> Reply:
     The results_url is relative: the fake does not know the address its clients used (the
     real API gives an absolute api.anthropic.com URL); the SDK joins it with its base URL.
     """
-    batch = {"id": ANTHROPIC_BATCH_ID, "type": "message_batch", "created_at": "2025-10-09T12:00:00Z",
-             "expires_at": "2025-10-10T12:00:00Z", "archived_at": None, "cancel_initiated_at": None}
+    batch = {
+        "id": ANTHROPIC_BATCH_ID,
+        "type": "message_batch",
+        "created_at": "2025-10-09T12:00:00Z",
+        "expires_at": "2025-10-10T12:00:00Z",
+        "archived_at": None,
+        "cancel_initiated_at": None,
+    }
     requests = body.get("requests") or []
     if method == "POST" and path.endswith("/batches"):
-        return _json_reply(200, {**batch, "processing_status": "in_progress", "ended_at": None, "results_url": None,
-                                 "request_counts": {"processing": len(requests), "succeeded": 0, "errored": 0,
-                                                    "canceled": 0, "expired": 0}})
+        return _json_reply(
+            200,
+            {
+                **batch,
+                "processing_status": "in_progress",
+                "ended_at": None,
+                "results_url": None,
+                "request_counts": {
+                    "processing": len(requests),
+                    "succeeded": 0,
+                    "errored": 0,
+                    "canceled": 0,
+                    "expired": 0,
+                },
+            },
+        )
     if path.endswith("/results"):
         lines = []
         for i in range(2):
@@ -551,10 +736,16 @@ def anthropic_batches(method: str, path: str, body: dict, extra: dict) -> Reply:
             message = anthropic_message(request, anthropic_usage(request, extra))
             lines.append(json.dumps({"custom_id": f"request-{i}", "result": {"type": "succeeded", "message": message}}))
         return Reply(200, [("content-type", "application/x-jsonl")], ("\n".join(lines) + "\n").encode())
-    return _json_reply(200, {**batch, "processing_status": "ended", "ended_at": "2025-10-09T12:10:00Z",
-                             "results_url": f"/v1/messages/batches/{ANTHROPIC_BATCH_ID}/results",
-                             "request_counts": {"processing": 0, "succeeded": 2, "errored": 0,
-                                                "canceled": 0, "expired": 0}})
+    return _json_reply(
+        200,
+        {
+            **batch,
+            "processing_status": "ended",
+            "ended_at": "2025-10-09T12:10:00Z",
+            "results_url": f"/v1/messages/batches/{ANTHROPIC_BATCH_ID}/results",
+            "request_counts": {"processing": 0, "succeeded": 2, "errored": 0, "canceled": 0, "expired": 0},
+        },
+    )
 
 
 def anthropic_error(status: int) -> Reply:
@@ -563,6 +754,7 @@ def anthropic_error(status: int) -> Reply:
 
 
 # --- Gemini --------------------------------------------------------------------------------------
+
 
 def _camel_or_snake(mapping: dict, camel: str, snake: str) -> dict:
     value = mapping.get(camel, mapping.get(snake))
@@ -582,21 +774,27 @@ def gemini_generate(body: dict, path: str, stream: bool, extra: dict | None = No
     thinking = _camel_or_snake(config, "thinkingConfig", "thinking_config")
     include_thoughts = bool(thinking.get("includeThoughts", thinking.get("include_thoughts")))
     final_usage = merge_usage({"promptTokenCount": prompt, "candidatesTokenCount": len(words)}, extra)
-    final_usage = _with_total(final_usage, extra, ("promptTokenCount", "candidatesTokenCount",
-                                                   "thoughtsTokenCount", "toolUsePromptTokenCount"),
-                              "totalTokenCount")
+    final_usage = _with_total(
+        final_usage,
+        extra,
+        ("promptTokenCount", "candidatesTokenCount", "thoughtsTokenCount", "toolUsePromptTokenCount"),
+        "totalTokenCount",
+    )
 
     def response(parts: list[dict], done: bool, usage: dict) -> dict:
         candidate = {"content": {"parts": parts, "role": "model"}, "index": 0}
         if done:
             candidate["finishReason"] = "STOP"
-        return {"candidates": [candidate], "usageMetadata": usage,
-                "modelVersion": model, "responseId": "fake-response"}
+        return {"candidates": [candidate], "usageMetadata": usage, "modelVersion": model, "responseId": "fake-response"}
 
     thought_parts = [{"text": THOUGHT, "thought": True}] if include_thoughts else []
     if not stream:
         return _json_reply(200, response([*thought_parts, {"text": REPLY}], True, final_usage))
-    values = [response(thought_parts, False, {"promptTokenCount": prompt, "totalTokenCount": prompt})] if thought_parts else []
+    values = (
+        [response(thought_parts, False, {"promptTokenCount": prompt, "totalTokenCount": prompt})]
+        if thought_parts
+        else []
+    )
     for i, w in enumerate(words):
         last = i == len(words) - 1
         running = {"promptTokenCount": prompt, "candidatesTokenCount": i + 1, "totalTokenCount": prompt + i + 1}

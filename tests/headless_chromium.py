@@ -19,9 +19,17 @@ from pathlib import Path
 from websockets.sync.client import ClientConnection, connect
 
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--hide-scrollbars", "--remote-debugging-port=0",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+    "--remote-debugging-port=0",
 ]
 
 
@@ -86,8 +94,9 @@ class Page:
         if clip is None:
             size = self.call("Page.getLayoutMetrics")["cssContentSize"]
             clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"]}
-        result = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True,
-                           clip=clip | {"scale": scale})
+        result = self.call(
+            "Page.captureScreenshot", format="png", captureBeyondViewport=True, clip=clip | {"scale": scale}
+        )
         return base64.b64decode(result["data"])
 
 
@@ -103,7 +112,9 @@ class HeadlessChromium:
         with open(self._stderr_path, "wb") as stderr:
             self._process = subprocess.Popen(
                 [executable, *CHROMIUM_FLAGS, f"--user-data-dir={self._profile.name}/profile", "about:blank"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
             )
         try:
             self._ws = connect(self._browser_endpoint(), max_size=None, open_timeout=10)
@@ -116,8 +127,10 @@ class HeadlessChromium:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise DevToolsError(f"chromium exited ({self._process.returncode}): "
-                                    f"{self._stderr_path.read_text(errors='replace')[-2000:]}")
+                raise DevToolsError(
+                    f"chromium exited ({self._process.returncode}): "
+                    f"{self._stderr_path.read_text(errors='replace')[-2000:]}"
+                )
             lines = active_port.read_text().split("\n") if active_port.exists() else []
             if len(lines) >= 2 and lines[1].strip():
                 return f"ws://127.0.0.1:{lines[0].strip()}{lines[1].strip()}"
@@ -163,8 +176,13 @@ class HeadlessChromium:
         page = self._pages[session] = Page(self, session)
         for domain in ("Page", "Runtime", "Log", "Network"):
             page.call(f"{domain}.enable")
-        page.call("Emulation.setDeviceMetricsOverride", width=self.width, height=self.height,
-                  deviceScaleFactor=1, mobile=False)
+        page.call(
+            "Emulation.setDeviceMetricsOverride",
+            width=self.width,
+            height=self.height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
         page.call("Page.navigate", url=url)
         if not page.wait_until("document.readyState === 'complete'", timeout):
             raise DevToolsError(f"{url} did not finish loading within {timeout} s")

@@ -27,8 +27,8 @@ def pixels(png: bytes) -> tuple[int, int, list[tuple[int, int, int]]]:
     pos, idat = len(SIGNATURE), bytearray()
     width = height = channels = None
     while pos < len(png):
-        (length,) = struct.unpack(">I", png[pos:pos + 4])
-        kind, body = png[pos + 4:pos + 8], png[pos + 8:pos + 8 + length]
+        (length,) = struct.unpack(">I", png[pos : pos + 4])
+        kind, body = png[pos + 4 : pos + 8], png[pos + 8 : pos + 8 + length]
         pos += 12 + length
         if kind == b"IHDR":
             width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", body)
@@ -45,7 +45,7 @@ def pixels(png: bytes) -> tuple[int, int, list[tuple[int, int, int]]]:
     out: list[tuple[int, int, int]] = []
     for y in range(height):
         start = y * (stride + 1)
-        kind, line = raw[start], bytearray(raw[start + 1:start + 1 + stride])
+        kind, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
         if kind == 1:
             for i in range(channels, stride):
                 line[i] = (line[i] + line[i - channels]) & 0xFF

@@ -43,7 +43,9 @@ class RecordingProxy:
     def row(self, feature: str, n: int = 1, timeout: float = 15.0) -> dict | list[dict]:
         """The row (or, with n > 1, the n rows in time order) recorded for this feature."""
         rows = wait_for(lambda: (found := self.rows(feature)) and len(found) >= n and found, timeout)
-        assert rows, f"no {n} records for feature {feature!r} appeared; proxy said:\n" + "".join(self.proxy.output[-20:])
+        assert rows, f"no {n} records for feature {feature!r} appeared; proxy said:\n" + "".join(
+            self.proxy.output[-20:]
+        )
         assert len(rows) == n, f"expected {n} records for {feature!r}, found {len(rows)}"
         return rows[0] if n == 1 else rows
 
@@ -90,14 +92,39 @@ def rates(model: str, provider: str, service: str = "standard", input_tokens: in
     return price.effective_rates(service, input_tokens)
 
 
-def assert_tokens(row: dict, *, input: int, output: int, cached: int = 0, cache_write: int = 0,
-                  cache_write_1h: int = 0, reasoning: int = 0, source: str = "provider") -> None:
+def assert_tokens(
+    row: dict,
+    *,
+    input: int,
+    output: int,
+    cached: int = 0,
+    cache_write: int = 0,
+    cache_write_1h: int = 0,
+    reasoning: int = 0,
+    source: str = "provider",
+) -> None:
     """The row's token columns, all of them, equal these."""
-    recorded = {k: row[k] for k in ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens",
-                                    "cache_write_1h_tokens", "reasoning_tokens", "usage_source")}
-    assert recorded == {"input_tokens": input, "output_tokens": output, "cached_input_tokens": cached,
-                        "cache_write_tokens": cache_write, "cache_write_1h_tokens": cache_write_1h,
-                        "reasoning_tokens": reasoning, "usage_source": source}
+    recorded = {
+        k: row[k]
+        for k in (
+            "input_tokens",
+            "output_tokens",
+            "cached_input_tokens",
+            "cache_write_tokens",
+            "cache_write_1h_tokens",
+            "reasoning_tokens",
+            "usage_source",
+        )
+    }
+    assert recorded == {
+        "input_tokens": input,
+        "output_tokens": output,
+        "cached_input_tokens": cached,
+        "cache_write_tokens": cache_write,
+        "cache_write_1h_tokens": cache_write_1h,
+        "reasoning_tokens": reasoning,
+        "usage_source": source,
+    }
 
 
 def assert_cost(row: dict, usd: float) -> None:

@@ -59,13 +59,22 @@ def requests_frame(rows: list[dict]) -> pl.DataFrame:
     return pl.DataFrame([{c: r.get(c) for c in schema} for r in full], schema=schema)
 
 
-def contents_frame(requests: pl.DataFrame, prompts: dict[str, str], system: dict[str, str] | None = None) -> pl.DataFrame:
+def contents_frame(
+    requests: pl.DataFrame, prompts: dict[str, str], system: dict[str, str] | None = None
+) -> pl.DataFrame:
     """Contents for the requests named in `prompts` (id -> prompt text)."""
     system = system or {}
     rows = [
-        {"id": r["id"], "ts": r["ts"], "system_prompt": system.get(r["id"], ""), "prompt_text": prompts[r["id"]],
-         "request_json": None, "response_text": f"answer to {prompts[r['id']]}"}
-        for r in requests.iter_rows(named=True) if r["id"] in prompts
+        {
+            "id": r["id"],
+            "ts": r["ts"],
+            "system_prompt": system.get(r["id"], ""),
+            "prompt_text": prompts[r["id"]],
+            "request_json": None,
+            "response_text": f"answer to {prompts[r['id']]}",
+        }
+        for r in requests.iter_rows(named=True)
+        if r["id"] in prompts
     ]
     return pl.DataFrame(rows, schema=polars_schema(CONTENTS))
 

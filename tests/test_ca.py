@@ -80,9 +80,7 @@ def test_trust_sources_follow_the_environment(tmp_path):
 def test_ca_command_prints_paths_trust_commands_and_key_warning(tmp_path):
     confdir = tmp_path / "conf"
     bundle = tmp_path / "bundle.pem"
-    result = CliRunner().invoke(
-        app, ["ca", "--confdir", str(confdir), "--bundle", str(bundle)], env={"COLUMNS": "300"}
-    )
+    result = CliRunner().invoke(app, ["ca", "--confdir", str(confdir), "--bundle", str(bundle)], env={"COLUMNS": "300"})
     assert result.exit_code == 0, result.output
     files = CaFiles(confdir)
     assert str(files.cert) in result.output

@@ -50,8 +50,9 @@ def test_the_closing_hint_works_in_a_new_shell(sample_demo):
     hint = re.search(r"Explore further: (.+)", sample_demo.result.stdout)
     assert hint, sample_demo.result.stdout
     env = {"PATH": "/usr/bin:/bin", "HOME": str(sample_demo.workdir)}  # no venv on PATH
-    result = subprocess.run(["sh", "-c", hint[1]], cwd=sample_demo.workdir, env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        ["sh", "-c", hint[1]], cwd=sample_demo.workdir, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     with Store(sample_demo.data, create=False).connect() as con:
         total = stats.totals(con)

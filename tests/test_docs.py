@@ -24,7 +24,9 @@ def all_commands(command, prefix=""):
         yield from all_commands(sub, f"{prefix} {name}")
 
 
-@pytest.mark.parametrize(("name", "command"), list(all_commands(get_command(app))), ids=lambda x: x if isinstance(x, str) else "")
+@pytest.mark.parametrize(
+    ("name", "command"), list(all_commands(get_command(app))), ids=lambda x: x if isinstance(x, str) else ""
+)
 def test_every_command_has_help(name, command):
     assert (command.help or "").strip(), f"llm-shadow {name} has no help text"
     for param in command.params:

@@ -60,7 +60,9 @@ def test_ca_trust_depends_on_the_clients_environment(tmp_path):
     some = dict(nothing, SSL_CERT_FILE=str(bundle))
     result = check_ca_trusted(files, some)
     assert result.status == "warn" and "SSL_CERT_FILE" in result.message
-    everywhere = {k: str(bundle) for k in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")}
+    everywhere = {
+        k: str(bundle) for k in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")
+    }
     assert check_ca_trusted(files, everywhere).status == "ok"
 
 
@@ -112,8 +114,13 @@ def test_local_capture_preflight(tmp_path):
     cgroup2 = tmp_path / "cgroup"
     cgroup2.mkdir()
     (cgroup2 / "cgroup.controllers").write_text("cpu memory\n")
-    ok = dict(system="Linux", kernel_release="6.8.0-45-generic", has_sudo=True, cgroup2_root=cgroup2,
-              proc_version="Linux version 6.8.0")
+    ok = dict(
+        system="Linux",
+        kernel_release="6.8.0-45-generic",
+        has_sudo=True,
+        cgroup2_root=cgroup2,
+        proc_version="Linux version 6.8.0",
+    )
     assert local_capture_unavailable_reason(**ok) is None
     assert "6.8" in local_capture_unavailable_reason(**dict(ok, kernel_release="5.15.0-91-generic"))
     assert "cgroup v2" in local_capture_unavailable_reason(**dict(ok, cgroup2_root=tmp_path / "v1"))

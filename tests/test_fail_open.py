@@ -54,8 +54,11 @@ def test_store_outage_is_spooled_and_written_when_it_recovers(provider, start_pr
 def test_an_unreadable_body_passes_through_and_is_still_recorded(provider, start_proxy, data_dir):
     proxy = start_proxy("--upstream", f"{provider.url}@0")
     garbage = '{"id": "chatcmpl-1", "choices": [ truncated'
-    r = httpx.post(f"{proxy.url}/v1/chat/completions", headers={"x-fake-body": garbage},
-                   json={"model": "gpt-4o-mini", "messages": MESSAGES})
+    r = httpx.post(
+        f"{proxy.url}/v1/chat/completions",
+        headers={"x-fake-body": garbage},
+        json={"model": "gpt-4o-mini", "messages": MESSAGES},
+    )
     assert (r.status_code, r.text) == (200, garbage)
     [row] = records(data_dir, 1)
     assert (row["usage_source"], row["cost_usd"], row["outcome"]) == ("none", None, "ok")
@@ -67,8 +70,15 @@ def test_a_parser_that_raises_never_breaks_the_call(provider, start_proxy, data_
     # Labelled gzip but not gzip: decoding raises inside the recorder's worker.
     body = '{"not": "gzip"}'
     headers = {"x-fake-body": body, "x-fake-encoding": "gzip"}
-    with httpx.Client() as http, http.stream("POST", f"{proxy.url}/v1/chat/completions", headers=headers,
-                                            json={"model": "gpt-4o-mini", "messages": MESSAGES}) as r:
+    with (
+        httpx.Client() as http,
+        http.stream(
+            "POST",
+            f"{proxy.url}/v1/chat/completions",
+            headers=headers,
+            json={"model": "gpt-4o-mini", "messages": MESSAGES},
+        ) as r,
+    ):
         assert (r.status_code, b"".join(r.iter_raw())) == (200, body.encode())
     [row] = records(data_dir, 1)
     assert row["error"].startswith("openai_chat: DecodeError")
@@ -87,7 +97,8 @@ def test_kill_9_keeps_what_was_flushed_and_the_dir_stays_usable(provider, start_
     # A new proxy on the same directory goes on writing beside the dead one's segments.
     proxy = start_proxy("--upstream", f"{provider.url}@0")
     openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=API_KEY, max_retries=0).chat.completions.create(
-        model="gpt-4o-mini", messages=MESSAGES)
+        model="gpt-4o-mini", messages=MESSAGES
+    )
     assert len(records(data_dir, 6)) == 6
 
 
@@ -102,13 +113,17 @@ def test_an_unusable_data_dir_stops_the_proxy_at_start_with_one_line(tmp_path, m
     else:
         Store(bad)
         (bad / "meta.json").write_text(json.dumps({"migrations": ["m001_initial", "m999_future"]}))
-    result = subprocess.run([sys.executable, str(ROOT / "cli.py"), "proxy", "--upstream", "http://127.0.0.1:9",
-                             "--data", str(bad)], capture_output=True, text=True, env=subprocess_env(), timeout=60)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), "proxy", "--upstream", "http://127.0.0.1:9", "--data", str(bad)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=60,
+    )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("Error:") and str(bad) in line
-
 
 
 def test_a_dead_worker_is_replaced_and_calls_go_on(provider, start_proxy, data_dir):
@@ -127,9 +142,15 @@ def test_a_dead_worker_is_replaced_and_calls_go_on(provider, start_proxy, data_d
         if wait_for(lambda: any("worker_died" in line for line in proxy.output), timeout=0.5):
             break
     assert any("worker_died" in line for line in proxy.output)
-    after = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=API_KEY, max_retries=0,
-                          default_headers={"x-shadow-feature": "after-restart"})
+    after = openai.OpenAI(
+        base_url=f"{proxy.url}/v1",
+        api_key=API_KEY,
+        max_retries=0,
+        default_headers={"x-shadow-feature": "after-restart"},
+    )
     for _ in range(2):
         after.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
-    recorded_after = wait_for(lambda: Store(data_dir).requests_frame().filter(pl.col("feature") == "after-restart").height == 2)
+    recorded_after = wait_for(
+        lambda: Store(data_dir).requests_frame().filter(pl.col("feature") == "after-restart").height == 2
+    )
     assert recorded_after, "".join(proxy.output)

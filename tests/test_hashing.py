@@ -13,9 +13,7 @@ REQUEST = {
         {"role": "user", "content": "What is the capital of France?"},
     ],
     "temperature": 0.2,
-    "tools": [
-        {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
-    ],
+    "tools": [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}],
 }
 
 
@@ -75,7 +73,5 @@ def test_hash_shape():
 
 
 def test_model_from_elsewhere_fills_in_only_when_the_body_has_none():
-    assert (
-        canonical_request({"contents": []}, model="gemini-2.5-flash")["model"] == "gemini-2.5-flash"
-    )
+    assert canonical_request({"contents": []}, model="gemini-2.5-flash")["model"] == "gemini-2.5-flash"
     assert canonical_request({"model": "a"}, model="b")["model"] == "a"

@@ -14,8 +14,11 @@ CIRCUMSTANTIAL = {"id", "ts", "latency_ms", "ttft_ms", "key_id", "instance"}
 def make_calls(base_url: str) -> None:
     client = openai.OpenAI(base_url=f"{base_url}/v1", api_key=API_KEY, max_retries=0)
     client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, extra_headers={"x-shadow-team": "a"})
-    list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True,
-                                        stream_options={"include_usage": True}))
+    list(
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        )
+    )
     list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
     client.embeddings.create(model="text-embedding-3-small", input=["one", "two"])
     try:
@@ -25,8 +28,10 @@ def make_calls(base_url: str) -> None:
 
 
 def comparable(rows: list[dict]) -> list[dict]:
-    return sorted(({k: v for k, v in r.items() if k not in CIRCUMSTANTIAL} for r in rows),
-                  key=lambda r: (r["endpoint"], r["stream"], r["usage_source"], r["status"]))
+    return sorted(
+        ({k: v for k, v in r.items() if k not in CIRCUMSTANTIAL} for r in rows),
+        key=lambda r: (r["endpoint"], r["stream"], r["usage_source"], r["status"]),
+    )
 
 
 def test_imported_flows_are_recorded_like_live_ones(provider, start_proxy, start_mitmdump, tmp_path):

@@ -135,9 +135,7 @@ def _chunk_holding(exchange, offset: int) -> int:
 
 
 def test_openai_chat_stream_tool_call_arguments_are_output_text():
-    parsed = parse(
-        cassettes.exchange("test_openai/test_run_stream_sync_streams_real_model.yaml", 0)
-    )
+    parsed = parse(cassettes.exchange("test_openai/test_run_stream_sync_streams_real_model.yaml", 0))
     assert parsed.response_text == 'get_capital({"country":"UK"})'
     assert parsed.has_tools is True
     # usage chunk: prompt_tokens 53, completion_tokens 15
@@ -287,9 +285,7 @@ def test_anthropic_stream_server_tool_usage_grows():
 # --- Gemini ----------------------------------------------------------------------------------
 
 
-GOOGLE_CACHE_CASSETTE = (
-    "tests/models/google/cassettes/test_cache/test_google_model_cached_content.yaml"
-)
+GOOGLE_CACHE_CASSETTE = "tests/models/google/cassettes/test_cache/test_google_model_cached_content.yaml"
 
 
 def test_gemini_cached_content_and_thoughts():

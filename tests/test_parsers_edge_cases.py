@@ -62,9 +62,7 @@ CHAT_REQUEST = {
 }
 
 
-def chat_chunk(
-    content: str | None = None, role: str | None = None, finish: str | None = None
-) -> dict:
+def chat_chunk(content: str | None = None, role: str | None = None, finish: str | None = None) -> dict:
     delta = {}
     if role:
         delta["role"] = role
@@ -298,11 +296,7 @@ def test_embeddings_usage_and_estimate():
         "data": [],
         "usage": {"prompt_tokens": 6, "total_tokens": 6},
     }
-    parsed = parse(
-        make_exchange(
-            "api.openai.com", "/v1/embeddings", request, [json.dumps(with_usage).encode()]
-        )
-    )
+    parsed = parse(make_exchange("api.openai.com", "/v1/embeddings", request, [json.dumps(with_usage).encode()]))
     assert (parsed.usage.input_tokens, parsed.usage.output_tokens, parsed.usage.source) == (
         6,
         0,
@@ -311,9 +305,7 @@ def test_embeddings_usage_and_estimate():
     without = parse(make_exchange("localhost", "/v1/embeddings", request, [b'{"data": []}']))
     # cl100k_base: "user: tiktoken is great!" = "user:" framing + 6 tokens
     assert without.usage.source == "estimated"
-    assert without.usage.input_tokens == count_tokens(
-        "user: tiktoken is great!", "text-embedding-3-small"
-    )
+    assert without.usage.input_tokens == count_tokens("user: tiktoken is great!", "text-embedding-3-small")
     assert without.usage.output_tokens == 0
 
 
@@ -352,9 +344,7 @@ def test_openai_batches():
         },
     )
     polled = parse(
-        make_exchange(
-            "api.openai.com", "/v1/batches/batch_1", None, [json.dumps(done).encode()], method="GET"
-        )
+        make_exchange("api.openai.com", "/v1/batches/batch_1", None, [json.dumps(done).encode()], method="GET")
     )
     assert polled.batch and polled.model == "gpt-4o-mini"
     assert (
@@ -397,9 +387,7 @@ def test_responses_stream_cut_before_completion():
     assert parsed.model == "gpt-4.1-2025-04-14"
     assert parsed.usage.source == "estimated"
     # o200k_base: "Be brief." = 3, "user: Say hi" = 4 ; "Hi there" = 2
-    assert parsed.usage.input_tokens == count_tokens("Be brief.", "gpt-4.1") + count_tokens(
-        "user: Say hi", "gpt-4.1"
-    )
+    assert parsed.usage.input_tokens == count_tokens("Be brief.", "gpt-4.1") + count_tokens("user: Say hi", "gpt-4.1")
     assert parsed.usage.output_tokens == count_tokens("Hi there", "gpt-4.1")
     assert parsed.first_token_at == 1.5
 
@@ -465,9 +453,7 @@ def test_anthropic_one_hour_cache_writes():
         },
     }
     body = dict(ANTHROPIC_REQUEST, stream=False)
-    parsed = parse(
-        make_exchange("api.anthropic.com", "/v1/messages", body, [json.dumps(response).encode()])
-    )
+    parsed = parse(make_exchange("api.anthropic.com", "/v1/messages", body, [json.dumps(response).encode()]))
     usage = parsed.usage
     assert usage.input_tokens == 20 + 1000 + 600
     assert (usage.cached_input_tokens, usage.cache_write_tokens, usage.cache_write_1h_tokens) == (
@@ -704,16 +690,12 @@ def test_gemini_embed_content_is_estimated():
     parsed = parse(exchange)
     assert parsed.model == "text-embedding-004"
     assert parsed.usage.source == "estimated"
-    assert parsed.usage.input_tokens == count_tokens(
-        "user: tiktoken is great!", "text-embedding-004"
-    )
+    assert parsed.usage.input_tokens == count_tokens("user: tiktoken is great!", "text-embedding-004")
     assert parsed.usage.output_tokens == 0
 
 
 def test_gemini_error_body():
-    error = [
-        {"error": {"code": 429, "message": "Resource exhausted.", "status": "RESOURCE_EXHAUSTED"}}
-    ]
+    error = [{"error": {"code": 429, "message": "Resource exhausted.", "status": "RESOURCE_EXHAUSTED"}}]
     exchange = make_exchange(
         "generativelanguage.googleapis.com",
         "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
@@ -743,9 +725,7 @@ def test_gemini_batch_generate_content():
 
 def test_error_status_on_an_event_stream_without_an_error_event():
     chunks = [b"data: upstream exploded\n\n", b""]
-    exchange = make_exchange(
-        "api.openai.com", "/v1/chat/completions", CHAT_REQUEST, chunks, status=500
-    )
+    exchange = make_exchange("api.openai.com", "/v1/chat/completions", CHAT_REQUEST, chunks, status=500)
     parsed = parse(exchange)
     assert parsed.error == "data: upstream exploded"
     assert parsed.usage.source == "none"

@@ -87,14 +87,20 @@ def test_inherit_keeps_the_bundled_prices_not_given(tmp_path, data_dir):
     price = PriceTable.load(data_dir).resolve("claude-sonnet-4-5-20250929", "anthropic")
     assert price.source == "override of litellm:claude-sonnet-4-5"
     assert price.rates[("standard", 0)] == {
-        "input": 3.0, "cached_input": 0.3, "cache_write": 3.75, "cache_write_1h": 6.0, "output": 12.0,
+        "input": 3.0,
+        "cached_input": 0.3,
+        "cache_write": 3.75,
+        "cache_write_1h": 6.0,
+        "output": 12.0,
     }
     assert price.rates[("batch", 0)]["input"] == 1.5
 
 
 def test_json_override_equals_toml(tmp_path, data_dir):
-    document = {"models": {"acme-x": {"input_per_mtok": 1, "output_per_mtok": 2}},
-                "azure_deployments": {"prod": "gpt-4o"}}
+    document = {
+        "models": {"acme-x": {"input_per_mtok": 1, "output_per_mtok": 2}},
+        "azure_deployments": {"prod": "gpt-4o"},
+    }
     result = import_price_file(write(tmp_path / "o.json", json.dumps(document)), data_dir)
     assert result.version == f"{SNAPSHOT_VERSION}+{document_digest(document)}"
     other = tmp_path / "other"
@@ -103,8 +109,12 @@ def test_json_override_equals_toml(tmp_path, data_dir):
 
 
 def test_reimport_replaces_overrides_and_changes_version(tmp_path, data_dir):
-    first = import_price_file(write(tmp_path / "a.toml", '[models.a]\ninput_per_mtok = 1\noutput_per_mtok = 1\n'), data_dir)
-    second = import_price_file(write(tmp_path / "b.toml", '[models.b]\ninput_per_mtok = 1\noutput_per_mtok = 1\n'), data_dir)
+    first = import_price_file(
+        write(tmp_path / "a.toml", "[models.a]\ninput_per_mtok = 1\noutput_per_mtok = 1\n"), data_dir
+    )
+    second = import_price_file(
+        write(tmp_path / "b.toml", "[models.b]\ninput_per_mtok = 1\noutput_per_mtok = 1\n"), data_dir
+    )
     assert first.version != second.version
     table = PriceTable.load(data_dir)
     assert table.resolve("a", None) is None and table.resolve("b", None) is not None
@@ -115,11 +125,21 @@ def test_reimport_replaces_overrides_and_changes_version(tmp_path, data_dir):
 def test_litellm_map_import_replaces_the_snapshot(tmp_path, data_dir):
     litellm_map = {
         "sample_spec": {"litellm_provider": "one of ..."},
-        "gpt-4o": {"litellm_provider": "openai", "mode": "chat", "input_cost_per_token": 2e-06,
-                   "output_cost_per_token": 8e-06, "cache_read_input_token_cost": 5e-07},
-        "gemini/gemini-9-pro": {"litellm_provider": "gemini", "mode": "chat", "input_cost_per_token": 1e-06,
-                                "output_cost_per_token": 4e-06, "input_cost_per_token_above_200k_tokens": 2e-06,
-                                "output_cost_per_token_above_200k_tokens": 6e-06},
+        "gpt-4o": {
+            "litellm_provider": "openai",
+            "mode": "chat",
+            "input_cost_per_token": 2e-06,
+            "output_cost_per_token": 8e-06,
+            "cache_read_input_token_cost": 5e-07,
+        },
+        "gemini/gemini-9-pro": {
+            "litellm_provider": "gemini",
+            "mode": "chat",
+            "input_cost_per_token": 1e-06,
+            "output_cost_per_token": 4e-06,
+            "input_cost_per_token_above_200k_tokens": 2e-06,
+            "output_cost_per_token_above_200k_tokens": 6e-06,
+        },
         "dall-e-3": {"litellm_provider": "openai", "mode": "image_generation", "output_cost_per_image": 0.04},
     }
     path = write(tmp_path / "model_prices_and_context_window.json", json.dumps(litellm_map))
@@ -131,13 +151,17 @@ def test_litellm_map_import_replaces_the_snapshot(tmp_path, data_dir):
     assert table.version == result.version
     assert table.resolve("claude-sonnet-4-5", "anthropic") is None  # the bundled table is replaced
     price = table.resolve("models/gemini-9-pro", "gemini")
-    assert price.rates == {("standard", 0): {"input": 1.0, "output": 4.0},
-                           ("standard", 200_000): {"input": 2.0, "output": 6.0}}
-    cost = table.cost(provider="openai", model="gpt-4o", usage=Usage(input_tokens=1_000, cached_input_tokens=1_000, output_tokens=0))
+    assert price.rates == {
+        ("standard", 0): {"input": 1.0, "output": 4.0},
+        ("standard", 200_000): {"input": 2.0, "output": 6.0},
+    }
+    cost = table.cost(
+        provider="openai", model="gpt-4o", usage=Usage(input_tokens=1_000, cached_input_tokens=1_000, output_tokens=0)
+    )
     assert cost.cost_usd == pytest.approx(1_000 * 0.5 / 1e6)
 
     # overrides stack on an imported map too
-    import_price_file(write(tmp_path / "o.toml", '[models.x]\ninput_per_mtok = 1\noutput_per_mtok = 1\n'), data_dir)
+    import_price_file(write(tmp_path / "o.toml", "[models.x]\ninput_per_mtok = 1\noutput_per_mtok = 1\n"), data_dir)
     assert PriceTable.load(data_dir).version.startswith(f"litellm-import-{digest}+")
 
 
@@ -154,26 +178,39 @@ def test_shared_litellm_file_imports(tmp_path, data_dir):
 BAD_FILES = [
     ("broken.toml", '[models."gpt-4o"\ninput_per_mtok = 1', "not valid TOML"),
     ("broken.json", '{"models": ', "not valid JSON"),
-    ("typo.toml", '[models.x]\ninput_per_mtok = 1\noutput_per_mtok = 1\ninput_per_mtoks = 2\n', "unknown key 'input_per_mtoks'"),
-    ("negative.toml", '[models.x]\ninput_per_mtok = -1\noutput_per_mtok = 1\n', "expected a price >= 0"),
+    (
+        "typo.toml",
+        "[models.x]\ninput_per_mtok = 1\noutput_per_mtok = 1\ninput_per_mtoks = 2\n",
+        "unknown key 'input_per_mtoks'",
+    ),
+    ("negative.toml", "[models.x]\ninput_per_mtok = -1\noutput_per_mtok = 1\n", "expected a price >= 0"),
     ("text.toml", '[models.x]\ninput_per_mtok = "2$"\noutput_per_mtok = 1\n', "expected a number"),
-    ("no-output.toml", '[models.x]\ninput_per_mtok = 1\n', "needs output_per_mtok"),
-    ("no-input.toml", '[models.x]\noutput_per_mtok = 1\n', "needs input_per_mtok"),
-    ("top.toml", '[modles.x]\ninput_per_mtok = 1\n', "unknown top-level key 'modles'"),
+    ("no-output.toml", "[models.x]\ninput_per_mtok = 1\n", "needs output_per_mtok"),
+    ("no-input.toml", "[models.x]\noutput_per_mtok = 1\n", "needs input_per_mtok"),
+    ("top.toml", "[modles.x]\ninput_per_mtok = 1\n", "unknown top-level key 'modles'"),
     ("inherit.toml", '[models."no-such-model"]\ninherit = true\ninput_per_mtok = 1\n', "nothing"),
-    ("service.toml", '[models.x]\ninput_per_mtok = 1\noutput_per_mtok = 1\n[models.x.turbo]\ninput_per_mtok = 1\n', "unknown key 'turbo'"),
-    ("deploy.toml", '[azure_deployments]\nprod = 4\n', "expected a model name"),
+    (
+        "service.toml",
+        "[models.x]\ninput_per_mtok = 1\noutput_per_mtok = 1\n[models.x.turbo]\ninput_per_mtok = 1\n",
+        "unknown key 'turbo'",
+    ),
+    ("deploy.toml", "[azure_deployments]\nprod = 4\n", "expected a model name"),
     ("empty.toml", "", "nothing to import"),
-    ("list.json", '[1, 2, 3]', "neither a LiteLLM price map nor an override file"),
-    ("empty.json", '{}', "neither a LiteLLM price map nor an override file"),
-    ("images.json", '{"dall-e-3": {"litellm_provider": "openai", "mode": "image_generation", "input_cost_per_token": 1}}',
-     "no usable model prices"),
+    ("list.json", "[1, 2, 3]", "neither a LiteLLM price map nor an override file"),
+    ("empty.json", "{}", "neither a LiteLLM price map nor an override file"),
+    (
+        "images.json",
+        '{"dall-e-3": {"litellm_provider": "openai", "mode": "image_generation", "input_cost_per_token": 1}}',
+        "no usable model prices",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("name", "text", "message"), BAD_FILES, ids=[b[0] for b in BAD_FILES])
 def test_bad_file_is_rejected_and_nothing_changes(tmp_path, data_dir, name, text, message):
-    import_price_file(write(tmp_path / "good.toml", '[models.kept]\ninput_per_mtok = 1\noutput_per_mtok = 1\n'), data_dir)
+    import_price_file(
+        write(tmp_path / "good.toml", "[models.kept]\ninput_per_mtok = 1\noutput_per_mtok = 1\n"), data_dir
+    )
     before = stored_files(data_dir)
     with pytest.raises(PriceFileError) as raised:
         import_price_file(write(tmp_path / name, text), data_dir)
@@ -207,6 +244,7 @@ def test_the_documented_override_example_imports(tmp_path, data_dir):
     assert table.resolve("eu-mini", "azure").label == "azure/eu/gpt-4o-mini"
     embed = table.cost(provider="openai", model="acme-embed", usage=Usage(input_tokens=1_000_000, output_tokens=0))
     assert embed.cost_usd == pytest.approx(0.01)
-    long_prompt = table.cost(provider=None, model="acme-support-finetune",
-                             usage=Usage(input_tokens=300_000, output_tokens=1_000))
+    long_prompt = table.cost(
+        provider=None, model="acme-support-finetune", usage=Usage(input_tokens=300_000, output_tokens=1_000)
+    )
     assert long_prompt.cost_usd == pytest.approx((300_000 * 1.0 + 1_000 * 3.0) / 1e6)

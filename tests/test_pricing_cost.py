@@ -36,11 +36,20 @@ def test_openai_cached_input(table):
 
 def test_anthropic_cache_reads_and_5m_and_1h_writes(table):
     assert rates(table, "claude-sonnet-4-5", "anthropic") == {
-        "input": 3.0, "cached_input": 0.3, "cache_write": 3.75, "cache_write_1h": 6.0, "output": 15.0,
+        "input": 3.0,
+        "cached_input": 0.3,
+        "cache_write": 3.75,
+        "cache_write_1h": 6.0,
+        "output": 15.0,
     }
     # 10,000 input = 2,000 plain + 5,000 cache reads + 3,000 cache writes (1,000 of them 1-hour).
-    usage = Usage(input_tokens=10_000, cached_input_tokens=5_000, cache_write_tokens=3_000,
-                  cache_write_1h_tokens=1_000, output_tokens=500)
+    usage = Usage(
+        input_tokens=10_000,
+        cached_input_tokens=5_000,
+        cache_write_tokens=3_000,
+        cache_write_1h_tokens=1_000,
+        output_tokens=500,
+    )
     cost = table.cost(provider="anthropic", model="claude-sonnet-4-5-20250929", usage=usage)
     expected = (2_000 * 3.00 + 5_000 * 0.30 + 2_000 * 3.75 + 1_000 * 6.00 + 500 * 15.00) / 1e6
     assert expected == pytest.approx(0.0285)
@@ -49,8 +58,7 @@ def test_anthropic_cache_reads_and_5m_and_1h_writes(table):
 
 def test_anthropic_write_prices_missing_use_published_multipliers():
     # A Claude entry giving only input and output: writes cost 1.25x (5 min) and 2x (1 h) input.
-    price = ModelPrice("anthropic", "claude-custom", "chat", "test",
-                       {("standard", 0): {"input": 4.0, "output": 20.0}})
+    price = ModelPrice("anthropic", "claude-custom", "chat", "test", {("standard", 0): {"input": 4.0, "output": 20.0}})
     table = PriceTable("t1", {"anthropic": {"claude-custom": price}})
     usage = Usage(input_tokens=3_000, cache_write_tokens=2_000, cache_write_1h_tokens=500, output_tokens=0)
     cost = table.cost(provider="anthropic", model="claude-custom", usage=usage)
@@ -70,13 +78,19 @@ def test_anthropic_batch_1h_write_is_twice_the_batch_input(table):
 def test_gemini_above_200k_tier_applies_only_past_200k_prompt_tokens(table):
     assert rates(table, "gemini-2.5-pro", "gemini") == {"input": 1.25, "cached_input": 0.125, "output": 10.0}
     assert rates(table, "gemini-2.5-pro", "gemini", ("standard", 200_000)) == {
-        "input": 2.5, "cached_input": 0.25, "output": 15.0,
+        "input": 2.5,
+        "cached_input": 0.25,
+        "output": 15.0,
     }
-    at_limit = table.cost(provider="gemini", model="models/gemini-2.5-pro",
-                          usage=Usage(input_tokens=200_000, output_tokens=1_000))
+    at_limit = table.cost(
+        provider="gemini", model="models/gemini-2.5-pro", usage=Usage(input_tokens=200_000, output_tokens=1_000)
+    )
     assert at_limit.cost_usd == pytest.approx((200_000 * 1.25 + 1_000 * 10) / 1e6)  # 0.26
-    above = table.cost(provider="gemini", model="gemini-2.5-pro",
-                       usage=Usage(input_tokens=250_000, cached_input_tokens=50_000, output_tokens=2_000))
+    above = table.cost(
+        provider="gemini",
+        model="gemini-2.5-pro",
+        usage=Usage(input_tokens=250_000, cached_input_tokens=50_000, output_tokens=2_000),
+    )
     # the whole call at the long-prompt prices: 200,000 x 2.50 + 50,000 x 0.25 + 2,000 x 15.00
     assert above.cost_usd == pytest.approx((200_000 * 2.5 + 50_000 * 0.25 + 2_000 * 15) / 1e6)
     assert above.cost_usd == pytest.approx(0.5425)
@@ -84,10 +98,13 @@ def test_gemini_above_200k_tier_applies_only_past_200k_prompt_tokens(table):
 
 def test_openai_above_272k_tier(table):
     assert rates(table, "gpt-5.4", "openai", ("standard", 272_000)) == {
-        "input": 5.0, "cached_input": 0.5, "output": 22.5,
+        "input": 5.0,
+        "cached_input": 0.5,
+        "output": 22.5,
     }
-    cost = table.cost(provider="openai", model="gpt-5.4-2026-03-05",
-                      usage=Usage(input_tokens=300_000, output_tokens=1_000))
+    cost = table.cost(
+        provider="openai", model="gpt-5.4-2026-03-05", usage=Usage(input_tokens=300_000, output_tokens=1_000)
+    )
     assert cost.cost_usd == pytest.approx((300_000 * 5.0 + 1_000 * 22.5) / 1e6)  # 1.5225
 
 
@@ -100,7 +117,9 @@ def test_o_series_reasoning_tokens_pay_the_output_price(table):
 
 def test_reasoning_priced_apart(table):
     assert rates(table, "sonar-deep-research", "perplexity") == {
-        "input": 2.0, "output": 8.0, "reasoning_output": 3.0,
+        "input": 2.0,
+        "output": 8.0,
+        "reasoning_output": 3.0,
     }
     usage = Usage(input_tokens=1_000, output_tokens=5_000, reasoning_tokens=4_000)
     cost = table.cost(provider="perplexity", model="sonar-deep-research", usage=usage)
@@ -114,21 +133,23 @@ def test_batch_prices(table):
     cost = table.cost(provider="openai", model="gpt-4o", usage=usage, batch=True)
     assert cost.cost_usd == pytest.approx((1_000 * 1.25 + 1_000 * 5.0) / 1e6)  # 0.00625
     # batch wins over whatever service tier the response names
-    assert table.cost(provider="openai", model="gpt-4o", usage=usage, batch=True,
-                      service_tier="priority") == cost
+    assert table.cost(provider="openai", model="gpt-4o", usage=usage, batch=True, service_tier="priority") == cost
 
 
 def test_priority_and_flex_service_tiers(table):
     assert rates(table, "gpt-4o", "openai", ("priority", 0)) == {
-        "input": 4.25, "cached_input": 2.125, "output": 17.0,
+        "input": 4.25,
+        "cached_input": 2.125,
+        "output": 17.0,
     }
     usage = Usage(input_tokens=1_000, cached_input_tokens=400, output_tokens=200)
     priority = table.cost(provider="openai", model="gpt-4o", usage=usage, service_tier="priority")
     assert priority.cost_usd == pytest.approx((600 * 4.25 + 400 * 2.125 + 200 * 17) / 1e6)  # 0.0068
 
     assert rates(table, "gpt-5", "openai", ("flex", 0)) == {"input": 0.625, "cached_input": 0.0625, "output": 5.0}
-    flex = table.cost(provider="openai", model="gpt-5", usage=Usage(input_tokens=10_000, output_tokens=1_000),
-                      service_tier="flex")
+    flex = table.cost(
+        provider="openai", model="gpt-5", usage=Usage(input_tokens=10_000, output_tokens=1_000), service_tier="flex"
+    )
     assert flex.cost_usd == pytest.approx((10_000 * 0.625 + 1_000 * 5.0) / 1e6)  # 0.01125
 
     standard = table.cost(provider="openai", model="gpt-4o", usage=usage)
@@ -139,8 +160,9 @@ def test_priority_and_flex_service_tiers(table):
 def test_service_without_its_own_prices_pays_standard(table):
     assert ("priority", 0) not in table.resolve("claude-sonnet-4-5", "anthropic").rates
     usage = Usage(input_tokens=1_000, output_tokens=100)
-    assert table.cost(provider="anthropic", model="claude-sonnet-4-5", usage=usage, service_tier="priority") == \
-        table.cost(provider="anthropic", model="claude-sonnet-4-5", usage=usage)
+    assert table.cost(
+        provider="anthropic", model="claude-sonnet-4-5", usage=usage, service_tier="priority"
+    ) == table.cost(provider="anthropic", model="claude-sonnet-4-5", usage=usage)
 
 
 def test_service_of():
@@ -152,25 +174,25 @@ def test_service_of():
 
 def test_embedding_has_input_price_only(table):
     assert rates(table, "text-embedding-3-small", "openai") == {"input": 0.02, "output": 0.0}
-    cost = table.cost(provider="openai", model="text-embedding-3-small",
-                      usage=Usage(input_tokens=1_000_000, output_tokens=None))
+    cost = table.cost(
+        provider="openai", model="text-embedding-3-small", usage=Usage(input_tokens=1_000_000, output_tokens=None)
+    )
     assert cost.cost_usd == pytest.approx(0.02)
 
 
 def test_provider_reported_cost_wins(table):
     usage = Usage(input_tokens=1_000, output_tokens=100)
-    cost = table.cost(provider="openrouter", model="anthropic/claude-sonnet-4.5", usage=usage,
-                      provider_cost_usd=0.0123)
+    cost = table.cost(provider="openrouter", model="anthropic/claude-sonnet-4.5", usage=usage, provider_cost_usd=0.0123)
     assert cost == Cost(0.0123, "provider", table.version)
     # also for a model the table does not know, and with no token counts
-    unknown = table.cost(provider="openrouter", model="someone/unknown-model", usage=Usage(),
-                         provider_cost_usd=0.0)
+    unknown = table.cost(provider="openrouter", model="someone/unknown-model", usage=Usage(), provider_cost_usd=0.0)
     assert unknown == Cost(0.0, "provider", table.version)
 
 
 def test_openrouter_free_variant_costs_zero(table):
-    cost = table.cost(provider="openrouter", model="minimax/minimax-m2:free",
-                      usage=Usage(input_tokens=5_000, output_tokens=500))
+    cost = table.cost(
+        provider="openrouter", model="minimax/minimax-m2:free", usage=Usage(input_tokens=5_000, output_tokens=500)
+    )
     assert cost.cost_usd == 0.0 and cost.cost_source == "computed"
 
 
@@ -185,7 +207,10 @@ def test_unknown_model_is_unpriced_not_zero(table, caplog):
 
 
 def test_missing_model_is_unpriced(table):
-    assert table.cost(provider="openai", model=None, usage=Usage(input_tokens=5, output_tokens=5)).cost_source == "unpriced"
+    assert (
+        table.cost(provider="openai", model=None, usage=Usage(input_tokens=5, output_tokens=5)).cost_source
+        == "unpriced"
+    )
 
 
 def test_no_token_counts_is_none_not_unpriced(table):

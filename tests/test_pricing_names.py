@@ -40,23 +40,33 @@ RESOLUTION = [
     ("models/gemini-2.5-flash", "gemini", "gemini/gemini-2.5-flash", "models/ prefix"),
     ("gemini-2.5-pro", "gemini", "gemini/gemini-2.5-pro", "Gemini API entry before Vertex"),
     ("gemini-2.5-flash-lite-001", "gemini", "gemini/gemini-2.5-flash-lite", "-001 version suffix"),
-    ("gemini-2.5-flash-lite-preview-06-17", "gemini", "gemini/gemini-2.5-flash-lite-preview-09-2025",
-     "preview date: the newest preview of that name"),
+    (
+        "gemini-2.5-flash-lite-preview-06-17",
+        "gemini",
+        "gemini/gemini-2.5-flash-lite-preview-09-2025",
+        "preview date: the newest preview of that name",
+    ),
     ("gemini-3-flash-preview", "gemini", "gemini/gemini-3-flash-preview", "preview exact"),
     ("gpt-4o", "azure", "azure/gpt-4o", "Azure's own price"),
     ("gpt-35-turbo", "azure", "azure/gpt-35-turbo", "Azure spelling, exact"),
     ("gpt-6-rosalind", "azure", "openai/gpt-6-rosalind", "not in Azure's list: OpenAI's price"),
     ("openai/gpt-oss-120b", "groq", "groq/openai/gpt-oss-120b", "host's own price for an open model"),
     ("gpt-oss-120b", "cerebras", "cerebras/gpt-oss-120b", "host's own price"),
-    ("meta-llama/Llama-3.3-70B-Instruct-Turbo", "together", "together/meta-llama/llama-3.3-70b-instruct-turbo",
-     "case-insensitive, slashes kept"),
+    (
+        "meta-llama/Llama-3.3-70B-Instruct-Turbo",
+        "together",
+        "together/meta-llama/llama-3.3-70b-instruct-turbo",
+        "case-insensitive, slashes kept",
+    ),
     ("deepseek-v4-flash", "deepseek", "deepseek/deepseek-v4-flash", "exact"),
     ("mistral-large-latest", "mistral", "mistral/mistral-large-latest", "-latest present: exact"),
     ("grok-4.3", "xai", "xai/grok-4.3", "exact"),
 ]
 
 
-@pytest.mark.parametrize(("model", "provider", "expected", "why"), RESOLUTION, ids=[r[3] + ":" + r[0] for r in RESOLUTION])
+@pytest.mark.parametrize(
+    ("model", "provider", "expected", "why"), RESOLUTION, ids=[r[3] + ":" + r[0] for r in RESOLUTION]
+)
 def test_resolves(table, model, provider, expected, why):
     price = table.resolve(model, provider)
     assert price is not None, why
@@ -81,9 +91,14 @@ def test_does_not_resolve(table, model, provider, why):
 
 
 def test_azure_deployment_map():
-    version, prices = PriceTable.load().version, {
-        "azure": {"gpt-4o": ModelPrice("azure", "gpt-4o", "chat", "t", {("standard", 0): {"input": 1.0, "output": 2.0}})},
-    }
+    version, prices = (
+        PriceTable.load().version,
+        {
+            "azure": {
+                "gpt-4o": ModelPrice("azure", "gpt-4o", "chat", "t", {("standard", 0): {"input": 1.0, "output": 2.0}})
+            },
+        },
+    )
     table = PriceTable(version, prices, azure_deployments={"my-gpt4o-prod": "gpt-4o"})
     assert table.resolve("my-gpt4o-prod", "azure").label == "azure/gpt-4o"
     assert table.resolve("my-gpt4o-prod", "openai") is None  # deployments are Azure's only
@@ -121,6 +136,16 @@ def test_clean_model_name():
 
 
 def test_home_provider():
-    assert [home_provider(n) for n in ("gpt-5", "o3-mini", "claude-x", "gemini-2.5-pro", "grok-4", "codestral-latest",
-                                       "deepseek-chat", "llama-3")] == [
-        "openai", "openai", "anthropic", "gemini", "xai", "mistral", "deepseek", None]
+    assert [
+        home_provider(n)
+        for n in (
+            "gpt-5",
+            "o3-mini",
+            "claude-x",
+            "gemini-2.5-pro",
+            "grok-4",
+            "codestral-latest",
+            "deepseek-chat",
+            "llama-3",
+        )
+    ] == ["openai", "openai", "anthropic", "gemini", "xai", "mistral", "deepseek", None]

@@ -22,6 +22,7 @@ MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 
 def records(data_dir, n: int, timeout: float = 15.0) -> list[dict]:
     """Wait until the data dir holds at least n requests rows; return them in time order."""
+
     def read():
         rows = Store(data_dir).requests_frame().to_dicts()
         return rows if len(rows) >= n else None
@@ -53,7 +54,10 @@ def gpt_4o_mini_cost(input_tokens: int, output_tokens: int) -> float:
 def test_json_chat_is_recorded_field_by_field(provider, proxied, data_dir):
     _, client = proxied
     response = client.chat.completions.create(
-        model="gpt-4o-mini", messages=MESSAGES, temperature=0, user="end-user-7",
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        temperature=0,
+        user="end-user-7",
         extra_headers={"x-shadow-team": "support", "x-shadow-feature": "faq-bot"},
     )
     [row] = records(data_dir, 1)
@@ -105,8 +109,9 @@ def test_the_api_key_is_never_stored(proxied, data_dir):
 
 def test_streamed_chat_with_usage(proxied, data_dir):
     _, client = proxied
-    stream = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True,
-                                            stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     usage = chunks[-1].usage
@@ -133,11 +138,20 @@ def test_streamed_chat_without_usage_is_estimated(proxied, data_dir):
 
 def test_tool_calls(proxied, data_dir):
     _, client = proxied
-    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
     response = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, tools=tools)
     assert response.choices[0].message.tool_calls[0].function.name == "get_weather"
-    stream = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, tools=tools, stream=True,
-                                            stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, tools=tools, stream=True, stream_options={"include_usage": True}
+    )
     list(stream)
     rows = records(data_dir, 2)
     assert [r["has_tools"] for r in rows] == [True, True]
@@ -145,16 +159,20 @@ def test_tool_calls(proxied, data_dir):
     assert rows[1]["ttft_ms"] is not None
 
 
-@pytest.mark.parametrize(("status", "error", "outcome"), [
-    (429, openai.RateLimitError, "rate_limited"),
-    (500, openai.InternalServerError, "server_error"),
-    (400, openai.BadRequestError, "client_error"),
-])
+@pytest.mark.parametrize(
+    ("status", "error", "outcome"),
+    [
+        (429, openai.RateLimitError, "rate_limited"),
+        (500, openai.InternalServerError, "server_error"),
+        (400, openai.BadRequestError, "client_error"),
+    ],
+)
 def test_upstream_errors_pass_through_and_are_recorded(proxied, data_dir, status, error, outcome):
     _, client = proxied
     with pytest.raises(error) as raised:
-        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,
-                                       extra_headers={"x-fake-status": str(status)})
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, extra_headers={"x-fake-status": str(status)}
+        )
     assert raised.value.status_code == status
     [row] = records(data_dir, 1)
     assert (row["status"], row["outcome"]) == (status, outcome)
@@ -164,8 +182,10 @@ def test_upstream_errors_pass_through_and_are_recorded(proxied, data_dir, status
 
 def raw_call(base_url: str, headers: dict, body: dict) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """POST with httpx, returning status, raw headers and raw (undecoded) body bytes."""
-    with httpx.Client() as http, http.stream("POST", f"{base_url}/v1/chat/completions",
-                                            headers=headers, content=json.dumps(body).encode()) as r:
+    with (
+        httpx.Client() as http,
+        http.stream("POST", f"{base_url}/v1/chat/completions", headers=headers, content=json.dumps(body).encode()) as r,
+    ):
         raw = b"".join(r.iter_raw())
         return r.status_code, r.headers.raw, raw
 
@@ -174,8 +194,11 @@ def raw_call(base_url: str, headers: dict, body: dict) -> tuple[int, list[tuple[
 @pytest.mark.parametrize("stream", [False, True])
 def test_client_gets_exactly_the_upstream_bytes(provider, proxied, extra, stream):
     proxy, _ = proxied
-    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": stream,
-            "stream_options": {"include_usage": True}} if stream else {"model": "gpt-4o-mini", "messages": MESSAGES}
+    body = (
+        {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": stream, "stream_options": {"include_usage": True}}
+        if stream
+        else {"model": "gpt-4o-mini", "messages": MESSAGES}
+    )
     headers = {"authorization": f"Bearer {API_KEY}", "content-type": "application/json", "x-custom": "kept", **extra}
     direct = raw_call(provider.url, headers, body)
     received_direct = provider.requests[-1]
@@ -194,8 +217,10 @@ def test_stream_chunks_are_forwarded_before_the_upstream_finishes(provider, prox
     gate = provider.gate("first-token")
     body = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
     headers = {"authorization": f"Bearer {API_KEY}", "x-fake-gate": "first-token"}
-    with httpx.Client(timeout=10) as http, http.stream("POST", f"{proxy.url}/v1/chat/completions",
-                                                       headers=headers, json=body) as r:
+    with (
+        httpx.Client(timeout=10) as http,
+        http.stream("POST", f"{proxy.url}/v1/chat/completions", headers=headers, json=body) as r,
+    ):
         raw = r.iter_raw()
         first = next(raw)
         # The upstream is blocked until the gate opens: this chunk came through while it waited.
@@ -211,9 +236,13 @@ def test_stream_chunks_are_forwarded_before_the_upstream_finishes(provider, prox
 def test_a_stream_cut_by_the_upstream_is_recorded_and_estimated(proxied, data_dir):
     _, client = proxied
     with pytest.raises(openai.APIError):
-        stream = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True,
-                                                stream_options={"include_usage": True},
-                                                extra_headers={"x-fake-cut": "4"})
+        stream = client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_headers={"x-fake-cut": "4"},
+        )
         list(stream)
     [row] = records(data_dir, 1)
     assert row["outcome"] == "upstream_cut"
@@ -226,8 +255,10 @@ def test_a_client_that_disconnects_mid_stream_is_recorded(provider, proxied, dat
     proxy, _ = proxied
     gate = provider.gate("hold")
     body = json.dumps({"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}).encode()
-    request = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-               f"Authorization: Bearer {API_KEY}\r\nx-fake-gate: hold\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    request = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {API_KEY}\r\nx-fake-gate: hold\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
         s.sendall(request)
         received = s.recv(65536)
@@ -253,16 +284,19 @@ def test_stats_and_sql_work_while_the_proxy_runs(proxied, data_dir):
 
     _, client = proxied
     for _ in range(3):
-        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,
-                                       extra_headers={"x-shadow-team": "growth"})
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, extra_headers={"x-shadow-team": "growth"}
+        )
     records(data_dir, 3)
     runner = CliRunner()
     result = runner.invoke(app, ["stats", "--by", "team", "--format", "json", "--data", str(data_dir)])
     assert result.exit_code == 0, result.output
     [group] = json.loads(result.stdout)
     assert (group["team"], group["calls"]) == ("growth", 3)
-    result = runner.invoke(app, ["sql", "SELECT count(*) AS n FROM requests WHERE outcome = 'ok'",
-                                 "--format", "csv", "--data", str(data_dir)])
+    result = runner.invoke(
+        app,
+        ["sql", "SELECT count(*) AS n FROM requests WHERE outcome = 'ok'", "--format", "csv", "--data", str(data_dir)],
+    )
     assert result.stdout.splitlines() == ["n", "3"]
 
 
@@ -271,10 +305,21 @@ def test_the_recorder_loads_as_a_mitmdump_script(provider, start_mitmdump, data_
 
     # As a user would from a checkout, elsewhere, with nothing on PYTHONPATH (in CI the project
     # is installed, so this then also passes without the script's own path fix).
-    args = ["-s", str(ROOT / "addons" / "recorder.py"), "--mode", f"reverse:{provider.url}@0",
-            "--set", f"shadow_data={data_dir}", "--set", "shadow_flush_ms=200"]
+    args = [
+        "-s",
+        str(ROOT / "addons" / "recorder.py"),
+        "--mode",
+        f"reverse:{provider.url}@0",
+        "--set",
+        f"shadow_data={data_dir}",
+        "--set",
+        "shadow_flush_ms=200",
+    ]
     proxy = start_mitmdump(*args, cwd=tmp_path, project_on_path=False)
     client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=API_KEY, max_retries=0)
     response = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     [row] = records(data_dir, 1)
-    assert (row["input_tokens"], row["output_tokens"]) == (response.usage.prompt_tokens, response.usage.completion_tokens)
+    assert (row["input_tokens"], row["output_tokens"]) == (
+        response.usage.prompt_tokens,
+        response.usage.completion_tokens,
+    )

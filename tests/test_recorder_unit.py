@@ -15,8 +15,14 @@ def test_recorder_options_are_the_ones_it_declares():
 
 
 def test_secrets_are_split_from_headers():
-    headers, key = split_secrets([(b"Authorization", b"Bearer sk-abc"), (b"Cookie", b"c=1"),
-                                  (b"X-Shadow-Team", b"t"), (b"Content-Type", b"application/json")])
+    headers, key = split_secrets(
+        [
+            (b"Authorization", b"Bearer sk-abc"),
+            (b"Cookie", b"c=1"),
+            (b"X-Shadow-Team", b"t"),
+            (b"Content-Type", b"application/json"),
+        ]
+    )
     assert key == "sk-abc"
     assert headers == {"x-shadow-team": "t", "content-type": "application/json"}
     assert split_secrets([("x-api-key", "sk-ant")])[1] == "sk-ant"
@@ -30,21 +36,27 @@ def test_key_fingerprint_is_salted_and_stable():
     assert "sk-1" not in key_fingerprint("sk-1", "salt")
 
 
-@pytest.mark.parametrize(("message", "started", "outcome"), [
-    ("Client disconnected.", True, "client_disconnected"),
-    ("server closed connection", True, "upstream_cut"),
-    ("Connection timed out", False, "timeout"),
-    ("[Errno 111] Connection refused", False, "connect_error"),
-])
+@pytest.mark.parametrize(
+    ("message", "started", "outcome"),
+    [
+        ("Client disconnected.", True, "client_disconnected"),
+        ("server closed connection", True, "upstream_cut"),
+        ("Connection timed out", False, "timeout"),
+        ("[Errno 111] Connection refused", False, "connect_error"),
+    ],
+)
 def test_outcome_for_error(message, started, outcome):
     assert outcome_for_error(message, started) == outcome
 
 
-@pytest.mark.parametrize(("path", "headers", "streamed"), [
-    ("/v1/chat/completions", {"content-type": "text/event-stream", "transfer-encoding": "chunked"}, True),
-    ("/v1beta/models/g:streamGenerateContent", {"content-type": "application/json", "content-length": "10"}, True),
-    ("/v1/chat/completions", {"content-type": "application/json", "transfer-encoding": "chunked"}, True),
-    ("/v1/chat/completions", {"content-type": "application/json", "content-length": "120"}, False),
-])
+@pytest.mark.parametrize(
+    ("path", "headers", "streamed"),
+    [
+        ("/v1/chat/completions", {"content-type": "text/event-stream", "transfer-encoding": "chunked"}, True),
+        ("/v1beta/models/g:streamGenerateContent", {"content-type": "application/json", "content-length": "10"}, True),
+        ("/v1/chat/completions", {"content-type": "application/json", "transfer-encoding": "chunked"}, True),
+        ("/v1/chat/completions", {"content-type": "application/json", "content-length": "120"}, False),
+    ],
+)
 def test_which_responses_are_streamed(path, headers, streamed):
     assert is_streamed(path, Headers(**{k.replace("-", "_"): v for k, v in headers.items()})) is streamed

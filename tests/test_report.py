@@ -20,8 +20,14 @@ from reports.data import window_verdict
 from tests.headless_chromium import HeadlessChromium, find_chromium
 from tests.png import ink
 
-EXPECTED_CHARTS = {"chart-spend", "chart-tokens", "chart-latency", "chart-outcomes",  # observed traffic
-                   "chart-waterfall", "chart-simulated-daily"}  # the simulation
+EXPECTED_CHARTS = {
+    "chart-spend",
+    "chart-tokens",
+    "chart-latency",
+    "chart-outcomes",  # observed traffic
+    "chart-waterfall",
+    "chart-simulated-daily",
+}  # the simulation
 
 
 class ReportPage(HTMLParser):
@@ -151,8 +157,9 @@ def test_the_report_is_one_self_contained_file(report_html):
 def test_headline_and_tables_equal_what_stats_prints(sample_demo, report_html):
     page = ReportPage(report_html)
     data = str(sample_demo.data)
-    footer = re.search(r"([\d,]+) calls, (\$[\d.,]+), ([\d,]+) input and ([\d,]+) output tokens",
-                       cli("stats", "--data", data))
+    footer = re.search(
+        r"([\d,]+) calls, (\$[\d.,]+), ([\d,]+) input and ([\d,]+) output tokens", cli("stats", "--data", data)
+    )
     observed = page.text("headline-observed")
     assert f"Observed spend {footer[2]} {footer[1]} calls" in observed
 
@@ -170,8 +177,9 @@ def test_headline_and_tables_equal_what_stats_prints(sample_demo, report_html):
 
 
 def test_simulation_figures_equal_what_simulate_prints(sample_demo, report_html):
-    result = json.loads(cli("simulate", "--policy", str(DEMO_POLICY), "--format", "json", "--no-save",
-                            "--data", str(sample_demo.data)))
+    result = json.loads(
+        cli("simulate", "--policy", str(DEMO_POLICY), "--format", "json", "--no-save", "--data", str(sample_demo.data))
+    )
     totals = result["totals"]
     page = ReportPage(report_html)
     simulated = page.text("headline-simulated")
@@ -192,8 +200,11 @@ def test_simulation_figures_equal_what_simulate_prints(sample_demo, report_html)
 
     # The demo printed the same three figures.
     out = sample_demo.result.stdout
-    assert re.search(rf"Simulated spend:\s+{re.escape(fmt.usd(totals['simulated_usd']))}, saving "
-                     rf"{re.escape(fmt.usd(totals['saving_usd']))}", out)
+    assert re.search(
+        rf"Simulated spend:\s+{re.escape(fmt.usd(totals['simulated_usd']))}, saving "
+        rf"{re.escape(fmt.usd(totals['saving_usd']))}",
+        out,
+    )
     assert re.search(rf"Cache hit rate:\s+{re.escape(fmt.percent(totals['cache_hit_rate']))}", out)
 
 
@@ -225,11 +236,14 @@ def test_markdown_has_the_figures_of_the_html(sample_demo, report_html):
 # --- bad input -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--format", "pdf"], "unknown format 'pdf'"),
-    (["--from", "yesterday"], "--from: 'yesterday' is not a date"),
-    (["--policy", "no-such-policy.toml"], "--policy no-such-policy.toml: no such file"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--format", "pdf"], "unknown format 'pdf'"),
+        (["--from", "yesterday"], "--from: 'yesterday' is not a date"),
+        (["--policy", "no-such-policy.toml"], "--policy no-such-policy.toml: no such file"),
+    ],
+)
 def test_bad_options_are_one_line_errors(sample_demo, args, message):
     result = CliRunner().invoke(app, ["report", *args, "--data", str(sample_demo.data)])
     assert result.exit_code == 1
@@ -240,8 +254,20 @@ def test_bad_options_are_one_line_errors(sample_demo, args, message):
 def test_no_data_and_an_empty_window_are_one_line_errors(sample_demo, tmp_path):
     missing = CliRunner().invoke(app, ["report", "--data", str(tmp_path / "nothing-here")])
     assert missing.exit_code == 1 and len(missing.output.strip().splitlines()) == 1
-    empty = CliRunner().invoke(app, ["report", "--from", "1999-01-01", "--to", "1999-02-01",
-                                     "--data", str(sample_demo.data), "--out", str(tmp_path / "r.html")])
+    empty = CliRunner().invoke(
+        app,
+        [
+            "report",
+            "--from",
+            "1999-01-01",
+            "--to",
+            "1999-02-01",
+            "--data",
+            str(sample_demo.data),
+            "--out",
+            str(tmp_path / "r.html"),
+        ],
+    )
     assert empty.exit_code == 1
     assert "no recorded calls in the chosen window" in empty.output
     assert not (tmp_path / "r.html").exists()
@@ -250,10 +276,19 @@ def test_no_data_and_an_empty_window_are_one_line_errors(sample_demo, tmp_path):
 # --- the observation window verdict --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("span, covered, level", [
-    (1, 1, "poor"), (6, 6, "poor"), (7, 7, "weak"), (13, 10, "weak"), (14, 14, "fair"), (27, 20, "fair"),
-    (28, 28, "good"), (90, 60, "good"),
-])
+@pytest.mark.parametrize(
+    "span, covered, level",
+    [
+        (1, 1, "poor"),
+        (6, 6, "poor"),
+        (7, 7, "weak"),
+        (13, 10, "weak"),
+        (14, 14, "fair"),
+        (27, 20, "fair"),
+        (28, 28, "good"),
+        (90, 60, "good"),
+    ],
+)
 def test_window_verdict(span, covered, level):
     got, sentence = window_verdict(span, covered)
     assert got == level
@@ -279,8 +314,9 @@ def test_a_chart_that_cannot_be_drawn_says_so_and_is_caught(report_html, browser
 def test_a_broken_policy_file_is_a_one_line_error_with_its_line(sample_demo, tmp_path):
     policy = tmp_path / "policy.toml"
     policy.write_text('name = "x"\n\n[[routing]]\nname = "r"\nto = 5\n')
-    result = CliRunner().invoke(app, ["report", "--policy", str(policy), "--data", str(sample_demo.data),
-                                      "--out", str(tmp_path / "r.html")])
+    result = CliRunner().invoke(
+        app, ["report", "--policy", str(policy), "--data", str(sample_demo.data), "--out", str(tmp_path / "r.html")]
+    )
     assert result.exit_code == 1
     assert "policy.toml:5:" in result.output and '"to"' in result.output
     assert len(result.output.strip().splitlines()) == 1

@@ -21,33 +21,87 @@ OLD = "litellm-1999-01-01"
 
 def row(**values) -> dict:
     base = dict.fromkeys(REQUEST_COLUMNS)
-    base.update(id=values.pop("id"), ts=datetime(2026, 5, 1, tzinfo=UTC), endpoint="chat", outcome="ok",
-                cached_input_tokens=0, cache_write_tokens=0, cache_write_1h_tokens=0, reasoning_tokens=0,
-                batch=False, price_version=OLD)
+    base.update(
+        id=values.pop("id"),
+        ts=datetime(2026, 5, 1, tzinfo=UTC),
+        endpoint="chat",
+        outcome="ok",
+        cached_input_tokens=0,
+        cache_write_tokens=0,
+        cache_write_1h_tokens=0,
+        reasoning_tokens=0,
+        batch=False,
+        price_version=OLD,
+    )
     base.update(values)
     return base
 
 
 ROWS = [
     # recorded with an old table at a wrong price: recomputed 600 x 2.50 + 400 x 1.25 + 200 x 10
-    row(id="a", provider="openai", model="gpt-4o-2024-08-06", input_tokens=1_000, cached_input_tokens=400,
-        output_tokens=200, cost_usd=1.0, cost_source="computed"),
+    row(
+        id="a",
+        provider="openai",
+        model="gpt-4o-2024-08-06",
+        input_tokens=1_000,
+        cached_input_tokens=400,
+        output_tokens=200,
+        cost_usd=1.0,
+        cost_source="computed",
+    ),
     # the provider's own bill stays as it is
-    row(id="b", provider="openrouter", model="anthropic/claude-sonnet-4.5", input_tokens=1_000, output_tokens=100,
-        cost_usd=0.0123, cost_source="provider"),
+    row(
+        id="b",
+        provider="openrouter",
+        model="anthropic/claude-sonnet-4.5",
+        input_tokens=1_000,
+        output_tokens=100,
+        cost_usd=0.0123,
+        cost_source="provider",
+    ),
     # a model no table knows: unpriced, twice
-    row(id="c", provider="openai_compatible", model="acme-x", input_tokens=10_000, output_tokens=1_000,
-        cost_usd=None, cost_source="unpriced"),
-    row(id="d", provider="openai_compatible", model="acme-x", input_tokens=20_000, output_tokens=2_000,
-        cost_usd=None, cost_source="unpriced"),
+    row(
+        id="c",
+        provider="openai_compatible",
+        model="acme-x",
+        input_tokens=10_000,
+        output_tokens=1_000,
+        cost_usd=None,
+        cost_source="unpriced",
+    ),
+    row(
+        id="d",
+        provider="openai_compatible",
+        model="acme-x",
+        input_tokens=20_000,
+        output_tokens=2_000,
+        cost_usd=None,
+        cost_source="unpriced",
+    ),
     # no token counts: nothing known to be billed
     row(id="e", provider="openai", model="gpt-4o", outcome="client_error", cost_usd=None, cost_source="none"),
     # batch: 1,000 x 1.25 + 1,000 x 5
-    row(id="f", provider="openai", model="gpt-4o", input_tokens=1_000, output_tokens=1_000, batch=True,
-        cost_usd=None, cost_source="unpriced"),
+    row(
+        id="f",
+        provider="openai",
+        model="gpt-4o",
+        input_tokens=1_000,
+        output_tokens=1_000,
+        batch=True,
+        cost_usd=None,
+        cost_source="unpriced",
+    ),
     # an Azure deployment name, the served model unknown to the table
-    row(id="g", provider="azure", model="my-gpt4o-prod", model_requested="my-gpt4o-prod", input_tokens=1_000,
-        output_tokens=0, cost_usd=None, cost_source="unpriced"),
+    row(
+        id="g",
+        provider="azure",
+        model="my-gpt4o-prod",
+        model_requested="my-gpt4o-prod",
+        input_tokens=1_000,
+        output_tokens=0,
+        cost_usd=None,
+        cost_source="unpriced",
+    ),
 ]
 
 
@@ -65,12 +119,17 @@ def test_reprice_frame_with_the_bundled_table():
     after = reprice_frame(before, table)
     assert after.schema == before.schema and after.height == before.height
     assert after.drop("cost_usd", "cost_source", "price_version").equals(
-        before.drop("cost_usd", "cost_source", "price_version"))
+        before.drop("cost_usd", "cost_source", "price_version")
+    )
     rows = by_id(after)
     assert rows["a"]["cost_usd"] == pytest.approx((600 * 2.5 + 400 * 1.25 + 200 * 10) / 1e6)
     assert (rows["a"]["cost_source"], rows["a"]["price_version"]) == ("computed", SNAPSHOT_VERSION)
     assert (rows["b"]["cost_usd"], rows["b"]["cost_source"], rows["b"]["price_version"]) == (0.0123, "provider", OLD)
-    assert (rows["c"]["cost_usd"], rows["c"]["cost_source"], rows["c"]["price_version"]) == (None, "unpriced", SNAPSHOT_VERSION)
+    assert (rows["c"]["cost_usd"], rows["c"]["cost_source"], rows["c"]["price_version"]) == (
+        None,
+        "unpriced",
+        SNAPSHOT_VERSION,
+    )
     assert (rows["e"]["cost_usd"], rows["e"]["cost_source"]) == (None, "none")
     assert rows["f"]["cost_usd"] == pytest.approx((1_000 * 1.25 + 1_000 * 5.0) / 1e6)
     assert rows["g"]["cost_source"] == "unpriced"
@@ -79,7 +138,8 @@ def test_reprice_frame_with_the_bundled_table():
 def test_reprice_frame_after_overrides(tmp_path, data_dir):
     (tmp_path / "o.toml").write_text(
         '[models."acme-x"]\ninput_per_mtok = 1.0\noutput_per_mtok = 3.0\n'
-        '[azure_deployments]\n"my-gpt4o-prod" = "gpt-4o"\n')
+        '[azure_deployments]\n"my-gpt4o-prod" = "gpt-4o"\n'
+    )
     import_price_file(tmp_path / "o.toml", data_dir)
     table = PriceTable.load(data_dir)
     rows = by_id(reprice_frame(frame(), table))
@@ -155,13 +215,26 @@ def test_cli_missing_import_reprice(store, tmp_path, data_dir):
 
 
 def test_cli_show_json_and_table(data_dir):
-    result = invoke("prices", "show", "anthropic/claude-sonnet-4.5", "--provider", "openrouter",
-                    "--format", "json", "--data", data_dir)
+    result = invoke(
+        "prices",
+        "show",
+        "anthropic/claude-sonnet-4.5",
+        "--provider",
+        "openrouter",
+        "--format",
+        "json",
+        "--data",
+        data_dir,
+    )
     assert result.exit_code == 0, result.output
     shown = json.loads(result.stdout)
     assert shown["resolved"] == "anthropic/claude-sonnet-4-5"
     assert shown["usd_per_million_tokens"]["standard"] == {
-        "input": 3.0, "cached_input": 0.3, "cache_write": 3.75, "cache_write_1h": 6.0, "output": 15.0,
+        "input": 3.0,
+        "cached_input": 0.3,
+        "cache_write": 3.75,
+        "cache_write_1h": 6.0,
+        "output": 15.0,
         "reasoning_output": 15.0,
     }
     assert shown["derived"]["standard"] == ["reasoning_output"]
@@ -172,9 +245,14 @@ def test_cli_show_json_and_table(data_dir):
 
 
 def test_cli_errors_are_one_line(tmp_path, data_dir):
-    (tmp_path / "bad.toml").write_text('[models.x]\ninput_per_mtok = -1\noutput_per_mtok = 1\n')
-    for args in (("prices", "import", tmp_path / "bad.toml"), ("prices", "show", "no-such-model"),
-                 ("prices", "show", "gpt-4o", "--format", "xml"), ("prices", "missing"), ("reprice",)):
+    (tmp_path / "bad.toml").write_text("[models.x]\ninput_per_mtok = -1\noutput_per_mtok = 1\n")
+    for args in (
+        ("prices", "import", tmp_path / "bad.toml"),
+        ("prices", "show", "no-such-model"),
+        ("prices", "show", "gpt-4o", "--format", "xml"),
+        ("prices", "missing"),
+        ("reprice",),
+    ):
         result = invoke(*args, "--data", data_dir)
         assert result.exit_code == 1, (args, result.output)
         assert result.stderr.startswith("Error:") and result.stderr.count("\n") == 1, result.stderr
@@ -183,7 +261,7 @@ def test_cli_errors_are_one_line(tmp_path, data_dir):
 
 
 def test_cli_reset(tmp_path, data_dir):
-    (tmp_path / "o.toml").write_text('[models.x]\ninput_per_mtok = 1\noutput_per_mtok = 1\n')
+    (tmp_path / "o.toml").write_text("[models.x]\ninput_per_mtok = 1\noutput_per_mtok = 1\n")
     invoke("prices", "import", tmp_path / "o.toml", "--data", data_dir)
     result = invoke("prices", "reset", "--data", data_dir)
     assert result.exit_code == 0 and SNAPSHOT_VERSION in result.stdout

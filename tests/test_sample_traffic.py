@@ -93,8 +93,14 @@ def test_every_provider_in_json_and_streamed(shipped):
     hosts = {"api.openai.com", "api.anthropic.com", "generativelanguage.googleapis.com"}
     assert kinds >= {(host, stream) for host in hosts for stream in (True, False)}
     paths = {f.request.path.split(":")[-1] if "googleapis" in f.request.host else f.request.path for f in shipped}
-    assert paths >= {"/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/messages",
-                     "generateContent", "streamGenerateContent?alt=sse"}
+    assert paths >= {
+        "/v1/chat/completions",
+        "/v1/responses",
+        "/v1/embeddings",
+        "/v1/messages",
+        "generateContent",
+        "streamGenerateContent?alt=sse",
+    }
 
 
 def test_errors_look_like_the_providers_errors(shipped):
@@ -120,9 +126,13 @@ def test_cut_streams_end_early_with_an_error(shipped):
         body = flow.response.content
         assert b"[DONE]" not in body and b"message_stop" not in body and b'"finishReason": "STOP"' not in body
     overloaded = [f for f in shipped if streamed(f) and b"event: error" in f.response.content]
-    assert overloaded and all(f.request.host == "api.anthropic.com" and f.response.status_code == 200
-                              and b"overloaded_error" in f.response.content and b"message_stop" not in f.response.content
-                              for f in overloaded)
+    assert overloaded and all(
+        f.request.host == "api.anthropic.com"
+        and f.response.status_code == 200
+        and b"overloaded_error" in f.response.content
+        and b"message_stop" not in f.response.content
+        for f in overloaded
+    )
     complete = [f for f in shipped if streamed(f) and not f.error and f.request.path == "/v1/chat/completions"]
     assert complete and all(f.response.content.endswith(b"data: [DONE]\n\n") for f in complete)
 
@@ -158,17 +168,29 @@ def test_attribution_and_fake_keys(shipped):
 
 
 def test_repeats_paraphrases_and_caching(shipped):
-    classifier = Counter(f.request.content for f in shipped if f.request.headers.get("x-shadow-feature") == "intent-classifier")
+    classifier = Counter(
+        f.request.content for f in shipped if f.request.headers.get("x-shadow-feature") == "intent-classifier"
+    )
     assert sum(n - 1 for n in classifier.values()) > 20  # temperature-0 exact repeats
     queries = {json.loads(body)["messages"][-1]["content"] for body in classifier}
     assert len(queries) > 50  # and many different wordings (BANKING77 paraphrases)
     bodies = b"\n".join(f.response.content for f in shipped if f.response.status_code == 200)
-    for nonzero in (rb'"cached_tokens": [1-9]', rb'"cache_read_input_tokens":[1-9]',  # prompt caches
-                    rb'"cache_creation_input_tokens":[1-9]', rb'"thoughtsTokenCount": [1-9]',
-                    rb'"reasoning_tokens": [1-9]'):
+    for nonzero in (
+        rb'"cached_tokens": [1-9]',
+        rb'"cache_read_input_tokens":[1-9]',  # prompt caches
+        rb'"cache_creation_input_tokens":[1-9]',
+        rb'"thoughtsTokenCount": [1-9]',
+        rb'"reasoning_tokens": [1-9]',
+    ):
         assert re.search(nonzero, bodies), nonzero
-    no_usage = [f for f in shipped if streamed(f) and "openai" in f.request.host
-                and b"include_usage" not in f.request.content and b'"messages"' in f.request.content]
+    no_usage = [
+        f
+        for f in shipped
+        if streamed(f)
+        and "openai" in f.request.host
+        and b"include_usage" not in f.request.content
+        and b'"messages"' in f.request.content
+    ]
     assert len(no_usage) > 20 and not any(b'"usage"' in f.response.content for f in no_usage)
 
 
@@ -182,8 +204,7 @@ def test_openai_usage_agrees_with_the_text(shipped):
         if request.get("tools") or not request["model"].startswith(("gpt-4o", "gpt-4.1")):
             continue
         if streamed(flow):
-            events = [json.loads(line[6:]) for line in flow.response.text.splitlines()
-                      if line.startswith("data: {")]
+            events = [json.loads(line[6:]) for line in flow.response.text.splitlines() if line.startswith("data: {")]
             text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
             usage = events[-1].get("usage")
             if usage is None:
@@ -214,8 +235,14 @@ def test_streams_have_their_first_token_before_their_end(shipped):
 
 
 def test_mitmdump_reads_the_shipped_file(shipped):
-    result = subprocess.run([*MITMDUMP, "-n", "-r", str(SHIPPED), "--set", "flow_detail=1"], cwd=ROOT,
-                            env=subprocess_env(), capture_output=True, text=True, timeout=240)
+    result = subprocess.run(
+        [*MITMDUMP, "-n", "-r", str(SHIPPED), "--set", "flow_detail=1"],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert result.returncode == 0, result.stderr
     errors = sum(1 for f in shipped if f.error)  # mitmdump shows an errored flow again with its error
     assert result.stdout.count(" POST https://") == len(shipped) + errors

@@ -40,8 +40,14 @@ def shadow(tmp_path_factory):
         yield running
 
 
-def client_for(shadow, feature: str, usage: dict | None = None, status: int | None = None,
-               cut: int | None = None, gzip: bool = False) -> genai.Client:
+def client_for(
+    shadow,
+    feature: str,
+    usage: dict | None = None,
+    status: int | None = None,
+    cut: int | None = None,
+    gzip: bool = False,
+) -> genai.Client:
     """A client whose calls carry this test's feature and steer the fake provider."""
     headers = {"x-shadow-feature": feature}
     if usage is not None:
@@ -81,15 +87,29 @@ def assert_call(shadow, feature: str, row: dict, *, model: str, stream: bool, me
 def flash_rates() -> dict[str, float]:
     flash = rates("gemini-2.5-flash", PROVIDER)
     # Gemini 2.5 Flash's published prices: $0.30 input, $0.03 cached, $2.50 output (thinking included).
-    assert (flash["input"], flash["cached_input"], flash["output"], flash["reasoning_output"]) == (0.30, 0.03, 2.50, 2.50)
+    assert (flash["input"], flash["cached_input"], flash["output"], flash["reasoning_output"]) == (
+        0.30,
+        0.03,
+        2.50,
+        2.50,
+    )
     return flash
 
 
 @pytest.mark.parametrize("gzip", [False, True], ids=["plain", "gzip"])
 def test_generate_content_with_thoughts_cache_and_tool_use(shadow, feature, gzip):
-    client = client_for(shadow, feature, gzip=gzip, usage={
-        "promptTokenCount": 5000, "cachedContentTokenCount": 4096, "toolUsePromptTokenCount": 300,
-        "candidatesTokenCount": 120, "thoughtsTokenCount": 800})
+    client = client_for(
+        shadow,
+        feature,
+        gzip=gzip,
+        usage={
+            "promptTokenCount": 5000,
+            "cachedContentTokenCount": 4096,
+            "toolUsePromptTokenCount": 300,
+            "candidatesTokenCount": 120,
+            "thoughtsTokenCount": 800,
+        },
+    )
     response = client.models.generate_content(model="gemini-2.5-flash", contents=QUESTION, config=THINKING)
     row = shadow.row(feature)
     usage = response.usage_metadata
@@ -97,7 +117,12 @@ def test_generate_content_with_thoughts_cache_and_tool_use(shadow, feature, gzip
     assert_call(shadow, feature, row, model="gemini-2.5-flash", stream=False, method="generateContent")
     assert_tokens(row, **our_tokens(usage))
     # input: 5000 prompt (4096 of them cached) + 300 tool use; output: 120 + 800 thoughts.
-    assert (row["input_tokens"], row["cached_input_tokens"], row["output_tokens"], row["reasoning_tokens"]) == (5300, 4096, 920, 800)
+    assert (row["input_tokens"], row["cached_input_tokens"], row["output_tokens"], row["reasoning_tokens"]) == (
+        5300,
+        4096,
+        920,
+        800,
+    )
     flash_rates()
     # (5300 - 4096) x 0.30 + 4096 x 0.03 + 920 x 2.50 = 361.2 + 122.88 + 2300 = 2784.08
     assert_cost(row, 2784.08e-6)
@@ -105,8 +130,9 @@ def test_generate_content_with_thoughts_cache_and_tool_use(shadow, feature, gzip
 
 
 def test_generate_content_stream_with_thoughts(shadow, feature):
-    client = client_for(shadow, feature, usage={"promptTokenCount": 800, "candidatesTokenCount": 14,
-                                                 "thoughtsTokenCount": 256})
+    client = client_for(
+        shadow, feature, usage={"promptTokenCount": 800, "candidatesTokenCount": 14, "thoughtsTokenCount": 256}
+    )
     chunks = list(client.models.generate_content_stream(model="gemini-2.5-flash", contents=QUESTION, config=THINKING))
     usage = chunks[-1].usage_metadata
     text = "".join(chunk.text or "" for chunk in chunks)
@@ -121,8 +147,16 @@ def test_generate_content_stream_with_thoughts(shadow, feature):
 
 
 def test_a_long_prompt_pays_the_above_200k_prices(shadow, feature):
-    client = client_for(shadow, feature, usage={"promptTokenCount": 250_000, "cachedContentTokenCount": 100_000,
-                                                 "candidatesTokenCount": 1_000, "thoughtsTokenCount": 2_000})
+    client = client_for(
+        shadow,
+        feature,
+        usage={
+            "promptTokenCount": 250_000,
+            "cachedContentTokenCount": 100_000,
+            "candidatesTokenCount": 1_000,
+            "thoughtsTokenCount": 2_000,
+        },
+    )
     response = client.models.generate_content(model="gemini-2.5-pro", contents=QUESTION)
     row = shadow.row(feature)
     assert_tokens(row, **our_tokens(response.usage_metadata))
@@ -153,10 +187,13 @@ def test_embeddings_are_estimated(shadow, feature):
     assert_cost(row, estimated * 0.15 / 1e6)
 
 
-@pytest.mark.parametrize(("status", "error", "outcome"), [
-    (429, errors.ClientError, "rate_limited"),
-    (503, errors.ServerError, "server_error"),
-])
+@pytest.mark.parametrize(
+    ("status", "error", "outcome"),
+    [
+        (429, errors.ClientError, "rate_limited"),
+        (503, errors.ServerError, "server_error"),
+    ],
+)
 def test_errors(shadow, feature, status, error, outcome):
     client = client_for(shadow, feature, status=status)
     with pytest.raises(error) as raised:
@@ -165,7 +202,12 @@ def test_errors(shadow, feature, status, error, outcome):
     row = shadow.row(feature)
     assert (row["status"], row["outcome"]) == (status, outcome)
     assert row["error"] == f"{status}: fake error {status}"  # Gemini's error code and message
-    assert (row["input_tokens"], row["usage_source"], row["cost_usd"], row["cost_source"]) == (None, "none", None, "none")
+    assert (row["input_tokens"], row["usage_source"], row["cost_usd"], row["cost_source"]) == (
+        None,
+        "none",
+        None,
+        "none",
+    )
 
 
 def test_an_error_answered_to_a_stream(shadow, feature):

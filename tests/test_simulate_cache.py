@@ -17,17 +17,25 @@ def cache(scope: str = "global", max_entries: int = 1000, extra: str = "") -> st
 
 
 def test_ttl_in_flight_hit_and_expiry():
-    result = run(cache(), [
-        {"t": 0, "latency_ms": 2000.0, "cost_usd": 0.02},  # r0 miss, answer arrives at 2 s
-        {"t": 1, "cost_usd": 0.03},  # r1 same prompt while r0 is in flight: miss
-        {"t": 1800, "cost_usd": 0.04, "latency_ms": 1500.0},  # r2 30 min later: hit on r0
-        {"t": 3601, "cost_usd": 0.05},  # r3 1 h after r0's answer (2 s): still alive (expires 3602 s)
-        {"t": 3602, "cost_usd": 0.06},  # r4 expired (r1 stored nothing: r0's entry was usable)
-        {"t": 3603, "cost_usd": 0.07},  # r5 hits r4's answer, which arrived at 3603 s
-    ])
+    result = run(
+        cache(),
+        [
+            {"t": 0, "latency_ms": 2000.0, "cost_usd": 0.02},  # r0 miss, answer arrives at 2 s
+            {"t": 1, "cost_usd": 0.03},  # r1 same prompt while r0 is in flight: miss
+            {"t": 1800, "cost_usd": 0.04, "latency_ms": 1500.0},  # r2 30 min later: hit on r0
+            {"t": 3601, "cost_usd": 0.05},  # r3 1 h after r0's answer (2 s): still alive (expires 3602 s)
+            {"t": 3602, "cost_usd": 0.06},  # r4 expired (r1 stored nothing: r0's entry was usable)
+            {"t": 3603, "cost_usd": 0.07},  # r5 hits r4's answer, which arrived at 3603 s
+        ],
+    )
     d = decisions_by_id(result)
     assert [d[f"r{i}"]["exact_cache"] for i in range(6)] == [
-        "miss", "miss_in_flight", "hit", "hit", "miss_expired", "hit"
+        "miss",
+        "miss_in_flight",
+        "hit",
+        "hit",
+        "miss_expired",
+        "hit",
     ]
     assert d["r2"]["cache_source_id"] == "r0" and d["r5"]["cache_source_id"] == "r4"
     assert d["r2"]["saving_cache"] == 0.04 and d["r2"]["simulated_cost_usd"] == 0.0
@@ -40,50 +48,72 @@ def test_ttl_in_flight_hit_and_expiry():
 
 
 def test_scope_keeps_teams_apart():
-    result = run(cache(scope="team"), [
-        {"t": 0, "team": "search"},
-        {"t": 10, "team": "support"},  # same prompt, another team: miss
-        {"t": 20, "team": "search"},  # hit on r0
-        {"t": 30, "team": None},  # no team: a group of its own
-        {"t": 40, "team": None},  # hit on r3
-    ])
+    result = run(
+        cache(scope="team"),
+        [
+            {"t": 0, "team": "search"},
+            {"t": 10, "team": "support"},  # same prompt, another team: miss
+            {"t": 20, "team": "search"},  # hit on r0
+            {"t": 30, "team": None},  # no team: a group of its own
+            {"t": 40, "team": None},  # hit on r3
+        ],
+    )
     d = decisions_by_id(result)
     assert [d[f"r{i}"]["exact_cache"] for i in range(5)] == ["miss", "miss", "hit", "miss", "hit"]
     assert d["r4"]["cache_source_id"] == "r3"
 
 
 def test_lru_evicts_the_least_recently_used():
-    result = run(cache(max_entries=2), [
-        {"t": 0, "prompt_hash": "a"},
-        {"t": 10, "prompt_hash": "b"},
-        {"t": 20, "prompt_hash": "a"},  # hit: a becomes most recently used
-        {"t": 30, "prompt_hash": "c"},  # stores c, evicts b (least recently used)
-        {"t": 40, "prompt_hash": "b"},  # miss_evicted; stores b, evicts a
-        {"t": 50, "prompt_hash": "c"},  # hit
-        {"t": 60, "prompt_hash": "a"},  # miss_evicted
-    ])
+    result = run(
+        cache(max_entries=2),
+        [
+            {"t": 0, "prompt_hash": "a"},
+            {"t": 10, "prompt_hash": "b"},
+            {"t": 20, "prompt_hash": "a"},  # hit: a becomes most recently used
+            {"t": 30, "prompt_hash": "c"},  # stores c, evicts b (least recently used)
+            {"t": 40, "prompt_hash": "b"},  # miss_evicted; stores b, evicts a
+            {"t": 50, "prompt_hash": "c"},  # hit
+            {"t": 60, "prompt_hash": "a"},  # miss_evicted
+        ],
+    )
     d = decisions_by_id(result)
     assert [d[f"r{i}"]["exact_cache"] for i in range(7)] == [
-        "miss", "miss", "hit", "miss", "miss_evicted", "hit", "miss_evicted"
+        "miss",
+        "miss",
+        "hit",
+        "miss",
+        "miss_evicted",
+        "hit",
+        "miss_evicted",
     ]
 
 
 def test_non_deterministic_requests_are_excluded_and_their_repeats_counted():
-    result = run(cache(), [
-        {"t": 0, "prompt_hash": "hot", "temperature": 0.7},
-        {"t": 10, "prompt_hash": "hot", "temperature": 0.7},  # a repeat, excluded: temperature
-        {"t": 20, "prompt_hash": "tools", "has_tools": True},
-        {"t": 30, "prompt_hash": "tools", "has_tools": True},  # repeat, excluded: tools
-        {"t": 40, "prompt_hash": "many", "n": 3},
-        {"t": 50, "prompt_hash": "s", "stream": True},
-        {"t": 60, "prompt_hash": "s", "stream": True},  # repeat, excluded: streaming
-        {"t": 70, "prompt_hash": None},
-        {"t": 80, "prompt_hash": "unset", "temperature": None},  # unset temperature: cacheable
-        {"t": 90, "prompt_hash": "unset", "temperature": None},  # hit
-    ])
+    result = run(
+        cache(),
+        [
+            {"t": 0, "prompt_hash": "hot", "temperature": 0.7},
+            {"t": 10, "prompt_hash": "hot", "temperature": 0.7},  # a repeat, excluded: temperature
+            {"t": 20, "prompt_hash": "tools", "has_tools": True},
+            {"t": 30, "prompt_hash": "tools", "has_tools": True},  # repeat, excluded: tools
+            {"t": 40, "prompt_hash": "many", "n": 3},
+            {"t": 50, "prompt_hash": "s", "stream": True},
+            {"t": 60, "prompt_hash": "s", "stream": True},  # repeat, excluded: streaming
+            {"t": 70, "prompt_hash": None},
+            {"t": 80, "prompt_hash": "unset", "temperature": None},  # unset temperature: cacheable
+            {"t": 90, "prompt_hash": "unset", "temperature": None},  # hit
+        ],
+    )
     d = decisions_by_id(result)
     assert [d[f"r{i}"]["cache_excluded"] for i in range(8)] == [
-        "temperature", "temperature", "tools", "tools", "n", "streaming", "streaming", "no_prompt_hash"
+        "temperature",
+        "temperature",
+        "tools",
+        "tools",
+        "n",
+        "streaming",
+        "streaming",
+        "no_prompt_hash",
     ]
     assert [d[f"r{i}"]["excluded_duplicate"] for i in range(8)] == [False, True, False, True, False, False, True, False]
     assert d["r9"]["exact_cache"] == "hit"
@@ -94,37 +124,48 @@ def test_non_deterministic_requests_are_excluded_and_their_repeats_counted():
 
 def test_allow_flags_make_requests_cacheable():
     policy = cache(extra="allow_sampling = true\nallow_streaming = true\nallow_tools = true\n")
-    result = run(policy, [
-        {"t": 0, "temperature": 0.7, "stream": True, "has_tools": True},
-        {"t": 10, "temperature": 0.7, "stream": True, "has_tools": True},
-    ])
+    result = run(
+        policy,
+        [
+            {"t": 0, "temperature": 0.7, "stream": True, "has_tools": True},
+            {"t": 10, "temperature": 0.7, "stream": True, "has_tools": True},
+        ],
+    )
     assert decisions_by_id(result)["r1"]["exact_cache"] == "hit"
 
 
 def test_failed_requests_store_nothing():
-    result = run(cache(), [
-        {"t": 0, "outcome": "server_error", "status": 500},
-        {"t": 10},  # the failure left nothing to replay: miss
-        {"t": 20},  # hit on r1
-    ])
+    result = run(
+        cache(),
+        [
+            {"t": 0, "outcome": "server_error", "status": 500},
+            {"t": 10},  # the failure left nothing to replay: miss
+            {"t": 20},  # hit on r1
+        ],
+    )
     d = decisions_by_id(result)
     assert [d[f"r{i}"]["exact_cache"] for i in range(3)] == ["miss", "miss", "hit"]
     assert d["r2"]["cache_source_id"] == "r1"
 
 
 def test_blocked_requests_store_nothing_and_hits_charge_no_budget():
-    policy = cache(extra="""
+    policy = cache(
+        extra="""
 [[budget]]
 name = "tiny"
 window = "day"
 limit_usd = 0.01
-""")
-    result = run(policy, [
-        {"t": 0, "prompt_hash": "a", "cost_usd": 0.01},  # reaches the limit
-        {"t": 10, "prompt_hash": "a", "cost_usd": 0.01},  # cache hit: answered, not blocked
-        {"t": 20, "prompt_hash": "b", "cost_usd": 0.01},  # blocked: nothing stored
-        {"t": 30, "prompt_hash": "b", "cost_usd": 0.01},  # miss, blocked again
-    ])
+"""
+    )
+    result = run(
+        policy,
+        [
+            {"t": 0, "prompt_hash": "a", "cost_usd": 0.01},  # reaches the limit
+            {"t": 10, "prompt_hash": "a", "cost_usd": 0.01},  # cache hit: answered, not blocked
+            {"t": 20, "prompt_hash": "b", "cost_usd": 0.01},  # blocked: nothing stored
+            {"t": 30, "prompt_hash": "b", "cost_usd": 0.01},  # miss, blocked again
+        ],
+    )
     d = decisions_by_id(result)
     assert [d[f"r{i}"]["disposition"] for i in range(4)] == ["upstream", "exact_hit", "blocked", "blocked"]
     assert d["r3"]["exact_cache"] == "miss"
@@ -133,20 +174,32 @@ limit_usd = 0.01
 
 def test_provider_prompt_cache_discount_is_in_the_baseline_not_added_to_savings():
     # The recorded cost already has the provider's cached-input discount; a hit saves that.
-    result = run(cache(), [
-        {"t": 0, "cached_input_tokens": 800, "cost_usd": 0.0035},
-        {"t": 10, "cached_input_tokens": 800, "cost_usd": 0.0035},
-    ])
+    result = run(
+        cache(),
+        [
+            {"t": 0, "cached_input_tokens": 800, "cost_usd": 0.0035},
+            {"t": 10, "cached_input_tokens": 800, "cost_usd": 0.0035},
+        ],
+    )
     assert result.totals["saving_usd"] == 0.0035
-    assert result.by_policy[0] == {"name": "exact-cache", "kind": "exact_cache", "requests": 1, "saving_usd": 0.0035, "latency_saved_ms": 1000.0}
+    assert result.by_policy[0] == {
+        "name": "exact-cache",
+        "kind": "exact_cache",
+        "requests": 1,
+        "saving_usd": 0.0035,
+        "latency_saved_ms": 1000.0,
+    }
 
 
 def test_unpriced_requests_are_simulated_but_kept_out_of_money():
-    result = run(cache(), [
-        {"t": 0, "cost_usd": None, "cost_source": "unpriced"},
-        {"t": 10, "cost_usd": None, "cost_source": "unpriced"},
-        {"t": 20, "prompt_hash": "x", "cost_usd": 0.5},
-    ])
+    result = run(
+        cache(),
+        [
+            {"t": 0, "cost_usd": None, "cost_source": "unpriced"},
+            {"t": 10, "cost_usd": None, "cost_source": "unpriced"},
+            {"t": 20, "prompt_hash": "x", "cost_usd": 0.5},
+        ],
+    )
     d = decisions_by_id(result)
     assert d["r1"]["exact_cache"] == "hit" and d["r1"]["saving_cache"] is None
     assert result.totals["unpriced_requests"] == 2

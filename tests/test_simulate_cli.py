@@ -94,8 +94,9 @@ def test_simulate_json_output(data, policy_file):
 
 
 def test_simulate_date_range(data, policy_file):
-    result = invoke("simulate", "--policy", policy_file, "--data", data, "--format", "json", "--no-save",
-                    "--from", "2025-03-04")
+    result = invoke(
+        "simulate", "--policy", policy_file, "--data", data, "--format", "json", "--no-save", "--from", "2025-03-04"
+    )
     assert json.loads(result.output)["totals"]["requests"] == 1
 
 
@@ -105,7 +106,9 @@ def test_compare_two_policy_files(data, policy_file, tmp_path):
     result = invoke("simulate", "--compare", policy_file, other, "--data", data, "--no-save")
     assert result.exit_code == 0, result.output
     assert "policy.toml" in result.output and "no-budget.toml" in result.output
-    document = json.loads(invoke("simulate", "--compare", policy_file, other, "--data", data, "--no-save", "--format", "json").output)
+    document = json.loads(
+        invoke("simulate", "--compare", policy_file, other, "--data", data, "--no-save", "--format", "json").output
+    )
     assert document["a"]["totals"]["blocked"] == 1 and document["b"]["totals"]["blocked"] == 0
 
 

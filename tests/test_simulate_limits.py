@@ -28,7 +28,13 @@ limit_usd = 1.0
     result = run(policy, rows)
     d = decisions_by_id(result)
     assert [d[f"r{i}"]["disposition"] for i in range(7)] == [
-        "upstream", "upstream", "upstream", "blocked", "upstream", "blocked", "upstream"
+        "upstream",
+        "upstream",
+        "upstream",
+        "blocked",
+        "upstream",
+        "blocked",
+        "upstream",
     ]
     assert d["r2"]["budget_tripped"] == "team-daily"
     assert d["r3"]["budget_by"] == "team-daily" and d["r3"]["budget_action"] == "block"
@@ -124,7 +130,13 @@ requests_per_minute = 2
     result = run(policy, rows)
     d = decisions_by_id(result)
     assert [d[f"r{i}"]["throttled_by"] for i in range(7)] == [
-        None, None, "user-burst", None, "user-burst", None, "user-burst"
+        None,
+        None,
+        "user-burst",
+        None,
+        "user-burst",
+        None,
+        "user-burst",
     ]
     # A throttled client retries: its cost stays in the simulated spend.
     assert d["r2"]["simulated_cost_usd"] == d["r2"]["cost_usd"]

@@ -57,7 +57,7 @@ def test_good_file_reads_into_policies():
 
 
 def test_wrong_type_names_line_and_key():
-    text = GOOD.replace('to = "gpt-4o-mini"\n\n[[budget]]', 'to = 5\n\n[[budget]]')
+    text = GOOD.replace('to = "gpt-4o-mini"\n\n[[budget]]', "to = 5\n\n[[budget]]")
     error = error_of(text)
     assert str(error) == f'policy.toml:{line_of(text, "to = 5")}: [[routing]] "to": expected a model name'
 
@@ -65,7 +65,11 @@ def test_wrong_type_names_line_and_key():
 def test_unknown_key_is_an_error_with_its_line():
     text = GOOD.replace("max_input_tokens = 2000", "max_input_tokens = 2000\nmax_imput_tokens = 3")
     error = error_of(text)
-    assert (error.line, error.where, error.message) == (line_of(text, "max_imput_tokens"), '[[routing]] "max_imput_tokens"', "unknown key")
+    assert (error.line, error.where, error.message) == (
+        line_of(text, "max_imput_tokens"),
+        '[[routing]] "max_imput_tokens"',
+        "unknown key",
+    )
 
 
 def test_unknown_key_in_second_array_entry_points_at_that_entry():
@@ -89,8 +93,18 @@ def test_syntax_error_has_the_parser_line():
         ('window = "day"', 'window = "week"', "window =", "expected one of hour, day, month"),
         ("limit_usd = 50", "limit_usd = -1", "limit_usd", "expected a number >= 0.0"),
         ('action = "downgrade"\nto = "gpt-4o-mini"', 'action = "downgrade"', "action =", 'a downgrade needs "to"'),
-        ("max_input_tokens = 2000", 'max_input_tokens = 2000\nsystem_prompt_regex = "("', "system_prompt_regex", "not a valid regular expression"),
-        ("max_input_tokens = 2000", "max_input_tokens = 2000\nmin_input_tokens = 5000", "max_input_tokens", "is below min_input_tokens"),
+        (
+            "max_input_tokens = 2000",
+            'max_input_tokens = 2000\nsystem_prompt_regex = "("',
+            "system_prompt_regex",
+            "not a valid regular expression",
+        ),
+        (
+            "max_input_tokens = 2000",
+            "max_input_tokens = 2000\nmin_input_tokens = 5000",
+            "max_input_tokens",
+            "is below min_input_tokens",
+        ),
         ('name = "team-daily"', 'name = "small-to-mini"', 'name = "small-to-mini"', "is used twice"),
     ],
 )

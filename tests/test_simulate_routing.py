@@ -36,27 +36,44 @@ def test_routed_cost_is_the_targets_list_price_without_the_prompt_cache_discount
 
 
 def test_conditions_and_first_matching_rule():
-    policy = ROUTE.replace('name = "to-mini"', 'name = "to-mini"\nhas_tools = false') + """
+    policy = (
+        ROUTE.replace('name = "to-mini"', 'name = "to-mini"\nhas_tools = false')
+        + """
 [[routing]]
 name = "everything-else"
 to = "gpt-4.1-nano"
 """
-    result = run(policy, [
-        {"input_tokens": 1500},  # to-mini
-        {"input_tokens": 2001},  # too big for to-mini: everything-else
-        {"has_tools": True},  # to-mini needs no tools
-        {"model": "claude-sonnet-4-5", "model_requested": "claude-sonnet-4-5", "provider": "anthropic"},
-        {"model": "gpt-4o-2024-08-06", "model_requested": "gpt-4o-2024-08-06"},  # glob
-        {"input_tokens": None, "output_tokens": None, "cost_usd": None},  # no tokens: no target can price it
-    ])
+    )
+    result = run(
+        policy,
+        [
+            {"input_tokens": 1500},  # to-mini
+            {"input_tokens": 2001},  # too big for to-mini: everything-else
+            {"has_tools": True},  # to-mini needs no tools
+            {"model": "claude-sonnet-4-5", "model_requested": "claude-sonnet-4-5", "provider": "anthropic"},
+            {"model": "gpt-4o-2024-08-06", "model_requested": "gpt-4o-2024-08-06"},  # glob
+            {"input_tokens": None, "output_tokens": None, "cost_usd": None},  # no tokens: no target can price it
+        ],
+    )
     d = decisions_by_id(result)
     assert [d[f"r{i}"]["routed_by"] for i in range(6)] == [
-        "to-mini", "everything-else", "everything-else", "everything-else", "to-mini", None
+        "to-mini",
+        "everything-else",
+        "everything-else",
+        "everything-else",
+        "to-mini",
+        None,
     ]
 
 
 def test_requested_model_is_what_rules_match():
-    result = run(ROUTE, [{"model_requested": "gpt-4o", "model": "gpt-4o-2024-08-06"}, {"model_requested": "gpt-4.1", "model": "gpt-4o"}])
+    result = run(
+        ROUTE,
+        [
+            {"model_requested": "gpt-4o", "model": "gpt-4o-2024-08-06"},
+            {"model_requested": "gpt-4.1", "model": "gpt-4o"},
+        ],
+    )
     d = decisions_by_id(result)
     assert d["r0"]["routed_by"] == "to-mini" and d["r1"]["routed_by"] is None
 
@@ -83,8 +100,14 @@ to = "gpt-4o"
 """
     prompt = "user: 请把这份季度报告总结成三个要点，并指出最大的风险。"
     answer = "answer to " + prompt
-    row = {"model": "claude-sonnet-4-5", "model_requested": "claude-sonnet-4-5", "provider": "anthropic",
-           "input_tokens": 1000, "output_tokens": 400, "cost_usd": 0.009}
+    row = {
+        "model": "claude-sonnet-4-5",
+        "model_requested": "claude-sonnet-4-5",
+        "provider": "anthropic",
+        "input_tokens": 1000,
+        "output_tokens": 400,
+        "cost_usd": 0.009,
+    }
     requests = requests_frame([row])
     contents = contents_frame(requests, {"r0": prompt})
     with_texts = decisions_by_id(run(policy, [row], contents))["r0"]
@@ -119,8 +142,14 @@ def test_batch_price_from_the_table_scales_the_recorded_cost():
 name = "reports"
 feature = "report"
 """
-    result = run(policy, [{**CACHED_GPT_4O, "feature": "report"}, {**CACHED_GPT_4O, "feature": "chat"},
-                          {**CACHED_GPT_4O, "feature": "report", "batch": True}])
+    result = run(
+        policy,
+        [
+            {**CACHED_GPT_4O, "feature": "report"},
+            {**CACHED_GPT_4O, "feature": "chat"},
+            {**CACHED_GPT_4O, "feature": "report", "batch": True},
+        ],
+    )
     d = decisions_by_id(result)
     # Batch rates: 1000 x 1.25 (cached input keeps the standard cached rate, 1.25) + 100 x 5 = 1750 per million.
     assert d["r0"]["batch_by"] == "reports"
@@ -131,7 +160,9 @@ feature = "report"
 
 
 def test_flat_batch_discount_and_routing_then_batch():
-    policy = ROUTE + """
+    policy = (
+        ROUTE
+        + """
 [[batch]]
 name = "nightly"
 feature = "nightly"
@@ -141,11 +172,15 @@ discount = 0.5
 name = "reports"
 feature = "report"
 """
-    result = run(policy, [
-        {**CACHED_GPT_4O, "feature": "nightly"},  # routed (0.00021), then half price
-        {**CACHED_GPT_4O, "feature": "report"},  # routed, then gpt-4o-mini's batch price
-        {**CACHED_GPT_4O, "feature": "report", "input_tokens": 5000},  # too big to route: gpt-4o batch
-    ])
+    )
+    result = run(
+        policy,
+        [
+            {**CACHED_GPT_4O, "feature": "nightly"},  # routed (0.00021), then half price
+            {**CACHED_GPT_4O, "feature": "report"},  # routed, then gpt-4o-mini's batch price
+            {**CACHED_GPT_4O, "feature": "report", "input_tokens": 5000},  # too big to route: gpt-4o batch
+        ],
+    )
     d = decisions_by_id(result)
     assert d["r0"]["simulated_cost_usd"] == pytest.approx(0.000105)
     assert d["r0"]["saving_routing"] == pytest.approx(0.0025 - 0.00021)

@@ -38,7 +38,9 @@ def test_hashing_embedder_rows_do_not_depend_on_the_batch():
 
 
 def _index(bits=10, tables=16, bucket_size=64) -> SemanticIndex:
-    return SemanticIndex(HashingEmbedder(), ttl_us=3_600_000_000, max_entries=1000, bits=bits, tables=tables, bucket_size=bucket_size)
+    return SemanticIndex(
+        HashingEmbedder(), ttl_us=3_600_000_000, max_entries=1000, bits=bits, tables=tables, bucket_size=bucket_size
+    )
 
 
 def test_index_finds_the_nearest_stored_prompt_in_its_partition_only():
@@ -104,13 +106,31 @@ sweep = [0.5, 0.99]
         {"t": 60, "prompt_hash": "g", "temperature": 0.9},  # not cacheable
     ]
     requests = requests_frame(rows)
-    texts = {"r0": PROMPTS[0], "r1": PROMPTS[1], "r2": PROMPTS[2], "r3": PROMPTS[1], "r4": PROMPTS[1], "r5": PROMPTS[1], "r6": PROMPTS[1]}
+    texts = {
+        "r0": PROMPTS[0],
+        "r1": PROMPTS[1],
+        "r2": PROMPTS[2],
+        "r3": PROMPTS[1],
+        "r4": PROMPTS[1],
+        "r5": PROMPTS[1],
+        "r6": PROMPTS[1],
+    }
     contents = contents_frame(requests, texts, system={"r5": "You are a pirate."})
     result = run(policy, rows, contents)
     d = decisions_by_id(result)
-    assert [d[f"r{i}"]["semantic_cache"] for i in range(7)] == ["miss", "hit", "miss", "miss", "miss", "miss", "excluded"]
+    assert [d[f"r{i}"]["semantic_cache"] for i in range(7)] == [
+        "miss",
+        "hit",
+        "miss",
+        "miss",
+        "miss",
+        "miss",
+        "excluded",
+    ]
     assert d["r1"]["cache_source_id"] == "r0" and d["r1"]["similarity"] > 0.95
-    assert d["r1"]["quality"] == "unverified" and d["r1"]["saving_cache"] == 0.02 and d["r1"]["latency_saved_ms"] == 700.0
+    assert (
+        d["r1"]["quality"] == "unverified" and d["r1"]["saving_cache"] == 0.02 and d["r1"]["latency_saved_ms"] == 700.0
+    )
     assert d["r6"]["cache_excluded"] == "temperature"
     semantic = result.cache["semantic"]
     assert semantic["hits"] == 1 and semantic["quality"] == "unverified"
@@ -124,7 +144,7 @@ sweep = [0.5, 0.99]
 
 
 def test_requests_without_recorded_text_are_excluded():
-    policy = '[cache.semantic]\nthreshold = 0.9\n'
+    policy = "[cache.semantic]\nthreshold = 0.9\n"
     rows = [{"t": 0}, {"t": 1}]
     result = run(policy, rows, contents_frame(requests_frame(rows), {"r0": PROMPTS[0]}))
     d = decisions_by_id(result)

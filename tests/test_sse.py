@@ -99,9 +99,7 @@ ARRAY_ELEMENTS = [
     {"usageMetadata": {"promptTokenCount": 5}, "text": "\u00e9\U0001f389 [x]"},
     {"nested": [[1, 2], {"a": {}}]},
 ]
-ARRAY_BODY = (
-    "[" + ",\r\n".join(json.dumps(e, ensure_ascii=False) for e in ARRAY_ELEMENTS) + "]"
-).encode()
+ARRAY_BODY = ("[" + ",\r\n".join(json.dumps(e, ensure_ascii=False) for e in ARRAY_ELEMENTS) + "]").encode()
 
 
 def array_elements(chunks: list[bytes]) -> list[object]:

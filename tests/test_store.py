@@ -23,14 +23,29 @@ T0 = datetime(2026, 10, 1, 12, 0, tzinfo=UTC)
 
 
 def request_row(i: int, **extra) -> dict:
-    return {"id": f"r{i:05d}", "ts": T0 + timedelta(minutes=i), "provider": "openai", "endpoint": "chat",
-            "model": "gpt-4o-mini", "input_tokens": 10 * i, "output_tokens": i, "cost_usd": 0.001 * i,
-            "cost_source": "computed", "usage_source": "provider", "outcome": "ok", **extra}
+    return {
+        "id": f"r{i:05d}",
+        "ts": T0 + timedelta(minutes=i),
+        "provider": "openai",
+        "endpoint": "chat",
+        "model": "gpt-4o-mini",
+        "input_tokens": 10 * i,
+        "output_tokens": i,
+        "cost_usd": 0.001 * i,
+        "cost_source": "computed",
+        "usage_source": "provider",
+        "outcome": "ok",
+        **extra,
+    }
 
 
 def content_row(i: int) -> dict:
-    return {"id": f"r{i:05d}", "ts": T0 + timedelta(minutes=i), "prompt_text": f"user: question {i}",
-            "response_text": f"answer {i}"}
+    return {
+        "id": f"r{i:05d}",
+        "ts": T0 + timedelta(minutes=i),
+        "prompt_text": f"user: question {i}",
+        "response_text": f"answer {i}",
+    }
 
 
 def test_new_data_dir_has_the_exact_schema(data_dir):
@@ -38,8 +53,12 @@ def test_new_data_dir_has_the_exact_schema(data_dir):
     with store.connect() as con:
         requests = con.execute("DESCRIBE requests").fetchall()
         contents = con.execute("DESCRIBE contents").fetchall()
-    assert [(r[0], r[1]) for r in requests] == [(c.name, c.sql_type.replace("TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE")) for c in REQUESTS]
-    assert [(r[0], r[1]) for r in contents] == [(c.name, c.sql_type.replace("TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE")) for c in CONTENTS]
+    assert [(r[0], r[1]) for r in requests] == [
+        (c.name, c.sql_type.replace("TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE")) for c in REQUESTS
+    ]
+    assert [(r[0], r[1]) for r in contents] == [
+        (c.name, c.sql_type.replace("TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE")) for c in CONTENTS
+    ]
     assert json.loads((data_dir / "meta.json").read_text()) == {"migrations": ["m001_initial"]}
     assert oct((data_dir / "salt").stat().st_mode & 0o777) == "0o600"
 
@@ -51,10 +70,15 @@ def test_written_batches_are_one_relation(data_dir):
     writer.write([request_row(3)], [])
     with store.connect() as con:
         assert con.execute("SELECT id, input_tokens FROM requests ORDER BY id").fetchall() == [
-            ("r00001", 10), ("r00002", 20), ("r00003", 30)]
+            ("r00001", 10),
+            ("r00002", 20),
+            ("r00003", 30),
+        ]
         assert con.execute("SELECT prompt_text FROM contents").fetchall() == [("user: question 1",)]
     assert sorted(p.name for p in (data_dir / "records").iterdir()) == [
-        "inst-L0-000000000000-000000000000.parquet", "inst-L0-000000000001-000000000001.parquet"]
+        "inst-L0-000000000000-000000000000.parquet",
+        "inst-L0-000000000001-000000000001.parquet",
+    ]
 
 
 def test_readers_and_writers_of_several_instances_work_at_once(data_dir):
@@ -161,7 +185,11 @@ def test_compact_merges_stopped_recorders_segments_and_later_deletes_them(data_d
     merged, deleted = store.compact()
     assert (merged, deleted) == (10 + 10, 0)  # a's and b's 5 requests and 5 contents segments
     assert sorted((s.instance, s.lo, s.hi) for s in live_segments(data_dir / "records")) == [
-        ("a", 0, 4), ("b", 0, 4), ("c", 0, 0), ("c", 1, 1)]
+        ("a", 0, 4),
+        ("b", 0, 4),
+        ("c", 0, 0),
+        ("c", 1, 1),
+    ]
     after = store.requests_frame()
     assert after.height == before.height + 2
     assert after.filter(pl.col("id").is_in(before["id"].implode())).equals(before)  # each row once, unchanged
@@ -175,10 +203,13 @@ def test_compact_merges_stopped_recorders_segments_and_later_deletes_them(data_d
 
 def test_recorded_usage_keys_are_those_recorded_with_tokens(data_dir):
     store = Store(data_dir)
-    SegmentWriter(store, "a").write([
-        request_row(1, usage_key="openai-batch:b1", usage_source="provider"),
-        request_row(2, usage_key="openai-batch:b1", usage_source="none"),
-        request_row(3, usage_key="openai-batch:b2", usage_source="none"),
-        request_row(4),
-    ], [])
+    SegmentWriter(store, "a").write(
+        [
+            request_row(1, usage_key="openai-batch:b1", usage_source="provider"),
+            request_row(2, usage_key="openai-batch:b1", usage_source="none"),
+            request_row(3, usage_key="openai-batch:b2", usage_source="none"),
+            request_row(4),
+        ],
+        [],
+    )
     assert store.recorded_usage_keys() == {"openai-batch:b1"}

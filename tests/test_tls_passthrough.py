@@ -23,9 +23,7 @@ def client_hello_bytes(sni: str | None) -> bytes:
     return outgoing.read()
 
 
-def hello_data(
-    tctx, sni: str | None, mode: str = "transparent", address=("203.0.113.9", 443)
-) -> tls.ClientHelloData:
+def hello_data(tctx, sni: str | None, mode: str = "transparent", address=("203.0.113.9", 443)) -> tls.ClientHelloData:
     client = tflow.tclient_conn()
     client.proxy_mode = ProxyMode.parse(mode)
     conn_context = context.Context(client, tctx.options)

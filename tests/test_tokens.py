@@ -81,9 +81,7 @@ def test_counting_needs_no_network(tmp_path):
     env = subprocess_env()
     env.pop("TIKTOKEN_CACHE_DIR", None)
     env["TMPDIR"] = str(tmp_path)
-    result = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
-    )
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["6", "6"]
 

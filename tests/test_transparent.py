@@ -108,9 +108,7 @@ class Background:
     """A long-running process whose output is collected by a thread."""
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-        )
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         self.lines: list[str] = []
         self._changed = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
@@ -168,17 +166,29 @@ class Namespaces:
             _run("ip", "-n", ns, "link", "set", "lo", "up")
             _run("ip", "-n", ns, "link", "set", dev, "up")
         self.hosts_dir.mkdir(parents=True, exist_ok=True)
-        (self.hosts_dir / "hosts").write_text(
-            f"127.0.0.1 localhost\n{SERVER_IP} {LLM_HOST} {OTHER_HOST}\n"
-        )
+        (self.hosts_dir / "hosts").write_text(f"127.0.0.1 localhost\n{SERVER_IP} {LLM_HOST} {OTHER_HOST}\n")
         self.add_redirect_rule()
 
     def add_redirect_rule(self) -> None:
         """The recipe: redirect the application's outbound HTTPS to the proxy port."""
         self.exec(
-            "iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "--dport", "443",
-            "-m", "owner", "--gid-owner", str(CLIENT_GID),
-            "-j", "REDIRECT", "--to-ports", str(PROXY_PORT),
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "OUTPUT",
+            "-p",
+            "tcp",
+            "--dport",
+            "443",
+            "-m",
+            "owner",
+            "--gid-owner",
+            str(CLIENT_GID),
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            str(PROXY_PORT),
         )
 
     def exec(self, *args: str, ns: str | None = None) -> subprocess.CompletedProcess:
@@ -191,10 +201,17 @@ class Namespaces:
 
     def run_client(self, *args: str, ca_bundle: Path) -> dict:
         done = self.exec(
-            "setpriv", f"--regid={CLIENT_GID}", "--clear-groups",
-            "env", "-i", f"PATH={os.environ.get('PATH', '/usr/bin:/bin')}", "HOME=/tmp",
+            "setpriv",
+            f"--regid={CLIENT_GID}",
+            "--clear-groups",
+            "env",
+            "-i",
+            f"PATH={os.environ.get('PATH', '/usr/bin:/bin')}",
+            "HOME=/tmp",
             f"SSL_CERT_FILE={ca_bundle}",
-            sys.executable, str(ROOT / "tests" / "netns_client.py"), *args,
+            sys.executable,
+            str(ROOT / "tests" / "netns_client.py"),
+            *args,
         )
         return json.loads(done.stdout)
 
@@ -264,8 +281,19 @@ def _proxy_command(confdir: Path, upstream_ca: Path, data: Path) -> list[str]:
     confdir.mkdir(mode=0o700)
     (confdir / "config.yaml").write_text(f"ssl_verify_upstream_trusted_ca: {upstream_ca}\n")
     return [
-        sys.executable, str(ROOT / "cli.py"), "proxy", "--transparent", "--port", str(PROXY_PORT),
-        "--confdir", str(confdir), "--data", str(data), "--flush-interval", "0.2", "--verbose",
+        sys.executable,
+        str(ROOT / "cli.py"),
+        "proxy",
+        "--transparent",
+        "--port",
+        str(PROXY_PORT),
+        "--confdir",
+        str(confdir),
+        "--data",
+        str(data),
+        "--flush-interval",
+        "0.2",
+        "--verbose",
     ]
 
 
@@ -295,10 +323,16 @@ def test_unmodified_openai_client_is_captured_and_answered_byte_for_byte(world):
     # transparent mode mitmproxy knows the server by the address it was redirected from).
     [row] = _records(world["data"])
     assert (row["provider"], row["endpoint"], row["host"], row["path"]) == (
-        "openai", "chat", LLM_HOST, "/v1/chat/completions",
+        "openai",
+        "chat",
+        LLM_HOST,
+        "/v1/chat/completions",
     )
     assert (row["status"], row["outcome"], row["model_requested"], row["model"]) == (
-        200, "ok", "gpt-4o-mini", "gpt-4o-mini-2024-07-18",
+        200,
+        "ok",
+        "gpt-4o-mini",
+        "gpt-4o-mini-2024-07-18",
     )
     assert (row["input_tokens"], row["output_tokens"], row["usage_source"]) == (9, 3, "provider")
     assert row["cost_usd"] > 0
@@ -330,10 +364,24 @@ def test_nftables_recipe_redirects_the_same_way(world):
     nets.exec("iptables", "-t", "nat", "-F", "OUTPUT")
     try:
         nets.exec("nft", "add", "table", "inet", "llm_shadow")
-        nets.exec("nft", "add", "chain", "inet", "llm_shadow", "output",
-                  "{ type nat hook output priority -100; }")
-        nets.exec("nft", "add", "rule", "inet", "llm_shadow", "output",
-                  "meta", "skgid", str(CLIENT_GID), "tcp", "dport", "443", "redirect", "to", f":{PROXY_PORT}")
+        nets.exec("nft", "add", "chain", "inet", "llm_shadow", "output", "{ type nat hook output priority -100; }")
+        nets.exec(
+            "nft",
+            "add",
+            "rule",
+            "inet",
+            "llm_shadow",
+            "output",
+            "meta",
+            "skgid",
+            str(CLIENT_GID),
+            "tcp",
+            "dport",
+            "443",
+            "redirect",
+            "to",
+            f":{PROXY_PORT}",
+        )
         result = nets.run_client("openai", ca_bundle=world["bundle"])
         assert base64.b64decode(result["body_b64"]) == PROVIDER_BODY
         rows = _records(world["data"], at_least=recorded_before + 1)

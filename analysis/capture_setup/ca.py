@@ -106,7 +106,12 @@ def bundle_contains(bundle: Path, cert: x509.Certificate) -> bool:
 def system_bundle() -> Path | None:
     """The system's CA bundle file, as OpenSSL was built to find it."""
     paths = ssl.get_default_verify_paths()
-    for candidate in (paths.openssl_cafile, "/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"):
+    for candidate in (
+        paths.openssl_cafile,
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/ssl/cert.pem",
+    ):
         if candidate and os.path.isfile(candidate):
             return Path(candidate)
     return None
@@ -156,8 +161,7 @@ def trust_sources(env: Mapping[str, str] | None = None) -> list[TrustSource]:
 def trusting_sources(cert: x509.Certificate, env: Mapping[str, str] | None = None) -> list[tuple[TrustSource, bool]]:
     """Each trust source and whether it holds the CA certificate."""
     return [
-        (source, source.bundle is not None and bundle_contains(source.bundle, cert))
-        for source in trust_sources(env)
+        (source, source.bundle is not None and bundle_contains(source.bundle, cert)) for source in trust_sources(env)
     ]
 
 

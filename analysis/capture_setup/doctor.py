@@ -64,16 +64,12 @@ def tiktoken_files(user_dir: Path | None, bundled_dir: Path = BUNDLED_CACHE_DIR)
 def check_ca_key(files: CaFiles) -> CheckResult:
     name = "CA private key"
     if not files.exists():
-        return CheckResult(
-            name, "fail", f"no CA in {files.confdir} yet", "llm-shadow ca  (creates it, key mode 0600)"
-        )
+        return CheckResult(name, "fail", f"no CA in {files.confdir} yet", "llm-shadow ca  (creates it, key mode 0600)")
     loose = loose_key_files(files)
     if loose:
         listed = ", ".join(f"{path.name} is {mode:04o}" for path, mode in loose)
         paths = " ".join(str(path) for path, _ in loose)
-        return CheckResult(
-            name, "fail", f"the CA key can be read by others: {listed}", f"chmod 600 {paths}"
-        )
+        return CheckResult(name, "fail", f"the CA key can be read by others: {listed}", f"chmod 600 {paths}")
     repo = _enclosing_git_repo(files.confdir)
     if repo is not None:
         return CheckResult(
@@ -99,7 +95,9 @@ def check_ca_trusted(files: CaFiles, env: Mapping[str, str] | None = None) -> Ch
     try:
         cert = load_cert(files.cert)
     except ValueError as e:
-        return CheckResult(name, "fail", f"{files.cert} is not a PEM certificate: {e}", "delete it and run: llm-shadow ca")
+        return CheckResult(
+            name, "fail", f"{files.cert} is not a PEM certificate: {e}", "delete it and run: llm-shadow ca"
+        )
     results = trusting_sources(cert, env)
     trusted = [f"{s.client} ({s.source})" for s, ok in results if ok]
     untrusted = [f"{s.client} ({s.source})" for s, ok in results if not ok]
@@ -112,9 +110,7 @@ def check_ca_trusted(files: CaFiles, env: Mapping[str, str] | None = None) -> Ch
             fix,
         )
     if untrusted:
-        return CheckResult(
-            name, "warn", f"trusted by {'; '.join(trusted)}; not by {'; '.join(untrusted)}", fix
-        )
+        return CheckResult(name, "warn", f"trusted by {'; '.join(trusted)}; not by {'; '.join(untrusted)}", fix)
     return CheckResult(name, "ok", f"trusted by {'; '.join(trusted)}")
 
 
@@ -132,9 +128,7 @@ def check_port_free(port: int, host: str = "0.0.0.0") -> CheckResult:
                     f"find it: ss -ltnp 'sport = :{port}' ; or start the proxy with --port <another port>",
                 )
             if e.errno == errno.EACCES:
-                return CheckResult(
-                    name, "fail", f"not allowed to listen on port {port}", "use a port above 1023"
-                )
+                return CheckResult(name, "fail", f"not allowed to listen on port {port}", "use a port above 1023")
             return CheckResult(name, "fail", f"cannot listen on {host}:{port}: {e.strerror}")
     return CheckResult(name, "ok", f"{host}:{port} can be listened on")
 
@@ -176,9 +170,7 @@ def check_tiktoken_files(files: dict[str, Path]) -> CheckResult:
     return CheckResult(name, "ok", f"{', '.join(files)} present and intact")
 
 
-def check_redirect_loop(
-    port: int, conn: ProxyConnection, rule_sets: Mapping[str, str | None]
-) -> CheckResult:
+def check_redirect_loop(port: int, conn: ProxyConnection, rule_sets: Mapping[str, str | None]) -> CheckResult:
     """`rule_sets` maps "iptables"/"nftables" to the tool's output, None when unreadable."""
     name = "redirect loop"
     readable = {source: text for source, text in rule_sets.items() if text is not None}
@@ -289,9 +281,7 @@ def local_capture_unavailable_reason(
 def check_local_capture(reason: str | None) -> CheckResult:
     name = "local capture mode"
     if reason:
-        return CheckResult(
-            name, "warn", reason, f"use --transparent with a redirect rule instead ({DOCS})"
-        )
+        return CheckResult(name, "warn", reason, f"use --transparent with a redirect rule instead ({DOCS})")
     return CheckResult(name, "ok", "the requirements of --local NAME are met (it still asks sudo)")
 
 

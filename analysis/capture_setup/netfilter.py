@@ -147,7 +147,9 @@ def _ipt_rule(text: str, conn: ProxyConnection) -> tuple[str, _Rule]:
             continue
         args = []
         j = i + 1
-        while j < len(tokens) and (not tokens[j].startswith("-") or re.fullmatch(r"-\d+", tokens[j])) and tokens[j] != "!":
+        while (
+            j < len(tokens) and (not tokens[j].startswith("-") or re.fullmatch(r"-\d+", tokens[j])) and tokens[j] != "!"
+        ):
             args.append(tokens[j])
             j += 1
         value = args[0] if args else ""
@@ -304,9 +306,33 @@ def _nft_rule(text: str, conn: ProxyConnection) -> _Rule:
 
 
 _NFT_KEYWORDS = {
-    "meta", "ct", "skuid", "skgid", "tcp", "udp", "l4proto", "protocol", "mark", "counter",
-    "comment", "redirect", "dnat", "return", "accept", "jump", "goto", "drop", "reject",
-    "masquerade", "snat", "log", "ip", "ip6", "oifname", "iifname", "socket",
+    "meta",
+    "ct",
+    "skuid",
+    "skgid",
+    "tcp",
+    "udp",
+    "l4proto",
+    "protocol",
+    "mark",
+    "counter",
+    "comment",
+    "redirect",
+    "dnat",
+    "return",
+    "accept",
+    "jump",
+    "goto",
+    "drop",
+    "reject",
+    "masquerade",
+    "snat",
+    "log",
+    "ip",
+    "ip6",
+    "oifname",
+    "iifname",
+    "socket",
 }
 
 

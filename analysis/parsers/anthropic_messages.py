@@ -46,18 +46,12 @@ def parse_request(request: dict) -> Parsed:
     parsed.system_prompt = common.content_text(request.get("system"))
     messages = request.get("messages") if isinstance(request.get("messages"), list) else []
     parsed.prompt_text = common.role_lines(
-        [
-            (str(m.get("role") or "user"), common.content_text(m.get("content")))
-            for m in messages
-            if isinstance(m, dict)
-        ]
+        [(str(m.get("role") or "user"), common.content_text(m.get("content"))) for m in messages if isinstance(m, dict)]
     )
     parsed.canonical_request = canonical_request(request)
     parsed.temperature = common.as_float(request.get("temperature"))
     parsed.has_tools = bool(request.get("tools"))
-    parsed.has_images = common.contains_image(messages) or common.contains_image(
-        request.get("system")
-    )
+    parsed.has_images = common.contains_image(messages) or common.contains_image(request.get("system"))
     parsed.service_tier = common.as_str(request.get("service_tier"))
     metadata = request.get("metadata") if isinstance(request.get("metadata"), dict) else {}
     parsed.attribution = common.attribution_from(metadata.get("user_id"), None)
@@ -189,11 +183,7 @@ def _parse_batch(exchange: Exchange) -> Parsed:
     parsed = Parsed(batch=True)
     request = common.request_json(exchange)
     requests = request.get("requests") if isinstance(request.get("requests"), list) else []
-    models = {
-        r["params"].get("model")
-        for r in requests
-        if isinstance(r, dict) and isinstance(r.get("params"), dict)
-    }
+    models = {r["params"].get("model") for r in requests if isinstance(r, dict) and isinstance(r.get("params"), dict)}
     if len(models) == 1:
         parsed.model_requested = common.as_str(models.pop())
         parsed.model = parsed.model_requested

@@ -66,16 +66,10 @@ def _parse_request(request: dict, model: str | None) -> Parsed:
             for r in request["requests"]
             if isinstance(r, dict)
         ]
-        contents = [
-            c for group in contents for c in (group if isinstance(group, list) else [group])
-        ]
+        contents = [c for group in contents for c in (group if isinstance(group, list) else [group])]
     contents = contents if isinstance(contents, list) else []
     parsed.prompt_text = common.role_lines(
-        [
-            (str(c.get("role") or "user"), _parts_text(c.get("parts")))
-            for c in contents
-            if isinstance(c, dict)
-        ]
+        [(str(c.get("role") or "user"), _parts_text(c.get("parts"))) for c in contents if isinstance(c, dict)]
     )
     parsed.canonical_request = canonical_request(request, model=parsed.model_requested)
     config = _get(request, "generationConfig")
@@ -103,9 +97,7 @@ def _parts_text(parts: object, thoughts: bool = False) -> str:
             texts.append(part["text"])
         call = _get(part, "functionCall")
         if isinstance(call, dict):
-            texts.append(
-                f"{call.get('name', '')}({json.dumps(call.get('args'), ensure_ascii=False)})"
-            )
+            texts.append(f"{call.get('name', '')}({json.dumps(call.get('args'), ensure_ascii=False)})")
         result = _get(part, "functionResponse")
         if isinstance(result, dict):
             texts.append(json.dumps(result.get("response"), ensure_ascii=False))
@@ -163,8 +155,7 @@ def _read_response(response: dict, parsed: Parsed) -> str:
 
 def _has_counts(usage: dict) -> bool:
     return any(
-        _get(usage, key) is not None
-        for key in ("promptTokenCount", "candidatesTokenCount", "thoughtsTokenCount")
+        _get(usage, key) is not None for key in ("promptTokenCount", "candidatesTokenCount", "thoughtsTokenCount")
     )
 
 

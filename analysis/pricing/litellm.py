@@ -44,8 +44,20 @@ MODES = ("chat", "completion", "responses", "embedding")
 
 # Key prefixes LiteLLM puts in front of a provider's own model name.
 _KEY_PREFIXES = (
-    "azure/", "gemini/", "vertex_ai/", "groq/", "mistral/", "deepseek/", "xai/", "together_ai/",
-    "fireworks_ai/", "cerebras/", "perplexity/", "openrouter/", "openai/", "anthropic/",
+    "azure/",
+    "gemini/",
+    "vertex_ai/",
+    "groq/",
+    "mistral/",
+    "deepseek/",
+    "xai/",
+    "together_ai/",
+    "fireworks_ai/",
+    "cerebras/",
+    "perplexity/",
+    "openrouter/",
+    "openai/",
+    "anthropic/",
     "text-completion-openai/",
 )
 
@@ -97,7 +109,7 @@ def per_million(usd_per_token: float) -> float:
 def model_name_of_key(key: str) -> str:
     for prefix in _KEY_PREFIXES:
         if key.startswith(prefix):
-            return key[len(prefix):]
+            return key[len(prefix) :]
     return key
 
 
@@ -168,8 +180,10 @@ def looks_like_litellm_map(data: Any) -> bool:
     if not isinstance(data, dict) or not data:
         return False
     entries = [v for k, v in data.items() if k != "sample_spec"]
-    return bool(entries) and all(isinstance(v, dict) for v in entries) and any(
-        "litellm_provider" in v or "input_cost_per_token" in v for v in entries
+    return (
+        bool(entries)
+        and all(isinstance(v, dict) for v in entries)
+        and any("litellm_provider" in v or "input_cost_per_token" in v for v in entries)
     )
 
 

@@ -101,10 +101,12 @@ def _rate_sets(entry: dict[str, Any], where: str) -> dict[tuple[str, int], dict[
 def parse_overrides(document: Any, base: PriceTable, origin: str) -> Overrides:
     """Validate an override document against the base table; PriceFileError says what is wrong."""
     if not isinstance(document, dict):
-        raise PriceFileError(f"{origin}: an override file is a table with [models.\"NAME\"] entries")
+        raise PriceFileError(f'{origin}: an override file is a table with [models."NAME"] entries')
     unknown = set(document) - _TOP_LEVEL_KEYS
     if unknown:
-        raise PriceFileError(f"{origin}: unknown top-level key {sorted(unknown)[0]!r} (known: models, azure_deployments)")
+        raise PriceFileError(
+            f"{origin}: unknown top-level key {sorted(unknown)[0]!r} (known: models, azure_deployments)"
+        )
     models = document.get("models", {})
     deployments = document.get("azure_deployments", {})
     if not isinstance(models, dict) or not isinstance(deployments, dict):
@@ -122,7 +124,7 @@ def parse_overrides(document: Any, base: PriceTable, origin: str) -> Overrides:
         mode = entry.get("mode", "chat")
         inherit = entry.get("inherit", False)
         if provider is not None and (not isinstance(provider, str) or not provider):
-            raise PriceFileError(f"{where}.provider: expected a provider name such as \"openai\"")
+            raise PriceFileError(f'{where}.provider: expected a provider name such as "openai"')
         if not isinstance(mode, str) or not isinstance(inherit, bool):
             raise PriceFileError(f"{where}: 'mode' is a string and 'inherit' true or false")
         rates = _rate_sets(entry, where)
@@ -141,7 +143,7 @@ def parse_overrides(document: Any, base: PriceTable, origin: str) -> Overrides:
         if "input" not in standard:
             raise PriceFileError(f"{where}: needs input_per_mtok")
         if "output" not in standard and mode != "embedding":
-            raise PriceFileError(f"{where}: needs output_per_mtok (or mode = \"embedding\")")
+            raise PriceFileError(f'{where}: needs output_per_mtok (or mode = "embedding")')
         key = provider or ANY_PROVIDER
         label_provider = provider or "any"
         prices.setdefault(key, {})[name] = ModelPrice(label_provider, name, mode, source, rates)
@@ -212,7 +214,7 @@ def import_price_file(path: Path, data_dir: Path) -> ImportResult:
         base = _base_table(prices_dir)
         overrides = parse_overrides(document, base, str(path))
         if not overrides.prices and not overrides.azure_deployments:
-            raise PriceFileError(f"{path}: nothing to import (no [models.\"NAME\"] or [azure_deployments] entries)")
+            raise PriceFileError(f'{path}: nothing to import (no [models."NAME"] or [azure_deployments] entries)')
         _write_atomically(overrides_path, json.dumps(document, indent=2, sort_keys=True) + "\n")
         count = sum(len(models) for models in overrides.prices.values())
         return ImportResult("overrides", count, f"{base.version}+{overrides.digest}")
@@ -232,7 +234,7 @@ def import_price_file(path: Path, data_dir: Path) -> ImportResult:
 
     raise PriceFileError(
         f"{path}: neither a LiteLLM price map nor an override file "
-        "(expected [models.\"NAME\"] tables or model -> {input_cost_per_token, ...} entries)"
+        '(expected [models."NAME"] tables or model -> {input_cost_per_token, ...} entries)'
     )
 
 

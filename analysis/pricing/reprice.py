@@ -19,9 +19,20 @@ from analysis.store.schema import REQUESTS
 
 _COLUMN_TYPES = {c.name: c.polars_type for c in REQUESTS}
 _INPUT_COLUMNS = [
-    "provider", "model", "model_requested", "input_tokens", "output_tokens", "cached_input_tokens",
-    "cache_write_tokens", "cache_write_1h_tokens", "reasoning_tokens", "service_tier", "batch",
-    "cost_usd", "cost_source", "price_version",
+    "provider",
+    "model",
+    "model_requested",
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+    "service_tier",
+    "batch",
+    "cost_usd",
+    "cost_source",
+    "price_version",
 ]
 
 
@@ -76,9 +87,8 @@ def reprice_store(store, table: PriceTable) -> RepriceSummary:
         summary.rows += new.height
         before = frame.select("cost_usd", "cost_source")
         after = new.select("cost_usd", "cost_source")
-        same = (
-            (before["cost_usd"].eq_missing(after["cost_usd"]))
-            & (before["cost_source"].eq_missing(after["cost_source"]))
+        same = (before["cost_usd"].eq_missing(after["cost_usd"])) & (
+            before["cost_source"].eq_missing(after["cost_source"])
         )
         summary.changed += int((~same).sum())
         for source, count in new.group_by("cost_source").len().iter_rows():

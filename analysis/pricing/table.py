@@ -184,11 +184,13 @@ def rate_rows(price: ModelPrice) -> list[dict[str, Any]]:
     for service, above in keys:
         rates = price.effective_rates(service, above + 1 if above else 0)
         given = price.rates.get((service, above), {})
-        rows.append({
-            "rates": rate_set_key(service, above),
-            **rates,
-            "derived": [kind for kind in KINDS if kind not in given],
-        })
+        rows.append(
+            {
+                "rates": rate_set_key(service, above),
+                **rates,
+                "derived": [kind for kind in KINDS if kind not in given],
+            }
+        )
     return rows
 
 
@@ -325,9 +327,7 @@ class PriceTable:
         self.version = version
         self._base = {provider: _NameIndex(models) for provider, models in prices.items()}
         # Overrides are keyed by provider, "*" for those that name none (any provider).
-        self._overrides = {
-            provider: _NameIndex(models) for provider, models in (override_prices or {}).items()
-        }
+        self._overrides = {provider: _NameIndex(models) for provider, models in (override_prices or {}).items()}
         self.azure_deployments = dict(azure_deployments or {})
         self._resolved: dict[tuple[str, str | None], ModelPrice | None] = {}
         self._warned: set[tuple[str | None, str]] = set()
@@ -413,7 +413,10 @@ class PriceTable:
                     return found
         if provider == "openrouter" and model.strip().endswith(":free"):
             return ModelPrice(
-                "openrouter", model.strip(), "chat", "openrouter ':free' variant",
+                "openrouter",
+                model.strip(),
+                "chat",
+                "openrouter ':free' variant",
                 {("standard", 0): {"input": 0.0, "output": 0.0}},
             )
         return None
@@ -457,7 +460,9 @@ class PriceTable:
         self._warned.add(key)
         log.warning(
             "no price for model %r (provider %s): its calls are recorded unpriced; "
-            "add a price with `llm-shadow prices import`", model, provider,
+            "add a price with `llm-shadow prices import`",
+            model,
+            provider,
         )
 
 

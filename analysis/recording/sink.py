@@ -42,8 +42,9 @@ class Problems:
             first = kind not in self.counts
             self.counts[kind] += n
         if first:
-            self._log.warning("llm-shadow: %s%s (logged once; counted in the status file)", kind,
-                              f": {detail}" if detail else "")
+            self._log.warning(
+                "llm-shadow: %s%s (logged once; counted in the status file)", kind, f": {detail}" if detail else ""
+            )
 
     def summary(self) -> str:
         with self._lock:
@@ -168,8 +169,7 @@ class RecordSink:
     def _account(self, capture: Capture) -> None:
         try:
             exchange, context = to_exchange(capture, self.salt, self.attribution, self.instance)
-            row, content, failure = account(exchange, context, self.prices, self.keep_content,
-                                            self._usage_keys_seen())
+            row, content, failure = account(exchange, context, self.prices, self.keep_content, self._usage_keys_seen())
         except Exception as e:  # a bug of ours must not stop the worker; the call is counted
             self.problems.add(f"account_error:{type(e).__name__}", str(e))
             return

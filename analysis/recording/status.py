@@ -21,8 +21,14 @@ def read_statuses(data_dir: Path) -> list[RecorderStatus]:
             raw = json.loads(path.read_text())
         except (OSError, ValueError):
             continue  # being replaced right now, or not ours
-        statuses.append(RecorderStatus(str(raw.get("instance", path.stem)), int(raw.get("recorded", 0)),
-                                       int(raw.get("spooled", 0)), dict(raw.get("problems", {}))))
+        statuses.append(
+            RecorderStatus(
+                str(raw.get("instance", path.stem)),
+                int(raw.get("recorded", 0)),
+                int(raw.get("spooled", 0)),
+                dict(raw.get("problems", {})),
+            )
+        )
     return statuses
 
 

@@ -59,8 +59,10 @@ class SinkProcess:
     def start(self) -> "SinkProcess":
         self._queue = self._context.Queue(maxsize=self.queue_limit)
         self._process = self._context.Process(
-            target=_child_main, args=(self._queue, self.settings, self.instance, os.getpid()),
-            name="llm-shadow-sink", daemon=True,
+            target=_child_main,
+            args=(self._queue, self.settings, self.instance, os.getpid()),
+            name="llm-shadow-sink",
+            daemon=True,
         )
         self._process.start()
         return self

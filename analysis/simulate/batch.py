@@ -40,7 +40,9 @@ def ordered(requests: pl.DataFrame, contents: pl.DataFrame | None) -> pl.DataFra
         texts = contents.select("id", *[c for c in CONTENT_COLUMNS if c in contents.columns])
         if not (texts.height == frame.height and texts["id"].equals(frame["id"])):
             # Not row for row (content not kept for every call): match them by id.
-            texts = frame.select("id").join(texts.unique("id", keep="first"), on="id", how="left", maintain_order="left")
+            texts = frame.select("id").join(
+                texts.unique("id", keep="first"), on="id", how="left", maintain_order="left"
+            )
         frame = frame.hstack(texts.drop("id").get_columns())  # shares the columns, copies nothing
     return frame
 
@@ -50,7 +52,9 @@ def _window_ids(frame: pl.DataFrame, ts_us: np.ndarray, window: str) -> np.ndarr
         return ts_us // HOUR_US
     if window == "day":
         return ts_us // DAY_US
-    return frame.select((pl.col("ts").dt.year().cast(pl.Int64) * 12 + pl.col("ts").dt.month().cast(pl.Int64) - 1).alias("m"))["m"].to_numpy()
+    return frame.select(
+        (pl.col("ts").dt.year().cast(pl.Int64) * 12 + pl.col("ts").dt.month().cast(pl.Int64) - 1).alias("m")
+    )["m"].to_numpy()
 
 
 def _scope_values(frame: pl.DataFrame, scope: str) -> list:
@@ -85,7 +89,11 @@ def frame_facts(engine: PolicyEngine, frame: pl.DataFrame, state: EngineState) -
     columns["exact_excluded"] = none
     if p.exact_cache:
         prompt = pl.col("prompt_hash")
-        key = pl.when(prompt.is_null() | (prompt == "")).then(None).otherwise(state_key_expr(scope_expr(p.exact_cache.scope), prompt))
+        key = (
+            pl.when(prompt.is_null() | (prompt == ""))
+            .then(None)
+            .otherwise(state_key_expr(scope_expr(p.exact_cache.scope), prompt))
+        )
         keys = frame.select(key.alias("k"))["k"]
         columns["exact_key"] = keys
         columns["exact_seen_before"] = (keys.is_not_null() & ~keys.is_first_distinct()).to_numpy()
@@ -144,7 +152,10 @@ def frame_facts(engine: PolicyEngine, frame: pl.DataFrame, state: EngineState) -
         rows = np.flatnonzero(batch == index)
         if len(rows):
             batch_cost[rows] = engine.pricer.batch_costs(
-                pricing.take(rows), current[rows], [routed_to[r] for r in rows], [routed_provider[r] for r in rows],
+                pricing.take(rows),
+                current[rows],
+                [routed_to[r] for r in rows],
+                [routed_provider[r] for r in rows],
                 policy.discount,
             )
     batch[np.isnan(batch_cost)] = -1
@@ -166,7 +177,9 @@ def frame_facts(engine: PolicyEngine, frame: pl.DataFrame, state: EngineState) -
             if len(rows) == n:  # the budget applies to every request: no subset to copy
                 downgrade = engine.pricer.costs_at(pricing, budget.to, budget.to_provider, batch=batched)
             elif len(rows):
-                downgrade[rows] = engine.pricer.costs_at(pricing.take(rows), budget.to, budget.to_provider, batch=batched[rows])
+                downgrade[rows] = engine.pricer.costs_at(
+                    pricing.take(rows), budget.to, budget.to_provider, batch=batched[rows]
+                )
         columns[f"downgrade_cost.{b}"] = downgrade
 
     # Rate limits: the scope value where the limit applies.

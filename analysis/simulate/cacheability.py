@@ -50,4 +50,3 @@ def exclusion_reasons(frame: pl.DataFrame, rules: CacheRules) -> pl.Series:
     for name, test in reversed(tests):
         reason = pl.when(test.fill_null(False)).then(pl.lit(name)).otherwise(reason)
     return frame.select(pl.col("id"), reason.alias("r"))["r"]
-

@@ -127,7 +127,9 @@ class EmbedderError(RuntimeError):
 class OpenAIEmbedder:
     """Vectors from an OpenAI-compatible `/v1/embeddings` endpoint."""
 
-    def __init__(self, base_url: str, model: str, api_key: str | None = None, batch_size: int = 128, timeout: float = 60.0):
+    def __init__(
+        self, base_url: str, model: str, api_key: str | None = None, batch_size: int = 128, timeout: float = 60.0
+    ):
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.api_key = api_key
@@ -205,7 +207,9 @@ class CachedEmbedder:
         return np.stack([self.known[d] for d in digests]).astype(np.float32)
 
 
-def make_embedder(kind: str, *, url: str | None, model: str | None, api_key_env: str | None, data_dir: Path | None) -> Embedder:
+def make_embedder(
+    kind: str, *, url: str | None, model: str | None, api_key_env: str | None, data_dir: Path | None
+) -> Embedder:
     """The embedder a semantic cache policy names; an API embedder caches under data_dir."""
     if kind == "hashing":
         return HashingEmbedder()

@@ -130,7 +130,11 @@ class PolicyEngine:
             for index, match in enumerate(self.batch):
                 if match.matches(record):
                     now_cost = np.array([np.nan if current is None else current])
-                    cost = number_or_none(self.pricer.batch_costs(row, now_cost, [routed_to], [routed_provider], p.batch[index].discount)[0])
+                    cost = number_or_none(
+                        self.pricer.batch_costs(row, now_cost, [routed_to], [routed_provider], p.batch[index].discount)[
+                            0
+                        ]
+                    )
                     if cost is not None:
                         facts.batch, facts.batch_cost = index, cost
                     break
@@ -140,7 +144,9 @@ class PolicyEngine:
             for b, m in zip(p.budgets, self.budget_matches, strict=True)
         )
         facts.downgrade_costs = tuple(
-            number_or_none(self.pricer.costs_at(row, b.to, b.to_provider, batch=batched)[0]) if b.to and key is not None else None
+            number_or_none(self.pricer.costs_at(row, b.to, b.to_provider, batch=batched)[0])
+            if b.to and key is not None
+            else None
             for b, key in zip(p.budgets, facts.budget_keys, strict=True)
         )
         facts.rate_keys = tuple(
@@ -153,7 +159,9 @@ class PolicyEngine:
     def decide(self, record: Record, state: EngineState) -> "Decision":
         """The decision for `record`, the next request after those `state` has seen (which
         it updates): the simulator's own code (analysis.simulate.replay) on one request."""
-        facts = FrameFacts.from_facts([self.facts(record, state)], len(self.policy.budgets), len(self.policy.rate_limits))
+        facts = FrameFacts.from_facts(
+            [self.facts(record, state)], len(self.policy.budgets), len(self.policy.rate_limits)
+        )
         trace = Trace(1)
         replay(self, facts, state, trace)
         return Decision(**decision_row(self, facts, trace, 0))

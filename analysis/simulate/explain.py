@@ -54,9 +54,28 @@ def _conditions(reasons: list[tuple[str, bool]]) -> list[str]:
 
 
 REQUEST_FIELDS = [
-    "id", "ts", "provider", "endpoint", "model_requested", "model", "team", "feature", "key_id", "user",
-    "input_tokens", "output_tokens", "cached_input_tokens", "cost_usd", "latency_ms", "outcome", "stream",
-    "temperature", "n", "has_tools", "has_images", "prompt_hash",
+    "id",
+    "ts",
+    "provider",
+    "endpoint",
+    "model_requested",
+    "model",
+    "team",
+    "feature",
+    "key_id",
+    "user",
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cost_usd",
+    "latency_ms",
+    "outcome",
+    "stream",
+    "temperature",
+    "n",
+    "has_tools",
+    "has_images",
+    "prompt_hash",
 ]
 
 
@@ -93,15 +112,46 @@ def explain(engine: PolicyEngine, requests: pl.DataFrame, contents: ContentsSour
             where = f"scope {exact.scope}" + ("" if exact.scope == "global" else f" = {scope_value!r}")
             if entry is None:
                 evicted = key in state.exact.evicted
-                why = "an identical response was stored but pushed out by LRU (max_entries)" if evicted else "no identical earlier request was answered"
+                why = (
+                    "an identical response was stored but pushed out by LRU (max_entries)"
+                    if evicted
+                    else "no identical earlier request was answered"
+                )
                 steps.append(Step(exact.name, "exact_cache", "miss", [f"{why} ({where})."]))
             elif now < entry[0]:
-                steps.append(Step(exact.name, "exact_cache", "miss", [f"identical request {entry[2]} was still in flight: its answer arrived at {_time(entry[0])} ({where})."]))
+                steps.append(
+                    Step(
+                        exact.name,
+                        "exact_cache",
+                        "miss",
+                        [
+                            f"identical request {entry[2]} was still in flight: its answer arrived at {_time(entry[0])} ({where})."
+                        ],
+                    )
+                )
             elif now >= entry[1]:
-                steps.append(Step(exact.name, "exact_cache", "miss", [f"identical request {entry[2]} was answered at {_time(entry[0])}, but its entry expired at {_time(entry[1])} (ttl {exact.ttl_seconds} s, {where})."]))
+                steps.append(
+                    Step(
+                        exact.name,
+                        "exact_cache",
+                        "miss",
+                        [
+                            f"identical request {entry[2]} was answered at {_time(entry[0])}, but its entry expired at {_time(entry[1])} (ttl {exact.ttl_seconds} s, {where})."
+                        ],
+                    )
+                )
             else:
                 age = (now - entry[0]) / 1e6
-                steps.append(Step(exact.name, "exact_cache", "hit", [f"same prompt_hash answered by request {entry[2]} at {_time(entry[0])}, {age:,.0f} s earlier (ttl {exact.ttl_seconds} s, {where}): the stored answer is replayed; saves the recorded cost and {record['latency_ms'] or 0:,.0f} ms."]))
+                steps.append(
+                    Step(
+                        exact.name,
+                        "exact_cache",
+                        "hit",
+                        [
+                            f"same prompt_hash answered by request {entry[2]} at {_time(entry[0])}, {age:,.0f} s earlier (ttl {exact.ttl_seconds} s, {where}): the stored answer is replayed; saves the recorded cost and {record['latency_ms'] or 0:,.0f} ms."
+                        ],
+                    )
+                )
                 answered = True
 
     semantic = p.semantic_cache
@@ -112,19 +162,35 @@ def explain(engine: PolicyEngine, requests: pl.DataFrame, contents: ContentsSour
         else:
             found = state.semantic.nearest(facts["semantic_pid"][index], facts["semantic_row"][index], now)
             if found is None:
-                steps.append(Step(semantic.name, "semantic_cache", "miss", ["no stored prompt of the same scope, model and system prompt came near (LSH buckets)."]))
+                steps.append(
+                    Step(
+                        semantic.name,
+                        "semantic_cache",
+                        "miss",
+                        ["no stored prompt of the same scope, model and system prompt came near (LSH buckets)."],
+                    )
+                )
             else:
                 similarity, _, entry = found
                 hit = similarity >= semantic.threshold
-                steps.append(Step(semantic.name, "semantic_cache", "hit" if hit else "miss", [
-                    f"nearest stored prompt: request {entry[2]}, cosine similarity {similarity:.4f} "
-                    f"{'>=' if hit else '<'} threshold {semantic.threshold}"
-                    + (": its answer is replayed (quality unverified)." if hit else ".")
-                ]))
+                steps.append(
+                    Step(
+                        semantic.name,
+                        "semantic_cache",
+                        "hit" if hit else "miss",
+                        [
+                            f"nearest stored prompt: request {entry[2]}, cosine similarity {similarity:.4f} "
+                            f"{'>=' if hit else '<'} threshold {semantic.threshold}"
+                            + (": its answer is replayed (quality unverified)." if hit else ".")
+                        ],
+                    )
+                )
                 answered = hit
 
     if answered:
-        steps.append(Step("-", "routing", "not reached", ["answered from the cache: no routing, budget or rate limit applies."]))
+        steps.append(
+            Step("-", "routing", "not reached", ["answered from the cache: no routing, budget or rate limit applies."])
+        )
     else:
         steps += _routing_steps(engine, record, facts, index)
         budget_steps = _budget_steps(engine, state, facts, index)
@@ -146,20 +212,32 @@ def _routing_steps(engine: PolicyEngine, record: dict, facts: dict, index: int) 
         reasons = _conditions(match.explain(record))
         if position == routed:
             cost = facts["route_cost"][index]
-            reasons.append(f"sent to {rule.to}: ${cost:.6f} at its list price for the same tokens, no provider prompt-cache discount (quality unverified).")
+            reasons.append(
+                f"sent to {rule.to}: ${cost:.6f} at its list price for the same tokens, no provider prompt-cache discount (quality unverified)."
+            )
             steps.append(Step(rule.name, "routing", "fired", reasons))
             break
         if match.matches(record):
-            reasons.append(f"matched, but {rule.to} cannot price this request (no price or no token counts): not routed.")
+            reasons.append(
+                f"matched, but {rule.to} cannot price this request (no price or no token counts): not routed."
+            )
             steps.append(Step(rule.name, "routing", "not priced", reasons))
             break
         steps.append(Step(rule.name, "routing", "no match", reasons))
     batch = facts["batch"][index]
     if batch >= 0:
         policy = p.batch[batch]
-        steps.append(Step(policy.name, "batch", "batched", _conditions(engine.batch[batch].explain(record)) + [
-            f"priced at the batch rate: ${facts['batch_cost'][index]:.6f}; the answer comes asynchronously (up to 24 h)."
-        ]))
+        steps.append(
+            Step(
+                policy.name,
+                "batch",
+                "batched",
+                _conditions(engine.batch[batch].explain(record))
+                + [
+                    f"priced at the batch rate: ${facts['batch_cost'][index]:.6f}; the answer comes asynchronously (up to 24 h)."
+                ],
+            )
+        )
     return steps
 
 
@@ -168,7 +246,9 @@ def _budget_steps(engine: PolicyEngine, state, facts: dict, index: int) -> list[
     for b, budget in enumerate(engine.policy.budgets):
         key = facts[f"budget_key.{b}"][index]
         if key is None:
-            steps.append(Step(budget.name, "budget", "not applicable", ["the request does not meet the budget's conditions."]))
+            steps.append(
+                Step(budget.name, "budget", "not applicable", ["the request does not meet the budget's conditions."])
+            )
             continue
         scope_value, window = split_state_key(key)
         spent = state.budgets[b].spent_in(key)
@@ -178,10 +258,19 @@ def _budget_steps(engine: PolicyEngine, state, facts: dict, index: int) -> list[
         if spent < budget.limit_usd:
             steps.append(Step(budget.name, "budget", "within limit", [text + "."]))
         elif budget.action == "block":
-            steps.append(Step(budget.name, "budget", "blocked", [text + ": the limit was reached, the request is blocked."]))
+            steps.append(
+                Step(budget.name, "budget", "blocked", [text + ": the limit was reached, the request is blocked."])
+            )
             break
         else:
-            steps.append(Step(budget.name, "budget", "downgraded", [text + f": the limit was reached, the request goes to {budget.to} (quality unverified)."]))
+            steps.append(
+                Step(
+                    budget.name,
+                    "budget",
+                    "downgraded",
+                    [text + f": the limit was reached, the request goes to {budget.to} (quality unverified)."],
+                )
+            )
     return steps
 
 
@@ -192,14 +281,25 @@ def _rate_steps(engine: PolicyEngine, state, facts: dict, index: int, now: int) 
     for r, limit in enumerate(engine.policy.rate_limits):
         key = facts[f"rate_key.{r}"][index]
         if key is None:
-            steps.append(Step(limit.name, "rate_limit", "not applicable", ["the request does not meet the limit's conditions."]))
+            steps.append(
+                Step(limit.name, "rate_limit", "not applicable", ["the request does not meet the limit's conditions."])
+            )
             continue
         requests, tokens = state.rates[r].usage(key, now)
         full = state.rates[r].full(key, now)
-        text = (f"{limit.scope} {key!r} had {requests} requests and {tokens:,} tokens in the last minute "
-                f"(limits: {limit.requests_per_minute or '-'} requests, {limit.tokens_per_minute or '-'} tokens)")
+        text = (
+            f"{limit.scope} {key!r} had {requests} requests and {tokens:,} tokens in the last minute "
+            f"(limits: {limit.requests_per_minute or '-'} requests, {limit.tokens_per_minute or '-'} tokens)"
+        )
         if full:
-            steps.append(Step(limit.name, "rate_limit", "throttled", [text + ": throttled. Its cost is kept: a throttled client retries."]))
+            steps.append(
+                Step(
+                    limit.name,
+                    "rate_limit",
+                    "throttled",
+                    [text + ": throttled. Its cost is kept: a throttled client retries."],
+                )
+            )
             break
         steps.append(Step(limit.name, "rate_limit", "admitted", [text + "."]))
     return steps

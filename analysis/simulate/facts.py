@@ -152,7 +152,9 @@ class FrameFacts:
             columns[name] = [math.nan if v is None else v for v in columns[name]]
         for b in range(budgets):
             columns[f"budget_key.{b}"] = [f.budget_keys[b] for f in facts]
-            columns[f"downgrade_cost.{b}"] = [math.nan if f.downgrade_costs[b] is None else f.downgrade_costs[b] for f in facts]
+            columns[f"downgrade_cost.{b}"] = [
+                math.nan if f.downgrade_costs[b] is None else f.downgrade_costs[b] for f in facts
+            ]
         for r in range(rate_limits):
             columns[f"rate_key.{r}"] = [f.rate_keys[r] for f in facts]
         return cls(columns, budgets, rate_limits)

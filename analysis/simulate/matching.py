@@ -68,9 +68,7 @@ class CompiledMatch:
     def __init__(self, match: Match):
         self.match = match
         self.text = [(key, _pattern_predicate(patterns)) for key, patterns in match.text]
-        self.system_prompt = (
-            _regex_predicate(match.system_prompt_regex) if match.system_prompt_regex else None
-        )
+        self.system_prompt = _regex_predicate(match.system_prompt_regex) if match.system_prompt_regex else None
 
     def matches(self, record: Record) -> bool:
         m = self.match
@@ -107,9 +105,13 @@ class CompiledMatch:
             found.append((f"{key} is {str(value).lower()} (wanted {str(wanted).lower()})", value == wanted))
         tokens = record.get("input_tokens")
         if m.min_input_tokens is not None:
-            found.append((f"input_tokens {tokens} >= {m.min_input_tokens}", tokens is not None and tokens >= m.min_input_tokens))
+            found.append(
+                (f"input_tokens {tokens} >= {m.min_input_tokens}", tokens is not None and tokens >= m.min_input_tokens)
+            )
         if m.max_input_tokens is not None:
-            found.append((f"input_tokens {tokens} <= {m.max_input_tokens}", tokens is not None and tokens <= m.max_input_tokens))
+            found.append(
+                (f"input_tokens {tokens} <= {m.max_input_tokens}", tokens is not None and tokens <= m.max_input_tokens)
+            )
         if self.system_prompt is not None:
             prompt = record.get("system_prompt")
             shown = "not recorded" if prompt is None else repr(prompt[:60] + ("..." if len(prompt) > 60 else ""))

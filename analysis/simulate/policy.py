@@ -351,8 +351,10 @@ def _semantic_cache(reader: _Reader) -> SemanticCachePolicy:
     if threshold is None:
         raise reader.error(None, 'missing "threshold" (a cosine similarity, e.g. 0.95)')
     sweep_value = reader._get("sweep", list(DEFAULT_SWEEP))
-    if not isinstance(sweep_value, list) or not sweep_value or not all(
-        isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1 for v in sweep_value
+    if (
+        not isinstance(sweep_value, list)
+        or not sweep_value
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1 for v in sweep_value)
     ):
         raise reader.error("sweep", "expected a list of similarities between 0 and 1")
     embedder = reader.choice("embedder", EMBEDDERS, "hashing")
@@ -361,7 +363,9 @@ def _semantic_cache(reader: _Reader) -> SemanticCachePolicy:
     key_env = reader.text_value("embedder_api_key_env")
     if embedder == "openai":
         if url is None:
-            raise reader.error("embedder", 'the "openai" embedder needs "embedder_url" (e.g. "http://localhost:8000/v1")')
+            raise reader.error(
+                "embedder", 'the "openai" embedder needs "embedder_url" (e.g. "http://localhost:8000/v1")'
+            )
         if model is None:
             raise reader.error("embedder", 'the "openai" embedder needs "embedder_model"')
     policy = SemanticCachePolicy(
@@ -392,7 +396,7 @@ def _routing(reader: _Reader) -> RoutingRule:
     name = reader.text_value("name", required=True)
     to = reader._get("to", None)
     if not isinstance(to, str) or not to.strip():
-        raise reader.error("to" if "to" in reader.data else None, 'expected a model name')
+        raise reader.error("to" if "to" in reader.data else None, "expected a model name")
     rule = RoutingRule(name, _match(reader), to.strip(), reader.text_value("to_provider"), Origin(reader.table))
     reader.finish()
     return rule
@@ -403,7 +407,9 @@ def _batch(reader: _Reader) -> BatchPolicy:
     discount = reader.number("discount", None, low=0.0, high=1.0)
     match = _match(reader)
     if match.is_empty:
-        raise reader.error(None, "needs at least one condition (feature, team, ...) naming the latency-tolerant traffic")
+        raise reader.error(
+            None, "needs at least one condition (feature, team, ...) naming the latency-tolerant traffic"
+        )
     policy = BatchPolicy(name, match, discount, Origin(reader.table))
     reader.finish()
     return policy
@@ -422,7 +428,9 @@ def _budget(reader: _Reader) -> Budget:
         raise reader.error("action", 'a downgrade needs "to" (the model to downgrade to)')
     if action == "block" and to is not None:
         raise reader.error("to", 'only a "downgrade" action takes a model')
-    budget = Budget(name, scope, window, limit, action, to, reader.text_value("to_provider"), _match(reader), Origin(reader.table))
+    budget = Budget(
+        name, scope, window, limit, action, to, reader.text_value("to_provider"), _match(reader), Origin(reader.table)
+    )
     reader.finish()
     return budget
 
@@ -495,7 +503,9 @@ def parse_policy(text: str, file: str = "<policy>") -> Policy:
     seen: dict[str, Origin] = {}
     for item in policy.in_order():
         if item.name in seen:
-            raise policy.error(item.origin, "name", f"name {item.name!r} is used twice; names attribute results and must be unique")
+            raise policy.error(
+                item.origin, "name", f"name {item.name!r} is used twice; names attribute results and must be unique"
+            )
         seen[item.name] = item.origin
     return policy
 

@@ -36,8 +36,12 @@ from analysis.pricing.table import ModelPrice, PriceTable, service_of
 from analysis.simulate.facts import shared_strings
 
 USAGE_COLUMNS = [
-    "input_tokens", "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens",
-    "output_tokens", "reasoning_tokens",
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "output_tokens",
+    "reasoning_tokens",
 ]
 LABEL_COLUMNS = ["provider", "model", "model_requested", "service_tier"]
 TEXT_COLUMNS = ["system_prompt", "prompt_text", "response_text"]
@@ -158,7 +162,8 @@ class Pricer:
         if self.price_of(model, provider) is None and self.table.resolve(model, None) is None:
             where = f" at provider {provider}" if provider else ""
             raise policy.error(
-                origin, key,
+                origin,
+                key,
                 f"model {model!r}{where} has no price in price table {self.table.version} "
                 "(add one with: llm-shadow prices import FILE)",
             )
@@ -176,8 +181,15 @@ class Pricer:
         return {kind: np.array([lv[kind] for lv in levels])[level] for kind in levels[0]}
 
     def usage_cost(
-        self, price: ModelPrice, service: str, input_tokens: np.ndarray, cached: np.ndarray,
-        writes: np.ndarray, writes_1h: np.ndarray, output: np.ndarray, reasoning: np.ndarray,
+        self,
+        price: ModelPrice,
+        service: str,
+        input_tokens: np.ndarray,
+        cached: np.ndarray,
+        writes: np.ndarray,
+        writes_1h: np.ndarray,
+        output: np.ndarray,
+        reasoning: np.ndarray,
     ) -> np.ndarray:
         """USD of these token counts at `price` (the formula of analysis.pricing.table)."""
         writes_1h = np.minimum(writes_1h, writes)
@@ -197,14 +209,20 @@ class Pricer:
         counts them (special tokens as plain text); each distinct text is encoded once per
         Pricer."""
         known = self._token_counts
-        distinct = texts.drop_nulls().unique().to_list() if isinstance(texts, pl.Series) else list({t for t in texts if t is not None})
+        distinct = (
+            texts.drop_nulls().unique().to_list()
+            if isinstance(texts, pl.Series)
+            else list({t for t in texts if t is not None})
+        )
         encode = get_encoding(encoding).encode_ordinary
         for text in distinct:
             if (text, encoding) not in known:
                 known[(text, encoding)] = len(encode(text))
         if not isinstance(texts, pl.Series):
             return np.array([0 if t is None else known[(t, encoding)] for t in texts], dtype=np.int64)
-        counts = pl.DataFrame({"t": distinct, "n": [known[(t, encoding)] for t in distinct]}, schema={"t": pl.Utf8, "n": pl.Int64})
+        counts = pl.DataFrame(
+            {"t": distinct, "n": [known[(t, encoding)] for t in distinct]}, schema={"t": pl.Utf8, "n": pl.Int64}
+        )
         joined = texts.to_frame("t").join(counts, on="t", how="left", maintain_order="left")
         return joined["n"].fill_null(0).to_numpy()
 
@@ -237,7 +255,9 @@ class Pricer:
         return np.rint(inputs).astype(np.int64), np.rint(outputs).astype(np.int64), changed
 
     # -- costs -----------------------------------------------------------------------------
-    def costs_at(self, rows: PricingRows, model: str, provider: str | None, batch: np.ndarray | bool = False) -> np.ndarray:
+    def costs_at(
+        self, rows: PricingRows, model: str, provider: str | None, batch: np.ndarray | bool = False
+    ) -> np.ndarray:
         """Cost of each row sent to `model` instead (standard, or batch price where `batch`);
         NaN where it cannot be priced."""
         n = len(rows)
@@ -256,14 +276,24 @@ class Pricer:
                 selected = group[rows.has_tokens[group] & (batch[group] == is_batch)]
                 if len(selected):
                     out[selected] = self.usage_cost(
-                        price, "batch" if is_batch else "standard", inputs[selected], zeros[selected],
-                        zeros[selected], zeros[selected], outputs[selected], reasoning[selected],
+                        price,
+                        "batch" if is_batch else "standard",
+                        inputs[selected],
+                        zeros[selected],
+                        zeros[selected],
+                        zeros[selected],
+                        outputs[selected],
+                        reasoning[selected],
                     )
         return out
 
     def batch_costs(
-        self, rows: PricingRows, current: np.ndarray, routed_to: list[str | None],
-        routed_provider: list[str | None], discount: float | None,
+        self,
+        rows: PricingRows,
+        current: np.ndarray,
+        routed_to: list[str | None],
+        routed_provider: list[str | None],
+        discount: float | None,
     ) -> np.ndarray:
         """Cost of each row sent through the batch API, `current` being its cost so far."""
         if discount is not None:

@@ -79,7 +79,14 @@ class Trace:
     def __post_init__(self) -> None:
         n = self.n
         self.disposition = ["upstream"] * n
-        for name in ("exact_cache", "semantic_cache", "cache_source_id", "similarity", "budget_action", "budget_tripped"):
+        for name in (
+            "exact_cache",
+            "semantic_cache",
+            "cache_source_id",
+            "similarity",
+            "budget_action",
+            "budget_tripped",
+        ):
             setattr(self, name, [None] * n)
         # Indexes, mostly -1: numpy arrays cost a byte or two per request, a list eight.
         self.budget_index = np.full(n, -1, dtype=np.int16)
@@ -127,8 +134,15 @@ def replay(
         semantic_pid, semantic_row = facts.chunk("semantic_pid", chunk, end), facts.chunk("semantic_row", chunk, end)
         semantic_excluded = facts.chunk("semantic_excluded", chunk, end)
         checks = [
-            (b, facts.chunk(f"budget_key.{b}", chunk, end), state.budgets[b].spent, budget.limit_usd,
-             budget.action == "block", budget.to, facts.chunk(f"downgrade_cost.{b}", chunk, end))
+            (
+                b,
+                facts.chunk(f"budget_key.{b}", chunk, end),
+                state.budgets[b].spent,
+                budget.limit_usd,
+                budget.action == "block",
+                budget.to,
+                facts.chunk(f"downgrade_cost.{b}", chunk, end),
+            )
             for b, budget in enumerate(p.budgets)
         ]
         charges = [(keys, state.budgets[b].charge, budget_names[b]) for b, keys, *_ in checks]
@@ -263,11 +277,20 @@ def decision_columns(
     yield "exact_cache", exact_status
     yield "semantic_cache", trace.semantic_cache[rows]
     semantic_excluded = c["semantic_excluded"][rows] if p.semantic_cache else [None] * n
-    yield "cache_excluded", [e if e is not None else s for e, s in zip(facts.chunk("exact_excluded", start, stop), semantic_excluded, strict=True)]
+    yield (
+        "cache_excluded",
+        [
+            e if e is not None else s
+            for e, s in zip(facts.chunk("exact_excluded", start, stop), semantic_excluded, strict=True)
+        ],
+    )
     seen = np.asarray(facts.chunk("exact_seen_before", start, stop), dtype=bool)
     yield "excluded_duplicate", (np.asarray(exact_status, dtype=object) == "excluded") & seen
     cache_names = [p.exact_cache.name if p.exact_cache else None, p.semantic_cache.name if p.semantic_cache else None]
-    yield "cache_policy", _names(cache_names, np.where(disposition == "exact_hit", 0, np.where(semantic_hit, 1, -1)), served | hit)
+    yield (
+        "cache_policy",
+        _names(cache_names, np.where(disposition == "exact_hit", 0, np.where(semantic_hit, 1, -1)), served | hit),
+    )
     yield "cache_source_id", trace.cache_source_id[rows]
     yield "similarity", trace.similarity[rows]
     yield "routed_by", _names([r.name for r in p.routing], route, served)
@@ -275,11 +298,17 @@ def decision_columns(
     yield "budget_by", _names([b.name for b in p.budgets], np.asarray(trace.budget_index[rows], dtype=np.int64), served)
     yield "budget_action", trace.budget_action[rows]
     yield "budget_tripped", trace.budget_tripped[rows]
-    yield "throttled_by", _names([r.name for r in p.rate_limits], np.asarray(trace.throttled_index[rows], dtype=np.int64), served)
+    yield (
+        "throttled_by",
+        _names([r.name for r in p.rate_limits], np.asarray(trace.throttled_index[rows], dtype=np.int64), served),
+    )
     model = np.asarray(c["model"][rows], dtype=object)
     yield "model", model
     targets = _names([b.to for b in p.budgets], downgrade, served)
-    yield "model_after", np.where(hit, model, np.where(downgrade >= 0, targets, np.asarray(c["route_model"][rows], dtype=object)))
+    yield (
+        "model_after",
+        np.where(hit, model, np.where(downgrade >= 0, targets, np.asarray(c["route_model"][rows], dtype=object))),
+    )
     unverified = semantic_hit | (served & ((route >= 0) | (downgrade >= 0)))
     yield "quality", np.where(unverified, "unverified", "same")
     yield "cost_usd", money(cost0)
@@ -292,7 +321,9 @@ def decision_columns(
     yield "latency_saved_ms", np.where(hit, np.nan_to_num(facts.array("latency_ms", rows)), 0.0)
 
 
-def decisions_frame(engine: "PolicyEngine", facts: FrameFacts, trace: Trace, start: int = 0, stop: int | None = None) -> pl.DataFrame:
+def decisions_frame(
+    engine: "PolicyEngine", facts: FrameFacts, trace: Trace, start: int = 0, stop: int | None = None
+) -> pl.DataFrame:
     """The decisions of rows [start, stop) as a frame (DECISION_SCHEMA)."""
     series = []
     for name, values in decision_columns(engine, facts, trace, start, stop):

@@ -168,7 +168,12 @@ def _by_policy(policy: Policy, d: pl.DataFrame) -> list[dict[str, Any]]:
     rows = []
     for index, item in enumerate(policy.in_order()):
         kind = _kind(item)
-        row = {"name": item.name, "kind": kind, "requests": sums[f"{index}.requests"], "saving_usd": _usd(sums[f"{index}.saving"])}
+        row = {
+            "name": item.name,
+            "kind": kind,
+            "requests": sums[f"{index}.requests"],
+            "saving_usd": _usd(sums[f"{index}.saving"]),
+        }
         if kind in ("exact_cache", "semantic_cache"):
             row["latency_saved_ms"] = _usd(sums[f"{index}.latency"])
         if kind == "routing":
@@ -184,10 +189,7 @@ def _by_policy(policy: Policy, d: pl.DataFrame) -> list[dict[str, Any]]:
 
 
 def _exclusions(d: pl.DataFrame, column: str) -> dict[str, Any]:
-    counted = (
-        d.group_by(column, "cache_excluded", "excluded_duplicate").len()
-        .filter(pl.col(column) == "excluded")
-    )
+    counted = d.group_by(column, "cache_excluded", "excluded_duplicate").len().filter(pl.col(column) == "excluded")
     by_reason: dict[str, int] = {}
     duplicates: dict[str, int] = {}
     for row in counted.iter_rows(named=True):
@@ -291,34 +293,47 @@ def _sample_pairs(hits: pl.DataFrame, requests: pl.DataFrame, size: int) -> list
     pairs = []
     for row in chosen.iter_rows(named=True):
         request, cached = texts.get(row["id"], {}), texts.get(row["cache_source_id"], {})
-        pairs.append({
-            "similarity": row["similarity"],
-            "request_id": row["id"],
-            "request_prompt": request.get("prompt_text"),
-            "request_answer": request.get("response_text"),
-            "cached_id": row["cache_source_id"],
-            "cached_prompt": cached.get("prompt_text"),
-            "cached_answer": cached.get("response_text"),
-        })
+        pairs.append(
+            {
+                "similarity": row["similarity"],
+                "request_id": row["id"],
+                "request_prompt": request.get("prompt_text"),
+                "request_answer": request.get("response_text"),
+                "cached_id": row["cache_source_id"],
+                "cached_prompt": cached.get("prompt_text"),
+                "cached_answer": cached.get("response_text"),
+            }
+        )
     return pairs
 
 
 def _routing(policy: Policy, d: pl.DataFrame) -> dict[str, Any]:
-    per_model = d.group_by("routed_by", "model").agg(
-        pl.len().alias("requests"), pl.col("cost_usd").sum().alias("baseline"), pl.col("saving_routing").sum().alias("saving")
-    ).filter(pl.col("routed_by").is_not_null()).sort(["routed_by", "requests", "model"], descending=[False, True, False])
+    per_model = (
+        d.group_by("routed_by", "model")
+        .agg(
+            pl.len().alias("requests"),
+            pl.col("cost_usd").sum().alias("baseline"),
+            pl.col("saving_routing").sum().alias("saving"),
+        )
+        .filter(pl.col("routed_by").is_not_null())
+        .sort(["routed_by", "requests", "model"], descending=[False, True, False])
+    )
     rules = []
     for rule in policy.routing:
         mine = per_model.filter(pl.col("routed_by") == rule.name)
-        rules.append({
-            "name": rule.name,
-            "to": rule.to,
-            "requests": int(mine["requests"].sum()),
-            "from_models": {str(m): n for m, n in zip(mine["model"].to_list(), mine["requests"].to_list(), strict=True)},
-            "baseline_usd": _usd(mine["baseline"].sum()),
-            "saving_usd": _usd(mine["saving"].sum()),
-            "quality": "unverified",
-        })
+        rules.append(
+            {
+                "name": rule.name,
+                "to": rule.to,
+                "requests": int(mine["requests"].sum()),
+                "from_models": {
+                    str(m): n for m, n in zip(mine["model"].to_list(), mine["requests"].to_list(), strict=True)
+                },
+                "baseline_usd": _usd(mine["baseline"].sum()),
+                "saving_usd": _usd(mine["saving"].sum()),
+                "quality": "unverified",
+            }
+        )
     return {
         "requests": sum(r["requests"] for r in rules),
         "quality": "unverified",
@@ -355,7 +370,10 @@ def _budgets(policy: Policy, d: pl.DataFrame, facts: FrameFacts, requests: pl.Da
         keyed = base.with_columns(pl.Series("key", facts.columns[f"budget_key.{index}"], dtype=pl.Utf8))
         mine = keyed.filter(
             pl.col("key").is_not_null()
-            & ((pl.col("budget_by") == budget.name) | pl.col("budget_tripped").str.split(",").list.contains(budget.name))
+            & (
+                (pl.col("budget_by") == budget.name)
+                | pl.col("budget_tripped").str.split(",").list.contains(budget.name)
+            )
         )
         tripped = pl.col("budget_tripped").str.split(",").list.contains(budget.name).fill_null(False)
         acted = (pl.col("budget_by") == budget.name).fill_null(False)
@@ -371,62 +389,86 @@ def _budgets(policy: Policy, d: pl.DataFrame, facts: FrameFacts, requests: pl.Da
         incidents = []
         for row in windows.iter_rows(named=True):
             scope_value, window = split_state_key(row.pop("key"))
-            incidents.append({
-                "scope_value": scope_value,
-                "window_start": window_start(int(window), budget.window).isoformat(),
-                **row,
-                "tripped_at": row["tripped_at"].isoformat() if row["tripped_at"] else None,
-                "first_stopped_at": row["first_stopped_at"].isoformat() if row["first_stopped_at"] else None,
-                "spend_prevented_usd": _usd(row["spend_prevented_usd"]),
-            })
+            incidents.append(
+                {
+                    "scope_value": scope_value,
+                    "window_start": window_start(int(window), budget.window).isoformat(),
+                    **row,
+                    "tripped_at": row["tripped_at"].isoformat() if row["tripped_at"] else None,
+                    "first_stopped_at": row["first_stopped_at"].isoformat() if row["first_stopped_at"] else None,
+                    "spend_prevented_usd": _usd(row["spend_prevented_usd"]),
+                }
+            )
         incidents.sort(key=lambda i: (i["window_start"], str(i["scope_value"])))
-        out.append({
-            "name": budget.name,
-            "scope": budget.scope,
-            "window": budget.window,
-            "limit_usd": budget.limit_usd,
-            "action": budget.action,
-            "to": budget.to,
-            "blocked": sum(i["blocked"] for i in incidents),
-            "downgraded": sum(i["downgraded"] for i in incidents),
-            "spend_prevented_usd": sum(i["spend_prevented_usd"] for i in incidents),
-            "scope_values_affected": len({i["scope_value"] for i in incidents if i["blocked"] or i["downgraded"]}),
-            "windows_tripped": sum(1 for i in incidents if i["tripped_by"]),
-            "incidents_total": len(incidents),
-            "incidents": incidents[:MAX_INCIDENTS],
-        })
+        out.append(
+            {
+                "name": budget.name,
+                "scope": budget.scope,
+                "window": budget.window,
+                "limit_usd": budget.limit_usd,
+                "action": budget.action,
+                "to": budget.to,
+                "blocked": sum(i["blocked"] for i in incidents),
+                "downgraded": sum(i["downgraded"] for i in incidents),
+                "spend_prevented_usd": sum(i["spend_prevented_usd"] for i in incidents),
+                "scope_values_affected": len({i["scope_value"] for i in incidents if i["blocked"] or i["downgraded"]}),
+                "windows_tripped": sum(1 for i in incidents if i["tripped_by"]),
+                "incidents_total": len(incidents),
+                "incidents": incidents[:MAX_INCIDENTS],
+            }
+        )
     return out
 
 
 def _rate_limits(policy: Policy, d: pl.DataFrame, facts: FrameFacts, requests: pl.DataFrame) -> list[dict[str, Any]]:
     out = []
     for index, limit in enumerate(policy.rate_limits):
-        mine = d.select("throttled_by").with_columns(
-            requests["ts"].dt.truncate("1m").alias("minute"),
-            pl.Series("scope_value", facts.columns[f"rate_key.{index}"], dtype=pl.Utf8),
-        ).filter(pl.col("throttled_by") == limit.name)
-        by_scope = (
-            mine.group_by("scope_value").agg(pl.len().alias("throttled"), pl.col("minute").min().alias("first"), pl.col("minute").max().alias("last"))
-            .sort(["throttled", "scope_value"], descending=[True, False]).head(TOP_INCIDENTS)
+        mine = (
+            d.select("throttled_by")
+            .with_columns(
+                requests["ts"].dt.truncate("1m").alias("minute"),
+                pl.Series("scope_value", facts.columns[f"rate_key.{index}"], dtype=pl.Utf8),
+            )
+            .filter(pl.col("throttled_by") == limit.name)
         )
-        by_minute = mine.group_by("minute", "scope_value").len().sort(["len", "minute"], descending=[True, False]).head(TOP_INCIDENTS)
-        out.append({
-            "name": limit.name,
-            "scope": limit.scope,
-            "requests_per_minute": limit.requests_per_minute,
-            "tokens_per_minute": limit.tokens_per_minute,
-            "throttled": mine.height,
-            "scope_values_affected": mine["scope_value"].n_unique() if mine.height else 0,
-            "top_scope_values": [
-                {"scope_value": r["scope_value"], "throttled": r["throttled"], "first": r["first"].isoformat(), "last": r["last"].isoformat()}
-                for r in by_scope.iter_rows(named=True)
-            ],
-            "busiest_minutes": [
-                {"minute": r["minute"].isoformat(), "scope_value": r["scope_value"], "throttled": r["len"]}
-                for r in by_minute.iter_rows(named=True)
-            ],
-            "note": "throttled requests keep their cost: a throttled client retries",
-        })
+        by_scope = (
+            mine.group_by("scope_value")
+            .agg(
+                pl.len().alias("throttled"), pl.col("minute").min().alias("first"), pl.col("minute").max().alias("last")
+            )
+            .sort(["throttled", "scope_value"], descending=[True, False])
+            .head(TOP_INCIDENTS)
+        )
+        by_minute = (
+            mine.group_by("minute", "scope_value")
+            .len()
+            .sort(["len", "minute"], descending=[True, False])
+            .head(TOP_INCIDENTS)
+        )
+        out.append(
+            {
+                "name": limit.name,
+                "scope": limit.scope,
+                "requests_per_minute": limit.requests_per_minute,
+                "tokens_per_minute": limit.tokens_per_minute,
+                "throttled": mine.height,
+                "scope_values_affected": mine["scope_value"].n_unique() if mine.height else 0,
+                "top_scope_values": [
+                    {
+                        "scope_value": r["scope_value"],
+                        "throttled": r["throttled"],
+                        "first": r["first"].isoformat(),
+                        "last": r["last"].isoformat(),
+                    }
+                    for r in by_scope.iter_rows(named=True)
+                ],
+                "busiest_minutes": [
+                    {"minute": r["minute"].isoformat(), "scope_value": r["scope_value"], "throttled": r["len"]}
+                    for r in by_minute.iter_rows(named=True)
+                ],
+                "note": "throttled requests keep their cost: a throttled client retries",
+            }
+        )
     return out
 
 
@@ -505,4 +547,3 @@ def _notes(policy: Policy, totals: dict[str, Any]) -> list[str]:
             "provider prompt-cache discount the original call had."
         )
     return notes
-

@@ -54,14 +54,18 @@ def needs_texts(policy: Policy, requests: pl.DataFrame) -> bool:
     return False
 
 
-def build_engine(policy: Policy, prices: PriceTable | None = None, embedder: Embedder | None = None,
-                 data_dir: Path | None = None) -> PolicyEngine:
+def build_engine(
+    policy: Policy, prices: PriceTable | None = None, embedder: Embedder | None = None, data_dir: Path | None = None
+) -> PolicyEngine:
     """A PolicyEngine with the price table and the embedder the policy names."""
     semantic = policy.semantic_cache
     if embedder is None and semantic is not None:
         embedder = make_embedder(
-            semantic.embedder, url=semantic.embedder_url, model=semantic.embedder_model,
-            api_key_env=semantic.embedder_api_key_env, data_dir=data_dir,
+            semantic.embedder,
+            url=semantic.embedder_url,
+            model=semantic.embedder_model,
+            api_key_env=semantic.embedder_api_key_env,
+            data_dir=data_dir,
         )
     return PolicyEngine(policy, Pricer(prices or PriceTable.load(data_dir)), embedder)
 
@@ -77,8 +81,13 @@ class Replayed:
     trace: Trace
 
 
-def replay_frames(engine: PolicyEngine, requests: pl.DataFrame, contents: ContentsSource = None,
-                  progress: Progress | None = None, stop: int | None = None) -> Replayed:
+def replay_frames(
+    engine: PolicyEngine,
+    requests: pl.DataFrame,
+    contents: ContentsSource = None,
+    progress: Progress | None = None,
+    stop: int | None = None,
+) -> Replayed:
     """Facts for every request and the replay pass over the first `stop` of them (all by
     default), in (ts, id) order."""
     texts = None

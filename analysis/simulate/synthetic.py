@@ -33,7 +33,9 @@ SYSTEM_PROMPTS = [
     "Classify the customer message into one intent.",
     "",
 ]
-_SUBJECTS = "card transfer payment refund account pin fee cash exchange balance statement loan deposit limit app".split()
+_SUBJECTS = (
+    "card transfer payment refund account pin fee cash exchange balance statement loan deposit limit app".split()
+)
 _ACTIONS = "cancel activate check dispute increase reset verify change order track close open explain".split()
 _DETAILS = "today abroad online twice pending declined missing wrong late new old blocked".split()
 _OPENERS = ["", "hi,", "hello,", "please", "quick question:", "help:"]
@@ -47,8 +49,15 @@ def _topic_texts(rng: np.random.Generator, topics: int) -> list[str]:
     ]
 
 
-def generate(n: int, *, days: int = 30, seed: int = 7, topics: int = 5000, start: datetime | None = None,
-             prices: PriceTable | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+def generate(
+    n: int,
+    *,
+    days: int = 30,
+    seed: int = 7,
+    topics: int = 5000,
+    start: datetime | None = None,
+    prices: PriceTable | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(requests, contents) frames of `n` synthetic calls, in time order."""
     rng = np.random.default_rng(seed)
     start = start or datetime(2025, 3, 1, tzinfo=UTC)
@@ -129,9 +138,18 @@ def generate(n: int, *, days: int = 30, seed: int = 7, topics: int = 5000, start
         pl.col("temperature").fill_nan(None),
         # Equal prompts (same model, text, temperature, tools) hash equal.
         pl.concat_str(
-            [pl.col("model"), pl.Series("p", prompt), pl.Series("s", system), pl.col("temperature").cast(pl.Utf8).fill_null("-"), pl.col("has_tools").cast(pl.Utf8)],
+            [
+                pl.col("model"),
+                pl.Series("p", prompt),
+                pl.Series("s", system),
+                pl.col("temperature").cast(pl.Utf8).fill_null("-"),
+                pl.col("has_tools").cast(pl.Utf8),
+            ],
             separator="|",
-        ).hash(seed=11).cast(pl.Utf8).alias("prompt_hash"),
+        )
+        .hash(seed=11)
+        .cast(pl.Utf8)
+        .alias("prompt_hash"),
     )
     requests = _with_costs(requests, prices or PriceTable.load())
     full = {c.name: c.polars_type for c in REQUESTS}
@@ -139,8 +157,14 @@ def generate(n: int, *, days: int = 30, seed: int = 7, topics: int = 5000, start
         [pl.lit(None, dtype=t).alias(name) for name, t in full.items() if name not in requests.columns]
     ).select([pl.col(name).cast(t) for name, t in full.items()])
     contents = pl.DataFrame(
-        {"id": requests["id"], "ts": requests["ts"], "system_prompt": system, "prompt_text": prompt,
-         "request_json": None, "response_text": [f"answer to: {t}" for t in prompt]},
+        {
+            "id": requests["id"],
+            "ts": requests["ts"],
+            "system_prompt": system,
+            "prompt_text": prompt,
+            "request_json": None,
+            "response_text": [f"answer to: {t}" for t in prompt],
+        },
         schema=polars_schema(CONTENTS),
     )
     return requests, contents
@@ -153,7 +177,12 @@ def _with_costs(requests: pl.DataFrame, prices: PriceTable) -> pl.DataFrame:
     pricer = Pricer(prices)
     cost = np.full(requests.height, np.nan)
     usage = [requests[c].fill_null(0).cast(pl.Int64).to_numpy() for c in USAGE_COLUMNS]
-    labels = PricingRows({c: np.array(requests[c].to_list(), dtype=object) for c in ("provider", "model")}, {}, np.zeros(requests.height, dtype=bool), None)
+    labels = PricingRows(
+        {c: np.array(requests[c].to_list(), dtype=object) for c in ("provider", "model")},
+        {},
+        np.zeros(requests.height, dtype=bool),
+        None,
+    )
     for (provider, model), rows in labels.groups("provider", "model"):
         price = prices.resolve(model, provider)
         if price is not None:

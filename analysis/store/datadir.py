@@ -69,10 +69,7 @@ class Segment:
 
     def covers(self, other: "Segment") -> bool:
         return (
-            self.instance == other.instance
-            and self.path != other.path
-            and self.lo <= other.lo
-            and other.hi <= self.hi
+            self.instance == other.instance and self.path != other.path and self.lo <= other.lo and other.hi <= self.hi
         )
 
 
@@ -206,16 +203,22 @@ class Store:
     def contents_frame(self, start: datetime | None = None, end: datetime | None = None) -> pl.DataFrame:
         return self._frame(self.contents_dir, CONTENTS, start, end)
 
-    def _frame(self, directory: Path, columns: list[Column], start: datetime | None,
-               end: datetime | None) -> pl.DataFrame:
+    def _frame(
+        self, directory: Path, columns: list[Column], start: datetime | None, end: datetime | None
+    ) -> pl.DataFrame:
         """The relation as one polars frame in (ts, id) order, read straight from the segments
         (what the DuckDB view reads, without a copy through Arrow: the simulator loads millions)."""
         schema = polars_schema(columns)
         segments = live_segments(directory)
         if not segments:
             return pl.DataFrame(schema=schema)
-        frame = pl.scan_parquet([s.path for s in segments], schema=schema, missing_columns="insert",
-                                extra_columns="ignore", cast_options=pl.ScanCastOptions(integer_cast="upcast"))
+        frame = pl.scan_parquet(
+            [s.path for s in segments],
+            schema=schema,
+            missing_columns="insert",
+            extra_columns="ignore",
+            cast_options=pl.ScanCastOptions(integer_cast="upcast"),
+        )
         if start is not None:
             frame = frame.filter(pl.col("ts") >= start)
         if end is not None:
@@ -225,8 +228,9 @@ class Store:
     def recorded_usage_keys(self) -> set[str]:
         """The usage keys (see analysis.parsers.exchange.Parsed.usage_key) already recorded with tokens."""
         with self.connect() as con:
-            rows = con.execute("SELECT DISTINCT usage_key FROM requests "
-                               "WHERE usage_key IS NOT NULL AND usage_source = 'provider'").fetchall()
+            rows = con.execute(
+                "SELECT DISTINCT usage_key FROM requests WHERE usage_key IS NOT NULL AND usage_source = 'provider'"
+            ).fetchall()
         return {key for (key,) in rows}
 
     # --- rewriting (purge, reprice)
@@ -341,16 +345,16 @@ def _sql_string(value: str) -> str:
 
 def _create_view(con: duckdb.DuckDBPyConnection, name: str, columns: list[Column], segments: list[Segment]) -> None:
     if not segments:
-        select = ", ".join(f"CAST(NULL AS {c.sql_type}) AS \"{c.name}\"" for c in columns)
+        select = ", ".join(f'CAST(NULL AS {c.sql_type}) AS "{c.name}"' for c in columns)
         con.execute(f"CREATE VIEW {name} AS SELECT {select} WHERE false")
         return
     files = "[" + ", ".join(_sql_string(str(s.path)) for s in segments) + "]"
     source = f"read_parquet({files}, union_by_name = true)"
     present = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
     select = ", ".join(
-        f"CAST(\"{c.name}\" AS {c.sql_type}) AS \"{c.name}\""
+        f'CAST("{c.name}" AS {c.sql_type}) AS "{c.name}"'
         if c.name in present
-        else f"CAST(NULL AS {c.sql_type}) AS \"{c.name}\""
+        else f'CAST(NULL AS {c.sql_type}) AS "{c.name}"'
         for c in columns
     )
     con.execute(f"CREATE VIEW {name} AS SELECT {select} FROM {source}")

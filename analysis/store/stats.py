@@ -35,8 +35,9 @@ class Totals:
     last_ts: datetime | None
 
 
-def grouped(con: duckdb.DuckDBPyConnection, by: str, start: datetime | None = None,
-            end: datetime | None = None) -> pl.DataFrame:
+def grouped(
+    con: duckdb.DuckDBPyConnection, by: str, start: datetime | None = None, end: datetime | None = None
+) -> pl.DataFrame:
     """One row per group: calls, tokens, cost, latency percentiles, error and estimate counts."""
     if by not in GROUPINGS:
         raise ValueError(f"cannot group by {by!r}; choose one of {', '.join(GROUPINGS)}")
@@ -55,13 +56,12 @@ def grouped(con: duckdb.DuckDBPyConnection, by: str, start: datetime | None = No
                round(quantile_cont(ttft_ms, 0.5), 1) AS ttft_p50_ms
         FROM requests {where}
         GROUP BY 1
-        ORDER BY {'1' if by == 'day' else 'cost_usd DESC, calls DESC'}
+        ORDER BY {"1" if by == "day" else "cost_usd DESC, calls DESC"}
     """
     return query_frame(con, sql, params)
 
 
-def totals(con: duckdb.DuckDBPyConnection, start: datetime | None = None,
-           end: datetime | None = None) -> Totals:
+def totals(con: duckdb.DuckDBPyConnection, start: datetime | None = None, end: datetime | None = None) -> Totals:
     where, params = time_filter(start, end)
     row = query_frame(
         con,
