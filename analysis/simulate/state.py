@@ -116,3 +116,10 @@ class RateWindows:
         window = self._window(key, now)
         window[0].append((now, tokens))
         window[1] += tokens
+
+    def admit_if_room(self, key: object, now: int, tokens: int) -> bool:
+        """`full`, then `admit` unless full: one step (atomic in the Redis backend)."""
+        if self.full(key, now):
+            return False
+        self.admit(key, now, tokens)
+        return True
