@@ -1,16 +1,22 @@
 """The --state option: where a proxy keeps what its policies remember.
 
 `open_backend("memory")` keeps state in the process, in the simulator's classes
-(analysis.simulate.state); `open_backend("redis://HOST:PORT/DB")` in Redis, shared by every
-proxy that names the same database (analysis.shared_state.redis_state). Both hand out objects
-with the same methods, so the code that decides never knows which it has.
+(analysis.simulate.state.MemoryBackend); `open_backend("redis://HOST:PORT/DB")` in Redis,
+shared by every proxy that names the same database (analysis.shared_state.redis_state). Both
+implement analysis.simulate.state.StateBackend, so the code that decides never knows which it has.
 """
 
 import os
 
 from analysis.shared_state.redis_link import RedisLink
-from analysis.shared_state.redis_state import RedisBudgetWindows, RedisRateWindows, RedisResponseCache
-from analysis.simulate.state import BudgetWindows, RateWindows, ResponseCache
+from analysis.shared_state.redis_state import (
+    DEFAULT_PREFIX,
+    RedisBudgetWindows,
+    RedisRateWindows,
+    RedisResponseCache,
+    RedisResponseStore,
+)
+from analysis.simulate.state import MemoryBackend, StateBackend
 
 STATE_ENV = "LLM_SHADOW_STATE"
 
@@ -19,36 +25,18 @@ class BadStateURL(ValueError):
     """The --state value is neither `memory` nor a redis:// URL."""
 
 
-class MemoryBackend:
-    """State in this process only (the default: one proxy)."""
-
-    url = "memory"
-
-    def response_cache(self, name: str, ttl_us: int, max_entries: int) -> ResponseCache:
-        return ResponseCache(ttl_us, max_entries)
-
-    def budget_windows(self, name: str, limit_usd: float) -> BudgetWindows:
-        return BudgetWindows(limit_usd)
-
-    def rate_windows(self, name: str, requests_per_minute: int | None, tokens_per_minute: int | None) -> RateWindows:
-        return RateWindows(requests_per_minute, tokens_per_minute)
-
-    def status(self) -> dict:
-        return {"backend": "memory"}
-
-    def problems(self) -> dict[str, int]:
-        return {}
-
-
 class RedisBackend:
     """State in one Redis database, shared by every proxy that uses it."""
 
-    def __init__(self, url: str, prefix: str = "llm-shadow"):
+    def __init__(self, url: str, prefix: str = DEFAULT_PREFIX):
         self.url, self.prefix = url, prefix
         self.link = RedisLink(url)
 
-    def response_cache(self, name: str, ttl_us: int, max_entries: int, max_bytes: int = 0) -> RedisResponseCache:
-        return RedisResponseCache(self.link, name, ttl_us, max_entries, max_bytes, prefix=self.prefix)
+    def response_cache(self, name: str, ttl_us: int, max_entries: int) -> RedisResponseCache:
+        return RedisResponseCache(self.link, name, ttl_us, max_entries, prefix=self.prefix)
+
+    def response_store(self, name: str, max_bytes: int) -> RedisResponseStore:
+        return RedisResponseStore(self.link, name, max_bytes, prefix=self.prefix)
 
     def budget_windows(self, name: str, limit_usd: float) -> RedisBudgetWindows:
         return RedisBudgetWindows(self.link, name, limit_usd, prefix=self.prefix)
@@ -58,21 +46,6 @@ class RedisBackend:
     ) -> RedisRateWindows:
         return RedisRateWindows(self.link, name, requests_per_minute, tokens_per_minute, prefix=self.prefix)
 
-    def status(self) -> dict:
-        return self.link.status()
-
-    def problems(self) -> dict[str, int]:
-        """What the status file counts as problems (shown by `llm-shadow stats`)."""
-        found = {}
-        if self.link.fallbacks:
-            found["shared_state_fallback"] = self.link.fallbacks
-        if self.link.outages:
-            found["shared_state_outage"] = self.link.outages
-        return found
-
-
-StateBackend = MemoryBackend | RedisBackend
-
 
 def state_url(value: str | None) -> str:
     """The --state value, else $LLM_SHADOW_STATE, else memory."""
@@ -80,6 +53,7 @@ def state_url(value: str | None) -> str:
 
 
 def open_backend(value: str | None) -> StateBackend:
+    """The backend a --state value names; BadStateURL (a one-line message) when it names none."""
     url = state_url(value)
     if url == "memory":
         return MemoryBackend()
@@ -89,3 +63,23 @@ def open_backend(value: str | None) -> StateBackend:
         except ValueError as e:
             raise BadStateURL(f"--state {url}: {e}") from None
     raise BadStateURL(f"--state: expected 'memory' or redis://HOST:PORT/DB, got {url!r}")
+
+
+def state_status(backend: StateBackend) -> dict:
+    """What the status file says about shared state."""
+    if isinstance(backend, RedisBackend):
+        return backend.link.status()
+    return {"backend": "memory"}
+
+
+def state_problems(backend: StateBackend) -> dict[str, int]:
+    """The status file's problem counts for shared state (shown by `llm-shadow stats`):
+    operations served by local state because Redis was down or slow, and how often it was lost."""
+    if not isinstance(backend, RedisBackend):
+        return {}
+    link, found = backend.link, {}
+    if link.fallbacks:
+        found["shared_state_fallback"] = link.fallbacks
+    if link.outages:
+        found["shared_state_outage"] = link.outages
+    return found

@@ -1,7 +1,8 @@
 """The simulator's state classes kept in Redis: one set of windows for every proxy.
 
-`RedisResponseCache`, `RedisBudgetWindows` and `RedisRateWindows` have the methods of
-analysis.simulate.state's `ResponseCache`, `BudgetWindows` and `RateWindows` and mean the same
+`RedisResponseCache`, `RedisResponseStore`, `RedisBudgetWindows` and `RedisRateWindows` have the
+methods of analysis.simulate.state's `ResponseCache`, `ResponseStore`, `BudgetWindows` and
+`RateWindows` and mean the same
 (that module defines each window; tests/test_shared_state.py runs the same cases against both).
 Each method is one Lua script, so a read and the update that depends on it are one atomic step
 however many proxies call at once. Arithmetic follows the memory classes: budget spend is added
@@ -19,14 +20,24 @@ Redis layout under `<prefix>` (default `llm-shadow`):
     <prefix>:cache:<name>:lru       zset  key -> use counter (lowest: least recently used)
     <prefix>:cache:<name>:evicted   set   keys pushed out by LRU and not stored again since
     <prefix>:cache:<name>:seq       counter for the LRU order
-    <prefix>:cache:<name>:size      hash  key -> body bytes; :bytes the total
-    <prefix>:cache:<name>:body:<key> string, the stored response bytes (expire with the entry)
+    <prefix>:store:<name>:body      hash  source id -> encoded StoredResponse (with its expiry)
+    <prefix>:store:<name>:size      hash  source id -> bytes; :lru, :seq as above; :bytes the total
     <prefix>:budget:<name>:<key>    string, USD spent in that window (expires after `ttl_s`)
     <prefix>:rate:<name>:<key>      zset  "<ts>:<tokens>:<n>" -> ts; :tokens the token sum
 """
 
+import json
+
 from analysis.shared_state.redis_link import RedisLink
-from analysis.simulate.state import MINUTE_US, BudgetWindows, CacheEntry, RateWindows, ResponseCache
+from analysis.simulate.state import (
+    MINUTE_US,
+    BudgetWindows,
+    CacheEntry,
+    RateWindows,
+    ResponseCache,
+    ResponseStore,
+    StoredResponse,
+)
 
 DEFAULT_PREFIX = "llm-shadow"
 
@@ -44,8 +55,7 @@ redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[4]), ARGV[1])
 return {'hit', e}
 """
 
-# ARGV: key, available_at, expires_at, source_id, max_entries, max_bytes (0: none), body or '',
-# has_body (1/0), body key prefix, body ttl ms
+# ARGV: key, available_at, expires_at, source_id, max_entries
 _STORE = """
 local key = ARGV[1]
 local cur = redis.call('HGET', KEYS[1], key)
@@ -58,30 +68,51 @@ else
 end
 redis.call('HSET', KEYS[1], key, ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[4])
 redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[4]), key)
-local old_size = tonumber(redis.call('HGET', KEYS[5], key) or '0')
-if ARGV[8] == '1' then
-  redis.call('SET', ARGV[9] .. key, ARGV[7], 'PX', ARGV[10])
-  redis.call('HSET', KEYS[5], key, #ARGV[7])
-  redis.call('INCRBY', KEYS[6], #ARGV[7] - old_size)
-elseif old_size > 0 then
-  redis.call('DEL', ARGV[9] .. key)
-  redis.call('HDEL', KEYS[5], key)
-  redis.call('INCRBY', KEYS[6], -old_size)
-end
-local max_entries = tonumber(ARGV[5])
-local max_bytes = tonumber(ARGV[6])
-while redis.call('ZCARD', KEYS[2]) > max_entries
-    or (max_bytes > 0 and tonumber(redis.call('GET', KEYS[6]) or '0') > max_bytes and redis.call('ZCARD', KEYS[2]) > 1) do
+while redis.call('ZCARD', KEYS[2]) > tonumber(ARGV[5]) do
   local old = redis.call('ZPOPMIN', KEYS[2])[1]
   redis.call('HDEL', KEYS[1], old)
   redis.call('SADD', KEYS[3], old)
-  local size = tonumber(redis.call('HGET', KEYS[5], old) or '0')
-  if size > 0 then
-    redis.call('DEL', ARGV[9] .. old)
-    redis.call('HDEL', KEYS[5], old)
-    redis.call('INCRBY', KEYS[6], -size)
-  end
 end
+return 1
+"""
+
+# Response bytes. KEYS: bodies hash, sizes hash, lru zset, seq, total bytes.
+# ARGV: source id, encoded response, max bytes, size (StoredResponse.size: the cap counts what
+# the memory store counts). Returns the number of entries evicted, -1 when
+# the response alone exceeds the cap.
+_PUT = """
+local id, value, cap, size = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+if size > cap then return -1 end
+local old = tonumber(redis.call('HGET', KEYS[2], id) or '0')
+redis.call('HSET', KEYS[1], id, value)
+redis.call('HSET', KEYS[2], id, size)
+redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), id)
+local total = redis.call('INCRBY', KEYS[5], size - old)
+local evicted = 0
+while total > cap do
+  local gone = redis.call('ZPOPMIN', KEYS[3])[1]
+  total = redis.call('INCRBY', KEYS[5], -tonumber(redis.call('HGET', KEYS[2], gone)))
+  redis.call('HDEL', KEYS[1], gone)
+  redis.call('HDEL', KEYS[2], gone)
+  evicted = evicted + 1
+end
+return evicted
+"""
+
+# ARGV: source id, touch (1: a use, the entry becomes the most recent)
+_GET = """
+local value = redis.call('HGET', KEYS[1], ARGV[1])
+if value and ARGV[2] == '1' then redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), ARGV[1]) end
+return value
+"""
+
+_DISCARD = """
+local size = redis.call('HGET', KEYS[2], ARGV[1])
+if not size then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('INCRBY', KEYS[5], -tonumber(size))
 return 1
 """
 
@@ -146,52 +177,102 @@ def _entry(raw: bytes) -> CacheEntry:
 
 
 class RedisResponseCache:
-    """`ResponseCache` in Redis, with the response bytes beside each entry and an optional byte
-    cap (`max_bytes`: least recently used entries go first, as for `max_entries`)."""
+    """`ResponseCache` in Redis."""
 
-    def __init__(
-        self, link: RedisLink, name: str, ttl_us: int, max_entries: int, max_bytes: int = 0, prefix=DEFAULT_PREFIX
-    ):
-        self.link, self.ttl_us, self.max_entries, self.max_bytes = link, ttl_us, max_entries, max_bytes
+    def __init__(self, link: RedisLink, name: str, ttl_us: int, max_entries: int, prefix: str = DEFAULT_PREFIX):
+        self.link, self.ttl_us, self.max_entries = link, ttl_us, max_entries
         base = f"{prefix}:cache:{name}"
-        self.keys = [f"{base}:{part}" for part in ("entry", "lru", "evicted", "seq", "size", "bytes")]
-        self.body_prefix = f"{base}:body:"
+        self.keys = [f"{base}:{part}" for part in ("entry", "lru", "evicted", "seq")]
         self.fallback = ResponseCache(ttl_us, max_entries)
-        self.local_bodies: dict[object, bytes] = {}
-        client = link.client
-        self._lookup = client.register_script(_LOOKUP)
-        self._store = client.register_script(_STORE)
+        self._lookup = link.client.register_script(_LOOKUP)
+        self._store = link.client.register_script(_STORE)
 
     def lookup(self, key: str, now: int) -> tuple[str, CacheEntry | None]:
         def shared() -> tuple[str, CacheEntry | None]:
-            found = self._lookup(keys=self.keys[:4], args=[key, now])
-            status = found[0].decode()
-            return status, (_entry(found[1]) if len(found) > 1 else None)
+            found = self._lookup(keys=self.keys, args=[key, now])
+            return found[0].decode(), (_entry(found[1]) if len(found) > 1 else None)
 
         return self.link.run(shared, lambda: self.fallback.lookup(key, now))
 
-    def store(self, key: str, available_at: int, source_id: str, body: bytes | None = None) -> bool:
-        expires = available_at + self.ttl_us
-
+    def store(self, key: str, available_at: int, source_id: str) -> bool:
         def shared() -> bool:
-            ttl_ms = max(1, (expires - available_at) // 1000 + 60_000)  # a minute past expiry: clocks differ
-            args = [key, available_at, expires, source_id, self.max_entries, self.max_bytes]
-            args += [body or b"", 0 if body is None else 1, self.body_prefix, ttl_ms]
+            args = [key, available_at, available_at + self.ttl_us, source_id, self.max_entries]
             return bool(self._store(keys=self.keys, args=args))
 
-        def local() -> bool:
-            stored = self.fallback.store(key, available_at, source_id)
-            if stored and body is not None:
-                self.local_bodies[key] = body
-            for gone in set(self.local_bodies) - self.fallback.entries.keys():
-                del self.local_bodies[gone]
-            return stored
+        return self.link.run(shared, lambda: self.fallback.store(key, available_at, source_id))
 
-        return self.link.run(shared, local)
 
-    def body(self, key: str) -> bytes | None:
-        """The response bytes stored with `key`'s entry (None: none, or expired)."""
-        return self.link.run(lambda: self.link.client.get(self.body_prefix + key), lambda: self.local_bodies.get(key))
+def encode_response(response: StoredResponse, expires_at: int) -> bytes:
+    """A stored response as one Redis value: a JSON line (fields, header bytes as latin-1,
+    chunk lengths), then the chunks' bytes as they are."""
+    head = {
+        "source_id": response.source_id,
+        "status": response.status,
+        "cost_usd": response.cost_usd,
+        "expires_at": expires_at,
+        "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in response.headers],
+        "chunks": [len(c) for c in response.chunks],
+    }
+    return json.dumps(head).encode() + b"\n" + b"".join(response.chunks)
+
+
+def decode_response(value: bytes) -> tuple[int, StoredResponse]:
+    line, _, body = value.partition(b"\n")
+    head = json.loads(line)
+    chunks, offset = [], 0
+    for length in head["chunks"]:
+        chunks.append(body[offset : offset + length])
+        offset += length
+    headers = tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in head["headers"])
+    response = StoredResponse(head["source_id"], head["status"], headers, tuple(chunks), head["cost_usd"])
+    return head["expires_at"], response
+
+
+class RedisResponseStore:
+    """`ResponseStore` in Redis: the bytes of stored responses, LRU within `max_bytes` (counted
+    as the memory store counts them), each valid until its `expires_at` by the caller's clock."""
+
+    def __init__(self, link: RedisLink, name: str, max_bytes: int, prefix: str = DEFAULT_PREFIX):
+        self.link, self.max_bytes = link, max_bytes
+        base = f"{prefix}:store:{name}"
+        self.keys = [f"{base}:{part}" for part in ("body", "size", "lru", "seq", "bytes")]
+        self.fallback = ResponseStore(max_bytes)
+        self.evicted = 0  # entries this process's puts pushed out of Redis by the byte cap
+        client = link.client
+        self._put, self._get, self._discard = (client.register_script(s) for s in (_PUT, _GET, _DISCARD))
+
+    @property
+    def size(self) -> int:
+        return self.link.run(lambda: int(self.link.client.get(self.keys[4]) or 0), lambda: self.fallback.size)
+
+    def put(self, response: StoredResponse, expires_at: int) -> bool:
+        def shared() -> bool:
+            evicted = self._put(
+                keys=self.keys,
+                args=[response.source_id, encode_response(response, expires_at), self.max_bytes, response.size],
+            )
+            if evicted < 0:
+                return False
+            self.evicted += evicted
+            return True
+
+        return self.link.run(shared, lambda: self.fallback.put(response, expires_at))
+
+    def get(self, source_id: str, now: int) -> StoredResponse | None:
+        def shared() -> StoredResponse | None:
+            value = self._get(keys=self.keys, args=[source_id, 1])
+            if value is None:
+                return None
+            expires_at, response = decode_response(value)
+            if now >= expires_at:
+                self._discard(keys=self.keys, args=[source_id])
+                return None
+            return response
+
+        return self.link.run(shared, lambda: self.fallback.get(source_id, now))
+
+    def discard(self, source_id: str) -> None:
+        self.link.run(lambda: self._discard(keys=self.keys, args=[source_id]), lambda: self.fallback.discard(source_id))
 
 
 class _SpentView:
