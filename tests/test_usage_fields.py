@@ -8,6 +8,7 @@ import pytest
 
 from analysis.parsers import parse
 from analysis.parsers.detect import detect
+from analysis.pricing.table import PriceTable
 from tests import cassettes
 from tests.test_parsers_edge_cases import JSON, make_exchange
 
@@ -148,3 +149,27 @@ def test_responses_compact_is_recognised_and_its_usage_read():
     assert parsed.model == "gpt-5.1-codex-max"
     usage = parsed.usage
     assert (usage.input_tokens, usage.output_tokens, usage.reasoning_tokens, usage.source) == (139, 438, 64, "provider")
+
+
+# --- Gemini: reasoning on the flex / batch / priority tiers --------------------------------------
+
+
+def test_gemini_flex_reasoning_pays_the_flex_output_rate():
+    relative = "test_google/test_google_vertex_service_tier_flex_stream.yaml"
+    exchange = cassettes.exchange(relative)
+    parsed = parse(exchange)
+    # usageMetadata: promptTokenCount 5, candidatesTokenCount 1, thoughtsTokenCount 100, flex
+    table = PriceTable.load()
+    price = table.resolve(parsed.model, exchange.provider)
+    flex, standard = price.rates[("flex", 0)], price.rates[("standard", 0)]
+    assert "reasoning_output" not in flex and standard["reasoning_output"] != flex["output"]
+    cost = table.cost(
+        provider=exchange.provider, model=parsed.model, usage=parsed.usage, service_tier=parsed.service_tier
+    )
+    expected = (5 * flex["input"] + (1 + 100) * flex["output"]) / 1e6
+    assert cost.cost_usd == pytest.approx(expected)
+    # The standard tier still pays its own reasoning rate.
+    standard_cost = table.cost(provider=exchange.provider, model=parsed.model, usage=parsed.usage)
+    assert standard_cost.cost_usd == pytest.approx(
+        (5 * standard["input"] + 1 * standard["output"] + 100 * standard["reasoning_output"]) / 1e6
+    )
