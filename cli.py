@@ -49,6 +49,15 @@ ConfdirOption = Annotated[
     ),
 ]
 DEFAULT_CONFDIR = Path("~/.mitmproxy")
+StateOption = Annotated[
+    str | None,
+    typer.Option(
+        "--state",
+        envvar="LLM_SHADOW_STATE",
+        help="Where shared state lives: memory (this process; wrapped keys in the data directory) or redis://HOST:PORT/DB (env LLM_SHADOW_STATE).",
+        show_default="memory",
+    ),
+]
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -222,6 +231,7 @@ def proxy(
         float, typer.Option(help="Seconds between writes; a crash loses at most this much.")
     ] = 1.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print one line per call.")] = False,
+    state: StateOption = None,
 ):
     """Run the recording proxy in front of LLM providers (reverse, forward, transparent or local mode)."""
     from addons.ca import ensure_ca
@@ -250,6 +260,7 @@ def proxy(
         intercept_all,
         confdir.expanduser(),
     )
+    args += state_args(state)
     if local is not None and (reason := local_capture_unavailable_reason()):
         raise fail(
             f"--local cannot work here: {reason}. Use --transparent with a redirect rule instead (docs/transparent.md)."
@@ -263,6 +274,19 @@ def proxy(
     failure = run_proxy(args)
     if failure:
         raise fail(failure)
+
+
+def state_args(state: str | None) -> list[str]:
+    """The recorder option for --state, once the value is known to name a backend."""
+    from analysis.shared_state.backend import BadStateURL, open_backend
+
+    if state is None:
+        return []
+    try:
+        open_backend(state)
+    except BadStateURL as e:
+        raise fail(str(e)) from e
+    return ["--set", f"shadow_state={state}"]
 
 
 # --- import --------------------------------------------------------------------------------------
@@ -969,16 +993,6 @@ keys_app = typer.Typer(
     help="Wrapped keys (lsk-...): what applications hold instead of the real provider key.", no_args_is_help=True
 )
 app.add_typer(keys_app, name="keys")
-
-StateOption = Annotated[
-    str | None,
-    typer.Option(
-        "--state",
-        envvar="LLM_SHADOW_STATE",
-        help="Where shared state lives: memory (this data directory) or redis://HOST:PORT/DB (env LLM_SHADOW_STATE).",
-        show_default="memory",
-    ),
-]
 
 
 def key_registry(data: Path, state: str | None):

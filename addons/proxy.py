@@ -5,6 +5,9 @@ unusable data directory stops the proxy at start with mitmproxy's one-line error
 leaving a proxy running that records nothing. mitmproxy's per-connection log lines are hidden
 unless asked for (`--verbose`); `Banner` says once where the proxy listens.
 
+`SharedState` holds the policy state (--state: memory or Redis) and `WrappedKeys` swaps wrapped
+keys for real ones in shadow and enforce mode.
+
 Every mode decrypts only LLM hosts (`TlsPassthrough`: other TLS passes through with its
 real certificate), and local capture mode gets `LocalCaptureWatch`, which stops the proxy
 with a clear message when the kernel refuses mitmproxy's eBPF redirector.
@@ -19,7 +22,9 @@ from mitmproxy.tools.main import run
 
 from addons.local_capture import LocalCaptureWatch
 from addons.recorder import Recorder
+from addons.shared_state import SharedState
 from addons.tls_passthrough import TlsPassthrough
+from addons.wrapped_keys import WrappedKeys
 
 
 class Banner:
@@ -34,7 +39,7 @@ class Banner:
 class ShadowMaster(DumpMaster):
     def __init__(self, options, **kwargs):
         super().__init__(options, **kwargs)
-        self.addons.add(Recorder(), Banner(), TlsPassthrough(), LocalCaptureWatch())
+        self.addons.add(Recorder(), SharedState(), WrappedKeys(), Banner(), TlsPassthrough(), LocalCaptureWatch())
 
 
 def run_proxy(args: list[str]) -> str | None:

@@ -30,7 +30,7 @@ from mitmproxy import ctx, exceptions, http
 
 from analysis.parsers.detect import Target, detect
 from analysis.pricing.table import PriceFileError, PriceTable
-from analysis.recording.capture import AttributionHeaders, Capture
+from analysis.recording.capture import FLOW_IDENTITY, AttributionHeaders, Capture
 from analysis.recording.sink import Problems, RecordSink
 from analysis.recording.worker_process import SinkProcess
 from analysis.store.datadir import DEFAULT_DATA_DIR, Store, StoreError
@@ -234,6 +234,7 @@ class Recorder:
             outcome=outcome,
             error=flow.error.msg if flow.error else None,
             import_key=flow.metadata.get(IMPORT_KEY),
+            identity=flow.metadata.get(FLOW_IDENTITY),
         )
 
 
@@ -258,4 +259,7 @@ def outcome_for_error(message: str, response_started: bool) -> str:
     return "upstream_cut" if response_started else "connect_error"
 
 
-addons = [Recorder()]
+from addons.shared_state import SharedState  # noqa: E402  (for mitmdump -s: --state and wrapped keys)
+from addons.wrapped_keys import WrappedKeys  # noqa: E402
+
+addons = [Recorder(), SharedState(), WrappedKeys()]

@@ -21,6 +21,20 @@ SECRET_QUERY_PARAMS = ("key", "api-key", "api_key")
 
 HeaderFields = tuple[tuple[bytes, bytes], ...]
 
+# flow.metadata key: who a call belongs to when a wrapped key said so (addons.wrapped_keys).
+FLOW_IDENTITY = "llm_shadow.identity"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Attribution from a wrapped key: it replaces the key fingerprint, and its team, feature and
+    user replace the attribution headers where the key sets them."""
+
+    key_id: str
+    team: str
+    feature: str | None = None
+    user: str | None = None
+
 
 @dataclass(slots=True)
 class Capture:
@@ -38,6 +52,7 @@ class Capture:
     outcome: str
     error: str | None = None
     import_key: str | None = None  # what identifies an imported call (see addons.importer)
+    identity: Identity | None = None  # from a wrapped key (addons.wrapped_keys)
 
 
 @dataclass(frozen=True)
@@ -101,12 +116,18 @@ def to_exchange(
         outcome=capture.outcome,
         error=capture.error,
     )
+    team = request_headers.get(attribution.team.lower())
+    feature = request_headers.get(attribution.feature.lower())
+    user = request_headers.get(attribution.user.lower())
+    key_id = key_fingerprint(key, salt) if key else None
+    if (who := capture.identity) is not None:
+        key_id, team, feature, user = who.key_id, who.team, who.feature or feature, who.user or user
     context = CallContext(
         id=new_id(capture.started),
-        key_id=key_fingerprint(key, salt) if key else None,
-        team=request_headers.get(attribution.team.lower()),
-        feature=request_headers.get(attribution.feature.lower()),
-        user=request_headers.get(attribution.user.lower()),
+        key_id=key_id,
+        team=team,
+        feature=feature,
+        user=user,
         instance=instance,
         import_key=capture.import_key,
     )
