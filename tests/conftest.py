@@ -76,12 +76,12 @@ def llm_shadow_proxy_command(args: list[str], data_dir: Path) -> list[str]:
 class RunningProxy:
     """A proxy command (`llm-shadow proxy`, or bare mitmdump) in a subprocess, on a free port."""
 
-    def __init__(self, command: list[str], cwd: Path = ROOT, project_on_path: bool = True):
+    def __init__(self, command: list[str], cwd: Path = ROOT, project_on_path: bool = True, **env: str):
         self.output: list[str] = []
         self.process = subprocess.Popen(
             command,
             cwd=cwd,
-            env=subprocess_env(project_on_path),
+            env=subprocess_env(project_on_path, **env),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

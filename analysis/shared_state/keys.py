@@ -35,6 +35,7 @@ KEY_PREFIX = "lsk-"
 ID_LENGTH = 12
 WINDOWS = ("day", "month")
 REFRESH_S = 0.5
+MISS_REFRESH_S = 0.05  # an unknown id rereads the registry, at most this often
 
 
 class WrappedKeyError(ValueError):
@@ -265,6 +266,9 @@ class KeyRegistry:
             return Resolved("unknown")
         self.refresh()
         record = self.records.get(parts[0])
+        if record is None and time.monotonic() - self._read_at >= MISS_REFRESH_S:
+            self.refresh(force=True)  # a key created since the last read
+            record = self.records.get(parts[0])
         if record is None or not record.matches(parts[1]):
             return Resolved("unknown")
         return Resolved(record.status(time.time() if now is None else now), record)
