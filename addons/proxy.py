@@ -17,6 +17,7 @@ from mitmproxy.tools import cmdline
 from mitmproxy.tools.dump import DumpMaster
 from mitmproxy.tools.main import run
 
+from addons.enforcer import Enforcer
 from addons.local_capture import LocalCaptureWatch
 from addons.recorder import Recorder
 from addons.tls_passthrough import TlsPassthrough
@@ -34,7 +35,7 @@ class Banner:
 class ShadowMaster(DumpMaster):
     def __init__(self, options, **kwargs):
         super().__init__(options, **kwargs)
-        self.addons.add(Recorder(), Banner(), TlsPassthrough(), LocalCaptureWatch())
+        self.addons.add(Recorder(), Enforcer(), Banner(), TlsPassthrough(), LocalCaptureWatch())
 
 
 def run_proxy(args: list[str]) -> str | None:

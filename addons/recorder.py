@@ -30,7 +30,14 @@ from mitmproxy import ctx, exceptions, http
 
 from analysis.parsers.detect import Target, detect
 from analysis.pricing.table import PriceFileError, PriceTable
-from analysis.recording.capture import AttributionHeaders, Capture
+from analysis.recording.capture import (
+    FLOW_ANSWERED_BY,
+    FLOW_CAPTURE,
+    FLOW_DECISIONS,
+    FLOW_ID,
+    AttributionHeaders,
+    Capture,
+)
 from analysis.recording.sink import Problems, RecordSink
 from analysis.recording.worker_process import SinkProcess
 from analysis.store.datadir import DEFAULT_DATA_DIR, Store, StoreError
@@ -202,6 +209,7 @@ class Recorder:
         except Exception as e:  # never let our bookkeeping break the proxy
             self.problems.add(f"capture_error:{type(e).__name__}", str(e))
             return
+        flow.metadata[FLOW_CAPTURE] = capture  # enforce mode settles the call with it
         self.sink.submit(capture)
 
     def _capture(self, flow: http.HTTPFlow, target: Target, tap: _Tap | None, outcome: str) -> Capture:
@@ -231,6 +239,9 @@ class Recorder:
             ended=(response.timestamp_end if response is not None else None) or time.time(),
             outcome=outcome,
             error=flow.error.msg if flow.error else None,
+            id=flow.metadata.get(FLOW_ID),
+            answered_by=flow.metadata.get(FLOW_ANSWERED_BY),
+            decisions=flow.metadata.get(FLOW_DECISIONS, ()),
         )
 
 
@@ -255,4 +266,6 @@ def outcome_for_error(message: str, response_started: bool) -> str:
     return "upstream_cut" if response_started else "connect_error"
 
 
-addons = [Recorder()]
+from addons.enforcer import Enforcer  # noqa: E402  (shadow and enforce mode, for mitmdump -s)
+
+addons = [Recorder(), Enforcer()]

@@ -21,6 +21,14 @@ SECRET_QUERY_PARAMS = ("key", "api-key", "api_key")
 
 HeaderFields = tuple[tuple[bytes, bytes], ...]
 
+# Keys of mitmproxy's flow.metadata through which enforce mode (addons.enforcer) and the
+# recorder share one call: the id enforce mode gave it, the policy kind that answered it
+# without the upstream, its decision rows; and the Capture the recorder made of it.
+FLOW_ID = "llm_shadow.id"
+FLOW_ANSWERED_BY = "llm_shadow.answered_by"
+FLOW_DECISIONS = "llm_shadow.decisions"
+FLOW_CAPTURE = "llm_shadow.capture"
+
 
 @dataclass(slots=True)
 class Capture:
@@ -37,6 +45,9 @@ class Capture:
     ended: float
     outcome: str
     error: str | None = None
+    id: str | None = None  # the call's id when enforce mode gave it one at the request
+    answered_by: str | None = None  # the policy kind that answered without the upstream (enforce mode)
+    decisions: tuple[dict, ...] = ()  # rows of `decisions` for this call (analysis.enforce)
 
 
 @dataclass(frozen=True)
@@ -101,11 +112,12 @@ def to_exchange(
         error=capture.error,
     )
     context = CallContext(
-        id=new_id(capture.started),
+        id=capture.id or new_id(capture.started),
         key_id=key_fingerprint(key, salt) if key else None,
         team=request_headers.get(attribution.team.lower()),
         feature=request_headers.get(attribution.feature.lower()),
         user=request_headers.get(attribution.user.lower()),
         instance=instance,
+        answered_by=capture.answered_by,
     )
     return exchange, context
