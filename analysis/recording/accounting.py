@@ -27,6 +27,7 @@ class CallContext:
     feature: str | None = None
     user: str | None = None
     instance: str | None = None
+    import_key: str | None = None
     answered_by: str | None = None  # enforce mode answered without the upstream: the policy kind
 
 
@@ -165,6 +166,7 @@ def account(
         "usage_key": parsed.usage_key,
         "error": _first(str(failure) if failure else None, exchange.error, parsed.error),
         "instance": context.instance,
+        "import_key": context.import_key,
     }
     content = None
     if keep_content:

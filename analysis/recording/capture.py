@@ -45,6 +45,7 @@ class Capture:
     ended: float
     outcome: str
     error: str | None = None
+    import_key: str | None = None  # what identifies an imported call (see addons.importer)
     id: str | None = None  # the call's id when enforce mode gave it one at the request
     answered_by: str | None = None  # the policy kind that answered without the upstream (enforce mode)
     decisions: tuple[dict, ...] = ()  # rows of `decisions` for this call (analysis.enforce)
@@ -118,6 +119,7 @@ def to_exchange(
         feature=request_headers.get(attribution.feature.lower()),
         user=request_headers.get(attribution.user.lower()),
         instance=instance,
+        import_key=capture.import_key,
         answered_by=capture.answered_by,
     )
     return exchange, context

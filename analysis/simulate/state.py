@@ -132,6 +132,14 @@ class RateWindows:
         events = self._window(key, now)[0]
         return max(0, events[0][0] + MINUTE_US - now) if events else 0
 
+    def admit_if_room(self, key: object, now: int, tokens: int) -> bool:
+        """`full`, then `admit` unless full: one step (atomic in the Redis backend, so several
+        proxies cannot all take the last slot)."""
+        if self.full(key, now):
+            return False
+        self.admit(key, now, tokens)
+        return True
+
 
 @dataclass(frozen=True, slots=True)
 class StoredResponse:
@@ -223,6 +231,8 @@ class RateState(Protocol):
     def admit(self, key: object, now: int, tokens: int) -> None: ...
 
     def wait_us(self, key: object, now: int) -> int: ...
+
+    def admit_if_room(self, key: object, now: int, tokens: int) -> bool: ...
 
 
 class StateBackend(Protocol):
