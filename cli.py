@@ -231,6 +231,27 @@ def proxy(
         float, typer.Option(help="Seconds between writes; a crash loses at most this much.")
     ] = 1.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print one line per call.")] = False,
+    policy: Annotated[
+        Path | None,
+        typer.Option("--policy", help="Policy file (TOML) deciding every call in shadow or enforce mode."),
+    ] = None,
+    mode: Annotated[
+        str,
+        typer.Option(
+            "--mode",
+            help="observe: record only; shadow: decide and log every call in `decisions`, change nothing; enforce: decisions act.",
+        ),
+    ] = "observe",
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Start enforce mode although less traffic was recorded than the policy's observe_for."
+        ),
+    ] = False,
+    cache_bytes: Annotated[
+        int,
+        typer.Option("--cache-bytes", help="Enforce mode: bytes of upstream answers the exact cache keeps (LRU)."),
+    ] = 256 * 1024 * 1024,
     state: StateOption = None,
 ):
     """Run the recording proxy in front of LLM providers (reverse, forward, transparent or local mode)."""
@@ -260,6 +281,7 @@ def proxy(
         intercept_all,
         confdir.expanduser(),
     )
+    args += policy_args(policy, mode, force, data, cache_bytes)
     args += state_args(state)
     if local is not None and (reason := local_capture_unavailable_reason()):
         raise fail(
@@ -287,6 +309,51 @@ def state_args(state: str | None) -> list[str]:
     except BadStateURL as e:
         raise fail(str(e)) from e
     return ["--set", f"shadow_state={state}"]
+
+
+def policy_args(policy: Path | None, mode: str, force: bool, data: Path, cache_bytes: int) -> list[str]:
+    """The recorder options for `--policy`/`--mode`, once the policy is known to load: a policy
+    that does not load never starts shadow or enforce mode. Enforce mode also wants the
+    policy's `observe_for` of recorded traffic first (or --force)."""
+    from analysis.enforce.live import MODES, LivePolicy
+    from analysis.pricing.table import PriceFileError, PriceTable
+    from analysis.simulate.policy import PolicyError
+
+    if mode not in MODES:
+        raise fail(f"--mode {mode!r}: choose one of {', '.join(MODES)}")
+    if cache_bytes <= 0:
+        raise fail("--cache-bytes must be positive")
+    if mode == "observe":
+        if policy is not None:
+            raise fail("--policy acts only with --mode shadow or --mode enforce")
+        return []
+    if policy is None:
+        raise fail(f"--mode {mode} needs --policy FILE")
+    loaded = _read_policy(policy)
+    store = open_store(data, create=True)
+    try:
+        LivePolicy(loaded, mode, PriceTable.load(store.data_dir))
+    except (PolicyError, PriceFileError) as e:
+        raise fail(str(e)) from e
+    if mode == "enforce" and not force:
+        observed = observed_seconds(store)
+        if observed < loaded.observe_for_seconds:
+            raise fail(
+                f"{data} holds {observed / 86400:.1f} days of recorded traffic; the policy asks for "
+                f"observe_for = {loaded.observe_for_seconds / 86400:g} days before enforcing. Run "
+                "--mode shadow meanwhile, or start anyway with --force"
+            )
+    return [
+        *("--set", f"shadow_policy={policy.resolve()}"),
+        *("--set", f"shadow_mode={mode}"),
+        *("--set", f"shadow_cache_bytes={cache_bytes}"),
+    ]
+
+
+def observed_seconds(store: Store) -> float:
+    """Seconds between the first and the last recorded call (0 with none)."""
+    span = store.connect().execute("SELECT epoch(max(ts)) - epoch(min(ts)) FROM requests").fetchone()[0]
+    return float(span or 0.0)
 
 
 # --- import --------------------------------------------------------------------------------------

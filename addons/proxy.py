@@ -20,6 +20,7 @@ from mitmproxy.tools import cmdline
 from mitmproxy.tools.dump import DumpMaster
 from mitmproxy.tools.main import run
 
+from addons.enforcer import Enforcer
 from addons.local_capture import LocalCaptureWatch
 from addons.recorder import Recorder
 from addons.shared_state import SharedState
@@ -39,7 +40,9 @@ class Banner:
 class ShadowMaster(DumpMaster):
     def __init__(self, options, **kwargs):
         super().__init__(options, **kwargs)
-        self.addons.add(Recorder(), SharedState(), WrappedKeys(), Banner(), TlsPassthrough(), LocalCaptureWatch())
+        self.addons.add(
+            Recorder(), SharedState(), WrappedKeys(), Enforcer(), Banner(), TlsPassthrough(), LocalCaptureWatch()
+        )
 
 
 def run_proxy(args: list[str]) -> str | None:

@@ -30,7 +30,15 @@ from mitmproxy import ctx, exceptions, http
 
 from analysis.parsers.detect import Target, detect
 from analysis.pricing.table import PriceFileError, PriceTable
-from analysis.recording.capture import FLOW_IDENTITY, AttributionHeaders, Capture
+from analysis.recording.capture import (
+    FLOW_ANSWERED_BY,
+    FLOW_CAPTURE,
+    FLOW_DECISIONS,
+    FLOW_ID,
+    FLOW_IDENTITY,
+    AttributionHeaders,
+    Capture,
+)
 from analysis.recording.sink import Problems, RecordSink
 from analysis.recording.worker_process import SinkProcess
 from analysis.store.datadir import DEFAULT_DATA_DIR, Store, StoreError
@@ -204,6 +212,7 @@ class Recorder:
         except Exception as e:  # never let our bookkeeping break the proxy
             self.problems.add(f"capture_error:{type(e).__name__}", str(e))
             return
+        flow.metadata[FLOW_CAPTURE] = capture  # enforce mode settles the call with it
         self.sink.submit(capture)
 
     def _capture(self, flow: http.HTTPFlow, target: Target, tap: _Tap | None, outcome: str) -> Capture:
@@ -235,6 +244,9 @@ class Recorder:
             error=flow.error.msg if flow.error else None,
             import_key=flow.metadata.get(IMPORT_KEY),
             identity=flow.metadata.get(FLOW_IDENTITY),
+            id=flow.metadata.get(FLOW_ID),
+            answered_by=flow.metadata.get(FLOW_ANSWERED_BY),
+            decisions=flow.metadata.get(FLOW_DECISIONS, ()),
         )
 
 
@@ -259,7 +271,8 @@ def outcome_for_error(message: str, response_started: bool) -> str:
     return "upstream_cut" if response_started else "connect_error"
 
 
-from addons.shared_state import SharedState  # noqa: E402  (for mitmdump -s: --state and wrapped keys)
+from addons.enforcer import Enforcer  # noqa: E402  (shadow and enforce mode, for mitmdump -s)
+from addons.shared_state import SharedState  # noqa: E402  (--state)
 from addons.wrapped_keys import WrappedKeys  # noqa: E402
 
-addons = [Recorder(), SharedState(), WrappedKeys()]
+addons = [Recorder(), SharedState(), WrappedKeys(), Enforcer()]

@@ -25,10 +25,10 @@ import time
 from mitmproxy import ctx, exceptions, http
 
 from analysis.parsers.detect import detect
-from analysis.recording.capture import FLOW_IDENTITY, Identity
+from analysis.recording.capture import FLOW_ANSWERED_BY, FLOW_IDENTITY, Identity
 from analysis.recording.sink import Problems
 from analysis.shared_state.backend import RedisBackend
-from analysis.shared_state.keys import FileKeys, KeyRegistry, RedisKeys, WrappedKey, split_key
+from analysis.shared_state.keys import KEY_PREFIX, FileKeys, KeyRegistry, RedisKeys, WrappedKey, split_key
 from analysis.simulate.facts import state_key, to_microseconds, window_of
 
 log = logging.getLogger("llm_shadow")
@@ -191,17 +191,26 @@ class WrappedKeys:
     def _refuse(self, flow: http.HTTPFlow, header: str, status: int, message: str) -> None:
         code, headers, body = key_error(family_of(flow, header), status, message)
         flow.response = http.Response.make(code, body, headers)
+        flow.metadata[FLOW_ANSWERED_BY] = "wrapped_key" if status == 401 else "budget"
         flow.request.headers.pop(header, None)  # the wrapped key is recorded nowhere
 
-    def charge(self, flow: http.HTTPFlow, cost_usd: float | None) -> None:
-        """Charge a completed call's cost to its wrapped key's budget (enforce mode's settle)."""
+    def _budgeted_key(self, flow: http.HTTPFlow) -> WrappedKey | None:
         identity = flow.metadata.get(FLOW_IDENTITY)
-        if identity is None or not cost_usd or self.registry is None:
-            return
-        key = self.registry.records.get(identity.key_id.removeprefix("lsk-"))
-        budget = self.budget(key) if key is not None else None
-        if budget is not None:
-            budget.charge(key_budget_window(key, flow.request.timestamp_start), cost_usd)
+        if identity is None or self.registry is None:
+            return None
+        key = self.registry.records.get(identity.key_id.removeprefix(KEY_PREFIX))
+        return key if key is not None and key.budget_usd is not None else None
+
+    def has_budget(self, flow: http.HTTPFlow) -> bool:
+        """The call was made with a wrapped key that has a budget (to charge when it ends)."""
+        return self._budgeted_key(flow) is not None
+
+    def charge(self, flow: http.HTTPFlow, cost_usd: float | None) -> None:
+        """Charge a completed call's cost to its wrapped key's budget, in the window of the
+        call's start (called by enforce mode's settlement, addons.enforcer)."""
+        key = self._budgeted_key(flow)
+        if key is not None and cost_usd:
+            self.budget(key).charge(key_budget_window(key, flow.request.timestamp_start), cost_usd)
 
     def done(self):
         if self.problems.counts:

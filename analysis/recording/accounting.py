@@ -28,6 +28,17 @@ class CallContext:
     user: str | None = None
     instance: str | None = None
     import_key: str | None = None
+    answered_by: str | None = None  # enforce mode answered without the upstream: the policy kind
+
+
+# How a call enforce mode answered itself ended, by the kind of policy that answered it.
+ANSWERED_OUTCOMES = {
+    "exact_cache": "cached",
+    "semantic_cache": "cached",
+    "budget": "blocked",
+    "rate_limit": "throttled",
+    "wrapped_key": "refused",  # an unknown, revoked or expired wrapped key (addons.wrapped_keys)
+}
 
 
 class ParseFailure(Exception):
@@ -103,6 +114,12 @@ def account(
         provider_cost_usd=parsed.provider_cost_usd,
     )
 
+    if context.answered_by is not None:
+        # No upstream call was made: nothing was processed or charged. The answer's own usage
+        # (a cached response's) belongs to the call that produced it.
+        parsed.usage, parsed.provider_cost_usd = Usage(), None
+        exchange.outcome = ANSWERED_OUTCOMES.get(context.answered_by, "cached")
+
     attribution = {**parsed.attribution}
     for name in ("team", "feature", "user"):
         if getattr(context, name):
@@ -129,8 +146,8 @@ def account(
         "cache_write_1h_tokens": usage.cache_write_1h_tokens,
         "reasoning_tokens": usage.reasoning_tokens,
         "usage_source": usage.source,
-        "cost_usd": cost.cost_usd,
-        "cost_source": cost.cost_source,
+        "cost_usd": 0.0 if context.answered_by else cost.cost_usd,
+        "cost_source": "not_sent" if context.answered_by else cost.cost_source,
         "price_version": prices.version,
         "latency_ms": None if exchange.duration is None else exchange.duration * 1000,
         "ttft_ms": None if parsed.first_token_at is None else parsed.first_token_at * 1000,

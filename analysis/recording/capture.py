@@ -21,6 +21,14 @@ SECRET_QUERY_PARAMS = ("key", "api-key", "api_key")
 
 HeaderFields = tuple[tuple[bytes, bytes], ...]
 
+# Keys of mitmproxy's flow.metadata through which enforce mode (addons.enforcer) and the
+# recorder share one call: the id enforce mode gave it, the policy kind that answered it
+# without the upstream, its decision rows; and the Capture the recorder made of it.
+FLOW_ID = "llm_shadow.id"
+FLOW_ANSWERED_BY = "llm_shadow.answered_by"
+FLOW_DECISIONS = "llm_shadow.decisions"
+FLOW_CAPTURE = "llm_shadow.capture"
+
 # flow.metadata key: who a call belongs to when a wrapped key said so (addons.wrapped_keys).
 FLOW_IDENTITY = "llm_shadow.identity"
 
@@ -52,6 +60,9 @@ class Capture:
     outcome: str
     error: str | None = None
     import_key: str | None = None  # what identifies an imported call (see addons.importer)
+    id: str | None = None  # the call's id when enforce mode gave it one at the request
+    answered_by: str | None = None  # the policy kind that answered without the upstream (enforce mode)
+    decisions: tuple[dict, ...] = ()  # rows of `decisions` for this call (analysis.enforce)
     identity: Identity | None = None  # from a wrapped key (addons.wrapped_keys)
 
 
@@ -123,12 +134,13 @@ def to_exchange(
     if (who := capture.identity) is not None:
         key_id, team, feature, user = who.key_id, who.team, who.feature or feature, who.user or user
     context = CallContext(
-        id=new_id(capture.started),
+        id=capture.id or new_id(capture.started),
         key_id=key_id,
         team=team,
         feature=feature,
         user=user,
         instance=instance,
         import_key=capture.import_key,
+        answered_by=capture.answered_by,
     )
     return exchange, context

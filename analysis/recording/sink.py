@@ -83,6 +83,7 @@ class RecordSink:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._requests: deque[dict] = deque()
         self._contents: deque[dict] = deque()
+        self._decisions: deque[dict] = deque()
         self._thread: threading.Thread | None = None
         self._idle = threading.Event()
         self._idle.set()
@@ -181,6 +182,7 @@ class RecordSink:
         self._requests.append(row)
         if content is not None:
             self._contents.append(content)
+        self._decisions.extend(capture.decisions)
 
     def _usage_keys_seen(self) -> set[str]:
         """Usage keys already recorded with tokens, read from the store once (see account)."""
@@ -193,11 +195,11 @@ class RecordSink:
         return self._usage_keys
 
     def _flush(self) -> None:
-        if not self._requests and not self._contents:
+        if not self._requests and not self._contents and not self._decisions:
             return
-        requests, contents = list(self._requests), list(self._contents)
+        requests, contents, decisions = list(self._requests), list(self._contents), list(self._decisions)
         try:
-            self.writer.write(requests, contents)
+            self.writer.write(requests, contents, decisions)
         except OSError as e:
             self.problems.add("store_write_failed", f"{e.strerror or e}; keeping rows in the spool")
             self._trim_spool()
@@ -209,6 +211,7 @@ class RecordSink:
         self.recorded += len(requests)
         self._requests.clear()
         self._contents.clear()
+        self._decisions.clear()
 
     def _trim_spool(self) -> None:
         overflow = len(self._requests) - self.spool_limit
@@ -220,6 +223,8 @@ class RecordSink:
                     self._contents.popleft()
         while len(self._contents) > self.spool_limit:
             self._contents.popleft()
+        while len(self._decisions) > self.spool_limit:
+            self._decisions.popleft()
 
     def _maintain(self) -> None:
         try:

@@ -25,9 +25,12 @@ from analysis.simulate.tomlpos import describe, key_line
 SCOPES = ("global", "key", "team", "feature", "user")
 WINDOWS = ("hour", "day", "month")
 BUDGET_ACTIONS = ("block", "downgrade")
+# A policy entry's own mode in enforce mode: "shadow" keeps it deciding and logging only.
+ENTRY_MODES = ("enforce", "shadow")
 EMBEDDERS = ("hashing", "openai")
 # The column of `requests` a scope groups by ("global" groups everything together).
 SCOPE_COLUMNS = {"key": "key_id", "team": "team", "feature": "feature", "user": "user"}
+DEFAULT_OBSERVE_FOR = 14 * 86400
 DEFAULT_SWEEP = (0.80, 0.85, 0.90, 0.93, 0.95, 0.97, 0.99)
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
@@ -112,6 +115,7 @@ class ExactCachePolicy:
     max_entries: int
     rules: CacheRules
     origin: Origin = field(compare=False, default=Origin(("cache", "exact")))
+    mode: str = "enforce"  # enforce mode: "shadow" keeps this entry deciding without acting
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,7 @@ class SemanticCachePolicy:
     lsh_tables: int = 16
     bucket_size: int = 64
     origin: Origin = field(compare=False, default=Origin(("cache", "semantic")))
+    mode: str = "enforce"  # enforce mode: "shadow" keeps this entry deciding without acting
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,7 @@ class RoutingRule:
     to: str
     to_provider: str | None
     origin: Origin = field(compare=False, default=Origin(("routing", 0)))
+    mode: str = "enforce"  # enforce mode: "shadow" keeps this entry deciding without acting
 
 
 @dataclass(frozen=True)
@@ -149,6 +155,7 @@ class BatchPolicy:
     match: Match
     discount: float | None  # None: the price table's batch price
     origin: Origin = field(compare=False, default=Origin(("batch", 0)))
+    mode: str = "enforce"  # enforce mode: "shadow" keeps this entry deciding without acting
 
 
 @dataclass(frozen=True)
@@ -162,6 +169,7 @@ class Budget:
     to_provider: str | None
     match: Match
     origin: Origin = field(compare=False, default=Origin(("budget", 0)))
+    mode: str = "enforce"  # enforce mode: "shadow" keeps this entry deciding without acting
 
 
 @dataclass(frozen=True)
@@ -172,6 +180,7 @@ class RateLimit:
     tokens_per_minute: int | None
     match: Match
     origin: Origin = field(compare=False, default=Origin(("rate_limit", 0)))
+    mode: str = "enforce"  # enforce mode: "shadow" keeps this entry deciding without acting
 
 
 @dataclass(frozen=True)
@@ -184,6 +193,7 @@ class Policy:
     rate_limits: tuple[RateLimit, ...] = ()
     name: str | None = None
     description: str | None = None
+    observe_for_seconds: int = DEFAULT_OBSERVE_FOR  # enforce mode wants this much recorded traffic first
     text: str = field(default="", compare=False)
     file: str = field(default="<policy>", compare=False)
 
@@ -325,6 +335,10 @@ def _match(reader: _Reader) -> Match:
     return Match(tuple(text), tuple(flags), low, high, regex)
 
 
+def _entry_mode(reader: _Reader) -> str:
+    return reader.choice("mode", ENTRY_MODES, "enforce")
+
+
 def _cache_rules(reader: _Reader) -> CacheRules:
     return CacheRules(
         allow_sampling=reader.boolean("allow_sampling", False),
@@ -341,6 +355,7 @@ def _exact_cache(reader: _Reader) -> ExactCachePolicy:
         max_entries=reader.integer("max_entries", 100_000, minimum=1),
         rules=_cache_rules(reader),
         origin=Origin(reader.table),
+        mode=_entry_mode(reader),
     )
     reader.finish()
     return policy
@@ -385,6 +400,7 @@ def _semantic_cache(reader: _Reader) -> SemanticCachePolicy:
         lsh_tables=reader.integer("lsh_tables", 16, minimum=1),
         bucket_size=reader.integer("bucket_size", 64, minimum=1),
         origin=Origin(reader.table),
+        mode=_entry_mode(reader),
     )
     if policy.lsh_bits > 30:
         raise reader.error("lsh_bits", "expected at most 30")
@@ -397,7 +413,9 @@ def _routing(reader: _Reader) -> RoutingRule:
     to = reader._get("to", None)
     if not isinstance(to, str) or not to.strip():
         raise reader.error("to" if "to" in reader.data else None, "expected a model name")
-    rule = RoutingRule(name, _match(reader), to.strip(), reader.text_value("to_provider"), Origin(reader.table))
+    rule = RoutingRule(
+        name, _match(reader), to.strip(), reader.text_value("to_provider"), Origin(reader.table), _entry_mode(reader)
+    )
     reader.finish()
     return rule
 
@@ -410,7 +428,7 @@ def _batch(reader: _Reader) -> BatchPolicy:
         raise reader.error(
             None, "needs at least one condition (feature, team, ...) naming the latency-tolerant traffic"
         )
-    policy = BatchPolicy(name, match, discount, Origin(reader.table))
+    policy = BatchPolicy(name, match, discount, Origin(reader.table), _entry_mode(reader))
     reader.finish()
     return policy
 
@@ -429,7 +447,16 @@ def _budget(reader: _Reader) -> Budget:
     if action == "block" and to is not None:
         raise reader.error("to", 'only a "downgrade" action takes a model')
     budget = Budget(
-        name, scope, window, limit, action, to, reader.text_value("to_provider"), _match(reader), Origin(reader.table)
+        name,
+        scope,
+        window,
+        limit,
+        action,
+        to,
+        reader.text_value("to_provider"),
+        _match(reader),
+        Origin(reader.table),
+        _entry_mode(reader),
     )
     reader.finish()
     return budget
@@ -442,7 +469,7 @@ def _rate_limit(reader: _Reader) -> RateLimit:
     tpm = reader.integer("tokens_per_minute", minimum=1)
     if rpm is None and tpm is None:
         raise reader.error(None, 'needs "requests_per_minute" or "tokens_per_minute"')
-    limit = RateLimit(name, scope, rpm, tpm, _match(reader), Origin(reader.table))
+    limit = RateLimit(name, scope, rpm, tpm, _match(reader), Origin(reader.table), _entry_mode(reader))
     reader.finish()
     return limit
 
@@ -463,6 +490,7 @@ def parse_policy(text: str, file: str = "<policy>") -> Policy:
     top = _Reader(file, text, (), data)
     name = top.text_value("name")
     description = top.text_value("description")
+    observe_for = top.duration("observe_for", DEFAULT_OBSERVE_FOR)
     exact = semantic = None
     cache = top._get("cache", {})
     if not isinstance(cache, dict):
@@ -497,6 +525,7 @@ def parse_policy(text: str, file: str = "<policy>") -> Policy:
         rate_limits=arrays["rate_limit"],
         name=name,
         description=description,
+        observe_for_seconds=observe_for,
         text=text,
         file=file,
     )
