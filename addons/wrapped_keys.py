@@ -158,6 +158,8 @@ class WrappedKeys:
         if registry.read_failures > failures:
             self.problems.add("wrapped_keys_stale", "registry unreadable; using the records read last")
         key = resolved.key
+        if key is not None:  # refused or not, the call is the key's
+            flow.metadata[FLOW_IDENTITY] = Identity(key.key_id, key.team, key.feature, key.user)
         if resolved.status != "active":
             what = {"unknown": "is not a valid wrapped key", "revoked": "was revoked", "expired": "has expired"}
             label = key.key_id if key is not None else "this key"
@@ -181,12 +183,11 @@ class WrappedKeys:
                     flow,
                     header,
                     429,
-                    f"llm-shadow: {key.key_id} has spent its {key.window}ly budget "
+                    f"llm-shadow: {key.key_id} has spent its {'daily' if key.window == 'day' else 'monthly'} budget "
                     f"(${spent:.2f} of ${key.budget_usd:.2f})",
                 )
                 return
         flow.request.headers[header] = f"Bearer {real}" if bearer else real
-        flow.metadata[FLOW_IDENTITY] = Identity(key.key_id, key.team, key.feature, key.user)
 
     def _refuse(self, flow: http.HTTPFlow, header: str, status: int, message: str) -> None:
         code, headers, body = key_error(family_of(flow, header), status, message)

@@ -94,7 +94,7 @@ def test_openai_sdk_upstream_gets_the_real_key_and_the_row_the_key_attribution(f
     assert (row["team"], row["feature"], row["user"], row["status"]) == ("support", "faq-bot", "ann", 200)
 
 
-def test_anthropic_sdk_x_api_key_is_swapped(fleet, feature):
+def test_anthropic_sdk_key_is_swapped(fleet, feature):
     record, wrapped = fleet.registry.create("research", "LLM_SHADOW_TEST_ANTHROPIC_KEY")
     client = anthropic.Anthropic(
         base_url=fleet.proxies[1].url, api_key=wrapped, max_retries=0, default_headers={"x-shadow-feature": feature}
@@ -102,9 +102,34 @@ def test_anthropic_sdk_x_api_key_is_swapped(fleet, feature):
     message = client.messages.create(model="claude-sonnet-4-6", max_tokens=50, messages=ask(feature))
     assert message.content[0].text
     [received] = fleet.upstream(feature)
-    assert received.headers["x-api-key"] == REAL_ANTHROPIC_KEY
+    # The SDK sends its key as Authorization: Bearer (anthropic 2.x) or x-api-key (1.x).
+    sent = received.headers.get("x-api-key") or received.headers["authorization"].removeprefix("Bearer ")
+    assert sent == REAL_ANTHROPIC_KEY
     [row] = fleet.rows(record.key_id)
     assert (row["team"], row["feature"]) == ("research", feature)  # the key sets no feature: the header's
+
+
+@pytest.mark.parametrize(
+    ("header", "path", "real"),
+    [
+        ("x-api-key", "/v1/messages", REAL_ANTHROPIC_KEY),
+        ("x-goog-api-key", "/v1beta/models/gemini-2.5-flash:generateContent", REAL_ANTHROPIC_KEY),
+        ("api-key", "/v1/chat/completions", REAL_OPENAI_KEY),
+    ],
+)
+def test_each_providers_key_header_is_swapped(fleet, feature, header, path, real):
+    env = "LLM_SHADOW_TEST_ANTHROPIC_KEY" if real == REAL_ANTHROPIC_KEY else "LLM_SHADOW_TEST_OPENAI_KEY"
+    record, wrapped = fleet.registry.create("t", env)
+    if "gemini" in path:
+        body = {"contents": [{"role": "user", "parts": [{"text": feature}]}]}
+    else:
+        body = {"model": "claude-sonnet-4-6", "max_tokens": 20, "messages": ask(feature)}
+    headers = {header: wrapped, "anthropic-version": "2023-06-01"}
+    answer = httpx.post(f"{fleet.proxies[0].url}{path}", json=body, headers=headers, timeout=30)
+    assert answer.status_code == 200, answer.text
+    [received] = fleet.upstream(feature)
+    assert received.headers[header] == real
+    assert fleet.rows(record.key_id)[0]["team"] == "t"
 
 
 def test_unknown_key_is_refused_in_each_providers_shape_without_the_upstream(fleet, feature):
@@ -138,6 +163,17 @@ def test_revocation_reaches_every_proxy_within_a_second(fleet, feature):
         with pytest.raises(openai.AuthenticationError, match="was revoked"):
             client.chat.completions.create(model="gpt-4o-mini", messages=ask(feature + "-after"))
     assert fleet.upstream(feature + "-after") == []
+
+
+def test_key_budget_refuses_after_the_call_that_spent_it(fleet, feature):
+    record, wrapped = fleet.registry.create("t", "LLM_SHADOW_TEST_OPENAI_KEY", budget_usd=0.000001, window="day")
+    client = openai.OpenAI(base_url=f"{fleet.proxies[0].url}/v1", api_key=wrapped, max_retries=0)
+    client.chat.completions.create(model="gpt-4o-mini", messages=ask(feature))  # spends more than the budget
+    with pytest.raises(openai.RateLimitError, match=f"{record.key_id} has spent its daily budget"):
+        client.chat.completions.create(model="gpt-4o-mini", messages=ask(feature + "-second"))
+    assert fleet.upstream(feature + "-second") == []
+    first, refused = fleet.rows(record.key_id, 2)
+    assert first["cost_usd"] > 0.000001 and (refused["outcome"], refused["cost_usd"]) == ("blocked", 0.0)
 
 
 def test_raw_provider_key_passes_unchanged(fleet, feature):
