@@ -6,9 +6,10 @@ mode and wrapped keys use: other addons find it with `ctx.master.addons.get("sha
 
 Redis being down or slow is never an error of a call: the backend serves it from local state
 and counts it. This addon puts those counts where `llm-shadow stats` looks, in
-`<data>/status/<process>.state.json`, rewritten at most once a second while they change.
+`<data>/status/<process>.state.json`, checked every second and rewritten when they changed.
 """
 
+import asyncio
 import json
 import logging
 import os
@@ -32,7 +33,7 @@ class SharedState:
         self.url: str | None = None
         self.instance = new_instance_name()
         self._written: tuple | None = None
-        self._written_at = 0.0
+        self._task: asyncio.Task | None = None  # rewrites the status file every second
 
     def load(self, loader):
         loader.add_option(
@@ -63,14 +64,10 @@ class SharedState:
     def problems(self) -> dict[str, int]:
         return state_problems(self.backend) if self.backend is not None else {}
 
-    def write_status(self, force: bool = False) -> None:
+    def write_status(self) -> None:
         """`<data>/status/<instance>.state.json` with the fallback counts, when they changed."""
         if self.backend is None:
             return
-        now = time.monotonic()
-        if not force and now - self._written_at < STATUS_INTERVAL_S:
-            return
-        self._written_at = now
         problems = self.problems()
         signature = tuple(sorted(problems.items()))
         if signature == self._written or (not problems and self._written is None):
@@ -94,11 +91,20 @@ class SharedState:
         except OSError:
             pass  # a convenience; the counts are also logged at exit
 
-    def request(self, flow) -> None:
-        self.write_status()
+    def running(self):
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._status_loop())
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(STATUS_INTERVAL_S)
+            self.write_status()
 
     def done(self):
-        self.write_status(force=True)
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self.write_status()
         problems = self.problems()
         if problems:
             log.warning("llm-shadow: shared state: %s", ", ".join(f"{k}={v}" for k, v in sorted(problems.items())))

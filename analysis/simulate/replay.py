@@ -204,17 +204,22 @@ def replay(
                     continue
             # 4. rate limits (batch traffic goes through the batch API's own quota)
             if rates and batch[j] < 0:
-                throttled = False
-                for r, keys, windows in rates:
-                    key = keys[j]
-                    if key is not None and windows.full(key, now):
+                applying = [(r, keys[j], windows) for r, keys, windows in rates if keys[j] is not None]
+                if len(applying) == 1:
+                    # One window: check and admit in one step, atomic in a shared backend, so
+                    # proxies sharing it cannot all take the last slot.
+                    r, key, windows = applying[0]
+                    if not windows.admit_if_room(key, now, tokens[j]):
                         t.throttled_index[i] = r
-                        throttled = True
-                        break
-                if not throttled:
-                    for _, keys, windows in rates:
-                        key = keys[j]
-                        if key is not None:
+                else:
+                    throttled = False
+                    for r, key, windows in applying:
+                        if windows.full(key, now):
+                            t.throttled_index[i] = r
+                            throttled = True
+                            break
+                    if not throttled:
+                        for _, key, windows in applying:
                             windows.admit(key, now, tokens[j])
             # Charge the budgets, store the response.
             if charges:
