@@ -28,6 +28,7 @@ import signal
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 from mitmproxy import ctx, exceptions, http
 
@@ -245,6 +246,8 @@ class Enforcer:
             flow.metadata[FLOW_ANSWERED_BY] = verdict.answered_by
         elif verdict.action == "rewrite":
             rewrite_model(flow.request, verdict.model_to)
+            if verdict.upstream is not None:
+                send_to(flow.request, *verdict.upstream)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         held = self._verdicts.get(flow.id)
@@ -314,3 +317,21 @@ def rewrite_model(request: http.Request, model: str) -> None:
     body = json.loads(request.get_content())
     body["model"] = model
     request.content = json.dumps(body, ensure_ascii=False).encode()
+
+
+KEY_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
+
+
+def send_to(request: http.Request, base_url: str, key: str | None) -> None:
+    """Send the request to another upstream speaking the same wire format: its scheme, host and
+    port, its path prefix before the request's path, and its own key in place of the client's."""
+    target = urlsplit(base_url)
+    request.scheme = target.scheme
+    request.host = target.hostname
+    request.port = target.port or (443 if target.scheme == "https" else 80)
+    request.headers["host"] = target.netloc
+    request.path = target.path.rstrip("/") + request.path
+    if key is not None:
+        for name in KEY_HEADERS:
+            if name in request.headers:
+                request.headers[name] = f"Bearer {key}" if name == "authorization" else key

@@ -8,6 +8,7 @@ read from the fake provider's log; what the proxy decided, from `requests` and `
 """
 
 import json
+import os
 from pathlib import Path
 
 import anthropic
@@ -96,24 +97,43 @@ def provider():
         yield p
 
 
-def start(provider: FakeProvider, tmp: Path, mode: str) -> Proxied:
+OTHER_UPSTREAM = """
+[[routing]]
+name = "to-other-upstream"
+feature = "test_other_upstream*"
+to = "gpt-4o-mini"
+to_url = "{url}/proxied"
+to_api_key_env = "LLM_SHADOW_TEST_OTHER_KEY"
+"""
+OTHER_KEY = "sk-other-upstream-456"
+
+
+@pytest.fixture(scope="module")
+def other_provider():
+    os.environ["LLM_SHADOW_TEST_OTHER_KEY"] = OTHER_KEY  # read by the proxy started after this
+    with FakeProvider() as p:
+        yield p
+    os.environ.pop("LLM_SHADOW_TEST_OTHER_KEY", None)
+
+
+def start(provider: FakeProvider, tmp: Path, mode: str, other: FakeProvider) -> Proxied:
     policy = tmp / "policy.toml"
-    policy.write_text(POLICY)
+    policy.write_text(POLICY + OTHER_UPSTREAM.format(url=other.url))
     data_dir = tmp / "data"
     args = ["--upstream", f"{provider.url}@0", "--policy", str(policy), "--mode", mode, "--force"]
     return Proxied(provider, RunningProxy(llm_shadow_proxy_command(args, data_dir)), data_dir)
 
 
 @pytest.fixture(scope="module")
-def enforcing(provider, tmp_path_factory):
-    proxied = start(provider, tmp_path_factory.mktemp("enforce"), "enforce")
+def enforcing(provider, other_provider, tmp_path_factory):
+    proxied = start(provider, tmp_path_factory.mktemp("enforce"), "enforce", other_provider)
     yield proxied
     proxied.proxy.stop()
 
 
 @pytest.fixture(scope="module")
-def shadowing(provider, tmp_path_factory):
-    proxied = start(provider, tmp_path_factory.mktemp("shadow"), "shadow")
+def shadowing(provider, other_provider, tmp_path_factory):
+    proxied = start(provider, tmp_path_factory.mktemp("shadow"), "shadow", other_provider)
     yield proxied
     proxied.proxy.stop()
 
@@ -177,6 +197,18 @@ def test_routed_request_arrives_upstream_with_the_target_model(enforcing, featur
     assert row["model_requested"] == "gpt-4o-mini"
     [routing] = [d for d in enforcing.decisions([row["id"]]) if d["kind"] == "routing"]
     assert (routing["action"], routing["model_to"], routing["policy"]) == ("route", "gpt-4o-mini", "to-mini")
+
+
+def test_other_upstream_named_by_a_rule_gets_the_call_with_its_own_key(enforcing, other_provider, feature):
+    client = enforcing.openai(feature)
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES, temperature=0.5)
+    assert raw.parse().choices[0].message.content
+    assert raw.headers["x-llm-shadow-decision"] == "routing=route; policy=to-other-upstream"
+    assert enforcing.upstream_calls(feature) == []
+    [sent] = [r for r in other_provider.requests if r.headers.get("x-shadow-feature") == feature]
+    assert sent.target == "/proxied/v1/chat/completions"
+    assert sent.headers["authorization"] == f"Bearer {OTHER_KEY}"
+    assert json.loads(sent.body)["model"] == "gpt-4o-mini"
 
 
 def test_budget_blocks_right_after_the_call_that_reached_it(enforcing, feature):

@@ -16,6 +16,7 @@ older state; a throttled request is refused live and charged when the client ret
 simulator charges the throttled request itself).
 """
 
+import os
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -55,18 +56,18 @@ def wire_family(wire_format: str) -> str:
     return "openai"
 
 
-def check_enforceable(policy: Policy) -> None:
-    """Refuse, with the line at fault, what enforce mode cannot do: a routing rule or a budget
-    downgrade whose target speaks another wire format than the traffic it matches, a semantic
-    cache or a batch policy acting live. Entries with `mode = "shadow"` are only logged and
-    pass."""
+def not_enforceable(policy: Policy) -> list[tuple[object, str | None, str]]:
+    """What enforce mode cannot do, as (entry, key, why): a routing rule or a budget downgrade
+    whose target speaks another wire format than the traffic it matches, a routing rule whose
+    upstream key is not in the environment, a semantic cache or a batch policy acting live.
+    Entries with `mode = "shadow"` are only logged and are left out. The simulator lists these
+    too, so a policy is known to be enforceable before anyone tries."""
+    found: list[tuple[object, str | None, str]] = []
     if policy.semantic_cache is not None and policy.semantic_cache.mode == "enforce":
-        raise policy.error(
-            policy.semantic_cache.origin, None, 'the semantic cache cannot act live yet: add mode = "shadow"'
-        )
+        found.append((policy.semantic_cache, None, 'the semantic cache cannot act live yet: add mode = "shadow"'))
     for entry in policy.batch:
         if entry.mode == "enforce":
-            raise policy.error(entry.origin, None, 'batching cannot act on live calls: add mode = "shadow"')
+            found.append((entry, None, 'batching cannot act on live calls: add mode = "shadow"'))
     movers = [(r, r.to) for r in policy.routing] + [(b, b.to) for b in policy.budgets if b.to]
     for entry, target in movers:
         if entry.mode != "enforce":
@@ -74,12 +75,24 @@ def check_enforceable(policy: Policy) -> None:
         patterns = dict(entry.match.text).get("model", ())
         families = {model_family(p) for p in patterns if not p.startswith("*")}
         if any(f != model_family(target) for f in families):
-            raise policy.error(
-                entry.origin,
-                "to",
-                f"{target!r} speaks the {model_family(target)} wire format, the matched models "
-                f"{', '.join(sorted(families))}: not enforceable (rewrite needs the same wire format)",
+            found.append(
+                (
+                    entry,
+                    "to",
+                    f"{target!r} speaks the {model_family(target)} wire format, the matched models "
+                    f"{', '.join(sorted(families))}: not enforceable (rewrite needs the same wire format)",
+                )
             )
+        key_env = getattr(entry, "to_api_key_env", None)
+        if key_env and not os.environ.get(key_env):
+            found.append((entry, "to_api_key_env", f"the environment variable {key_env} is not set"))
+    return found
+
+
+def check_enforceable(policy: Policy) -> None:
+    """Raise a PolicyError (with the line at fault) for the first thing enforce mode cannot do."""
+    for entry, key, why in not_enforceable(policy):
+        raise policy.error(entry.origin, key, why)
 
 
 @dataclass
@@ -96,6 +109,7 @@ class Verdict:
     answer: StoredResponse | None = None
     refusal: Refusal | None = None
     model_to: str | None = None
+    upstream: tuple[str, str | None] | None = None  # (base URL, API key) of another upstream
 
     @property
     def needs_settling(self) -> bool:
@@ -198,13 +212,18 @@ class LivePolicy:
         elif decision.routed_by and self.acts(decision.routed_by):
             target = next(r.to for r in self.policy.routing if r.name == decision.routed_by)
             kind, name = "routing", decision.routed_by
-        if target is None or target == verdict.record.get("model_requested"):
+        rule = next((r for r in self.policy.routing if r.name == name), None) if kind == "routing" else None
+        upstream = None
+        if rule is not None and rule.to_url:
+            key = os.environ.get(rule.to_api_key_env) if rule.to_api_key_env else None
+            upstream = (rule.to_url, key)
+        if target is None or (target == verdict.record.get("model_requested") and upstream is None):
             return
         if model_family(target) != wire_family(wire_format):
             self.counts["rewrite_other_wire_format"] += 1  # cannot be sent in this format: pass
             return
         action = "downgrade" if kind == "budget" else "route"
-        verdict.action, verdict.model_to = "rewrite", target
+        verdict.action, verdict.model_to, verdict.upstream = "rewrite", target, upstream
         verdict.header = header_value(kind, action, name)
 
     def settle(

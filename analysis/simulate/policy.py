@@ -147,6 +147,8 @@ class RoutingRule:
     to_provider: str | None
     origin: Origin = field(compare=False, default=Origin(("routing", 0)))
     mode: str = "enforce"  # enforce mode: "shadow" keeps this entry deciding without acting
+    to_url: str | None = None  # enforce mode: send the call to this upstream (same wire format) ...
+    to_api_key_env: str | None = None  # ... with the API key in this environment variable
 
 
 @dataclass(frozen=True)
@@ -413,8 +415,21 @@ def _routing(reader: _Reader) -> RoutingRule:
     to = reader._get("to", None)
     if not isinstance(to, str) or not to.strip():
         raise reader.error("to" if "to" in reader.data else None, "expected a model name")
+    to_url = reader.text_value("to_url")
+    if to_url is not None and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", to_url):
+        raise reader.error("to_url", f"expected a URL such as https://api.groq.com/openai, got {to_url!r}")
+    key_env = reader.text_value("to_api_key_env")
+    if key_env is not None and to_url is None:
+        raise reader.error("to_api_key_env", 'only a rule with "to_url" takes a key')
     rule = RoutingRule(
-        name, _match(reader), to.strip(), reader.text_value("to_provider"), Origin(reader.table), _entry_mode(reader)
+        name,
+        _match(reader),
+        to.strip(),
+        reader.text_value("to_provider"),
+        Origin(reader.table),
+        _entry_mode(reader),
+        to_url.rstrip("/") if to_url else None,
+        key_env,
     )
     reader.finish()
     return rule
