@@ -392,7 +392,10 @@ def stats(
     with store.connect() as con:
         frame = stats_queries.grouped(con, by, since, until)
         total = stats_queries.totals(con, since, until)
+        decided = stats_queries.decisions_by_policy(con, since, until)
     print_frame(frame, fmt, console, title=f"LLM calls by {by}")
+    if fmt == "table" and decided.height:
+        print_frame(decided, fmt, console, title="Policy decisions (shadow: would have; enforce: did)")
     if fmt == "table":
         console.print(
             f"{total.calls:,} calls, {format_usd(total.cost_usd)}, {total.input_tokens:,} input and "
@@ -419,11 +422,11 @@ def stats(
 
 @app.command()
 def sql(
-    query: Annotated[str, typer.Argument(help="SQL over the relations requests and contents.")],
+    query: Annotated[str, typer.Argument(help="SQL over the relations requests, contents and decisions.")],
     fmt: Format = "table",
     data: DataDir = Path(DEFAULT_DATA_DIR),
 ):
-    """Run a DuckDB SQL query over the recorded calls (relations: requests, contents)."""
+    """Run a DuckDB SQL query over the recorded calls (relations: requests, contents, decisions)."""
     check_format(fmt)
     store = open_store(data)
     with store.connect() as con:

@@ -17,6 +17,8 @@ import openai
 import pytest
 from typer.testing import CliRunner
 
+from analysis.simulate.enforceable import check_enforceable
+from analysis.simulate.policy import parse_policy
 from analysis.store.datadir import Store, query_frame
 from cli import app
 from tests.conftest import RunningProxy, llm_shadow_proxy_command, wait_for
@@ -339,7 +341,22 @@ def test_a_rule_needing_another_wire_format_is_not_enforceable(tmp_path):
     said = refused_start(tmp_path, policy, "--mode", "enforce", "--force")
     assert "policy.toml:4" in said and "not enforceable" in said
     shadowed = policy + 'mode = "shadow"\n'  # the same rule kept in shadow is fine
-    from analysis.enforce.live import check_enforceable
-    from analysis.simulate.policy import parse_policy
-
     check_enforceable(parse_policy(shadowed))
+
+
+def test_the_simulator_names_what_is_not_enforceable(tmp_path):
+    from analysis.simulate.results import _notes
+
+    policy = parse_policy('[[routing]]\nname = "to-claude"\nmodel = "gpt-4o*"\nto = "claude-sonnet-4-6"\n')
+    totals = {"unpriced_requests": 0, "quality_unverified": 0}
+    assert any(
+        n.startswith("Not enforceable live: to-claude: 'claude-sonnet-4-6' speaks") for n in _notes(policy, totals)
+    )
+
+
+def test_stats_shows_what_the_policies_decided(enforcing):
+    stats = CliRunner().invoke(app, ["stats", "--data", str(enforcing.data_dir)])
+    assert stats.exit_code == 0, stats.output
+    text = " ".join(stats.output.split())
+    assert "Policy decisions (shadow: would have; enforce: did)" in text
+    assert "enforce" in text and "exact_cache" in text and "hit" in text
