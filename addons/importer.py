@@ -1,67 +1,251 @@
-"""Importing recorded traffic (mitmproxy flow files, HAR files) through the recorder itself.
+"""Importing captured traffic (mitmproxy flow files, HAR files) through the recorder itself.
 
-Each flow is replayed through a mitmproxy master carrying the same `Recorder` addon the proxy
-runs, with the same hook sequence `mitmdump -nr FILE` uses, so an imported call is recorded
-exactly as a live one would be. Every file is read once in full before anything is recorded:
-a broken file stops the import with nothing written.
+Each flow goes through a mitmproxy master carrying the same `Recorder` addon the proxy runs,
+with the event sequence `mitmdump -nr FILE` uses (`eventsequence.iterate`), so an imported call
+is recorded exactly as a live one would be. Every file is framed first
+(`addons.import_sources`): a file that is not a capture stops the import with nothing written.
+
+Decoding a flow and accounting it is CPU work (about a millisecond per call), so a large import
+is shared among worker processes, one per core: each has its own master, recorder and segment
+writer, like separate proxies recording into one data directory. The flows travel to the
+workers as positions in the file (or HAR entries), in chunks; batch calls all go, in file order,
+to one chunk (see `import_sources`). A small import runs in this process: starting workers
+costs more than they would save.
 """
 
 import asyncio
+import logging
+import math
+import mmap
+import multiprocessing
 import os
-from collections.abc import Callable
+import queue
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from mitmproxy import exceptions, http, io, options
+from mitmproxy import eventsequence, flow, http, options
+from mitmproxy.io import compat, tnetstring
+from mitmproxy.io.har import request_to_flow
 from mitmproxy.master import Master
 
+from addons.import_sources import ImportFailed, Source, read_source
 from addons.recorder import Recorder
+from analysis.pricing.table import PriceTable
+from analysis.recording.capture import Capture
+from analysis.recording.sink import Problems, RecordSink
+from analysis.store.datadir import Store
+
+__all__ = ["ImportFailed", "ImportResult", "import_files", "read_sources"]
+
+# Below this many flows one process does the job: a worker takes about a second to start.
+PARALLEL_FROM = 2_000
+CHUNK_FLOWS = 500
 
 
-class ImportFailed(Exception):
-    """A file could not be read as mitmproxy flows or HAR."""
+class InlineSink(RecordSink):
+    """The recorder's sink, accounting in the importing thread: an import has no event loop to
+    keep free, and a worker thread would only take turns with this one for the interpreter lock.
+    Rows are written every `batch_rows` calls."""
+
+    batch_rows = 5_000
+
+    def start(self) -> "InlineSink":
+        return self
+
+    def submit(self, capture: Capture) -> None:
+        with self._pending_lock:
+            self._pending += 1
+        self._account(capture)
+        if len(self._requests) >= self.batch_rows:
+            self._flush()
+
+    def close(self, timeout: float = 30.0) -> None:
+        self._flush()
+        self._write_status()
 
 
-def count_flows(path: Path) -> int:
-    """Read `path` through once; return how many HTTP flows it holds, or raise ImportFailed."""
-    try:
-        with open(path, "rb") as f:
-            return sum(1 for flow in io.FlowReader(f).stream() if isinstance(flow, http.HTTPFlow))
-    except FileNotFoundError as e:
-        raise ImportFailed(f"{path}: no such file") from e
-    except IsADirectoryError as e:
-        raise ImportFailed(f"{path}: is a directory") from e
-    except PermissionError as e:
-        raise ImportFailed(f"{path}: permission denied") from e
-    except (exceptions.FlowReadException, ValueError, KeyError, TypeError) as e:
-        raise ImportFailed(f"{path}: not a mitmproxy flow file or HAR file ({e})") from e
+Chunk = list[tuple[int, object]]  # (source index, record: a flow's (start, end) in its file, or a HAR entry)
+
+
+@dataclass
+class ImportResult:
+    flows: int
+    recorded: int
+    problems: Problems
+    cpu_seconds: float  # spent recording, by this process or the workers (see bench/import.py)
+
+
+def read_sources(paths: list[Path]) -> list[Source]:
+    """Frame every file (see import_sources); ImportFailed names the first that is not a capture."""
+    return [read_source(Path(p)) for p in paths]
+
+
+def default_workers(flows: int) -> int:
+    if flows < PARALLEL_FROM:
+        return 1
+    return max(1, len(os.sched_getaffinity(0)))
 
 
 def import_files(
-    paths: list[Path],
+    sources: list[Source],
     data_dir: Path,
     keep_content: bool = True,
-    on_flow: Callable[[], None] | None = None,
-) -> Recorder:
-    """Record every HTTP flow in `paths` into `data_dir`; return the recorder (its counters)."""
-    return asyncio.run(_import(paths, data_dir, keep_content, on_flow))
+    on_progress: Callable[[int], None] | None = None,
+    workers: int | None = None,
+) -> ImportResult:
+    """Record every HTTP flow of `sources` into `data_dir`. `on_progress(n)` is called as each
+    batch of n flows is done; `workers`: processes to use (default: see default_workers)."""
+    total = sum(len(s) for s in sources)
+    workers = default_workers(total) if workers is None else max(1, workers)
+    chunks = split(sources, workers)
+    settings = _Settings(os.fspath(data_dir), keep_content, [(os.fspath(s.path), s.kind) for s in sources])
+    if workers == 1 or len(chunks) <= 1:
+        problems, cpu = Problems(), time.process_time()
+        recorded = _record(settings, iter(chunks), problems, on_progress)
+        return ImportResult(total, recorded, problems, time.process_time() - cpu)
+    return _record_in_workers(settings, chunks, min(workers, len(chunks)), total, on_progress)
 
 
-async def _import(paths, data_dir, keep_content, on_flow) -> Recorder:
+def split(sources: list[Source], workers: int) -> list[Chunk]:
+    """Chunks of flows for `workers`: all batch calls in one chunk, first, in file order; the
+    rest in chunks small enough that every worker gets several."""
+    ordered: Chunk = []
+    rest: Chunk = []
+    for index, source in enumerate(sources):
+        marked = set(source.ordered)
+        for i, record in enumerate(source.records):
+            (ordered if i in marked else rest).append((index, record))
+    size = max(1, min(CHUNK_FLOWS, math.ceil(len(rest) / (workers * 4))))
+    chunks = [rest[i : i + size] for i in range(0, len(rest), size)]
+    return ([ordered] if ordered else []) + chunks
+
+
+@dataclass
+class _Settings:
+    data_dir: str
+    keep_content: bool
+    sources: list[tuple[str, str]]  # (path, kind)
+
+
+class _Flows:
+    """Decodes a chunk's records into flows, as mitmproxy's FlowReader does."""
+
+    def __init__(self, sources: list[tuple[str, str]]):
+        self.sources = sources
+        self._maps: dict[int, mmap.mmap] = {}
+
+    def decode(self, index: int, record) -> flow.Flow:
+        if self.sources[index][1] == "har":
+            return request_to_flow(record)
+        start, end = record
+        data = self._maps.get(index)
+        if data is None:
+            with open(self.sources[index][0], "rb") as f:
+                data = self._maps[index] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        state = tnetstring.loads(data[start:end])
+        return flow.Flow.from_state(compat.migrate_flow(state))
+
+    def close(self) -> None:
+        for data in self._maps.values():
+            data.close()
+
+
+def _record(
+    settings: _Settings, chunks: Iterator[Chunk], problems: Problems, on_progress: Callable[[int], None] | None
+) -> int:
+    """Feed the flows of `chunks` to one recorder; return how many calls it wrote."""
+    return asyncio.run(_record_async(settings, chunks, problems, on_progress))
+
+
+async def _record_async(settings, chunks, problems, on_progress) -> int:
     opts = options.Options()
     master = Master(opts)
     recorder = Recorder(queue_limit=None, worker_process=False)
+    recorder.problems = problems
     master.addons.add(recorder)
-    opts.update(shadow_data=os.fspath(data_dir), shadow_content=keep_content)
-    recorder.start()
+    opts.update(shadow_data=settings.data_dir, shadow_content=settings.keep_content)
+    store = Store(settings.data_dir)
+    recorder.sink = InlineSink(
+        store, PriceTable.load(store.data_dir), keep_content=settings.keep_content, problems=problems
+    )
+    flows = _Flows(settings.sources)
     try:
-        for path in paths:
-            with open(path, "rb") as f:
-                for flow in io.FlowReader(f).stream():
-                    if not isinstance(flow, http.HTTPFlow):
-                        continue
-                    await master.load_flow(flow)
-                    if on_flow:
-                        on_flow()
+        for chunk in chunks:
+            for index, record in chunk:
+                try:
+                    f = flows.decode(index, record)
+                except Exception as e:  # framed like a flow, but not one: count it, go on
+                    problems.add(f"unreadable_flow:{type(e).__name__}", f"{settings.sources[index][0]}: {e}")
+                    continue
+                if isinstance(f, http.HTTPFlow):
+                    for event in eventsequence.iterate(f):
+                        master.addons.trigger(event)
+            if on_progress:
+                on_progress(len(chunk))
     finally:
+        flows.close()
         recorder.done()
-    return recorder
+    return recorder.recorded
+
+
+def _record_in_workers(settings, chunks, workers, total, on_progress) -> ImportResult:
+    # Workers fork from a server that has imported this module once (spawning each would
+    # import mitmproxy, polars and DuckDB again, seconds of CPU each; forking this process
+    # could copy a lock held by one of its threads).
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    tasks, results = context.Queue(), context.Queue()
+    for chunk in chunks:
+        tasks.put(chunk)
+    for _ in range(workers):
+        tasks.put(None)
+    processes = [
+        context.Process(target=_worker_main, args=(settings, tasks, results), name="llm-shadow-import", daemon=True)
+        for _ in range(workers)
+    ]
+    for p in processes:
+        p.start()
+    problems, recorded, finished, cpu = Problems(), 0, 0, 0.0
+    try:
+        while finished < workers:
+            try:
+                kind, value = results.get(timeout=0.5)
+            except queue.Empty:
+                # A worker that ended normally sent its last message before it exited.
+                if any(p.exitcode not in (0, None) for p in processes):
+                    raise ImportFailed(
+                        "an import worker died; the data directory may hold part of the import"
+                    ) from None
+                continue
+            if kind == "progress":
+                if on_progress:
+                    on_progress(value)
+                continue
+            worker_recorded, worker_problems, worker_cpu = value
+            recorded += worker_recorded
+            cpu += worker_cpu
+            for name, n in worker_problems.items():
+                problems.add(name, n=n)
+            finished += 1
+    finally:
+        for p in processes:
+            p.join(5 if finished == workers else 0)
+            if p.is_alive():
+                p.terminate()
+    return ImportResult(total, recorded, problems, cpu)
+
+
+def _worker_main(settings: _Settings, tasks, results) -> None:
+    quiet = logging.getLogger("llm_shadow.import_worker")  # the importing process reports problems
+    quiet.disabled = True
+    problems = Problems(quiet)
+
+    def chunks() -> Iterator[Chunk]:
+        while (chunk := tasks.get()) is not None:
+            yield chunk
+
+    recorded = _record(settings, chunks(), problems, lambda n: results.put(("progress", n)))
+    results.put(("done", (recorded, Counter(problems.counts), time.process_time())))

@@ -1,10 +1,13 @@
 """`llm-shadow import`: flow files and HAR files go through the same recorder as live calls."""
 
 import openai
+from mitmproxy import io
+from mitmproxy.io import tnetstring
 from typer.testing import CliRunner
 
+from addons.import_sources import read_source
 from analysis.store.datadir import Store
-from cli import app
+from cli import SAMPLE_TRAFFIC, app
 from tests.test_proxy_openai import API_KEY, MESSAGES, records
 
 # Columns that depend on when and where a call was recorded, not on what it was.
@@ -46,8 +49,15 @@ def test_imported_flows_are_recorded_like_live_ones(provider, start_proxy, start
     bare.stop()
 
     runner = CliRunner()
-    for source, name in ((flows, "from-flows"), (har, "from-har")):
-        result = runner.invoke(app, ["import", str(source), "--data", str(tmp_path / name)])
+    # One process, and several workers sharing the flows (what a large import does).
+    for source, workers, name in (
+        (flows, 1, "from-flows"),
+        (har, 1, "from-har"),
+        (flows, 3, "from-flows-in-workers"),
+        (har, 2, "from-har-in-workers"),
+    ):
+        args = ["import", str(source), "--data", str(tmp_path / name), "--workers", str(workers)]
+        result = runner.invoke(app, args)
         assert result.exit_code == 0, result.output
         assert "recorded 5 LLM calls" in result.stdout
         imported = Store(tmp_path / name).requests_frame().to_dicts()
@@ -70,3 +80,27 @@ def test_a_missing_file_is_one_line_error(tmp_path):
     result = CliRunner().invoke(app, ["import", str(tmp_path / "nope.flows"), "--data", str(tmp_path / "d")])
     assert result.exit_code == 1
     assert result.output.strip() == f"Error: {tmp_path / 'nope.flows'}: no such file"
+
+
+def test_a_flow_file_cut_short_is_one_line_error_and_writes_nothing(tmp_path):
+    whole = (SAMPLE_TRAFFIC / "month.flows").read_bytes()[:200_000]
+    cut = tmp_path / "cut.flows"
+    cut.write_bytes(whole)
+    data = tmp_path / "data"
+    result = CliRunner().invoke(app, ["import", str(cut), "--data", str(data)])
+    assert result.exit_code == 1
+    assert "is cut short" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not data.exists()
+
+
+def test_the_framing_finds_the_flows_mitmproxy_reads(tmp_path):
+    """read_source finds flows by their length prefixes only; mitmproxy decodes the same records."""
+    path = SAMPLE_TRAFFIC / "month.flows"
+    source = read_source(path)
+    with open(path, "rb") as f:
+        flows = list(io.FlowReader(f).stream())
+    assert len(source) == len(flows)
+    whole = path.read_bytes()
+    for (start, end), flow in zip(source.records[:: len(flows) // 25], flows[:: len(flows) // 25], strict=True):
+        assert tnetstring.loads(whole[start:end])["id"] == flow.id
