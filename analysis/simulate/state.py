@@ -126,6 +126,14 @@ class RateWindows:
         window[0].append((now, tokens))
         window[1] += tokens
 
+    def admit_if_room(self, key: object, now: int, tokens: int) -> bool:
+        """`full`, then `admit` unless full: one step (atomic in the Redis backend, so several
+        proxies cannot all take the last slot)."""
+        if self.full(key, now):
+            return False
+        self.admit(key, now, tokens)
+        return True
+
 
 @dataclass(frozen=True, slots=True)
 class StoredResponse:
@@ -215,6 +223,8 @@ class RateState(Protocol):
     def full(self, key: object, now: int) -> bool: ...
 
     def admit(self, key: object, now: int, tokens: int) -> None: ...
+
+    def admit_if_room(self, key: object, now: int, tokens: int) -> bool: ...
 
 
 class StateBackend(Protocol):
