@@ -862,6 +862,83 @@ def explain(
         print_explanation(result.to_dict(), console)
 
 
+def _show_pair(number: int, total: int, pair: dict) -> None:
+    console.rule(f"pair {number} of {total}: similarity {pair['similarity']:.3f}")
+    for title, key in (
+        ("request", "request_prompt"),
+        ("cached prompt", "cached_prompt"),
+        ("answer it got", "request_answer"),
+        ("answer the cache would serve", "cached_answer"),
+    ):
+        text = pair.get(key)
+        console.print(f"[bold]{title}:[/] {escape(text if text is not None else '(not recorded)')}", soft_wrap=True)
+
+
+def _print_precision(rows: list[dict]) -> None:
+    from rich.table import Table
+
+    table = Table(title="Semantic cache precision from your labels (Wilson 95% interval)")
+    for name in ("threshold", "pairs labelled", "precision", "interval", "hits in unlabelled bands"):
+        table.add_column(name, justify="right")
+    for row in rows:
+        interval = row["interval"]
+        table.add_row(
+            f"{row['threshold']:.2f}",
+            f"{row['labelled']:,}",
+            "-" if row["precision"] is None else f"{row['precision'] * 100:.1f}%",
+            "-" if interval is None else f"{interval[0] * 100:.1f}% - {interval[1] * 100:.1f}%",
+            f"{row['hits_in_unlabelled_bands']:,}",
+        )
+    console.print(table)
+
+
+@app.command()
+def label(
+    run_id: Annotated[str, typer.Argument(help="A stored simulation run (see the id `simulate` prints).")],
+    summary: Annotated[
+        bool, typer.Option("--summary", help="Only print the precision from the labels so far.")
+    ] = False,
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+):
+    """Label a run's sampled semantic-cache pairs (y: same question, n: different, s: skip, q: quit);
+    labels are kept with the run, so you can stop and resume; prints precision per threshold."""
+    from analysis.simulate.labels import load_labels, pairs_to_label, precision_by_threshold, save_labels
+    from analysis.simulate.runs import RunNotFound, load_run
+
+    try:
+        run = load_run(data, run_id)
+    except RunNotFound as e:
+        raise fail(str(e)) from e
+    result = run.info["result"]
+    pairs = pairs_to_label(result)
+    if not pairs:
+        raise fail(f"run {run_id} has no semantic-cache pairs to label (no semantic cache, or no hits)")
+    labels = load_labels(run.directory)
+    todo = [p for p in pairs if p["request_id"] not in labels]
+    if not summary:
+        console.print(
+            f"{len(pairs) - len(todo)} of {len(pairs)} pairs already labelled. Does the cached answer's prompt "
+            "ask the same thing as the request? y = same, n = different, s = skip, q = quit.",
+            highlight=False,
+        )
+        answers = {"y": "y", "n": "n", "s": "skip", "skip": "skip"}
+        for number, pair in enumerate(todo, start=len(pairs) - len(todo) + 1):
+            _show_pair(number, len(pairs), pair)
+            verdict = None
+            while verdict is None:
+                console.print("same question? [y/n/s/q] ", end="")
+                line = sys.stdin.readline()
+                if not line or line.strip().lower() == "q":
+                    break
+                verdict = answers.get(line.strip().lower())
+            if verdict is None:
+                break
+            labels[pair["request_id"]] = verdict
+            save_labels(run.directory, labels)
+        console.print()
+    _print_precision(precision_by_threshold(result, labels))
+
+
 # --- end of simulate commands --------------------------------------------------------------------
 
 

@@ -323,8 +323,11 @@ def _semantic_cache(
     hits = d.filter(pl.col("disposition") == "semantic_hit")
     looked_up = pl.col("semantic_cache").is_in(["hit", "miss"]).fill_null(False)
     sweep = []
-    for threshold in semantic.sweep:
+    for index, threshold in enumerate(semantic.sweep):
         above = scored.filter(pl.col("similarity") >= threshold)
+        # The hits this threshold adds to the next one up: a random sample of them to label.
+        upper = semantic.sweep[index + 1] if index + 1 < len(semantic.sweep) else None
+        band = above if upper is None else above.filter(pl.col("similarity") < upper)
         sweep.append(
             {
                 "threshold": threshold,
@@ -333,6 +336,8 @@ def _semantic_cache(
                 "saving_usd": _usd(above["cost_usd"].sum()),
                 **_wrong_estimate(above),
                 "estimated": threshold != semantic.threshold,
+                "band_hits": band.height,
+                "band_pairs": _sample_pairs(band, requests, semantic.sample_pairs, seed=index + 1),
             }
         )
     actual = scored.filter(pl.col("disposition") == "semantic_hit")
@@ -364,7 +369,7 @@ def _semantic_cache(
 def _sample_pairs(hits: pl.DataFrame, requests: pl.DataFrame, size: int, seed: int = 0) -> list[dict[str, Any]]:
     """A random sample (seeded, so a run is repeatable) of up to `size` distinct matched pairs
     among `hits` (rows of `_answer_scores`): both prompts and answers side by side, so a person
-    can judge false hits. Pairs with the same two prompt texts count once. `requests` carries
+    can judge false hits. Pairs of the same two prompt texts (in either order) count once. `requests` carries
     the prompt_text and response_text columns."""
     if hits.height == 0 or size == 0:
         return []
@@ -379,7 +384,8 @@ def _sample_pairs(hits: pl.DataFrame, requests: pl.DataFrame, size: int, seed: i
     for index in order:
         row = rows[index]
         request, cached = texts.get(row["id"], {}), texts.get(row["semantic_source_id"], {})
-        key = (request.get("prompt_text"), cached.get("prompt_text")) if request or cached else (row["id"],)
+        # A pair is its two prompts, in either order.
+        key = tuple(sorted(map(str, (request.get("prompt_text"), cached.get("prompt_text"))))) if texts else row["id"]
         if key in seen:
             continue
         seen.add(key)
