@@ -173,3 +173,77 @@ def test_gemini_flex_reasoning_pays_the_flex_output_rate():
     assert standard_cost.cost_usd == pytest.approx(
         (5 * standard["input"] + 1 * standard["output"] + 100 * standard["reasoning_output"]) / 1e6
     )
+
+
+# --- Audio and image tokens at their own rates ---------------------------------------------------
+
+
+def cost_of(exchange, parsed, table):
+    return table.cost(
+        provider=exchange.provider,
+        model=parsed.model,
+        model_requested=parsed.model_requested,
+        usage=parsed.usage,
+        service_tier=parsed.service_tier,
+    )
+
+
+def test_gemini_audio_input_pays_the_audio_rate():
+    exchange = cassettes.exchange("test_google/test_google_url_input[AudioUrl].yaml")
+    parsed = parse(exchange)
+    # usageMetadata: promptTokenCount 159 (promptTokensDetails TEXT 9, AUDIO 150), candidates 22
+    usage = parsed.usage
+    assert (usage.input_tokens, usage.audio_input_tokens, usage.output_tokens) == (159, 150, 22)
+    table = PriceTable.load()
+    rates = table.resolve(parsed.model, exchange.provider).effective_rates()
+    assert rates["input_audio"] > rates["input"]  # the table's own audio rate, not the text one
+    expected = (9 * rates["input"] + 150 * rates["input_audio"] + 22 * rates["output"]) / 1e6
+    assert cost_of(exchange, parsed, table).cost_usd == pytest.approx(expected)
+
+
+def test_openai_audio_tokens_pay_the_audio_rates():
+    # OpenAI API reference, the chat completion object: usage.prompt_tokens_details.audio_tokens
+    # and usage.completion_tokens_details.audio_tokens are the audio parts of prompt_tokens and
+    # completion_tokens (the audio-generation guide's gpt-4o-audio-preview answer).
+    response = {
+        "object": "chat.completion",
+        "model": "gpt-4o-audio-preview-2025-06-03",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": None}, "finish_reason": "stop"}],
+        "usage": {
+            "prompt_tokens": 117,
+            "completion_tokens": 85,
+            "total_tokens": 202,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 100},
+            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 65},
+        },
+    }
+    request = {"model": "gpt-4o-audio-preview", "modalities": ["text", "audio"], "messages": []}
+    exchange = make_exchange("api.openai.com", "/v1/chat/completions", request, [json.dumps(response).encode()])
+    parsed = parse(exchange)
+    assert (parsed.usage.audio_input_tokens, parsed.usage.audio_output_tokens) == (100, 65)
+    table = PriceTable.load()
+    rates = table.resolve(parsed.model, "openai").effective_rates()
+    assert (rates["input_audio"], rates["output_audio"]) == (40.0, 80.0)
+    expected = (17 * rates["input"] + 100 * 40.0 + 20 * rates["output"] + 65 * 80.0) / 1e6
+    assert cost_of(exchange, parsed, table).cost_usd == pytest.approx(expected)
+
+
+# --- Gemini models LiteLLM files only under vertex_ai/ ------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["gemini-2.0-flash", "gemini-3-pro-preview"])
+def test_gemini_models_listed_only_under_vertex_ai_are_priced(model):
+    price = PriceTable.load().resolve(model, "gemini")
+    assert price is not None and price.source == f"litellm:vertex_ai/{model}"
+
+
+def test_a_recorded_gemini_2_0_flash_call_is_priced():
+    relative = "test_google/test_google_dict_with_additional_properties_native_output_gemini_2_0.yaml"
+    exchange = cassettes.exchange(relative)
+    parsed = parse(exchange)
+    cost = cost_of(exchange, parsed, PriceTable.load())
+    assert (parsed.model, cost.cost_source, cost.priced_as) == (
+        "gemini-2.0-flash",
+        "computed",
+        "gemini/gemini-2.0-flash",
+    )

@@ -55,6 +55,12 @@ class Usage:
     cache_write_tokens: int = 0
     cache_write_1h_tokens: int = 0
     reasoning_tokens: int = 0
+    # Parts of input_tokens / output_tokens that are audio or image tokens (priced at their own
+    # rates where the price table has them). Input audio and image count as not cached.
+    audio_input_tokens: int = 0
+    audio_output_tokens: int = 0
+    image_input_tokens: int = 0
+    image_output_tokens: int = 0
     source: UsageSource = "none"
 
 

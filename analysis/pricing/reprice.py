@@ -28,6 +28,10 @@ _INPUT_COLUMNS = [
     "cache_write_tokens",
     "cache_write_1h_tokens",
     "reasoning_tokens",
+    "audio_input_tokens",
+    "audio_output_tokens",
+    "image_input_tokens",
+    "image_output_tokens",
     "service_tier",
     "batch",
     "cost_usd",
@@ -52,6 +56,10 @@ def reprice_frame(frame: pl.DataFrame, table: PriceTable) -> pl.DataFrame:
             cache_write_tokens=row["cache_write_tokens"] or 0,
             cache_write_1h_tokens=row["cache_write_1h_tokens"] or 0,
             reasoning_tokens=row["reasoning_tokens"] or 0,
+            audio_input_tokens=row["audio_input_tokens"] or 0,
+            audio_output_tokens=row["audio_output_tokens"] or 0,
+            image_input_tokens=row["image_input_tokens"] or 0,
+            image_output_tokens=row["image_output_tokens"] or 0,
         )
         cost = table.cost(
             provider=row["provider"],
