@@ -247,3 +247,74 @@ def test_a_recorded_gemini_2_0_flash_call_is_priced():
         "computed",
         "gemini/gemini-2.0-flash",
     )
+
+
+# --- Anthropic usage.iterations -------------------------------------------------------------------
+
+
+def test_anthropic_advisor_iterations_are_priced_at_the_advisors_model():
+    exchange = cassettes.exchange("test_anthropic/test_anthropic_advisor_tool_stream.yaml")
+    parsed = parse(exchange)
+    # message_delta usage: input_tokens 2411, output_tokens 145 (thinking_tokens 47); iterations:
+    # message 1128/135, advisor_message (model claude-opus-4-8) 2543/18, message 1283/10.
+    # The top level is the two message iterations' sum; the advisor's are not in it.
+    usage = parsed.usage
+    assert (usage.input_tokens, usage.output_tokens, usage.reasoning_tokens) == (1128 + 1283, 135 + 10, 47)
+    [(advisor, advisor_usage)] = parsed.other_models
+    assert (advisor, advisor_usage.input_tokens, advisor_usage.output_tokens) == ("claude-opus-4-8", 2543, 18)
+    table = PriceTable.load()
+    own = table.resolve(parsed.model, "anthropic").effective_rates()
+    opus = table.resolve("claude-opus-4-8", "anthropic").effective_rates()
+    expected = (2411 * own["input"] + 145 * own["output"] + 2543 * opus["input"] + 18 * opus["output"]) / 1e6
+    cost = table.cost(provider="anthropic", model=parsed.model, usage=usage, other_models=parsed.other_models)
+    assert cost.cost_usd == pytest.approx(expected)
+
+
+# Anthropic's compaction docs ("Compaction at a token threshold", the compact_20260112 edit): the
+# summarising step is an extra sampling iteration, billed; the top-level usage shows only the
+# final message iteration (the docs' example: top level 23,000 in / 1,000 out, iterations
+# compaction 180,000 / 3,500 and message 23,000 / 1,000). Issue 15's recorded case: top level 180
+# in / 8 out while the compaction iteration wrote 55,096 cache tokens.
+COMPACTED = {
+    "id": "msg_01",
+    "type": "message",
+    "role": "assistant",
+    "model": "claude-sonnet-4-5-20250929",
+    "content": [
+        {"type": "compaction", "content": "Summary of the conversation: ..."},
+        {"type": "text", "text": "Continuing."},
+    ],
+    "stop_reason": "end_turn",
+    "usage": {
+        "input_tokens": 180,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "output_tokens": 8,
+        "iterations": [
+            {
+                "type": "compaction",
+                "input_tokens": 3,
+                "cache_creation_input_tokens": 55096,
+                "cache_read_input_tokens": 0,
+                "cache_creation": {"ephemeral_5m_input_tokens": 55096, "ephemeral_1h_input_tokens": 0},
+                "output_tokens": 3500,
+            },
+            {"type": "message", "input_tokens": 180, "cache_read_input_tokens": 0, "output_tokens": 8},
+        ],
+    },
+}
+
+
+def test_anthropic_compaction_iteration_is_counted_and_billed():
+    request = {"model": "claude-sonnet-4-5", "max_tokens": 1024, "messages": [{"role": "user", "content": "Go on"}]}
+    parsed = parse(make_exchange("api.anthropic.com", "/v1/messages", request, [json.dumps(COMPACTED).encode()]))
+    usage = parsed.usage
+    assert (usage.input_tokens, usage.cache_write_tokens, usage.output_tokens) == (3 + 55096 + 180, 55096, 3508)
+    assert parsed.other_models == []
+    table = PriceTable.load()
+    rates = table.resolve(parsed.model, "anthropic").effective_rates(input_tokens=usage.input_tokens)
+    expected = (183 * rates["input"] + 55096 * rates["cache_write"] + 3508 * rates["output"]) / 1e6
+    cost = table.cost(provider="anthropic", model=parsed.model, usage=usage)
+    assert cost.cost_usd == pytest.approx(expected)
+    top_level_only = (180 * rates["input"] + 8 * rates["output"]) / 1e6
+    assert cost.cost_usd > 15 * top_level_only  # what was recorded before: about 5% of the call

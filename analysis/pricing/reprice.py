@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from analysis.parsers.exchange import Usage
+from analysis.parsers.exchange import Usage, other_models_from_json
 from analysis.pricing.table import PriceTable
 from analysis.store.schema import REQUESTS
 
@@ -32,6 +32,7 @@ _INPUT_COLUMNS = [
     "audio_output_tokens",
     "image_input_tokens",
     "image_output_tokens",
+    "usage_other_models",
     "service_tier",
     "batch",
     "cost_usd",
@@ -68,6 +69,7 @@ def reprice_frame(frame: pl.DataFrame, table: PriceTable) -> pl.DataFrame:
             usage=usage,
             service_tier=row["service_tier"],
             batch=bool(row["batch"]),
+            other_models=other_models_from_json(row["usage_other_models"]),
         )
         costs.append(cost.cost_usd)
         sources.append(cost.cost_source)

@@ -33,7 +33,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -466,9 +466,14 @@ class PriceTable:
         batch: bool = False,
         provider_cost_usd: float | None = None,
         model_requested: str | None = None,
+        other_models: Sequence[tuple[str, Usage]] = (),
     ) -> Cost:
         """The call's cost: the provider's own figure if it gave one, else the table's price
         of `model` (or of `model_requested` when `model` is unknown), else unpriced.
+
+        `other_models`: tokens the call spent on other models (Anthropic's advisor), each
+        priced at its own model's price and added; if one of them has no price the whole call
+        is unpriced (a partial sum would understate it).
 
         A call with neither input nor output token counts (an error before any output, a body
         we could not read) gets cost None and cost_source "none": nothing is known to have
@@ -485,7 +490,14 @@ class PriceTable:
         if price is None:
             self._warn_unpriced(provider, model or model_requested)
             return Cost(None, "unpriced", self.version)
-        usd = compute_cost_usd(price, usage, service_of(service_tier, batch))
+        service = service_of(service_tier, batch)
+        usd = compute_cost_usd(price, usage, service)
+        for other_model, other_usage in other_models:
+            other_price = self.resolve(other_model, provider)
+            if other_price is None:
+                self._warn_unpriced(provider, other_model)
+                return Cost(None, "unpriced", self.version)
+            usd = round(usd + compute_cost_usd(other_price, other_usage, service), 12)
         return Cost(usd, "computed", self.version, price.label)
 
     def _warn_unpriced(self, provider: str | None, model: str | None) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from analysis import parsers
-from analysis.parsers.exchange import Exchange, Parsed, Usage
+from analysis.parsers.exchange import Exchange, Parsed, Usage, other_models_json
 from analysis.parsers.hashing import prompt_hash
 from analysis.pricing.table import PriceTable
 from analysis.recording.decoding import DecodeError, decode_body, decode_chunks
@@ -83,7 +83,7 @@ def account(
         parsed, failure = Parsed(), e
     if parsed.usage_key and usage_keys_seen is not None:
         if parsed.usage_key in usage_keys_seen:
-            parsed.usage, parsed.provider_cost_usd = Usage(), None
+            parsed.usage, parsed.provider_cost_usd, parsed.other_models = Usage(), None, []
             parsed.error = parsed.error or f"usage of {parsed.usage_key} was recorded by an earlier call"
         else:
             usage_keys_seen.add(parsed.usage_key)
@@ -101,6 +101,7 @@ def account(
         service_tier=parsed.service_tier,
         batch=parsed.batch,
         provider_cost_usd=parsed.provider_cost_usd,
+        other_models=parsed.other_models,
     )
 
     attribution = {**parsed.attribution}
@@ -132,6 +133,7 @@ def account(
         "audio_output_tokens": usage.audio_output_tokens,
         "image_input_tokens": usage.image_input_tokens,
         "image_output_tokens": usage.image_output_tokens,
+        "usage_other_models": other_models_json(parsed.other_models),
         "usage_source": usage.source,
         "cost_usd": cost.cost_usd,
         "cost_source": cost.cost_source,

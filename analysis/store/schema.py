@@ -68,6 +68,11 @@ REQUESTS = [
         "image_input_tokens", "BIGINT", "Part of input_tokens that is images, where the provider prices them apart."
     ),
     Column("image_output_tokens", "BIGINT", "Part of output_tokens that is images (image generation)."),
+    Column(
+        "usage_other_models",
+        "VARCHAR",
+        "Tokens the call spent on models other than `model` (Anthropic's advisor iterations), as JSON [{model, input_tokens, output_tokens, ...}]: included in cost_usd at their own model's price, not in the token columns.",
+    ),
     Column("usage_source", "VARCHAR", "provider (reported by the API), estimated (counted by llm-shadow), none."),
     Column("cost_usd", "DOUBLE", "Cost of the call in USD; NULL when unpriced."),
     Column(
