@@ -88,6 +88,11 @@ REQUESTS = [
     ),
     Column("error", "VARCHAR", "Short description of what went wrong, when something did."),
     Column("instance", "VARCHAR", "Recorder instance that wrote the row."),
+    Column(
+        "import_key",
+        "VARCHAR",
+        "What identifies an imported call (flow:ID for a mitmproxy flow, har:HASH of request, response and time for a HAR entry); a second import of it is skipped. NULL for live calls.",
+    ),
 ]
 
 CONTENTS = [
