@@ -38,7 +38,12 @@ def _summary(result: dict[str, Any]) -> Table:
     table = Table(title="Simulation", show_header=False)
     table.add_column("", style="bold")
     table.add_column("", justify="right")
-    table.add_row("requests", f"{t['requests']:,}  ({t['unpriced_requests']:,} unpriced, not in money figures)")
+    table.add_row(
+        "requests",
+        f"{t['requests']:,}  ({t['unpriced_requests']:,} unpriced"
+        + (f", {t['unbilled_requests']:,} without token counts" if t.get("unbilled_requests") else "")
+        + ", not in money figures)",
+    )
     table.add_row("baseline spend (recorded)", usd(t["baseline_usd"]))
     table.add_row("simulated spend", usd(t["simulated_usd"]))
     table.add_row("saving", f"{usd(t['saving_usd'])}  ({t['saving_pct']:.1f}%)")
@@ -48,7 +53,11 @@ def _summary(result: dict[str, Any]) -> Table:
     )
     table.add_row("routed", f"{t['routed']:,}")
     table.add_row("downgraded by a budget", f"{t['downgraded']:,}")
-    table.add_row("blocked by a budget", f"[bold]{t['blocked']:,}[/]")
+    table.add_row(
+        "blocked by a budget",
+        f"[bold]{t['blocked']:,}[/] left unanswered"
+        + (f", {usd(t['blocked_spend_usd'])} prevented (not in the saving)" if t.get("blocked_spend_usd") else ""),
+    )
     table.add_row("throttled by a rate limit", f"[bold]{t['throttled']:,}[/]")
     table.add_row("batched", f"{t['batched']:,}")
     table.add_row("answer quality unverified", f"[bold yellow]{t['quality_unverified']:,}[/]")

@@ -157,7 +157,8 @@ def test_savings_never_exceed_the_baseline_and_add_up(traffic):
     d = result.decisions.filter(pl.col("cost_usd").is_not_null())
     assert (d["simulated_cost_usd"] >= 0).all()
     savings = d["saving_cache"] + d["saving_routing"] + d["saving_batch"] + d["saving_budget"]
-    assert ((d["cost_usd"] - d["simulated_cost_usd"]) - savings).abs().max() < 1e-12
+    prevented = savings + d["blocked_spend_usd"]
+    assert ((d["cost_usd"] - d["simulated_cost_usd"]) - prevented).abs().max() < 1e-12
     assert (savings <= d["cost_usd"] + 1e-15).all()
     t = result.totals
     assert 0 < t["saving_usd"] <= t["baseline_usd"]

@@ -15,6 +15,8 @@ from analysis.parsers.exchange import Exchange, Parsed, Usage, other_models_json
 from analysis.parsers.hashing import prompt_hash
 from analysis.pricing.table import PriceTable
 from analysis.recording.decoding import DecodeError, decode_body, decode_chunks
+from analysis.store.clean import clean_row
+from analysis.store.schema import CONTENTS, REQUESTS
 
 
 @dataclass
@@ -168,7 +170,8 @@ def account(
             "request_json": _request_json(exchange.request_body),
             "response_text": parsed.response_text or None,
         }
-    return row, content, failure
+        clean_row(content, CONTENTS)
+    return clean_row(row, REQUESTS), content, failure
 
 
 def _first(*values: str | None) -> str | None:

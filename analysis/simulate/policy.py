@@ -96,10 +96,12 @@ class Origin:
 
 @dataclass(frozen=True)
 class CacheRules:
-    """Which requests a cache may answer. By default only deterministic ones: temperature 0 or
-    unset, n 1 or unset, no tools (a tool call has effects), not streamed."""
+    """Which requests a cache may answer. By default only deterministic ones: temperature 0
+    (unset counts as sampling, except for embeddings), n 1 or unset, no tools (a tool call has
+    effects), not streamed."""
 
     allow_sampling: bool = False
+    allow_unset_temperature: bool = False
     allow_tools: bool = False
     allow_streaming: bool = False
 
@@ -328,6 +330,7 @@ def _match(reader: _Reader) -> Match:
 def _cache_rules(reader: _Reader) -> CacheRules:
     return CacheRules(
         allow_sampling=reader.boolean("allow_sampling", False),
+        allow_unset_temperature=reader.boolean("allow_unset_temperature", False),
         allow_tools=reader.boolean("allow_tools", False),
         allow_streaming=reader.boolean("allow_streaming", False),
     )

@@ -44,29 +44,45 @@ def _usd(value: Any) -> float:
 
 
 def _money_row(frame: pl.DataFrame) -> dict[str, Any]:
-    """Money totals of a decisions frame; unpriced requests (cost_usd NULL) counted apart."""
+    """Money totals of a decisions frame (joined with the requests' `cost_source`): requests
+    without a recorded cost are counted apart, as unpriced (the model has no price, the one
+    definition `stats` uses too) or unbilled (no token counts: nothing is known to have been
+    billed). Blocked requests' spend is prevented, not saved: it is reported apart."""
     row = frame.select(
         pl.len().alias("requests"),
-        pl.col("cost_usd").is_null().sum().alias("unpriced_requests"),
+        _unpriced().sum().alias("unpriced_requests"),
+        (pl.col("cost_usd").is_null() & ~_unpriced()).sum().alias("unbilled_requests"),
         pl.col("cost_usd").sum().alias("baseline_usd"),
         pl.col("simulated_cost_usd").sum().alias("simulated_usd"),  # NULL where cost_usd is
+        pl.col("blocked_spend_usd").sum().alias("blocked_spend_usd"),
     ).row(0, named=True)
     baseline, simulated = _usd(row["baseline_usd"]), _usd(row["simulated_usd"])
+    blocked = _usd(row["blocked_spend_usd"])
+    saving = baseline - simulated - blocked
     return {
         "requests": row["requests"],
         "unpriced_requests": row["unpriced_requests"],
+        "unbilled_requests": row["unbilled_requests"],
         "baseline_usd": baseline,
         "simulated_usd": simulated,
-        "saving_usd": baseline - simulated,
-        "saving_pct": (baseline - simulated) / baseline * 100 if baseline > 0 else 0.0,
+        "saving_usd": saving,
+        "saving_pct": saving / baseline * 100 if baseline > 0 else 0.0,
+        "blocked_spend_usd": blocked,
     }
+
+
+def _unpriced() -> pl.Expr:
+    """A request whose model has no price: cost_source 'unpriced' (as `stats` counts it); a
+    frame without the column (an old stored run) falls back to a NULL cost."""
+    return (pl.col("cost_source") == "unpriced").fill_null(False)
 
 
 _COUNTS = [
     pl.len().alias("requests"),
-    pl.col("cost_usd").is_null().sum().alias("unpriced_requests"),
+    _unpriced().sum().alias("unpriced_requests"),
     pl.col("cost_usd").sum().alias("baseline_usd"),
     pl.col("simulated_cost_usd").sum().alias("simulated_usd"),
+    pl.col("blocked_spend_usd").sum().alias("blocked_spend_usd"),
     pl.col("disposition").is_in(["exact_hit", "semantic_hit"]).sum().alias("cache_hits"),
     pl.col("latency_saved_ms").sum().alias("latency_saved_ms"),
     pl.col("routed_by").is_not_null().sum().alias("routed"),
@@ -84,8 +100,11 @@ def _grouped(frame: pl.DataFrame, key: str) -> list[dict[str, Any]]:
         .with_columns(
             pl.col("baseline_usd").fill_null(0.0),
             pl.col("simulated_usd").fill_null(0.0),
+            pl.col("blocked_spend_usd").fill_null(0.0),
         )
-        .with_columns((pl.col("baseline_usd") - pl.col("simulated_usd")).alias("saving_usd"))
+        .with_columns(
+            (pl.col("baseline_usd") - pl.col("simulated_usd") - pl.col("blocked_spend_usd")).alias("saving_usd")
+        )
         .sort(key, nulls_last=True)
     )
     out = []
@@ -163,6 +182,7 @@ def _by_policy(policy: Policy, d: pl.DataFrame) -> list[dict[str, Any]]:
             pl.col("latency_saved_ms").filter(mine).sum().alias(f"{index}.latency"),
             (mine & (pl.col("budget_action") == "block")).sum().alias(f"{index}.blocked"),
             (mine & (pl.col("budget_action") == "downgrade")).sum().alias(f"{index}.downgraded"),
+            pl.col("blocked_spend_usd").filter(mine).sum().alias(f"{index}.blocked_spend"),
         ]
     sums = d.select(expressions).row(0, named=True) if expressions else {}
     rows = []
@@ -181,6 +201,7 @@ def _by_policy(policy: Policy, d: pl.DataFrame) -> list[dict[str, Any]]:
         if kind == "budget":
             row["blocked"] = sums[f"{index}.blocked"]
             row["downgraded"] = sums[f"{index}.downgraded"]
+            row["blocked_spend_usd"] = _usd(sums[f"{index}.blocked_spend"])
         if kind == "rate_limit":
             row["throttled"] = row["requests"]
             row["note"] = "throttled requests keep their cost: a throttled client retries"
@@ -363,9 +384,9 @@ def _batch(policy: Policy, d: pl.DataFrame) -> list[dict[str, Any]]:
 
 def _budgets(policy: Policy, d: pl.DataFrame, facts: FrameFacts, requests: pl.DataFrame) -> list[dict[str, Any]]:
     out = []
-    base = d.select("id", "budget_by", "budget_action", "budget_tripped", "saving_budget").with_columns(
-        requests["ts"].alias("ts")
-    )
+    base = d.select(
+        "id", "budget_by", "budget_action", "budget_tripped", "saving_budget", "blocked_spend_usd"
+    ).with_columns(requests["ts"].alias("ts"))
     for index, budget in enumerate(policy.budgets):
         keyed = base.with_columns(pl.Series("key", facts.columns[f"budget_key.{index}"], dtype=pl.Utf8))
         mine = keyed.filter(
@@ -384,7 +405,8 @@ def _budgets(policy: Policy, d: pl.DataFrame, facts: FrameFacts, requests: pl.Da
             pl.col("ts").filter(acted).first().alias("first_stopped_at"),
             (acted & (pl.col("budget_action") == "block")).sum().alias("blocked"),
             (acted & (pl.col("budget_action") == "downgrade")).sum().alias("downgraded"),
-            pl.col("saving_budget").filter(acted).sum().alias("spend_prevented_usd"),
+            pl.col("saving_budget").filter(acted).sum().alias("saving_usd"),
+            pl.col("blocked_spend_usd").filter(acted).sum().alias("blocked_spend_usd"),
         )
         incidents = []
         for row in windows.iter_rows(named=True):
@@ -396,7 +418,9 @@ def _budgets(policy: Policy, d: pl.DataFrame, facts: FrameFacts, requests: pl.Da
                     **row,
                     "tripped_at": row["tripped_at"].isoformat() if row["tripped_at"] else None,
                     "first_stopped_at": row["first_stopped_at"].isoformat() if row["first_stopped_at"] else None,
-                    "spend_prevented_usd": _usd(row["spend_prevented_usd"]),
+                    "saving_usd": _usd(row["saving_usd"]),
+                    "blocked_spend_usd": _usd(row["blocked_spend_usd"]),
+                    "spend_prevented_usd": _usd(row["saving_usd"]) + _usd(row["blocked_spend_usd"]),
                 }
             )
         incidents.sort(key=lambda i: (i["window_start"], str(i["scope_value"])))
@@ -411,6 +435,8 @@ def _budgets(policy: Policy, d: pl.DataFrame, facts: FrameFacts, requests: pl.Da
                 "blocked": sum(i["blocked"] for i in incidents),
                 "downgraded": sum(i["downgraded"] for i in incidents),
                 "spend_prevented_usd": sum(i["spend_prevented_usd"] for i in incidents),
+                "saving_usd": sum(i["saving_usd"] for i in incidents),
+                "blocked_spend_usd": sum(i["blocked_spend_usd"] for i in incidents),
                 "scope_values_affected": len({i["scope_value"] for i in incidents if i["blocked"] or i["downgraded"]}),
                 "windows_tripped": sum(1 for i in incidents if i["tripped_by"]),
                 "incidents_total": len(incidents),
@@ -482,6 +508,9 @@ def summarise(
     """The result of a run; `requests` and `decisions` are row-aligned (same order), and
     `requests` has the content columns when the run read them."""
     d = decisions.with_columns(
+        (requests["cost_source"] if "cost_source" in requests.columns else pl.lit(None, dtype=pl.Utf8)).alias(
+            "cost_source"
+        ),
         requests["ts"].dt.date().alias("day"),
         requests["team"].alias("team"),
         requests["feature"].alias("feature"),
@@ -496,6 +525,7 @@ def summarise(
         "routed": counts["routed"],
         "downgraded": counts["downgraded"],
         "blocked": counts["blocked"],
+        "unanswered": counts["blocked"],
         "throttled": counts["throttled"],
         "batched": counts["batched"],
         "quality_unverified": int((d["quality"] == "unverified").sum()),
@@ -530,8 +560,19 @@ def _notes(policy: Policy, totals: dict[str, Any]) -> list[str]:
     ]
     if totals["unpriced_requests"]:
         notes.append(
-            f"{totals['unpriced_requests']:,} requests have no recorded cost (unpriced): they are "
-            "simulated but left out of every money figure."
+            f"{totals['unpriced_requests']:,} requests are unpriced (their model has no price): they are "
+            "simulated but left out of every money figure (`llm-shadow prices missing` lists the models)."
+        )
+    if totals["unbilled_requests"]:
+        notes.append(
+            f"{totals['unbilled_requests']:,} requests have no token counts (errors before any output): "
+            "nothing is known to have been billed, so they have no cost and no saving."
+        )
+    if totals["blocked"]:
+        notes.append(
+            f"{totals['blocked']:,} requests would have been blocked by a budget and left unanswered: "
+            f"their {totals['blocked_spend_usd']:.4f} USD is spend prevented, shown apart and not counted "
+            "in the saving."
         )
     if totals["quality_unverified"]:
         notes.append(
