@@ -7,15 +7,22 @@ file that is not framed that way (not a flow file, or cut short) fails here, bef
 is recorded. A HAR file is one JSON document: it is parsed here and its entries handed out as
 they are. Decoding the flows themselves (the expensive part) happens in the import workers.
 
-Batch calls (`.../batches...`) are marked `ordered`: a batch's usage is reported again by every
+Every flow gets its import key here (what makes imports idempotent; see `import_key`), so the
+importer can tell which flows are already in the data directory, or met twice in one import,
+before handing them out. Batch calls (`.../batches...`) are marked `ordered`: a batch's usage is reported again by every
 poll and kept on the first call only (`Parsed.usage_key`), which needs the polls recorded in
 file order by one recorder.
 """
 
+import hashlib
 import json
 import mmap
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from mitmproxy import http
+from mitmproxy.io import tnetstring
+from mitmproxy.io.har import request_to_flow
 
 
 class ImportFailed(Exception):
@@ -34,6 +41,7 @@ class Source:
     path: Path
     kind: str  # "flows" or "har"
     records: list = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)  # the import key of each record
     ordered: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -80,8 +88,54 @@ def _read_flow_file(path: Path, data) -> Source:
         if data.find(b"batches", payload, type_at) >= 0:
             source.ordered.append(len(source.records))
         source.records.append((position, type_at + 1))
+        source.keys.append(f"flow:{_flow_id(path, data, payload, type_at)}")
         position = type_at + 1
     return source
+
+
+def _flow_id(path: Path, data, position: int, end: int) -> str:
+    """The `id` entry of the flow dictionary between `position` and `end`, other values skipped."""
+    try:
+        while position < end:
+            key_end = _skip(data, position)
+            value_end = _skip(data, key_end)
+            if data[position:key_end] in (b"2:id;", b"2:id,"):
+                value = tnetstring.loads(data[key_end:value_end])
+                return value.decode() if isinstance(value, bytes) else str(value)
+            position = value_end
+    except ValueError as e:
+        raise _not_a_flow_file(path, str(e)) from e
+    raise _not_a_flow_file(path, f"the flow ending at byte {end} has no id")
+
+
+def _skip(data, position: int) -> int:
+    """Where the tnetstring starting at `position` ends."""
+    colon = data.find(b":", position, position + _MAX_LENGTH_DIGITS)
+    digits = data[position:colon] if colon > position else b""
+    if not digits.isdigit():
+        raise ValueError(f"not a tnetstring at byte {position}")
+    return colon + 1 + int(digits) + 1
+
+
+def import_key(flow: http.HTTPFlow, har: bool) -> str:
+    """What identifies an imported call across files and runs: the flow's id for a mitmproxy flow
+    file (mitmproxy keeps it when flows are saved and read again); for a HAR entry (whose flow ids
+    mitmproxy makes up on every read) a hash of its request, response and start time."""
+    if not har:
+        return f"flow:{flow.id}"
+    request, response = flow.request, flow.response
+    digest = hashlib.sha256()
+    for part in (
+        request.method.encode(),
+        request.url.encode(),
+        request.raw_content or b"",
+        repr(request.timestamp_start).encode(),
+        str(response.status_code if response is not None else "").encode(),
+        (response.raw_content or b"") if response is not None else b"",
+    ):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return f"har:{digest.hexdigest()[:32]}"
 
 
 def _read_har(path: Path, f) -> Source:
@@ -91,9 +145,12 @@ def _read_har(path: Path, f) -> Source:
         if not isinstance(entries, list):
             raise TypeError("log.entries is not a list")
         ordered = [i for i, e in enumerate(entries) if "batches" in e["request"]["url"]]
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        keys = [import_key(request_to_flow(entry), har=True) for entry in entries]
+    except Exception as e:  # mitmproxy's HAR reader raises what its input makes it raise
+        if isinstance(e, OSError):
+            raise
         raise _not_a_flow_file(path, f"unreadable HAR: {e}") from e
-    return Source(path, "har", entries, ordered)
+    return Source(path, "har", entries, keys, ordered)
 
 
 def _not_a_flow_file(path: Path, reason: str) -> ImportFailed:

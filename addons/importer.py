@@ -11,6 +11,10 @@ writer, like separate proxies recording into one data directory. The flows trave
 workers as positions in the file (or HAR entries), in chunks; batch calls all go, in file order,
 to one chunk (see `import_sources`). A small import runs in this process: starting workers
 costs more than they would save.
+
+Imports are idempotent: every imported call carries an import key (`import_key` column; see
+`import_sources.import_key`). A flow whose key is already in the data directory, or was met
+earlier in the same import, is skipped, and counted as already present when it is an LLM call.
 """
 
 import asyncio
@@ -32,7 +36,8 @@ from mitmproxy.io.har import request_to_flow
 from mitmproxy.master import Master
 
 from addons.import_sources import ImportFailed, Source, read_source
-from addons.recorder import Recorder
+from addons.recorder import IMPORT_KEY, Recorder
+from analysis.parsers.detect import detect
 from analysis.pricing.table import PriceTable
 from analysis.recording.capture import Capture
 from analysis.recording.sink import Problems, RecordSink
@@ -67,13 +72,15 @@ class InlineSink(RecordSink):
         self._write_status()
 
 
-Chunk = list[tuple[int, object]]  # (source index, record: a flow's (start, end) in its file, or a HAR entry)
+# (source index, record: a flow's (start, end) in its file or a HAR entry, import key, skip it)
+Chunk = list[tuple[int, object, str, bool]]
 
 
 @dataclass
 class ImportResult:
     flows: int
-    recorded: int
+    recorded: int  # LLM calls written
+    already_present: int  # LLM calls skipped: imported before, or twice in this import
     problems: Problems
     cpu_seconds: float  # spent recording, by this process or the workers (see bench/import.py)
 
@@ -100,24 +107,27 @@ def import_files(
     batch of n flows is done; `workers`: processes to use (default: see default_workers)."""
     total = sum(len(s) for s in sources)
     workers = default_workers(total) if workers is None else max(1, workers)
-    chunks = split(sources, workers)
+    chunks = split(sources, workers, Store(data_dir).recorded_import_keys())
     settings = _Settings(os.fspath(data_dir), keep_content, [(os.fspath(s.path), s.kind) for s in sources])
     if workers == 1 or len(chunks) <= 1:
         problems, cpu = Problems(), time.process_time()
-        recorded = _record(settings, iter(chunks), problems, on_progress)
-        return ImportResult(total, recorded, problems, time.process_time() - cpu)
+        recorded, present = _record(settings, iter(chunks), problems, on_progress)
+        return ImportResult(total, recorded, present, problems, time.process_time() - cpu)
     return _record_in_workers(settings, chunks, min(workers, len(chunks)), total, on_progress)
 
 
-def split(sources: list[Source], workers: int) -> list[Chunk]:
+def split(sources: list[Source], workers: int, seen: set[str]) -> list[Chunk]:
     """Chunks of flows for `workers`: all batch calls in one chunk, first, in file order; the
-    rest in chunks small enough that every worker gets several."""
+    rest in chunks small enough that every worker gets several. A flow whose key is in `seen`
+    (recorded already) or was met before is marked to be skipped."""
     ordered: Chunk = []
     rest: Chunk = []
     for index, source in enumerate(sources):
         marked = set(source.ordered)
-        for i, record in enumerate(source.records):
-            (ordered if i in marked else rest).append((index, record))
+        for i, (record, key) in enumerate(zip(source.records, source.keys, strict=True)):
+            skip = key in seen
+            seen.add(key)
+            (ordered if i in marked else rest).append((index, record, key, skip))
     size = max(1, min(CHUNK_FLOWS, math.ceil(len(rest) / (workers * 4))))
     chunks = [rest[i : i + size] for i in range(0, len(rest), size)]
     return ([ordered] if ordered else []) + chunks
@@ -155,12 +165,12 @@ class _Flows:
 
 def _record(
     settings: _Settings, chunks: Iterator[Chunk], problems: Problems, on_progress: Callable[[int], None] | None
-) -> int:
-    """Feed the flows of `chunks` to one recorder; return how many calls it wrote."""
+) -> tuple[int, int]:
+    """Feed the flows of `chunks` to one recorder; return the calls it wrote and those skipped."""
     return asyncio.run(_record_async(settings, chunks, problems, on_progress))
 
 
-async def _record_async(settings, chunks, problems, on_progress) -> int:
+async def _record_async(settings, chunks, problems, on_progress) -> tuple[int, int]:
     opts = options.Options()
     master = Master(opts)
     recorder = Recorder(queue_limit=None, worker_process=False)
@@ -171,24 +181,32 @@ async def _record_async(settings, chunks, problems, on_progress) -> int:
     recorder.sink = InlineSink(
         store, PriceTable.load(store.data_dir), keep_content=settings.keep_content, problems=problems
     )
-    flows = _Flows(settings.sources)
+    flows, already_present = _Flows(settings.sources), 0
     try:
         for chunk in chunks:
-            for index, record in chunk:
+            for index, record, key, skip in chunk:
                 try:
                     f = flows.decode(index, record)
                 except Exception as e:  # framed like a flow, but not one: count it, go on
                     problems.add(f"unreadable_flow:{type(e).__name__}", f"{settings.sources[index][0]}: {e}")
                     continue
-                if isinstance(f, http.HTTPFlow):
-                    for event in eventsequence.iterate(f):
-                        master.addons.trigger(event)
+                if not isinstance(f, http.HTTPFlow):
+                    continue
+                if skip:
+                    request = f.request
+                    already_present += (
+                        detect(request.pretty_host, request.path, request.headers, request.method) is not None
+                    )
+                    continue
+                f.metadata[IMPORT_KEY] = key
+                for event in eventsequence.iterate(f):
+                    master.addons.trigger(event)
             if on_progress:
                 on_progress(len(chunk))
     finally:
         flows.close()
         recorder.done()
-    return recorder.recorded
+    return recorder.recorded, already_present
 
 
 def _record_in_workers(settings, chunks, workers, total, on_progress) -> ImportResult:
@@ -208,7 +226,7 @@ def _record_in_workers(settings, chunks, workers, total, on_progress) -> ImportR
     ]
     for p in processes:
         p.start()
-    problems, recorded, finished, cpu = Problems(), 0, 0, 0.0
+    problems, recorded, present, finished, cpu = Problems(), 0, 0, 0, 0.0
     try:
         while finished < workers:
             try:
@@ -224,8 +242,9 @@ def _record_in_workers(settings, chunks, workers, total, on_progress) -> ImportR
                 if on_progress:
                     on_progress(value)
                 continue
-            worker_recorded, worker_problems, worker_cpu = value
+            worker_recorded, worker_present, worker_problems, worker_cpu = value
             recorded += worker_recorded
+            present += worker_present
             cpu += worker_cpu
             for name, n in worker_problems.items():
                 problems.add(name, n=n)
@@ -235,7 +254,7 @@ def _record_in_workers(settings, chunks, workers, total, on_progress) -> ImportR
             p.join(5 if finished == workers else 0)
             if p.is_alive():
                 p.terminate()
-    return ImportResult(total, recorded, problems, cpu)
+    return ImportResult(total, recorded, present, problems, cpu)
 
 
 def _worker_main(settings: _Settings, tasks, results) -> None:
@@ -247,5 +266,5 @@ def _worker_main(settings: _Settings, tasks, results) -> None:
         while (chunk := tasks.get()) is not None:
             yield chunk
 
-    recorded = _record(settings, chunks(), problems, lambda n: results.put(("progress", n)))
-    results.put(("done", (recorded, Counter(problems.counts), time.process_time())))
+    recorded, present = _record(settings, chunks(), problems, lambda n: results.put(("progress", n)))
+    results.put(("done", (recorded, present, Counter(problems.counts), time.process_time())))

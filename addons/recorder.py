@@ -48,6 +48,8 @@ RECORDER_OPTIONS = {
     "shadow_max_body",
 }
 
+IMPORT_KEY = "llm_shadow_import_key"  # flow.metadata entry set by the importer (addons.importer)
+
 
 class _Tap:
     """The stream callable: hands every chunk on unchanged and keeps a timed copy."""
@@ -231,6 +233,7 @@ class Recorder:
             ended=(response.timestamp_end if response is not None else None) or time.time(),
             outcome=outcome,
             error=flow.error.msg if flow.error else None,
+            import_key=flow.metadata.get(IMPORT_KEY),
         )
 
 

@@ -1,5 +1,8 @@
 """`llm-shadow import`: flow files and HAR files go through the same recorder as live calls."""
 
+import re
+import shutil
+
 import openai
 from mitmproxy import io
 from mitmproxy.io import tnetstring
@@ -11,7 +14,7 @@ from cli import SAMPLE_TRAFFIC, app
 from tests.test_proxy_openai import API_KEY, MESSAGES, records
 
 # Columns that depend on when and where a call was recorded, not on what it was.
-CIRCUMSTANTIAL = {"id", "ts", "latency_ms", "ttft_ms", "key_id", "instance"}
+CIRCUMSTANTIAL = {"id", "ts", "latency_ms", "ttft_ms", "key_id", "instance", "import_key"}
 
 
 def make_calls(base_url: str) -> None:
@@ -60,6 +63,7 @@ def test_imported_flows_are_recorded_like_live_ones(provider, start_proxy, start
         result = runner.invoke(app, args)
         assert result.exit_code == 0, result.output
         assert "recorded 5 LLM calls" in result.stdout
+        assert "0 were already present" in result.stdout
         imported = Store(tmp_path / name).requests_frame().to_dicts()
         assert comparable(imported) == comparable(live_rows), name
         assert all(r["latency_ms"] is not None for r in imported)
@@ -101,6 +105,43 @@ def test_the_framing_finds_the_flows_mitmproxy_reads(tmp_path):
     with open(path, "rb") as f:
         flows = list(io.FlowReader(f).stream())
     assert len(source) == len(flows)
+    assert source.keys == [f"flow:{flow.id}" for flow in flows]  # the id read without decoding the flow
     whole = path.read_bytes()
     for (start, end), flow in zip(source.records[:: len(flows) // 25], flows[:: len(flows) // 25], strict=True):
         assert tnetstring.loads(whole[start:end])["id"] == flow.id
+
+
+def test_importing_the_same_calls_again_adds_nothing(provider, start_mitmdump, tmp_path):
+    flows, har = tmp_path / "calls.flows", tmp_path / "calls.har"
+    bare = start_mitmdump("--mode", f"reverse:{provider.url}@0", "-w", str(flows), "--set", f"hardump={har}")
+    make_calls(bare.url)
+    bare.stop()
+    runner = CliRunner()
+    for source in (flows, har):
+        data = tmp_path / f"data-{source.suffix[1:]}"
+        first = runner.invoke(app, ["import", str(source), "--data", str(data)])
+        assert "recorded 5 LLM calls" in first.stdout, first.output
+        ids = sorted(Store(data).requests_frame()["import_key"].to_list())
+        prefix = "flow:" if source == flows else "har:"
+        assert len(set(ids)) == 5 and all(k.startswith(prefix) for k in ids)
+
+        # Again, and the same file twice in one import (overlapping files): nothing new.
+        # In worker processes: duplicates are found before the flows are handed out.
+        args = ["import", str(source), str(source), "--data", str(data), "--workers", "2"]
+        again = runner.invoke(app, args)
+        assert again.exit_code == 0, again.output
+        assert "recorded 0 LLM calls" in again.stdout and "10 were already present" in again.stdout
+        assert sorted(Store(data).requests_frame()["import_key"].to_list()) == ids
+
+
+def test_a_second_import_of_the_demo_month_adds_nothing(sample_demo, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(sample_demo.data, data)
+    before = Store(data).requests_frame().height
+    recorded = int(re.search(r"Recorded ([\d,]+) LLM calls", sample_demo.result.stdout)[1].replace(",", ""))
+    assert before == recorded
+    flows = sorted(SAMPLE_TRAFFIC.glob("*.flows"))
+    result = CliRunner().invoke(app, ["import", *map(str, flows), "--data", str(data)])
+    assert result.exit_code == 0, result.output
+    assert f"recorded 0 LLM calls into {data}; {before:,} were already present" in result.stdout
+    assert Store(data).requests_frame().height == before

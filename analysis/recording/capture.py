@@ -37,6 +37,7 @@ class Capture:
     ended: float
     outcome: str
     error: str | None = None
+    import_key: str | None = None  # what identifies an imported call (see addons.importer)
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class AttributionHeaders:
 
 
 def _text(value: bytes) -> str:
-    return value.decode("utf-8", "surrogateescape")
+    return value.decode("utf-8", "replace")
 
 
 def split_secrets(fields) -> tuple[dict[str, str], str | None]:
@@ -107,5 +108,6 @@ def to_exchange(
         feature=request_headers.get(attribution.feature.lower()),
         user=request_headers.get(attribution.user.lower()),
         instance=instance,
+        import_key=capture.import_key,
     )
     return exchange, context

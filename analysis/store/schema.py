@@ -39,7 +39,11 @@ REQUESTS = [
         "VARCHAR",
         "openai, azure, anthropic, gemini, vertex, openrouter, groq, mistral, deepseek, xai, ..., or `openai_compatible` (`anthropic_compatible`, `gemini_compatible`) for an unknown host speaking that shape.",
     ),
-    Column("endpoint", "VARCHAR", "chat, responses, completions, embeddings, messages, generate_content, batches, ..."),
+    Column(
+        "endpoint",
+        "VARCHAR",
+        "chat, responses, responses_compact, completions, embeddings, messages, generate_content, batches, ...",
+    ),
     Column("host", "VARCHAR", "Upstream host name."),
     Column("path", "VARCHAR", "Request path, query string removed."),
     Column("method", "VARCHAR", "HTTP method."),
@@ -58,6 +62,17 @@ REQUESTS = [
     Column("cache_write_tokens", "BIGINT", "Part of input_tokens written to the provider's prompt cache."),
     Column("cache_write_1h_tokens", "BIGINT", "Part of cache_write_tokens written with a 1-hour TTL (Anthropic)."),
     Column("reasoning_tokens", "BIGINT", "Part of output_tokens spent on reasoning / thinking."),
+    Column("audio_input_tokens", "BIGINT", "Part of input_tokens that is audio (not cached), priced at audio rates."),
+    Column("audio_output_tokens", "BIGINT", "Part of output_tokens that is audio, priced at audio rates."),
+    Column(
+        "image_input_tokens", "BIGINT", "Part of input_tokens that is images, where the provider prices them apart."
+    ),
+    Column("image_output_tokens", "BIGINT", "Part of output_tokens that is images (image generation)."),
+    Column(
+        "usage_other_models",
+        "VARCHAR",
+        "Tokens the call spent on models other than `model` (Anthropic's advisor iterations), as JSON [{model, input_tokens, output_tokens, ...}]: included in cost_usd at their own model's price, not in the token columns.",
+    ),
     Column("usage_source", "VARCHAR", "provider (reported by the API), estimated (counted by llm-shadow), none."),
     Column("cost_usd", "DOUBLE", "Cost of the call in USD; NULL when unpriced."),
     Column(
@@ -88,6 +103,11 @@ REQUESTS = [
     ),
     Column("error", "VARCHAR", "Short description of what went wrong, when something did."),
     Column("instance", "VARCHAR", "Recorder instance that wrote the row."),
+    Column(
+        "import_key",
+        "VARCHAR",
+        "What identifies an imported call (flow:ID for a mitmproxy flow, har:HASH of request, response and time for a HAR entry); a second import of it is skipped. NULL for live calls.",
+    ),
 ]
 
 CONTENTS = [
