@@ -242,7 +242,7 @@ def test_budget_block_in_the_anthropic_shape(enforcing, feature):
 
 def test_anthropic_repeated_request_is_answered_from_the_cache(enforcing, feature):
     client = enforcing.anthropic(feature)
-    ask = dict(model="claude-sonnet-4-6", max_tokens=50, messages=MESSAGES)
+    ask = dict(model="claude-sonnet-4-6", max_tokens=50, messages=MESSAGES, extra_body={"temperature": 0})
     first = client.messages.create(**ask)
     second = client.messages.create(**ask)
     assert second.content[0].text == first.content[0].text

@@ -24,6 +24,7 @@ from typing import Any
 from analysis.enforce.decisions import decision_rows, header_value
 from analysis.enforce.refusals import Refusal, refusal
 from analysis.pricing.table import PriceTable
+from analysis.simulate.cacheability import may_store
 from analysis.simulate.enforceable import check_enforceable, model_family, wire_family
 from analysis.simulate.engine import Decision, PolicyEngine
 from analysis.simulate.facts import Facts, to_microseconds
@@ -188,8 +189,7 @@ class LivePolicy:
         for b, key in enumerate(facts.budget_keys):
             if key is not None:
                 state.budgets[b].charge(key, spend)
-        exact_status = verdict.decision.exact_cache
-        if ok and state.exact is not None and exact_status not in (None, "excluded"):
+        if ok and state.exact is not None and facts.exact_key is not None and may_store(facts.exact_excluded):
             arrival = to_microseconds_float(ended)
             stored = state.exact.store(facts.exact_key, arrival, facts.id)
             if stored and self.responses is not None and status is not None:

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from analysis import parsers
-from analysis.parsers.exchange import Exchange, Parsed, Usage
+from analysis.parsers.exchange import Exchange, Parsed, Usage, other_models_json
 from analysis.parsers.hashing import prompt_hash
 from analysis.pricing.table import PriceTable
 from analysis.recording.decoding import DecodeError, decode_body, decode_chunks
+from analysis.store.clean import clean_row
+from analysis.store.schema import CONTENTS, REQUESTS
 
 
 @dataclass
@@ -93,7 +95,7 @@ def account(
         parsed, failure = Parsed(), e
     if parsed.usage_key and usage_keys_seen is not None:
         if parsed.usage_key in usage_keys_seen:
-            parsed.usage, parsed.provider_cost_usd = Usage(), None
+            parsed.usage, parsed.provider_cost_usd, parsed.other_models = Usage(), None, []
             parsed.error = parsed.error or f"usage of {parsed.usage_key} was recorded by an earlier call"
         else:
             usage_keys_seen.add(parsed.usage_key)
@@ -111,6 +113,7 @@ def account(
         service_tier=parsed.service_tier,
         batch=parsed.batch,
         provider_cost_usd=parsed.provider_cost_usd,
+        other_models=parsed.other_models,
     )
 
     if context.answered_by is not None:
@@ -144,6 +147,11 @@ def account(
         "cache_write_tokens": usage.cache_write_tokens,
         "cache_write_1h_tokens": usage.cache_write_1h_tokens,
         "reasoning_tokens": usage.reasoning_tokens,
+        "audio_input_tokens": usage.audio_input_tokens,
+        "audio_output_tokens": usage.audio_output_tokens,
+        "image_input_tokens": usage.image_input_tokens,
+        "image_output_tokens": usage.image_output_tokens,
+        "usage_other_models": other_models_json(parsed.other_models),
         "usage_source": usage.source,
         "cost_usd": 0.0 if context.answered_by else cost.cost_usd,
         "cost_source": "not_sent" if context.answered_by else cost.cost_source,
@@ -178,7 +186,8 @@ def account(
             "request_json": _request_json(exchange.request_body),
             "response_text": parsed.response_text or None,
         }
-    return row, content, failure
+        clean_row(content, CONTENTS)
+    return clean_row(row, REQUESTS), content, failure
 
 
 def _first(*values: str | None) -> str | None:

@@ -59,7 +59,7 @@ class AttributionHeaders:
 
 
 def _text(value: bytes) -> str:
-    return value.decode("utf-8", "surrogateescape")
+    return value.decode("utf-8", "replace")
 
 
 def split_secrets(fields) -> tuple[dict[str, str], str | None]:
