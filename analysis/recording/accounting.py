@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from analysis import parsers
-from analysis.parsers.exchange import Exchange, Parsed, Usage
+from analysis.parsers.exchange import Exchange, Parsed, Usage, other_models_json
 from analysis.parsers.hashing import prompt_hash
 from analysis.parsers.sse import MAX_EVENT_CHARS
 from analysis.pricing.table import PriceTable
@@ -108,7 +108,7 @@ def account(
         problems.append(("sse_event_too_large", note))
     if parsed.usage_key and usage_keys_seen is not None:
         if parsed.usage_key in usage_keys_seen:
-            parsed.usage, parsed.provider_cost_usd = Usage(), None
+            parsed.usage, parsed.provider_cost_usd, parsed.other_models = Usage(), None, []
             parsed.error = parsed.error or f"usage of {parsed.usage_key} was recorded by an earlier call"
         else:
             usage_keys_seen.add(parsed.usage_key)
@@ -126,6 +126,7 @@ def account(
         service_tier=parsed.service_tier,
         batch=parsed.batch,
         provider_cost_usd=parsed.provider_cost_usd,
+        other_models=parsed.other_models,
     )
 
     attribution = {**parsed.attribution}
@@ -153,6 +154,11 @@ def account(
         "cache_write_tokens": usage.cache_write_tokens,
         "cache_write_1h_tokens": usage.cache_write_1h_tokens,
         "reasoning_tokens": usage.reasoning_tokens,
+        "audio_input_tokens": usage.audio_input_tokens,
+        "audio_output_tokens": usage.audio_output_tokens,
+        "image_input_tokens": usage.image_input_tokens,
+        "image_output_tokens": usage.image_output_tokens,
+        "usage_other_models": other_models_json(parsed.other_models),
         "usage_source": usage.source,
         "cost_usd": cost.cost_usd,
         "cost_source": cost.cost_source,
