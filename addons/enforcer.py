@@ -275,9 +275,10 @@ class Enforcer:
             loop = asyncio.get_running_loop()
             work = loop.run_in_executor(self._pool, self._account, capture)
             row = await asyncio.wait_for(work, SETTLE_TIMEOUT_SECONDS)
+            complete = row["outcome"] == "ok" and not capture.response_truncated  # never cache part of an answer
             live.settle(
                 verdict,
-                row["outcome"] == "ok",
+                complete,
                 row["cost_usd"],
                 capture.ended,
                 capture.status,

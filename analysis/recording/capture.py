@@ -45,6 +45,7 @@ class Capture:
     ended: float
     outcome: str
     error: str | None = None
+    response_truncated: bool = False  # the proxy kept only the first shadow_max_body bytes
     import_key: str | None = None  # what identifies an imported call (see addons.importer)
     id: str | None = None  # the call's id when enforce mode gave it one at the request
     answered_by: str | None = None  # the policy kind that answered without the upstream (enforce mode)
@@ -111,6 +112,7 @@ def to_exchange(
         duration=capture.ended - capture.started,
         outcome=capture.outcome,
         error=capture.error,
+        response_over_cap=capture.response_truncated,
     )
     context = CallContext(
         id=capture.id or new_id(capture.started),
