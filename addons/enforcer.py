@@ -24,9 +24,12 @@ that does not load keeps the running policy and says why.
 import asyncio
 import json
 import logging
+import os
 import signal
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 from mitmproxy import ctx, exceptions, http
 
@@ -48,13 +51,14 @@ from analysis.recording.capture import (
 from analysis.recording.sink import Problems
 from analysis.simulate.policy import PolicyError, load_policy
 from analysis.simulate.state import MemoryBackend
-from analysis.store.datadir import Store, StoreError, new_id
+from analysis.store.datadir import Store, StoreError, new_id, new_instance_name
 
 log = logging.getLogger("llm_shadow")
 
 DECISION_HEADER = "x-llm-shadow-decision"
 ENFORCER_OPTIONS = {"shadow_policy", "shadow_mode", "shadow_cache_bytes"}
 SETTLE_TIMEOUT_SECONDS = 5.0
+STATUS_SECONDS = 1.0
 
 
 class Enforcer:
@@ -68,6 +72,10 @@ class Enforcer:
         self._verdicts: dict[str, tuple[LivePolicy, Verdict]] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._started = False
+        self.instance = new_instance_name() + "-policy"
+        self._status_dir = None
+        self._status_written: dict[str, int] | None = None
+        self._status_timer: asyncio.TimerHandle | None = None
 
     def load(self, loader):
         loader.add_option(
@@ -103,6 +111,8 @@ class Enforcer:
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
         except (NotImplementedError, RuntimeError, ValueError):
             pass  # no signals here (Windows, or not the main thread): reload by restarting
+        if self.live is not None:
+            self._status_timer = asyncio.get_running_loop().call_later(STATUS_SECONDS, self._status_tick)
 
     def start(self) -> None:
         """Load the policy the options name; OptionsError when it cannot be used."""
@@ -117,6 +127,7 @@ class Enforcer:
             raise exceptions.OptionsError(f"llm-shadow: {o.shadow_mode} mode needs a policy file (shadow_policy)")
         try:
             store = Store(o.shadow_data)
+            self._status_dir = store.data_dir / "status"
             self.salt = store.salt()
             self.prices = PriceTable.load(store.data_dir)
         except (StoreError, PriceFileError, OSError) as e:
@@ -152,7 +163,37 @@ class Enforcer:
             return
         log.warning("llm-shadow: policy reloaded from %s", ctx.options.shadow_policy)
 
+    def problem_counts(self) -> dict[str, int]:
+        """What failed open so far: our own counts and the live policy's."""
+        counts = Counter(self.problems.counts)
+        if self.live is not None:
+            counts.update(self.live.counts)
+        return dict(counts)
+
+    def _status_tick(self) -> None:
+        self.write_status()
+        self._status_timer = asyncio.get_running_loop().call_later(STATUS_SECONDS, self._status_tick)
+
+    def write_status(self) -> None:
+        """`<data>/status/<instance>-policy.json`, in the recorder's format, so `stats` shows
+        what failed open (written when the counts change)."""
+        counts = self.problem_counts()
+        if self._status_dir is None or counts == self._status_written:
+            return
+        status = {"instance": self.instance, "pid": os.getpid(), "updated": time.time(), "problems": counts}
+        try:
+            self._status_dir.mkdir(exist_ok=True)
+            tmp = self._status_dir / f".{self.instance}.json.tmp"
+            tmp.write_text(json.dumps(status))
+            os.replace(tmp, self._status_dir / f"{self.instance}.json")
+            self._status_written = counts
+        except OSError as e:
+            self.problems.add("status_unwritable", str(e))
+
     def done(self):
+        if self._status_timer is not None:
+            self._status_timer.cancel()
+        self.write_status()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
@@ -211,6 +252,8 @@ class Enforcer:
             flow.metadata[FLOW_ANSWERED_BY] = verdict.answered_by
         elif verdict.action == "rewrite":
             rewrite_model(flow.request, verdict.model_to)
+            if verdict.upstream is not None:
+                send_to(flow.request, *verdict.upstream)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         held = self._verdicts.get(flow.id)
@@ -241,9 +284,10 @@ class Enforcer:
             work = loop.run_in_executor(self._pool, self._account, capture)
             row = await asyncio.wait_for(work, SETTLE_TIMEOUT_SECONDS)
             if verdict.needs_settling:
+                complete = row["outcome"] == "ok" and not capture.response_truncated  # never cache part of an answer
                 live.settle(
                     verdict,
-                    row["outcome"] == "ok",
+                    complete,
                     row["cost_usd"],
                     capture.ended,
                     capture.status,
@@ -285,3 +329,21 @@ def rewrite_model(request: http.Request, model: str) -> None:
     body = json.loads(request.get_content())
     body["model"] = model
     request.content = json.dumps(body, ensure_ascii=False).encode()
+
+
+KEY_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
+
+
+def send_to(request: http.Request, base_url: str, key: str | None) -> None:
+    """Send the request to another upstream speaking the same wire format: its scheme, host and
+    port, its path prefix before the request's path, and its own key in place of the client's."""
+    target = urlsplit(base_url)
+    request.scheme = target.scheme
+    request.host = target.hostname
+    request.port = target.port or (443 if target.scheme == "https" else 80)
+    request.headers["host"] = target.netloc
+    request.path = target.path.rstrip("/") + request.path
+    if key is not None:
+        for name in KEY_HEADERS:
+            if name in request.headers:
+                request.headers[name] = f"Bearer {key}" if name == "authorization" else key

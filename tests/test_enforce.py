@@ -8,6 +8,8 @@ read from the fake provider's log; what the proxy decided, from `requests` and `
 """
 
 import json
+import os
+from collections import defaultdict
 from pathlib import Path
 
 import anthropic
@@ -16,6 +18,8 @@ import openai
 import pytest
 from typer.testing import CliRunner
 
+from analysis.simulate.enforceable import check_enforceable
+from analysis.simulate.policy import parse_policy
 from analysis.store.datadir import Store, query_frame
 from cli import app
 from tests.conftest import RunningProxy, llm_shadow_proxy_command, wait_for
@@ -96,24 +100,43 @@ def provider():
         yield p
 
 
-def start(provider: FakeProvider, tmp: Path, mode: str) -> Proxied:
+OTHER_UPSTREAM = """
+[[routing]]
+name = "to-other-upstream"
+feature = "test_other_upstream*"
+to = "gpt-4o-mini"
+to_url = "{url}/proxied"
+to_api_key_env = "LLM_SHADOW_TEST_OTHER_KEY"
+"""
+OTHER_KEY = "sk-other-upstream-456"
+
+
+@pytest.fixture(scope="module")
+def other_provider():
+    os.environ["LLM_SHADOW_TEST_OTHER_KEY"] = OTHER_KEY  # read by the proxy started after this
+    with FakeProvider() as p:
+        yield p
+    os.environ.pop("LLM_SHADOW_TEST_OTHER_KEY", None)
+
+
+def start(provider: FakeProvider, tmp: Path, mode: str, other: FakeProvider) -> Proxied:
     policy = tmp / "policy.toml"
-    policy.write_text(POLICY)
+    policy.write_text(POLICY + OTHER_UPSTREAM.format(url=other.url))
     data_dir = tmp / "data"
     args = ["--upstream", f"{provider.url}@0", "--policy", str(policy), "--mode", mode, "--force"]
     return Proxied(provider, RunningProxy(llm_shadow_proxy_command(args, data_dir)), data_dir)
 
 
 @pytest.fixture(scope="module")
-def enforcing(provider, tmp_path_factory):
-    proxied = start(provider, tmp_path_factory.mktemp("enforce"), "enforce")
+def enforcing(provider, other_provider, tmp_path_factory):
+    proxied = start(provider, tmp_path_factory.mktemp("enforce"), "enforce", other_provider)
     yield proxied
     proxied.proxy.stop()
 
 
 @pytest.fixture(scope="module")
-def shadowing(provider, tmp_path_factory):
-    proxied = start(provider, tmp_path_factory.mktemp("shadow"), "shadow")
+def shadowing(provider, other_provider, tmp_path_factory):
+    proxied = start(provider, tmp_path_factory.mktemp("shadow"), "shadow", other_provider)
     yield proxied
     proxied.proxy.stop()
 
@@ -179,6 +202,18 @@ def test_routed_request_arrives_upstream_with_the_target_model(enforcing, featur
     assert (routing["action"], routing["model_to"], routing["policy"]) == ("route", "gpt-4o-mini", "to-mini")
 
 
+def test_other_upstream_named_by_a_rule_gets_the_call_with_its_own_key(enforcing, other_provider, feature):
+    client = enforcing.openai(feature)
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES, temperature=0.5)
+    assert raw.parse().choices[0].message.content
+    assert raw.headers["x-llm-shadow-decision"] == "routing=route; policy=to-other-upstream"
+    assert enforcing.upstream_calls(feature) == []
+    [sent] = [r for r in other_provider.requests if r.headers.get("x-shadow-feature") == feature]
+    assert sent.target == "/proxied/v1/chat/completions"
+    assert sent.headers["authorization"] == f"Bearer {OTHER_KEY}"
+    assert json.loads(sent.body)["model"] == "gpt-4o-mini"
+
+
 def test_budget_blocks_right_after_the_call_that_reached_it(enforcing, feature):
     client = enforcing.openai(feature, **{"x-shadow-team": f"capped-{feature}"})
     client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, temperature=0.5)
@@ -208,7 +243,7 @@ def test_budget_block_in_the_anthropic_shape(enforcing, feature):
 
 def test_anthropic_repeated_request_is_answered_from_the_cache(enforcing, feature):
     client = enforcing.anthropic(feature)
-    ask = dict(model="claude-sonnet-4-6", max_tokens=50, messages=MESSAGES)
+    ask = dict(model="claude-sonnet-4-6", max_tokens=50, messages=MESSAGES, extra_body={"temperature": 0})
     first = client.messages.create(**ask)
     second = client.messages.create(**ask)
     assert second.content[0].text == first.content[0].text
@@ -307,7 +342,22 @@ def test_a_rule_needing_another_wire_format_is_not_enforceable(tmp_path):
     said = refused_start(tmp_path, policy, "--mode", "enforce", "--force")
     assert "policy.toml:4" in said and "not enforceable" in said
     shadowed = policy + 'mode = "shadow"\n'  # the same rule kept in shadow is fine
-    from analysis.enforce.live import check_enforceable
-    from analysis.simulate.policy import parse_policy
-
     check_enforceable(parse_policy(shadowed))
+
+
+def test_the_simulator_names_what_is_not_enforceable(tmp_path):
+    from analysis.simulate.results import _notes
+
+    policy = parse_policy('[[routing]]\nname = "to-claude"\nmodel = "gpt-4o*"\nto = "claude-sonnet-4-6"\n')
+    totals = defaultdict(int)  # no figures: only the notes about the policy itself
+    assert any(
+        n.startswith("Not enforceable live: to-claude: 'claude-sonnet-4-6' speaks") for n in _notes(policy, totals)
+    )
+
+
+def test_stats_shows_what_the_policies_decided(enforcing):
+    stats = CliRunner().invoke(app, ["stats", "--data", str(enforcing.data_dir)])
+    assert stats.exit_code == 0, stats.output
+    text = " ".join(stats.output.split())
+    assert "Policy decisions (shadow: would have; enforce: did)" in text
+    assert "enforce" in text and "exact_cache" in text and "hit" in text

@@ -86,8 +86,9 @@ def test_simulate_json_output(data, policy_file):
     assert document["run_id"] is None and not list_runs(data)
     totals = document["totals"]
     assert totals["baseline_usd"] == pytest.approx(0.06)
-    # r0 and r4 routed, r1 a cache hit, r3 blocked (all of its cost).
-    assert totals["saving_usd"] == pytest.approx(2 * (0.01 - ROUTED) + 0.01 + 0.01)
+    # r0 and r4 routed, r1 a cache hit; r3 blocked: its cost is prevented, not saved.
+    assert totals["saving_usd"] == pytest.approx(2 * (0.01 - ROUTED) + 0.01)
+    assert totals["blocked_spend_usd"] == pytest.approx(0.01) and totals["routed"] == 2
     assert [p["name"] for p in document["by_policy"]] == ["exact-cache", "to-mini", "team-daily"]
     assert document["budgets"][0]["incidents"][0]["tripped_by"] == "r2"
     assert [row["key"] for row in document["by_day"]] == ["2025-03-03", "2025-03-04"]

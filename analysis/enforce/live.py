@@ -16,6 +16,7 @@ older state; a throttled request is refused live and charged when the client ret
 simulator charges the throttled request itself).
 """
 
+import os
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,8 @@ from typing import Any
 from analysis.enforce.decisions import decision_rows, header_value
 from analysis.enforce.refusals import Refusal, refusal
 from analysis.pricing.table import PriceTable
+from analysis.simulate.cacheability import may_store
+from analysis.simulate.enforceable import check_enforceable, model_family, wire_family
 from analysis.simulate.engine import Decision, PolicyEngine
 from analysis.simulate.facts import Facts, to_microseconds
 from analysis.simulate.policy import Policy, PolicyError
@@ -34,52 +37,6 @@ DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
 # Response headers a replayed answer does not keep: framing, which mitmproxy sets again for the
 # body it sends, and the upstream's per-call ids that must not repeat.
 REPLAY_DROPPED_HEADERS = {b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"date"}
-
-
-def model_family(name: str) -> str:
-    """The wire format a model is served in: anthropic (claude*), gemini (gemini*), or openai
-    (every OpenAI-compatible server)."""
-    lowered = name.lower().rsplit("/", 1)[-1]
-    if lowered.startswith("claude"):
-        return "anthropic"
-    if lowered.startswith(("gemini", "gemma")):
-        return "gemini"
-    return "openai"
-
-
-def wire_family(wire_format: str) -> str:
-    if wire_format.startswith("anthropic"):
-        return "anthropic"
-    if wire_format.startswith("gemini"):
-        return "gemini"
-    return "openai"
-
-
-def check_enforceable(policy: Policy) -> None:
-    """Refuse, with the line at fault, what enforce mode cannot do: a routing rule or a budget
-    downgrade whose target speaks another wire format than the traffic it matches, a semantic
-    cache or a batch policy acting live. Entries with `mode = "shadow"` are only logged and
-    pass."""
-    if policy.semantic_cache is not None and policy.semantic_cache.mode == "enforce":
-        raise policy.error(
-            policy.semantic_cache.origin, None, 'the semantic cache cannot act live yet: add mode = "shadow"'
-        )
-    for entry in policy.batch:
-        if entry.mode == "enforce":
-            raise policy.error(entry.origin, None, 'batching cannot act on live calls: add mode = "shadow"')
-    movers = [(r, r.to) for r in policy.routing] + [(b, b.to) for b in policy.budgets if b.to]
-    for entry, target in movers:
-        if entry.mode != "enforce":
-            continue
-        patterns = dict(entry.match.text).get("model", ())
-        families = {model_family(p) for p in patterns if not p.startswith("*")}
-        if any(f != model_family(target) for f in families):
-            raise policy.error(
-                entry.origin,
-                "to",
-                f"{target!r} speaks the {model_family(target)} wire format, the matched models "
-                f"{', '.join(sorted(families))}: not enforceable (rewrite needs the same wire format)",
-            )
 
 
 @dataclass
@@ -96,6 +53,7 @@ class Verdict:
     answer: StoredResponse | None = None
     refusal: Refusal | None = None
     model_to: str | None = None
+    upstream: tuple[str, str | None] | None = None  # (base URL, API key) of another upstream
 
     @property
     def needs_settling(self) -> bool:
@@ -198,13 +156,18 @@ class LivePolicy:
         elif decision.routed_by and self.acts(decision.routed_by):
             target = next(r.to for r in self.policy.routing if r.name == decision.routed_by)
             kind, name = "routing", decision.routed_by
-        if target is None or target == verdict.record.get("model_requested"):
+        rule = next((r for r in self.policy.routing if r.name == name), None) if kind == "routing" else None
+        upstream = None
+        if rule is not None and rule.to_url:
+            key = os.environ.get(rule.to_api_key_env) if rule.to_api_key_env else None
+            upstream = (rule.to_url, key)
+        if target is None or (target == verdict.record.get("model_requested") and upstream is None):
             return
         if model_family(target) != wire_family(wire_format):
             self.counts["rewrite_other_wire_format"] += 1  # cannot be sent in this format: pass
             return
         action = "downgrade" if kind == "budget" else "route"
-        verdict.action, verdict.model_to = "rewrite", target
+        verdict.action, verdict.model_to, verdict.upstream = "rewrite", target, upstream
         verdict.header = header_value(kind, action, name)
 
     def settle(
@@ -226,8 +189,7 @@ class LivePolicy:
         for b, key in enumerate(facts.budget_keys):
             if key is not None:
                 state.budgets[b].charge(key, spend)
-        exact_status = verdict.decision.exact_cache
-        if ok and state.exact is not None and exact_status not in (None, "excluded"):
+        if ok and state.exact is not None and facts.exact_key is not None and may_store(facts.exact_excluded):
             arrival = to_microseconds_float(ended)
             stored = state.exact.store(facts.exact_key, arrival, facts.id)
             if stored and self.responses is not None and status is not None:

@@ -19,7 +19,7 @@ import re
 from analysis.parsers import common
 from analysis.parsers.exchange import Exchange, Parsed, Usage
 from analysis.parsers.hashing import canonical_request
-from analysis.parsers.sse import JsonArrayStreamDecoder, decode_sse
+from analysis.parsers.sse import JsonArrayStreamDecoder
 
 _MODEL_IN_PATH = re.compile(r"models/([^/:]+):(\w+)")
 TRAFFIC_TYPE_TIERS = {"ON_DEMAND_FLEX": "flex", "PROVISIONED_THROUGHPUT": "provisioned"}
@@ -164,19 +164,36 @@ def usage_from_gemini(usage: dict) -> Usage:
     tool_use = common.count(_get(usage, "toolUsePromptTokenCount"))
     candidates = common.count(_get(usage, "candidatesTokenCount"))
     thoughts = common.count(_get(usage, "thoughtsTokenCount"))
+    prompt_by_modality = _by_modality(_get(usage, "promptTokensDetails"))
+    cached_by_modality = _by_modality(_get(usage, "cacheTokensDetails"))
+    output_by_modality = _by_modality(_get(usage, "candidatesTokensDetails"))
     return Usage(
         input_tokens=prompt + tool_use,
         output_tokens=candidates + thoughts,
         cached_input_tokens=common.count(_get(usage, "cachedContentTokenCount")),
         reasoning_tokens=thoughts,
+        # Audio is priced apart (the audio track of a video included: Gemini reports it as AUDIO);
+        # image and video input cost what text costs. Cached audio pays the cache-read rate.
+        audio_input_tokens=max(prompt_by_modality.get("AUDIO", 0) - cached_by_modality.get("AUDIO", 0), 0),
+        audio_output_tokens=output_by_modality.get("AUDIO", 0),
+        image_output_tokens=output_by_modality.get("IMAGE", 0),
         source="provider",
     )
+
+
+def _by_modality(details: object) -> dict[str, int]:
+    """Gemini's [{modality, tokenCount}, ...] as {modality: tokens}."""
+    totals: dict[str, int] = {}
+    for item in details if isinstance(details, list) else []:
+        if isinstance(item, dict) and isinstance(item.get("modality"), str):
+            totals[item["modality"]] = totals.get(item["modality"], 0) + common.count(_get(item, "tokenCount"))
+    return totals
 
 
 def _read_stream(exchange: Exchange, parsed: Parsed) -> str:
     parsed.complete = False  # until a finishReason arrives
     thoughts = []
-    for response, chunk_index in _stream_responses(exchange):
+    for response, chunk_index in _stream_responses(exchange, parsed):
         if response.get("error"):
             parsed.error = common.error_message(response) or "error in stream"
             continue
@@ -189,7 +206,7 @@ def _read_stream(exchange: Exchange, parsed: Parsed) -> str:
     return "".join(thoughts)
 
 
-def _stream_responses(exchange: Exchange) -> list[tuple[dict, int]]:
+def _stream_responses(exchange: Exchange, parsed: Parsed) -> list[tuple[dict, int]]:
     """The response objects of a stream, SSE or JSON array, with their chunk index."""
     chunks = [chunk for _, chunk in exchange.response_chunks]
     if exchange.response_body.lstrip()[:1] == b"[":
@@ -203,7 +220,7 @@ def _stream_responses(exchange: Exchange) -> list[tuple[dict, int]]:
             pass  # a damaged element ends what can be read; the stream counts as cut
         return [(e.value, e.chunk_index) for e in elements if isinstance(e.value, dict)]
     found = []
-    for event in decode_sse(chunks):
+    for event in common.sse_events(exchange, parsed):
         try:
             value = json.loads(event.data)
         except json.JSONDecodeError:

@@ -59,6 +59,7 @@ class Capture:
     ended: float
     outcome: str
     error: str | None = None
+    response_truncated: bool = False  # the proxy kept only the first shadow_max_body bytes
     import_key: str | None = None  # what identifies an imported call (see addons.importer)
     id: str | None = None  # the call's id when enforce mode gave it one at the request
     answered_by: str | None = None  # the policy kind that answered without the upstream (enforce mode)
@@ -74,7 +75,7 @@ class AttributionHeaders:
 
 
 def _text(value: bytes) -> str:
-    return value.decode("utf-8", "surrogateescape")
+    return value.decode("utf-8", "replace")
 
 
 def split_secrets(fields) -> tuple[dict[str, str], str | None]:
@@ -126,6 +127,7 @@ def to_exchange(
         duration=capture.ended - capture.started,
         outcome=capture.outcome,
         error=capture.error,
+        response_over_cap=capture.response_truncated,
     )
     team = request_headers.get(attribution.team.lower())
     feature = request_headers.get(attribution.feature.lower())

@@ -22,9 +22,10 @@ from collections import Counter, deque
 import duckdb
 
 from analysis.pricing.table import PriceTable
-from analysis.recording.accounting import account
+from analysis.recording.accounting import DEFAULT_MAX_BODY, account
 from analysis.recording.capture import AttributionHeaders, Capture, to_exchange
-from analysis.store.datadir import SegmentWriter, Store
+from analysis.store.datadir import SegmentWriter, Store, unwritable_reason
+from analysis.store.schema import CONTENTS, REQUESTS
 
 log = logging.getLogger("llm_shadow")
 
@@ -68,6 +69,7 @@ class RecordSink:
         queue_limit: int = 100_000,
         instance: str | None = None,
         problems: Problems | None = None,
+        max_body: int = DEFAULT_MAX_BODY,
     ):
         self.store = store
         self.prices = prices
@@ -77,6 +79,7 @@ class RecordSink:
         self.keep_content = keep_content
         self.spool_limit = spool_limit
         self.queue_limit = queue_limit
+        self.max_body = max_body
         self.problems = problems or Problems()
         self.writer = SegmentWriter(store, instance)
         self.recorded = 0
@@ -170,7 +173,9 @@ class RecordSink:
     def _account(self, capture: Capture) -> None:
         try:
             exchange, context = to_exchange(capture, self.salt, self.attribution, self.instance)
-            row, content, failure = account(exchange, context, self.prices, self.keep_content, self._usage_keys_seen())
+            row, content, failure, problems = account(
+                exchange, context, self.prices, self.keep_content, self._usage_keys_seen(), self.max_body
+            )
         except Exception as e:  # a bug of ours must not stop the worker; the call is counted
             self.problems.add(f"account_error:{type(e).__name__}", str(e))
             return
@@ -179,6 +184,8 @@ class RecordSink:
                 self._pending -= 1
         if failure is not None:
             self.problems.add(f"parse_error:{capture.target.wire_format}", str(failure))
+        for kind, detail in problems:
+            self.problems.add(kind, detail)
         self._requests.append(row)
         if content is not None:
             self._contents.append(content)
@@ -204,7 +211,10 @@ class RecordSink:
             self.problems.add("store_write_failed", f"{e.strerror or e}; keeping rows in the spool")
             self._trim_spool()
             return
-        except Exception as e:  # e.g. a polars schema error: count it, keep the rows
+        except Exception as e:  # a row polars or Parquet cannot take: set it aside, write the rest
+            if self._quarantine_unwritable():
+                self._flush()
+                return
             self.problems.add(f"store_write_failed:{type(e).__name__}", str(e))
             self._trim_spool()
             return
@@ -212,6 +222,27 @@ class RecordSink:
         self._requests.clear()
         self._contents.clear()
         self._decisions.clear()
+
+    def _quarantine_unwritable(self) -> int:
+        """Move the rows that cannot be written even alone to `<data>/quarantine/`, with the
+        reason; return how many calls were moved (0: the batch failed for another reason)."""
+        bad_ids: dict[str, str] = {}
+        for relation, rows, columns in (("requests", self._requests, REQUESTS), ("contents", self._contents, CONTENTS)):
+            for row in rows:
+                if (reason := unwritable_reason(row, columns)) is not None:
+                    bad_ids.setdefault(row["id"], reason)
+                    try:
+                        self.store.quarantine(self.instance, relation, row, reason)
+                    except OSError as e:
+                        self.problems.add("quarantine_failed", f"{e.strerror or e}; the row is dropped")
+        if not bad_ids:
+            return 0
+        self.problems.add(
+            "row_quarantined", f"a row could not be written ({next(iter(bad_ids.values()))})", len(bad_ids)
+        )
+        self._requests = deque(r for r in self._requests if r["id"] not in bad_ids)
+        self._contents = deque(r for r in self._contents if r["id"] not in bad_ids)
+        return len(bad_ids)
 
     def _trim_spool(self) -> None:
         overflow = len(self._requests) - self.spool_limit

@@ -99,10 +99,12 @@ class Origin:
 
 @dataclass(frozen=True)
 class CacheRules:
-    """Which requests a cache may answer. By default only deterministic ones: temperature 0 or
-    unset, n 1 or unset, no tools (a tool call has effects), not streamed."""
+    """Which requests a cache may answer. By default only deterministic ones: temperature 0
+    (unset counts as sampling, except for embeddings), n 1 or unset, no tools (a tool call has
+    effects), not streamed."""
 
     allow_sampling: bool = False
+    allow_unset_temperature: bool = False
     allow_tools: bool = False
     allow_streaming: bool = False
 
@@ -132,6 +134,7 @@ class SemanticCachePolicy:
     embedder_api_key_env: str | None = None
     sweep: tuple[float, ...] = DEFAULT_SWEEP
     sample_pairs: int = 20
+    answer_threshold: float = 0.8  # answers whose embeddings are this similar agree (analysis.simulate.agreement)
     lsh_bits: int = 10
     lsh_tables: int = 16
     bucket_size: int = 64
@@ -147,6 +150,8 @@ class RoutingRule:
     to_provider: str | None
     origin: Origin = field(compare=False, default=Origin(("routing", 0)))
     mode: str = "enforce"  # enforce mode: "shadow" keeps this entry deciding without acting
+    to_url: str | None = None  # enforce mode: send the call to this upstream (same wire format) ...
+    to_api_key_env: str | None = None  # ... with the API key in this environment variable
 
 
 @dataclass(frozen=True)
@@ -342,6 +347,7 @@ def _entry_mode(reader: _Reader) -> str:
 def _cache_rules(reader: _Reader) -> CacheRules:
     return CacheRules(
         allow_sampling=reader.boolean("allow_sampling", False),
+        allow_unset_temperature=reader.boolean("allow_unset_temperature", False),
         allow_tools=reader.boolean("allow_tools", False),
         allow_streaming=reader.boolean("allow_streaming", False),
     )
@@ -396,6 +402,7 @@ def _semantic_cache(reader: _Reader) -> SemanticCachePolicy:
         embedder_api_key_env=key_env,
         sweep=tuple(sorted({float(v) for v in sweep_value} | {threshold})),
         sample_pairs=reader.integer("sample_pairs", 20),
+        answer_threshold=reader.number("answer_threshold", 0.8, low=0.0, high=1.0),
         lsh_bits=reader.integer("lsh_bits", 10, minimum=1),
         lsh_tables=reader.integer("lsh_tables", 16, minimum=1),
         bucket_size=reader.integer("bucket_size", 64, minimum=1),
@@ -413,8 +420,21 @@ def _routing(reader: _Reader) -> RoutingRule:
     to = reader._get("to", None)
     if not isinstance(to, str) or not to.strip():
         raise reader.error("to" if "to" in reader.data else None, "expected a model name")
+    to_url = reader.text_value("to_url")
+    if to_url is not None and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", to_url):
+        raise reader.error("to_url", f"expected a URL such as https://api.groq.com/openai, got {to_url!r}")
+    key_env = reader.text_value("to_api_key_env")
+    if key_env is not None and to_url is None:
+        raise reader.error("to_api_key_env", 'only a rule with "to_url" takes a key')
     rule = RoutingRule(
-        name, _match(reader), to.strip(), reader.text_value("to_provider"), Origin(reader.table), _entry_mode(reader)
+        name,
+        _match(reader),
+        to.strip(),
+        reader.text_value("to_provider"),
+        Origin(reader.table),
+        _entry_mode(reader),
+        to_url.rstrip("/") if to_url else None,
+        key_env,
     )
     reader.finish()
     return rule
