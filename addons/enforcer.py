@@ -301,7 +301,7 @@ class Enforcer:
 
     def _account(self, capture: Capture) -> dict:
         exchange, context = to_exchange(capture, self.salt, self.attribution, None)
-        row, _, _ = account(exchange, context, self.prices, keep_content=False)
+        row, _, _, _ = account(exchange, context, self.prices, keep_content=False)
         return row
 
 

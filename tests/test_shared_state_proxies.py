@@ -50,7 +50,7 @@ class Fleet:
         self.provider, self.redis, self.data_dir, self.proxies = provider, redis, data_dir, proxies
 
     def call(self, proxy: int, text: str, **headers: str) -> httpx.Response:
-        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]}
+        body = {"model": "gpt-4o-mini", "temperature": 0, "messages": [{"role": "user", "content": text}]}  # cacheable
         headers = {"authorization": "Bearer sk-test", **headers}
         return httpx.post(f"{self.proxies[proxy].url}/v1/chat/completions", json=body, headers=headers, timeout=30)
 
