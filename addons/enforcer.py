@@ -290,7 +290,7 @@ class Enforcer:
 
     def _account(self, capture: Capture) -> dict:
         exchange, context = to_exchange(capture, self.salt, self.attribution, None)
-        row, _, _ = account(exchange, context, self.prices, keep_content=False)
+        row = account(exchange, context, self.prices, keep_content=False)[0]
         return row
 
 

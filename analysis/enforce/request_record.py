@@ -55,7 +55,7 @@ def request_record(
         id=request_id,
     )
     exchange, context = to_exchange(capture, salt, attribution, None)
-    parsed = parse_exchange(exchange)
+    parsed, _ = parse_exchange(exchange)
     attribution_values = {**parsed.attribution}
     for name in ("team", "feature", "user"):
         if getattr(context, name):
