@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from analysis.recording.settings import RecorderSettings
 from analysis.recording.status import problem_summary, read_statuses
 from analysis.store import stats as stats_queries
 from analysis.store.datadir import (
@@ -49,6 +50,25 @@ ConfdirOption = Annotated[
     ),
 ]
 DEFAULT_CONFDIR = Path("~/.mitmproxy")
+
+
+def _since(value: str) -> datetime | None:
+    return parse_date(value, "--from")
+
+
+def _until(value: str) -> datetime | None:
+    return parse_date(value, "--to")
+
+
+# --from/--to: one pair of names in every command (`since`/`until` in the code and the queries).
+Since = Annotated[
+    datetime | None,
+    typer.Option("--from", parser=_since, metavar="YYYY-MM-DD", help="First day (UTC), YYYY-MM-DD."),
+]
+Until = Annotated[
+    datetime | None,
+    typer.Option("--to", parser=_until, metavar="YYYY-MM-DD", help="Day after the last (UTC), YYYY-MM-DD."),
+]
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -105,17 +125,12 @@ def mitmdump_args(
     port: int,
     listen_host: str,
     forward: bool,
-    data: Path,
-    content: bool,
-    flush_interval: float,
-    verbose: bool,
     transparent: bool = False,
     local: str | None = None,
-    intercept_hosts: list[str] | None = None,
-    intercept_all: bool = False,
     confdir: Path | None = None,
 ) -> list[str]:
-    """The mitmdump command line `llm-shadow proxy` runs (in-process, recorder built in)."""
+    """The mitmdump command line `llm-shadow proxy` runs (in-process, recorder built in): where
+    to listen and in which mode. Typed options are set directly (see `proxy_options`)."""
     args = ["--listen-host", listen_host]
     chosen = [
         name
@@ -148,25 +163,23 @@ def mitmdump_args(
             if upstream_port and not upstream_port.isdigit():
                 raise fail(f"--upstream {spec!r}: the port after @ must be a number")
             args += ["--mode", f"reverse:{url.rstrip('/')}@{upstream_port or port + i}"]
-    if confdir is not None:
+    if confdir is not None:  # on the command line: mitmproxy reads its config.yaml from there
         args += ["--set", f"confdir={confdir}"]
-    for host in intercept_hosts or []:
-        args += ["--set", f"shadow_intercept_hosts={host}"]
-    if intercept_all:
-        args += ["--set", "shadow_intercept_all=true"]
-    args += [
-        "--set",
-        f"shadow_data={data}",
-        "--set",
-        f"shadow_content={'true' if content else 'false'}",
-        "--set",
-        f"shadow_flush_ms={max(1, round(flush_interval * 1000))}",
-        "--set",
-        f"flow_detail={1 if verbose else 0}",
-        "--set",
-        f"termlog_verbosity={'info' if verbose else 'warn'}",
-    ]
     return args
+
+
+def proxy_options(settings: RecorderSettings, intercept_hosts: list[str], intercept_all: bool, verbose: bool) -> dict:
+    """The typed mitmproxy options `llm-shadow proxy` sets: the recorder's settings, TLS
+    interception, and how much mitmproxy itself prints."""
+    from addons.recorder import options_from_settings
+
+    return {
+        **options_from_settings(settings),
+        "shadow_intercept_hosts": list(intercept_hosts),
+        "shadow_intercept_all": intercept_all,
+        "flow_detail": 1 if verbose else 0,
+        "termlog_verbosity": "info" if verbose else "warn",
+    }
 
 
 @app.command()
@@ -229,27 +242,14 @@ def proxy(
     from addons.tls_passthrough import parse_host_patterns
     from analysis.capture_setup.doctor import local_capture_unavailable_reason
 
-    if flush_interval <= 0:
+    if not flush_interval > 0:
         raise fail("--flush-interval must be positive")
+    settings = RecorderSettings(data=data, content=content, flush_interval=flush_interval)
     try:
         parse_host_patterns(intercept_host)
     except ValueError as e:
         raise fail(f"--intercept-host: {e}") from e
-    args = mitmdump_args(
-        upstream,
-        port,
-        listen_host,
-        forward,
-        data,
-        content,
-        flush_interval,
-        verbose,
-        transparent,
-        local,
-        intercept_host,
-        intercept_all,
-        confdir.expanduser(),
-    )
+    args = mitmdump_args(upstream, port, listen_host, forward, transparent, local, confdir.expanduser())
     if local is not None and (reason := local_capture_unavailable_reason()):
         raise fail(
             f"--local cannot work here: {reason}. Use --transparent with a redirect rule instead (docs/transparent.md)."
@@ -260,7 +260,7 @@ def proxy(
             ensure_ca(confdir.expanduser())
         except OSError as e:
             raise fail(f"cannot create the CA in {confdir}: {e.strerror}") from e
-    failure = run_proxy(args)
+    failure = run_proxy(args, proxy_options(settings, intercept_host, intercept_all, verbose))
     if failure:
         raise fail(failure)
 
@@ -293,7 +293,9 @@ def import_(
         transient=True,
     ) as progress:
         task = progress.add_task("flows", total=total)
-        recorder = import_files(files, data, keep_content=content, on_flow=lambda: progress.advance(task))
+        recorder = import_files(
+            files, RecorderSettings(data=data, content=content, queue_limit=0), on_flow=lambda: progress.advance(task)
+        )
     console.print(f"Read {total:,} flows; recorded {recorder.recorded:,} LLM calls into {data}.", highlight=False)
     if recorder.problems.counts:
         err_console.print(f"[yellow]Problems:[/] {recorder.problems.summary()}", highlight=False)
@@ -305,8 +307,8 @@ def import_(
 @app.command()
 def stats(
     by: Annotated[str, typer.Option(help=f"Group by: {', '.join(stats_queries.GROUPINGS)}.")] = "model",
-    start: Annotated[str | None, typer.Option("--from", help="First day (UTC), YYYY-MM-DD.")] = None,
-    end: Annotated[str | None, typer.Option("--to", help="Day after the last (UTC), YYYY-MM-DD.")] = None,
+    since: Since = None,
+    until: Until = None,
     fmt: Format = "table",
     data: DataDir = Path(DEFAULT_DATA_DIR),
 ):
@@ -314,7 +316,6 @@ def stats(
     check_format(fmt)
     if by not in stats_queries.GROUPINGS:
         raise fail(f"--by {by!r}: choose one of {', '.join(stats_queries.GROUPINGS)}")
-    since, until = parse_date(start, "--from"), parse_date(end, "--to")
     store = open_store(data)
     with store.connect() as con:
         frame = stats_queries.grouped(con, by, since, until)
@@ -627,14 +628,13 @@ def report(
     fmt: Annotated[
         str, typer.Option("--format", help="html (one offline file with charts) or md (Markdown for a ticket).")
     ] = "html",
-    start: Annotated[str | None, typer.Option("--from", help="First day (UTC), YYYY-MM-DD.")] = None,
-    end: Annotated[str | None, typer.Option("--to", help="Day after the last (UTC), YYYY-MM-DD.")] = None,
+    since: Since = None,
+    until: Until = None,
     data: DataDir = Path(DEFAULT_DATA_DIR),
 ):
     """Write the spend report: spend, latency, errors, data quality and, with --policy, savings."""
     if fmt not in REPORT_FORMATS:
         raise fail(f"unknown format {fmt!r}; choose one of {', '.join(REPORT_FORMATS)}")
-    since, until = parse_date(start, "--from"), parse_date(end, "--to")
     if policy is not None and not policy.is_file():
         raise fail(f"--policy {policy}: no such file")
     open_store(data)
@@ -683,7 +683,9 @@ def demo(
         transient=True,
     ) as progress:
         task = progress.add_task("flows", total=total)
-        recorder = import_files(flows, data, keep_content=True, on_flow=lambda: progress.advance(task))
+        recorder = import_files(
+            flows, RecorderSettings(data=data, queue_limit=0), on_flow=lambda: progress.advance(task)
+        )
     names = ", ".join(str(f.relative_to(SAMPLE_TRAFFIC.parent)) for f in flows)
     console.print(
         f"Recorded {recorder.recorded:,} LLM calls from {names} through the recorder into {data}.",
@@ -779,8 +781,8 @@ def simulate(
     compare: Annotated[
         tuple[Path, Path] | None, typer.Option("--compare", help="Two policy files to put side by side.")
     ] = None,
-    start: Annotated[str | None, typer.Option("--from", help="First day (UTC), YYYY-MM-DD.")] = None,
-    end: Annotated[str | None, typer.Option("--to", help="Day after the last (UTC), YYYY-MM-DD.")] = None,
+    since: Since = None,
+    until: Until = None,
     fmt: Annotated[str, typer.Option("--format", help="Output format: table or json.")] = "table",
     save: Annotated[bool, typer.Option("--save/--no-save", help="Store the run under <data>/simulations/.")] = True,
     data: DataDir = Path(DEFAULT_DATA_DIR),
@@ -795,7 +797,6 @@ def simulate(
         raise fail(f"unknown format {fmt!r}; choose table or json")
     if (policy is None) == (compare is None):
         raise fail("give either --policy FILE or --compare A.toml B.toml")
-    since, until = parse_date(start, "--from"), parse_date(end, "--to")
     files = [policy] if policy is not None else list(compare)
     show_progress = fmt == "table" and err_console.is_terminal
     results = [_simulate_one(f, data, since, until, show_progress) for f in files]
@@ -820,10 +821,13 @@ def explain(
         str, typer.Argument(help="Id of a recorded request (see: llm-shadow sql 'select id from requests').")
     ],
     policy: Annotated[Path, typer.Option("--policy", help="Policy file (TOML).")],
-    start: Annotated[
-        str | None, typer.Option("--from", help="First day (UTC) of the traffic replayed before it.")
+    since: Annotated[
+        datetime | None,
+        typer.Option(
+            "--from", parser=_since, metavar="YYYY-MM-DD", help="First day (UTC) of the traffic replayed before it."
+        ),
     ] = None,
-    end: Annotated[str | None, typer.Option("--to", help="Day after the last (UTC).")] = None,
+    until: Until = None,
     fmt: Annotated[str, typer.Option("--format", help="Output format: table or json.")] = "table",
     data: DataDir = Path(DEFAULT_DATA_DIR),
 ):
@@ -839,7 +843,6 @@ def explain(
 
     if fmt not in ("table", "json"):
         raise fail(f"unknown format {fmt!r}; choose table or json")
-    since, until = parse_date(start, "--from"), parse_date(end, "--to")
     rules = _read_policy(policy)
     prices = load_prices(data)
     store = open_store(data)

@@ -7,14 +7,14 @@ a broken file stops the import with nothing written.
 """
 
 import asyncio
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 from mitmproxy import exceptions, http, io, options
 from mitmproxy.master import Master
 
-from addons.recorder import Recorder
+from addons.recorder import Recorder, options_from_settings
+from analysis.recording.settings import RecorderSettings
 
 
 class ImportFailed(Exception):
@@ -38,20 +38,22 @@ def count_flows(path: Path) -> int:
 
 def import_files(
     paths: list[Path],
-    data_dir: Path,
-    keep_content: bool = True,
+    settings: RecorderSettings,
     on_flow: Callable[[], None] | None = None,
 ) -> Recorder:
-    """Record every HTTP flow in `paths` into `data_dir`; return the recorder (its counters)."""
-    return asyncio.run(_import(paths, data_dir, keep_content, on_flow))
+    """Record every HTTP flow in `paths` with `settings`; return the recorder (its counters).
+
+    Flows are read as fast as the worker thread takes them: a queue limit would only drop
+    calls, so give `queue_limit=0` (no limit) unless memory matters more than completeness."""
+    return asyncio.run(_import(paths, settings, on_flow))
 
 
-async def _import(paths, data_dir, keep_content, on_flow) -> Recorder:
+async def _import(paths, settings: RecorderSettings, on_flow) -> Recorder:
     opts = options.Options()
     master = Master(opts)
-    recorder = Recorder(queue_limit=None, worker_process=False)
+    recorder = Recorder(worker_process=False)
     master.addons.add(recorder)
-    opts.update(shadow_data=os.fspath(data_dir), shadow_content=keep_content)
+    opts.update(**options_from_settings(settings))
     recorder.start()
     try:
         for path in paths:

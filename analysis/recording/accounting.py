@@ -68,11 +68,12 @@ def account(
     exchange: Exchange,
     context: CallContext,
     prices: PriceTable,
-    keep_content: bool = True,
+    content: bool = True,
     usage_keys_seen: set[str] | None = None,
 ) -> tuple[dict, dict | None, ParseFailure | None]:
     """Return (requests row, contents row or None, the parse failure if there was one).
 
+    `content`: whether to make the contents row (the recorder's `content` setting).
     `usage_keys_seen`: the usage keys (see Parsed.usage_key) already recorded with their tokens;
     a call reporting one of them again is recorded without tokens, so sums count it once."""
     failure = None
@@ -150,9 +151,9 @@ def account(
         "error": _first(str(failure) if failure else None, exchange.error, parsed.error),
         "instance": context.instance,
     }
-    content = None
-    if keep_content:
-        content = {
+    content_row = None
+    if content:
+        content_row = {
             "id": context.id,
             "ts": row["ts"],
             "system_prompt": parsed.system_prompt or None,
@@ -160,7 +161,7 @@ def account(
             "request_json": _request_json(exchange.request_body),
             "response_text": parsed.response_text or None,
         }
-    return row, content, failure
+    return row, content_row, failure
 
 
 def _first(*values: str | None) -> str | None:
