@@ -293,12 +293,18 @@ def import_(
         transient=True,
     ) as progress:
         task = progress.add_task("flows", total=total)
-        recorder = import_files(
+        result = import_files(
             files, RecorderSettings(data=data, content=content, queue_limit=0), on_flow=lambda: progress.advance(task)
         )
-    console.print(f"Read {total:,} flows; recorded {recorder.recorded:,} LLM calls into {data}.", highlight=False)
-    if recorder.problems.counts:
-        err_console.print(f"[yellow]Problems:[/] {recorder.problems.summary()}", highlight=False)
+    console.print(
+        f"Read {total:,} flows; recorded {result.recorded:,} LLM calls into {data}; "
+        f"{result.already_present:,} were already present.",
+        highlight=False,
+        soft_wrap=True,
+        markup=False,
+    )
+    if result.problems.counts:
+        err_console.print(f"[yellow]Problems:[/] {result.problems.summary()}", highlight=False)
 
 
 # --- stats, sql ----------------------------------------------------------------------------------
@@ -683,12 +689,10 @@ def demo(
         transient=True,
     ) as progress:
         task = progress.add_task("flows", total=total)
-        recorder = import_files(
-            flows, RecorderSettings(data=data, queue_limit=0), on_flow=lambda: progress.advance(task)
-        )
+        result = import_files(flows, RecorderSettings(data=data, queue_limit=0), on_flow=lambda: progress.advance(task))
     names = ", ".join(str(f.relative_to(SAMPLE_TRAFFIC.parent)) for f in flows)
     console.print(
-        f"Recorded {recorder.recorded:,} LLM calls from {names} through the recorder into {data}.",
+        f"Recorded {result.recorded:,} LLM calls from {names} through the recorder into {data}.",
         highlight=False,
         soft_wrap=True,
         markup=False,

@@ -70,10 +70,9 @@ case "${1:-}" in
   latest)
     shift
     # A separate venv, resolved afresh from pyproject.toml's ranges (not from uv.lock).
-    UV_PROJECT_ENVIRONMENT=.venv-latest "$UV" venv --quiet --allow-existing .venv-latest
-    VIRTUAL_ENV=.venv-latest "$UV" pip install --quiet --upgrade -e '.[test]'
-    VIRTUAL_ENV=.venv-latest "$UV" pip list --format freeze --python .venv-latest/bin/python \
-      > .venv-latest/versions.txt
+    "$UV" venv --quiet --allow-existing .venv-latest
+    "$UV" pip install --quiet --upgrade --python .venv-latest/bin/python -e '.[test]'
+    "$UV" pip list --quiet --format freeze --python .venv-latest/bin/python > .venv-latest/versions.txt
     echo "run.sh: newest versions listed in .venv-latest/versions.txt" >&2
     [ -x .ci/install-system-deps ] && .ci/install-system-deps
     exec .venv-latest/bin/python -m pytest -q "$@"

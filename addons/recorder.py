@@ -54,6 +54,8 @@ RECORDER_OPTIONS = {
     "shadow_max_body",
 }
 
+IMPORT_KEY = "llm_shadow_import_key"  # flow.metadata entry set by the importer (addons.importer)
+
 
 def options_from_settings(settings: RecorderSettings) -> dict[str, Any]:
     """The addon options that give `settings`, typed, for `Options.update` (no --set strings)."""
@@ -278,6 +280,7 @@ class Recorder:
             ended=(response.timestamp_end if response is not None else None) or time.time(),
             outcome=outcome,
             error=flow.error.msg if flow.error else None,
+            import_key=flow.metadata.get(IMPORT_KEY),
         )
 
 

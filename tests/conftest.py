@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.fake_provider import FakeProvider
+from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,6 +43,14 @@ def feature(request) -> str:
 def provider():
     with FakeProvider() as p:
         yield p
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A real redis-server of this test's own on a free loopback port (killed afterwards)."""
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
 
 
 def subprocess_env(project_on_path: bool = True, **extra) -> dict[str, str]:

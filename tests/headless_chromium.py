@@ -117,7 +117,8 @@ class HeadlessChromium:
                 stderr=stderr,
             )
         try:
-            self._ws = connect(self._browser_endpoint(), max_size=None, open_timeout=10)
+            # Entered as a context manager, as websockets 16 wants; close() exits it.
+            self._ws = connect(self._browser_endpoint(), max_size=None, open_timeout=10).__enter__()
         except (DevToolsError, OSError, TimeoutError):
             self.close()
             raise

@@ -1,14 +1,17 @@
 """`llm-shadow import`: flow files and HAR files go through the same recorder as live calls."""
 
+import re
+import shutil
+
 import openai
 from typer.testing import CliRunner
 
 from analysis.store.datadir import Store
-from cli import app
+from cli import SAMPLE_TRAFFIC, app
 from tests.test_proxy_openai import API_KEY, MESSAGES, records
 
 # Columns that depend on when and where a call was recorded, not on what it was.
-CIRCUMSTANTIAL = {"id", "ts", "latency_ms", "ttft_ms", "key_id", "instance"}
+CIRCUMSTANTIAL = {"id", "ts", "latency_ms", "ttft_ms", "key_id", "instance", "import_key"}
 
 
 def make_calls(base_url: str) -> None:
@@ -50,6 +53,7 @@ def test_imported_flows_are_recorded_like_live_ones(provider, start_proxy, start
         result = runner.invoke(app, ["import", str(source), "--data", str(tmp_path / name)])
         assert result.exit_code == 0, result.output
         assert "recorded 5 LLM calls" in result.stdout
+        assert "0 were already present" in result.stdout
         imported = Store(tmp_path / name).requests_frame().to_dicts()
         assert comparable(imported) == comparable(live_rows), name
         assert all(r["latency_ms"] is not None for r in imported)
@@ -70,3 +74,37 @@ def test_a_missing_file_is_one_line_error(tmp_path):
     result = CliRunner().invoke(app, ["import", str(tmp_path / "nope.flows"), "--data", str(tmp_path / "d")])
     assert result.exit_code == 1
     assert result.output.strip() == f"Error: {tmp_path / 'nope.flows'}: no such file"
+
+
+def test_importing_the_same_calls_again_adds_nothing(provider, start_mitmdump, tmp_path):
+    flows, har = tmp_path / "calls.flows", tmp_path / "calls.har"
+    bare = start_mitmdump("--mode", f"reverse:{provider.url}@0", "-w", str(flows), "--set", f"hardump={har}")
+    make_calls(bare.url)
+    bare.stop()
+    runner = CliRunner()
+    for source in (flows, har):
+        data = tmp_path / f"data-{source.suffix[1:]}"
+        first = runner.invoke(app, ["import", str(source), "--data", str(data)])
+        assert "recorded 5 LLM calls" in first.stdout, first.output
+        ids = sorted(Store(data).requests_frame()["import_key"].to_list())
+        prefix = "flow:" if source == flows else "har:"
+        assert len(set(ids)) == 5 and all(k.startswith(prefix) for k in ids)
+
+        # Again, and the same file twice in one import (overlapping files): nothing new.
+        again = runner.invoke(app, ["import", str(source), str(source), "--data", str(data)])
+        assert again.exit_code == 0, again.output
+        assert "recorded 0 LLM calls" in again.stdout and "10 were already present" in again.stdout
+        assert sorted(Store(data).requests_frame()["import_key"].to_list()) == ids
+
+
+def test_a_second_import_of_the_demo_month_adds_nothing(sample_demo, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(sample_demo.data, data)
+    before = Store(data).requests_frame().height
+    recorded = int(re.search(r"Recorded ([\d,]+) LLM calls", sample_demo.result.stdout)[1].replace(",", ""))
+    assert before == recorded
+    flows = sorted(SAMPLE_TRAFFIC.glob("*.flows"))
+    result = CliRunner().invoke(app, ["import", *map(str, flows), "--data", str(data)])
+    assert result.exit_code == 0, result.output
+    assert f"recorded 0 LLM calls into {data}; {before:,} were already present" in result.stdout
+    assert Store(data).requests_frame().height == before

@@ -277,3 +277,22 @@ def read_response(exchange: Exchange, parsed: Parsed, read_stream, read_json) ->
         parsed.stream = False
         reasoning = read_json(exchange, parsed)
     finish(parsed, exchange, reasoning)
+
+
+def openrouter_cost(usage: dict) -> float | None:
+    """What an OpenRouter call cost the user, from its usage block; None when not reported.
+
+    `usage.cost` is what OpenRouter charged the account. With the user's own provider key
+    (`is_byok: true`) that is only OpenRouter's fee (often 0), and the provider billed the key
+    `cost_details.upstream_inference_cost` besides: the call cost the sum. Without BYOK,
+    upstream_inference_cost repeats (part of) `cost` and is not added.
+    (https://openrouter.ai/docs/use-cases/usage-accounting)
+    """
+    cost = as_float(usage.get("cost"))
+    if cost is None:
+        return None
+    details = usage.get("cost_details") if isinstance(usage.get("cost_details"), dict) else {}
+    upstream = as_float(details.get("upstream_inference_cost"))
+    if usage.get("is_byok") is True and upstream is not None:
+        return cost + upstream
+    return cost

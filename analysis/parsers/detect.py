@@ -47,6 +47,7 @@ _PATHS = [
     (r"/openai/deployments/[^/]+/completions$", "completions", "openai_completions"),
     (r"/openai/deployments/[^/]+/embeddings$", "embeddings", "openai_embeddings"),
     (r"/openai/(?:v1/)?responses$", "responses", "openai_responses"),
+    (r"/responses/compact$", "responses_compact", "openai_responses"),
     (r"/chat/completions$", "chat", "openai_chat"),
     (r"/responses$", "responses", "openai_responses"),
     (r"/embeddings$", "embeddings", "openai_embeddings"),

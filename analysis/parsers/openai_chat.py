@@ -5,7 +5,8 @@ Fireworks, Cerebras and local servers: they share the shape and differ in a few 
 all read here. Usage convention (the OpenAI one, which is ours): prompt_tokens already includes
 prompt_tokens_details.cached_tokens and completion_tokens already includes
 completion_tokens_details.reasoning_tokens. Variants: DeepSeek reports cache hits as
-prompt_cache_hit_tokens; OpenRouter reports its charge as usage.cost; Groq puts stream usage in
+prompt_cache_hit_tokens, Mistral as num_cached_tokens (or prompt_tokens_details.cached_tokens);
+OpenRouter reports its charge as usage.cost (see common.openrouter_cost); Groq puts stream usage in
 x_groq.usage; Mistral sends usage in the last chunk without stream_options; xAI has reported
 reasoning tokens outside completion_tokens (recognised by total_tokens = prompt + completion +
 reasoning). A stream's usage is the last usage object seen. The stream is complete when `[DONE]`
@@ -197,9 +198,7 @@ def _apply_usage(parsed: Parsed, usage: object) -> None:
     if not isinstance(usage, dict):
         return
     parsed.usage = usage_from_openai(usage)
-    cost = usage.get("cost")
-    if common.as_float(cost) is not None:
-        parsed.provider_cost_usd = float(cost)
+    parsed.provider_cost_usd = common.openrouter_cost(usage)
 
 
 def usage_from_openai(usage: dict) -> Usage:
@@ -213,6 +212,8 @@ def usage_from_openai(usage: dict) -> Usage:
     cached = common.count(prompt_details.get("cached_tokens"))
     if not cached:
         cached = common.count(usage.get("prompt_cache_hit_tokens"))  # DeepSeek
+    if not cached:
+        cached = common.count(usage.get("num_cached_tokens"))  # Mistral
     cache_write = common.count(prompt_details.get("cache_write_tokens"))  # OpenRouter
     reasoning = common.count(completion_details.get("reasoning_tokens"))
     if not reasoning:

@@ -3,8 +3,11 @@
 The request carries `instructions` (the system prompt) and `input` (a string, or a list of
 items: messages, function calls and their outputs, reasoning). The response is a `response`
 object whose `output` items hold the text, tool calls and reasoning, and whose usage follows
-our convention already: input_tokens includes input_tokens_details.cached_tokens and
-output_tokens includes output_tokens_details.reasoning_tokens. Streamed, the events are typed
+our convention already: input_tokens includes input_tokens_details.cached_tokens (and the
+cache_write_tokens OpenRouter reports there) and output_tokens includes
+output_tokens_details.reasoning_tokens. OpenRouter's charge (usage.cost) is read as in the chat
+parser (common.openrouter_cost). `POST /v1/responses/compact` answers a `response.compaction`
+object (id, output, usage; no model: the requested one stands) read the same way. Streamed, the events are typed
 (`response.output_text.delta`, ...) and the full response object, usage included, comes in the
 terminal event: `response.completed`, `response.incomplete` or `response.failed` (the last two
 still end the stream; `failed` carries an error). A stream that never reached one of them is
@@ -116,6 +119,7 @@ def _read_response_object(response: dict, parsed: Parsed) -> str:
         parsed.response_text = "\n".join(t for t in texts if t)
     if isinstance(response.get("usage"), dict):
         parsed.usage = usage_from_responses(response["usage"])
+        parsed.provider_cost_usd = common.openrouter_cost(response["usage"])
     return "\n".join(r for r in reasoning if r)
 
 
@@ -128,6 +132,7 @@ def usage_from_responses(usage: dict) -> Usage:
         input_tokens=common.count(usage.get("input_tokens")),
         output_tokens=common.count(usage.get("output_tokens")),
         cached_input_tokens=common.count(input_details.get("cached_tokens")),
+        cache_write_tokens=common.count(input_details.get("cache_write_tokens")),
         reasoning_tokens=common.count(output_details.get("reasoning_tokens")),
         source="provider",
     )

@@ -154,7 +154,7 @@ class ModelPrice:
         output_rate = from_chain("output")
         output_rate = 0.0 if output_rate is None else output_rate  # embeddings: no output
         cached = from_chain("cached_input")
-        reasoning = from_chain("reasoning_output")
+        reasoning = self._reasoning_rate(chain)
         if self.provider == "anthropic" or self.name.startswith("claude"):
             own = self.rates.get(next((k for k in chain if k in self.rates), ("standard", 0)), {})
             write = own.get("cache_write", input_rate * ANTHROPIC_CACHE_WRITE_5M)
@@ -172,6 +172,19 @@ class ModelPrice:
             "output": output_rate,
             "reasoning_output": output_rate if reasoning is None else reasoning,
         }
+
+    def _reasoning_rate(self, chain: list[tuple[str, int]]) -> float | None:
+        """Reasoning is output: the first rate set of the chain that prices output gives it,
+        its reasoning rate if it names one apart, else its output rate. (Taking the first
+        reasoning rate of the chain instead would bill a flex or batch call's reasoning at the
+        standard rate whenever only the standard set names reasoning apart.)"""
+        for key in chain:
+            rates = self.rates.get(key, {})
+            if "reasoning_output" in rates:
+                return rates["reasoning_output"]
+            if "output" in rates:
+                return rates["output"]
+        return None
 
 
 def rate_rows(price: ModelPrice) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ class CallContext:
     feature: str | None = None
     user: str | None = None
     instance: str | None = None
+    import_key: str | None = None
 
 
 class ParseFailure(Exception):
@@ -150,6 +151,7 @@ def account(
         "usage_key": parsed.usage_key,
         "error": _first(str(failure) if failure else None, exchange.error, parsed.error),
         "instance": context.instance,
+        "import_key": context.import_key,
     }
     content_row = None
     if content:

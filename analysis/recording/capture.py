@@ -38,6 +38,7 @@ class Capture:
     ended: float
     outcome: str
     error: str | None = None
+    import_key: str | None = None  # what identifies an imported call (see addons.importer)
 
 
 def _text(value: bytes) -> str:
@@ -101,5 +102,6 @@ def to_exchange(
         feature=request_headers.get(settings.feature_header.lower()),
         user=request_headers.get(settings.user_header.lower()),
         instance=instance,
+        import_key=capture.import_key,
     )
     return exchange, context

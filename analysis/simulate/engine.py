@@ -37,7 +37,7 @@ from analysis.simulate.policy import Policy
 from analysis.simulate.pricer import Pricer, PricingRows
 from analysis.simulate.replay import Trace, decision_row, replay
 from analysis.simulate.semantic import SemanticIndex
-from analysis.simulate.state import BudgetWindows, RateWindows, ResponseCache
+from analysis.simulate.state import MemoryBackend, StateBackend
 
 
 class PolicyEngine:
@@ -62,11 +62,14 @@ class PolicyEngine:
                 if budget.to is not None:
                     pricer.check_model(budget.to, budget.to_provider, policy, budget.origin, "to")
 
-    def new_state(self) -> EngineState:
+    def new_state(self, backend: StateBackend | None = None) -> EngineState:
+        """Empty state for this policy, held by `backend` (in memory by default)."""
         p = self.policy
+        backend = backend or MemoryBackend()
         state = EngineState()
         if p.exact_cache:
-            state.exact = ResponseCache(p.exact_cache.ttl_seconds * 1_000_000, p.exact_cache.max_entries)
+            c = p.exact_cache
+            state.exact = backend.response_cache(c.name, c.ttl_seconds * 1_000_000, c.max_entries)
         if p.semantic_cache:
             s = p.semantic_cache
             state.semantic = SemanticIndex(
@@ -77,8 +80,8 @@ class PolicyEngine:
                 tables=s.lsh_tables,
                 bucket_size=s.bucket_size,
             )
-        state.budgets = [BudgetWindows(b.limit_usd) for b in p.budgets]
-        state.rates = [RateWindows(r.requests_per_minute, r.tokens_per_minute) for r in p.rate_limits]
+        state.budgets = [backend.budget_windows(b.name, b.limit_usd) for b in p.budgets]
+        state.rates = [backend.rate_windows(r.name, r.requests_per_minute, r.tokens_per_minute) for r in p.rate_limits]
         return state
 
     # -- step 1: facts ---------------------------------------------------------------------

@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from analysis.simulate.semantic import SemanticIndex
-from analysis.simulate.state import BudgetWindows, RateWindows, ResponseCache
+from analysis.simulate.state import BudgetState, CacheState, RateState
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 HOUR_US = 3_600_000_000
@@ -119,11 +119,11 @@ class Facts:
 class EngineState:
     """Everything a policy remembers; one per simulation run (or per enforce process)."""
 
-    exact: ResponseCache | None = None
+    exact: CacheState | None = None
     exact_seen: set = field(default_factory=set)
     semantic: SemanticIndex | None = None
-    budgets: list[BudgetWindows] = field(default_factory=list)
-    rates: list[RateWindows] = field(default_factory=list)
+    budgets: list[BudgetState] = field(default_factory=list)
+    rates: list[RateState] = field(default_factory=list)
 
 
 # Columns of money, NaN (not None) where unknown, so the replay loop handles plain floats.

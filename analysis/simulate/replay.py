@@ -137,7 +137,7 @@ def replay(
             (
                 b,
                 facts.chunk(f"budget_key.{b}", chunk, end),
-                state.budgets[b].spent,
+                state.budgets[b].spent_in,
                 budget.limit_usd,
                 budget.action == "block",
                 budget.to,
@@ -186,9 +186,9 @@ def replay(
             if checks:
                 model = pre_model[j]
                 blocked = False
-                for b, keys, spent, limit, block, target, downgrade_costs in checks:
+                for b, keys, spent_in, limit, block, target, downgrade_costs in checks:
                     key = keys[j]
-                    if key is None or spent.get(key, 0.0) < limit:
+                    if key is None or spent_in(key) < limit:
                         continue
                     if block:
                         blocked = True

@@ -1,8 +1,15 @@
 """What policies remember between requests: cached responses, budget spend, recent traffic.
 
-Each class holds the state of one policy and answers one question per request in O(1)
-amortised time, so the same objects serve the simulator (a million requests in a loop) and a
-future enforce mode (one request at a time). Times are integer microseconds since the epoch.
+This module is the single definition of what each window means. Each class holds the state of
+one policy and answers one question per request in O(1) amortised time, so the same objects
+serve the simulator (a million requests in a loop) and enforce mode (one request at a time).
+Times are integer microseconds since the epoch.
+
+The state is reached through one interface (`StateBackend` and the three protocols it hands
+out: `CacheState`, `BudgetState`, `RateState`, plus `ResponseStore` for the bytes enforce mode
+replays), so another backend (Redis, shared by several proxies) can hold the same windows. The
+memory backend (`MemoryBackend`) is these classes; a backend must pass the same tests
+(tests/test_state_backends.py).
 
 - `ResponseCache`: an LRU of stored responses with a TTL. An entry becomes usable when its
   response has arrived (request start + latency), so a duplicate sent while the first is still
@@ -17,6 +24,8 @@ future enforce mode (one request at a time). Times are integer microseconds sinc
 """
 
 from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Protocol
 
 MINUTE_US = 60_000_000
 
@@ -116,3 +125,132 @@ class RateWindows:
         window = self._window(key, now)
         window[0].append((now, tokens))
         window[1] += tokens
+
+    def admit_if_room(self, key: object, now: int, tokens: int) -> bool:
+        """`full`, then `admit` unless full: one step (atomic in the Redis backend, so several
+        proxies cannot all take the last slot)."""
+        if self.full(key, now):
+            return False
+        self.admit(key, now, tokens)
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """An upstream answer kept for enforce mode's exact cache: replayed byte for byte.
+
+    `chunks` are the body as it arrived (one chunk for a JSON answer, the SSE events of a
+    stream); `headers` the response header fields. `cost_usd` is what the answer cost (the
+    saving of each later hit)."""
+
+    source_id: str
+    status: int
+    headers: tuple[tuple[bytes, bytes], ...]
+    chunks: tuple[bytes, ...]
+    cost_usd: float | None = None
+
+    @property
+    def size(self) -> int:
+        return sum(len(c) for c in self.chunks) + sum(len(k) + len(v) for k, v in self.headers)
+
+
+class ResponseStore:
+    """The bytes of stored responses by source id: LRU within `max_bytes`, each entry valid
+    until its `expires_at` (the cache entry's own expiry, so both age together)."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.size = 0
+        self.entries: OrderedDict[str, tuple[int, StoredResponse]] = OrderedDict()
+        self.evicted = 0  # entries pushed out by the byte cap
+
+    def put(self, response: StoredResponse, expires_at: int) -> bool:
+        """Keep `response` until `expires_at`; False when it alone exceeds the cap."""
+        size = response.size
+        if size > self.max_bytes:
+            return False
+        self.discard(response.source_id)
+        self.entries[response.source_id] = (expires_at, response)
+        self.size += size
+        while self.size > self.max_bytes:
+            _, (_, old) = self.entries.popitem(last=False)
+            self.size -= old.size
+            self.evicted += 1
+        return True
+
+    def get(self, source_id: str, now: int) -> StoredResponse | None:
+        found = self.entries.get(source_id)
+        if found is None:
+            return None
+        if now >= found[0]:
+            self.discard(source_id)
+            return None
+        self.entries.move_to_end(source_id)
+        return found[1]
+
+    def discard(self, source_id: str) -> None:
+        found = self.entries.pop(source_id, None)
+        if found is not None:
+            self.size -= found[1].size
+
+
+class CacheState(Protocol):
+    """An exact or semantic cache's entries (see ResponseCache for the meaning)."""
+
+    def lookup(self, key: object, now: int) -> tuple[str, CacheEntry | None]: ...
+
+    def store(self, key: object, available_at: int, source_id: str) -> bool: ...
+
+
+class BudgetState(Protocol):
+    """One budget's spend per window (see BudgetWindows)."""
+
+    limit_usd: float
+
+    def spent_in(self, key: str) -> float: ...
+
+    def charge(self, key: str, usd: float) -> bool: ...
+
+
+class RateState(Protocol):
+    """One rate limit's sliding windows (see RateWindows)."""
+
+    requests_per_minute: int | None
+    tokens_per_minute: int | None
+
+    def usage(self, key: object, now: int) -> tuple[int, int]: ...
+
+    def full(self, key: object, now: int) -> bool: ...
+
+    def admit(self, key: object, now: int, tokens: int) -> None: ...
+
+    def admit_if_room(self, key: object, now: int, tokens: int) -> bool: ...
+
+
+class StateBackend(Protocol):
+    """Where the policies' state lives. `name` is the policy's name (unique in a policy file),
+    so a shared backend can keep each policy's state under its own keys."""
+
+    def response_cache(self, name: str, ttl_us: int, max_entries: int) -> CacheState: ...
+
+    def response_store(self, name: str, max_bytes: int) -> "ResponseStore": ...
+
+    def budget_windows(self, name: str, limit_usd: float) -> BudgetState: ...
+
+    def rate_windows(self, name: str, requests_per_minute: int | None, tokens_per_minute: int | None) -> RateState: ...
+
+
+class MemoryBackend:
+    """State in this process (the simulator's, and one proxy's)."""
+
+    def response_cache(self, name: str, ttl_us: int, max_entries: int) -> ResponseCache:
+        return ResponseCache(ttl_us, max_entries)
+
+    def response_store(self, name: str, max_bytes: int) -> ResponseStore:
+        return ResponseStore(max_bytes)
+
+    def budget_windows(self, name: str, limit_usd: float) -> BudgetWindows:
+        return BudgetWindows(limit_usd)
+
+    def rate_windows(self, name: str, requests_per_minute: int | None, tokens_per_minute: int | None) -> RateWindows:
+        return RateWindows(requests_per_minute, tokens_per_minute)

@@ -233,6 +233,12 @@ class Store:
             ).fetchall()
         return {key for (key,) in rows}
 
+    def recorded_import_keys(self) -> set[str]:
+        """The import keys (see addons.importer) of the calls already imported."""
+        with self.connect() as con:
+            rows = con.execute("SELECT DISTINCT import_key FROM requests WHERE import_key IS NOT NULL").fetchall()
+        return {key for (key,) in rows}
+
     # --- rewriting (purge, reprice)
 
     def rewrite_requests(self, transform: Callable[[pl.DataFrame], pl.DataFrame]) -> int:

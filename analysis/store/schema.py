@@ -39,7 +39,11 @@ REQUESTS = [
         "VARCHAR",
         "openai, azure, anthropic, gemini, vertex, openrouter, groq, mistral, deepseek, xai, ..., or `openai_compatible` (`anthropic_compatible`, `gemini_compatible`) for an unknown host speaking that shape.",
     ),
-    Column("endpoint", "VARCHAR", "chat, responses, completions, embeddings, messages, generate_content, batches, ..."),
+    Column(
+        "endpoint",
+        "VARCHAR",
+        "chat, responses, responses_compact, completions, embeddings, messages, generate_content, batches, ...",
+    ),
     Column("host", "VARCHAR", "Upstream host name."),
     Column("path", "VARCHAR", "Request path, query string removed."),
     Column("method", "VARCHAR", "HTTP method."),
@@ -88,6 +92,11 @@ REQUESTS = [
     ),
     Column("error", "VARCHAR", "Short description of what went wrong, when something did."),
     Column("instance", "VARCHAR", "Recorder instance that wrote the row."),
+    Column(
+        "import_key",
+        "VARCHAR",
+        "What identifies an imported call (flow:ID for a mitmproxy flow, har:HASH of request, response and time for a HAR entry); a second import of it is skipped. NULL for live calls.",
+    ),
 ]
 
 CONTENTS = [
