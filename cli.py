@@ -24,6 +24,7 @@ from analysis.store.datadir import (
     live_segments,
     query_frame,
 )
+from reports.format import json_ready, usd
 from reports.tables import FORMATS, print_frame
 
 app = typer.Typer(
@@ -92,10 +93,6 @@ def check_format(fmt: str) -> str:
     if fmt not in FORMATS:
         raise fail(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     return fmt
-
-
-def format_usd(amount: float) -> str:
-    return f"${amount:,.2f}" if abs(amount) >= 1 else f"${amount:.4f}"
 
 
 def parse_date(value: str | None, option: str) -> datetime | None:
@@ -329,7 +326,7 @@ def stats(
     print_frame(frame, fmt, console, title=f"LLM calls by {by}")
     if fmt == "table":
         console.print(
-            f"{total.calls:,} calls, {format_usd(total.cost_usd)}, {total.input_tokens:,} input and "
+            f"{total.calls:,} calls, {usd(total.cost_usd)}, {total.input_tokens:,} input and "
             f"{total.output_tokens:,} output tokens",
             highlight=False,
         )
@@ -808,7 +805,7 @@ def simulate(
     outputs = [{"run_id": s.run_id if s else None, **r.to_dict()} for r, s in zip(results, stored, strict=True)]
     if fmt == "json":
         document = outputs[0] if policy is not None else {"a": outputs[0], "b": outputs[1]}
-        print(json.dumps(document, indent=2, default=str))
+        print(json.dumps(json_ready(document), indent=2, default=str))
         return
     if policy is not None:
         print_result(outputs[0], console)
@@ -858,7 +855,7 @@ def explain(
     except (PolicyError, EmbedderError, RequestNotFound) as e:
         raise fail(str(e)) from e
     if fmt == "json":
-        print(json.dumps(result.to_dict(), indent=2, default=str))
+        print(json.dumps(json_ready(result.to_dict()), indent=2, default=str))
     else:
         print_explanation(result.to_dict(), console)
 

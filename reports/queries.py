@@ -18,9 +18,9 @@ from analysis.store.stats import GROUPINGS
 DAY = GROUPINGS["day"]
 
 
-def daily_by(con: duckdb.DuckDBPyConnection, by: str, start: datetime | None, end: datetime | None) -> pl.DataFrame:
+def daily_by(con: duckdb.DuckDBPyConnection, by: str, since: datetime | None, until: datetime | None) -> pl.DataFrame:
     """day, group, calls, tokens (input + output), cost_usd: one row per day and group."""
-    where, params = time_filter(start, end)
+    where, params = time_filter(since, until)
     return query_frame(
         con,
         f"""
@@ -33,13 +33,13 @@ def daily_by(con: duckdb.DuckDBPyConnection, by: str, start: datetime | None, en
     )
 
 
-def latency_by_model(con: duckdb.DuckDBPyConnection, start: datetime | None, end: datetime | None) -> pl.DataFrame:
+def latency_by_model(con: duckdb.DuckDBPyConnection, since: datetime | None, until: datetime | None) -> pl.DataFrame:
     """Per provider and model, successful calls only: latency and time-to-first-token p50/p95.
 
     Failed calls are left out: a rate-limited call answers in milliseconds and would flatter
     the model. Time to first token exists for streamed calls only.
     """
-    where, params = time_filter(start, end, "outcome = 'ok'")
+    where, params = time_filter(since, until, "outcome = 'ok'")
     return query_frame(
         con,
         f"""
@@ -55,9 +55,11 @@ def latency_by_model(con: duckdb.DuckDBPyConnection, start: datetime | None, end
     )
 
 
-def outcomes_by_provider(con: duckdb.DuckDBPyConnection, start: datetime | None, end: datetime | None) -> pl.DataFrame:
+def outcomes_by_provider(
+    con: duckdb.DuckDBPyConnection, since: datetime | None, until: datetime | None
+) -> pl.DataFrame:
     """provider, outcome, calls."""
-    where, params = time_filter(start, end)
+    where, params = time_filter(since, until)
     return query_frame(
         con,
         f"""
@@ -68,9 +70,9 @@ def outcomes_by_provider(con: duckdb.DuckDBPyConnection, start: datetime | None,
     )
 
 
-def outcomes_by_day(con: duckdb.DuckDBPyConnection, start: datetime | None, end: datetime | None) -> pl.DataFrame:
+def outcomes_by_day(con: duckdb.DuckDBPyConnection, since: datetime | None, until: datetime | None) -> pl.DataFrame:
     """day, outcome, calls."""
-    where, params = time_filter(start, end)
+    where, params = time_filter(since, until)
     return query_frame(
         con,
         f"""
@@ -82,12 +84,12 @@ def outcomes_by_day(con: duckdb.DuckDBPyConnection, start: datetime | None, end:
 
 
 def source_counts(
-    con: duckdb.DuckDBPyConnection, column: str, start: datetime | None, end: datetime | None
+    con: duckdb.DuckDBPyConnection, column: str, since: datetime | None, until: datetime | None
 ) -> pl.DataFrame:
     """value, calls, cost_usd for one of usage_source, cost_source, price_version."""
     if column not in ("usage_source", "cost_source", "price_version"):
         raise ValueError(f"not a data-quality column: {column!r}")
-    where, params = time_filter(start, end)
+    where, params = time_filter(since, until)
     return query_frame(
         con,
         f"""
@@ -99,9 +101,9 @@ def source_counts(
     )
 
 
-def days_covered(con: duckdb.DuckDBPyConnection, start: datetime | None, end: datetime | None) -> int:
+def days_covered(con: duckdb.DuckDBPyConnection, since: datetime | None, until: datetime | None) -> int:
     """Number of distinct UTC days with at least one call."""
-    where, params = time_filter(start, end)
+    where, params = time_filter(since, until)
     (days,) = con.execute(f"SELECT count(DISTINCT {DAY}) FROM requests {where}", params).fetchone()
     return days
 

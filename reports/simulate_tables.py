@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from reports.format import usd as money
+
 GROUP_TITLES = {"by_day": "day", "by_team": "team", "by_feature": "feature", "by_model": "model"}
 
 
@@ -20,9 +22,7 @@ def plain(value: Any) -> str:
 
 
 def usd(amount: float | None) -> str:
-    if amount is None:
-        return "-"
-    return f"${amount:,.2f}" if abs(amount) >= 1 else f"${amount:.4f}"
+    return money(amount, missing="-")
 
 
 def count(value: int | None) -> str:

@@ -331,15 +331,15 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
-def time_filter(start: datetime | None, end: datetime | None, extra: str | None = None) -> tuple[str, list]:
-    """A WHERE clause (and its parameters) for `start <= ts < end`, and `extra` if given."""
+def time_filter(since: datetime | None, until: datetime | None, extra: str | None = None) -> tuple[str, list]:
+    """A WHERE clause (and its parameters) for `since <= ts < until`, and `extra` if given."""
     clauses, params = [], []
-    if start is not None:
+    if since is not None:
         clauses.append("ts >= ?")
-        params.append(start)
-    if end is not None:
+        params.append(since)
+    if until is not None:
         clauses.append("ts < ?")
-        params.append(end)
+        params.append(until)
     if extra:
         clauses.append(extra)
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", params

@@ -36,19 +36,19 @@ class Totals:
 
 
 def grouped(
-    con: duckdb.DuckDBPyConnection, by: str, start: datetime | None = None, end: datetime | None = None
+    con: duckdb.DuckDBPyConnection, by: str, since: datetime | None = None, until: datetime | None = None
 ) -> pl.DataFrame:
     """One row per group: calls, tokens, cost, latency percentiles, error and estimate counts."""
     if by not in GROUPINGS:
         raise ValueError(f"cannot group by {by!r}; choose one of {', '.join(GROUPINGS)}")
-    where, params = time_filter(start, end)
+    where, params = time_filter(since, until)
     sql = f"""
         SELECT {GROUPINGS[by]} AS "{by}",
                count(*) AS calls,
                CAST(coalesce(sum(input_tokens), 0) AS BIGINT) AS input_tokens,
                CAST(coalesce(sum(cached_input_tokens), 0) AS BIGINT) AS cached_input_tokens,
                CAST(coalesce(sum(output_tokens), 0) AS BIGINT) AS output_tokens,
-               round(coalesce(sum(cost_usd), 0), 6) AS cost_usd,
+               coalesce(sum(cost_usd), 0) AS cost_usd,
                count(*) FILTER (WHERE outcome <> 'ok') AS errors,
                count(*) FILTER (WHERE usage_source = 'estimated') AS estimated,
                count(*) FILTER (WHERE cost_source = 'unpriced') AS unpriced,
@@ -61,8 +61,8 @@ def grouped(
     return query_frame(con, sql, params)
 
 
-def totals(con: duckdb.DuckDBPyConnection, start: datetime | None = None, end: datetime | None = None) -> Totals:
-    where, params = time_filter(start, end)
+def totals(con: duckdb.DuckDBPyConnection, since: datetime | None = None, until: datetime | None = None) -> Totals:
+    where, params = time_filter(since, until)
     row = query_frame(
         con,
         f"""SELECT count(*) AS calls, coalesce(sum(cost_usd), 0) AS cost_usd,
