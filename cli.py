@@ -309,7 +309,7 @@ def import_(
 
 @app.command()
 def stats(
-    by: Annotated[str, typer.Option(help=f"Group by: {', '.join(stats_queries.GROUPINGS)}.")] = "model",
+    by: Annotated[str, typer.Option(help=f"Group by: {', '.join(stats_queries.GROUP_LABELS)}.")] = "model",
     since: Since = None,
     until: Until = None,
     fmt: Format = "table",
@@ -317,8 +317,9 @@ def stats(
 ):
     """Spend, tokens and latency of recorded calls, grouped."""
     check_format(fmt)
-    if by not in stats_queries.GROUPINGS:
-        raise fail(f"--by {by!r}: choose one of {', '.join(stats_queries.GROUPINGS)}")
+    by = stats_queries.GROUP_ALIASES.get(by, by)
+    if by not in stats_queries.GROUP_LABELS:
+        raise fail(f"--by {by!r}: choose one of {', '.join(stats_queries.GROUP_LABELS)}")
     store = open_store(data)
     with store.connect() as con:
         frame = stats_queries.grouped(con, by, since, until)

@@ -2,7 +2,7 @@
 percentiles, outcomes and the data-quality counts.
 
 Each function is one query over the `requests` relation for a time window and returns a polars
-frame. Group labels use the expressions of `analysis.store.stats.GROUPINGS`, so a model, team or
+frame. Group labels use the expressions of `analysis.store.stats.GROUP_LABELS`, so a model, team or
 feature is named here exactly as `llm-shadow stats --by ...` names it. Totals and the per-group
 tables come from `analysis.store.stats` itself, not from here.
 """
@@ -13,9 +13,9 @@ import duckdb
 import polars as pl
 
 from analysis.store.datadir import query_frame, time_filter
-from analysis.store.stats import GROUPINGS
+from analysis.store.stats import GROUP_LABELS
 
-DAY = GROUPINGS["day"]
+DAY = GROUP_LABELS["day"]
 
 
 def daily_by(con: duckdb.DuckDBPyConnection, by: str, since: datetime | None, until: datetime | None) -> pl.DataFrame:
@@ -24,7 +24,7 @@ def daily_by(con: duckdb.DuckDBPyConnection, by: str, since: datetime | None, un
     return query_frame(
         con,
         f"""
-        SELECT {DAY} AS day, {GROUPINGS[by]} AS "group", count(*) AS calls,
+        SELECT {DAY} AS day, {GROUP_LABELS[by]} AS "group", count(*) AS calls,
                CAST(coalesce(sum(input_tokens), 0) + coalesce(sum(output_tokens), 0) AS BIGINT) AS tokens,
                coalesce(sum(cost_usd), 0) AS cost_usd
         FROM requests {where}
@@ -43,7 +43,7 @@ def latency_by_model(con: duckdb.DuckDBPyConnection, since: datetime | None, unt
     return query_frame(
         con,
         f"""
-        SELECT provider, {GROUPINGS["model"]} AS model, count(*) AS calls,
+        SELECT provider, {GROUP_LABELS["model"]} AS model, count(*) AS calls,
                count(ttft_ms) AS streamed_calls,
                quantile_cont(latency_ms, 0.5) AS latency_p50_ms,
                quantile_cont(latency_ms, 0.95) AS latency_p95_ms,
@@ -131,8 +131,8 @@ def repeated_prompts(con: duckdb.DuckDBPyConnection, decisions: pl.DataFrame, li
         f"""
         WITH repeated AS (
             SELECT r.prompt_hash, count(*) AS calls, count(DISTINCT r.team) AS teams,
-                   count(DISTINCT {GROUPINGS["feature"]}) AS features,
-                   any_value({GROUPINGS["feature"]}) AS feature,
+                   count(DISTINCT {GROUP_LABELS["feature"]}) AS features,
+                   any_value({GROUP_LABELS["feature"]}) AS feature,
                    coalesce(sum(r.cost_usd), 0) AS cost_usd,
                    count(*) FILTER (WHERE d.disposition IN ('exact_hit', 'semantic_hit')) AS cache_hits,
                    coalesce(sum(d.saving_cache), 0) AS saving_usd,
@@ -164,7 +164,7 @@ def affected_requests(con: duckdb.DuckDBPyConnection, decisions: pl.DataFrame) -
             SELECT d.throttled_by AS policy, 'throttle' AS action, r.* FROM requests r
             JOIN {DECISIONS_VIEW} d ON d.id = r.id WHERE d.throttled_by IS NOT NULL
         )
-        SELECT policy, action, {GROUPINGS["team"]} AS team, {GROUPINGS["feature"]} AS feature,
+        SELECT policy, action, {GROUP_LABELS["team"]} AS team, {GROUP_LABELS["feature"]} AS feature,
                count(*) AS requests, coalesce(sum(cost_usd), 0) AS cost_usd,
                min(ts) AS first_at, max(ts) AS last_at
         FROM hurt GROUP BY ALL ORDER BY policy, requests DESC, team, feature""",

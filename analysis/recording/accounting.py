@@ -15,6 +15,7 @@ from analysis.parsers.exchange import Exchange, Parsed, Usage
 from analysis.parsers.hashing import prompt_hash
 from analysis.pricing.table import PriceTable
 from analysis.recording.decoding import DecodeError, decode_body, decode_chunks
+from analysis.store.rows import ContentRow, RequestRow
 
 
 @dataclass
@@ -71,7 +72,7 @@ def account(
     prices: PriceTable,
     content: bool = True,
     usage_keys_seen: set[str] | None = None,
-) -> tuple[dict, dict | None, ParseFailure | None]:
+) -> tuple[RequestRow, ContentRow | None, ParseFailure | None]:
     """Return (requests row, contents row or None, the parse failure if there was one).
 
     `content`: whether to make the contents row (the recorder's `content` setting).
@@ -110,59 +111,59 @@ def account(
             attribution[name] = getattr(context, name)  # a header wins over the body
 
     response_body_size = sum(len(c) for _, c in exchange.response_chunks)
-    row = {
-        "id": context.id,
-        "ts": datetime.fromtimestamp(exchange.started_at, UTC),
-        "provider": exchange.provider,
-        "endpoint": exchange.endpoint,
-        "host": exchange.host,
-        "path": exchange.path,
-        "method": exchange.method,
-        "status": exchange.status,
-        "outcome": outcome_for_status(exchange.status, exchange.outcome),
-        "stream": parsed.stream or exchange.is_event_stream,
-        "model_requested": parsed.model_requested,
-        "model": parsed.model or parsed.model_requested,
-        "input_tokens": usage.input_tokens,
-        "output_tokens": usage.output_tokens,
-        "cached_input_tokens": usage.cached_input_tokens,
-        "cache_write_tokens": usage.cache_write_tokens,
-        "cache_write_1h_tokens": usage.cache_write_1h_tokens,
-        "reasoning_tokens": usage.reasoning_tokens,
-        "usage_source": usage.source,
-        "cost_usd": cost.cost_usd,
-        "cost_source": cost.cost_source,
-        "price_version": prices.version,
-        "latency_ms": None if exchange.duration is None else exchange.duration * 1000,
-        "ttft_ms": None if parsed.first_token_at is None else parsed.first_token_at * 1000,
-        "request_bytes": len(exchange.request_body),
-        "response_bytes": response_body_size,
-        "key_id": context.key_id,
-        "team": attribution.get("team"),
-        "feature": attribution.get("feature"),
-        "user": attribution.get("user"),
-        "prompt_hash": prompt_hash(parsed.canonical_request) if parsed.canonical_request else None,
-        "temperature": parsed.temperature,
-        "n": parsed.n,
-        "has_tools": parsed.has_tools,
-        "has_images": parsed.has_images,
-        "service_tier": parsed.service_tier,
-        "batch": parsed.batch,
-        "usage_key": parsed.usage_key,
-        "error": _first(str(failure) if failure else None, exchange.error, parsed.error),
-        "instance": context.instance,
-        "import_key": context.import_key,
-    }
+    row = RequestRow(
+        id=context.id,
+        ts=datetime.fromtimestamp(exchange.started_at, UTC),
+        provider=exchange.provider,
+        endpoint=exchange.endpoint,
+        host=exchange.host,
+        path=exchange.path,
+        method=exchange.method,
+        status=exchange.status,
+        outcome=outcome_for_status(exchange.status, exchange.outcome),
+        stream=parsed.stream or exchange.is_event_stream,
+        model_requested=parsed.model_requested,
+        model=parsed.model or parsed.model_requested,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cached_input_tokens=usage.cached_input_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        cache_write_1h_tokens=usage.cache_write_1h_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+        usage_source=usage.source,
+        cost_usd=cost.cost_usd,
+        cost_source=cost.cost_source,
+        price_version=prices.version,
+        latency_ms=None if exchange.duration is None else exchange.duration * 1000,
+        ttft_ms=None if parsed.first_token_at is None else parsed.first_token_at * 1000,
+        request_bytes=len(exchange.request_body),
+        response_bytes=response_body_size,
+        key_id=context.key_id,
+        team=attribution.get("team"),
+        feature=attribution.get("feature"),
+        user=attribution.get("user"),
+        prompt_hash=prompt_hash(parsed.canonical_request) if parsed.canonical_request else None,
+        temperature=parsed.temperature,
+        n=parsed.n,
+        has_tools=parsed.has_tools,
+        has_images=parsed.has_images,
+        service_tier=parsed.service_tier,
+        batch=parsed.batch,
+        usage_key=parsed.usage_key,
+        error=_first(str(failure) if failure else None, exchange.error, parsed.error),
+        instance=context.instance,
+        import_key=context.import_key,
+    )
     content_row = None
     if content:
-        content_row = {
-            "id": context.id,
-            "ts": row["ts"],
-            "system_prompt": parsed.system_prompt or None,
-            "prompt_text": parsed.prompt_text or None,
-            "request_json": _request_json(exchange.request_body),
-            "response_text": parsed.response_text or None,
-        }
+        content_row = ContentRow(
+            id=context.id,
+            ts=row.ts,
+            system_prompt=parsed.system_prompt or None,
+            prompt_text=parsed.prompt_text or None,
+            request_json=_request_json(exchange.request_body),
+            response_text=parsed.response_text or None,
+        )
     return row, content_row, failure
 
 

@@ -28,6 +28,7 @@ from analysis.recording.accounting import account
 from analysis.recording.capture import Capture, to_exchange
 from analysis.recording.settings import RecorderSettings
 from analysis.store.datadir import SegmentWriter, Store
+from analysis.store.rows import ContentRow, RequestRow
 
 log = logging.getLogger("llm_shadow")
 
@@ -76,8 +77,8 @@ class RecordSink:
         self.writer = SegmentWriter(store, instance)
         self.recorded = 0
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._requests: deque[dict] = deque()
-        self._contents: deque[dict] = deque()
+        self._requests: deque[RequestRow] = deque()
+        self._contents: deque[ContentRow] = deque()
         self._thread: threading.Thread | None = None
         self._pending = 0
         self._pending_lock = threading.Lock()
@@ -200,7 +201,7 @@ class RecordSink:
             self.problems.add("spool_overflow", f"spool holds {limit} rows; oldest dropped", overflow)
             for _ in range(overflow):
                 dropped = self._requests.popleft()
-                if self._contents and self._contents[0]["id"] == dropped["id"]:
+                if self._contents and self._contents[0].id == dropped.id:
                     self._contents.popleft()
         while len(self._contents) > limit:
             self._contents.popleft()

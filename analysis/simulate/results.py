@@ -33,7 +33,8 @@ from analysis.simulate.cacheability import EXCLUSION_REASONS
 from analysis.simulate.facts import FrameFacts, split_state_key, window_start
 from analysis.simulate.policy import Policy
 
-GROUPINGS = {"day": "day", "team": "team", "feature": "feature", "model": "model"}
+# The groups a result is broken down by: result key -> column of the decisions frame.
+RESULT_GROUPS = {"day": "day", "team": "team", "feature": "feature", "model": "model"}
 TOP_INCIDENTS = 20  # rate-limit scope values and minutes listed
 MAX_INCIDENTS = 500  # budget windows listed (the first, in time order; all are counted)
 BATCH_LATENCY_NOTE = "answers arrive asynchronously, within the provider's batch window (up to 24 h)"
@@ -512,7 +513,7 @@ def summarise(
         totals=totals,
         notes=_notes(policy, totals),
         by_policy=_by_policy(policy, d),
-        groups={name: _grouped(d, column) for name, column in GROUPINGS.items()},
+        groups={name: _grouped(d, column) for name, column in RESULT_GROUPS.items()},
         cache={"exact": _exact_cache(policy, d), "semantic": _semantic_cache(policy, d, requests)},
         routing=_routing(policy, d),
         batch=_batch(policy, d),

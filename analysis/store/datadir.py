@@ -31,7 +31,7 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -39,6 +39,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from analysis.store.rows import ContentRow, RequestRow
 from analysis.store.schema import CONTENTS, REQUESTS, Column, polars_schema
 
 DEFAULT_DATA_DIR = "shadow-data"
@@ -423,8 +424,23 @@ def write_segment(directory: Path, name: str, frame: pl.DataFrame) -> Path:
     return final
 
 
-def rows_to_frame(rows: list[dict], columns: list[Column]) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema=polars_schema(columns))
+def rows_to_frame(rows: Sequence[RequestRow | ContentRow | dict], columns: list[Column]) -> pl.DataFrame:
+    """A frame of `rows` with exactly `columns`. Rows are the row types of analysis.store.rows,
+    or dicts whose keys are columns (a missing key is NULL); an unknown key is a ValueError,
+    never a silently dropped value."""
+    names = [c.name for c in columns]
+    known = set(names)
+    data: dict[str, list] = {name: [] for name in names}
+    for row in rows:
+        if isinstance(row, dict):
+            if unknown := row.keys() - known:
+                raise ValueError(f"not a column: {', '.join(sorted(unknown))}")
+            for name in names:
+                data[name].append(row.get(name))
+        else:
+            for name in names:
+                data[name].append(getattr(row, name))
+    return pl.DataFrame(data, schema=polars_schema(columns))
 
 
 class SegmentWriter:
@@ -440,7 +456,7 @@ class SegmentWriter:
         mine = [s.hi for s in all_segments(self.store.records_dir) if s.instance == self.instance]
         return max(mine, default=-1) + 1
 
-    def write(self, requests: list[dict], contents: list[dict]) -> None:
+    def write(self, requests: Sequence[RequestRow | dict], contents: Sequence[ContentRow | dict]) -> None:
         """Write one batch. Raises OSError (disk full, permission) and leaves no partial file."""
         seq = self.sequence
         name = segment_name(self.instance, 0, seq, seq)

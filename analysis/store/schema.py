@@ -109,7 +109,6 @@ CONTENTS = [
 ]
 
 REQUEST_COLUMNS = [c.name for c in REQUESTS]
-CONTENT_COLUMNS = [c.name for c in CONTENTS]
 
 
 def polars_schema(columns: list[Column]) -> dict[str, pl.DataType]:

@@ -11,16 +11,19 @@ import polars as pl
 
 from analysis.store.datadir import query_frame, time_filter
 
-GROUPINGS = {
+# `stats --by NAME` -> the SQL expression of a group's label; NAME is the column grouped by,
+# and the label's column in the output (`key` is kept as the older name of `key_id`).
+GROUP_LABELS = {
     "model": "coalesce(model, model_requested, '(unknown)')",
     "provider": "provider",
     "team": "coalesce(team, '(none)')",
     "feature": "coalesce(feature, '(none)')",
-    "key": "coalesce(key_id, '(none)')",
+    "key_id": "coalesce(key_id, '(none)')",
     "user": "coalesce(\"user\", '(none)')",
     "endpoint": "endpoint",
     "day": "strftime(ts, '%Y-%m-%d')",
 }
+GROUP_ALIASES = {"key": "key_id"}
 
 
 @dataclass
@@ -39,11 +42,12 @@ def grouped(
     con: duckdb.DuckDBPyConnection, by: str, since: datetime | None = None, until: datetime | None = None
 ) -> pl.DataFrame:
     """One row per group: calls, tokens, cost, latency percentiles, error and estimate counts."""
-    if by not in GROUPINGS:
-        raise ValueError(f"cannot group by {by!r}; choose one of {', '.join(GROUPINGS)}")
+    by = GROUP_ALIASES.get(by, by)
+    if by not in GROUP_LABELS:
+        raise ValueError(f"cannot group by {by!r}; choose one of {', '.join(GROUP_LABELS)}")
     where, params = time_filter(since, until)
     sql = f"""
-        SELECT {GROUPINGS[by]} AS "{by}",
+        SELECT {GROUP_LABELS[by]} AS "{by}",
                count(*) AS calls,
                CAST(coalesce(sum(input_tokens), 0) AS BIGINT) AS input_tokens,
                CAST(coalesce(sum(cached_input_tokens), 0) AS BIGINT) AS cached_input_tokens,
