@@ -5,9 +5,8 @@ import shlex
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import duckdb
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -15,17 +14,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from analysis.recording.settings import RecorderSettings
 from analysis.recording.status import problem_summary, read_statuses
-from analysis.store import stats as stats_queries
-from analysis.store.datadir import (
-    DEFAULT_DATA_DIR,
-    Store,
-    StoreError,
-    all_segments,
-    live_segments,
-    query_frame,
-)
+from analysis.store import DEFAULT_DATA_DIR, GROUP_ALIASES, GROUP_LABELS, StoreError
 from reports.format import json_ready, usd
 from reports.tables import FORMATS, print_frame
+
+if TYPE_CHECKING:
+    from analysis.store.datadir import Store
+
+# polars, duckdb, pyarrow and plotly are imported inside the commands that use them, so that
+# `llm-shadow --help` and argument errors answer at once.
 
 app = typer.Typer(
     help="Observe LLM API traffic, see what it costs, and simulate what policies would save.",
@@ -81,7 +78,9 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def open_store(data: Path, create: bool = False) -> Store:
+def open_store(data: Path, create: bool = False) -> "Store":
+    from analysis.store.datadir import Store
+
     try:
         return Store(data, create=create)
     except StoreError as e:
@@ -309,7 +308,7 @@ def import_(
 
 @app.command()
 def stats(
-    by: Annotated[str, typer.Option(help=f"Group by: {', '.join(stats_queries.GROUP_LABELS)}.")] = "model",
+    by: Annotated[str, typer.Option(help=f"Group by: {', '.join(GROUP_LABELS)}.")] = "model",
     since: Since = None,
     until: Until = None,
     fmt: Format = "table",
@@ -317,9 +316,11 @@ def stats(
 ):
     """Spend, tokens and latency of recorded calls, grouped."""
     check_format(fmt)
-    by = stats_queries.GROUP_ALIASES.get(by, by)
-    if by not in stats_queries.GROUP_LABELS:
-        raise fail(f"--by {by!r}: choose one of {', '.join(stats_queries.GROUP_LABELS)}")
+    from analysis.store import stats as stats_queries
+
+    by = GROUP_ALIASES.get(by, by)
+    if by not in GROUP_LABELS:
+        raise fail(f"--by {by!r}: choose one of {', '.join(GROUP_LABELS)}")
     store = open_store(data)
     with store.connect() as con:
         frame = stats_queries.grouped(con, by, since, until)
@@ -356,6 +357,10 @@ def sql(
     data: DataDir = Path(DEFAULT_DATA_DIR),
 ):
     """Run a DuckDB SQL query over the recorded calls (relations: requests, contents)."""
+    import duckdb
+
+    from analysis.store.datadir import query_frame
+
     check_format(fmt)
     store = open_store(data)
     with store.connect() as con:
@@ -390,6 +395,8 @@ def purge(
 @app.command()
 def compact(data: DataDir = Path(DEFAULT_DATA_DIR)):
     """Merge the segments stopped recorders left behind, and delete superseded ones."""
+    from analysis.store.datadir import all_segments, live_segments
+
     store = open_store(data)
     directories = (store.records_dir, store.contents_dir)
     before = sum(len(live_segments(d)) for d in directories)
@@ -410,9 +417,6 @@ prices_app = typer.Typer(
     help="The price table: show a model's prices, import prices, list unpriced models.", no_args_is_help=True
 )
 app.add_typer(prices_app, name="prices")
-
-PRICE_KINDS = ("input", "cached_input", "cache_write", "cache_write_1h", "output", "reasoning_output")
-PRICE_HEADERS = ("input", "cached input", "cache write 5m", "cache write 1h", "output", "reasoning")
 
 
 def load_prices(data: Path):
@@ -438,9 +442,8 @@ def prices_show(
     """Show the price llm-shadow uses for a model, per 1M tokens."""
     import json
 
-    from rich.table import Table
-
     from analysis.pricing.table import rate_rows
+    from reports.price_tables import DERIVED_NOTE, rates_document, rates_table
 
     if fmt not in ("table", "json"):
         raise fail(f"unknown format {fmt!r}; choose table or json")
@@ -454,35 +457,11 @@ def prices_show(
         )
     rows = rate_rows(price)
     if fmt == "json":
-        console.print_json(
-            json.dumps(
-                {
-                    "model": model,
-                    "provider": provider,
-                    "resolved": price.label,
-                    "source": price.source,
-                    "mode": price.mode,
-                    "price_version": table.version,
-                    "usd_per_million_tokens": {r["rates"]: {k: r[k] for k in PRICE_KINDS} for r in rows},
-                    "derived": {r["rates"]: r["derived"] for r in rows},
-                }
-            )
-        )
+        console.print_json(json.dumps(json_ready(rates_document(model, provider, price, table.version, rows))))
         return
-    out = Table(title=f"{model} -> {price.label}  (USD per 1M tokens)")
-    out.add_column("rates", no_wrap=True)
-    for header in PRICE_HEADERS:
-        out.add_column(header, justify="right")
-    for r in rows:
-        out.add_row(r["rates"], *(f"{r[k]:g}" + (" *" if k in r["derived"] else "") for k in PRICE_KINDS))
-    console.print(out)
+    console.print(rates_table(model, price.label, rows))
     console.print(f"from {price.source}; price version {table.version}; mode {price.mode}", highlight=False)
-    console.print(
-        "* not given by the table: derived as docs/pricing.md says "
-        "(cached -> input, cache write -> 1.25x/2x input for Claude, else input, "
-        "reasoning -> output, other services and tiers -> standard).",
-        highlight=False,
-    )
+    console.print(DERIVED_NOTE, highlight=False)
 
 
 @prices_app.command("import")
@@ -550,19 +529,11 @@ def prices_missing(
 @app.command()
 def reprice(data: DataDir = Path(DEFAULT_DATA_DIR)):
     """Recompute the cost of every stored call with the current price table."""
-    import logging
-
     from analysis.pricing.reprice import reprice_store
 
     table = load_prices(data)
     store = open_store(data)
-    pricing_log = logging.getLogger("analysis.pricing.table")
-    level = pricing_log.level
-    pricing_log.setLevel(logging.ERROR)  # one summary below instead of a warning per model
-    try:
-        summary = reprice_store(store, table)
-    finally:
-        pricing_log.setLevel(level)
+    summary = reprice_store(store, table)
     by_source = ", ".join(f"{n:,} {s}" for s, n in sorted(summary.sources.items()))
     console.print(
         f"Repriced {summary.rows:,} calls with price version {table.version}: "
@@ -876,8 +847,6 @@ def ca(
     ] = None,
 ):
     """Show where the interception CA is and how to make clients trust it (creates it if missing)."""
-    from rich.table import Table
-
     from addons.ca import ensure_ca
     from analysis.capture_setup.ca import (
         fingerprint_sha256,
@@ -886,6 +855,7 @@ def ca(
         trust_instructions,
         write_bundle,
     )
+    from reports.capture_setup_tables import trust_table
 
     try:
         files, tightened = ensure_ca(confdir.expanduser())
@@ -902,12 +872,7 @@ def ca(
     if bundle is not None:
         console.print(f"CA bundle (system CAs + this CA): [bold]{bundle.expanduser()}[/]", highlight=False)
     shown_bundle = bundle.expanduser() if bundle is not None else Path("<bundle.pem>")
-    table = Table(title="Trust it", header_style="bold")
-    table.add_column("client")
-    table.add_column("command", overflow="fold")
-    for where, command in trust_instructions(files.cert, shown_bundle):
-        table.add_row(where, command)
-    console.print(table)
+    console.print(trust_table(trust_instructions(files.cert, shown_bundle)))
     if bundle is None:
         console.print(
             "SSL_CERT_FILE, REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE replace a client's CA store: point "
@@ -937,23 +902,16 @@ def doctor(
     ] = None,
 ):
     """Check what breaks capture (CA trust and key, redirect loop, port, data dir, tiktoken files)."""
-    from rich.table import Table
-
     from analysis.capture_setup.ca import CaFiles
     from analysis.capture_setup.doctor import UnknownUserError, proxy_connection_for, run_checks
+    from reports.capture_setup_tables import doctor_table
 
     try:
         conn = proxy_connection_for(proxy_user)
     except UnknownUserError as e:
         raise fail(f"--proxy-user: {e}") from e
     results = run_checks(CaFiles(confdir.expanduser()), data, port, conn=conn)
-    styles = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
-    table = Table(header_style="bold")
-    for column in ("check", "status", "finding", "fix"):
-        table.add_column(column, overflow="fold")
-    for result in results:
-        table.add_row(result.name, f"[{styles[result.status]}]{result.status}[/]", result.message, result.fix)
-    console.print(table)
+    console.print(doctor_table(results))
     failed = [r.name for r in results if r.status == "fail"]
     if failed:
         raise fail(f"{len(failed)} check(s) failed: {', '.join(failed)}")

@@ -36,7 +36,8 @@ from analysis.recording.capture import Capture
 from analysis.recording.settings import DEFAULT_MAX_BODY, DEFAULT_QUEUE_LIMIT, DEFAULT_SPOOL_LIMIT, RecorderSettings
 from analysis.recording.sink import Problems, RecordSink
 from analysis.recording.worker_process import SinkProcess
-from analysis.store.datadir import DEFAULT_DATA_DIR, Store, StoreError
+from analysis.store import DEFAULT_DATA_DIR, StoreError
+from analysis.store.datadir import Store
 
 log = logging.getLogger("llm_shadow")
 

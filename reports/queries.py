@@ -2,7 +2,7 @@
 percentiles, outcomes and the data-quality counts.
 
 Each function is one query over the `requests` relation for a time window and returns a polars
-frame. Group labels use the expressions of `analysis.store.stats.GROUP_LABELS`, so a model, team or
+frame. Group labels use the expressions of `analysis.store.GROUP_LABELS`, so a model, team or
 feature is named here exactly as `llm-shadow stats --by ...` names it. Totals and the per-group
 tables come from `analysis.store.stats` itself, not from here.
 """
@@ -12,8 +12,8 @@ from datetime import datetime
 import duckdb
 import polars as pl
 
+from analysis.store import GROUP_LABELS
 from analysis.store.datadir import query_frame, time_filter
-from analysis.store.stats import GROUP_LABELS
 
 DAY = GROUP_LABELS["day"]
 

@@ -6,18 +6,21 @@ of decimals, JSON and CSV rounded by `json_ready`)."""
 import csv
 import io
 import json
+from typing import TYPE_CHECKING
 
-import polars as pl
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from reports.format import column, json_ready
 
+if TYPE_CHECKING:  # frames come from the caller: printing needs no polars import of its own
+    import polars as pl
+
 FORMATS = ("table", "json", "csv")
 
 
-def to_rich_table(frame: pl.DataFrame, title: str | None = None) -> Table:
+def to_rich_table(frame: "pl.DataFrame", title: str | None = None) -> Table:
     table = Table(title=title, show_lines=False)
     columns = []
     for name, dtype in zip(frame.columns, frame.dtypes, strict=True):
@@ -28,15 +31,15 @@ def to_rich_table(frame: pl.DataFrame, title: str | None = None) -> Table:
     return table
 
 
-def _rows(frame: pl.DataFrame) -> list[dict]:
+def _rows(frame: "pl.DataFrame") -> list[dict]:
     return [json_ready(row) for row in frame.iter_rows(named=True)]
 
 
-def to_json(frame: pl.DataFrame) -> str:
+def to_json(frame: "pl.DataFrame") -> str:
     return json.dumps(_rows(frame), indent=2, default=str)
 
 
-def to_csv(frame: pl.DataFrame) -> str:
+def to_csv(frame: "pl.DataFrame") -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(frame.columns)
@@ -45,7 +48,7 @@ def to_csv(frame: pl.DataFrame) -> str:
     return out.getvalue()
 
 
-def print_frame(frame: pl.DataFrame, fmt: str, console: Console, title: str | None = None) -> None:
+def print_frame(frame: "pl.DataFrame", fmt: str, console: Console, title: str | None = None) -> None:
     if fmt == "json":
         console.print_json(to_json(frame)) if console.is_terminal else print(to_json(frame))
     elif fmt == "csv":

@@ -60,6 +60,7 @@ def reprice_frame(frame: pl.DataFrame, table: PriceTable) -> pl.DataFrame:
             usage=usage,
             service_tier=row["service_tier"],
             batch=bool(row["batch"]),
+            warn_unpriced=False,  # the caller reports how many stay unpriced
         )
         costs.append(cost.cost_usd)
         sources.append(cost.cost_source)

@@ -444,9 +444,11 @@ class PriceTable:
         batch: bool = False,
         provider_cost_usd: float | None = None,
         model_requested: str | None = None,
+        warn_unpriced: bool = True,
     ) -> Cost:
         """The call's cost: the provider's own figure if it gave one, else the table's price
-        of `model` (or of `model_requested` when `model` is unknown), else unpriced.
+        of `model` (or of `model_requested` when `model` is unknown), else unpriced (logged
+        once per model unless `warn_unpriced` is false: a caller that sums them up says so).
 
         A call with neither input nor output token counts (an error before any output, a body
         we could not read) gets cost None and cost_source "none": nothing is known to have
@@ -461,7 +463,8 @@ class PriceTable:
         if price is None and model_requested and model_requested != model:
             price = self.resolve(model_requested, provider)
         if price is None:
-            self._warn_unpriced(provider, model or model_requested)
+            if warn_unpriced:
+                self._warn_unpriced(provider, model or model_requested)
             return Cost(None, "unpriced", self.version)
         usd = compute_cost_usd(price, usage, service_of(service_tier, batch))
         return Cost(usd, "computed", self.version, price.label)

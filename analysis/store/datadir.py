@@ -39,18 +39,14 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from analysis.store import StoreError
 from analysis.store.rows import ContentRow, RequestRow
 from analysis.store.schema import CONTENTS, REQUESTS, Column, polars_schema
 
-DEFAULT_DATA_DIR = "shadow-data"
 MERGE_FAN_IN = 16
 SUPERSEDED_GRACE_SECONDS = 300.0
 
 _SEGMENT_NAME = re.compile(r"^(?P<instance>.+)-L(?P<level>\d+)-(?P<lo>\d{12})-(?P<hi>\d{12})\.parquet$")
-
-
-class StoreError(Exception):
-    """The data directory cannot be used (unreadable, written by a newer version, ...)."""
 
 
 @dataclass(frozen=True)

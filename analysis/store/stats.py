@@ -9,21 +9,8 @@ from datetime import datetime
 import duckdb
 import polars as pl
 
+from analysis.store import GROUP_ALIASES, GROUP_LABELS
 from analysis.store.datadir import query_frame, time_filter
-
-# `stats --by NAME` -> the SQL expression of a group's label; NAME is the column grouped by,
-# and the label's column in the output (`key` is kept as the older name of `key_id`).
-GROUP_LABELS = {
-    "model": "coalesce(model, model_requested, '(unknown)')",
-    "provider": "provider",
-    "team": "coalesce(team, '(none)')",
-    "feature": "coalesce(feature, '(none)')",
-    "key_id": "coalesce(key_id, '(none)')",
-    "user": "coalesce(\"user\", '(none)')",
-    "endpoint": "endpoint",
-    "day": "strftime(ts, '%Y-%m-%d')",
-}
-GROUP_ALIASES = {"key": "key_id"}
 
 
 @dataclass
