@@ -1,6 +1,6 @@
 """The simulator's fast path: the facts of every request at once, then one pass in time order.
 
-`engine.PolicyEngine.facts` describes one request; `frame_facts` computes the same `Facts` for
+`engine.PolicyEngine.observe` describes one request; `frame_facts` computes the same `Facts` for
 a whole `requests` frame with polars and numpy (matching, cache keys, cacheability, windows,
 target costs), so the only per-request Python left is `PolicyEngine.apply`, the part that
 depends on earlier traffic (cache contents, budget spend, rate windows). Requests are taken in
@@ -62,7 +62,7 @@ def _scope_values(frame: pl.DataFrame, scope: str) -> list:
 
 
 def frame_facts(engine: PolicyEngine, frame: pl.DataFrame, state: EngineState) -> FrameFacts:
-    """`engine.facts` for every row of `frame` (already `ordered`), registering semantic texts
+    """`engine.observe` for every row of `frame` (already `ordered`), registering semantic texts
     in `state`."""
     p = engine.policy
     n = frame.height

@@ -18,7 +18,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from analysis.simulate.tomlpos import describe, key_line
 
@@ -109,6 +109,8 @@ class CacheRules:
 
 @dataclass(frozen=True)
 class ExactCachePolicy:
+    KIND: ClassVar[str] = "exact_cache"  # the name results and reports use for this kind of policy
+
     name: str
     ttl_seconds: int
     scope: str
@@ -119,6 +121,8 @@ class ExactCachePolicy:
 
 @dataclass(frozen=True)
 class SemanticCachePolicy:
+    KIND: ClassVar[str] = "semantic_cache"  # the name results and reports use for this kind of policy
+
     name: str
     threshold: float
     ttl_seconds: int
@@ -139,6 +143,8 @@ class SemanticCachePolicy:
 
 @dataclass(frozen=True)
 class RoutingRule:
+    KIND: ClassVar[str] = "routing"  # the name results and reports use for this kind of policy
+
     name: str
     match: Match
     to: str
@@ -148,6 +154,8 @@ class RoutingRule:
 
 @dataclass(frozen=True)
 class BatchPolicy:
+    KIND: ClassVar[str] = "batch"  # the name results and reports use for this kind of policy
+
     name: str
     match: Match
     discount: float | None  # None: the price table's batch price
@@ -156,6 +164,8 @@ class BatchPolicy:
 
 @dataclass(frozen=True)
 class Budget:
+    KIND: ClassVar[str] = "budget"  # the name results and reports use for this kind of policy
+
     name: str
     scope: str
     window: str
@@ -169,6 +179,8 @@ class Budget:
 
 @dataclass(frozen=True)
 class RateLimit:
+    KIND: ClassVar[str] = "rate_limit"  # the name results and reports use for this kind of policy
+
     name: str
     scope: str
     requests_per_minute: int | None

@@ -40,7 +40,8 @@ MAX_INCIDENTS = 500  # budget windows listed (the first, in time order; all are 
 BATCH_LATENCY_NOTE = "answers arrive asynchronously, within the provider's batch window (up to 24 h)"
 
 
-def _usd(value: Any) -> float:
+def _figure(value: Any) -> float:
+    """A sum (dollars, milliseconds) as a float; an empty sum (NULL) is 0."""
     return float(value or 0.0)
 
 
@@ -52,7 +53,7 @@ def _money_row(frame: pl.DataFrame) -> dict[str, Any]:
         pl.col("cost_usd").sum().alias("baseline_usd"),
         pl.col("simulated_cost_usd").sum().alias("simulated_usd"),  # NULL where cost_usd is
     ).row(0, named=True)
-    baseline, simulated = _usd(row["baseline_usd"]), _usd(row["simulated_usd"])
+    baseline, simulated = _figure(row["baseline_usd"]), _figure(row["simulated_usd"])
     return {
         "requests": row["requests"],
         "unpriced_requests": row["unpriced_requests"],
@@ -119,7 +120,7 @@ class SimulationResult:
                 "name": self.policy.name,
                 "description": self.policy.description,
                 "file": self.policy.file,
-                "order": [{"name": p.name, "kind": _kind(p)} for p in self.policy.in_order()],
+                "order": [{"name": p.name, "kind": p.KIND} for p in self.policy.in_order()],
             },
             "parameters": self.parameters,
             "totals": self.totals,
@@ -134,17 +135,6 @@ class SimulationResult:
         }
 
 
-def _kind(policy: Any) -> str:
-    return {
-        "ExactCachePolicy": "exact_cache",
-        "SemanticCachePolicy": "semantic_cache",
-        "RoutingRule": "routing",
-        "BatchPolicy": "batch",
-        "Budget": "budget",
-        "RateLimit": "rate_limit",
-    }[type(policy).__name__]
-
-
 def _by_policy(policy: Policy, d: pl.DataFrame) -> list[dict[str, Any]]:
     saving_column = {
         "exact_cache": ("cache_policy", "saving_cache"),
@@ -156,7 +146,7 @@ def _by_policy(policy: Policy, d: pl.DataFrame) -> list[dict[str, Any]]:
     }
     expressions = []
     for index, item in enumerate(policy.in_order()):
-        by, saving = saving_column[_kind(item)]
+        by, saving = saving_column[item.KIND]
         mine = (pl.col(by) == item.name).fill_null(False)
         expressions += [
             mine.sum().alias(f"{index}.requests"),
@@ -168,15 +158,15 @@ def _by_policy(policy: Policy, d: pl.DataFrame) -> list[dict[str, Any]]:
     sums = d.select(expressions).row(0, named=True) if expressions else {}
     rows = []
     for index, item in enumerate(policy.in_order()):
-        kind = _kind(item)
+        kind = item.KIND
         row = {
             "name": item.name,
             "kind": kind,
             "requests": sums[f"{index}.requests"],
-            "saving_usd": _usd(sums[f"{index}.saving"]),
+            "saving_usd": _figure(sums[f"{index}.saving"]),
         }
         if kind in ("exact_cache", "semantic_cache"):
-            row["latency_saved_ms"] = _usd(sums[f"{index}.latency"])
+            row["latency_saved_ms"] = _figure(sums[f"{index}.latency"])
         if kind == "routing":
             row["quality"] = "unverified"
         if kind == "budget":
@@ -226,8 +216,8 @@ def _exact_cache(policy: Policy, d: pl.DataFrame) -> dict[str, Any] | None:
         "hit_rate": hits / d.height if d.height else 0.0,
         "hit_rate_of_cacheable": hits / eligible if eligible else 0.0,
         "cacheable_requests": eligible,
-        "saving_usd": _usd(sums["saving"]),
-        "latency_saved_ms": _usd(sums["latency"]),
+        "saving_usd": _figure(sums["saving"]),
+        "latency_saved_ms": _figure(sums["latency"]),
         "misses": {s: int(statuses.get(s, 0)) for s in ("miss", "miss_in_flight", "miss_expired", "miss_evicted")},
         "excluded": _exclusions(d, "exact_cache"),
     }
@@ -250,7 +240,7 @@ def _semantic_cache(policy: Policy, d: pl.DataFrame, requests: pl.DataFrame) -> 
             "threshold": threshold,
             "hits": sums[f"{i}.hits"],
             "hit_rate": sums[f"{i}.hits"] / d.height if d.height else 0.0,
-            "saving_usd": _usd(sums[f"{i}.saving"]),
+            "saving_usd": _figure(sums[f"{i}.saving"]),
             "estimated": threshold != semantic.threshold,
         }
         for i, threshold in enumerate(semantic.sweep)
@@ -264,8 +254,8 @@ def _semantic_cache(policy: Policy, d: pl.DataFrame, requests: pl.DataFrame) -> 
         "hits": hits.height,
         "hit_rate": hits.height / d.height if d.height else 0.0,
         "looked_up": sums["looked_up"],
-        "saving_usd": _usd(hits["saving_cache"].sum()),
-        "latency_saved_ms": _usd(hits["latency_saved_ms"].sum()),
+        "saving_usd": _figure(hits["saving_cache"].sum()),
+        "latency_saved_ms": _figure(hits["latency_saved_ms"].sum()),
         "quality": "unverified",
         "excluded": _exclusions(d, "semantic_cache"),
         "sweep": sweep,
@@ -330,8 +320,8 @@ def _routing(policy: Policy, d: pl.DataFrame) -> dict[str, Any]:
                 "from_models": {
                     str(m): n for m, n in zip(mine["model"].to_list(), mine["requests"].to_list(), strict=True)
                 },
-                "baseline_usd": _usd(mine["baseline"].sum()),
-                "saving_usd": _usd(mine["saving"].sum()),
+                "baseline_usd": _figure(mine["baseline"].sum()),
+                "saving_usd": _figure(mine["saving"].sum()),
                 "quality": "unverified",
             }
         )
@@ -354,7 +344,7 @@ def _batch(policy: Policy, d: pl.DataFrame) -> list[dict[str, Any]]:
         {
             "name": item.name,
             "requests": sums.get(item.name, (0, 0.0))[0],
-            "saving_usd": _usd(sums.get(item.name, (0, 0.0))[1]),
+            "saving_usd": _figure(sums.get(item.name, (0, 0.0))[1]),
             "discount": item.discount,
             "latency": BATCH_LATENCY_NOTE,
         }
@@ -397,7 +387,7 @@ def _budgets(policy: Policy, d: pl.DataFrame, facts: FrameFacts, requests: pl.Da
                     **row,
                     "tripped_at": row["tripped_at"].isoformat() if row["tripped_at"] else None,
                     "first_stopped_at": row["first_stopped_at"].isoformat() if row["first_stopped_at"] else None,
-                    "spend_prevented_usd": _usd(row["spend_prevented_usd"]),
+                    "spend_prevented_usd": _figure(row["spend_prevented_usd"]),
                 }
             )
         incidents.sort(key=lambda i: (i["window_start"], str(i["scope_value"])))
@@ -493,7 +483,7 @@ def summarise(
         **money,
         "cache_hits": counts["cache_hits"],
         "cache_hit_rate": counts["cache_hits"] / d.height if d.height else 0.0,
-        "latency_saved_ms": _usd(counts["latency_saved_ms"]),
+        "latency_saved_ms": _figure(counts["latency_saved_ms"]),
         "routed": counts["routed"],
         "downgraded": counts["downgraded"],
         "blocked": counts["blocked"],

@@ -11,7 +11,8 @@ A run is a folder `<data_dir>/simulations/<run_id>/` holding:
 
 `run_id` is the UTC creation time plus a short random suffix ("20250301T120000Z-3f9a1c"),
 so ids sort by time. Files are written under a temporary name and renamed, so a folder with
-a run.json is complete.
+a run.json is complete. Nothing reads runs back yet; a reader must check `format` (RUN_FORMAT)
+before trusting the rest.
 """
 
 import json
@@ -28,10 +29,6 @@ from analysis.simulate.results import SimulationResult
 
 RUNS_DIR = "simulations"
 RUN_FORMAT = 1
-
-
-class RunNotFound(LookupError):
-    """No stored run has that id."""
 
 
 @dataclass
@@ -68,19 +65,3 @@ def save_run(data_dir: Path, result: SimulationResult, now: datetime | None = No
     _write_atomic(directory / "decisions.parquet", lambda p: result.decisions.write_parquet(p))
     _write_atomic(directory / "run.json", lambda p: p.write_text(json.dumps(info, indent=1, default=str) + "\n"))
     return StoredRun(run_id, directory, info)
-
-
-def load_run(data_dir: Path, run_id: str) -> StoredRun:
-    directory = Path(data_dir) / RUNS_DIR / run_id
-    path = directory / "run.json"
-    if not path.is_file():
-        raise RunNotFound(f"no simulation run {run_id!r} in {Path(data_dir) / RUNS_DIR}")
-    return StoredRun(run_id, directory, json.loads(path.read_text()))
-
-
-def list_runs(data_dir: Path) -> list[StoredRun]:
-    """Every complete stored run, oldest first."""
-    root = Path(data_dir) / RUNS_DIR
-    if not root.is_dir():
-        return []
-    return [load_run(data_dir, d.name) for d in sorted(root.iterdir()) if (d / "run.json").is_file()]
