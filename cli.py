@@ -832,6 +832,83 @@ def explain(
         print_explanation(result.to_dict(), console)
 
 
+def _show_pair(number: int, total: int, pair: dict) -> None:
+    console.rule(f"pair {number} of {total}: similarity {pair['similarity']:.3f}")
+    for title, key in (
+        ("request", "request_prompt"),
+        ("cached prompt", "cached_prompt"),
+        ("answer it got", "request_answer"),
+        ("answer the cache would serve", "cached_answer"),
+    ):
+        text = pair.get(key)
+        console.print(f"[bold]{title}:[/] {escape(text if text is not None else '(not recorded)')}", soft_wrap=True)
+
+
+def _print_precision(rows: list[dict]) -> None:
+    from rich.table import Table
+
+    table = Table(title="Semantic cache precision from your labels (Wilson 95% interval)")
+    for name in ("threshold", "pairs labelled", "precision", "interval", "hits in unlabelled bands"):
+        table.add_column(name, justify="right")
+    for row in rows:
+        interval = row["interval"]
+        table.add_row(
+            f"{row['threshold']:.2f}",
+            f"{row['labelled']:,}",
+            "-" if row["precision"] is None else f"{row['precision'] * 100:.1f}%",
+            "-" if interval is None else f"{interval[0] * 100:.1f}% - {interval[1] * 100:.1f}%",
+            f"{row['hits_in_unlabelled_bands']:,}",
+        )
+    console.print(table)
+
+
+@app.command()
+def label(
+    run_id: Annotated[str, typer.Argument(help="A stored simulation run (see the id `simulate` prints).")],
+    summary: Annotated[
+        bool, typer.Option("--summary", help="Only print the precision from the labels so far.")
+    ] = False,
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+):
+    """Label a run's sampled semantic-cache pairs (y: same question, n: different, s: skip, q: quit);
+    labels are kept with the run, so you can stop and resume; prints precision per threshold."""
+    from analysis.simulate.labels import load_labels, pairs_to_label, precision_by_threshold, save_labels
+    from analysis.simulate.runs import RunNotFound, load_run
+
+    try:
+        run = load_run(data, run_id)
+    except RunNotFound as e:
+        raise fail(str(e)) from e
+    result = run.info["result"]
+    pairs = pairs_to_label(result)
+    if not pairs:
+        raise fail(f"run {run_id} has no semantic-cache pairs to label (no semantic cache, or no hits)")
+    labels = load_labels(run.directory)
+    todo = [p for p in pairs if p["request_id"] not in labels]
+    if not summary:
+        console.print(
+            f"{len(pairs) - len(todo)} of {len(pairs)} pairs already labelled. Does the cached answer's prompt "
+            "ask the same thing as the request? y = same, n = different, s = skip, q = quit.",
+            highlight=False,
+        )
+        answers = {"y": "y", "n": "n", "s": "skip", "skip": "skip"}
+        for number, pair in enumerate(todo, start=len(pairs) - len(todo) + 1):
+            _show_pair(number, len(pairs), pair)
+            verdict = None
+            while verdict is None:
+                console.print("same question? [y/n/s/q] ", end="")
+                line = sys.stdin.readline()
+                if not line or line.strip().lower() == "q":
+                    break
+                verdict = answers.get(line.strip().lower())
+            if verdict is None:
+                break
+            labels[pair["request_id"]] = verdict
+            save_labels(run.directory, labels)
+        console.print()
+    _print_precision(precision_by_threshold(result, labels))
+
+
 # --- end of simulate commands --------------------------------------------------------------------
 
 
@@ -918,6 +995,157 @@ def doctor(
 
 
 # --- end of transparent capture commands ---------------------------------------------------------
+
+
+# --- wrapped keys --------------------------------------------------------------------------------
+
+keys_app = typer.Typer(
+    help="Wrapped keys (lsk-...): what applications hold instead of the real provider key.", no_args_is_help=True
+)
+app.add_typer(keys_app, name="keys")
+
+StateOption = Annotated[
+    str | None,
+    typer.Option(
+        "--state",
+        envvar="LLM_SHADOW_STATE",
+        help="Where shared state lives: memory (this data directory) or redis://HOST:PORT/DB (env LLM_SHADOW_STATE).",
+        show_default="memory",
+    ),
+]
+
+
+def key_registry(data: Path, state: str | None):
+    """The wrapped-key registry of this --state: <data>/keys.json, or Redis."""
+    from analysis.shared_state.backend import BadStateURL, RedisBackend, open_backend
+    from analysis.shared_state.keys import FileKeys, KeyRegistry, RedisKeys
+
+    try:
+        backend = open_backend(state)
+    except BadStateURL as e:
+        raise fail(str(e)) from e
+    if isinstance(backend, RedisBackend):
+        return KeyRegistry(RedisKeys(backend.link))
+    return KeyRegistry(FileKeys(data))
+
+
+def keys_command(action):
+    """Run a registry action; a refused one or an unreachable Redis is a one-line error."""
+    import redis
+
+    from analysis.shared_state.keys import WrappedKeyError
+
+    try:
+        return action()
+    except WrappedKeyError as e:
+        raise fail(str(e)) from e
+    except redis.RedisError as e:
+        raise fail(f"Redis: {e}") from e
+    except OSError as e:
+        raise fail(str(e)) from e
+
+
+@keys_app.command("create")
+def keys_create(
+    team: Annotated[str, typer.Option(help="Team the key's calls are attributed to.")],
+    provider_key_env: Annotated[
+        str,
+        typer.Option(
+            help="Name of the environment variable holding the real provider key; the proxy reads it at start."
+        ),
+    ],
+    feature: Annotated[str | None, typer.Option(help="Feature the key's calls are attributed to.")] = None,
+    user: Annotated[str | None, typer.Option(help="User the key's calls are attributed to.")] = None,
+    budget_usd: Annotated[
+        float | None, typer.Option(help="Spend allowed per window; past it, calls get 429 (shadow/enforce mode).")
+    ] = None,
+    window: Annotated[str | None, typer.Option(help="The budget's window: day or month (UTC).")] = None,
+    expires: Annotated[str | None, typer.Option(help="Lifetime, e.g. 30d, 12h (default: none).")] = None,
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+    state: StateOption = None,
+):
+    """Create a wrapped key and print it once (it is stored only as a salted hash)."""
+    from analysis.shared_state.keys import parse_duration
+
+    registry = key_registry(data, state)
+
+    def create():
+        lifetime = parse_duration(expires) if expires is not None else None
+        return registry.create(team, provider_key_env, feature, user, budget_usd, window, lifetime)
+
+    record, text = keys_command(create)
+    err_console.print(
+        f"Created wrapped key {record.key_id} for team {record.team}; shown once, store it now:", highlight=False
+    )
+    print(text)
+
+
+@keys_app.command("list")
+def keys_list(fmt: Format = "table", data: DataDir = Path(DEFAULT_DATA_DIR), state: StateOption = None):
+    """List wrapped keys (ids, attribution, budget, expiry, status; never the keys)."""
+    import time
+
+    import polars as pl
+
+    records = keys_command(key_registry(data, state).list)
+    now = time.time()
+
+    def when(ts: float | None) -> str | None:
+        return None if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
+
+    frame = pl.DataFrame(
+        [
+            {
+                "key_id": r.key_id,
+                "team": r.team,
+                "feature": r.feature,
+                "user": r.user,
+                "budget_usd": r.budget_usd,
+                "window": r.window,
+                "provider_key_env": r.provider_key_env,
+                "created": when(r.created_at),
+                "expires": when(r.expires_at),
+                "status": r.status(now),
+            }
+            for r in records
+        ],
+        schema={
+            "key_id": pl.Utf8,
+            "team": pl.Utf8,
+            "feature": pl.Utf8,
+            "user": pl.Utf8,
+            "budget_usd": pl.Float64,
+            "window": pl.Utf8,
+            "provider_key_env": pl.Utf8,
+            "created": pl.Utf8,
+            "expires": pl.Utf8,
+            "status": pl.Utf8,
+        },
+    )
+    print_frame(frame, check_format(fmt), console, title="Wrapped keys")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (lsk-... as `keys list` shows it).")],
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+    state: StateOption = None,
+):
+    """Revoke a wrapped key: every proxy refuses it within a second."""
+    record = keys_command(lambda: key_registry(data, state).revoke(key_id))
+    console.print(f"Revoked {record.key_id} (team {record.team}).", highlight=False)
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    key_id: Annotated[str, typer.Argument(help="The key's id (lsk-... as `keys list` shows it).")],
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+    state: StateOption = None,
+):
+    """Give a wrapped key a new secret (same id, team and budget) and print it once; the old one stops working."""
+    record, text = keys_command(lambda: key_registry(data, state).rotate(key_id))
+    err_console.print(f"Rotated {record.key_id}; the old key no longer works. New key, shown once:", highlight=False)
+    print(text)
 
 
 def main() -> None:  # pragma: no cover

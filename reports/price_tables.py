@@ -4,12 +4,34 @@ from typing import Any
 
 from rich.table import Table
 
-PRICE_KINDS = ("input", "cached_input", "cache_write", "cache_write_1h", "output", "reasoning_output")
-PRICE_HEADERS = ("input", "cached input", "cache write 5m", "cache write 1h", "output", "reasoning")
+PRICE_KINDS = (
+    "input",
+    "cached_input",
+    "cache_write",
+    "cache_write_1h",
+    "output",
+    "reasoning_output",
+    "input_audio",
+    "output_audio",
+    "input_image",
+    "output_image",
+)
+PRICE_HEADERS = (
+    "input",
+    "cached input",
+    "cache write 5m",
+    "cache write 1h",
+    "output",
+    "reasoning",
+    "audio in",
+    "audio out",
+    "image in",
+    "image out",
+)
 DERIVED_NOTE = (
     "* not given by the table: derived as docs/pricing.md says "
     "(cached -> input, cache write -> 1.25x/2x input for Claude, else input, "
-    "reasoning -> output, other services and tiers -> standard)."
+    "reasoning -> output, audio and image -> input or output, other services and tiers -> standard)."
 )
 
 

@@ -31,12 +31,19 @@ def _labelled(rows: list[dict]) -> list[dict]:
 
 
 def _waterfall(by_policy: list[dict]) -> list[dict]:
-    """The policies that saved money, in the order they apply (each saving counted once)."""
-    return [
+    """The policies that saved money, in the order they apply (each saving counted once), and
+    the spend budgets prevented by blocking requests (not a saving: those went unanswered)."""
+    steps = [
         {"name": p["name"], "kind": p["kind"], "saving_usd": p["saving_usd"]}
         for p in by_policy
         if abs(p["saving_usd"]) > 0
     ]
+    for p in by_policy:
+        if p.get("blocked_spend_usd"):
+            steps.append(
+                {"name": f"{p['name']} (blocked, unanswered)", "kind": "blocked", "saving_usd": p["blocked_spend_usd"]}
+            )
+    return steps
 
 
 def simulation_figures(con: duckdb.DuckDBPyConnection, run: SimulationRun) -> dict:
@@ -57,6 +64,8 @@ def simulation_figures(con: duckdb.DuckDBPyConnection, run: SimulationRun) -> di
             "saving_share": totals["saving_usd"] / totals["baseline_usd"] if totals["baseline_usd"] else None,
             "cache_hits": totals["cache_hits"],
             "cache_hit_rate": totals["cache_hit_rate"],
+            "blocked": totals.get("blocked", 0),
+            "blocked_spend_usd": totals.get("blocked_spend_usd", 0.0),
             "requests": totals["requests"],
         },
         "by_policy": result["by_policy"],

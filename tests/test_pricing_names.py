@@ -149,3 +149,18 @@ def test_home_provider():
             "llama-3",
         )
     ] == ["openai", "openai", "anthropic", "gemini", "xai", "mistral", "deepseek", None]
+
+
+def test_model_identity_knows_served_snapshots_and_aliases():
+    from analysis.pricing.identity import model_identity, same_model, serves_endpoint
+
+    assert same_model("gpt-4o-mini-2024-07-18", "gpt-4o-mini")
+    assert same_model("claude-3-5-sonnet-20241022", "claude-3.5-sonnet")
+    assert same_model("claude-sonnet-4-5-20250929", "claude-sonnet-4-5")
+    assert same_model("gemini-2.0-flash-001", "models/gemini-2.0-flash")
+    assert same_model("gpt-35-turbo", "gpt-3.5-turbo")
+    assert not same_model("gpt-4o-mini", "gpt-4o")
+    assert not same_model("gpt-4.1-mini", "gpt-4.1-nano")
+    assert model_identity(None) is None
+    assert serves_endpoint("embedding", "embeddings") and not serves_endpoint("chat", "embeddings")
+    assert serves_endpoint("chat", "chat") and not serves_endpoint("embedding", "messages")

@@ -236,8 +236,18 @@ def test_cli_show_json_and_table(data_dir):
         "cache_write_1h": 6.0,
         "output": 15.0,
         "reasoning_output": 15.0,
+        "input_audio": 3.0,
+        "output_audio": 15.0,
+        "input_image": 3.0,
+        "output_image": 15.0,
     }
-    assert shown["derived"]["standard"] == ["reasoning_output"]
+    assert shown["derived"]["standard"] == [
+        "reasoning_output",
+        "input_audio",
+        "output_audio",
+        "input_image",
+        "output_image",
+    ]
 
     result = invoke("prices", "show", "gemini-2.5-pro", "--provider", "gemini", "--data", data_dir)
     assert result.exit_code == 0, result.output

@@ -100,11 +100,12 @@ def test_non_deterministic_requests_are_excluded_and_their_repeats_counted():
             {"t": 50, "prompt_hash": "s", "stream": True},
             {"t": 60, "prompt_hash": "s", "stream": True},  # repeat, excluded: streaming
             {"t": 70, "prompt_hash": None},
-            {"t": 80, "prompt_hash": "unset", "temperature": None},  # unset temperature: cacheable
-            {"t": 90, "prompt_hash": "unset", "temperature": None},  # hit
+            {"t": 80, "prompt_hash": "unset", "temperature": None},  # unset: the provider samples
+            {"t": 90, "prompt_hash": "unset", "temperature": None},  # repeat, excluded: temperature_unset
         ],
     )
     d = decisions_by_id(result)
+    assert [d[f"r{i}"]["cache_excluded"] for i in range(10)][8:] == ["temperature_unset"] * 2
     assert [d[f"r{i}"]["cache_excluded"] for i in range(8)] == [
         "temperature",
         "temperature",
@@ -116,10 +117,44 @@ def test_non_deterministic_requests_are_excluded_and_their_repeats_counted():
         "no_prompt_hash",
     ]
     assert [d[f"r{i}"]["excluded_duplicate"] for i in range(8)] == [False, True, False, True, False, False, True, False]
-    assert d["r9"]["exact_cache"] == "hit"
+    assert d["r9"]["exact_cache"] == "excluded"
     excluded = result.cache["exact"]["excluded"]
-    assert excluded["requests"] == {"no_prompt_hash": 1, "temperature": 2, "n": 1, "tools": 2, "streaming": 2}
-    assert excluded["duplicates"] == {"temperature": 1, "tools": 1, "streaming": 1}
+    assert excluded["requests"] == {
+        "no_prompt_hash": 1,
+        "temperature": 2,
+        "temperature_unset": 2,
+        "n": 1,
+        "tools": 2,
+        "streaming": 2,
+    }
+    assert excluded["duplicates"] == {"temperature": 1, "temperature_unset": 1, "tools": 1, "streaming": 1}
+
+
+def test_unset_temperature_is_cacheable_when_the_policy_says_so_and_for_embeddings():
+    rows = [
+        {"t": 0, "prompt_hash": "unset", "temperature": None},
+        {"t": 10, "prompt_hash": "unset", "temperature": None},
+        {"t": 20, "prompt_hash": "vec", "temperature": None, "endpoint": "embeddings"},
+        {"t": 30, "prompt_hash": "vec", "temperature": None, "endpoint": "embeddings"},  # embeddings do not sample
+    ]
+    d = decisions_by_id(run(cache(), rows))
+    assert (d["r1"]["exact_cache"], d["r3"]["exact_cache"]) == ("excluded", "hit")
+    d = decisions_by_id(run(cache(extra="allow_unset_temperature = true\n"), rows))
+    assert (d["r1"]["exact_cache"], d["r3"]["exact_cache"]) == ("hit", "hit")
+
+
+def test_a_streamed_answer_is_stored_for_later_requests_but_a_stream_is_not_answered():
+    result = run(
+        cache(),
+        [
+            {"t": 0, "prompt_hash": "s", "stream": True},
+            {"t": 10, "prompt_hash": "s"},  # the same question, not streamed: the streamed answer serves it
+            {"t": 20, "prompt_hash": "s", "stream": True},  # a stream again: not answered from the cache
+        ],
+    )
+    d = decisions_by_id(result)
+    assert (d["r1"]["exact_cache"], d["r1"]["cache_source_id"]) == ("hit", "r0")
+    assert d["r2"]["exact_cache"] == "excluded" and d["r2"]["disposition"] == "upstream"
 
 
 def test_allow_flags_make_requests_cacheable():
@@ -204,4 +239,4 @@ def test_unpriced_requests_are_simulated_but_kept_out_of_money():
     assert d["r1"]["exact_cache"] == "hit" and d["r1"]["saving_cache"] is None
     assert result.totals["unpriced_requests"] == 2
     assert result.totals["baseline_usd"] == 0.5 and result.totals["saving_usd"] == 0.0
-    assert any("no recorded cost" in note for note in result.notes)
+    assert any("2 requests are unpriced" in note for note in result.notes)

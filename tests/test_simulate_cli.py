@@ -93,8 +93,9 @@ def test_simulate_json_output(data, policy_file):
     assert document["run_id"] is None and not stored_runs(data)
     totals = document["totals"]
     assert totals["baseline_usd"] == pytest.approx(0.06)
-    # r0 and r4 routed, r1 a cache hit, r3 blocked (all of its cost).
-    assert totals["saving_usd"] == pytest.approx(2 * (0.01 - ROUTED) + 0.01 + 0.01)
+    # r0 and r4 routed, r1 a cache hit; r3 blocked: its cost is prevented, not saved.
+    assert totals["saving_usd"] == pytest.approx(2 * (0.01 - ROUTED) + 0.01)
+    assert totals["blocked_spend_usd"] == pytest.approx(0.01) and totals["routed"] == 2
     assert [p["name"] for p in document["by_policy"]] == ["exact-cache", "to-mini", "team-daily"]
     assert document["budgets"][0]["incidents"][0]["tripped_by"] == "r2"
     assert [row["key"] for row in document["by_day"]] == ["2025-03-03", "2025-03-04"]
@@ -152,3 +153,18 @@ def test_bad_input_is_one_line_on_stderr(data, policy_file, tmp_path, args, mess
     assert result.exit_code == 1
     assert message in " ".join(result.stderr.split())
     assert "Traceback" not in result.output
+
+
+def test_a_stored_run_of_another_format_is_refused(data, policy_file):
+    from analysis.simulate.runs import RunNotFound, load_run
+
+    result = invoke("simulate", "--policy", policy_file, "--data", data)
+    [run] = stored_runs(data)
+    assert load_run(data, run.run_id).info == run.info
+    path = run.directory / "run.json"
+    path.write_text(json.dumps({**run.info, "format": 99}))
+    with pytest.raises(RunNotFound, match="format 99"):
+        load_run(data, run.run_id)
+    with pytest.raises(RunNotFound, match="no simulation run"):
+        load_run(data, "nope")
+    assert result.exit_code == 0

@@ -39,9 +39,16 @@ limit_usd = 1.0
     ]
     assert d["r2"]["budget_tripped"] == "team-daily"
     assert d["r3"]["budget_by"] == "team-daily" and d["r3"]["budget_action"] == "block"
-    assert d["r3"]["saving_budget"] == 0.3 and d["r3"]["simulated_cost_usd"] == 0.0
+    # A blocked request is paid nothing but answered nothing: prevented spend, not a saving.
+    assert d["r3"]["saving_budget"] == 0.0 and d["r3"]["simulated_cost_usd"] == 0.0
+    assert d["r3"]["blocked_spend_usd"] == 0.3
     budget = result.budgets[0]
     assert budget["blocked"] == 2 and budget["spend_prevented_usd"] == pytest.approx(0.8)
+    assert budget["blocked_spend_usd"] == pytest.approx(0.8) and budget["saving_usd"] == 0.0
+    t = result.totals
+    assert t["saving_usd"] == pytest.approx(0.0) and t["blocked_spend_usd"] == pytest.approx(0.8)
+    assert t["unanswered"] == 2 and t["simulated_usd"] == pytest.approx(t["baseline_usd"] - 0.8)
+    assert any("left unanswered" in note for note in result.notes)
     assert budget["windows_tripped"] == 1
     [incident] = budget["incidents"]
     assert incident["scope_value"] == "search"
@@ -49,7 +56,6 @@ limit_usd = 1.0
     assert incident["tripped_by"] == "r2" and incident["first_stopped_id"] == "r3"
     assert incident["blocked"] == 2
     assert result.totals["blocked"] == 2
-    assert result.totals["saving_usd"] == pytest.approx(0.8)
 
 
 def test_downgrade_prices_the_request_at_the_cheaper_model():

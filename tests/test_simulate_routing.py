@@ -221,3 +221,63 @@ def test_token_reestimation_is_the_same_for_one_request_and_for_many():
     for i in range(0, len(rows), 7):
         one = pricer.reestimated(rows.take(np.array([i])), "gpt-4o")  # the list path
         assert (one[0][0], one[1][0], one[2][0]) == (inputs[i], outputs[i], changed[i])
+
+
+def test_a_request_already_on_the_target_model_is_not_routed():
+    # The provider answers with the dated snapshot; the rule names the alias.
+    result = run(
+        ROUTE.replace('model = "gpt-4o*"', 'model = "gpt-4o*"'),
+        [
+            {"model_requested": "gpt-4o-mini", "model": "gpt-4o-mini-2024-07-18", "cost_usd": 0.0002},
+            {"model_requested": "gpt-4o-mini-2024-07-18", "model": "gpt-4o-mini-2024-07-18", "cost_usd": 0.0002},
+            {"model_requested": "gpt-4o", "model": "gpt-4o-2024-08-06"},
+        ],
+    )
+    d = decisions_by_id(result)
+    assert [d[f"r{i}"]["routed_by"] for i in range(3)] == [None, None, "to-mini"]
+    assert d["r0"]["saving_routing"] == 0.0 and result.totals["routed"] == 1
+
+
+def test_routing_and_downgrades_keep_embeddings_off_chat_models():
+    policy = """
+[[routing]]
+name = "everything-to-mini"
+to = "gpt-4o-mini"
+
+[[budget]]
+name = "tight"
+window = "day"
+limit_usd = 0.0
+action = "downgrade"
+to = "gpt-4.1-nano"
+"""
+    embedding = {
+        "endpoint": "embeddings",
+        "model": "text-embedding-3-large",
+        "model_requested": "text-embedding-3-large",
+    }
+    result = run(policy, [embedding, {"t": 5}, embedding | {"t": 10}])
+    d = decisions_by_id(result)
+    assert d["r0"]["routed_by"] is None and d["r2"]["budget_action"] is None
+    assert d["r0"]["model_after"] == d["r2"]["model_after"] == "text-embedding-3-large"
+    assert d["r1"]["routed_by"] == "everything-to-mini"
+
+
+def test_a_downgrade_to_the_model_already_served_is_no_downgrade():
+    policy = """
+[[budget]]
+name = "tight"
+window = "day"
+limit_usd = 0.0
+action = "downgrade"
+to = "gpt-4o-mini"
+"""
+    rows = [
+        {"model_requested": "gpt-4o-mini", "model": "gpt-4o-mini-2024-07-18", "cost_usd": 0.0002},
+        {"model_requested": "gpt-4o-mini", "model": "gpt-4o-mini-2024-07-18", "cost_usd": 0.0002, "t": 5},
+        {"model_requested": "gpt-4o", "model": "gpt-4o-2024-08-06", "t": 10},
+    ]
+    result = run(policy, rows)
+    d = decisions_by_id(result)
+    assert [d[f"r{i}"]["budget_action"] for i in range(3)] == [None, None, "downgrade"]
+    assert result.totals["downgraded"] == 1 and result.budgets[0]["saving_usd"] > 0

@@ -7,6 +7,15 @@ cache_write_1h_tokens = cache_creation.ephemeral_1h_input_tokens. output_tokens 
 includes thinking; Anthropic does not report thinking separately, except for newer models'
 output_tokens_details.thinking_tokens, which becomes reasoning_tokens when present.
 
+Iterations: when a request samples more than once (server-side compaction, the advisor tool),
+usage.iterations lists each sampling step's usage in the same shape (`type` message, compaction,
+advisor_message). The top level counts only the `message` iterations: a compaction iteration
+(billed, at the request's model, per Anthropic's compaction docs) and an advisor iteration
+(billed at the advisor's model, which the iteration names in `model`) are not in it. So with
+iterations present the call's tokens are the sum of every iteration without a `model` of its
+own, and each iteration naming another model goes to Parsed.other_models, priced at that
+model's rates (see docs/pricing.md, "Iterations").
+
 Streamed, message_start carries the first usage and every message_delta carries a cumulative
 usage that may revise any field (input_tokens grows when server tools run): the LAST value of
 each field wins, nothing is summed. message_stop ends a complete stream.
@@ -84,12 +93,41 @@ def _read_message(message: dict, parsed: Parsed) -> str:
     parsed.response_text = "\n".join(t for t in texts if t)
     usage = message.get("usage")
     if isinstance(usage, dict):
-        parsed.usage = usage_from_anthropic(usage)
-        parsed.service_tier = common.as_str(usage.get("service_tier")) or parsed.service_tier
+        _apply_usage(parsed, usage)
     return "\n".join(t for t in thinking if t)
 
 
+def _apply_usage(parsed: Parsed, usage: dict) -> None:
+    parsed.usage = usage_from_anthropic(usage)
+    parsed.other_models = other_model_iterations(usage)
+    parsed.service_tier = common.as_str(usage.get("service_tier")) or parsed.service_tier
+
+
+def _iterations(usage: dict) -> list[dict]:
+    iterations = usage.get("iterations")
+    return [i for i in iterations if isinstance(i, dict)] if isinstance(iterations, list) else []
+
+
 def usage_from_anthropic(usage: dict) -> Usage:
+    """The call's own tokens: the top level, or with iterations the sum of those without a model
+    of their own (see the module docstring)."""
+    own = [i for i in _iterations(usage) if not common.as_str(i.get("model"))]
+    if not own:
+        return _usage_of_block(usage)
+    total = _usage_of_block(own[0])
+    for iteration in own[1:]:
+        total = _add(total, _usage_of_block(iteration))
+    # Thinking is reported at the top level only, for the message iterations it sums.
+    total.reasoning_tokens = min(_usage_of_block(usage).reasoning_tokens, total.output_tokens or 0)
+    return total
+
+
+def other_model_iterations(usage: dict) -> list[tuple[str, Usage]]:
+    """Iterations run by another model (the advisor's), as (model, usage)."""
+    return [(i["model"], _usage_of_block(i)) for i in _iterations(usage) if common.as_str(i.get("model")) is not None]
+
+
+def _usage_of_block(usage: dict) -> Usage:
     uncached = common.count(usage.get("input_tokens"))
     cache_read = common.count(usage.get("cache_read_input_tokens"))
     cache_creation = common.count(usage.get("cache_creation_input_tokens"))
@@ -161,8 +199,7 @@ def _read_stream(exchange: Exchange, parsed: Parsed) -> str:
     parsed.response_text = "\n".join(t for t in texts if t)
     parsed.model = parsed.model or parsed.model_requested
     if usage:
-        parsed.usage = usage_from_anthropic(usage)
-        parsed.service_tier = common.as_str(usage.get("service_tier")) or parsed.service_tier
+        _apply_usage(parsed, usage)
     return "".join(thinking)
 
 

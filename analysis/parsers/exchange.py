@@ -5,6 +5,7 @@ secrets already taken out. A parser reads an `Exchange` and returns a `Parsed`: 
 means (model, tokens, text). Neither knows about mitmproxy, the store or prices.
 """
 
+import json
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -55,6 +56,12 @@ class Usage:
     cache_write_tokens: int = 0
     cache_write_1h_tokens: int = 0
     reasoning_tokens: int = 0
+    # Parts of input_tokens / output_tokens that are audio or image tokens (priced at their own
+    # rates where the price table has them). Input audio and image count as not cached.
+    audio_input_tokens: int = 0
+    audio_output_tokens: int = 0
+    image_input_tokens: int = 0
+    image_output_tokens: int = 0
     source: UsageSource = "none"
 
 
@@ -65,6 +72,9 @@ class Parsed:
     stream: bool = False
     usage: Usage = field(default_factory=Usage)
     provider_cost_usd: float | None = None  # cost the API itself reported (OpenRouter)
+    # Tokens the call spent on other models than its own (Anthropic's advisor iterations):
+    # (model, usage) pairs, priced at that model's rates and not counted in `usage`.
+    other_models: list[tuple[str, Usage]] = field(default_factory=list)
     # Seconds since request start of the chunk carrying the first output token (streams).
     first_token_at: float | None = None
     # A stream reached its terminal event ([DONE], message_stop, response.completed, ...).
@@ -88,3 +98,31 @@ class Parsed:
     # Attribution the request body carries: keys "team", "feature", "user".
     attribution: dict[str, str] = field(default_factory=dict)
     error: str | None = None  # provider error message, for non-2xx responses
+
+
+_OTHER_MODEL_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+)
+
+
+def other_models_json(other_models: list[tuple[str, Usage]]) -> str | None:
+    """The `usage_other_models` column: [{model, input_tokens, ...}, ...] as JSON, or NULL."""
+    if not other_models:
+        return None
+    parts = [{"model": model, **{f: getattr(usage, f) for f in _OTHER_MODEL_FIELDS}} for model, usage in other_models]
+    return json.dumps(parts, separators=(",", ":"))
+
+
+def other_models_from_json(text: str | None) -> list[tuple[str, Usage]]:
+    """Inverse of other_models_json (for reprice)."""
+    if not text:
+        return []
+    return [
+        (part["model"], Usage(**{f: part.get(f) or 0 for f in _OTHER_MODEL_FIELDS}, source="provider"))
+        for part in json.loads(text)
+    ]

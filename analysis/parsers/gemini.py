@@ -164,13 +164,30 @@ def usage_from_gemini(usage: dict) -> Usage:
     tool_use = common.count(_get(usage, "toolUsePromptTokenCount"))
     candidates = common.count(_get(usage, "candidatesTokenCount"))
     thoughts = common.count(_get(usage, "thoughtsTokenCount"))
+    prompt_by_modality = _by_modality(_get(usage, "promptTokensDetails"))
+    cached_by_modality = _by_modality(_get(usage, "cacheTokensDetails"))
+    output_by_modality = _by_modality(_get(usage, "candidatesTokensDetails"))
     return Usage(
         input_tokens=prompt + tool_use,
         output_tokens=candidates + thoughts,
         cached_input_tokens=common.count(_get(usage, "cachedContentTokenCount")),
         reasoning_tokens=thoughts,
+        # Audio is priced apart (the audio track of a video included: Gemini reports it as AUDIO);
+        # image and video input cost what text costs. Cached audio pays the cache-read rate.
+        audio_input_tokens=max(prompt_by_modality.get("AUDIO", 0) - cached_by_modality.get("AUDIO", 0), 0),
+        audio_output_tokens=output_by_modality.get("AUDIO", 0),
+        image_output_tokens=output_by_modality.get("IMAGE", 0),
         source="provider",
     )
+
+
+def _by_modality(details: object) -> dict[str, int]:
+    """Gemini's [{modality, tokenCount}, ...] as {modality: tokens}."""
+    totals: dict[str, int] = {}
+    for item in details if isinstance(details, list) else []:
+        if isinstance(item, dict) and isinstance(item.get("modality"), str):
+            totals[item["modality"]] = totals.get(item["modality"], 0) + common.count(_get(item, "tokenCount"))
+    return totals
 
 
 def _read_stream(exchange: Exchange, parsed: Parsed) -> str:

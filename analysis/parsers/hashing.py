@@ -49,5 +49,5 @@ def canonical_json(value: object) -> str:
 
 def prompt_hash(canonical: dict) -> str:
     """sha256 of the canonical JSON of `canonical`, as HASH_LENGTH hex characters."""
-    digest = hashlib.sha256(canonical_json(canonical).encode("utf-8")).hexdigest()
+    digest = hashlib.sha256(canonical_json(canonical).encode("utf-8", "surrogatepass")).hexdigest()
     return digest[:HASH_LENGTH]

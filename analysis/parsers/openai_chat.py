@@ -227,5 +227,9 @@ def usage_from_openai(usage: dict) -> Usage:
         cached_input_tokens=cached,
         cache_write_tokens=cache_write,
         reasoning_tokens=reasoning,
+        audio_input_tokens=common.count(prompt_details.get("audio_tokens")),
+        audio_output_tokens=common.count(completion_details.get("audio_tokens")),
+        image_input_tokens=common.count(prompt_details.get("image_tokens")),
+        image_output_tokens=common.count(completion_details.get("image_tokens")),
         source="provider",
     )

@@ -134,6 +134,10 @@ def usage_from_responses(usage: dict) -> Usage:
         cached_input_tokens=common.count(input_details.get("cached_tokens")),
         cache_write_tokens=common.count(input_details.get("cache_write_tokens")),
         reasoning_tokens=common.count(output_details.get("reasoning_tokens")),
+        audio_input_tokens=common.count(input_details.get("audio_tokens")),
+        audio_output_tokens=common.count(output_details.get("audio_tokens")),
+        image_input_tokens=common.count(input_details.get("image_tokens")),
+        image_output_tokens=common.count(output_details.get("image_tokens")),
         source="provider",
     )
 

@@ -7,8 +7,9 @@ entry per model key with USD-per-token fields (`input_cost_per_token`,
 records) and rewrites each entry in llm-shadow's own words: a table per provider, model names
 as the provider's API spells them (LiteLLM's `gemini/`, `azure/`, `groq/` key prefixes
 removed), and rate sets keyed "<service>" or "<service>.above_<N>k" mapping a token kind
-(`input`, `cached_input`, `cache_write`, `cache_write_1h`, `output`, `reasoning_output`) to
-USD per million tokens. The same function builds the bundled snapshot
+(`input`, `cached_input`, `cache_write`, `cache_write_1h`, `output`, `reasoning_output`, and the
+audio and image rates `input_audio`, `output_audio`, `input_image`, `output_image`) to USD per
+million tokens. The same function builds the bundled snapshot
 (analysis/pricing/snapshot/build_snapshot.py) and reads a map a user imports (`llm-shadow prices import`).
 """
 
@@ -37,7 +38,14 @@ PROVIDER_OF_LITELLM = {
     "cerebras": "cerebras",
     "perplexity": "perplexity",
     "openrouter": "openrouter",
+    # LiteLLM files some Gemini models (gemini-2.0-flash, gemini-3-pro-preview, ...) only under
+    # `vertex_ai/...` with this provider; Google charges the same list prices on Vertex AI and
+    # the Gemini API, so its Gemini entries fill what the Gemini API entries lack (last rank).
+    "vertex_ai": "gemini",
 }
+# LiteLLM providers of which only some model families are kept: the rest are other vendors'
+# models (Claude, Grok, Mistral OCR on Vertex AI) or not text models.
+_FAMILIES_KEPT = {"vertex_ai": ("gemini", "gemma")}
 _LITELLM_RANK = {name: rank for rank, name in enumerate(PROVIDER_OF_LITELLM)}
 
 MODES = ("chat", "completion", "responses", "embedding")
@@ -61,7 +69,18 @@ _KEY_PREFIXES = (
     "text-completion-openai/",
 )
 
-KINDS = ("input", "cached_input", "cache_write", "cache_write_1h", "output", "reasoning_output")
+KINDS = (
+    "input",
+    "cached_input",
+    "cache_write",
+    "cache_write_1h",
+    "output",
+    "reasoning_output",
+    "input_audio",
+    "output_audio",
+    "input_image",
+    "output_image",
+)
 SERVICES = ("standard", "batch", "priority", "flex")
 
 _FIELD_KIND = {
@@ -70,11 +89,16 @@ _FIELD_KIND = {
     "cache_creation_input_token_cost": "cache_write",
     "output_cost_per_token": "output",
     "output_cost_per_reasoning_token": "reasoning_output",
+    "input_cost_per_audio_token": "input_audio",
+    "output_cost_per_audio_token": "output_audio",
+    "input_cost_per_image_token": "input_image",
+    "output_cost_per_image_token": "output_image",
 }
 _SERVICE_OF_SUFFIX = {None: "standard", "batches": "batch", "priority": "priority", "flex": "flex"}
 _FIELD = re.compile(
     r"^(?P<field>input_cost_per_token|output_cost_per_token|cache_read_input_token_cost"
-    r"|cache_creation_input_token_cost|output_cost_per_reasoning_token)"
+    r"|cache_creation_input_token_cost|output_cost_per_reasoning_token"
+    r"|input_cost_per_audio_token|output_cost_per_audio_token|input_cost_per_image_token|output_cost_per_image_token)"
     r"(?P<one_hour>_above_1hr)?"
     r"(?:_above_(?P<above>\d+)k_tokens)?"
     r"(?:_(?P<service>batches|priority|flex))?$"
@@ -153,13 +177,16 @@ def snapshot_from_litellm(litellm_map: dict[str, Any], version: str) -> dict[str
         provider = PROVIDER_OF_LITELLM.get(litellm_provider)  # type: ignore[arg-type]
         if provider is None or entry.get("mode") not in MODES:
             continue
+        name = model_name_of_key(key)
+        families = _FAMILIES_KEPT.get(litellm_provider)  # type: ignore[arg-type]
+        if families and not name.startswith(families):
+            continue
         rates = rates_of_entry(entry)
         standard = rates.get("standard", {})
         if "input" not in standard:
             continue
         if "output" not in standard and entry["mode"] != "embedding":
             continue
-        name = model_name_of_key(key)
         # Prefer the higher-ranked LiteLLM provider, then the key LiteLLM spells with its
         # provider prefix (its canonical key for every provider but OpenAI/Anthropic).
         rank = (_LITELLM_RANK[litellm_provider], 0 if key != name else 1, key)

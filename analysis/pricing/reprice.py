@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from analysis.parsers.exchange import Usage
+from analysis.parsers.exchange import Usage, other_models_from_json
 from analysis.pricing.table import PriceTable
 from analysis.store.schema import REQUESTS
 
@@ -28,6 +28,11 @@ _INPUT_COLUMNS = [
     "cache_write_tokens",
     "cache_write_1h_tokens",
     "reasoning_tokens",
+    "audio_input_tokens",
+    "audio_output_tokens",
+    "image_input_tokens",
+    "image_output_tokens",
+    "usage_other_models",
     "service_tier",
     "batch",
     "cost_usd",
@@ -52,6 +57,10 @@ def reprice_frame(frame: pl.DataFrame, table: PriceTable) -> pl.DataFrame:
             cache_write_tokens=row["cache_write_tokens"] or 0,
             cache_write_1h_tokens=row["cache_write_1h_tokens"] or 0,
             reasoning_tokens=row["reasoning_tokens"] or 0,
+            audio_input_tokens=row["audio_input_tokens"] or 0,
+            audio_output_tokens=row["audio_output_tokens"] or 0,
+            image_input_tokens=row["image_input_tokens"] or 0,
+            image_output_tokens=row["image_output_tokens"] or 0,
         )
         cost = table.cost(
             provider=row["provider"],
@@ -61,6 +70,7 @@ def reprice_frame(frame: pl.DataFrame, table: PriceTable) -> pl.DataFrame:
             service_tier=row["service_tier"],
             batch=bool(row["batch"]),
             warn_unpriced=False,  # the caller reports how many stay unpriced
+            other_models=other_models_from_json(row["usage_other_models"]),
         )
         costs.append(cost.cost_usd)
         sources.append(cost.cost_source)

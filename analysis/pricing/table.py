@@ -12,9 +12,10 @@ snapshots, provider and vendor prefixes, OpenRouter slugs, Azure deployments, `-
 aliases, Gemini version suffixes); results are cached because the recorder asks once per
 call. `cost` applies it to a `Usage`:
 
-    uncached input x input + cached x cache read + 5-minute writes x cache write
-    + 1-hour writes x 1-hour cache write + (output - reasoning) x output
-    + reasoning x reasoning output
+    uncached text input x input + audio input x audio input + image input x image input
+    + cached x cache read + 5-minute writes x cache write + 1-hour writes x 1-hour cache write
+    + text output x output + reasoning x reasoning output + audio output x audio output
+    + image output x image output
 
 with the rate set chosen by service (batch / priority / flex / standard) and by prompt size
 (the `above_<N>k` tier whose threshold the prompt's input_tokens exceed). A rate the table
@@ -32,7 +33,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,13 @@ _DATED = re.compile(r"^(?P<base>.+)[-@](?P<date>\d{8}|\d{4}-\d{2}-\d{2})$")
 _PREVIEW_DATED = re.compile(r"^(?P<base>.+-preview)-(?P<month>\d{2})-(?P<when>\d{2}|\d{4})$")
 
 SERVICE_ORDER = list(SERVICES)
+# Audio and image rates, and the rate each falls back to when the table gives none.
+_SPECIAL_KINDS = {
+    "input_audio": "input",
+    "output_audio": "output",
+    "input_image": "input",
+    "output_image": "output",
+}
 _SERVICE_TIERS = {"priority": "priority", "flex": "flex", "batch": "batch"}
 
 
@@ -154,7 +162,7 @@ class ModelPrice:
         output_rate = from_chain("output")
         output_rate = 0.0 if output_rate is None else output_rate  # embeddings: no output
         cached = from_chain("cached_input")
-        reasoning = self._reasoning_rate(chain)
+        reasoning = self._rate_or_base(chain, "reasoning_output", "output")
         if self.provider == "anthropic" or self.name.startswith("claude"):
             own = self.rates.get(next((k for k in chain if k in self.rates), ("standard", 0)), {})
             write = own.get("cache_write", input_rate * ANTHROPIC_CACHE_WRITE_5M)
@@ -164,7 +172,7 @@ class ModelPrice:
             write = input_rate if write is None else write
             write_1h = from_chain("cache_write_1h")
             write_1h = write if write_1h is None else write_1h
-        return {
+        rates = {
             "input": input_rate,
             "cached_input": input_rate if cached is None else cached,
             "cache_write": write,
@@ -172,18 +180,23 @@ class ModelPrice:
             "output": output_rate,
             "reasoning_output": output_rate if reasoning is None else reasoning,
         }
+        for kind, base in _SPECIAL_KINDS.items():
+            special = self._rate_or_base(chain, kind, base)
+            rates[kind] = rates[base] if special is None else special
+        return rates
 
-    def _reasoning_rate(self, chain: list[tuple[str, int]]) -> float | None:
-        """Reasoning is output: the first rate set of the chain that prices output gives it,
-        its reasoning rate if it names one apart, else its output rate. (Taking the first
-        reasoning rate of the chain instead would bill a flex or batch call's reasoning at the
-        standard rate whenever only the standard set names reasoning apart.)"""
+    def _rate_or_base(self, chain: list[tuple[str, int]], kind: str, base: str) -> float | None:
+        """A rate that is a special case of `base` (reasoning of output, audio of input, ...):
+        the first rate set of the chain that prices `base` gives it, its `kind` rate if it
+        names one apart, else its `base` rate. (Taking the first `kind` rate of the chain
+        instead would bill a flex or batch call's reasoning at the standard rate whenever only
+        the standard set names reasoning apart.)"""
         for key in chain:
             rates = self.rates.get(key, {})
-            if "reasoning_output" in rates:
-                return rates["reasoning_output"]
-            if "output" in rates:
-                return rates["output"]
+            if kind in rates:
+                return rates[kind]
+            if base in rates:
+                return rates[base]
         return None
 
 
@@ -222,14 +235,23 @@ def compute_cost_usd(price: ModelPrice, usage: Usage, service: str = "standard")
     input_tokens = usage.input_tokens if usage.input_tokens is not None else cached + writes
     output_tokens = usage.output_tokens or 0
     reasoning = min(usage.reasoning_tokens or 0, output_tokens)
+    uncached = max(input_tokens - cached - writes, 0)
+    audio_in = min(usage.audio_input_tokens or 0, uncached)
+    image_in = min(usage.image_input_tokens or 0, uncached - audio_in)
+    audio_out = min(usage.audio_output_tokens or 0, output_tokens - reasoning)
+    image_out = min(usage.image_output_tokens or 0, output_tokens - reasoning - audio_out)
     rates = price.effective_rates(service, input_tokens)
     usd_times_million = (
-        max(input_tokens - cached - writes, 0) * rates["input"]
+        (uncached - audio_in - image_in) * rates["input"]
+        + audio_in * rates["input_audio"]
+        + image_in * rates["input_image"]
         + cached * rates["cached_input"]
         + (writes - writes_1h) * rates["cache_write"]
         + writes_1h * rates["cache_write_1h"]
-        + (output_tokens - reasoning) * rates["output"]
+        + (output_tokens - reasoning - audio_out - image_out) * rates["output"]
         + reasoning * rates["reasoning_output"]
+        + audio_out * rates["output_audio"]
+        + image_out * rates["output_image"]
     )
     return round(usd_times_million / 1_000_000, 12)
 
@@ -445,10 +467,15 @@ class PriceTable:
         provider_cost_usd: float | None = None,
         model_requested: str | None = None,
         warn_unpriced: bool = True,
+        other_models: Sequence[tuple[str, Usage]] = (),
     ) -> Cost:
         """The call's cost: the provider's own figure if it gave one, else the table's price
         of `model` (or of `model_requested` when `model` is unknown), else unpriced (logged
         once per model unless `warn_unpriced` is false: a caller that sums them up says so).
+
+        `other_models`: tokens the call spent on other models (Anthropic's advisor), each
+        priced at its own model's price and added; if one of them has no price the whole call
+        is unpriced (a partial sum would understate it).
 
         A call with neither input nor output token counts (an error before any output, a body
         we could not read) gets cost None and cost_source "none": nothing is known to have
@@ -466,7 +493,15 @@ class PriceTable:
             if warn_unpriced:
                 self._warn_unpriced(provider, model or model_requested)
             return Cost(None, "unpriced", self.version)
-        usd = compute_cost_usd(price, usage, service_of(service_tier, batch))
+        service = service_of(service_tier, batch)
+        usd = compute_cost_usd(price, usage, service)
+        for other_model, other_usage in other_models:
+            other_price = self.resolve(other_model, provider)
+            if other_price is None:
+                if warn_unpriced:
+                    self._warn_unpriced(provider, other_model)
+                return Cost(None, "unpriced", self.version)
+            usd = round(usd + compute_cost_usd(other_price, other_usage, service), 12)
         return Cost(usd, "computed", self.version, price.label)
 
     def _warn_unpriced(self, provider: str | None, model: str | None) -> None:

@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from analysis import parsers
-from analysis.parsers.exchange import Exchange, Parsed, Usage
+from analysis.parsers.exchange import Exchange, Parsed, Usage, other_models_json
 from analysis.parsers.hashing import prompt_hash
 from analysis.pricing.table import PriceTable
 from analysis.recording.decoding import DecodeError, decode_body, decode_chunks
-from analysis.store.rows import ContentRow, RequestRow
+from analysis.store.clean import clean_row
+from analysis.store.rows import ContentRow, RequestRow, as_dict
+from analysis.store.schema import CONTENTS, REQUESTS
 
 
 @dataclass
@@ -72,9 +74,11 @@ def account(
     prices: PriceTable,
     content: bool = True,
     usage_keys_seen: set[str] | None = None,
-) -> tuple[RequestRow, ContentRow | None, ParseFailure | None]:
+) -> tuple[dict, dict | None, ParseFailure | None]:
     """Return (requests row, contents row or None, the parse failure if there was one).
 
+    The rows are made as `RequestRow`/`ContentRow` (a misspelt column fails here) and returned
+    as dicts with every text field cleaned (analysis.store.clean).
     `content`: whether to make the contents row (the recorder's `content` setting).
     `usage_keys_seen`: the usage keys (see Parsed.usage_key) already recorded with their tokens;
     a call reporting one of them again is recorded without tokens, so sums count it once."""
@@ -85,7 +89,7 @@ def account(
         parsed, failure = Parsed(), e
     if parsed.usage_key and usage_keys_seen is not None:
         if parsed.usage_key in usage_keys_seen:
-            parsed.usage, parsed.provider_cost_usd = Usage(), None
+            parsed.usage, parsed.provider_cost_usd, parsed.other_models = Usage(), None, []
             parsed.error = parsed.error or f"usage of {parsed.usage_key} was recorded by an earlier call"
         else:
             usage_keys_seen.add(parsed.usage_key)
@@ -103,6 +107,7 @@ def account(
         service_tier=parsed.service_tier,
         batch=parsed.batch,
         provider_cost_usd=parsed.provider_cost_usd,
+        other_models=parsed.other_models,
     )
 
     attribution = {**parsed.attribution}
@@ -130,6 +135,11 @@ def account(
         cache_write_tokens=usage.cache_write_tokens,
         cache_write_1h_tokens=usage.cache_write_1h_tokens,
         reasoning_tokens=usage.reasoning_tokens,
+        audio_input_tokens=usage.audio_input_tokens,
+        audio_output_tokens=usage.audio_output_tokens,
+        image_input_tokens=usage.image_input_tokens,
+        image_output_tokens=usage.image_output_tokens,
+        usage_other_models=other_models_json(parsed.other_models),
         usage_source=usage.source,
         cost_usd=cost.cost_usd,
         cost_source=cost.cost_source,
@@ -164,7 +174,8 @@ def account(
             request_json=_request_json(exchange.request_body),
             response_text=parsed.response_text or None,
         )
-    return row, content_row, failure
+    contents = clean_row(as_dict(content_row), CONTENTS) if content_row is not None else None
+    return clean_row(as_dict(row), REQUESTS), contents, failure
 
 
 def _first(*values: str | None) -> str | None:

@@ -42,7 +42,7 @@ class Capture:
 
 
 def _text(value: bytes) -> str:
-    return value.decode("utf-8", "surrogateescape")
+    return value.decode("utf-8", "replace")
 
 
 def split_secrets(fields) -> tuple[dict[str, str], str | None]:

@@ -27,8 +27,8 @@ from analysis.pricing.table import PriceTable
 from analysis.recording.accounting import account
 from analysis.recording.capture import Capture, to_exchange
 from analysis.recording.settings import RecorderSettings
-from analysis.store.datadir import SegmentWriter, Store
-from analysis.store.rows import ContentRow, RequestRow
+from analysis.store.datadir import SegmentWriter, Store, unwritable_reason
+from analysis.store.schema import CONTENTS, REQUESTS
 
 log = logging.getLogger("llm_shadow")
 
@@ -77,8 +77,8 @@ class RecordSink:
         self.writer = SegmentWriter(store, instance)
         self.recorded = 0
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._requests: deque[RequestRow] = deque()
-        self._contents: deque[ContentRow] = deque()
+        self._requests: deque[dict] = deque()  # rows as accounting.account returns them
+        self._contents: deque[dict] = deque()
         self._thread: threading.Thread | None = None
         self._pending = 0
         self._pending_lock = threading.Lock()
@@ -186,13 +186,37 @@ class RecordSink:
             self.problems.add("store_write_failed", f"{e.strerror or e}; keeping rows in the spool")
             self._trim_spool()
             return
-        except Exception as e:  # e.g. a polars schema error: count it, keep the rows
+        except Exception as e:  # a row polars or Parquet cannot take: set it aside, write the rest
+            if self._quarantine_unwritable():
+                self._flush()
+                return
             self.problems.add(f"store_write_failed:{type(e).__name__}", str(e))
             self._trim_spool()
             return
         self.recorded += len(requests)
         self._requests.clear()
         self._contents.clear()
+
+    def _quarantine_unwritable(self) -> int:
+        """Move the rows that cannot be written even alone to `<data>/quarantine/`, with the
+        reason; return how many calls were moved (0: the batch failed for another reason)."""
+        bad_ids: dict[str, str] = {}
+        for relation, rows, columns in (("requests", self._requests, REQUESTS), ("contents", self._contents, CONTENTS)):
+            for row in rows:
+                if (reason := unwritable_reason(row, columns)) is not None:
+                    bad_ids.setdefault(row["id"], reason)
+                    try:
+                        self.store.quarantine(self.instance, relation, row, reason)
+                    except OSError as e:
+                        self.problems.add("quarantine_failed", f"{e.strerror or e}; the row is dropped")
+        if not bad_ids:
+            return 0
+        self.problems.add(
+            "row_quarantined", f"a row could not be written ({next(iter(bad_ids.values()))})", len(bad_ids)
+        )
+        self._requests = deque(r for r in self._requests if r["id"] not in bad_ids)
+        self._contents = deque(r for r in self._contents if r["id"] not in bad_ids)
+        return len(bad_ids)
 
     def _trim_spool(self) -> None:
         limit = self.settings.spool_limit
@@ -201,7 +225,7 @@ class RecordSink:
             self.problems.add("spool_overflow", f"spool holds {limit} rows; oldest dropped", overflow)
             for _ in range(overflow):
                 dropped = self._requests.popleft()
-                if self._contents and self._contents[0].id == dropped.id:
+                if self._contents and self._contents[0]["id"] == dropped["id"]:
                     self._contents.popleft()
         while len(self._contents) > limit:
             self._contents.popleft()

@@ -10,7 +10,7 @@ depends on earlier traffic (cache contents, budget spend, rate windows). Request
 import numpy as np
 import polars as pl
 
-from analysis.simulate.cacheability import exclusion_reasons
+from analysis.simulate.cacheability import exclusion_reasons, may_store
 from analysis.simulate.engine import PolicyEngine
 from analysis.simulate.facts import (
     DAY_US,
@@ -61,6 +61,42 @@ def _scope_values(frame: pl.DataFrame, scope: str) -> list:
     return shared_strings(frame.select(pl.col("id"), scope_expr(scope).alias("s"))["s"])  # id: one value per row
 
 
+def _movable(engine: PolicyEngine, frame: pl.DataFrame, targets: list[tuple[str, str | None]]) -> list[np.ndarray]:
+    """Per target: whether each row may be moved to it (Pricer.can_move, decided once per
+    distinct served model, requested model and endpoint)."""
+    keys = frame.select("model", "model_requested", "endpoint")
+    distinct = keys.unique(maintain_order=True)
+    codes = keys.join(
+        distinct.with_row_index("_k"),
+        on=["model", "model_requested", "endpoint"],
+        how="left",
+        nulls_equal=True,
+        maintain_order="left",
+    )["_k"].to_numpy()
+    out = []
+    for target, provider in targets:
+        allowed = np.array(
+            [engine.pricer.can_move(m, r, e, target, provider) for m, r, e in distinct.iter_rows()], dtype=bool
+        )
+        out.append(allowed[codes] if len(allowed) else np.zeros(0, dtype=bool))
+    return out
+
+
+def _movable_after_routing(
+    engine: PolicyEngine, frame: pl.DataFrame, route: np.ndarray, target: str, provider: str | None
+) -> np.ndarray:
+    """Whether each row, after routing, may be downgraded to `target`."""
+    p = engine.policy
+    allowed = _movable(engine, frame, [(target, provider)])[0]
+    for index, rule in enumerate(p.routing):
+        rows = route == index
+        if rows.any():
+            endpoints = frame["endpoint"].filter(pl.Series(rows)).unique().to_list()
+            ok = {e: engine.pricer.can_move(rule.to, rule.to, e, target, provider) for e in endpoints}
+            allowed[rows] = [ok[e] for e in frame["endpoint"].filter(pl.Series(rows)).to_list()]
+    return allowed
+
+
 def frame_facts(engine: PolicyEngine, frame: pl.DataFrame, state: EngineState) -> FrameFacts:
     """`engine.observe` for every row of `frame` (already `ordered`), registering semantic texts
     in `state`."""
@@ -108,7 +144,7 @@ def frame_facts(engine: PolicyEngine, frame: pl.DataFrame, state: EngineState) -
         reasons = shared_strings(exclusion_reasons(frame, s.rules))
         texts = frame["prompt_text"].to_list() if "prompt_text" in frame.columns else none
         reasons = [r if r is not None or t else "no_prompt_text" for r, t in zip(reasons, texts, strict=True)]
-        eligible = [r is None for r in reasons]
+        eligible = [may_store(r) for r in reasons]  # looked up, or stored as a source only
         partitions = frame.select(
             scope_expr(s.scope).alias("scope"),
             requested_model_expr().alias("model"),
@@ -128,6 +164,10 @@ def frame_facts(engine: PolicyEngine, frame: pl.DataFrame, state: EngineState) -
     route = np.full(n, -1, dtype=np.int64)
     for index, match in enumerate(engine.routing):
         route[(route == -1) & match.mask(frame)] = index
+    movable = _movable(engine, frame, [(r.to, r.to_provider) for r in p.routing])
+    for index in range(len(p.routing)):
+        route[(route == index) & ~movable[index]] = -2  # matched, but already there or cannot serve it
+    route[route == -2] = -1
     route_cost = np.full(n, np.nan)
     for index, rule in enumerate(p.routing):
         rows = np.flatnonzero(route == index)
@@ -173,6 +213,7 @@ def frame_facts(engine: PolicyEngine, frame: pl.DataFrame, state: EngineState) -
         columns[f"budget_key.{b}"] = shared_strings(keys)
         downgrade = np.full(n, np.nan)
         if budget.to:
+            applies = applies & _movable_after_routing(engine, frame, route, budget.to, budget.to_provider)
             rows = np.flatnonzero(applies)
             if len(rows) == n:  # the budget applies to every request: no subset to copy
                 downgrade = engine.pricer.costs_at(pricing, budget.to, budget.to_provider, batch=batched)

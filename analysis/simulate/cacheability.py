@@ -1,19 +1,32 @@
 """Which requests a cache may answer, and if not, why not.
 
 A cache that replays an answer is only honest for requests that would have got the same
-answer again: by default temperature 0 or unset, n 1 or unset, no tools (a tool call can have
-effects in the caller's world), not streamed (a streaming client expects tokens as they come).
-Each rule can be relaxed in the policy (`allow_sampling`, `allow_tools`, `allow_streaming`).
+answer again: by default temperature 0, n 1 or unset, no tools (a tool call can have effects
+in the caller's world), not streamed (a streaming client expects tokens as they come). A
+request that sets no temperature is sampled by the provider (OpenAI, Anthropic and Gemini
+default to about 1.0), so it counts as sampling too (`temperature_unset`), except on the
+embeddings endpoint, which does not sample. Each rule can be relaxed in the policy
+(`allow_sampling`, `allow_unset_temperature`, `allow_tools`, `allow_streaming`).
 The first failing rule, in the order of EXCLUSION_REASONS, is the one reported, so the results
 can say how many repeated requests were excluded and why.
+
+A streamed answer is complete once recorded, and enforce mode can replay it: a request
+excluded only because it streamed cannot be answered from the cache, but its answer is stored
+for later requests (`may_store`).
 """
 
 import polars as pl
 
+from analysis.pricing.identity import EMBEDDING_ENDPOINTS
 from analysis.simulate.matching import Record
 from analysis.simulate.policy import CacheRules
 
-EXCLUSION_REASONS = ("no_prompt_hash", "temperature", "n", "tools", "streaming")
+EXCLUSION_REASONS = ("no_prompt_hash", "temperature", "temperature_unset", "n", "tools", "streaming")
+
+
+def may_store(reason: str | None) -> bool:
+    """Whether the answer of a request excluded for `reason` is still stored as a source."""
+    return reason is None or reason == "streaming"
 
 
 def exclusion_reason(record: Record, rules: CacheRules) -> str | None:
@@ -24,6 +37,9 @@ def exclusion_reason(record: Record, rules: CacheRules) -> str | None:
         temperature = record.get("temperature")
         if temperature is not None and temperature != 0:
             return "temperature"
+        if temperature is None and not rules.allow_unset_temperature:
+            if record.get("endpoint") not in EMBEDDING_ENDPOINTS:
+                return "temperature_unset"
         n = record.get("n")
         if n is not None and n != 1:
             return "n"
@@ -41,6 +57,9 @@ def exclusion_reasons(frame: pl.DataFrame, rules: CacheRules) -> pl.Series:
     ]
     if not rules.allow_sampling:
         tests.append(("temperature", pl.col("temperature").is_not_null() & (pl.col("temperature") != 0)))
+        if not rules.allow_unset_temperature:
+            sampled = ~pl.col("endpoint").is_in(list(EMBEDDING_ENDPOINTS)).fill_null(False)
+            tests.append(("temperature_unset", pl.col("temperature").is_null() & sampled))
         tests.append(("n", pl.col("n").is_not_null() & (pl.col("n") != 1)))
     if not rules.allow_tools:
         tests.append(("tools", pl.col("has_tools").fill_null(False)))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.simulate.cacheability import exclusion_reason
+from analysis.simulate.cacheability import exclusion_reason, may_store
 from analysis.simulate.embedders import Embedder, HashingEmbedder
 from analysis.simulate.facts import (
     EngineState,
@@ -115,7 +115,7 @@ class PolicyEngine:
             if reason is None and not record.get("prompt_text"):
                 reason = "no_prompt_text"
             facts.semantic_excluded = reason
-            if reason is None:
+            if may_store(reason):
                 partition = (scope_value(record, s.scope), requested_model(record), record.get("system_prompt") or "")
                 facts.semantic_pid = state.semantic.partition(partition)
                 facts.semantic_row = state.semantic.register(record["prompt_text"])
@@ -126,6 +126,14 @@ class PolicyEngine:
         for index, match in enumerate(self.routing):
             if match.matches(record):
                 rule = p.routing[index]
+                if not self.pricer.can_move(
+                    record.get("model"),
+                    record.get("model_requested"),
+                    record.get("endpoint"),
+                    rule.to,
+                    rule.to_provider,
+                ):
+                    break
                 cost = number_or_none(self.pricer.costs_at(row, rule.to, rule.to_provider)[0])
                 if cost is not None:
                     facts.route, facts.route_cost, facts.route_model = index, cost, rule.to
@@ -148,9 +156,12 @@ class PolicyEngine:
             state_key(scope_value(record, b.scope), window_of(ts_us, b.window)) if m.matches(record) else None
             for b, m in zip(p.budgets, self.budget_matches, strict=True)
         )
+        asked = record.get("model_requested") if routed_to is None else routed_to
         facts.downgrade_costs = tuple(
             number_or_none(self.pricer.costs_at(row, b.to, b.to_provider, batch=batched)[0])
-            if b.to and key is not None
+            if b.to
+            and key is not None
+            and self.pricer.can_move(facts.route_model, asked, record.get("endpoint"), b.to, b.to_provider)
             else None
             for b, key in zip(p.budgets, facts.budget_keys, strict=True)
         )
@@ -185,6 +196,7 @@ class Decision:
     cache_policy: str | None
     cache_source_id: str | None
     similarity: float | None
+    semantic_source_id: str | None
     routed_by: str | None
     batch_by: str | None
     budget_by: str | None
@@ -201,3 +213,4 @@ class Decision:
     saving_batch: float | None
     saving_budget: float | None
     latency_saved_ms: float
+    blocked_spend_usd: float | None

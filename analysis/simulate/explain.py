@@ -101,9 +101,11 @@ def explain(engine: PolicyEngine, requests: pl.DataFrame, contents: ContentsSour
             detail = {
                 "no_prompt_hash": "the request has no prompt_hash",
                 "temperature": f"temperature {record['temperature']} is not 0 (allow_sampling = false)",
+                "temperature_unset": "the request sets no temperature, so the provider samples "
+                "(allow_unset_temperature = false)",
                 "n": f"n = {record['n']} asks for several answers (allow_sampling = false)",
                 "tools": "the request offers tools, whose calls can have effects (allow_tools = false)",
-                "streaming": "the request streams (allow_streaming = false)",
+                "streaming": "the request streams (allow_streaming = false); its answer is still stored",
             }[reason]
             seen = " An identical request came earlier." if facts["exact_seen_before"][index] else ""
             steps.append(Step(exact.name, "exact_cache", "excluded", [f"not cacheable: {detail}.{seen}"]))

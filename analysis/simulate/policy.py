@@ -99,10 +99,12 @@ class Origin:
 
 @dataclass(frozen=True)
 class CacheRules:
-    """Which requests a cache may answer. By default only deterministic ones: temperature 0 or
-    unset, n 1 or unset, no tools (a tool call has effects), not streamed."""
+    """Which requests a cache may answer. By default only deterministic ones: temperature 0
+    (unset counts as sampling, except for embeddings), n 1 or unset, no tools (a tool call has
+    effects), not streamed."""
 
     allow_sampling: bool = False
+    allow_unset_temperature: bool = False
     allow_tools: bool = False
     allow_streaming: bool = False
 
@@ -135,6 +137,7 @@ class SemanticCachePolicy:
     embedder_api_key_env: str | None = None
     sweep: tuple[float, ...] = DEFAULT_SWEEP
     sample_pairs: int = 20
+    answer_threshold: float = 0.8  # answers whose embeddings are this similar agree (analysis.simulate.agreement)
     lsh_bits: int = 10
     lsh_tables: int = 16
     bucket_size: int = 64
@@ -351,6 +354,7 @@ def _match(reader: _Reader) -> Match:
 def _cache_rules(reader: _Reader) -> CacheRules:
     return CacheRules(
         allow_sampling=reader.boolean("allow_sampling", False),
+        allow_unset_temperature=reader.boolean("allow_unset_temperature", False),
         allow_tools=reader.boolean("allow_tools", False),
         allow_streaming=reader.boolean("allow_streaming", False),
     )
@@ -404,6 +408,7 @@ def _semantic_cache(reader: _Reader) -> SemanticCachePolicy:
         embedder_api_key_env=key_env,
         sweep=tuple(sorted({float(v) for v in sweep_value} | {threshold})),
         sample_pairs=reader.integer("sample_pairs", 20),
+        answer_threshold=reader.number("answer_threshold", 0.8, low=0.0, high=1.0),
         lsh_bits=reader.integer("lsh_bits", 10, minimum=1),
         lsh_tables=reader.integer("lsh_tables", 16, minimum=1),
         bucket_size=reader.integer("bucket_size", 64, minimum=1),

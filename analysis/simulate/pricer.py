@@ -21,6 +21,11 @@ of arrays, so the one-request path (enforce mode) and the simulator share the ar
 for bit.
 A cost that cannot be computed (the target has no price, the request has no token counts) is
 NaN here and None in a decision: such a request is not routed or batched.
+
+`can_move` says whether a routing rule or a downgrade may move a request to a target at all:
+not when the request is already on that model (a served snapshot such as
+`gpt-4o-mini-2024-07-18` is the alias `gpt-4o-mini`, analysis.pricing.identity), and not when
+the target cannot serve the request's endpoint (an embeddings call never goes to a chat model).
 """
 
 import functools
@@ -32,6 +37,7 @@ import numpy as np
 import polars as pl
 
 from analysis.parsers.tokens import encoding_name_for_model, get_encoding
+from analysis.pricing.identity import same_model, serves_endpoint
 from analysis.pricing.table import ModelPrice, PriceTable, service_of
 from analysis.simulate.facts import shared_strings
 
@@ -142,6 +148,7 @@ class Pricer:
         self._prices: dict[tuple, ModelPrice | None] = {}
         self._levels: dict[tuple[int, str], tuple[np.ndarray, list[dict[str, float]]]] = {}
         self._token_counts: dict[tuple[str, str], int] = {}
+        self._moves: dict[tuple, bool] = {}
 
     # -- prices ----------------------------------------------------------------------------
     def price_of(self, model: str, provider: str | None, record_provider: str | None = None) -> ModelPrice | None:
@@ -156,6 +163,21 @@ class Pricer:
                 found = found or self.table.resolve(model, None)
             self._prices[key] = found
         return self._prices[key]
+
+    def can_move(
+        self, served: str | None, requested: str | None, endpoint: str | None, target: str, provider: str | None
+    ) -> bool:
+        """Whether a request (served and requested model, endpoint) may be moved to `target`."""
+        key = (served, requested, endpoint, target, provider)
+        found = self._moves.get(key)
+        if found is None:
+            if same_model(served, target) or same_model(requested, target):
+                found = False
+            else:
+                price = self.price_of(target, provider) or self.table.resolve(target, None)
+                found = serves_endpoint(price.mode if price is not None else None, endpoint)
+            self._moves[key] = found
+        return found
 
     def check_model(self, model: str, provider: str | None, policy, origin, key: str) -> None:
         """Raise the policy's error at `key` when `model` has no price."""

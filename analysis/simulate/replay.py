@@ -14,9 +14,11 @@ Money, per request, with cost0 the recorded cost:
     after routing   c1 = cost at the routing target        (cost0 when not routed)
     after batch     c2 = c1 at the batch price              (c1 when not batched)
     after budgets   c3 = 0 when blocked, the downgrade target's cost when downgraded, else c2
-    saving_routing = cost0 - c1, saving_batch = c1 - c2, saving_budget = c2 - c3
-A cache hit costs 0 and saves cost0 (saving_cache); nothing else applies to it. The four
-savings add up to cost0 - simulated cost, so no saving is counted twice.
+    saving_routing = cost0 - c1, saving_batch = c1 - c2, saving_budget = c2 - c3 (downgrades)
+A cache hit costs 0 and saves cost0 (saving_cache); nothing else applies to it. A blocked
+request costs 0 but gets no answer: its whole cost0 is `blocked_spend_usd`, spend prevented,
+not a saving (nor is it routed or batched). The four savings and the blocked spend add up to cost0 - simulated cost, so nothing is
+counted twice, and no saving is claimed for a request left unanswered.
 """
 
 from collections.abc import Callable, Iterator
@@ -41,6 +43,7 @@ DECISION_SCHEMA = {
     "cache_policy": pl.Utf8,  # the cache that answered
     "cache_source_id": pl.Utf8,  # the request whose stored response answered
     "similarity": pl.Float64,  # best similarity the semantic cache found
+    "semantic_source_id": pl.Utf8,  # the request whose stored prompt was that nearest one (hit or not)
     "routed_by": pl.Utf8,
     "batch_by": pl.Utf8,
     "budget_by": pl.Utf8,
@@ -55,8 +58,9 @@ DECISION_SCHEMA = {
     "saving_cache": pl.Float64,
     "saving_routing": pl.Float64,
     "saving_batch": pl.Float64,
-    "saving_budget": pl.Float64,
+    "saving_budget": pl.Float64,  # downgrades only
     "latency_saved_ms": pl.Float64,
+    "blocked_spend_usd": pl.Float64,  # what a blocked request would have cost: prevented, unanswered
 }
 
 
@@ -70,6 +74,7 @@ class Trace:
     semantic_cache: list = field(init=False)
     cache_source_id: list = field(init=False)
     similarity: list = field(init=False)
+    nearest_source: list = field(init=False)
     budget_index: np.ndarray = field(init=False)  # the last budget that acted
     budget_action: list = field(init=False)
     downgrade_index: np.ndarray = field(init=False)  # the last budget that downgraded
@@ -84,6 +89,7 @@ class Trace:
             "semantic_cache",
             "cache_source_id",
             "similarity",
+            "nearest_source",
             "budget_action",
             "budget_tripped",
         ):
@@ -122,6 +128,7 @@ def replay(
     t = trace
     disposition, exact_status, semantic_status = t.disposition, t.exact_cache, t.semantic_cache
     source, similarity, tripped = t.cache_source_id, t.similarity, t.budget_tripped
+    nearest = t.nearest_source
     step = 65_536
     for chunk in range(start, stop, step):
         end = min(chunk + step, stop)
@@ -153,8 +160,8 @@ def replay(
             # 1. exact cache
             exact_ok = False
             if exact_lookup is not None:
+                exact_ok = exact_excluded[j] is None or exact_excluded[j] == "streaming"  # cacheability.may_store
                 if exact_excluded[j] is None:
-                    exact_ok = True
                     status, entry = exact_lookup(exact_keys[j], now)
                     exact_status[i] = status
                     if status == "hit":
@@ -166,13 +173,14 @@ def replay(
             # 2. semantic cache
             semantic_ok = False
             if semantic is not None:
+                semantic_ok = semantic_excluded[j] is None or semantic_excluded[j] == "streaming"
                 if semantic_excluded[j] is None:
-                    semantic_ok = True
                     pid = semantic_pid[j]
                     found = semantic.nearest(pid, semantic_row[j], now)
                     semantic_status[i] = "miss"
                     if found is not None:
                         similarity[i] = found[0]
+                        nearest[i] = found[2][2]
                         if found[0] >= threshold:
                             semantic.use(pid, found[1])
                             semantic_status[i] = "hit"
@@ -257,6 +265,8 @@ def decision_columns(
     semantic_hit = disposition == "semantic_hit"
     downgrade = np.asarray(trace.downgrade_index[rows], dtype=np.int64)
     served = ~hit
+    blocked = disposition == "blocked"
+    answered = served & ~blocked  # went upstream: routing and batch apply to these only
 
     c1 = np.where(route >= 0, facts.array("route_cost", rows), cost0)
     c2 = np.where(batch >= 0, facts.array("batch_cost", rows), c1)
@@ -265,7 +275,7 @@ def decision_columns(
         chosen = downgrade == b
         if chosen.any():
             c3[chosen] = facts.array(f"downgrade_cost.{b}", rows)[chosen]
-    c3[disposition == "blocked"] = 0.0
+    c3[blocked] = 0.0
     priced = ~np.isnan(cost0)
 
     def money(values: np.ndarray) -> np.ndarray:
@@ -293,8 +303,9 @@ def decision_columns(
     )
     yield "cache_source_id", trace.cache_source_id[rows]
     yield "similarity", trace.similarity[rows]
-    yield "routed_by", _names([r.name for r in p.routing], route, served)
-    yield "batch_by", _names([b.name for b in p.batch], batch, served)
+    yield "semantic_source_id", trace.nearest_source[rows]
+    yield "routed_by", _names([r.name for r in p.routing], route, answered)
+    yield "batch_by", _names([b.name for b in p.batch], batch, answered)
     yield "budget_by", _names([b.name for b in p.budgets], np.asarray(trace.budget_index[rows], dtype=np.int64), served)
     yield "budget_action", trace.budget_action[rows]
     yield "budget_tripped", trace.budget_tripped[rows]
@@ -309,16 +320,17 @@ def decision_columns(
         "model_after",
         np.where(hit, model, np.where(downgrade >= 0, targets, np.asarray(c["route_model"][rows], dtype=object))),
     )
-    unverified = semantic_hit | (served & ((route >= 0) | (downgrade >= 0)))
+    unverified = semantic_hit | (answered & ((route >= 0) | (downgrade >= 0)))
     yield "quality", np.where(unverified, "unverified", "same")
     yield "cost_usd", money(cost0)
     yield "simulated_cost_usd", money(np.where(hit, 0.0, c3))
     zero = np.zeros(n)
     yield "saving_cache", money(np.where(hit, cost0, zero))
-    yield "saving_routing", money(np.where(served & (route >= 0), cost0 - c1, zero))
-    yield "saving_batch", money(np.where(served & (batch >= 0), c1 - c2, zero))
-    yield "saving_budget", money(np.where(served, c2 - c3, zero))
+    yield "saving_routing", money(np.where(answered & (route >= 0), cost0 - c1, zero))
+    yield "saving_batch", money(np.where(answered & (batch >= 0), c1 - c2, zero))
+    yield "saving_budget", money(np.where(answered, c2 - c3, zero))
     yield "latency_saved_ms", np.where(hit, np.nan_to_num(facts.array("latency_ms", rows)), 0.0)
+    yield "blocked_spend_usd", money(np.where(blocked, cost0, zero))
 
 
 def decisions_frame(

@@ -11,8 +11,7 @@ A run is a folder `<data_dir>/simulations/<run_id>/` holding:
 
 `run_id` is the UTC creation time plus a short random suffix ("20250301T120000Z-3f9a1c"),
 so ids sort by time. Files are written under a temporary name and renamed, so a folder with
-a run.json is complete. Nothing reads runs back yet; a reader must check `format` (RUN_FORMAT)
-before trusting the rest.
+a run.json is complete. `load_run` reads one back and refuses a format it does not know.
 """
 
 import json
@@ -29,6 +28,10 @@ from analysis.simulate.results import SimulationResult
 
 RUNS_DIR = "simulations"
 RUN_FORMAT = 1
+
+
+class RunNotFound(LookupError):
+    """No stored run has that id, or it was written in a format this version cannot read."""
 
 
 @dataclass
@@ -64,4 +67,17 @@ def save_run(data_dir: Path, result: SimulationResult, now: datetime | None = No
     }
     _write_atomic(directory / "decisions.parquet", lambda p: result.decisions.write_parquet(p))
     _write_atomic(directory / "run.json", lambda p: p.write_text(json.dumps(info, indent=1, default=str) + "\n"))
+    return StoredRun(run_id, directory, info)
+
+
+def load_run(data_dir: Path, run_id: str) -> StoredRun:
+    directory = Path(data_dir) / RUNS_DIR / run_id
+    path = directory / "run.json"
+    if not path.is_file():
+        raise RunNotFound(f"no simulation run {run_id!r} in {Path(data_dir) / RUNS_DIR}")
+    info = json.loads(path.read_text())
+    if info.get("format") != RUN_FORMAT:
+        raise RunNotFound(
+            f"simulation run {run_id!r} has format {info.get('format')!r}; this version reads format {RUN_FORMAT}"
+        )
     return StoredRun(run_id, directory, info)

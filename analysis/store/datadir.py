@@ -24,6 +24,7 @@ This module owns the SQL that touches files; the rest of llm-shadow asks it for 
 
 import contextlib
 import fcntl
+import io
 import json
 import os
 import random
@@ -183,6 +184,15 @@ class Store:
 
     def salt(self) -> str:
         return (self.data_dir / "salt").read_text().strip()
+
+    def quarantine(self, instance: str, relation: str, row: dict, reason: str) -> None:
+        """Keep a row that cannot be written as a segment in `<data>/quarantine/<instance>.jsonl`,
+        with the reason (values that JSON cannot hold are kept as their repr). Raises OSError."""
+        directory = self.data_dir / "quarantine"
+        directory.mkdir(exist_ok=True)
+        line = json.dumps({"relation": relation, "reason": reason, "row": row}, default=repr, ensure_ascii=True)
+        with open(directory / f"{instance}.jsonl", "a", encoding="ascii") as f:
+            f.write(line + "\n")
 
     # --- reading
 
@@ -437,6 +447,15 @@ def rows_to_frame(rows: Sequence[RequestRow | ContentRow | dict], columns: list[
             for name in names:
                 data[name].append(getattr(row, name))
     return pl.DataFrame(data, schema=polars_schema(columns))
+
+
+def unwritable_reason(row: dict, columns: list[Column]) -> str | None:
+    """Why this row alone cannot be written as a segment (None: it can)."""
+    try:
+        rows_to_frame([row], columns).write_parquet(io.BytesIO())
+    except Exception as e:  # whatever polars or Parquet refuses
+        return f"{type(e).__name__}: {e}"[:500]
+    return None
 
 
 class SegmentWriter:

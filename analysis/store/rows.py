@@ -4,11 +4,13 @@
 names, order and types of `analysis.store.schema.REQUESTS` / `CONTENTS` (a test checks), so a
 misspelt column is a TypeError where the row is made, not a NULL in the store. The writer
 (`analysis.store.datadir.rows_to_frame`) takes these rows, or dicts whose keys are columns (an
-unknown key is an error there too).
+unknown key is an error there too). The recorder hands rows on as dicts (`as_dict`), which the
+cleaning and quarantine steps of the sink work on.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import Any
 
 
 @dataclass(slots=True, kw_only=True)
@@ -31,6 +33,11 @@ class RequestRow:
     cache_write_tokens: int | None = None
     cache_write_1h_tokens: int | None = None
     reasoning_tokens: int | None = None
+    audio_input_tokens: int | None = None
+    audio_output_tokens: int | None = None
+    image_input_tokens: int | None = None
+    image_output_tokens: int | None = None
+    usage_other_models: str | None = None
     usage_source: str | None = None
     cost_usd: float | None = None
     cost_source: str | None = None
@@ -64,3 +71,8 @@ class ContentRow:
     prompt_text: str | None = None
     request_json: str | None = None
     response_text: str | None = None
+
+
+def as_dict(row: "RequestRow | ContentRow") -> dict[str, Any]:
+    """The row as a dict of every column, in the schema's order."""
+    return {f.name: getattr(row, f.name) for f in fields(row)}

@@ -62,6 +62,17 @@ REQUESTS = [
     Column("cache_write_tokens", "BIGINT", "Part of input_tokens written to the provider's prompt cache."),
     Column("cache_write_1h_tokens", "BIGINT", "Part of cache_write_tokens written with a 1-hour TTL (Anthropic)."),
     Column("reasoning_tokens", "BIGINT", "Part of output_tokens spent on reasoning / thinking."),
+    Column("audio_input_tokens", "BIGINT", "Part of input_tokens that is audio (not cached), priced at audio rates."),
+    Column("audio_output_tokens", "BIGINT", "Part of output_tokens that is audio, priced at audio rates."),
+    Column(
+        "image_input_tokens", "BIGINT", "Part of input_tokens that is images, where the provider prices them apart."
+    ),
+    Column("image_output_tokens", "BIGINT", "Part of output_tokens that is images (image generation)."),
+    Column(
+        "usage_other_models",
+        "VARCHAR",
+        "Tokens the call spent on models other than `model` (Anthropic's advisor iterations), as JSON [{model, input_tokens, output_tokens, ...}]: included in cost_usd at their own model's price, not in the token columns.",
+    ),
     Column("usage_source", "VARCHAR", "provider (reported by the API), estimated (counted by llm-shadow), none."),
     Column("cost_usd", "DOUBLE", "Cost of the call in USD; NULL when unpriced."),
     Column(

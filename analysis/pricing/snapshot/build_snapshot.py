@@ -18,7 +18,7 @@ from pathlib import Path
 from analysis.pricing.litellm import dump_snapshot, snapshot_from_litellm
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
+REPO = HERE.parents[2]  # analysis/pricing/snapshot -> the repository root
 MAP_NAME = "model_prices_and_context_window.json"
 # litellm 1.109.1 wheel (SBOM timestamp 2026-11-12), file model_prices_and_context_window_backup.json.
 DEFAULT_VERSION = "litellm-2026-11-12-v1.109.1"

@@ -1,0 +1,67 @@
+"""What a segment may hold: valid UTF-8 text, each field within its length cap.
+
+Text reaches a row from places nobody controls: header bytes in any encoding, URL paths, JSON
+strings that escape lone surrogates (`"\\ud800"` is valid JSON and not valid Unicode). Parquet
+needs UTF-8, and one string that cannot be encoded fails the whole segment it is in. So every
+text value goes through `clean_text` before it is stored: lone surrogates (which is also what
+undecodable bytes become under `surrogateescape`) are replaced by U+FFFD, and the value is cut
+to its field's cap (`FIELD_CAPS`, documented in README, "What the recorder promises"). Short
+fields are cut plainly, so equal long values still group together; the content fields end
+with `CUT_MARK` saying how long the value was.
+"""
+
+import re
+
+from analysis.store.schema import Column
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+# Characters kept per field; a field not named here gets DEFAULT_CAP.
+DEFAULT_CAP = 1024
+ATTRIBUTION_CAP = 256
+CONTENT_CAP = 4_000_000  # about a million tokens of text
+FIELD_CAPS = {
+    "team": ATTRIBUTION_CAP,
+    "feature": ATTRIBUTION_CAP,
+    "user": ATTRIBUTION_CAP,
+    "model": 256,
+    "model_requested": 256,
+    "path": 2048,
+    "error": 500,
+    "system_prompt": CONTENT_CAP,
+    "prompt_text": CONTENT_CAP,
+    "request_json": CONTENT_CAP,
+    "response_text": CONTENT_CAP,
+}
+MARKED_FIELDS = {"system_prompt", "prompt_text", "request_json", "response_text"}
+CUT_MARK = " …[cut by llm-shadow: {length:,} characters]"
+
+
+def valid_unicode(text: str) -> str:
+    """`text` with every lone surrogate replaced by U+FFFD (it then encodes as UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
+    return text
+
+
+def clean_text(value: str, cap: int, marked: bool = False) -> str:
+    if len(value) > cap:
+        value = value[:cap] + (CUT_MARK.format(length=len(value)) if marked else "")
+    return valid_unicode(value)
+
+
+def clean_row(row: dict, columns: list[Column]) -> dict:
+    """The row with every text field valid and within its cap (in place; returned too)."""
+    for column in columns:
+        value = row.get(column.name)
+        if value is None or column.sql_type != "VARCHAR":
+            continue
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        elif not isinstance(value, str):  # a number where a provider should have sent a name
+            value = str(value)
+        name = column.name
+        row[name] = clean_text(value, FIELD_CAPS.get(name, DEFAULT_CAP), name in MARKED_FIELDS)
+    return row
