@@ -420,7 +420,8 @@ app.add_typer(prices_app, name="prices")
 
 
 def load_prices(data: Path):
-    from analysis.pricing.table import PriceFileError, PriceTable
+    from analysis.pricing.files import PriceFileError
+    from analysis.pricing.table import PriceTable
 
     try:
         return PriceTable.load(data)
@@ -442,7 +443,7 @@ def prices_show(
     """Show the price llm-shadow uses for a model, per 1M tokens."""
     import json
 
-    from analysis.pricing.table import rate_rows
+    from analysis.pricing.rates import rate_rows
     from reports.price_tables import DERIVED_NOTE, rates_document, rates_table
 
     if fmt not in ("table", "json"):
@@ -470,8 +471,8 @@ def prices_import(
     data: DataDir = Path(DEFAULT_DATA_DIR),
 ):
     """Import prices: a LiteLLM map replaces the bundled one; an override file sets your own."""
-    from analysis.pricing.overrides import import_price_file
-    from analysis.pricing.table import PriceFileError
+    from analysis.pricing.files import PriceFileError
+    from analysis.pricing.importing import import_price_file
 
     try:
         result = import_price_file(file, data)
@@ -491,7 +492,7 @@ def prices_import(
 @prices_app.command("reset")
 def prices_reset(data: DataDir = Path(DEFAULT_DATA_DIR)):
     """Forget imported prices and go back to the bundled snapshot."""
-    from analysis.pricing.overrides import reset_prices
+    from analysis.pricing.importing import reset_prices
 
     removed = reset_prices(data)
     version = load_prices(data).version

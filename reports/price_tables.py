@@ -36,7 +36,7 @@ DERIVED_NOTE = (
 
 
 def rates_document(model: str, provider: str | None, price: Any, version: str, rows: list[dict]) -> dict:
-    """The JSON of `prices show`: `rows` are `analysis.pricing.table.rate_rows(price)`."""
+    """The JSON of `prices show`: `rows` are `analysis.pricing.rates.rate_rows(price)`."""
     return {
         "model": model,
         "provider": provider,
