@@ -151,8 +151,8 @@ class RecordSink:
     def _account(self, capture: Capture) -> None:
         try:
             exchange, context = to_exchange(capture, self.salt, self.settings, self.instance)
-            row, content, failure = account(
-                exchange, context, self.prices, self.settings.content, self._usage_keys_seen()
+            row, content, failure, problems = account(
+                exchange, context, self.prices, self.settings.content, self._usage_keys_seen(), self.settings.max_body
             )
         except Exception as e:  # a bug of ours must not stop the worker; the call is counted
             self.problems.add(f"account_error:{type(e).__name__}", str(e))
@@ -162,6 +162,8 @@ class RecordSink:
                 self._pending -= 1
         if failure is not None:
             self.problems.add(f"parse_error:{capture.target.wire_format}", str(failure))
+        for kind, detail in problems:
+            self.problems.add(kind, detail)
         self._requests.append(row)
         if content is not None:
             self._contents.append(content)
