@@ -184,7 +184,10 @@ def proxy(
         list[str],
         typer.Option(
             "--upstream",
-            help="Reverse mode: the provider URL to forward to, optionally @PORT to listen on (repeatable: one port per upstream).",
+            help=(
+                "Reverse mode: the provider URL to forward to, optionally @PORT to listen on (repeatable: one port "
+                "per upstream)."
+            ),
         ),
     ] = [],  # noqa: B006
     forward: Annotated[
@@ -201,7 +204,10 @@ def proxy(
         str | None,
         typer.Option(
             "--local",
-            help="Local capture mode: capture these processes by name (mitmproxy spec: curl, python,node, !ssh). Linux 6.8+ with cgroup v2 and sudo.",
+            help=(
+                "Local capture mode: capture these processes by name (mitmproxy spec: curl, python,node, !ssh). "
+                "Linux 6.8+ with cgroup v2 and sudo."
+            ),
         ),
     ] = None,
     port: Annotated[int, typer.Option(help="Port to listen on (the first upstream's, when it names none).")] = 8080,

@@ -197,8 +197,10 @@ def _budgets(result: dict[str, Any], limit: int = 15) -> list[Table]:
         action = budget["action"] + (f" to {budget['to']}" if budget["to"] else "")
         table = Table(
             title=(
-                f"Budget {budget['name']!r}: {budget['scope']}, {usd(budget['limit_usd'])} per {budget['window']}, {action}: "
-                f"{budget['windows_tripped']:,} windows tripped, {budget['blocked']:,} blocked, {budget['downgraded']:,} downgraded, "
+                f"Budget {budget['name']!r}: {budget['scope']}, {usd(budget['limit_usd'])} per {budget['window']}, "
+                f"{action}: "
+                f"{budget['windows_tripped']:,} windows tripped, {budget['blocked']:,} blocked, "
+                f"{budget['downgraded']:,} downgraded, "
                 f"{usd(budget['spend_prevented_usd'])} prevented"
             )
         )

@@ -7,13 +7,13 @@ custom or negotiated prices; see analysis/pricing/overrides.py and docs/pricing.
 `version` names exactly that combination, and every `Cost` carries it, so a row says which
 table priced it.
 
-`resolve` finds the price of a model the way users and APIs write its name (the spellings
-are analysis.pricing.names'); results are cached because the recorder asks once per call.
-`cost` applies it to a `Usage` (the arithmetic and the rate fallbacks are
-analysis.pricing.rates'; the files, analysis.pricing.files'). A cost the provider reported itself (OpenRouter's usage.cost) wins over the table. A model
-the table does not know is never $0: its cost is None with cost_source "unpriced", and a
-warning is logged once per model. A call without any token count has cost None and
-cost_source "none" (nothing known to be billed).
+`resolve` finds the price of a model the way users and APIs write its name (the spellings are
+analysis.pricing.names'); results are cached because the recorder asks once per call. `cost`
+applies it to a `Usage` (the arithmetic and the rate fallbacks are analysis.pricing.rates'; the
+files, analysis.pricing.files'). A cost the provider reported itself (OpenRouter's usage.cost)
+wins over the table. A model the table does not know is never $0: its cost is None with
+cost_source "unpriced", and a warning is logged once per model. A call without any token count
+has cost None and cost_source "none" (nothing known to be billed).
 """
 
 import logging

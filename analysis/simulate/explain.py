@@ -128,7 +128,8 @@ def explain(engine: PolicyEngine, requests: pl.DataFrame, contents: ContentsSour
                         "exact_cache",
                         "miss",
                         [
-                            f"identical request {entry[2]} was still in flight: its answer arrived at {_time(entry[0])} ({where})."
+                            f"identical request {entry[2]} was still in flight: its answer arrived at "
+                            f"{_time(entry[0])} ({where})."
                         ],
                     )
                 )
@@ -139,7 +140,8 @@ def explain(engine: PolicyEngine, requests: pl.DataFrame, contents: ContentsSour
                         "exact_cache",
                         "miss",
                         [
-                            f"identical request {entry[2]} was answered at {_time(entry[0])}, but its entry expired at {_time(entry[1])} (ttl {exact.ttl_seconds} s, {where})."
+                            f"identical request {entry[2]} was answered at {_time(entry[0])}, but its entry expired "
+                            f"at {_time(entry[1])} (ttl {exact.ttl_seconds} s, {where})."
                         ],
                     )
                 )
@@ -151,7 +153,9 @@ def explain(engine: PolicyEngine, requests: pl.DataFrame, contents: ContentsSour
                         "exact_cache",
                         "hit",
                         [
-                            f"same prompt_hash answered by request {entry[2]} at {_time(entry[0])}, {age:,.0f} s earlier (ttl {exact.ttl_seconds} s, {where}): the stored answer is replayed; saves the recorded cost and {record['latency_ms'] or 0:,.0f} ms."
+                            f"same prompt_hash answered by request {entry[2]} at {_time(entry[0])}, {age:,.0f} s "
+                            f"earlier (ttl {exact.ttl_seconds} s, {where}): the stored answer is replayed; saves the "
+                            f"recorded cost and {record['latency_ms'] or 0:,.0f} ms."
                         ],
                     )
                 )
@@ -216,7 +220,8 @@ def _routing_steps(engine: PolicyEngine, record: dict, facts: dict, index: int) 
         if position == routed:
             cost = facts["route_cost"][index]
             reasons.append(
-                f"sent to {rule.to}: {usd(cost)} at its list price for the same tokens, no provider prompt-cache discount (quality unverified)."
+                f"sent to {rule.to}: {usd(cost)} at its list price for the same tokens, no provider prompt-cache "
+                "discount (quality unverified)."
             )
             steps.append(Step(rule.name, "routing", "fired", reasons))
             break
@@ -237,7 +242,8 @@ def _routing_steps(engine: PolicyEngine, record: dict, facts: dict, index: int) 
                 "batched",
                 _conditions(engine.batch[batch].explain(record))
                 + [
-                    f"priced at the batch rate: {usd(facts['batch_cost'][index])}; the answer comes asynchronously (up to 24 h)."
+                    f"priced at the batch rate: {usd(facts['batch_cost'][index])}; the answer comes asynchronously "
+                    "(up to 24 h)."
                 ],
             )
         )
