@@ -775,7 +775,7 @@ def simulate(
         raise fail(f"unknown format {fmt!r}; choose table or json")
     if (policy is None) == (compare is None):
         raise fail("give either --policy FILE or --compare A.toml B.toml")
-    files = [policy] if policy is not None else list(compare)
+    files = [policy] if policy is not None else list(compare or ())
     show_progress = fmt == "table" and err_console.is_terminal
     results = [_simulate_one(f, data, since, until, show_progress) for f in files]
     stored = [save_run(data, r) for r in results] if save else [None] * len(results)

@@ -226,11 +226,12 @@ class Recorder:
             self._targets[flow.id] = target
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.id in self._targets and is_streamed(flow.request.path, flow.response.headers):
+        response = flow.response
+        if response is not None and flow.id in self._targets and is_streamed(flow.request.path, response.headers):
             limit = self.settings.max_body if self.settings is not None else DEFAULT_MAX_BODY
             tap = _Tap(flow.request.timestamp_start, limit)
             self._taps[flow.id] = tap
-            flow.response.stream = tap
+            response.stream = tap
 
     def response(self, flow: http.HTTPFlow) -> None:
         # A flow read from a file may carry both a response and an error (a stream the client

@@ -8,6 +8,7 @@ disagree, and every figure has one source.
 """
 
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import duckdb
 
@@ -62,7 +63,7 @@ def _days_between(first: date, last: date) -> list[str]:
 def _series(frame, days: list[str], top: int) -> list[dict]:
     """Daily rows of (day, group, calls, tokens, cost_usd) as one series per top group, plus
     "other", each with a value for every day (0 where nothing was recorded)."""
-    totals = {}
+    totals: dict[str, tuple[float, int]] = {}
     for row in frame.iter_rows(named=True):
         spent, calls = totals.get(row["group"], (0.0, 0))
         totals[row["group"]] = (spent + row["cost_usd"], calls + row["calls"])
@@ -70,7 +71,7 @@ def _series(frame, days: list[str], top: int) -> list[dict]:
     shown = ranked if len(ranked) <= top + 1 else ranked[:top]  # "other" never stands for one group
     names = shown + ([OTHER] if len(ranked) > len(shown) else [])
     index = {d: i for i, d in enumerate(days)}
-    series = {
+    series: dict[str, dict[str, Any]] = {
         name: {"name": name, "cost_usd": [0.0] * len(days), "tokens": [0] * len(days), "calls": [0] * len(days)}
         for name in names
     }
@@ -128,6 +129,7 @@ def _outcomes(con, since, until, calls: int) -> dict:
 
 
 def _quality(con, since, until, total: stats.Totals, days_covered: int) -> dict:
+    assert total.first_ts is not None and total.last_ts is not None  # gather checked there are calls
     first, last = total.first_ts.date(), total.last_ts.date()
     span_days = (last - first).days + 1
     level, verdict = window_verdict(span_days, days_covered)
@@ -202,6 +204,7 @@ def gather(
     total = stats.totals(con, since, until)
     if total.calls == 0:
         raise EmptyReport("no recorded calls" + (" in the chosen window" if since or until else ""))
+    assert total.first_ts is not None and total.last_ts is not None  # there are calls, so times
     first, last = total.first_ts.date(), total.last_ts.date()
     days = _days_between(first, last)
     groups = {by: stats.grouped(con, by, since, until).to_dicts() for by in ("model", "provider", "team", "feature")}

@@ -104,8 +104,8 @@ def source_counts(
 def days_covered(con: duckdb.DuckDBPyConnection, since: datetime | None, until: datetime | None) -> int:
     """Number of distinct UTC days with at least one call."""
     where, params = time_filter(since, until)
-    (days,) = con.execute(f"SELECT count(DISTINCT {DAY}) FROM requests {where}", params).fetchone()
-    return days
+    row = con.execute(f"SELECT count(DISTINCT {DAY}) FROM requests {where}", params).fetchone()
+    return row[0] if row else 0
 
 
 # --- joined with a simulation's decisions (one row per request: what the policies did) ----------

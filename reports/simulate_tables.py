@@ -5,7 +5,7 @@ Every table reads the same dictionary the JSON output and stored runs carry, so 
 downgraded, throttled requests, unverified answers) is shown next to what it saves.
 """
 
-from typing import Any
+from typing import Any, Literal
 
 from rich.console import Console
 from rich.markup import escape
@@ -66,13 +66,14 @@ def _summary(result: dict[str, Any]) -> Table:
 
 def _by_policy(result: dict[str, Any]) -> Table:
     table = Table(title="By policy, in the order they apply (each saving counted once)")
-    for name, justify in (
+    columns: tuple[tuple[str, Literal["left", "right"]], ...] = (
         ("policy", "left"),
         ("kind", "left"),
         ("requests", "right"),
         ("saving", "right"),
         ("what it costs", "left"),
-    ):
+    )
+    for name, justify in columns:
         table.add_column(name, justify=justify)
     for row in result["by_policy"]:
         costs = {

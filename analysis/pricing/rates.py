@@ -105,10 +105,9 @@ class ModelPrice:
             write = own.get("cache_write", input_rate * ANTHROPIC_CACHE_WRITE_5M)
             write_1h = own.get("cache_write_1h", input_rate * ANTHROPIC_CACHE_WRITE_1H)
         else:
-            write = from_chain("cache_write")
-            write = input_rate if write is None else write
-            write_1h = from_chain("cache_write_1h")
-            write_1h = write if write_1h is None else write_1h
+            given_write, given_write_1h = from_chain("cache_write"), from_chain("cache_write_1h")
+            write = input_rate if given_write is None else given_write
+            write_1h = write if given_write_1h is None else given_write_1h
         rates = {
             "input": input_rate,
             "cached_input": input_rate if cached is None else cached,

@@ -94,7 +94,9 @@ def account(
     `usage_keys_seen`: the usage keys (see Parsed.usage_key) already recorded with their tokens;
     a call reporting one of them again is recorded without tokens, so sums count it once.
     `max_body`: decoded bytes of a body read (see decode_exchange)."""
-    failure, notes, problems = None, [], []
+    failure: ParseFailure | None = None
+    notes: list[str] = []
+    problems: list[tuple[str, str]] = []
     try:
         parsed, notes = parse_exchange(exchange, max_body)
     except ParseFailure as e:

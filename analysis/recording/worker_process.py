@@ -16,6 +16,7 @@ import multiprocessing.connection
 import os
 import queue
 import signal
+from typing import Any
 
 from analysis.recording.capture import Capture
 from analysis.recording.settings import RecorderSettings
@@ -35,8 +36,8 @@ class SinkProcess:
         self.instance = new_instance_name()
         self.recorded = 0  # counted by the child; see the status file
         self._context = multiprocessing.get_context("spawn")
-        self._queue = None
-        self._process = None
+        self._queue: Any = None  # a multiprocessing Queue once started
+        self._process: Any = None  # the child process once started
 
     def start(self) -> "SinkProcess":
         self._queue = self._context.Queue(maxsize=self.settings.queue_limit)  # 0: no limit

@@ -322,7 +322,8 @@ class Store:
 
     def _count(self, view: str) -> int:
         with self.connect() as con:
-            return con.execute(f"SELECT count(*) FROM {view}").fetchone()[0]
+            row = con.execute(f"SELECT count(*) FROM {view}").fetchone()
+            return row[0] if row else 0
 
 
 def query_frame(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pl.DataFrame:
