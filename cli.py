@@ -275,27 +275,21 @@ def import_(
     content: Annotated[
         bool, typer.Option("--content/--no-content", help="Keep request messages and response text.")
     ] = True,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Processes recording in parallel (default: one per core for large imports)."),
+    ] = None,
 ):
     """Record the LLM calls in mitmproxy flow files or HAR files, through the same recorder."""
-    from addons.importer import ImportFailed, count_flows, import_files
+    from addons.importer import ImportFailed, read_sources
 
     try:
-        total = sum(count_flows(f) for f in files)
+        sources = read_sources(files)
     except ImportFailed as e:
         raise fail(str(e)) from e
-    open_store(data, create=True)
-    with Progress(
-        TextColumn("importing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("flows", total=total)
-        result = import_files(files, data, keep_content=content, on_flow=lambda: progress.advance(task))
+    result = record_sources(sources, data, content, "importing", workers)
     console.print(
-        f"Read {total:,} flows; recorded {result.recorded:,} LLM calls into {data}; "
+        f"Read {result.flows:,} flows; recorded {result.recorded:,} LLM calls into {data}; "
         f"{result.already_present:,} were already present.",
         highlight=False,
         soft_wrap=True,
@@ -303,6 +297,22 @@ def import_(
     )
     if result.problems.counts:
         err_console.print(f"[yellow]Problems:[/] {result.problems.summary()}", highlight=False)
+
+
+def record_sources(sources, data: Path, keep_content: bool, description: str, workers: int | None = None):
+    """Record framed capture files (addons.import_sources) into `data` with a progress bar."""
+    from addons.importer import ImportFailed, import_files
+    from reports.progress import counting_progress
+
+    open_store(data, create=True)
+    with counting_progress(description, "flows", err_console) as progress:
+        task = progress.add_task(description, total=sum(len(s) for s in sources))
+        try:
+            return import_files(
+                sources, data, keep_content, on_progress=lambda n: progress.advance(task, n), workers=workers
+            )
+        except ImportFailed as e:
+            raise fail(str(e)) from e
 
 
 # --- stats, sql ----------------------------------------------------------------------------------
@@ -686,7 +696,7 @@ def demo(
     """The whole job on the bundled sample month: record it, simulate the demo policy, report."""
     from rich.markup import escape
 
-    from addons.importer import ImportFailed, count_flows, import_files
+    from addons.importer import ImportFailed, read_sources
     from reports.demo import DemoDirError, command_for_new_shell, headline_figures, prepare_demo_dir
 
     flows = sorted(SAMPLE_TRAFFIC.glob("*.flows"))
@@ -695,23 +705,13 @@ def demo(
     if not DEMO_POLICY.is_file():
         raise fail(f"the demo policy is missing: {DEMO_POLICY}")
     try:
-        total = sum(count_flows(f) for f in flows)
+        sources = read_sources(flows)
         data = prepare_demo_dir(out)
     except (ImportFailed, DemoDirError) as e:
         raise fail(str(e)) from e
     except OSError as e:
         raise fail(f"cannot prepare {out}: {e}") from e
-    open_store(data, create=True)
-    with Progress(
-        TextColumn("recording the sample traffic"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("flows", total=total)
-        result = import_files(flows, data, keep_content=True, on_flow=lambda: progress.advance(task))
+    result = record_sources(sources, data, True, "recording the sample traffic")
     names = ", ".join(str(f.relative_to(SAMPLE_TRAFFIC.parent)) for f in flows)
     console.print(
         f"Recorded {result.recorded:,} LLM calls from {names} through the recorder into {data}.",
