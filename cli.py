@@ -896,10 +896,10 @@ def _show_pair(number: int, total: int, pair: dict) -> None:
         console.print(f"[bold]{title}:[/] {escape(text if text is not None else '(not recorded)')}", soft_wrap=True)
 
 
-def _print_precision(rows: list[dict]) -> None:
+def _print_precision(rows: list[dict], source: str = "your labels") -> None:
     from rich.table import Table
 
-    table = Table(title="Semantic cache precision from your labels (Wilson 95% interval)")
+    table = Table(title=f"Semantic cache precision from {source} (Wilson 95% interval)")
     for name in ("threshold", "pairs labelled", "precision", "interval", "hits in unlabelled bands"):
         table.add_column(name, justify="right")
     for row in rows:
@@ -920,10 +920,22 @@ def label(
     summary: Annotated[
         bool, typer.Option("--summary", help="Only print the precision from the labels so far.")
     ] = False,
+    judge_url: Annotated[
+        str | None,
+        typer.Option("--judge-url", help="Let a chat model label the pairs: an OpenAI-compatible base URL."),
+    ] = None,
+    judge_model: Annotated[str | None, typer.Option("--judge-model", help="The judge's model (needs a price).")] = None,
+    judge_api_key_env: Annotated[
+        str, typer.Option("--judge-api-key-env", help="Name of the variable holding the judge's key.")
+    ] = "OPENAI_API_KEY",
+    max_spend: Annotated[float, typer.Option("--max-spend", help="The judge's spending cap (USD).")] = 1.0,
     data: DataDir = Path(DEFAULT_DATA_DIR),
 ):
     """Label a run's sampled semantic-cache pairs (y: same question, n: different, s: skip, q: quit);
-    labels are kept with the run, so you can stop and resume; prints precision per threshold."""
+    labels are kept with the run, so you can stop and resume; prints precision per threshold.
+    With --judge-url and --judge-model a chat model labels them instead, its spend capped."""
+    import os
+
     from analysis.simulate.labels import load_labels, pairs_to_label, precision_by_threshold, save_labels
     from analysis.simulate.runs import RunNotFound, load_run
 
@@ -935,6 +947,33 @@ def label(
     pairs = pairs_to_label(result)
     if not pairs:
         raise fail(f"run {run_id} has no semantic-cache pairs to label (no semantic cache, or no hits)")
+    if judge_url is not None or judge_model is not None:
+        from analysis.simulate.evaluation import EvaluationError
+        from analysis.simulate.judge import judge_pairs
+
+        if judge_url is None or judge_model is None:
+            raise fail("a judge needs both --judge-url and --judge-model")
+        if max_spend <= 0:
+            raise fail("--max-spend must be above 0")
+        try:
+            judged, spent, left = judge_pairs(
+                pairs,
+                run.directory,
+                url=judge_url,
+                model=judge_model,
+                api_key=os.environ.get(judge_api_key_env),
+                prices=load_prices(data),
+                max_spend_usd=max_spend,
+            )
+        except EvaluationError as e:
+            raise fail(str(e)) from e
+        console.print(
+            f"Judge {judge_model}: {len(judged):,} of {len(pairs):,} pairs judged, {format_usd(spent)} spent now"
+            + (f", {left:,} left by the spending cap" if left else ""),
+            highlight=False,
+        )
+        _print_precision(precision_by_threshold(result, judged), "the judge's labels")
+        return
     labels = load_labels(run.directory)
     todo = [p for p in pairs if p["request_id"] not in labels]
     if not summary:
