@@ -921,7 +921,7 @@ def label(
         except EvaluationError as e:
             raise fail(str(e)) from e
         console.print(
-            f"Judge {judge_model}: {len(judged):,} of {len(pairs):,} pairs judged, {format_usd(spent)} spent now"
+            f"Judge {judge_model}: {len(judged):,} of {len(pairs):,} pairs judged, {usd(spent)} spent now"
             + (f", {left:,} left by the spending cap" if left else ""),
             highlight=False,
         )
@@ -1028,7 +1028,7 @@ def evaluate(
     for name, row in summary.items():
         shown = quality_text({"evaluation": row}) if row["evaluated"] else "nothing evaluated"
         reasons = ", ".join(f"{k} {v:,}" for k, v in row["not_evaluated"].items()) or "-"
-        table.add_row(name, row["to"], f"{row['evaluated']:,}", shown, format_usd(row["cost_usd"]), reasons)
+        table.add_row(name, row["to"], f"{row['evaluated']:,}", shown, usd(row["cost_usd"]), reasons)
     console.print(table)
 
 
