@@ -39,6 +39,7 @@ DataDir = Annotated[
     typer.Option("--data", envvar="LLM_SHADOW_DATA", help="Data directory (env LLM_SHADOW_DATA).", show_default=True),
 ]
 Format = Annotated[str, typer.Option("--format", help="Output format: table, json or csv.")]
+TableOrJson = Annotated[str, typer.Option("--format", help="Output format: table or json.")]
 ConfdirOption = Annotated[
     Path,
     typer.Option(
@@ -451,7 +452,7 @@ def prices_show(
     provider: Annotated[
         str | None, typer.Option(help="Provider selling it: openai, azure, anthropic, gemini, openrouter, ...")
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", help="Output format: table or json.")] = "table",
+    fmt: TableOrJson = "table",
     data: DataDir = Path(DEFAULT_DATA_DIR),
 ):
     """Show the price llm-shadow uses for a model, per 1M tokens."""
@@ -761,7 +762,7 @@ def simulate(
     ] = None,
     since: Since = None,
     until: Until = None,
-    fmt: Annotated[str, typer.Option("--format", help="Output format: table or json.")] = "table",
+    fmt: TableOrJson = "table",
     save: Annotated[bool, typer.Option("--save/--no-save", help="Store the run under <data>/simulations/.")] = True,
     data: DataDir = Path(DEFAULT_DATA_DIR),
 ):
@@ -806,7 +807,7 @@ def explain(
         ),
     ] = None,
     until: Until = None,
-    fmt: Annotated[str, typer.Option("--format", help="Output format: table or json.")] = "table",
+    fmt: TableOrJson = "table",
     data: DataDir = Path(DEFAULT_DATA_DIR),
 ):
     """Say which policy rule decided one recorded request, and why."""
