@@ -296,7 +296,8 @@ def policy_args(policy: Path | None, mode: str, force: bool, data: Path, cache_b
     that does not load never starts shadow or enforce mode. Enforce mode also wants the
     policy's `observe_for` of recorded traffic first (or --force)."""
     from analysis.enforce.live import MODES, LivePolicy
-    from analysis.pricing.table import PriceFileError, PriceTable
+    from analysis.pricing.files import PriceFileError
+    from analysis.pricing.table import PriceTable
     from analysis.simulate.policy import PolicyError
 
     if mode not in MODES:
@@ -330,10 +331,10 @@ def policy_args(policy: Path | None, mode: str, force: bool, data: Path, cache_b
     ]
 
 
-def observed_seconds(store: Store) -> float:
+def observed_seconds(store: "Store") -> float:
     """Seconds between the first and the last recorded call (0 with none)."""
-    span = store.connect().execute("SELECT epoch(max(ts)) - epoch(min(ts)) FROM requests").fetchone()[0]
-    return float(span or 0.0)
+    row = store.connect().execute("SELECT epoch(max(ts)) - epoch(min(ts)) FROM requests").fetchone()
+    return float(row[0] or 0.0) if row else 0.0
 
 
 # --- import --------------------------------------------------------------------------------------

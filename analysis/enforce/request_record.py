@@ -18,7 +18,8 @@ from analysis.parsers import tokens
 from analysis.parsers.detect import Target
 from analysis.parsers.hashing import prompt_hash
 from analysis.recording.accounting import ParseFailure, parse_exchange
-from analysis.recording.capture import AttributionHeaders, Capture, HeaderFields, to_exchange
+from analysis.recording.capture import Capture, HeaderFields, to_exchange
+from analysis.recording.settings import RecorderSettings
 
 Record = dict[str, Any]
 
@@ -34,7 +35,7 @@ def request_record(
     started: float,
     *,
     salt: str,
-    attribution: AttributionHeaders,
+    settings: RecorderSettings,
     count_tokens: bool = False,
 ) -> Record:
     """The record of a request that has not been answered yet; ParseFailure when its body
@@ -54,8 +55,8 @@ def request_record(
         outcome="ok",
         id=request_id,
     )
-    exchange, context = to_exchange(capture, salt, attribution, None)
-    parsed, _ = parse_exchange(exchange)
+    exchange, context = to_exchange(capture, salt, settings, None)
+    parsed, _ = parse_exchange(exchange, settings.max_body)
     attribution_values = {**parsed.attribution}
     for name in ("team", "feature", "user"):
         if getattr(context, name):

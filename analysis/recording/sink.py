@@ -234,7 +234,7 @@ class RecordSink:
                     self._contents.popleft()
         while len(self._contents) > limit:
             self._contents.popleft()
-        while len(self._decisions) > self.spool_limit:
+        while len(self._decisions) > self.settings.spool_limit:
             self._decisions.popleft()
 
     def _maintain(self) -> None:
