@@ -29,6 +29,7 @@ import signal
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from mitmproxy import ctx, exceptions, http
@@ -36,7 +37,8 @@ from mitmproxy import ctx, exceptions, http
 from analysis.enforce.live import DEFAULT_CACHE_BYTES, MODES, LivePolicy, Verdict
 from analysis.enforce.request_record import request_record
 from analysis.parsers.detect import detect
-from analysis.pricing.table import PriceFileError, PriceTable
+from analysis.pricing.files import PriceFileError
+from analysis.pricing.table import PriceTable
 from analysis.recording.accounting import account
 from analysis.recording.capture import (
     FLOW_ANSWERED_BY,
@@ -44,10 +46,10 @@ from analysis.recording.capture import (
     FLOW_DECISIONS,
     FLOW_ID,
     FLOW_IDENTITY,
-    AttributionHeaders,
     Capture,
     to_exchange,
 )
+from analysis.recording.settings import RecorderSettings
 from analysis.recording.sink import Problems
 from analysis.simulate.policy import PolicyError, load_policy
 from analysis.simulate.state import MemoryBackend
@@ -68,12 +70,12 @@ class Enforcer:
         self.problems = Problems(log)
         self.salt = ""
         self.prices: PriceTable | None = None
-        self.attribution = AttributionHeaders()
+        self.settings: RecorderSettings | None = None
         self._verdicts: dict[str, tuple[LivePolicy, Verdict]] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._started = False
         self.instance = new_instance_name() + "-policy"
-        self._status_dir = None
+        self._status_dir: Path | None = None
         self._status_written: dict[str, int] | None = None
         self._status_timer: asyncio.TimerHandle | None = None
 
@@ -132,7 +134,13 @@ class Enforcer:
             self.prices = PriceTable.load(store.data_dir)
         except (StoreError, PriceFileError, OSError) as e:
             raise exceptions.OptionsError(f"llm-shadow: {e}") from e
-        self.attribution = AttributionHeaders(o.shadow_team_header, o.shadow_feature_header, o.shadow_user_header)
+        self.settings = RecorderSettings(
+            data=store.data_dir,
+            team_header=o.shadow_team_header,
+            feature_header=o.shadow_feature_header,
+            user_header=o.shadow_user_header,
+            max_body=o.shadow_max_body,
+        )
         shared = ctx.master.addons.get("sharedstate")
         if shared is not None:  # --state: memory or Redis, the same object across reloads
             self.backend = shared.get()
@@ -146,6 +154,7 @@ class Enforcer:
 
     def _load_policy(self) -> LivePolicy:
         o = ctx.options
+        assert self.prices is not None  # start() loaded them
         return LivePolicy(
             load_policy(o.shadow_policy), o.shadow_mode, self.prices, self.backend, cache_bytes=o.shadow_cache_bytes
         )
@@ -203,8 +212,8 @@ class Enforcer:
     # --- hooks
 
     def request(self, flow: http.HTTPFlow) -> None:
-        live = self.live
-        if live is None or flow.response is not None:
+        live, settings = self.live, self.settings
+        if live is None or settings is None or flow.response is not None:
             return
         request = flow.request
         target = detect(request.pretty_host, request.path, request.headers, request.method)
@@ -222,7 +231,7 @@ class Enforcer:
                 request.raw_content or b"",
                 request.timestamp_start,
                 salt=self.salt,
-                attribution=self.attribution,
+                settings=settings,
                 count_tokens=live.needs_tokens,
                 identity=flow.metadata.get(FLOW_IDENTITY),
             )
@@ -240,17 +249,17 @@ class Enforcer:
             flow.metadata.pop(FLOW_ANSWERED_BY, None)
 
     def _act(self, flow: http.HTTPFlow, verdict: Verdict) -> None:
-        if verdict.action == "answer":
+        if verdict.action == "answer" and verdict.answer is not None:
             stored = verdict.answer
             body = b"".join(stored.chunks)
             flow.response = _response(stored.status, stored.headers, body, verdict.header)
             flow.metadata[FLOW_ANSWERED_BY] = verdict.answered_by
-        elif verdict.action == "refuse":
+        elif verdict.action == "refuse" and verdict.refusal is not None:
             refused = verdict.refusal
             headers = tuple((k.encode(), v.encode()) for k, v in refused.headers)
             flow.response = _response(refused.status, headers, refused.body, verdict.header)
             flow.metadata[FLOW_ANSWERED_BY] = verdict.answered_by
-        elif verdict.action == "rewrite":
+        elif verdict.action == "rewrite" and verdict.model_to is not None:
             rewrite_model(flow.request, verdict.model_to)
             if verdict.upstream is not None:
                 send_to(flow.request, *verdict.upstream)
@@ -300,9 +309,9 @@ class Enforcer:
             self.problems.add(f"settle_error:{type(e).__name__}", str(e))
 
     def _account(self, capture: Capture) -> dict:
-        exchange, context = to_exchange(capture, self.salt, self.attribution, None)
-        row, _, _, _ = account(exchange, context, self.prices, keep_content=False)
-        return row
+        assert self.settings is not None and self.prices is not None  # set before any call is decided
+        exchange, context = to_exchange(capture, self.salt, self.settings, None)
+        return account(exchange, context, self.prices, content=False, max_body=self.settings.max_body)[0]
 
 
 def _response(status: int, headers, body: bytes, decision: str | None) -> http.Response:
@@ -326,7 +335,7 @@ def rewrite_model(request: http.Request, model: str) -> None:
         head, tail = path.rsplit(marker, 1)
         request.path = f"{head}{marker}{model}:{tail.split(':', 1)[1]}{sep}{query}"
         return
-    body = json.loads(request.get_content())
+    body = json.loads(request.get_content() or b"{}")
     body["model"] = model
     request.content = json.dumps(body, ensure_ascii=False).encode()
 
@@ -339,7 +348,7 @@ def send_to(request: http.Request, base_url: str, key: str | None) -> None:
     port, its path prefix before the request's path, and its own key in place of the client's."""
     target = urlsplit(base_url)
     request.scheme = target.scheme
-    request.host = target.hostname
+    request.host = target.hostname or request.host
     request.port = target.port or (443 if target.scheme == "https" else 80)
     request.headers["host"] = target.netloc
     request.path = target.path.rstrip("/") + request.path

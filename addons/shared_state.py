@@ -40,7 +40,8 @@ class SharedState:
             "shadow_state",
             str,
             "",
-            f"Where policy state lives: memory, or redis://HOST:PORT/DB shared by several proxies (default: env {STATE_ENV}, else memory).",
+            "Where policy state lives: memory, or redis://HOST:PORT/DB shared by several proxies "
+            f"(default: env {STATE_ENV}, else memory).",
         )
 
     def configure(self, updated):

@@ -30,7 +30,7 @@ from analysis.simulate.engine import Decision, PolicyEngine
 from analysis.simulate.facts import Facts, to_microseconds
 from analysis.simulate.policy import Policy, PolicyError
 from analysis.simulate.pricer import Pricer
-from analysis.simulate.state import MemoryBackend, StateBackend, StoredResponse
+from analysis.simulate.state import MemoryBackend, ResponseCache, StateBackend, StoredResponse
 
 MODES = ("observe", "shadow", "enforce")
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
@@ -95,18 +95,18 @@ class LivePolicy:
             or policy.batch
             or any(b.to for b in policy.budgets)
             or any(
-                e.match.min_input_tokens is not None or e.match.max_input_tokens is not None
-                for e in (*policy.routing, *policy.batch, *policy.budgets, *policy.rate_limits)
+                m.min_input_tokens is not None or m.max_input_tokens is not None
+                for m in [e.match for e in policy.in_order() if hasattr(e, "match")]
             )
         )
 
-    def acts(self, name: str) -> bool:
+    def acts(self, name: str | None) -> bool:
         """Whether the entry called `name` acts on traffic (enforce mode, entry not in shadow)."""
         if not name or self.mode != "enforce":
             return False
         return self._modes.get(name, "enforce") == "enforce"
 
-    def mode_of(self, name: str) -> str:
+    def mode_of(self, name: str | None) -> str:
         return "enforce" if self.acts(name) else "shadow"
 
     def decide(self, record: dict[str, Any], wire_format: str) -> Verdict:
@@ -117,15 +117,16 @@ class LivePolicy:
         verdict = Verdict(record, decision, facts, [])
         now = facts.ts_us
         cache_saving = None
-        if decision.disposition == "exact_hit" and self.acts(decision.cache_policy):
-            stored = self.responses.get(decision.cache_source_id, now) if self.responses else None
+        if decision.disposition == "exact_hit" and decision.cache_policy and self.acts(decision.cache_policy):
+            source = decision.cache_source_id
+            stored = self.responses.get(source, now) if self.responses is not None and source else None
             if stored is None:
                 self.counts["exact_cache_bytes_missing"] += 1  # evicted by the byte cap: pass
             else:
                 verdict.action, verdict.answered_by, verdict.answer = "answer", "exact_cache", stored
                 verdict.header = header_value("exact_cache", "hit", decision.cache_policy)
                 cache_saving = stored.cost_usd
-        elif decision.disposition == "blocked" and self.acts(decision.budget_by):
+        elif decision.disposition == "blocked" and decision.budget_by and self.acts(decision.budget_by):
             budget = next(b for b in p.budgets if b.name == decision.budget_by)
             message = (
                 f"llm-shadow: budget {budget.name!r} is spent: its {budget.window} limit of "
@@ -150,9 +151,10 @@ class LivePolicy:
 
     def _rewrite(self, verdict: Verdict, wire_format: str) -> None:
         decision = verdict.decision
-        target = kind = name = None
+        target: str | None = None
+        kind = name = ""
         if decision.budget_action == "downgrade" and self.acts(decision.budget_by):
-            target, kind, name = decision.model_after, "budget", decision.budget_by
+            target, kind, name = decision.model_after, "budget", decision.budget_by or ""
         elif decision.routed_by and self.acts(decision.routed_by):
             target = next(r.to for r in self.policy.routing if r.name == decision.routed_by)
             kind, name = "routing", decision.routed_by
@@ -195,7 +197,8 @@ class LivePolicy:
             if stored and self.responses is not None and status is not None:
                 kept = tuple((k, v) for k, v in headers if k.lower() not in REPLAY_DROPPED_HEADERS)
                 answer = StoredResponse(facts.id, status, kept, tuple(chunks), cost_usd)
-                if not self.responses.put(answer, arrival + self.policy.exact_cache.ttl_seconds * 1_000_000):
+                ttl_us = state.exact.ttl_us if isinstance(state.exact, ResponseCache) else 0
+                if not self.responses.put(answer, arrival + ttl_us):
                     self.counts["exact_cache_answer_too_large"] += 1
 
 

@@ -19,7 +19,8 @@ from analysis.parsers import tokens
 from analysis.parsers.detect import Target
 from analysis.parsers.hashing import prompt_hash
 from analysis.recording.accounting import ParseFailure, parse_exchange
-from analysis.recording.capture import AttributionHeaders, Capture, HeaderFields, Identity, to_exchange
+from analysis.recording.capture import Capture, HeaderFields, Identity, to_exchange
+from analysis.recording.settings import RecorderSettings
 
 Record = dict[str, Any]
 
@@ -35,7 +36,7 @@ def request_record(
     started: float,
     *,
     salt: str,
-    attribution: AttributionHeaders,
+    settings: RecorderSettings,
     count_tokens: bool = False,
     identity: Identity | None = None,
 ) -> Record:
@@ -57,8 +58,8 @@ def request_record(
         id=request_id,
         identity=identity,
     )
-    exchange, context = to_exchange(capture, salt, attribution, None)
-    parsed, _ = parse_exchange(exchange)
+    exchange, context = to_exchange(capture, salt, settings, None)
+    parsed, _ = parse_exchange(exchange, settings.max_body)
     attribution_values = {**parsed.attribution}
     for name in ("team", "feature", "user"):
         if getattr(context, name):

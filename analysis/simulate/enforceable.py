@@ -10,6 +10,7 @@ entries, so the answer is known before anyone flips the switch. Entries with
 """
 
 import os
+from typing import Any
 
 from analysis.simulate.policy import Policy
 
@@ -33,19 +34,20 @@ def wire_family(wire_format: str) -> str:
     return "openai"
 
 
-def not_enforceable(policy: Policy, check_environment: bool = True) -> list[tuple[object, str | None, str]]:
+def not_enforceable(policy: Policy, check_environment: bool = True) -> list[tuple[Any, str | None, str]]:
     """What enforce mode cannot do, as (entry, key, why): a routing rule or a budget downgrade
     whose target speaks another wire format than the traffic it matches, a routing rule whose
     upstream key is not in the environment, a semantic cache or a batch policy acting live.
     Entries with `mode = "shadow"` are only logged and are left out. The simulator lists these
     too, so a policy is known to be enforceable before anyone tries."""
-    found: list[tuple[object, str | None, str]] = []
+    found: list[tuple[Any, str | None, str]] = []
     if policy.semantic_cache is not None and policy.semantic_cache.mode == "enforce":
         found.append((policy.semantic_cache, None, 'the semantic cache cannot act live yet: add mode = "shadow"'))
     for entry in policy.batch:
         if entry.mode == "enforce":
             found.append((entry, None, 'batching cannot act on live calls: add mode = "shadow"'))
-    movers = [(r, r.to) for r in policy.routing] + [(b, b.to) for b in policy.budgets if b.to]
+    movers: list[tuple[Any, str]] = [(r, r.to) for r in policy.routing]
+    movers += [(b, b.to) for b in policy.budgets if b.to]
     for entry, target in movers:
         if entry.mode != "enforce":
             continue

@@ -24,8 +24,9 @@ memory backend (`MemoryBackend`) is these classes; a backend must pass the same 
 """
 
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 MINUTE_US = 60_000_000
 
@@ -248,6 +249,9 @@ class StateBackend(Protocol):
     def rate_windows(self, name: str, requests_per_minute: int | None, tokens_per_minute: int | None) -> RateState: ...
 
 
+_Held = TypeVar("_Held")
+
+
 class MemoryBackend:
     """State in this process (the simulator's, and one proxy's). Like a shared backend, it
     keeps each policy's state under the policy's name: asked again for the same name (a policy
@@ -255,10 +259,10 @@ class MemoryBackend:
     cached answers survive a reload."""
 
     def __init__(self) -> None:
-        self._held: dict[tuple[str, str], object] = {}
+        self._held: dict[tuple[str, str], Any] = {}
 
-    def _keep(self, kind: str, name: str, make, **settings) -> object:
-        held = self._held.get((kind, name))
+    def _keep(self, kind: str, name: str, make: Callable[[], _Held], **settings: object) -> _Held:
+        held: _Held | None = self._held.get((kind, name))
         if held is None:
             held = self._held[(kind, name)] = make()
         for attribute, value in settings.items():
