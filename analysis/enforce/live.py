@@ -30,7 +30,7 @@ from analysis.simulate.engine import Decision, PolicyEngine
 from analysis.simulate.facts import Facts, to_microseconds
 from analysis.simulate.policy import Policy, PolicyError
 from analysis.simulate.pricer import Pricer
-from analysis.simulate.state import MemoryBackend, ResponseCache, StateBackend, StoredResponse
+from analysis.simulate.state import MemoryBackend, StateBackend, StoredResponse
 
 MODES = ("observe", "shadow", "enforce")
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
@@ -197,8 +197,7 @@ class LivePolicy:
             if stored and self.responses is not None and status is not None:
                 kept = tuple((k, v) for k, v in headers if k.lower() not in REPLAY_DROPPED_HEADERS)
                 answer = StoredResponse(facts.id, status, kept, tuple(chunks), cost_usd)
-                ttl_us = state.exact.ttl_us if isinstance(state.exact, ResponseCache) else 0
-                if not self.responses.put(answer, arrival + ttl_us):
+                if not self.responses.put(answer, arrival + state.exact.ttl_us):
                     self.counts["exact_cache_answer_too_large"] += 1
 
 

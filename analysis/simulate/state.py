@@ -204,6 +204,8 @@ class ResponseStore:
 class CacheState(Protocol):
     """An exact or semantic cache's entries (see ResponseCache for the meaning)."""
 
+    ttl_us: int
+
     def lookup(self, key: object, now: int) -> tuple[str, CacheEntry | None]: ...
 
     def store(self, key: object, available_at: int, source_id: str) -> bool: ...
