@@ -30,6 +30,7 @@ from analysis.recording.sink import Problems
 from analysis.shared_state.backend import RedisBackend
 from analysis.shared_state.keys import KEY_PREFIX, FileKeys, KeyRegistry, RedisKeys, WrappedKey, split_key
 from analysis.simulate.facts import state_key, to_microseconds, window_of
+from analysis.simulate.state import BudgetState
 
 log = logging.getLogger("llm_shadow")
 
@@ -46,7 +47,7 @@ def key_budget_window(key: WrappedKey, now: float) -> str:
     """The budget-window state key of a call made at `now` (unix seconds) with `key`."""
     from datetime import UTC, datetime
 
-    return state_key(key.key_id, window_of(to_microseconds(datetime.fromtimestamp(now, UTC)), key.window))
+    return state_key(key.key_id, window_of(to_microseconds(datetime.fromtimestamp(now, UTC)), key.window or "day"))
 
 
 def key_error(family: str, status: int, message: str) -> tuple[int, dict[str, str], bytes]:
@@ -86,7 +87,7 @@ class WrappedKeys:
         self.registry: KeyRegistry | None = None
         self.problems = Problems(log)
         self.provider_keys: dict[str, str | None] = {}
-        self._budgets: dict[str, object] = {}
+        self._budgets: dict[str, BudgetState] = {}
         self._started = False
 
     def running(self):
@@ -121,7 +122,7 @@ class WrappedKeys:
             self.provider_keys[name] = os.environ.get(name)  # a key created after the start
         return self.provider_keys[name]
 
-    def budget(self, key: WrappedKey):
+    def budget(self, key: WrappedKey) -> BudgetState | None:
         """The state of `key`'s own budget (None: it has none)."""
         if key.budget_usd is None:
             return None
@@ -152,6 +153,7 @@ class WrappedKeys:
 
     def _swap(self, flow: http.HTTPFlow, header: str, bearer: bool, text: str) -> None:
         registry = self.registry
+        assert registry is not None  # requestheaders checked it
         failures = registry.read_failures
         now = time.time()
         resolved = registry.resolve(text, now)
@@ -160,7 +162,7 @@ class WrappedKeys:
         key = resolved.key
         if key is not None:  # refused or not, the call is the key's
             flow.metadata[FLOW_IDENTITY] = Identity(key.key_id, key.team, key.feature, key.user)
-        if resolved.status != "active":
+        if resolved.status != "active" or key is None:
             what = {"unknown": "is not a valid wrapped key", "revoked": "was revoked", "expired": "has expired"}
             label = key.key_id if key is not None else "this key"
             self._refuse(flow, header, 401, f"llm-shadow: {label} {what[resolved.status]}")
@@ -178,7 +180,7 @@ class WrappedKeys:
         budget = self.budget(key)
         if budget is not None:
             spent = budget.spent_in(key_budget_window(key, now))
-            if spent >= key.budget_usd:
+            if spent >= budget.limit_usd:
                 self._refuse(
                     flow,
                     header,
@@ -210,8 +212,9 @@ class WrappedKeys:
         """Charge a completed call's cost to its wrapped key's budget, in the window of the
         call's start (called by enforce mode's settlement, addons.enforcer)."""
         key = self._budgeted_key(flow)
-        if key is not None and cost_usd:
-            self.budget(key).charge(key_budget_window(key, flow.request.timestamp_start), cost_usd)
+        budget = self.budget(key) if key is not None else None
+        if key is not None and budget is not None and cost_usd:
+            budget.charge(key_budget_window(key, flow.request.timestamp_start), cost_usd)
 
     def done(self):
         if self.problems.counts:
