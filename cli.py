@@ -114,6 +114,7 @@ def mitmdump_args(
     intercept_hosts: list[str] | None = None,
     intercept_all: bool = False,
     confdir: Path | None = None,
+    metrics_port: int = 0,
 ) -> list[str]:
     """The mitmdump command line `llm-shadow proxy` runs (in-process, recorder built in)."""
     args = ["--listen-host", listen_host]
@@ -154,6 +155,8 @@ def mitmdump_args(
         args += ["--set", f"shadow_intercept_hosts={host}"]
     if intercept_all:
         args += ["--set", "shadow_intercept_all=true"]
+    if metrics_port:
+        args += ["--set", f"shadow_metrics_port={metrics_port}"]
     args += [
         "--set",
         f"shadow_data={data}",
@@ -222,6 +225,12 @@ def proxy(
         float, typer.Option(help="Seconds between writes; a crash loses at most this much.")
     ] = 1.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print one line per call.")] = False,
+    metrics_port: Annotated[
+        int,
+        typer.Option(
+            "--metrics-port", min=0, max=65535, help="Serve Prometheus metrics at /metrics on this port (0: off)."
+        ),
+    ] = 0,
 ):
     """Run the recording proxy in front of LLM providers (reverse, forward, transparent or local mode)."""
     from addons.ca import ensure_ca
@@ -249,6 +258,7 @@ def proxy(
         intercept_host,
         intercept_all,
         confdir.expanduser(),
+        metrics_port,
     )
     if local is not None and (reason := local_capture_unavailable_reason()):
         raise fail(

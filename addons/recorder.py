@@ -30,6 +30,7 @@ from mitmproxy import ctx, exceptions, http
 
 from analysis.parsers.detect import Target, detect
 from analysis.pricing.table import PriceFileError, PriceTable
+from analysis.recording import metrics
 from analysis.recording.capture import AttributionHeaders, Capture
 from analysis.recording.sink import Problems, RecordSink
 from analysis.recording.worker_process import SinkProcess
@@ -46,6 +47,7 @@ RECORDER_OPTIONS = {
     "shadow_user_header",
     "shadow_spool_limit",
     "shadow_max_body",
+    "shadow_metrics_port",
 }
 
 IMPORT_KEY = "llm_shadow_import_key"  # flow.metadata entry set by the importer (addons.importer)
@@ -83,6 +85,8 @@ class Recorder:
         self.sink: RecordSink | SinkProcess | None = None
         self.recorded = 0  # calls written by sinks already closed
         self.problems = Problems(log)
+        self._metrics_dir: str | None = None  # set once /metrics is served (see analysis.recording.metrics)
+        self._metrics: metrics.RecorderMetrics | None = None
         self._targets: dict[str, Target] = {}
         self._taps: dict[str, _Tap] = {}
 
@@ -115,6 +119,12 @@ class Recorder:
             "Bytes of a body read for recording, before and after content decoding; the rest passes unread "
             "and the call's row says so.",
         )
+        loader.add_option(
+            "shadow_metrics_port",
+            int,
+            0,
+            "Serve Prometheus metrics at /metrics on this port of the listen host (0: off).",
+        )
 
     def configure(self, updated):
         # The first configure comes before the command line's options are applied: the store is
@@ -140,6 +150,7 @@ class Recorder:
             prices = PriceTable.load(store.data_dir)
         except (StoreError, PriceFileError, OSError) as e:
             raise exceptions.OptionsError(f"llm-shadow: {e}") from e
+        self._serve_metrics()
         self._close_sink()
         o = ctx.options
         settings = dict(
@@ -151,12 +162,30 @@ class Recorder:
             max_body=o.shadow_max_body,
         )
         if self.worker_process:
-            self.sink = SinkProcess(store.data_dir, queue_limit=self.queue_limit or 100_000, **settings).start()
+            self.sink = SinkProcess(
+                store.data_dir, queue_limit=self.queue_limit or 100_000, metrics_dir=self._metrics_dir, **settings
+            ).start()
         else:
             self.sink = RecordSink(
-                store, prices, salt=salt, queue_limit=self.queue_limit or sys.maxsize, **settings
+                store, prices, salt=salt, queue_limit=self.queue_limit or sys.maxsize, metrics=self._metrics, **settings
             ).start()
         log.info("llm-shadow: recording into %s (instance %s)", store.data_dir, self.sink.instance)
+
+    def _serve_metrics(self) -> None:
+        """Start the /metrics server once, when asked to (it stays up for the process's life)."""
+        port = ctx.options.shadow_metrics_port
+        if not port or self._metrics_dir is not None:
+            return
+        directory = metrics.enable()
+        host = ctx.options.listen_host or "127.0.0.1"
+        try:
+            metrics.serve(port, host, directory)
+        except OSError as e:
+            raise exceptions.OptionsError(f"llm-shadow: cannot serve metrics on {host}:{port}: {e.strerror}") from e
+        self._metrics_dir = directory
+        self._metrics = metrics.RecorderMetrics()
+        self.problems.metrics = self._metrics
+        log.info("llm-shadow: Prometheus metrics on http://%s:%d/metrics", host, port)
 
     def done(self):
         self._close_sink()

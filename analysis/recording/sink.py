@@ -24,6 +24,7 @@ import duckdb
 from analysis.pricing.table import PriceTable
 from analysis.recording.accounting import DEFAULT_MAX_BODY, account
 from analysis.recording.capture import AttributionHeaders, Capture, to_exchange
+from analysis.recording.metrics import RecorderMetrics
 from analysis.store.datadir import SegmentWriter, Store, unwritable_reason
 from analysis.store.schema import CONTENTS, REQUESTS
 
@@ -33,15 +34,21 @@ log = logging.getLogger("llm_shadow")
 class Problems:
     """Counts problems by kind; logs the first of each kind, and a summary on request."""
 
-    def __init__(self, logger: logging.Logger = log):
+    def __init__(self, logger: logging.Logger = log, metrics: "RecorderMetrics | None" = None):
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._log = logger
+        self.metrics = metrics  # also counted there, for Prometheus (see analysis.recording.metrics)
 
     def add(self, kind: str, detail: str = "", n: int = 1) -> None:
         with self._lock:
             first = kind not in self.counts
             self.counts[kind] += n
+        if self.metrics is not None:
+            try:
+                self.metrics.problem(kind, n)
+            except Exception:  # a metric is a convenience; the problem is counted above
+                pass
         if first:
             self._log.warning(
                 "llm-shadow: %s%s (logged once; counted in the status file)", kind, f": {detail}" if detail else ""
@@ -70,6 +77,7 @@ class RecordSink:
         instance: str | None = None,
         problems: Problems | None = None,
         max_body: int = DEFAULT_MAX_BODY,
+        metrics: "RecorderMetrics | None" = None,
     ):
         self.store = store
         self.prices = prices
@@ -80,7 +88,8 @@ class RecordSink:
         self.spool_limit = spool_limit
         self.queue_limit = queue_limit
         self.max_body = max_body
-        self.problems = problems or Problems()
+        self.problems = problems or Problems(metrics=metrics)
+        self.metrics = metrics
         self.writer = SegmentWriter(store, instance)
         self.recorded = 0
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -188,6 +197,15 @@ class RecordSink:
         self._requests.append(row)
         if content is not None:
             self._contents.append(content)
+        if self.metrics is not None:
+            self._observe(row)
+
+    def _observe(self, row: dict) -> None:
+        try:
+            self.metrics.observe(row)
+            self.metrics.spooled.set(len(self._requests))
+        except Exception as e:
+            self.problems.add(f"metrics_error:{type(e).__name__}", str(e))
 
     def _usage_keys_seen(self) -> set[str]:
         """Usage keys already recorded with tokens, read from the store once (see account)."""
@@ -219,6 +237,8 @@ class RecordSink:
         self.recorded += len(requests)
         self._requests.clear()
         self._contents.clear()
+        if self.metrics is not None:
+            self.metrics.spooled.set(0)
 
     def _quarantine_unwritable(self) -> int:
         """Move the rows that cannot be written even alone to `<data>/quarantine/`, with the

@@ -18,6 +18,7 @@ import queue
 import signal
 from pathlib import Path
 
+from analysis.recording import metrics
 from analysis.recording.accounting import DEFAULT_MAX_BODY
 from analysis.recording.capture import AttributionHeaders, Capture
 from analysis.recording.sink import Problems, RecordSink
@@ -41,9 +42,11 @@ class SinkProcess:
         queue_limit: int = 100_000,
         problems: Problems | None = None,
         max_body: int = DEFAULT_MAX_BODY,
+        metrics_dir: str | None = None,
     ):
         self.settings = {
             "max_body": max_body,
+            "metrics_dir": metrics_dir,
             "data_dir": str(data_dir),
             "attribution": attribution,
             "flush_interval": flush_interval,
@@ -78,6 +81,8 @@ class SinkProcess:
     def submit(self, capture: Capture) -> None:
         if self._worker_ended():
             self.problems.add("worker_died", "starting a new one; calls it had not written are lost")
+            if self.settings["metrics_dir"]:
+                metrics.worker_gone(self._process.pid)
             self._queue.cancel_join_thread()  # nobody reads the old queue any more
             self._queue.close()
             self.start()
@@ -105,6 +110,10 @@ def _child_main(calls, settings: dict, instance: str, parent_pid: int) -> None:
     from analysis.pricing.table import PriceTable
     from analysis.store.datadir import Store
 
+    recorder_metrics = None
+    if settings["metrics_dir"]:  # before prometheus_client is imported (see analysis.recording.metrics)
+        metrics.enable(settings["metrics_dir"])
+        recorder_metrics = metrics.RecorderMetrics()
     store = Store(settings["data_dir"])
     sink = RecordSink(
         store,
@@ -116,6 +125,7 @@ def _child_main(calls, settings: dict, instance: str, parent_pid: int) -> None:
         queue_limit=settings["queue_limit"],
         max_body=settings["max_body"],
         instance=instance,
+        metrics=recorder_metrics,
     ).start()
     try:
         while True:
