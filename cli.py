@@ -707,7 +707,7 @@ def demo(
         typer.Option(
             min=0.01,
             max=200,
-            help="Size of the company month: 20 (the default) is about 29,000 calls; 1 about 1,450.",
+            help="Size of the company month: 20 (the default) is about 29,000 calls; 1 about 1,500.",
         ),
     ] = 20.0,
 ):
