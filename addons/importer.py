@@ -36,10 +36,11 @@ from mitmproxy.io.har import request_to_flow
 from mitmproxy.master import Master
 
 from addons.import_sources import ImportFailed, Source, read_source
-from addons.recorder import IMPORT_KEY, Recorder
+from addons.recorder import IMPORT_KEY, Recorder, options_from_settings
 from analysis.parsers.detect import detect
 from analysis.pricing.table import PriceTable
 from analysis.recording.capture import Capture
+from analysis.recording.settings import RecorderSettings
 from analysis.recording.sink import Problems, RecordSink
 from analysis.store.datadir import Store
 
@@ -98,36 +99,35 @@ def default_workers(flows: int) -> int:
 
 def import_files(
     sources: list[Source],
-    data_dir: Path,
-    keep_content: bool = True,
+    settings: RecorderSettings,
     on_progress: Callable[[int], None] | None = None,
     workers: int | None = None,
 ) -> ImportResult:
-    """Record every HTTP flow of `sources` into `data_dir`. `on_progress(n)` is called as each
+    """Record every HTTP flow of `sources` with `settings` (into `settings.data`; flows are read
+    as fast as they are recorded, so give `queue_limit=0`). `on_progress(n)` is called as each
     batch of n flows is done; `workers`: processes to use (default: see default_workers)."""
     total = sum(len(s) for s in sources)
     workers = default_workers(total) if workers is None else max(1, workers)
-    chunks = split(sources, workers, Store(data_dir).recorded_import_keys())
+    chunks = split(sources, workers, Store(settings.data).recorded_import_keys())
     files = FileFlows([(os.fspath(s.path), s.kind) for s in sources])
-    return record_flows(files, chunks, data_dir, keep_content, workers, on_progress)
+    return record_flows(files, chunks, settings, workers, on_progress)
 
 
 def record_flows(
     producer: "FlowProducer",
     items: list,
-    data_dir: Path,
-    keep_content: bool = True,
+    settings: RecorderSettings,
     workers: int = 1,
     on_progress: Callable[[int], None] | None = None,
 ) -> ImportResult:
-    """Record the flows `producer` makes of each of `items` (a chunk of a file, a generated
-    day...), in this process or shared among `workers` processes."""
-    settings = _Settings(os.fspath(data_dir), keep_content, producer)
+    """Record with `settings` the flows `producer` makes of each of `items` (a chunk of a file,
+    a generated day...), in this process or shared among `workers` processes."""
+    job = _Job(settings, producer)
     if workers == 1 or len(items) <= 1:
         problems, cpu = Problems(), time.process_time()
-        recorded, present, total = _record(settings, iter(items), problems, on_progress)
+        recorded, present, total = _record(job, iter(items), problems, on_progress)
         return ImportResult(total, recorded, present, problems, time.process_time() - cpu)
-    return _record_in_workers(settings, items, min(workers, len(items)), on_progress)
+    return _record_in_workers(job, items, min(workers, len(items)), on_progress)
 
 
 def split(sources: list[Source], workers: int, seen: set[str]) -> list[Chunk]:
@@ -154,9 +154,8 @@ FlowProducer = Callable[[object, Problems], Iterator[ProducedFlow]]
 
 
 @dataclass
-class _Settings:
-    data_dir: str
-    keep_content: bool
+class _Job:
+    settings: RecorderSettings
     producer: FlowProducer  # picklable: the workers get a copy
 
 
@@ -193,29 +192,28 @@ class FileFlows:
 
 
 def _record(
-    settings: _Settings, items: Iterator, problems: Problems, on_progress: Callable[[int], None] | None
+    job: _Job, items: Iterator, problems: Problems, on_progress: Callable[[int], None] | None
 ) -> tuple[int, int, int]:
     """Feed the flows of `items` to one recorder; return the calls it wrote, the calls skipped,
     and the flows seen."""
-    return asyncio.run(_record_async(settings, items, problems, on_progress))
+    return asyncio.run(_record_async(job, items, problems, on_progress))
 
 
-async def _record_async(settings, items, problems, on_progress) -> tuple[int, int, int]:
+async def _record_async(job: _Job, items, problems, on_progress) -> tuple[int, int, int]:
     opts = options.Options()
     master = Master(opts)
-    recorder = Recorder(queue_limit=None, worker_process=False)
+    recorder = Recorder(worker_process=False)
     recorder.problems = problems
     master.addons.add(recorder)
-    opts.update(shadow_data=settings.data_dir, shadow_content=settings.keep_content)
-    store = Store(settings.data_dir)
-    recorder.sink = InlineSink(
-        store, PriceTable.load(store.data_dir), keep_content=settings.keep_content, problems=problems
-    )
+    opts.update(**options_from_settings(job.settings))
+    store = Store(job.settings.data)
+    recorder.settings = job.settings
+    recorder.sink = InlineSink(store, PriceTable.load(store.data_dir), job.settings, problems=problems)
     already_present = seen = 0
     try:
         for item in items:
             done = 0
-            for f, key, skip in settings.producer(item, problems):
+            for f, key, skip in job.producer(item, problems):
                 done += 1
                 if f is None:
                     continue
@@ -237,7 +235,7 @@ async def _record_async(settings, items, problems, on_progress) -> tuple[int, in
     return recorder.recorded, already_present, seen
 
 
-def _record_in_workers(settings, items, workers, on_progress) -> ImportResult:
+def _record_in_workers(job: _Job, items, workers, on_progress) -> ImportResult:
     # Workers fork from a server that has imported this module once (spawning each would
     # import mitmproxy, polars and DuckDB again, seconds of CPU each; forking this process
     # could copy a lock held by one of its threads).
@@ -249,7 +247,7 @@ def _record_in_workers(settings, items, workers, on_progress) -> ImportResult:
     for _ in range(workers):
         tasks.put(None)
     processes = [
-        context.Process(target=_worker_main, args=(settings, tasks, results), name="llm-shadow-import", daemon=True)
+        context.Process(target=_worker_main, args=(job, tasks, results), name="llm-shadow-import", daemon=True)
         for _ in range(workers)
     ]
     for p in processes:
@@ -286,7 +284,7 @@ def _record_in_workers(settings, items, workers, on_progress) -> ImportResult:
     return ImportResult(total, recorded, present, problems, cpu)
 
 
-def _worker_main(settings: _Settings, tasks, results) -> None:
+def _worker_main(job: _Job, tasks, results) -> None:
     quiet = logging.getLogger("llm_shadow.import_worker")  # the importing process reports problems
     quiet.disabled = True
     problems = Problems(quiet)
@@ -295,5 +293,5 @@ def _worker_main(settings: _Settings, tasks, results) -> None:
         while (item := tasks.get()) is not None:
             yield item
 
-    recorded, present, seen = _record(settings, items(), problems, lambda n: results.put(("progress", n)))
+    recorded, present, seen = _record(job, items(), problems, lambda n: results.put(("progress", n)))
     results.put(("done", (recorded, present, seen, Counter(problems.counts), time.process_time())))

@@ -70,7 +70,10 @@ class DayFlows:
     def __init__(self, seed: int = DEFAULT_SEED, scale: float = DEFAULT_SCALE):
         self.seed, self.scale = seed, scale
 
-    def __call__(self, index: int, problems=None) -> Iterator[tuple[http.HTTPFlow, None, bool]]:
+    def __call__(
+        self, index: object, problems: object = None
+    ) -> Iterator[tuple[http.HTTPFlow | None, str | None, bool]]:
+        assert isinstance(index, int)
         start = schedule.day_start(schedule.days()[index])
         wire_rng, flow_rng = rng_for(self.seed, f"wire:{index}"), rng_for(self.seed, f"flows:{index}")
         caches = PromptCaches()

@@ -16,11 +16,11 @@ import multiprocessing.connection
 import os
 import queue
 import signal
-from pathlib import Path
+from typing import Any
 
 from analysis.recording import metrics
-from analysis.recording.accounting import DEFAULT_MAX_BODY
-from analysis.recording.capture import AttributionHeaders, Capture
+from analysis.recording.capture import Capture
+from analysis.recording.settings import RecorderSettings
 from analysis.recording.sink import Problems, RecordSink
 from analysis.store.datadir import new_instance_name
 
@@ -31,42 +31,21 @@ _PARENT_CHECK_SECONDS = 1.0
 
 
 class SinkProcess:
-    def __init__(
-        self,
-        data_dir: Path,
-        *,
-        attribution: AttributionHeaders,
-        flush_interval: float = 1.0,
-        keep_content: bool = True,
-        spool_limit: int = 100_000,
-        queue_limit: int = 100_000,
-        problems: Problems | None = None,
-        max_body: int = DEFAULT_MAX_BODY,
-        metrics_dir: str | None = None,
-    ):
-        self.settings = {
-            "max_body": max_body,
-            "metrics_dir": metrics_dir,
-            "data_dir": str(data_dir),
-            "attribution": attribution,
-            "flush_interval": flush_interval,
-            "keep_content": keep_content,
-            "spool_limit": spool_limit,
-            "queue_limit": queue_limit,
-        }
-        self.queue_limit = queue_limit
+    def __init__(self, settings: RecorderSettings, *, problems: Problems | None = None, metrics_dir: str | None = None):
+        self.settings = settings
+        self.metrics_dir = metrics_dir  # Prometheus counts go there (see analysis.recording.metrics)
         self.problems = problems or Problems()
         self.instance = new_instance_name()
         self.recorded = 0  # counted by the child; see the status file
         self._context = multiprocessing.get_context("spawn")
-        self._queue = None
-        self._process = None
+        self._queue: Any = None  # a multiprocessing Queue once started
+        self._process: Any = None  # the child process once started
 
     def start(self) -> "SinkProcess":
-        self._queue = self._context.Queue(maxsize=self.queue_limit)
+        self._queue = self._context.Queue(maxsize=self.settings.queue_limit)  # 0: no limit
         self._process = self._context.Process(
             target=_child_main,
-            args=(self._queue, self.settings, self.instance, os.getpid()),
+            args=(self._queue, self.settings, self.instance, os.getpid(), self.metrics_dir),
             name="llm-shadow-sink",
             daemon=True,
         )
@@ -81,7 +60,7 @@ class SinkProcess:
     def submit(self, capture: Capture) -> None:
         if self._worker_ended():
             self.problems.add("worker_died", "starting a new one; calls it had not written are lost")
-            if self.settings["metrics_dir"]:
+            if self.metrics_dir:
                 metrics.worker_gone(self._process.pid)
             self._queue.cancel_join_thread()  # nobody reads the old queue any more
             self._queue.close()
@@ -89,7 +68,7 @@ class SinkProcess:
         try:
             self._queue.put_nowait(capture)
         except queue.Full:
-            self.problems.add("queue_full", f"more than {self.queue_limit} calls waiting; call dropped")
+            self.problems.add("queue_full", f"more than {self.settings.queue_limit} calls waiting; call dropped")
 
     def close(self, timeout: float = 30.0) -> None:
         if self._process is None:
@@ -105,27 +84,20 @@ class SinkProcess:
         self._process = None
 
 
-def _child_main(calls, settings: dict, instance: str, parent_pid: int) -> None:
+def _child_main(
+    calls, settings: RecorderSettings, instance: str, parent_pid: int, metrics_dir: str | None = None
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from analysis.pricing.table import PriceTable
     from analysis.store.datadir import Store
 
     recorder_metrics = None
-    if settings["metrics_dir"]:  # before prometheus_client is imported (see analysis.recording.metrics)
-        metrics.enable(settings["metrics_dir"])
+    if metrics_dir:  # before prometheus_client is imported (see analysis.recording.metrics)
+        metrics.enable(metrics_dir)
         recorder_metrics = metrics.RecorderMetrics()
-    store = Store(settings["data_dir"])
+    store = Store(settings.data)
     sink = RecordSink(
-        store,
-        PriceTable.load(store.data_dir),
-        attribution=settings["attribution"],
-        flush_interval=settings["flush_interval"],
-        keep_content=settings["keep_content"],
-        spool_limit=settings["spool_limit"],
-        queue_limit=settings["queue_limit"],
-        max_body=settings["max_body"],
-        instance=instance,
-        metrics=recorder_metrics,
+        store, PriceTable.load(store.data_dir), settings, instance=instance, metrics=recorder_metrics
     ).start()
     try:
         while True:
