@@ -722,6 +722,41 @@ def demo(
     )
 
 
+# --- export --------------------------------------------------------------------------------------
+
+export_app = typer.Typer(help="Send recorded calls to other systems.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("otlp")
+def export_otlp(
+    endpoint: Annotated[
+        str | None,
+        typer.Option(
+            envvar="OTEL_EXPORTER_OTLP_ENDPOINT",
+            help="The collector's OTLP/HTTP base URL, e.g. http://localhost:4318 (env OTEL_EXPORTER_OTLP_ENDPOINT).",
+        ),
+    ] = None,
+    start: Annotated[str | None, typer.Option("--from", help="First day (UTC), YYYY-MM-DD.")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Day after the last (UTC), YYYY-MM-DD.")] = None,
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+):
+    """Send recorded calls to an OpenTelemetry collector as GenAI spans and metrics (a backfill)."""
+    from analysis.recording.otel import OtlpExporter
+
+    if not endpoint:
+        raise fail("say where to send: --endpoint http://HOST:4318 or OTEL_EXPORTER_OTLP_ENDPOINT")
+    since, until = parse_date(start, "--from"), parse_date(end, "--to")
+    rows = open_store(data).requests_frame(since, until).to_dicts()
+    exporter = OtlpExporter(endpoint)
+    for row in rows:
+        exporter.export(row)
+    exporter.close()
+    if exporter.spans.failed:
+        raise fail(f"could not send {exporter.spans.failed:,} of {len(rows):,} calls to {endpoint} (see the log above)")
+    console.print(f"Sent {len(rows):,} calls to {endpoint} as OpenTelemetry spans and metrics.", highlight=False)
+
+
 # --- end of report and demo commands -------------------------------------------------------------
 
 
