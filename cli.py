@@ -114,6 +114,7 @@ def mitmdump_args(
     intercept_hosts: list[str] | None = None,
     intercept_all: bool = False,
     confdir: Path | None = None,
+    timeout: int = 600,
 ) -> list[str]:
     """The mitmdump command line `llm-shadow proxy` runs (in-process, recorder built in)."""
     args = ["--listen-host", listen_host]
@@ -148,6 +149,9 @@ def mitmdump_args(
             if upstream_port and not upstream_port.isdigit():
                 raise fail(f"--upstream {spec!r}: the port after @ must be a number")
             args += ["--mode", f"reverse:{url.rstrip('/')}@{upstream_port or port + i}"]
+        # Connect upstream once the request is read, so a refused connection answers the
+        # client 502 and gives a connect_error row (eagerly, the client is just hung up on).
+        args += ["--set", "connection_strategy=lazy"]
     if confdir is not None:
         args += ["--set", f"confdir={confdir}"]
     for host in intercept_hosts or []:
@@ -155,6 +159,8 @@ def mitmdump_args(
     if intercept_all:
         args += ["--set", "shadow_intercept_all=true"]
     args += [
+        "--set",
+        f"tcp_timeout={timeout}",
         "--set",
         f"shadow_data={data}",
         "--set",
@@ -222,6 +228,14 @@ def proxy(
         float, typer.Option(help="Seconds between writes; a crash loses at most this much.")
     ] = 1.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print one line per call.")] = False,
+    timeout: Annotated[
+        int,
+        typer.Option(
+            help="Seconds a connection may stay idle (no byte either way) before the proxy closes it; "
+            "the call is recorded with outcome timeout.",
+            min=1,
+        ),
+    ] = 600,
 ):
     """Run the recording proxy in front of LLM providers (reverse, forward, transparent or local mode)."""
     from addons.ca import ensure_ca
@@ -249,6 +263,7 @@ def proxy(
         intercept_host,
         intercept_all,
         confdir.expanduser(),
+        timeout,
     )
     if local is not None and (reason := local_capture_unavailable_reason()):
         raise fail(

@@ -54,7 +54,7 @@ IMPORT_KEY = "llm_shadow_import_key"  # flow.metadata entry set by the importer 
 class _Tap:
     """The stream callable: hands every chunk on unchanged and keeps a timed copy."""
 
-    __slots__ = ("started", "chunks", "size", "limit", "truncated")
+    __slots__ = ("started", "chunks", "size", "limit", "truncated", "last_at")
 
     def __init__(self, started: float, limit: int):
         self.started = started
@@ -62,9 +62,11 @@ class _Tap:
         self.size = 0
         self.limit = limit
         self.truncated = False
+        self.last_at = started  # unix time of the last chunk
 
     def __call__(self, data: bytes) -> bytes:
         if data:
+            self.last_at = time.time()
             if self.size < self.limit:
                 self.chunks.append((time.time() - self.started, data))
                 self.size += len(data)
@@ -193,8 +195,22 @@ class Recorder:
             self._finish(flow, "ok")
 
     def error(self, flow: http.HTTPFlow) -> None:
-        started = flow.response is not None
-        self._finish(flow, outcome_for_error(flow.error.msg if flow.error else "", started))
+        request, response = flow.request, flow.response
+        tap = self._taps.get(flow.id)
+        last_activity = max(
+            request.timestamp_end or request.timestamp_start,
+            (response.timestamp_start or 0) if response is not None else 0,
+            tap.last_at if tap is not None else 0,
+        )
+        outcome = outcome_for_error(
+            flow.error.msg if flow.error else "",
+            response_started=response is not None,
+            request_complete=request.timestamp_end is not None,
+            idle_seconds=time.time() - last_activity,
+            # Only a live call can have timed out just now (an imported one ended long ago).
+            idle_timeout=None if IMPORT_KEY in flow.metadata else ctx.options.tcp_timeout,
+        )
+        self._finish(flow, outcome)
 
     def _finish(self, flow: http.HTTPFlow, outcome: str) -> None:
         target = self._targets.pop(flow.id, None)
@@ -250,9 +266,22 @@ def is_streamed(path: str, headers) -> bool:
     )
 
 
-def outcome_for_error(message: str, response_started: bool) -> str:
+def outcome_for_error(
+    message: str,
+    response_started: bool,
+    request_complete: bool = True,
+    idle_seconds: float = 0.0,
+    idle_timeout: float | None = None,
+) -> str:
+    """How a call that ended in an error ended (see the `outcome` column).
+
+    mitmproxy reports its own inactivity timeout (`tcp_timeout`, `llm-shadow proxy --timeout`)
+    as the client disconnecting: a call that had been idle that long is a timeout. A request
+    whose body never arrived whole was abandoned by the client, whatever the message."""
     m = message.lower()
-    if "client disconnected" in m or "client closed" in m or "cancel" in m:
+    if idle_timeout and idle_seconds >= idle_timeout - 0.5:
+        return "timeout"
+    if "client disconnected" in m or "client closed" in m or "cancel" in m or not request_complete:
         return "client_disconnected"
     if "timeout" in m or "timed out" in m:
         return "timeout"

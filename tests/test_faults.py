@@ -172,3 +172,38 @@ def test_a_huge_event_and_a_gzip_bomb_delay_no_row_and_memory_stays_bounded(host
     problems = status_of(data_dir)["problems"]
     assert problems.get("sse_event_too_large") == 1 and problems.get("body_too_large") == 1, problems
     assert all(mb < 500 for mb in rss.values()), rss
+
+
+# --- 3. how a call ended: refused, timed out, abandoned -------------------------------------------
+
+
+def test_a_refused_upstream_gets_502_and_a_connect_error_row(start_proxy, data_dir):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    proxy = start_proxy("--upstream", f"http://127.0.0.1:{closed_port}@0")
+    r = chat(proxy, json=CHAT)
+    assert r.status_code == 502
+    [row] = records(data_dir, 1)
+    assert (row["outcome"], row["status"]) == ("connect_error", None)
+    assert row["error"]
+
+
+def test_an_idle_upstream_is_recorded_as_timeout(hostile, start_proxy, data_dir):
+    proxy = start_proxy("--upstream", f"{hostile.url}@0", "--timeout", "2")
+    with pytest.raises(httpx.HTTPError):
+        chat(proxy, headers={"x-hostile": "hang"}, json=CHAT)
+    [row] = records(data_dir, 1)
+    assert row["outcome"] == "timeout", row
+
+
+def test_an_aborted_upload_is_recorded_as_client_disconnected(hostile, start_proxy, data_dir):
+    proxy = start_proxy("--upstream", f"{hostile.url}@0")
+    with socket.create_connection(("127.0.0.1", proxy.port)) as s:
+        s.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b'content-length: 1000\r\n\r\n{"model": '
+        )
+        time.sleep(0.5)
+    [row] = records(data_dir, 1)
+    assert row["outcome"] == "client_disconnected", row
