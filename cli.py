@@ -168,9 +168,11 @@ def mitmdump_args(
         "--set",
         f"shadow_flush_ms={max(1, round(flush_interval * 1000))}",
         "--set",
-        f"flow_detail={1 if verbose else 0}",
+        "flow_detail=0",
         "--set",
-        f"termlog_verbosity={'info' if verbose else 'warn'}",
+        "termlog_verbosity=warn",
+        "--set",
+        f"shadow_log_calls={'true' if verbose else 'false'}",
     ]
     return args
 

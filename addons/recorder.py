@@ -33,6 +33,7 @@ from analysis.pricing.table import PriceFileError, PriceTable
 from analysis.recording.capture import AttributionHeaders, Capture
 from analysis.recording.sink import Problems, RecordSink
 from analysis.recording.worker_process import SinkProcess
+from analysis.store.clean import printable
 from analysis.store.datadir import DEFAULT_DATA_DIR, Store, StoreError
 
 log = logging.getLogger("llm_shadow")
@@ -109,6 +110,12 @@ class Recorder:
         loader.add_option("shadow_user_header", str, "x-shadow-user", "Request header naming the end user.")
         loader.add_option(
             "shadow_spool_limit", int, 100_000, "Recorded calls kept in memory while the store cannot be written."
+        )
+        loader.add_option(
+            "shadow_log_calls",
+            bool,
+            False,
+            "Print one line per recorded call on stderr (method, host, path without its query, status, outcome).",
         )
         loader.add_option(
             "shadow_max_body",
@@ -223,6 +230,8 @@ class Recorder:
             self.problems.add(f"capture_error:{type(e).__name__}", str(e))
             return
         self.sink.submit(capture)
+        if ctx.options.shadow_log_calls:
+            print(call_line(capture), file=sys.stderr, flush=True)
 
     def _capture(self, flow: http.HTTPFlow, target: Target, tap: _Tap | None, outcome: str) -> Capture:
         """Copy references off the flow; all processing happens in the sink's worker."""
@@ -252,6 +261,16 @@ class Recorder:
             import_key=flow.metadata.get(IMPORT_KEY),
             response_truncated=tap is not None and tap.truncated,
         )
+
+
+def call_line(capture: Capture) -> str:
+    """The `-v` line for a call: never the query string (Gemini's `?key=`) nor a header."""
+    path = capture.path.split("?", 1)[0]
+    status = capture.status if capture.status is not None else "-"
+    milliseconds = (capture.ended - capture.started) * 1000
+    return printable(
+        f"llm-shadow: {capture.method} {capture.host}{path} -> {status} {capture.outcome} {milliseconds:.0f} ms"
+    )
 
 
 def is_streamed(path: str, headers) -> bool:

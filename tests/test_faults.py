@@ -207,3 +207,43 @@ def test_an_aborted_upload_is_recorded_as_client_disconnected(hostile, start_pro
         time.sleep(0.5)
     [row] = records(data_dir, 1)
     assert row["outcome"] == "client_disconnected", row
+
+
+# --- 4. secrets are never stored or printed -------------------------------------------------------
+
+OPENAI_SHAPED = "sk-proj-" + "A1b2C3d4E5" * 5
+GOOGLE_SHAPED = "AIza" + "Sy0123456789abcdefghijklmnopqrstuvw"
+
+
+def test_credentials_in_bodies_and_error_messages_are_not_stored(hostile, start_proxy, data_dir):
+    proxy = start_proxy("--upstream", f"{hostile.url}@0")
+    body = {
+        **CHAT,
+        "api_key": "hunter2-not-key-shaped",
+        "metadata": {"client_secret": "also-secret"},
+        "messages": [{"role": "user", "content": f"my key is {OPENAI_SHAPED}, and {GOOGLE_SHAPED}"}],
+    }
+    assert chat(proxy, json=body, headers={"x-shadow-team": "body"}).status_code == 200
+    r = chat(proxy, json=CHAT, headers={"x-hostile": "echo-key", "x-shadow-team": "echo"})
+    assert r.status_code == 401 and API_KEY in r.text  # the client gets the upstream's bytes
+    rows = {row["team"]: row for row in records(data_dir, 2)}
+    assert "Incorrect API key" in rows["echo"]["error"]
+    stored = json.dumps(rows, default=str) + json.dumps(Store(data_dir).contents_frame().to_dicts(), default=str)
+    for secret in (API_KEY, OPENAI_SHAPED, GOOGLE_SHAPED, "hunter2-not-key-shaped", "also-secret"):
+        assert secret not in stored
+    assert "[redacted]" in stored
+
+
+def test_verbose_prints_one_line_per_call_and_never_a_key(hostile, start_proxy, data_dir):
+    proxy = start_proxy("--upstream", f"{hostile.url}@0", "-v")
+    r = httpx.post(
+        f"{proxy.url}/v1beta/models/gemini-2.0-flash:generateContent?key={GOOGLE_SHAPED}",
+        json={"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]},
+        timeout=30,
+    )
+    assert r.status_code == 200
+    records(data_dir, 1)
+    lines = [line for line in proxy.output if "generateContent" in line]
+    assert len(lines) == 1, proxy.output
+    assert "200" in lines[0]
+    assert GOOGLE_SHAPED not in "".join(proxy.output)

@@ -16,6 +16,7 @@ from analysis.parsers.hashing import prompt_hash
 from analysis.parsers.sse import MAX_EVENT_CHARS
 from analysis.pricing.table import PriceTable
 from analysis.recording.decoding import DecodeError, decode_body, decode_chunks
+from analysis.recording.secrets import redact_json, redact_text
 from analysis.store.clean import clean_row
 from analysis.store.schema import CONTENTS, REQUESTS
 
@@ -179,7 +180,7 @@ def account(
         "service_tier": parsed.service_tier,
         "batch": parsed.batch,
         "usage_key": parsed.usage_key,
-        "error": _first(str(failure) if failure else None, exchange.error, "; ".join(notes), parsed.error),
+        "error": redact_text(_first(str(failure) if failure else None, exchange.error, "; ".join(notes), parsed.error)),
         "instance": context.instance,
         "import_key": context.import_key,
     }
@@ -188,10 +189,10 @@ def account(
         content = {
             "id": context.id,
             "ts": row["ts"],
-            "system_prompt": parsed.system_prompt or None,
-            "prompt_text": parsed.prompt_text or None,
+            "system_prompt": redact_text(parsed.system_prompt) or None,
+            "prompt_text": redact_text(parsed.prompt_text) or None,
             "request_json": _request_json(exchange.request_body),
-            "response_text": parsed.response_text or None,
+            "response_text": redact_text(parsed.response_text) or None,
         }
         clean_row(content, CONTENTS)
     return clean_row(row, REQUESTS), content, failure, problems
@@ -205,10 +206,10 @@ def _first(*values: str | None) -> str | None:
 
 
 def _request_json(body: bytes) -> str | None:
-    """The request body as compact JSON text (bodies carry no credentials: those are headers)."""
+    """The request body as compact JSON text, credentials redacted (see recording.secrets)."""
     if not body:
         return None
     try:
-        return json.dumps(json.loads(body), ensure_ascii=False, separators=(",", ":"))
+        return redact_text(json.dumps(redact_json(json.loads(body)), ensure_ascii=False, separators=(",", ":")))
     except ValueError:
         return None
