@@ -47,6 +47,7 @@ RECORDER_OPTIONS = {
     "shadow_user_header",
     "shadow_spool_limit",
     "shadow_max_body",
+    "shadow_log_calls",
 }
 
 IMPORT_KEY = "llm_shadow_import_key"  # flow.metadata entry set by the importer (addons.importer)
