@@ -22,6 +22,7 @@ from analysis.store.datadir import (
     all_segments,
     live_segments,
     query_frame,
+    read_only_violation,
 )
 from reports.tables import FORMATS, print_frame
 
@@ -382,11 +383,22 @@ def sql(
     query: Annotated[str, typer.Argument(help="SQL over the relations requests and contents.")],
     fmt: Format = "table",
     data: DataDir = Path(DEFAULT_DATA_DIR),
+    allow_write: Annotated[
+        bool,
+        typer.Option(
+            "--allow-write",
+            help="Allow statements that write (COPY ... TO a file, CREATE, ATTACH, INSTALL) and files outside the data directory.",
+        ),
+    ] = False,
 ):
-    """Run a DuckDB SQL query over the recorded calls (relations: requests, contents)."""
+    """Run a read-only DuckDB SQL query over the recorded calls (relations: requests, contents)."""
     check_format(fmt)
+    if not query.strip():
+        raise fail('no query given (example: llm-shadow sql "SELECT count(*) FROM requests")')
+    if not allow_write and (violation := read_only_violation(query)):
+        raise fail(violation)
     store = open_store(data)
-    with store.connect() as con:
+    with store.connect(sandboxed=not allow_write) as con:
         try:
             frame = query_frame(con, query)
         except duckdb.Error as e:

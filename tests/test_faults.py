@@ -247,3 +247,50 @@ def test_verbose_prints_one_line_per_call_and_never_a_key(hostile, start_proxy, 
     assert len(lines) == 1, proxy.output
     assert "200" in lines[0]
     assert GOOGLE_SHAPED not in "".join(proxy.output)
+
+
+# --- 7. `llm-shadow sql` reads, and writes only when asked ----------------------------------------
+
+
+def run_cli(*args: str):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "COPY (SELECT * FROM requests) TO '{data}/records/x-L0-000000000000-000000000000.parquet'",
+        "COPY (SELECT 1) TO '{tmp}/out.csv'",
+        "ATTACH '{tmp}/other.duckdb'",
+        "CREATE TABLE t AS SELECT 1",
+        "DROP VIEW requests",
+        "INSTALL httpfs",
+        "SELECT 1; DROP VIEW requests",
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "SET enable_external_access = true",
+        "",
+    ],
+)
+def test_sql_is_read_only_by_default(statement, tmp_path, data_dir):
+    Store(data_dir)
+    before = sorted(p.name for p in data_dir.rglob("*"))
+    result = run_cli("sql", statement.format(data=data_dir, tmp=tmp_path), "--data", str(data_dir))
+    assert result.exit_code == 1, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("Error:")
+    assert sorted(p.name for p in data_dir.rglob("*")) == before
+    assert not (tmp_path / "out.csv").exists() and not (tmp_path / "other.duckdb").exists()
+
+
+def test_sql_reads_and_exports_with_allow_write(tmp_path, data_dir):
+    Store(data_dir)
+    result = run_cli("sql", "SELECT count(*) AS n FROM requests", "--data", str(data_dir), "--format", "csv")
+    assert (result.exit_code, result.stdout) == (0, "n\n0\n")
+    out = tmp_path / "export.csv"
+    result = run_cli("sql", f"COPY (SELECT 1 AS one) TO '{out}'", "--data", str(data_dir), "--allow-write")
+    assert result.exit_code == 0, result.output
+    assert out.read_text().strip() == "one\n1"
