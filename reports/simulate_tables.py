@@ -5,11 +5,13 @@ Every table reads the same dictionary the JSON output and stored runs carry, so 
 downgraded, throttled requests, unverified answers) is shown next to what it saves.
 """
 
-from typing import Any
+from typing import Any, Literal
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from reports.format import usd as money
 
 GROUP_TITLES = {"by_day": "day", "by_team": "team", "by_feature": "feature", "by_model": "model"}
 
@@ -20,9 +22,7 @@ def plain(value: Any) -> str:
 
 
 def usd(amount: float | None) -> str:
-    if amount is None:
-        return "-"
-    return f"${amount:,.2f}" if abs(amount) >= 1 else f"${amount:.4f}"
+    return money(amount, missing="-")
 
 
 def count(value: int | None) -> str:
@@ -64,19 +64,32 @@ def _summary(result: dict[str, Any]) -> Table:
     return table
 
 
+def quality_text(rule: dict[str, Any]) -> str:
+    """A routing rule's quality: the measured agreement with its interval, or "unverified"."""
+    evaluation = rule.get("evaluation")
+    if not evaluation:
+        return "unverified"
+    low, high = evaluation["interval"]
+    return (
+        f"answers agree {pct(evaluation['agreement_rate'])} ({pct(low)}-{pct(high)}, "
+        f"{evaluation['evaluated']:,} evaluated for {usd(evaluation['cost_usd'])})"
+    )
+
+
 def _by_policy(result: dict[str, Any]) -> Table:
     table = Table(title="By policy, in the order they apply (each saving counted once)")
-    for name, justify in (
+    columns: tuple[tuple[str, Literal["left", "right"]], ...] = (
         ("policy", "left"),
         ("kind", "left"),
         ("requests", "right"),
         ("saving", "right"),
         ("what it costs", "left"),
-    ):
+    )
+    for name, justify in columns:
         table.add_column(name, justify=justify)
     for row in result["by_policy"]:
         costs = {
-            "routing": "quality unverified",
+            "routing": quality_text(row),
             "budget": f"{row.get('blocked', 0):,} blocked, {row.get('downgraded', 0):,} downgraded",
             "rate_limit": f"{row.get('throttled', 0):,} throttled (cost kept: clients retry)",
             "semantic_cache": "similar-prompt answers: quality unverified",
@@ -197,8 +210,10 @@ def _budgets(result: dict[str, Any], limit: int = 15) -> list[Table]:
         action = budget["action"] + (f" to {budget['to']}" if budget["to"] else "")
         table = Table(
             title=(
-                f"Budget {budget['name']!r}: {budget['scope']}, {usd(budget['limit_usd'])} per {budget['window']}, {action}: "
-                f"{budget['windows_tripped']:,} windows tripped, {budget['blocked']:,} blocked, {budget['downgraded']:,} downgraded, "
+                f"Budget {budget['name']!r}: {budget['scope']}, {usd(budget['limit_usd'])} per {budget['window']}, "
+                f"{action}: "
+                f"{budget['windows_tripped']:,} windows tripped, {budget['blocked']:,} blocked, "
+                f"{budget['downgraded']:,} downgraded, "
                 f"{usd(budget['spend_prevented_usd'])} prevented"
             )
         )
@@ -245,13 +260,18 @@ def print_result(
     for table in _caches(result):
         console.print(table)
     if result["routing"]["rules"]:
-        routing = Table(title="Routing (answers from another model: quality unverified)")
-        for name in ("rule", "to", "requests", "from", "saving"):
+        routing = Table(title="Routing (answers from another model; quality from `llm-shadow evaluate` when run)")
+        for name in ("rule", "to", "requests", "from", "saving", "quality"):
             routing.add_column(name, justify="right" if name in ("requests", "saving") else "left")
         for rule in result["routing"]["rules"]:
             origins = ", ".join(f"{m} {n:,}" for m, n in list(rule["from_models"].items())[:4])
             routing.add_row(
-                plain(rule["name"]), plain(rule["to"]), count(rule["requests"]), plain(origins), usd(rule["saving_usd"])
+                plain(rule["name"]),
+                plain(rule["to"]),
+                count(rule["requests"]),
+                plain(origins),
+                usd(rule["saving_usd"]),
+                quality_text(rule),
             )
         console.print(routing)
     for table in _budgets(result) + _rate_limits(result):

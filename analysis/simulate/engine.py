@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from analysis.simulate.cacheability import exclusion_reason, may_store
-from analysis.simulate.embedders import Embedder, HashingEmbedder
+from analysis.simulate.embedders import Embedder, make_embedder
 from analysis.simulate.facts import (
     EngineState,
     Facts,
@@ -51,7 +51,15 @@ class PolicyEngine:
         self.budget_matches = [CompiledMatch(b.match) for b in policy.budgets]
         self.rate_matches = [CompiledMatch(r.match) for r in policy.rate_limits]
         semantic = policy.semantic_cache
-        self.embedder = embedder or (HashingEmbedder() if semantic else None)
+        if embedder is None and semantic is not None:
+            embedder = make_embedder(
+                semantic.embedder,
+                url=semantic.embedder_url,
+                model=semantic.embedder_model,
+                api_key_env=semantic.embedder_api_key_env,
+                data_dir=None,
+            )
+        self.embedder = embedder
         needs_prices = policy.routing or policy.batch or any(b.action == "downgrade" for b in policy.budgets)
         if needs_prices:
             if pricer is None:
@@ -85,9 +93,11 @@ class PolicyEngine:
         return state
 
     # -- step 1: facts ---------------------------------------------------------------------
-    def facts(self, record: Record, state: EngineState) -> Facts:
-        """The history-independent facts of one request (a mapping of `requests` columns,
-        plus `system_prompt` and `prompt_text` from `contents` when known)."""
+    def observe(self, record: Record, state: EngineState) -> Facts:
+        """The facts of one request (a mapping of `requests` columns, plus `system_prompt` and
+        `prompt_text` from `contents` when known), after registering it in `state`: the exact
+        cache's keys seen and the semantic index change, so call it once per request, in time
+        order (as `batch.frame_facts` does for a whole frame)."""
         p = self.policy
         ts_us = to_microseconds(record["ts"])
         facts = Facts(
@@ -174,7 +184,7 @@ class PolicyEngine:
         """The decision for `record`, the next request after those `state` has seen (which
         it updates): the simulator's own code (analysis.simulate.replay) on one request."""
         facts = FrameFacts.from_facts(
-            [self.facts(record, state)], len(self.policy.budgets), len(self.policy.rate_limits)
+            [self.observe(record, state)], len(self.policy.budgets), len(self.policy.rate_limits)
         )
         trace = Trace(1)
         replay(self, facts, state, trace)
