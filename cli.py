@@ -389,7 +389,10 @@ def sql(
         bool,
         typer.Option(
             "--allow-write",
-            help="Allow statements that write (COPY ... TO a file, CREATE, ATTACH, INSTALL) and files outside the data directory.",
+            help=(
+                "Allow statements that write (COPY ... TO a file, CREATE, ATTACH, INSTALL) and files outside "
+                "the data directory."
+            ),
         ),
     ] = False,
 ):
