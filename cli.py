@@ -253,6 +253,12 @@ def proxy(
             min=1,
         ),
     ] = 600,
+    metrics_port: Annotated[
+        int,
+        typer.Option(
+            "--metrics-port", min=0, max=65535, help="Serve Prometheus metrics at /metrics on this port (0: off)."
+        ),
+    ] = 0,
 ):
     """Run the recording proxy in front of LLM providers (reverse, forward, transparent or local mode)."""
     from addons.ca import ensure_ca
@@ -262,7 +268,9 @@ def proxy(
 
     if not flush_interval > 0:
         raise fail("--flush-interval must be positive")
-    settings = RecorderSettings(data=data, content=content, flush_interval=flush_interval, log_calls=verbose)
+    settings = RecorderSettings(
+        data=data, content=content, flush_interval=flush_interval, log_calls=verbose, metrics_port=metrics_port
+    )
     try:
         parse_host_patterns(intercept_host)
     except ValueError as e:
@@ -674,36 +682,60 @@ def demo(
     out: Annotated[Path, typer.Option(help="Demo directory: its data/ is recorded afresh on every run.")] = Path(
         "shadow-demo"
     ),
+    scale: Annotated[
+        float,
+        typer.Option(
+            min=0.01,
+            max=200,
+            help="Size of the company month: 20 (the default) is about 29,000 calls; 1 about 1,500.",
+        ),
+    ] = 20.0,
 ):
-    """The whole job on the bundled sample month: record it, simulate the demo policy, report."""
+    """The whole job on a company's month: generate and record it, simulate the demo policy, report."""
     from rich.markup import escape
 
-    from addons.importer import ImportFailed, read_sources
-    from reports.demo import DemoDirError, command_for_new_shell, headline_figures, prepare_demo_dir
+    from addons.importer import default_workers, record_flows
+    from reports.demo import DemoDirError, command_for_new_shell, headline_figures, prepare_demo_dir, scaled_policy
+    from reports.progress import counting_progress
+    from sample_traffic.company import DEFAULT_SEED, DayFlows, calls_per_day
 
-    flows = sorted(SAMPLE_TRAFFIC.glob("*.flows"))
-    if not flows:
-        raise fail(f"no sample traffic (*.flows) in {SAMPLE_TRAFFIC}")
     if not DEMO_POLICY.is_file():
         raise fail(f"the demo policy is missing: {DEMO_POLICY}")
     try:
-        sources = read_sources(flows)
         data = prepare_demo_dir(out)
-    except (ImportFailed, DemoDirError) as e:
+    except DemoDirError as e:
         raise fail(str(e)) from e
     except OSError as e:
         raise fail(f"cannot prepare {out}: {e}") from e
-    result = record_sources(sources, data, True, "recording the sample traffic")
-    names = ", ".join(str(f.relative_to(SAMPLE_TRAFFIC.parent)) for f in flows)
+    open_store(data, create=True)
+    days = calls_per_day(DEFAULT_SEED, scale)
+    description = "generating and recording the month"
+    with counting_progress(description, "calls", err_console) as progress:
+        task = progress.add_task(description, total=sum(days))
+        result = record_flows(
+            DayFlows(DEFAULT_SEED, scale),
+            [i for i, n in sorted(enumerate(days), key=lambda d: -d[1]) if n],  # the busiest days first
+            RecorderSettings(data=data, queue_limit=0),
+            workers=default_workers(sum(days)),
+            on_progress=lambda n: progress.advance(task, n),
+        )
     console.print(
-        f"Recorded {result.recorded:,} LLM calls from {names} through the recorder into {data}.",
+        f"Recorded {result.recorded:,} LLM calls of Kestrel Bank's month (scale {scale:g}) through the "
+        f"recorder into {data}.",
         highlight=False,
         soft_wrap=True,
         markup=False,
     )
-    simulation = simulate_for_report(DEMO_POLICY, data, None, None)
+    from analysis.store import stats as stats_queries
+
+    with open_store(data).connect() as con:
+        total = stats_queries.totals(con)
+    policy = out / "policy.toml"
+    policy.write_text(scaled_policy(DEMO_POLICY.read_text(), total.calls, total.cost_usd or 0.0))
+    simulation = simulate_for_report(policy, data, None, None)
     console.print(
-        f"Simulated {DEMO_POLICY.relative_to(DEMO_POLICY.parents[1])} over them (run {simulation.run_id}).",
+        f"Simulated {policy} ({DEMO_POLICY.relative_to(DEMO_POLICY.parents[1])}, its budgets and rate limits "
+        f"scaled to this month) over them (run {simulation.run_id}).",
         highlight=False,
         soft_wrap=True,
         markup=False,

@@ -33,6 +33,7 @@ from mitmproxy import ctx, exceptions, http
 from analysis.parsers.detect import Target, detect
 from analysis.pricing.files import PriceFileError
 from analysis.pricing.table import PriceTable
+from analysis.recording import metrics
 from analysis.recording.capture import Capture
 from analysis.recording.settings import DEFAULT_MAX_BODY, DEFAULT_QUEUE_LIMIT, DEFAULT_SPOOL_LIMIT, RecorderSettings
 from analysis.recording.sink import Problems, RecordSink
@@ -56,6 +57,7 @@ RECORDER_OPTIONS = {
     "shadow_queue_limit",
     "shadow_max_body",
     "shadow_log_calls",
+    "shadow_metrics_port",
 }
 
 IMPORT_KEY = "llm_shadow_import_key"  # flow.metadata entry set by the importer (addons.importer)
@@ -92,6 +94,7 @@ def settings_from_options(options: Any) -> RecorderSettings:
             queue_limit=o.shadow_queue_limit,
             max_body=o.shadow_max_body,
             log_calls=o.shadow_log_calls,
+            metrics_port=o.shadow_metrics_port,
         )
     except ValueError as e:
         raise exceptions.OptionsError(f"shadow_{e}") from e
@@ -131,6 +134,8 @@ class Recorder:
         self.sink: RecordSink | SinkProcess | None = None
         self.recorded = 0  # calls written by sinks already closed
         self.problems = Problems(log)
+        self._metrics_dir: str | None = None  # set once /metrics is served (see analysis.recording.metrics)
+        self._metrics: metrics.RecorderMetrics | None = None
         self._targets: dict[str, Target] = {}
         self._taps: dict[str, _Tap] = {}
 
@@ -184,6 +189,12 @@ class Recorder:
             "Bytes of a body read for recording, before and after content decoding; the rest passes unread "
             "and the call's row says so.",
         )
+        loader.add_option(
+            "shadow_metrics_port",
+            int,
+            0,
+            "Serve Prometheus metrics at /metrics on this port of the listen host (0: off).",
+        )
 
     def configure(self, updated):
         # The first configure comes before the command line's options are applied: the store is
@@ -208,13 +219,31 @@ class Recorder:
             prices = PriceTable.load(store.data_dir)
         except (StoreError, PriceFileError, OSError) as e:
             raise exceptions.OptionsError(f"llm-shadow: {e}") from e
+        self._serve_metrics(settings.metrics_port)
         self._close_sink()
         self.settings = settings
         if self.worker_process:
-            self.sink = SinkProcess(settings, problems=self.problems).start()
+            self.sink = SinkProcess(settings, problems=self.problems, metrics_dir=self._metrics_dir).start()
         else:
-            self.sink = RecordSink(store, prices, settings, salt=salt, problems=self.problems).start()
+            self.sink = RecordSink(
+                store, prices, settings, salt=salt, problems=self.problems, metrics=self._metrics
+            ).start()
         log.info("llm-shadow: recording into %s (instance %s)", store.data_dir, self.sink.instance)
+
+    def _serve_metrics(self, port: int) -> None:
+        """Start the /metrics server once, when asked to (it stays up for the process's life)."""
+        if not port or self._metrics_dir is not None:
+            return
+        directory = metrics.enable()
+        host = ctx.options.listen_host or "127.0.0.1"
+        try:
+            metrics.serve(port, host, directory)
+        except OSError as e:
+            raise exceptions.OptionsError(f"llm-shadow: cannot serve metrics on {host}:{port}: {e.strerror}") from e
+        self._metrics_dir = directory
+        self._metrics = metrics.RecorderMetrics()
+        self.problems.metrics = self._metrics
+        log.info("llm-shadow: Prometheus metrics on http://%s:%d/metrics", host, port)
 
     def done(self):
         self._close_sink()
