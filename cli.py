@@ -253,6 +253,28 @@ def proxy(
             min=1,
         ),
     ] = 600,
+    policy: Annotated[
+        Path | None,
+        typer.Option("--policy", help="Policy file (TOML) deciding every call in shadow or enforce mode."),
+    ] = None,
+    mode: Annotated[
+        str,
+        typer.Option(
+            "--mode",
+            help="observe: record only; shadow: decide and log every call in `decisions`, change nothing; "
+            "enforce: decisions act.",
+        ),
+    ] = "observe",
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Start enforce mode although less traffic was recorded than the policy's observe_for."
+        ),
+    ] = False,
+    cache_bytes: Annotated[
+        int,
+        typer.Option("--cache-bytes", help="Enforce mode: bytes of upstream answers the exact cache keeps (LRU)."),
+    ] = 256 * 1024 * 1024,
     metrics_port: Annotated[
         int,
         typer.Option(
@@ -276,6 +298,7 @@ def proxy(
     except ValueError as e:
         raise fail(f"--intercept-host: {e}") from e
     args = mitmdump_args(upstream, port, listen_host, forward, transparent, local, confdir.expanduser())
+    args += policy_args(policy, mode, force, data, cache_bytes)
     if local is not None and (reason := local_capture_unavailable_reason()):
         raise fail(
             f"--local cannot work here: {reason}. Use --transparent with a redirect rule instead (docs/transparent.md)."
@@ -289,6 +312,52 @@ def proxy(
     failure = run_proxy(args, proxy_options(settings, intercept_host, intercept_all, timeout))
     if failure:
         raise fail(failure)
+
+
+def policy_args(policy: Path | None, mode: str, force: bool, data: Path, cache_bytes: int) -> list[str]:
+    """The recorder options for `--policy`/`--mode`, once the policy is known to load: a policy
+    that does not load never starts shadow or enforce mode. Enforce mode also wants the
+    policy's `observe_for` of recorded traffic first (or --force)."""
+    from analysis.enforce.live import MODES, LivePolicy
+    from analysis.pricing.files import PriceFileError
+    from analysis.pricing.table import PriceTable
+    from analysis.simulate.policy import PolicyError
+
+    if mode not in MODES:
+        raise fail(f"--mode {mode!r}: choose one of {', '.join(MODES)}")
+    if cache_bytes <= 0:
+        raise fail("--cache-bytes must be positive")
+    if mode == "observe":
+        if policy is not None:
+            raise fail("--policy acts only with --mode shadow or --mode enforce")
+        return []
+    if policy is None:
+        raise fail(f"--mode {mode} needs --policy FILE")
+    loaded = _read_policy(policy)
+    store = open_store(data, create=True)
+    try:
+        LivePolicy(loaded, mode, PriceTable.load(store.data_dir))
+    except (PolicyError, PriceFileError) as e:
+        raise fail(str(e)) from e
+    if mode == "enforce" and not force:
+        observed = observed_seconds(store)
+        if observed < loaded.observe_for_seconds:
+            raise fail(
+                f"{data} holds {observed / 86400:.1f} days of recorded traffic; the policy asks for "
+                f"observe_for = {loaded.observe_for_seconds / 86400:g} days before enforcing. Run "
+                "--mode shadow meanwhile, or start anyway with --force"
+            )
+    return [
+        *("--set", f"shadow_policy={policy.resolve()}"),
+        *("--set", f"shadow_mode={mode}"),
+        *("--set", f"shadow_cache_bytes={cache_bytes}"),
+    ]
+
+
+def observed_seconds(store: "Store") -> float:
+    """Seconds between the first and the last recorded call (0 with none)."""
+    row = store.connect().execute("SELECT epoch(max(ts)) - epoch(min(ts)) FROM requests").fetchone()
+    return float(row[0] or 0.0) if row else 0.0
 
 
 # --- import --------------------------------------------------------------------------------------
@@ -363,7 +432,10 @@ def stats(
     with store.connect() as con:
         frame = stats_queries.grouped(con, by, since, until)
         total = stats_queries.totals(con, since, until)
+        decided = stats_queries.decisions_by_policy(con, since, until)
     print_frame(frame, fmt, console, title=f"LLM calls by {by}")
+    if fmt == "table" and decided.height:
+        print_frame(decided, fmt, console, title="Policy decisions (shadow: would have; enforce: did)")
     if fmt == "table":
         console.print(
             f"{total.calls:,} calls, {usd(total.cost_usd)}, {total.input_tokens:,} input and "
@@ -390,7 +462,7 @@ def stats(
 
 @app.command()
 def sql(
-    query: Annotated[str, typer.Argument(help="SQL over the relations requests and contents.")],
+    query: Annotated[str, typer.Argument(help="SQL over the relations requests, contents and decisions.")],
     fmt: Format = "table",
     data: DataDir = Path(DEFAULT_DATA_DIR),
     allow_write: Annotated[
@@ -404,7 +476,7 @@ def sql(
         ),
     ] = False,
 ):
-    """Run a read-only DuckDB SQL query over the recorded calls (relations: requests, contents)."""
+    """Run a read-only DuckDB SQL query over the recorded calls (relations: requests, contents, decisions)."""
     import duckdb
 
     from analysis.store.datadir import query_frame, read_only_violation
@@ -751,6 +823,41 @@ def demo(
         soft_wrap=True,
         markup=False,
     )
+
+
+# --- export --------------------------------------------------------------------------------------
+
+export_app = typer.Typer(help="Send recorded calls to other systems.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("otlp")
+def export_otlp(
+    endpoint: Annotated[
+        str | None,
+        typer.Option(
+            envvar="OTEL_EXPORTER_OTLP_ENDPOINT",
+            help="The collector's OTLP/HTTP base URL, e.g. http://localhost:4318 (env OTEL_EXPORTER_OTLP_ENDPOINT).",
+        ),
+    ] = None,
+    start: Annotated[str | None, typer.Option("--from", help="First day (UTC), YYYY-MM-DD.")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Day after the last (UTC), YYYY-MM-DD.")] = None,
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+):
+    """Send recorded calls to an OpenTelemetry collector as GenAI spans and metrics (a backfill)."""
+    from analysis.recording.otel import OtlpExporter
+
+    if not endpoint:
+        raise fail("say where to send: --endpoint http://HOST:4318 or OTEL_EXPORTER_OTLP_ENDPOINT")
+    since, until = parse_date(start, "--from"), parse_date(end, "--to")
+    rows = open_store(data).requests_frame(since, until).to_dicts()
+    exporter = OtlpExporter(endpoint)
+    for row in rows:
+        exporter.export(row)
+    exporter.close()
+    if exporter.spans.failed:
+        raise fail(f"could not send {exporter.spans.failed:,} of {len(rows):,} calls to {endpoint} (see the log above)")
+    console.print(f"Sent {len(rows):,} calls to {endpoint} as OpenTelemetry spans and metrics.", highlight=False)
 
 
 # --- end of report and demo commands -------------------------------------------------------------

@@ -231,7 +231,7 @@ async def _record_async(job: _Job, items, problems, on_progress) -> tuple[int, i
             if on_progress:
                 on_progress(done)
     finally:
-        recorder.done()
+        await master.done()  # the recorder's done hook writes what is left; mitmproxy's log handler goes
     return recorder.recorded, already_present, seen
 
 

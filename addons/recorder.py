@@ -34,7 +34,13 @@ from analysis.parsers.detect import Target, detect
 from analysis.pricing.files import PriceFileError
 from analysis.pricing.table import PriceTable
 from analysis.recording import metrics
-from analysis.recording.capture import Capture
+from analysis.recording.capture import (
+    FLOW_ANSWERED_BY,
+    FLOW_CAPTURE,
+    FLOW_DECISIONS,
+    FLOW_ID,
+    Capture,
+)
 from analysis.recording.settings import DEFAULT_MAX_BODY, DEFAULT_QUEUE_LIMIT, DEFAULT_SPOOL_LIMIT, RecorderSettings
 from analysis.recording.sink import Problems, RecordSink
 from analysis.recording.worker_process import SinkProcess
@@ -309,6 +315,7 @@ class Recorder:
         except Exception as e:  # never let our bookkeeping break the proxy
             self.problems.add(f"capture_error:{type(e).__name__}", str(e))
             return
+        flow.metadata[FLOW_CAPTURE] = capture  # enforce mode settles the call with it
         self.sink.submit(capture)
         if self.settings is not None and self.settings.log_calls:
             print(call_line(capture), file=sys.stderr, flush=True)
@@ -340,6 +347,9 @@ class Recorder:
             error=flow.error.msg if flow.error else None,
             import_key=flow.metadata.get(IMPORT_KEY),
             response_truncated=tap is not None and tap.truncated,
+            id=flow.metadata.get(FLOW_ID),
+            answered_by=flow.metadata.get(FLOW_ANSWERED_BY),
+            decisions=flow.metadata.get(FLOW_DECISIONS, ()),
         )
 
 
@@ -387,4 +397,6 @@ def outcome_for_error(
     return "upstream_cut" if response_started else "connect_error"
 
 
-addons = [Recorder()]
+from addons.enforcer import Enforcer  # noqa: E402  (shadow and enforce mode, for mitmdump -s)
+
+addons = [Recorder(), Enforcer()]

@@ -90,6 +90,7 @@ class RecordSink:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._requests: deque[dict] = deque()  # rows as accounting.account returns them
         self._contents: deque[dict] = deque()
+        self._decisions: deque[dict] = deque()
         self._thread: threading.Thread | None = None
         self._pending = 0
         self._pending_lock = threading.Lock()
@@ -178,6 +179,7 @@ class RecordSink:
         self._requests.append(row)
         if content is not None:
             self._contents.append(content)
+        self._decisions.extend(capture.decisions)
         if self.metrics is not None:
             self._observe(row)
 
@@ -201,11 +203,11 @@ class RecordSink:
         return self._usage_keys
 
     def _flush(self) -> None:
-        if not self._requests and not self._contents:
+        if not self._requests and not self._contents and not self._decisions:
             return
-        requests, contents = list(self._requests), list(self._contents)
+        requests, contents, decisions = list(self._requests), list(self._contents), list(self._decisions)
         try:
-            self.writer.write(requests, contents)
+            self.writer.write(requests, contents, decisions)
         except OSError as e:
             self.problems.add("store_write_failed", f"{e.strerror or e}; keeping rows in the spool")
             self._trim_spool()
@@ -220,6 +222,7 @@ class RecordSink:
         self.recorded += len(requests)
         self._requests.clear()
         self._contents.clear()
+        self._decisions.clear()
         if self.metrics is not None:
             self.metrics.spooled.set(0)
 
@@ -255,6 +258,8 @@ class RecordSink:
                     self._contents.popleft()
         while len(self._contents) > limit:
             self._contents.popleft()
+        while len(self._decisions) > self.settings.spool_limit:
+            self._decisions.popleft()
 
     def _maintain(self) -> None:
         try:
