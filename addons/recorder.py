@@ -29,7 +29,8 @@ if importlib.util.find_spec("analysis") is None:  # `mitmdump -s addons/recorder
 from mitmproxy import ctx, exceptions, http
 
 from analysis.parsers.detect import Target, detect
-from analysis.pricing.table import PriceFileError, PriceTable
+from analysis.pricing.check import Pricing
+from analysis.pricing.table import PriceFileError
 from analysis.recording.capture import AttributionHeaders, Capture
 from analysis.recording.sink import Problems, RecordSink
 from analysis.recording.worker_process import SinkProcess
@@ -136,7 +137,7 @@ class Recorder:
         try:
             store = Store(ctx.options.shadow_data)
             salt = store.salt()
-            prices = PriceTable.load(store.data_dir)
+            prices = Pricing.load(store.data_dir)
         except (StoreError, PriceFileError, OSError) as e:
             raise exceptions.OptionsError(f"llm-shadow: {e}") from e
         self._close_sink()

@@ -84,8 +84,8 @@ def outcomes_by_day(con: duckdb.DuckDBPyConnection, start: datetime | None, end:
 def source_counts(
     con: duckdb.DuckDBPyConnection, column: str, start: datetime | None, end: datetime | None
 ) -> pl.DataFrame:
-    """value, calls, cost_usd for one of usage_source, cost_source, price_version."""
-    if column not in ("usage_source", "cost_source", "price_version"):
+    """value, calls, cost_usd for one of usage_source, cost_source, price_version, price_check."""
+    if column not in ("usage_source", "cost_source", "price_version", "price_check"):
         raise ValueError(f"not a data-quality column: {column!r}")
     where, params = time_filter(start, end)
     return query_frame(

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from analysis import parsers
 from analysis.parsers.exchange import Exchange, Parsed, Usage, other_models_json
 from analysis.parsers.hashing import prompt_hash
-from analysis.pricing.table import PriceTable
+from analysis.pricing.check import Pricing
 from analysis.recording.decoding import DecodeError, decode_body, decode_chunks
 from analysis.store.clean import clean_row
 from analysis.store.schema import CONTENTS, REQUESTS
@@ -70,7 +70,7 @@ def outcome_for_status(status: int | None, outcome: str) -> str:
 def account(
     exchange: Exchange,
     context: CallContext,
-    prices: PriceTable,
+    prices: Pricing,
     keep_content: bool = True,
     usage_keys_seen: set[str] | None = None,
 ) -> tuple[dict, dict | None, ParseFailure | None]:
@@ -95,7 +95,7 @@ def account(
         exchange.outcome = "server_error" if parsed.error else "upstream_cut"
 
     usage = parsed.usage
-    cost = prices.cost(
+    checked = prices.cost(
         provider=exchange.provider,
         model=parsed.model or parsed.model_requested,
         model_requested=parsed.model_requested,
@@ -104,7 +104,9 @@ def account(
         batch=parsed.batch,
         provider_cost_usd=parsed.provider_cost_usd,
         other_models=parsed.other_models,
+        at=datetime.fromtimestamp(exchange.started_at, UTC),
     )
+    cost = checked.cost
 
     attribution = {**parsed.attribution}
     for name in ("team", "feature", "user"):
@@ -140,6 +142,9 @@ def account(
         "cost_usd": cost.cost_usd,
         "cost_source": cost.cost_source,
         "price_version": prices.version,
+        "price_check": checked.check,
+        "price_check_cost_usd": checked.check_cost_usd,
+        "price_check_version": checked.check_version,
         "latency_ms": None if exchange.duration is None else exchange.duration * 1000,
         "ttft_ms": None if parsed.first_token_at is None else parsed.first_token_at * 1000,
         "request_bytes": len(exchange.request_body),

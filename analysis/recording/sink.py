@@ -21,7 +21,7 @@ from collections import Counter, deque
 
 import duckdb
 
-from analysis.pricing.table import PriceTable
+from analysis.pricing.check import Pricing
 from analysis.recording.accounting import account
 from analysis.recording.capture import AttributionHeaders, Capture, to_exchange
 from analysis.store.datadir import SegmentWriter, Store, unwritable_reason
@@ -59,7 +59,7 @@ class RecordSink:
     def __init__(
         self,
         store: Store,
-        prices: PriceTable,
+        prices: Pricing,
         *,
         salt: str = "",
         attribution: AttributionHeaders | None = None,

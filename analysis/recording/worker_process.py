@@ -99,13 +99,13 @@ class SinkProcess:
 
 def _child_main(calls, settings: dict, instance: str, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from analysis.pricing.table import PriceTable
+    from analysis.pricing.check import Pricing
     from analysis.store.datadir import Store
 
     store = Store(settings["data_dir"])
     sink = RecordSink(
         store,
-        PriceTable.load(store.data_dir),
+        Pricing.load(store.data_dir),
         attribution=settings["attribution"],
         flush_interval=settings["flush_interval"],
         keep_content=settings["keep_content"],
