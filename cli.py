@@ -275,27 +275,21 @@ def import_(
     content: Annotated[
         bool, typer.Option("--content/--no-content", help="Keep request messages and response text.")
     ] = True,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Processes recording in parallel (default: one per core for large imports)."),
+    ] = None,
 ):
     """Record the LLM calls in mitmproxy flow files or HAR files, through the same recorder."""
-    from addons.importer import ImportFailed, count_flows, import_files
+    from addons.importer import ImportFailed, read_sources
 
     try:
-        total = sum(count_flows(f) for f in files)
+        sources = read_sources(files)
     except ImportFailed as e:
         raise fail(str(e)) from e
-    open_store(data, create=True)
-    with Progress(
-        TextColumn("importing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("flows", total=total)
-        result = import_files(files, data, keep_content=content, on_flow=lambda: progress.advance(task))
+    result = record_sources(sources, data, content, "importing", workers)
     console.print(
-        f"Read {total:,} flows; recorded {result.recorded:,} LLM calls into {data}; "
+        f"Read {result.flows:,} flows; recorded {result.recorded:,} LLM calls into {data}; "
         f"{result.already_present:,} were already present.",
         highlight=False,
         soft_wrap=True,
@@ -303,6 +297,22 @@ def import_(
     )
     if result.problems.counts:
         err_console.print(f"[yellow]Problems:[/] {result.problems.summary()}", highlight=False)
+
+
+def record_sources(sources, data: Path, keep_content: bool, description: str, workers: int | None = None):
+    """Record framed capture files (addons.import_sources) into `data` with a progress bar."""
+    from addons.importer import ImportFailed, import_files
+    from reports.progress import counting_progress
+
+    open_store(data, create=True)
+    with counting_progress(description, "flows", err_console) as progress:
+        task = progress.add_task(description, total=sum(len(s) for s in sources))
+        try:
+            return import_files(
+                sources, data, keep_content, on_progress=lambda n: progress.advance(task, n), workers=workers
+            )
+        except ImportFailed as e:
+            raise fail(str(e)) from e
 
 
 # --- stats, sql ----------------------------------------------------------------------------------
@@ -763,7 +773,7 @@ def demo(
     """The whole job on the bundled sample month: record it, simulate the demo policy, report."""
     from rich.markup import escape
 
-    from addons.importer import ImportFailed, count_flows, import_files
+    from addons.importer import ImportFailed, read_sources
     from reports.demo import DemoDirError, command_for_new_shell, headline_figures, prepare_demo_dir
 
     flows = sorted(SAMPLE_TRAFFIC.glob("*.flows"))
@@ -772,23 +782,13 @@ def demo(
     if not DEMO_POLICY.is_file():
         raise fail(f"the demo policy is missing: {DEMO_POLICY}")
     try:
-        total = sum(count_flows(f) for f in flows)
+        sources = read_sources(flows)
         data = prepare_demo_dir(out)
     except (ImportFailed, DemoDirError) as e:
         raise fail(str(e)) from e
     except OSError as e:
         raise fail(f"cannot prepare {out}: {e}") from e
-    open_store(data, create=True)
-    with Progress(
-        TextColumn("recording the sample traffic"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("flows", total=total)
-        result = import_files(flows, data, keep_content=True, on_flow=lambda: progress.advance(task))
+    result = record_sources(sources, data, True, "recording the sample traffic")
     names = ", ".join(str(f.relative_to(SAMPLE_TRAFFIC.parent)) for f in flows)
     console.print(
         f"Recorded {result.recorded:,} LLM calls from {names} through the recorder into {data}.",
@@ -959,6 +959,83 @@ def explain(
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:
         print_explanation(result.to_dict(), console)
+
+
+def _show_pair(number: int, total: int, pair: dict) -> None:
+    console.rule(f"pair {number} of {total}: similarity {pair['similarity']:.3f}")
+    for title, key in (
+        ("request", "request_prompt"),
+        ("cached prompt", "cached_prompt"),
+        ("answer it got", "request_answer"),
+        ("answer the cache would serve", "cached_answer"),
+    ):
+        text = pair.get(key)
+        console.print(f"[bold]{title}:[/] {escape(text if text is not None else '(not recorded)')}", soft_wrap=True)
+
+
+def _print_precision(rows: list[dict]) -> None:
+    from rich.table import Table
+
+    table = Table(title="Semantic cache precision from your labels (Wilson 95% interval)")
+    for name in ("threshold", "pairs labelled", "precision", "interval", "hits in unlabelled bands"):
+        table.add_column(name, justify="right")
+    for row in rows:
+        interval = row["interval"]
+        table.add_row(
+            f"{row['threshold']:.2f}",
+            f"{row['labelled']:,}",
+            "-" if row["precision"] is None else f"{row['precision'] * 100:.1f}%",
+            "-" if interval is None else f"{interval[0] * 100:.1f}% - {interval[1] * 100:.1f}%",
+            f"{row['hits_in_unlabelled_bands']:,}",
+        )
+    console.print(table)
+
+
+@app.command()
+def label(
+    run_id: Annotated[str, typer.Argument(help="A stored simulation run (see the id `simulate` prints).")],
+    summary: Annotated[
+        bool, typer.Option("--summary", help="Only print the precision from the labels so far.")
+    ] = False,
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+):
+    """Label a run's sampled semantic-cache pairs (y: same question, n: different, s: skip, q: quit);
+    labels are kept with the run, so you can stop and resume; prints precision per threshold."""
+    from analysis.simulate.labels import load_labels, pairs_to_label, precision_by_threshold, save_labels
+    from analysis.simulate.runs import RunNotFound, load_run
+
+    try:
+        run = load_run(data, run_id)
+    except RunNotFound as e:
+        raise fail(str(e)) from e
+    result = run.info["result"]
+    pairs = pairs_to_label(result)
+    if not pairs:
+        raise fail(f"run {run_id} has no semantic-cache pairs to label (no semantic cache, or no hits)")
+    labels = load_labels(run.directory)
+    todo = [p for p in pairs if p["request_id"] not in labels]
+    if not summary:
+        console.print(
+            f"{len(pairs) - len(todo)} of {len(pairs)} pairs already labelled. Does the cached answer's prompt "
+            "ask the same thing as the request? y = same, n = different, s = skip, q = quit.",
+            highlight=False,
+        )
+        answers = {"y": "y", "n": "n", "s": "skip", "skip": "skip"}
+        for number, pair in enumerate(todo, start=len(pairs) - len(todo) + 1):
+            _show_pair(number, len(pairs), pair)
+            verdict = None
+            while verdict is None:
+                console.print("same question? [y/n/s/q] ", end="")
+                line = sys.stdin.readline()
+                if not line or line.strip().lower() == "q":
+                    break
+                verdict = answers.get(line.strip().lower())
+            if verdict is None:
+                break
+            labels[pair["request_id"]] = verdict
+            save_labels(run.directory, labels)
+        console.print()
+    _print_precision(precision_by_threshold(result, labels))
 
 
 # --- end of simulate commands --------------------------------------------------------------------

@@ -1,123 +1,270 @@
-"""Importing recorded traffic (mitmproxy flow files, HAR files) through the recorder itself.
+"""Importing captured traffic (mitmproxy flow files, HAR files) through the recorder itself.
 
-Each flow is replayed through a mitmproxy master carrying the same `Recorder` addon the proxy
-runs, with the same hook sequence `mitmdump -nr FILE` uses, so an imported call is recorded
-exactly as a live one would be. Every file is read once in full before anything is recorded:
-a broken file stops the import with nothing written.
+Each flow goes through a mitmproxy master carrying the same `Recorder` addon the proxy runs,
+with the event sequence `mitmdump -nr FILE` uses (`eventsequence.iterate`), so an imported call
+is recorded exactly as a live one would be. Every file is framed first
+(`addons.import_sources`): a file that is not a capture stops the import with nothing written.
 
-Imports are idempotent: every imported call carries an import key (`import_key` column), what
-identifies it across files and runs: the flow's id for a mitmproxy flow file (mitmproxy keeps it
-when flows are saved and read again), and for a HAR entry (whose flow ids mitmproxy makes up on
-every read) a hash of its request, response and start time. A flow whose key is already in the
-data directory, or was met earlier in the same import, is skipped and counted as already present.
+Decoding a flow and accounting it is CPU work (about a millisecond per call), so a large import
+is shared among worker processes, one per core: each has its own master, recorder and segment
+writer, like separate proxies recording into one data directory. The flows travel to the
+workers as positions in the file (or HAR entries), in chunks; batch calls all go, in file order,
+to one chunk (see `import_sources`). A small import runs in this process: starting workers
+costs more than they would save.
+
+Imports are idempotent: every imported call carries an import key (`import_key` column; see
+`import_sources.import_key`). A flow whose key is already in the data directory, or was met
+earlier in the same import, is skipped, and counted as already present when it is an LLM call.
 """
 
 import asyncio
-import hashlib
+import logging
+import math
+import mmap
+import multiprocessing
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import queue
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from mitmproxy import exceptions, http, io, options
+from mitmproxy import eventsequence, flow, http, options
+from mitmproxy.io import compat, tnetstring
+from mitmproxy.io.har import request_to_flow
 from mitmproxy.master import Master
 
+from addons.import_sources import ImportFailed, Source, read_source
 from addons.recorder import IMPORT_KEY, Recorder
 from analysis.parsers.detect import detect
-from analysis.recording.sink import Problems
+from analysis.pricing.table import PriceTable
+from analysis.recording.capture import Capture
+from analysis.recording.sink import Problems, RecordSink
 from analysis.store.datadir import Store
 
+__all__ = ["ImportFailed", "ImportResult", "import_files", "read_sources"]
 
-class ImportFailed(Exception):
-    """A file could not be read as mitmproxy flows or HAR."""
+# Below this many flows one process does the job: a worker takes about a second to start.
+PARALLEL_FROM = 2_000
+CHUNK_FLOWS = 500
+
+
+class InlineSink(RecordSink):
+    """The recorder's sink, accounting in the importing thread: an import has no event loop to
+    keep free, and a worker thread would only take turns with this one for the interpreter lock.
+    Rows are written every `batch_rows` calls."""
+
+    batch_rows = 5_000
+
+    def start(self) -> "InlineSink":
+        return self
+
+    def submit(self, capture: Capture) -> None:
+        with self._pending_lock:
+            self._pending += 1
+        self._account(capture)
+        if len(self._requests) >= self.batch_rows:
+            self._flush()
+
+    def close(self, timeout: float = 30.0) -> None:
+        self._flush()
+        self._write_status()
+
+
+# (source index, record: a flow's (start, end) in its file or a HAR entry, import key, skip it)
+Chunk = list[tuple[int, object, str, bool]]
 
 
 @dataclass
 class ImportResult:
-    recorded: int = 0  # LLM calls written
-    already_present: int = 0  # LLM calls skipped: imported before, or twice in this import
-    problems: Problems = field(default_factory=Problems)
+    flows: int
+    recorded: int  # LLM calls written
+    already_present: int  # LLM calls skipped: imported before, or twice in this import
+    problems: Problems
+    cpu_seconds: float  # spent recording, by this process or the workers (see bench/import.py)
 
 
-def count_flows(path: Path) -> int:
-    """Read `path` through once; return how many HTTP flows it holds, or raise ImportFailed."""
-    try:
-        with open(path, "rb") as f:
-            return sum(1 for flow in io.FlowReader(f).stream() if isinstance(flow, http.HTTPFlow))
-    except FileNotFoundError as e:
-        raise ImportFailed(f"{path}: no such file") from e
-    except IsADirectoryError as e:
-        raise ImportFailed(f"{path}: is a directory") from e
-    except PermissionError as e:
-        raise ImportFailed(f"{path}: permission denied") from e
-    except (exceptions.FlowReadException, ValueError, KeyError, TypeError) as e:
-        raise ImportFailed(f"{path}: not a mitmproxy flow file or HAR file ({e})") from e
+def read_sources(paths: list[Path]) -> list[Source]:
+    """Frame every file (see import_sources); ImportFailed names the first that is not a capture."""
+    return [read_source(Path(p)) for p in paths]
 
 
-def is_har(path: Path) -> bool:
-    """A HAR file is JSON (what mitmproxy's FlowReader also checks: a leading `{`, BOM or not)."""
-    with open(path, "rb") as f:
-        return f.read(4).lstrip(b"\xef\xbb\xbf").startswith(b"{")
-
-
-def import_key(flow: http.HTTPFlow, har: bool) -> str:
-    """What identifies an imported call across files and runs (see the module docstring)."""
-    if not har:
-        return f"flow:{flow.id}"
-    request, response = flow.request, flow.response
-    digest = hashlib.sha256()
-    for part in (
-        request.method.encode(),
-        request.url.encode(),
-        request.raw_content or b"",
-        repr(request.timestamp_start).encode(),
-        str(response.status_code if response is not None else "").encode(),
-        (response.raw_content or b"") if response is not None else b"",
-    ):
-        digest.update(len(part).to_bytes(8, "big"))
-        digest.update(part)
-    return f"har:{digest.hexdigest()[:32]}"
+def default_workers(flows: int) -> int:
+    if flows < PARALLEL_FROM:
+        return 1
+    return max(1, len(os.sched_getaffinity(0)))
 
 
 def import_files(
-    paths: list[Path],
+    sources: list[Source],
     data_dir: Path,
     keep_content: bool = True,
-    on_flow: Callable[[], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    workers: int | None = None,
 ) -> ImportResult:
-    """Record every HTTP flow in `paths` into `data_dir` that is not there already."""
-    return asyncio.run(_import(paths, data_dir, keep_content, on_flow))
+    """Record every HTTP flow of `sources` into `data_dir`. `on_progress(n)` is called as each
+    batch of n flows is done; `workers`: processes to use (default: see default_workers)."""
+    total = sum(len(s) for s in sources)
+    workers = default_workers(total) if workers is None else max(1, workers)
+    chunks = split(sources, workers, Store(data_dir).recorded_import_keys())
+    settings = _Settings(os.fspath(data_dir), keep_content, [(os.fspath(s.path), s.kind) for s in sources])
+    if workers == 1 or len(chunks) <= 1:
+        problems, cpu = Problems(), time.process_time()
+        recorded, present = _record(settings, iter(chunks), problems, on_progress)
+        return ImportResult(total, recorded, present, problems, time.process_time() - cpu)
+    return _record_in_workers(settings, chunks, min(workers, len(chunks)), total, on_progress)
 
 
-async def _import(paths, data_dir, keep_content, on_flow) -> ImportResult:
-    seen = Store(data_dir).recorded_import_keys()
+def split(sources: list[Source], workers: int, seen: set[str]) -> list[Chunk]:
+    """Chunks of flows for `workers`: all batch calls in one chunk, first, in file order; the
+    rest in chunks small enough that every worker gets several. A flow whose key is in `seen`
+    (recorded already) or was met before is marked to be skipped."""
+    ordered: Chunk = []
+    rest: Chunk = []
+    for index, source in enumerate(sources):
+        marked = set(source.ordered)
+        for i, (record, key) in enumerate(zip(source.records, source.keys, strict=True)):
+            skip = key in seen
+            seen.add(key)
+            (ordered if i in marked else rest).append((index, record, key, skip))
+    size = max(1, min(CHUNK_FLOWS, math.ceil(len(rest) / (workers * 4))))
+    chunks = [rest[i : i + size] for i in range(0, len(rest), size)]
+    return ([ordered] if ordered else []) + chunks
+
+
+@dataclass
+class _Settings:
+    data_dir: str
+    keep_content: bool
+    sources: list[tuple[str, str]]  # (path, kind)
+
+
+class _Flows:
+    """Decodes a chunk's records into flows, as mitmproxy's FlowReader does."""
+
+    def __init__(self, sources: list[tuple[str, str]]):
+        self.sources = sources
+        self._maps: dict[int, mmap.mmap] = {}
+
+    def decode(self, index: int, record) -> flow.Flow:
+        if self.sources[index][1] == "har":
+            return request_to_flow(record)
+        start, end = record
+        data = self._maps.get(index)
+        if data is None:
+            with open(self.sources[index][0], "rb") as f:
+                data = self._maps[index] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        state = tnetstring.loads(data[start:end])
+        return flow.Flow.from_state(compat.migrate_flow(state))
+
+    def close(self) -> None:
+        for data in self._maps.values():
+            data.close()
+
+
+def _record(
+    settings: _Settings, chunks: Iterator[Chunk], problems: Problems, on_progress: Callable[[int], None] | None
+) -> tuple[int, int]:
+    """Feed the flows of `chunks` to one recorder; return the calls it wrote and those skipped."""
+    return asyncio.run(_record_async(settings, chunks, problems, on_progress))
+
+
+async def _record_async(settings, chunks, problems, on_progress) -> tuple[int, int]:
     opts = options.Options()
     master = Master(opts)
     recorder = Recorder(queue_limit=None, worker_process=False)
+    recorder.problems = problems
     master.addons.add(recorder)
-    opts.update(shadow_data=os.fspath(data_dir), shadow_content=keep_content)
-    result = ImportResult(problems=recorder.problems)
-    recorder.start()
+    opts.update(shadow_data=settings.data_dir, shadow_content=settings.keep_content)
+    store = Store(settings.data_dir)
+    recorder.sink = InlineSink(
+        store, PriceTable.load(store.data_dir), keep_content=settings.keep_content, problems=problems
+    )
+    flows, already_present = _Flows(settings.sources), 0
     try:
-        for path in paths:
-            har = is_har(path)
-            with open(path, "rb") as f:
-                for flow in io.FlowReader(f).stream():
-                    if not isinstance(flow, http.HTTPFlow):
-                        continue
-                    key = import_key(flow, har)
-                    if key in seen:
-                        if detect(
-                            flow.request.pretty_host, flow.request.path, flow.request.headers, flow.request.method
-                        ):
-                            result.already_present += 1
-                    else:
-                        seen.add(key)
-                        flow.metadata[IMPORT_KEY] = key
-                        await master.load_flow(flow)
-                    if on_flow:
-                        on_flow()
+        for chunk in chunks:
+            for index, record, key, skip in chunk:
+                try:
+                    f = flows.decode(index, record)
+                except Exception as e:  # framed like a flow, but not one: count it, go on
+                    problems.add(f"unreadable_flow:{type(e).__name__}", f"{settings.sources[index][0]}: {e}")
+                    continue
+                if not isinstance(f, http.HTTPFlow):
+                    continue
+                if skip:
+                    request = f.request
+                    already_present += (
+                        detect(request.pretty_host, request.path, request.headers, request.method) is not None
+                    )
+                    continue
+                f.metadata[IMPORT_KEY] = key
+                for event in eventsequence.iterate(f):
+                    master.addons.trigger(event)
+            if on_progress:
+                on_progress(len(chunk))
     finally:
+        flows.close()
         recorder.done()
-    result.recorded = recorder.recorded
-    return result
+    return recorder.recorded, already_present
+
+
+def _record_in_workers(settings, chunks, workers, total, on_progress) -> ImportResult:
+    # Workers fork from a server that has imported this module once (spawning each would
+    # import mitmproxy, polars and DuckDB again, seconds of CPU each; forking this process
+    # could copy a lock held by one of its threads).
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    tasks, results = context.Queue(), context.Queue()
+    for chunk in chunks:
+        tasks.put(chunk)
+    for _ in range(workers):
+        tasks.put(None)
+    processes = [
+        context.Process(target=_worker_main, args=(settings, tasks, results), name="llm-shadow-import", daemon=True)
+        for _ in range(workers)
+    ]
+    for p in processes:
+        p.start()
+    problems, recorded, present, finished, cpu = Problems(), 0, 0, 0, 0.0
+    try:
+        while finished < workers:
+            try:
+                kind, value = results.get(timeout=0.5)
+            except queue.Empty:
+                # A worker that ended normally sent its last message before it exited.
+                if any(p.exitcode not in (0, None) for p in processes):
+                    raise ImportFailed(
+                        "an import worker died; the data directory may hold part of the import"
+                    ) from None
+                continue
+            if kind == "progress":
+                if on_progress:
+                    on_progress(value)
+                continue
+            worker_recorded, worker_present, worker_problems, worker_cpu = value
+            recorded += worker_recorded
+            present += worker_present
+            cpu += worker_cpu
+            for name, n in worker_problems.items():
+                problems.add(name, n=n)
+            finished += 1
+    finally:
+        for p in processes:
+            p.join(5 if finished == workers else 0)
+            if p.is_alive():
+                p.terminate()
+    return ImportResult(total, recorded, present, problems, cpu)
+
+
+def _worker_main(settings: _Settings, tasks, results) -> None:
+    quiet = logging.getLogger("llm_shadow.import_worker")  # the importing process reports problems
+    quiet.disabled = True
+    problems = Problems(quiet)
+
+    def chunks() -> Iterator[Chunk]:
+        while (chunk := tasks.get()) is not None:
+            yield chunk
+
+    recorded, present = _record(settings, chunks(), problems, lambda n: results.put(("progress", n)))
+    results.put(("done", (recorded, present, Counter(problems.counts), time.process_time())))

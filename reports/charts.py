@@ -230,7 +230,8 @@ def simulated_over_time(sim: dict) -> go.Figure:
 
 
 def threshold_sweep(semantic: dict) -> go.Figure:
-    """Semantic cache: hit rate and saving at each similarity threshold (others estimated)."""
+    """Semantic cache: hit rate, saving and saving net of probably wrong answers at each
+    similarity threshold (others estimated)."""
     sweep = semantic["sweep"]
     labels = [f"{s['threshold']:.2f}" + ("" if not s["estimated"] else "*") for s in sweep]
     fig = go.Figure()
@@ -249,6 +250,15 @@ def threshold_sweep(semantic: dict) -> go.Figure:
         mode="lines+markers",
         line={"color": "#10b981", "width": 2},
         hovertemplate="threshold %{x}<br>saving $%{y:,.4f}<extra></extra>",
+    )
+    fig.add_scatter(
+        x=labels,
+        y=[s.get("saving_net_usd") for s in sweep],
+        name="saving net of probably wrong answers",
+        yaxis="y2",
+        mode="lines+markers",
+        line={"color": "#ef4444", "width": 2, "dash": "dot"},
+        hovertemplate="threshold %{x}<br>net of wrong answers $%{y:,.4f}<extra></extra>",
     )
     _layout(
         fig,

@@ -132,6 +132,13 @@ def _caches(result: dict[str, Any]) -> list[Table]:
         table.add_row(
             "hits", f"{cache['hits']:,} ({pct(cache['hit_rate'])} of requests), saving {usd(cache['saving_usd'])}"
         )
+        if kind == "semantic":
+            rate = cache["estimated_wrong_rate"]
+            table.add_row(
+                "probably wrong",
+                f"{count(cache['estimated_wrong_hits'])} ({'n/a' if rate is None else pct(rate)}, "
+                f"{cache['answers_compared']:,} answers compared); saving net of them {usd(cache['saving_net_usd'])}",
+            )
         if kind == "exact":
             misses = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in cache["misses"].items())
             table.add_row("misses", misses)
@@ -142,22 +149,43 @@ def _caches(result: dict[str, Any]) -> list[Table]:
             table.add_row("... of which repeats", ", ".join(f"{k} {v:,}" for k, v in dup.items()) or "none")
         tables.append(table)
         if kind == "semantic":
-            sweep = Table(title=f"Threshold sweep ({cache['embedder']} embedder; * = estimated)")
-            for name in ("threshold", "hits", "hit rate", "saving"):
+            sweep = Table(
+                title=f"Threshold sweep ({cache['embedder']} embedder; * = estimated)",
+                caption=cache["wrong_hits_note"],
+            )
+            for name in ("threshold", "hits", "hit rate", "saving", "prob. wrong", "wrong rate", "net saving"):
                 sweep.add_column(name, justify="right")
             for row in cache["sweep"]:
                 mark = "*" if row["estimated"] else " (this run)"
+                rate = row["estimated_wrong_rate"]
                 sweep.add_row(
-                    f"{row['threshold']:.2f}{mark}", count(row["hits"]), pct(row["hit_rate"]), usd(row["saving_usd"])
+                    f"{row['threshold']:.2f}{mark}",
+                    count(row["hits"]),
+                    pct(row["hit_rate"]),
+                    usd(row["saving_usd"]),
+                    count(row["estimated_wrong_hits"]),
+                    "n/a" if rate is None else pct(rate),
+                    usd(row["saving_net_usd"]),
                 )
             tables.append(sweep)
             if cache["sample_pairs"]:
-                pairs = Table(title="Matched pairs to judge (lowest similarity first)", show_lines=True)
-                for name in ("similarity", "request", "answered with (cached prompt)"):
+                pairs = Table(title="Matched pairs to judge (a random sample, each pair once)", show_lines=True)
+                for name in ("similarity", "request", "answered with (cached prompt)", "answers"):
                     pairs.add_column(name)
                 for pair in cache["sample_pairs"][:10]:
+                    agreement = pair.get("answer_agreement")
+                    verdict = (
+                        "not compared"
+                        if agreement is None
+                        else "agree"
+                        if agreement >= cache["answer_threshold"]
+                        else "disagree"
+                    )
                     pairs.add_row(
-                        f"{pair['similarity']:.3f}", plain(pair["request_prompt"]), plain(pair["cached_prompt"])
+                        f"{pair['similarity']:.3f}",
+                        plain(pair["request_prompt"]),
+                        plain(pair["cached_prompt"]),
+                        verdict,
                     )
                 tables.append(pairs)
     return tables

@@ -6,7 +6,7 @@ import subprocess
 
 from typer.testing import CliRunner
 
-from addons.importer import count_flows
+from addons.importer import read_sources
 from analysis.store import stats
 from analysis.store.datadir import Store
 from cli import SAMPLE_TRAFFIC, app
@@ -20,7 +20,7 @@ def test_demo_runs_end_to_end_in_a_fresh_directory(sample_demo):
     flows = sorted(SAMPLE_TRAFFIC.glob("*.flows"))
     assert flows, "the sample month is missing from sample_traffic/"
     recorded = int(re.search(r"Recorded ([\d,]+) LLM calls", result.stdout)[1].replace(",", ""))
-    assert recorded == sum(count_flows(f) for f in flows)  # every sample flow is an LLM call
+    assert recorded == sum(len(s) for s in read_sources(flows))  # every sample flow is an LLM call
 
     # Everything it wrote is inside the demo directory, and the data is what the recorder wrote.
     assert sorted(p.name for p in sample_demo.workdir.iterdir()) == ["shadow-demo"]

@@ -4,8 +4,11 @@ import re
 import shutil
 
 import openai
+from mitmproxy import io
+from mitmproxy.io import tnetstring
 from typer.testing import CliRunner
 
+from addons.import_sources import read_source
 from analysis.store.datadir import Store
 from cli import SAMPLE_TRAFFIC, app
 from tests.test_proxy_openai import API_KEY, MESSAGES, records
@@ -49,8 +52,15 @@ def test_imported_flows_are_recorded_like_live_ones(provider, start_proxy, start
     bare.stop()
 
     runner = CliRunner()
-    for source, name in ((flows, "from-flows"), (har, "from-har")):
-        result = runner.invoke(app, ["import", str(source), "--data", str(tmp_path / name)])
+    # One process, and several workers sharing the flows (what a large import does).
+    for source, workers, name in (
+        (flows, 1, "from-flows"),
+        (har, 1, "from-har"),
+        (flows, 3, "from-flows-in-workers"),
+        (har, 2, "from-har-in-workers"),
+    ):
+        args = ["import", str(source), "--data", str(tmp_path / name), "--workers", str(workers)]
+        result = runner.invoke(app, args)
         assert result.exit_code == 0, result.output
         assert "recorded 5 LLM calls" in result.stdout
         assert "0 were already present" in result.stdout
@@ -76,6 +86,31 @@ def test_a_missing_file_is_one_line_error(tmp_path):
     assert result.output.strip() == f"Error: {tmp_path / 'nope.flows'}: no such file"
 
 
+def test_a_flow_file_cut_short_is_one_line_error_and_writes_nothing(tmp_path):
+    whole = (SAMPLE_TRAFFIC / "month.flows").read_bytes()[:200_000]
+    cut = tmp_path / "cut.flows"
+    cut.write_bytes(whole)
+    data = tmp_path / "data"
+    result = CliRunner().invoke(app, ["import", str(cut), "--data", str(data)])
+    assert result.exit_code == 1
+    assert "is cut short" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not data.exists()
+
+
+def test_the_framing_finds_the_flows_mitmproxy_reads(tmp_path):
+    """read_source finds flows by their length prefixes only; mitmproxy decodes the same records."""
+    path = SAMPLE_TRAFFIC / "month.flows"
+    source = read_source(path)
+    with open(path, "rb") as f:
+        flows = list(io.FlowReader(f).stream())
+    assert len(source) == len(flows)
+    assert source.keys == [f"flow:{flow.id}" for flow in flows]  # the id read without decoding the flow
+    whole = path.read_bytes()
+    for (start, end), flow in zip(source.records[:: len(flows) // 25], flows[:: len(flows) // 25], strict=True):
+        assert tnetstring.loads(whole[start:end])["id"] == flow.id
+
+
 def test_importing_the_same_calls_again_adds_nothing(provider, start_mitmdump, tmp_path):
     flows, har = tmp_path / "calls.flows", tmp_path / "calls.har"
     bare = start_mitmdump("--mode", f"reverse:{provider.url}@0", "-w", str(flows), "--set", f"hardump={har}")
@@ -91,7 +126,9 @@ def test_importing_the_same_calls_again_adds_nothing(provider, start_mitmdump, t
         assert len(set(ids)) == 5 and all(k.startswith(prefix) for k in ids)
 
         # Again, and the same file twice in one import (overlapping files): nothing new.
-        again = runner.invoke(app, ["import", str(source), str(source), "--data", str(data)])
+        # In worker processes: duplicates are found before the flows are handed out.
+        args = ["import", str(source), str(source), "--data", str(data), "--workers", "2"]
+        again = runner.invoke(app, args)
         assert again.exit_code == 0, again.output
         assert "recorded 0 LLM calls" in again.stdout and "10 were already present" in again.stdout
         assert sorted(Store(data).requests_frame()["import_key"].to_list()) == ids

@@ -138,9 +138,83 @@ sweep = [0.5, 0.99]
     assert (pair["request_prompt"], pair["cached_prompt"]) == (PROMPTS[1], PROMPTS[0])
     assert pair["cached_answer"] == f"answer to {PROMPTS[0]}"
     sweep = {row["threshold"]: row for row in semantic["sweep"]}
-    assert sweep[0.9] == {"threshold": 0.9, "hits": 1, "hit_rate": 1 / 7, "saving_usd": 0.02, "estimated": False}
+    assert {k: sweep[0.9][k] for k in ("threshold", "hits", "hit_rate", "saving_usd", "estimated")} == {
+        "threshold": 0.9,
+        "hits": 1,
+        "hit_rate": 1 / 7,
+        "saving_usd": 0.02,
+        "estimated": False,
+    }
     assert sweep[0.99]["hits"] == 1 and sweep[0.99]["estimated"]  # the same words: similarity 1
     assert sweep[0.5]["hits"] == 1 and sweep[0.5]["estimated"]
+
+
+LONG_ANSWER = (
+    "To cancel your credit card, open the app, go to Cards, choose the card and tap Cancel card; "
+    "the card stops working at once and any balance is paid back within five days."
+)
+
+
+def test_wrong_hits_are_estimated_from_answer_agreement_for_every_threshold():
+    policy = """
+[cache.semantic]
+threshold = 0.9
+sweep = [0.5, 0.9]
+"""
+    prompts = [
+        ("user: How do I cancel my credit card?", LONG_ANSWER),
+        ("user: how do I cancel my credit card", LONG_ANSWER.replace("five", "5")),  # agrees (similar text)
+        ("user: What is the exchange rate for euros today?", "exchange_rate"),
+        ("user: what is the exchange rate for euros today", "card_arrival"),  # a short label: differs
+        ("user: Classify: my card has not arrived", '{"intent": "card_arrival"}'),
+        ("user: classify: My card has not arrived!", '{ "intent":"card_arrival" }'),  # the same JSON
+        ("user: how do I cancel my credit card?", None),  # no answer recorded: not compared
+    ]
+    rows = [{"t": 10 * i, "prompt_hash": f"p{i}", "cost_usd": 0.01 * (i + 1)} for i in range(len(prompts))]
+    requests = requests_frame(rows)
+    contents = contents_frame(requests, {f"r{i}": p for i, (p, _) in enumerate(prompts)})
+    contents = contents.with_columns(
+        contents["response_text"].scatter(list(range(len(prompts))), [a for _, a in prompts])
+    )
+    result = run(policy, rows, contents)
+    d = decisions_by_id(result)
+    assert [d[f"r{i}"]["semantic_cache"] for i in (1, 3, 5, 6)] == ["hit"] * 4
+    assert d["r6"]["cache_source_id"] == d["r6"]["semantic_source_id"] == "r0"
+    assert d["r3"]["answer_agreement"] == 0.0 and d["r5"]["answer_agreement"] == 1.0
+    assert 0.8 < d["r1"]["answer_agreement"] < 1.0 and d["r6"]["answer_agreement"] is None
+    semantic = result.cache["semantic"]
+    # 3 compared, 1 wrong: rate 1/3; the uncompared hit counts at that rate (1 + 1/3 -> 1).
+    assert semantic["answers_compared"] == 3 and semantic["estimated_wrong_rate"] == pytest.approx(1 / 3)
+    assert semantic["estimated_wrong_hits"] == 1
+    saving = 0.02 + 0.04 + 0.06 + 0.07
+    assert semantic["saving_usd"] == pytest.approx(saving)
+    assert semantic["saving_net_usd"] == pytest.approx(saving - 0.04 - 0.07 / 3)
+    assert "observed first" in semantic["wrong_hits_note"]
+    for entry in semantic["sweep"]:
+        assert entry["estimated_wrong_rate"] == pytest.approx(1 / 3) and entry["estimated_wrong_hits"] == 1
+    pairs = semantic["sample_pairs"]
+    assert len({(p["request_prompt"], p["cached_prompt"]) for p in pairs}) == len(pairs) == 4
+    assert {p["request_id"]: p["answer_agreement"] for p in pairs}["r3"] == 0.0
+
+
+def test_sample_pairs_are_a_random_sample_without_repeats():
+    policy = "[cache.semantic]\nthreshold = 0.5\nsample_pairs = 3\n"
+    # The same question asked 12 times: one distinct pair (question, question), shown once.
+    rows = [{"t": 10 * i, "prompt_hash": f"p{i}"} for i in range(12)]
+    requests = requests_frame(rows)
+    result = run(policy, rows, contents_frame(requests, {f"r{i}": PROMPTS[0] for i in range(12)}))
+    assert result.cache["semantic"]["hits"] == 11
+    assert len(result.cache["semantic"]["sample_pairs"]) == 1
+    # Distinct pairs: a sample of 3, not the 3 lowest similarities.
+    texts = [f"user: question number {n} about my credit card being blocked" for n in range(30)]
+    rows = [{"t": 10 * i, "prompt_hash": f"p{i}"} for i in range(30)]
+    requests = requests_frame(rows)
+    result = run(policy, rows, contents_frame(requests, {f"r{i}": texts[i] for i in range(30)}))
+    hits = result.decisions.filter(result.decisions["disposition"] == "semantic_hit")
+    pairs = result.cache["semantic"]["sample_pairs"]
+    assert len(pairs) == 3 and len({p["request_id"] for p in pairs}) == 3
+    lowest = set(hits.sort("similarity", "id").head(3)["id"].to_list())
+    assert {p["request_id"] for p in pairs} != lowest
 
 
 def test_requests_without_recorded_text_are_excluded():

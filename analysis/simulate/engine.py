@@ -194,6 +194,7 @@ class Decision:
     cache_policy: str | None
     cache_source_id: str | None
     similarity: float | None
+    semantic_source_id: str | None
     routed_by: str | None
     batch_by: str | None
     budget_by: str | None

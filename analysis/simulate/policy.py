@@ -130,6 +130,7 @@ class SemanticCachePolicy:
     embedder_api_key_env: str | None = None
     sweep: tuple[float, ...] = DEFAULT_SWEEP
     sample_pairs: int = 20
+    answer_threshold: float = 0.8  # answers whose embeddings are this similar agree (analysis.simulate.agreement)
     lsh_bits: int = 10
     lsh_tables: int = 16
     bucket_size: int = 64
@@ -384,6 +385,7 @@ def _semantic_cache(reader: _Reader) -> SemanticCachePolicy:
         embedder_api_key_env=key_env,
         sweep=tuple(sorted({float(v) for v in sweep_value} | {threshold})),
         sample_pairs=reader.integer("sample_pairs", 20),
+        answer_threshold=reader.number("answer_threshold", 0.8, low=0.0, high=1.0),
         lsh_bits=reader.integer("lsh_bits", 10, minimum=1),
         lsh_tables=reader.integer("lsh_tables", 16, minimum=1),
         bucket_size=reader.integer("bucket_size", 64, minimum=1),

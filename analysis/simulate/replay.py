@@ -43,6 +43,7 @@ DECISION_SCHEMA = {
     "cache_policy": pl.Utf8,  # the cache that answered
     "cache_source_id": pl.Utf8,  # the request whose stored response answered
     "similarity": pl.Float64,  # best similarity the semantic cache found
+    "semantic_source_id": pl.Utf8,  # the request whose stored prompt was that nearest one (hit or not)
     "routed_by": pl.Utf8,
     "batch_by": pl.Utf8,
     "budget_by": pl.Utf8,
@@ -73,6 +74,7 @@ class Trace:
     semantic_cache: list = field(init=False)
     cache_source_id: list = field(init=False)
     similarity: list = field(init=False)
+    nearest_source: list = field(init=False)
     budget_index: np.ndarray = field(init=False)  # the last budget that acted
     budget_action: list = field(init=False)
     downgrade_index: np.ndarray = field(init=False)  # the last budget that downgraded
@@ -87,6 +89,7 @@ class Trace:
             "semantic_cache",
             "cache_source_id",
             "similarity",
+            "nearest_source",
             "budget_action",
             "budget_tripped",
         ):
@@ -125,6 +128,7 @@ def replay(
     t = trace
     disposition, exact_status, semantic_status = t.disposition, t.exact_cache, t.semantic_cache
     source, similarity, tripped = t.cache_source_id, t.similarity, t.budget_tripped
+    nearest = t.nearest_source
     step = 65_536
     for chunk in range(start, stop, step):
         end = min(chunk + step, stop)
@@ -176,6 +180,7 @@ def replay(
                     semantic_status[i] = "miss"
                     if found is not None:
                         similarity[i] = found[0]
+                        nearest[i] = found[2][2]
                         if found[0] >= threshold:
                             semantic.use(pid, found[1])
                             semantic_status[i] = "hit"
@@ -298,6 +303,7 @@ def decision_columns(
     )
     yield "cache_source_id", trace.cache_source_id[rows]
     yield "similarity", trace.similarity[rows]
+    yield "semantic_source_id", trace.nearest_source[rows]
     yield "routed_by", _names([r.name for r in p.routing], route, answered)
     yield "batch_by", _names([b.name for b in p.batch], batch, answered)
     yield "budget_by", _names([b.name for b in p.budgets], np.asarray(trace.budget_index[rows], dtype=np.int64), served)

@@ -29,7 +29,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from analysis.simulate.agreement import agreement
 from analysis.simulate.cacheability import EXCLUSION_REASONS
+from analysis.simulate.embedders import Embedder, HashingEmbedder
 from analysis.simulate.facts import FrameFacts, split_state_key, window_start
 from analysis.simulate.policy import Policy
 
@@ -253,28 +255,92 @@ def _exact_cache(policy: Policy, d: pl.DataFrame) -> dict[str, Any] | None:
     }
 
 
-def _semantic_cache(policy: Policy, d: pl.DataFrame, requests: pl.DataFrame) -> dict[str, Any] | None:
+WRONG_HITS_NOTE = (
+    "Estimated by answer agreement: for each hit, the answer the request really got (recorded, "
+    "because every request went upstream while we observed) is compared with the answer the cache "
+    "would have served (the earlier request's recorded answer): exact equality for short or "
+    "structured answers, embedding similarity of the answers otherwise. A hit whose answers disagree "
+    "is counted as a probable wrong answer; hits without both answers recorded are assumed wrong at "
+    "the same rate. The net saving leaves out the cost of the probable wrong answers. This is "
+    "possible only because the traffic was observed first; label a sample (llm-shadow label) to "
+    "check it."
+)
+
+
+def _answer_scores(policy: Policy, d: pl.DataFrame, requests: pl.DataFrame, embedder: Embedder | None) -> pl.DataFrame:
+    """The semantic lookups that found a stored prompt at least as similar as the lowest sweep
+    threshold, with the agreement score of the two recorded answers (None: not compared)."""
+    semantic = policy.semantic_cache
+    looked_up = pl.col("semantic_cache").is_in(["hit", "miss"]).fill_null(False)
+    found = (
+        d.with_row_index("_row")
+        .filter(looked_up & (pl.col("similarity") >= min(semantic.sweep)).fill_null(False))
+        .filter(pl.col("semantic_source_id").is_not_null())
+        .select("_row", "id", "semantic_source_id", "similarity", "cost_usd", "disposition")
+    )
+    scores: list[float | None] = [None] * found.height
+    if found.height and "response_text" in requests.columns:
+        real = requests["response_text"].gather(found["_row"]).to_list()
+        sources = set(found["semantic_source_id"].to_list())
+        answers = dict(requests.filter(pl.col("id").is_in(list(sources))).select("id", "response_text").iter_rows())
+        served = [answers.get(source) for source in found["semantic_source_id"].to_list()]
+        scores = agreement(real, served, embedder or HashingEmbedder())
+    compared = pl.col("answer_agreement").is_not_null()
+    return found.with_columns(pl.Series("answer_agreement", scores, dtype=pl.Float64)).with_columns(
+        compared.alias("compared"),
+        (compared & (pl.col("answer_agreement") < semantic.answer_threshold)).fill_null(False).alias("wrong"),
+    )
+
+
+def _wrong_estimate(hits: pl.DataFrame) -> dict[str, Any]:
+    """Estimated wrong answers among `hits` (rows of `_answer_scores`) and the saving net of them."""
+    sums = hits.select(
+        pl.len().alias("hits"),
+        pl.col("compared").sum().alias("compared"),
+        pl.col("wrong").sum().alias("wrong"),
+        pl.col("cost_usd").sum().alias("saving"),
+        pl.col("cost_usd").filter(pl.col("wrong")).sum().alias("wrong_saving"),
+        pl.col("cost_usd").filter(~pl.col("compared")).sum().alias("unknown_saving"),
+    ).row(0, named=True)
+    compared, wrong = int(sums["compared"] or 0), int(sums["wrong"] or 0)
+    rate = wrong / compared if compared else None
+    unknown = sums["hits"] - compared
+    lost = _usd(sums["wrong_saving"]) + (rate or 0.0) * _usd(sums["unknown_saving"])
+    return {
+        "answers_compared": compared,
+        "estimated_wrong_hits": round(wrong + (rate or 0.0) * unknown) if rate is not None else None,
+        "estimated_wrong_rate": rate,
+        "saving_net_usd": _usd(sums["saving"]) - lost,
+    }
+
+
+def _semantic_cache(
+    policy: Policy, d: pl.DataFrame, requests: pl.DataFrame, scored: pl.DataFrame
+) -> dict[str, Any] | None:
     semantic = policy.semantic_cache
     if semantic is None:
         return None
     hits = d.filter(pl.col("disposition") == "semantic_hit")
     looked_up = pl.col("semantic_cache").is_in(["hit", "miss"]).fill_null(False)
-    above = [looked_up & (pl.col("similarity") >= t).fill_null(False) for t in semantic.sweep]
-    sums = d.select(
-        looked_up.sum().alias("looked_up"),
-        *[a.sum().alias(f"{i}.hits") for i, a in enumerate(above)],
-        *[pl.col("cost_usd").filter(a).sum().alias(f"{i}.saving") for i, a in enumerate(above)],
-    ).row(0, named=True)
-    sweep = [
-        {
-            "threshold": threshold,
-            "hits": sums[f"{i}.hits"],
-            "hit_rate": sums[f"{i}.hits"] / d.height if d.height else 0.0,
-            "saving_usd": _usd(sums[f"{i}.saving"]),
-            "estimated": threshold != semantic.threshold,
-        }
-        for i, threshold in enumerate(semantic.sweep)
-    ]
+    sweep = []
+    for index, threshold in enumerate(semantic.sweep):
+        above = scored.filter(pl.col("similarity") >= threshold)
+        # The hits this threshold adds to the next one up: a random sample of them to label.
+        upper = semantic.sweep[index + 1] if index + 1 < len(semantic.sweep) else None
+        band = above if upper is None else above.filter(pl.col("similarity") < upper)
+        sweep.append(
+            {
+                "threshold": threshold,
+                "hits": above.height,
+                "hit_rate": above.height / d.height if d.height else 0.0,
+                "saving_usd": _usd(above["cost_usd"].sum()),
+                **_wrong_estimate(above),
+                "estimated": threshold != semantic.threshold,
+                "band_hits": band.height,
+                "band_pairs": _sample_pairs(band, requests, semantic.sample_pairs, seed=index + 1),
+            }
+        )
+    actual = scored.filter(pl.col("disposition") == "semantic_hit")
     return {
         "name": semantic.name,
         "threshold": semantic.threshold,
@@ -283,8 +349,11 @@ def _semantic_cache(policy: Policy, d: pl.DataFrame, requests: pl.DataFrame) -> 
         "embedder": semantic.embedder,
         "hits": hits.height,
         "hit_rate": hits.height / d.height if d.height else 0.0,
-        "looked_up": sums["looked_up"],
+        "looked_up": int(d.select(looked_up.sum()).item()),
         "saving_usd": _usd(hits["saving_cache"].sum()),
+        **_wrong_estimate(actual),
+        "answer_threshold": semantic.answer_threshold,
+        "wrong_hits_note": WRONG_HITS_NOTE,
         "latency_saved_ms": _usd(hits["latency_saved_ms"].sum()),
         "quality": "unverified",
         "excluded": _exclusions(d, "semantic_cache"),
@@ -293,39 +362,48 @@ def _semantic_cache(policy: Policy, d: pl.DataFrame, requests: pl.DataFrame) -> 
             "hits at other thresholds are estimated from the nearest stored prompt each request "
             "found in this run; set `threshold` to a value and run again for its exact figure"
         ),
-        "sample_pairs": _sample_pairs(hits, requests, semantic.sample_pairs),
+        "sample_pairs": _sample_pairs(actual, requests, semantic.sample_pairs),
     }
 
 
-def _sample_pairs(hits: pl.DataFrame, requests: pl.DataFrame, size: int) -> list[dict[str, Any]]:
-    """Up to `size` semantic hits spread over the similarity range, lowest included, with both
-    prompts and answers side by side, so a person can judge false hits. `requests` carries the
-    prompt_text and response_text columns."""
+def _sample_pairs(hits: pl.DataFrame, requests: pl.DataFrame, size: int, seed: int = 0) -> list[dict[str, Any]]:
+    """A random sample (seeded, so a run is repeatable) of up to `size` distinct matched pairs
+    among `hits` (rows of `_answer_scores`): both prompts and answers side by side, so a person
+    can judge false hits. Pairs of the same two prompt texts (in either order) count once. `requests` carries
+    the prompt_text and response_text columns."""
     if hits.height == 0 or size == 0:
         return []
-    ordered = hits.sort("similarity", "id")
-    picks = sorted({int(i) for i in np.linspace(0, ordered.height - 1, min(size, ordered.height))})
-    chosen = ordered[picks].select("id", "cache_source_id", "similarity")
-    wanted = set(chosen["id"].to_list()) | set(chosen["cache_source_id"].to_list())
-    texts = {}
+    texts: dict[str, dict] = {}
     if "prompt_text" in requests.columns:
+        wanted = set(hits["id"].to_list()) | set(hits["semantic_source_id"].to_list())
         found = requests.filter(pl.col("id").is_in(list(wanted))).select("id", "prompt_text", "response_text")
         texts = {row["id"]: row for row in found.iter_rows(named=True)}
-    pairs = []
-    for row in chosen.iter_rows(named=True):
-        request, cached = texts.get(row["id"], {}), texts.get(row["cache_source_id"], {})
+    order = np.random.default_rng(seed).permutation(hits.height).tolist()
+    rows = hits.select("id", "semantic_source_id", "similarity", "answer_agreement").rows(named=True)
+    pairs, seen = [], set()
+    for index in order:
+        row = rows[index]
+        request, cached = texts.get(row["id"], {}), texts.get(row["semantic_source_id"], {})
+        # A pair is its two prompts, in either order.
+        key = tuple(sorted(map(str, (request.get("prompt_text"), cached.get("prompt_text"))))) if texts else row["id"]
+        if key in seen:
+            continue
+        seen.add(key)
         pairs.append(
             {
                 "similarity": row["similarity"],
                 "request_id": row["id"],
                 "request_prompt": request.get("prompt_text"),
                 "request_answer": request.get("response_text"),
-                "cached_id": row["cache_source_id"],
+                "cached_id": row["semantic_source_id"],
                 "cached_prompt": cached.get("prompt_text"),
                 "cached_answer": cached.get("response_text"),
+                "answer_agreement": row["answer_agreement"],
             }
         )
-    return pairs
+        if len(pairs) == size:
+            break
+    return sorted(pairs, key=lambda p: (-p["similarity"], p["request_id"]))
 
 
 def _routing(policy: Policy, d: pl.DataFrame) -> dict[str, Any]:
@@ -504,9 +582,18 @@ def summarise(
     decisions: pl.DataFrame,
     facts: FrameFacts,
     parameters: dict[str, Any] | None = None,
+    embedder: Embedder | None = None,
 ) -> SimulationResult:
     """The result of a run; `requests` and `decisions` are row-aligned (same order), and
-    `requests` has the content columns when the run read them."""
+    `requests` has the content columns when the run read them. `embedder` compares answers
+    for the semantic cache's estimate of wrong hits (analysis.simulate.agreement)."""
+    if policy.semantic_cache is not None:
+        scored = _answer_scores(policy, decisions, requests, embedder)
+        column = np.full(decisions.height, np.nan)
+        column[scored["_row"].to_numpy()] = scored["answer_agreement"].fill_null(np.nan).to_numpy()
+        decisions = decisions.with_columns(pl.Series("answer_agreement", column, nan_to_null=True))
+    else:
+        scored = None
     d = decisions.with_columns(
         (requests["cost_source"] if "cost_source" in requests.columns else pl.lit(None, dtype=pl.Utf8)).alias(
             "cost_source"
@@ -543,7 +630,7 @@ def summarise(
         notes=_notes(policy, totals),
         by_policy=_by_policy(policy, d),
         groups={name: _grouped(d, column) for name, column in GROUPINGS.items()},
-        cache={"exact": _exact_cache(policy, d), "semantic": _semantic_cache(policy, d, requests)},
+        cache={"exact": _exact_cache(policy, d), "semantic": _semantic_cache(policy, d, requests, scored)},
         routing=_routing(policy, d),
         batch=_batch(policy, d),
         budgets=_budgets(policy, d, facts, requests),

@@ -141,4 +141,4 @@ def simulate(
     params = {"price_version": engine.pricer.table.version, **(parameters or {})}
     if policy.semantic_cache is not None:
         params["embedder"] = engine.embedder.id
-    return summarise(policy, run.requests, decisions, facts, params)
+    return summarise(policy, run.requests, decisions, facts, params, engine.embedder)

@@ -1,0 +1,125 @@
+"""Benchmark: `llm-shadow import` speed, against the import it replaced, in one run.
+
+A flow file is generated with the sample-traffic generator (`--scale 10`: about 14,500 flows of
+every wire format), or given with `--flows`. Then, each into a fresh data directory, taking turns
+for `--rounds` rounds:
+  1. before      the previous import: every flow through `Master.load_flow` (the asyncio hook
+                 chain) into the recorder with its worker thread, in one process
+  2. one process today's import with `--workers 1` (the recorder's hooks called in order, the
+                 sink accounting in the importing thread)
+  3. parallel    today's import with one worker process per core (the default for large files)
+Prints wall-clock seconds and calls per second for each, the CPU seconds each spent per call
+(its own process and its workers: on a machine shared with other jobs the wall clock says more
+about the neighbours than about the importer), the calls per second that CPU cost allows on
+this machine's cores, and the load average. Every import is bounded by the file's size.
+
+    python bench/import.py [--scale 10] [--flows FILE] [--rounds 2] [--workers N]
+"""
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mitmproxy import http, io, options  # noqa: E402
+from mitmproxy.master import Master  # noqa: E402
+
+from addons.importer import import_files, read_sources  # noqa: E402
+from addons.recorder import Recorder  # noqa: E402
+from analysis.store.datadir import Store  # noqa: E402
+from sample_traffic.generate import generate  # noqa: E402
+
+
+def import_before(path: Path, data_dir: Path) -> tuple[int, float]:
+    """The import as it was before the parallel importer (commit 242f44b's addons/importer.py)."""
+
+    async def run() -> int:
+        opts = options.Options()
+        master = Master(opts)
+        recorder = Recorder(queue_limit=None, worker_process=False)
+        master.addons.add(recorder)
+        opts.update(shadow_data=os.fspath(data_dir), shadow_content=True)
+        recorder.start()
+        try:
+            with open(path, "rb") as f:
+                for flow in io.FlowReader(f).stream():
+                    if isinstance(flow, http.HTTPFlow):
+                        await master.load_flow(flow)
+        finally:
+            recorder.done()
+        return recorder.recorded
+
+    cpu = time.process_time()
+    recorded = asyncio.run(run())
+    return recorded, time.process_time() - cpu
+
+
+def import_now(path: Path, data_dir: Path, workers: int | None) -> tuple[int, float]:
+    result = import_files(read_sources([path]), data_dir, workers=workers)
+    return result.recorded, result.cpu_seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=10.0, help="sample generator scale (default 10)")
+    parser.add_argument("--flows", type=Path, help="import this flow file instead of generating one")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=None, help="workers of the parallel run (default: cores)")
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="llm-shadow-bench-import-"))
+    try:
+        path = args.flows
+        if path is None:
+            path = scratch / "month.flows"
+            started = time.perf_counter()
+            generate(path, scale=args.scale)
+            print(f"generated {path.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - started:.1f} s")
+        flows = sum(len(s) for s in read_sources([path]))
+        targets = {
+            "before": lambda d: import_before(path, d),
+            "one process": lambda d: import_now(path, d, 1),
+            "parallel": lambda d: import_now(path, d, args.workers or len(os.sched_getaffinity(0))),
+        }
+        seconds: dict[str, list[float]] = {name: [] for name in targets}
+        cpu_seconds: dict[str, list[float]] = {name: [] for name in targets}
+        cores = len(os.sched_getaffinity(0))
+        for round_number in range(args.rounds):
+            for name, run in targets.items():
+                data_dir = scratch / f"data-{round_number}-{name.replace(' ', '-')}"
+                Store(data_dir)
+                started = time.perf_counter()
+                recorded, cpu = run(data_dir)
+                seconds[name].append(time.perf_counter() - started)
+                cpu_seconds[name].append(cpu)
+                if recorded != flows:
+                    print(f"{name}: recorded {recorded} of {flows} flows", file=sys.stderr)
+                    return 1
+                shutil.rmtree(data_dir)
+        print(f"{flows:,} flows, {args.rounds} rounds, load average {os.getloadavg()[0]:.1f} on {cores} cores")
+        print("| import | wall s | calls/s | CPU ms per call | calls/s the CPU cost allows | vs before |")
+        print("|---|---:|---:|---:|---:|---:|")
+        base = statistics.median(seconds["before"])
+        for name, values in seconds.items():
+            wall = statistics.median(values)
+            per_call = statistics.median(cpu_seconds[name]) / flows
+            parallel = 1 if name != "parallel" else min(cores, args.workers or cores)
+            allowed = parallel / per_call
+            print(
+                f"| {name} | {wall:.1f} | {flows / wall:,.0f} | {per_call * 1000:.2f} | {allowed:,.0f} "
+                f"| {base / wall:.2f}x |"
+            )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
