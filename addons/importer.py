@@ -38,7 +38,7 @@ from mitmproxy.master import Master
 from addons.import_sources import ImportFailed, Source, read_source
 from addons.recorder import IMPORT_KEY, Recorder
 from analysis.parsers.detect import detect
-from analysis.pricing.table import PriceTable
+from analysis.pricing.check import Pricing
 from analysis.recording.capture import Capture
 from analysis.recording.sink import Problems, RecordSink
 from analysis.store.datadir import Store
@@ -179,7 +179,7 @@ async def _record_async(settings, chunks, problems, on_progress) -> tuple[int, i
     opts.update(shadow_data=settings.data_dir, shadow_content=settings.keep_content)
     store = Store(settings.data_dir)
     recorder.sink = InlineSink(
-        store, PriceTable.load(store.data_dir), keep_content=settings.keep_content, problems=problems
+        store, Pricing.load(store.data_dir), keep_content=settings.keep_content, problems=problems
     )
     flows, already_present = _Flows(settings.sources), 0
     try:
