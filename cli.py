@@ -973,10 +973,10 @@ def _show_pair(number: int, total: int, pair: dict) -> None:
         console.print(f"[bold]{title}:[/] {escape(text if text is not None else '(not recorded)')}", soft_wrap=True)
 
 
-def _print_precision(rows: list[dict]) -> None:
+def _print_precision(rows: list[dict], source: str = "your labels") -> None:
     from rich.table import Table
 
-    table = Table(title="Semantic cache precision from your labels (Wilson 95% interval)")
+    table = Table(title=f"Semantic cache precision from {source} (Wilson 95% interval)")
     for name in ("threshold", "pairs labelled", "precision", "interval", "hits in unlabelled bands"):
         table.add_column(name, justify="right")
     for row in rows:
@@ -997,10 +997,22 @@ def label(
     summary: Annotated[
         bool, typer.Option("--summary", help="Only print the precision from the labels so far.")
     ] = False,
+    judge_url: Annotated[
+        str | None,
+        typer.Option("--judge-url", help="Let a chat model label the pairs: an OpenAI-compatible base URL."),
+    ] = None,
+    judge_model: Annotated[str | None, typer.Option("--judge-model", help="The judge's model (needs a price).")] = None,
+    judge_api_key_env: Annotated[
+        str, typer.Option("--judge-api-key-env", help="Name of the variable holding the judge's key.")
+    ] = "OPENAI_API_KEY",
+    max_spend: Annotated[float, typer.Option("--max-spend", help="The judge's spending cap (USD).")] = 1.0,
     data: DataDir = Path(DEFAULT_DATA_DIR),
 ):
     """Label a run's sampled semantic-cache pairs (y: same question, n: different, s: skip, q: quit);
-    labels are kept with the run, so you can stop and resume; prints precision per threshold."""
+    labels are kept with the run, so you can stop and resume; prints precision per threshold.
+    With --judge-url and --judge-model a chat model labels them instead, its spend capped."""
+    import os
+
     from analysis.simulate.labels import load_labels, pairs_to_label, precision_by_threshold, save_labels
     from analysis.simulate.runs import RunNotFound, load_run
 
@@ -1012,6 +1024,33 @@ def label(
     pairs = pairs_to_label(result)
     if not pairs:
         raise fail(f"run {run_id} has no semantic-cache pairs to label (no semantic cache, or no hits)")
+    if judge_url is not None or judge_model is not None:
+        from analysis.simulate.evaluation import EvaluationError
+        from analysis.simulate.judge import judge_pairs
+
+        if judge_url is None or judge_model is None:
+            raise fail("a judge needs both --judge-url and --judge-model")
+        if max_spend <= 0:
+            raise fail("--max-spend must be above 0")
+        try:
+            judged, spent, left = judge_pairs(
+                pairs,
+                run.directory,
+                url=judge_url,
+                model=judge_model,
+                api_key=os.environ.get(judge_api_key_env),
+                prices=load_prices(data),
+                max_spend_usd=max_spend,
+            )
+        except EvaluationError as e:
+            raise fail(str(e)) from e
+        console.print(
+            f"Judge {judge_model}: {len(judged):,} of {len(pairs):,} pairs judged, {format_usd(spent)} spent now"
+            + (f", {left:,} left by the spending cap" if left else ""),
+            highlight=False,
+        )
+        _print_precision(precision_by_threshold(result, judged), "the judge's labels")
+        return
     labels = load_labels(run.directory)
     todo = [p for p in pairs if p["request_id"] not in labels]
     if not summary:
@@ -1036,6 +1075,85 @@ def label(
             save_labels(run.directory, labels)
         console.print()
     _print_precision(precision_by_threshold(result, labels))
+
+
+@app.command()
+def evaluate(
+    policy: Annotated[Path, typer.Option("--policy", help="Policy file (TOML) whose routing rules to evaluate.")],
+    rule: Annotated[str | None, typer.Option("--rule", help="Only this routing rule (its name).")] = None,
+    sample: Annotated[int, typer.Option("--sample", help="Requests sampled per rule.")] = 200,
+    max_spend: Annotated[float, typer.Option("--max-spend", help="Stop before spending more than this (USD).")] = 5.0,
+    upstream: Annotated[
+        str | None,
+        typer.Option(
+            "--upstream", help="Base URL to send to [default: https:// the recorded host].", show_default=False
+        ),
+    ] = None,
+    api_key_env: Annotated[
+        str, typer.Option("--api-key-env", help="Name of the variable holding the provider key.")
+    ] = "OPENAI_API_KEY",
+    start: Annotated[str | None, typer.Option("--from", help="First day (UTC), YYYY-MM-DD.")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Day after the last (UTC), YYYY-MM-DD.")] = None,
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+):
+    """Measure routing quality: send a sample of the recorded requests each rule would route to its
+    target model through the real provider, and compare the answers with the recorded ones."""
+    import os
+
+    from analysis.simulate.embedders import EmbedderError, make_embedder
+    from analysis.simulate.evaluation import EvaluationError, candidates, run_evaluation, save_evaluation
+    from analysis.simulate.policy import PolicyError
+    from analysis.simulate.replay import decisions_frame
+    from analysis.simulate.simulator import build_engine, replay_frames
+    from reports.simulate_tables import quality_text
+
+    if sample < 1:
+        raise fail("--sample must be at least 1")
+    if max_spend <= 0:
+        raise fail("--max-spend must be above 0")
+    since, until = parse_date(start, "--from"), parse_date(end, "--to")
+    rules = _read_policy(policy)
+    if not rules.routing:
+        raise fail(f"{policy} has no [[routing]] rules to evaluate")
+    if rule is not None and rule not in {r.name for r in rules.routing}:
+        raise fail(f"no routing rule named {rule!r} in {policy}")
+    prices = load_prices(data)
+    store = open_store(data)
+    try:
+        engine = build_engine(rules, prices, data_dir=data)
+        requests = store.requests_frame(since, until)
+        run = replay_frames(engine, requests, lambda: store.contents_frame(since, until))
+        decisions = decisions_frame(engine, run.facts, run.trace)
+        contents = store.contents_frame(since, until).select("id", "request_json", "response_text")
+        frame = run.requests.select("id", "endpoint", "host", "path").join(
+            contents.unique("id", keep="first"), on="id", how="left", maintain_order="left"
+        )
+        chosen, skipped = candidates(rules, decisions, frame, rule=rule, sample=sample, upstream=upstream)
+        embedder = make_embedder("wordllama", url=None, model=None, api_key_env=None, data_dir=data)
+        summary, answers = run_evaluation(
+            rules,
+            chosen,
+            skipped,
+            prices=prices,
+            embedder=embedder,
+            api_key=os.environ.get(api_key_env),
+            max_spend_usd=max_spend,
+        )
+    except (PolicyError, EmbedderError, EvaluationError) as e:
+        raise fail(str(e)) from e
+    evaluation_id = save_evaluation(
+        data, summary, answers, {"policy_file": str(policy), "sample": sample, "max_spend_usd": max_spend}
+    )
+    from rich.table import Table
+
+    table = Table(title=f"Routing quality, evaluation {evaluation_id}")
+    for name in ("rule", "to", "evaluated", "quality", "cost", "not evaluated"):
+        table.add_column(name)
+    for name, row in summary.items():
+        shown = quality_text({"evaluation": row}) if row["evaluated"] else "nothing evaluated"
+        reasons = ", ".join(f"{k} {v:,}" for k, v in row["not_evaluated"].items()) or "-"
+        table.add_row(name, row["to"], f"{row['evaluated']:,}", shown, format_usd(row["cost_usd"]), reasons)
+    console.print(table)
 
 
 # --- end of simulate commands --------------------------------------------------------------------

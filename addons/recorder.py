@@ -113,7 +113,8 @@ class Recorder:
             "shadow_max_body",
             int,
             64 * 1024 * 1024,
-            "Bytes of a response body kept for parsing; the rest passes unrecorded.",
+            "Bytes of a body read for recording, before and after content decoding; the rest passes unread "
+            "and the call's row says so.",
         )
 
     def configure(self, updated):
@@ -148,6 +149,7 @@ class Recorder:
             keep_content=o.shadow_content,
             spool_limit=o.shadow_spool_limit,
             problems=self.problems,
+            max_body=o.shadow_max_body,
         )
         if self.worker_process:
             self.sink = SinkProcess(store.data_dir, queue_limit=self.queue_limit or 100_000, **settings).start()
@@ -213,8 +215,6 @@ class Recorder:
         started = request.timestamp_start
         if tap is not None and tap.chunks:
             chunks = tap.chunks
-            if tap.truncated:
-                self.problems.add("body_too_large", f"response over shadow_max_body ({tap.limit} bytes)")
         elif response is not None and response.raw_content:
             # Not streamed through us: a buffered JSON answer, or a flow read from a file.
             chunks = [((response.timestamp_start or started) - started, response.raw_content)]
@@ -235,6 +235,7 @@ class Recorder:
             outcome=outcome,
             error=flow.error.msg if flow.error else None,
             import_key=flow.metadata.get(IMPORT_KEY),
+            response_truncated=tap is not None and tap.truncated,
         )
 
 

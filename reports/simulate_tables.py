@@ -64,6 +64,18 @@ def _summary(result: dict[str, Any]) -> Table:
     return table
 
 
+def quality_text(rule: dict[str, Any]) -> str:
+    """A routing rule's quality: the measured agreement with its interval, or "unverified"."""
+    evaluation = rule.get("evaluation")
+    if not evaluation:
+        return "unverified"
+    low, high = evaluation["interval"]
+    return (
+        f"answers agree {pct(evaluation['agreement_rate'])} ({pct(low)}-{pct(high)}, "
+        f"{evaluation['evaluated']:,} evaluated for {usd(evaluation['cost_usd'])})"
+    )
+
+
 def _by_policy(result: dict[str, Any]) -> Table:
     table = Table(title="By policy, in the order they apply (each saving counted once)")
     for name, justify in (
@@ -76,7 +88,7 @@ def _by_policy(result: dict[str, Any]) -> Table:
         table.add_column(name, justify=justify)
     for row in result["by_policy"]:
         costs = {
-            "routing": "quality unverified",
+            "routing": quality_text(row),
             "budget": f"{row.get('blocked', 0):,} blocked, {row.get('downgraded', 0):,} downgraded",
             "rate_limit": f"{row.get('throttled', 0):,} throttled (cost kept: clients retry)",
             "semantic_cache": "similar-prompt answers: quality unverified",
@@ -245,13 +257,18 @@ def print_result(
     for table in _caches(result):
         console.print(table)
     if result["routing"]["rules"]:
-        routing = Table(title="Routing (answers from another model: quality unverified)")
-        for name in ("rule", "to", "requests", "from", "saving"):
+        routing = Table(title="Routing (answers from another model; quality from `llm-shadow evaluate` when run)")
+        for name in ("rule", "to", "requests", "from", "saving", "quality"):
             routing.add_column(name, justify="right" if name in ("requests", "saving") else "left")
         for rule in result["routing"]["rules"]:
             origins = ", ".join(f"{m} {n:,}" for m, n in list(rule["from_models"].items())[:4])
             routing.add_row(
-                plain(rule["name"]), plain(rule["to"]), count(rule["requests"]), plain(origins), usd(rule["saving_usd"])
+                plain(rule["name"]),
+                plain(rule["to"]),
+                count(rule["requests"]),
+                plain(origins),
+                usd(rule["saving_usd"]),
+                quality_text(rule),
             )
         console.print(routing)
     for table in _budgets(result) + _rate_limits(result):

@@ -7,6 +7,7 @@ behind it, or take a process's memory beyond a bound.
 
 import json
 import socket
+import time
 
 import httpx
 import pytest
@@ -106,3 +107,68 @@ def test_a_row_that_cannot_be_written_is_quarantined_and_blocks_nothing(hostile,
     problems = status_of(data_dir).get("problems", {})
     assert problems.get("row_quarantined") == 1, problems
     assert not any(k.startswith("store_write_failed") for k in problems), problems
+
+
+# --- 2. a huge event or a gzip bomb: linear time, bounded memory ---------------------------------
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The peak resident set size of a process so far (VmHWM), in MB."""
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
+def seconds_until_recorded(proxy, data_dir, n: int, team: str) -> float:
+    """Make one ordinary call; seconds from its answer until its row is in the store."""
+    assert chat(proxy, headers={"x-shadow-team": team}, json=CHAT).status_code == 200
+    answered = time.monotonic()
+    rows = records(data_dir, n, timeout=60)
+    assert rows[-1]["team"] == team
+    return time.monotonic() - answered
+
+
+def test_a_huge_event_and_a_gzip_bomb_delay_no_row_and_memory_stays_bounded(hostile, start_proxy, data_dir):
+    proxy = start_proxy("--upstream", f"{hostile.url}@0")
+    baseline = seconds_until_recorded(proxy, data_dir, 1, "warm-up")  # an ordinary call, for comparison
+    worker = status_of(data_dir)["pid"]
+    rss_before = {"proxy": peak_rss_mb(proxy.process.pid), "worker": peak_rss_mb(worker)}
+    # One 8 MB stream event, sent in 16 KB writes.
+    with httpx.stream(
+        "POST",
+        f"{proxy.url}/v1/chat/completions",
+        headers={"x-hostile": f"big-event:{8 * 1024 * 1024}", "x-shadow-team": "big-event"},
+        json={**CHAT, "stream": True},
+        timeout=60,
+    ) as r:
+        assert r.status_code == 200 and sum(len(c) for c in r.iter_raw()) > 8 * 1024 * 1024
+    after_event = seconds_until_recorded(proxy, data_dir, 3, "after-event")
+    # A gzip bomb: 300 MB of JSON in about 300 KB on the wire.
+    with httpx.stream(
+        "POST",
+        f"{proxy.url}/v1/chat/completions",
+        headers={"x-hostile": f"bomb:{300 * 1024 * 1024}", "x-shadow-team": "bomb"},
+        json=CHAT,
+        timeout=60,
+    ) as r:
+        assert r.status_code == 200 and r.headers["content-encoding"] == "gzip"
+        wire = sum(len(c) for c in r.iter_raw())
+    after_bomb = seconds_until_recorded(proxy, data_dir, 5, "after-bomb")
+
+    assert status_of(data_dir)["pid"] == worker
+    rss = {"proxy": peak_rss_mb(proxy.process.pid), "worker": peak_rss_mb(worker)}
+    print(
+        f"\nnext row recorded {after_event:.2f} s after an 8 MB event, {after_bomb:.2f} s after a bomb, "
+        f"{baseline:.2f} s after an ordinary call"
+    )
+    print(f"gzip bomb: {wire:,} bytes on the wire; peak RSS MB before {rss_before}, after {rss}")
+    rows = {r["team"]: r for r in Store(data_dir).requests_frame().to_dicts()}
+    big = rows["big-event"]
+    assert (big["outcome"], big["usage_source"], big["output_tokens"]) == ("ok", "provider", 11)
+    assert "1 stream event over" in big["error"]
+    bomb = rows["bomb"]
+    assert "response body over" in bomb["error"] and bomb["status"] == 200
+    problems = status_of(data_dir)["problems"]
+    assert problems.get("sse_event_too_large") == 1 and problems.get("body_too_large") == 1, problems
+    assert all(mb < 500 for mb in rss.values()), rss

@@ -102,3 +102,29 @@ def test_precision_is_weighted_by_band_and_has_a_wilson_interval():
 def test_label_errors_are_one_line(tmp_path):
     result = runner.invoke(app, ["label", "nope", "--data", str(tmp_path)])
     assert result.exit_code == 1 and "no simulation run 'nope'" in result.output
+
+
+def test_a_judge_labels_pairs_through_a_chat_endpoint_within_its_spending_cap(run_id):
+    from analysis.simulate.judge import verdict
+    from tests.fake_provider import FakeProvider
+
+    data, run = run_id
+    assert [verdict(t) for t in ("Yes.", "no", "'No'", "maybe", None, "")] == ["y", "n", "n", "skip", "skip", "skip"]
+    with FakeProvider() as provider:
+        base = ["label", run.run_id, "--data", str(data), "--judge-url", provider.url + "/v1"]
+        # A cap below one call's estimate: nothing is sent.
+        capped = runner.invoke(app, [*base, "--judge-model", "gpt-4o-mini", "--max-spend", "0.0000001"])
+        assert capped.exit_code == 0, capped.output
+        assert provider.requests == [] and "4 left by the spending cap" in capped.output
+        judged = runner.invoke(app, [*base, "--judge-model", "gpt-4o-mini"])
+        assert judged.exit_code == 0, judged.output
+        sent = [json.loads(r.body) for r in provider.requests]
+        assert len(sent) == 4 and {b["model"] for b in sent} == {"gpt-4o-mini"}
+        # The fake provider's reply is neither yes nor no: every pair is a skip.
+        verdicts = json.loads((run.directory / "judge.json").read_text())
+        assert sorted(verdicts) == ["r1", "r3", "r4", "r5"] and set(verdicts.values()) == {"skip"}
+        again = runner.invoke(app, [*base, "--judge-model", "gpt-4o-mini"])  # resumes: nothing left to judge
+        assert len(provider.requests) == 4 and "4 of 4 pairs judged" in again.output
+        unpriced = runner.invoke(app, [*base, "--judge-model", "no-such-model"])
+        assert unpriced.exit_code == 1 and "has no price" in unpriced.output
+    assert not (run.directory / "labels.json").exists()  # the person's labels stay apart

@@ -12,6 +12,7 @@ from analysis.simulate.embedders import (
     EmbedderError,
     HashingEmbedder,
     OpenAIEmbedder,
+    WordLlamaEmbedder,
 )
 from analysis.simulate.semantic import SemanticIndex
 from tests.simulate_helpers import contents_frame, decisions_by_id, requests_frame, run
@@ -35,6 +36,33 @@ def test_hashing_embedder_rows_do_not_depend_on_the_batch():
     assert similarity[0, 1] > 0.95  # same words, other case and punctuation
     assert similarity[0, 4] > 0.6 > similarity[0, 2]  # shared wording vs another topic
     assert not embedder.embed([""]).any()  # an empty text is the zero vector
+
+
+def test_wordllama_is_the_default_embedder_offline_and_sees_meaning():
+    from analysis.simulate.policy import parse_policy
+    from analysis.simulate.simulator import build_engine
+
+    engine = build_engine(parse_policy("[cache.semantic]\nthreshold = 0.9\n"))
+    assert isinstance(engine.embedder, WordLlamaEmbedder) and engine.embedder.id.startswith("wordllama-")
+    texts = ["I want to cancel my card", "Please stop my card", "What is the exchange rate for euros today?"]
+    together = engine.embedder.embed(texts)
+    for i, text in enumerate(texts):
+        assert np.array_equal(engine.embedder.embed([text])[0], together[i])  # a row depends on its text only
+    meaning = together @ together.T
+    wording = HashingEmbedder().embed(texts) @ HashingEmbedder().embed(texts).T
+    assert meaning[0, 1] > wording[0, 1] and meaning[0, 1] > meaning[0, 2]
+
+
+def test_model_vectors_are_kept_in_the_data_directory_so_a_rerun_embeds_nothing(tmp_path):
+    from analysis.simulate.embedders import make_embedder
+
+    texts = [f"user: question {i} about my card" for i in range(50)]
+    first = make_embedder("wordllama", url=None, model=None, api_key_env=None, data_dir=tmp_path)
+    vectors = first.embed(texts)
+    assert first.embedded == 50 and list((tmp_path / "embeddings").glob("*/part-*.parquet"))
+    again = make_embedder("wordllama", url=None, model=None, api_key_env=None, data_dir=tmp_path)
+    assert np.array_equal(again.embed(texts[::-1]), vectors[::-1]) and again.embedded == 0
+    assert again.embed([*texts, "a new one"]).shape == (51, 256) and again.embedded == 1
 
 
 def _index(bits=10, tables=16, bucket_size=64) -> SemanticIndex:
@@ -95,6 +123,7 @@ ttl = "1h"
 scope = "team"
 sample_pairs = 5
 sweep = [0.5, 0.99]
+embedder = "hashing"
 """
     rows = [
         {"t": 0, "prompt_hash": "a"},

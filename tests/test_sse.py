@@ -132,3 +132,38 @@ def test_json_array_stream_cut_inside_an_element_leaves_it_pending():
     elements += decoder.close(0)
     assert [e.value for e in elements] == [ARRAY_ELEMENTS[0]]
     assert decoder.pending
+
+
+def test_an_event_over_the_cap_is_skipped_and_counted_and_the_next_is_read():
+    decoder = SseDecoder(max_event_chars=100)
+    body = b"data: small\n\n" + b"data: " + b"x" * 1000 + b"\ndata: more\n\n" + b"event: last\ndata: end\n\n"
+    events = []
+    for i in range(0, len(body), 7):  # the big line arrives in many pieces
+        events += decoder.feed(body[i : i + 7], i)
+        assert sum(len(p) for p in decoder._pieces) <= 100  # never held whole
+    events += decoder.close(len(body))
+    assert [(e.event, e.data) for e in events] == [("message", "small"), ("last", "end")]
+    assert (decoder.skipped_events, decoder.skipped_chars) == (1, len("data: ") + 1000 + len("data: more"))
+
+
+def test_a_skipped_event_still_counts_as_estimated_output():
+    from analysis.parsers import common, openai_chat
+    from analysis.parsers.exchange import Exchange
+
+    big = "data: " + json.dumps({"choices": [{"delta": {"content": "word " * 400_000}}]}) + "\n\n"
+    body = b'data: {"choices": [{"delta": {"content": "Hi"}}]}\n\n' + big.encode() + b"data: [DONE]\n\n"
+    exchange = Exchange(
+        provider="openai",
+        endpoint="chat",
+        wire_format="openai_chat",
+        method="POST",
+        host="api.openai.com",
+        path="/v1/chat/completions",
+        request_body=b'{"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "Hi"}]}',
+        status=200,
+        response_headers={"content-type": "text/event-stream"},
+        response_chunks=[(0.1, body[i : i + 65536]) for i in range(0, len(body), 65536)],
+    )
+    parsed = openai_chat.parse(exchange)
+    assert (parsed.skipped_events, parsed.usage.source) == (1, "estimated")
+    assert parsed.usage.output_tokens >= parsed.skipped_chars // common.CHARS_PER_TOKEN > 400_000

@@ -30,7 +30,6 @@ import re
 from analysis.parsers import common
 from analysis.parsers.exchange import Exchange, Parsed, Usage
 from analysis.parsers.hashing import canonical_request
-from analysis.parsers.sse import decode_sse
 
 _MODEL_IN_PATH = re.compile(r"/models/([^/:]+):(?:rawPredict|streamRawPredict)$")
 
@@ -154,7 +153,7 @@ def _read_stream(exchange: Exchange, parsed: Parsed) -> str:
     thinking: list[str] = []
     usage: dict = {}
     parsed.complete = False  # until message_stop
-    for event in decode_sse(chunk for _, chunk in exchange.response_chunks):
+    for event in common.sse_events(exchange, parsed):
         try:
             data = json.loads(event.data)
         except json.JSONDecodeError:

@@ -18,7 +18,9 @@ import re
 
 from analysis.parsers import tokens
 from analysis.parsers.exchange import Exchange, Parsed, Usage
+from analysis.parsers.sse import SseDecoder, SseEvent
 
+CHARS_PER_TOKEN = 4  # stands in for a count of stream events too large to read (see sse_events)
 ERROR_TEXT_LIMIT = 500  # characters of a non-JSON error body kept as the error
 _AZURE_DEPLOYMENT = re.compile(r"/openai/deployments/([^/]+)/")
 
@@ -102,6 +104,20 @@ def azure_deployment(path: str) -> str | None:
     """The deployment named in an Azure OpenAI path (it stands for the model there)."""
     match = _AZURE_DEPLOYMENT.search(path)
     return match.group(1) if match else None
+
+
+def sse_events(exchange: Exchange, parsed: Parsed) -> list[SseEvent]:
+    """The events of a streamed response; events over the size cap are skipped and counted in
+    parsed.skipped_events / skipped_chars (see analysis.parsers.sse.MAX_EVENT_CHARS)."""
+    decoder = SseDecoder()
+    events: list[SseEvent] = []
+    index = -1
+    for index, (_, chunk) in enumerate(exchange.response_chunks):
+        events.extend(decoder.feed(chunk, index))
+    events.extend(decoder.close(max(index, 0)))
+    parsed.skipped_events += decoder.skipped_events
+    parsed.skipped_chars += decoder.skipped_chars
+    return events
 
 
 def chunk_time(exchange: Exchange, chunk_index: int) -> float | None:
@@ -189,7 +205,7 @@ def settle_usage(parsed: Parsed, exchange: Exchange, extra_output_text: str = ""
     input_estimate = tokens.estimate_input_tokens(parsed, model)
     reasoning_estimate = tokens.estimate_output_tokens(extra_output_text, model)
     output_estimate = tokens.estimate_output_tokens(parsed.response_text, model)
-    output_estimate += reasoning_estimate
+    output_estimate += reasoning_estimate + parsed.skipped_chars // CHARS_PER_TOKEN
     if usage.source == "provider":  # cut stream: keep what the provider said, complete the rest
         parsed.usage = Usage(
             input_tokens=usage.input_tokens if usage.input_tokens else input_estimate,

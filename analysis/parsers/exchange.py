@@ -32,6 +32,7 @@ class Exchange:
     duration: float | None = None  # seconds, request start to last response byte
     outcome: str = "ok"  # set by the recorder from how the call ended (see schema)
     error: str | None = None
+    response_over_cap: bool = False  # response_chunks hold only the first part of a longer body
 
     @property
     def response_body(self) -> bytes:
@@ -98,6 +99,10 @@ class Parsed:
     # Attribution the request body carries: keys "team", "feature", "user".
     attribution: dict[str, str] = field(default_factory=dict)
     error: str | None = None  # provider error message, for non-2xx responses
+    # Stream events over the size cap, skipped unread (analysis.parsers.sse.MAX_EVENT_CHARS):
+    # how many, and their characters (their output is estimated at 4 characters a token).
+    skipped_events: int = 0
+    skipped_chars: int = 0
 
 
 _OTHER_MODEL_FIELDS = (

@@ -19,7 +19,7 @@ import re
 from analysis.parsers import common
 from analysis.parsers.exchange import Exchange, Parsed, Usage
 from analysis.parsers.hashing import canonical_request
-from analysis.parsers.sse import JsonArrayStreamDecoder, decode_sse
+from analysis.parsers.sse import JsonArrayStreamDecoder
 
 _MODEL_IN_PATH = re.compile(r"models/([^/:]+):(\w+)")
 TRAFFIC_TYPE_TIERS = {"ON_DEMAND_FLEX": "flex", "PROVISIONED_THROUGHPUT": "provisioned"}
@@ -193,7 +193,7 @@ def _by_modality(details: object) -> dict[str, int]:
 def _read_stream(exchange: Exchange, parsed: Parsed) -> str:
     parsed.complete = False  # until a finishReason arrives
     thoughts = []
-    for response, chunk_index in _stream_responses(exchange):
+    for response, chunk_index in _stream_responses(exchange, parsed):
         if response.get("error"):
             parsed.error = common.error_message(response) or "error in stream"
             continue
@@ -206,7 +206,7 @@ def _read_stream(exchange: Exchange, parsed: Parsed) -> str:
     return "".join(thoughts)
 
 
-def _stream_responses(exchange: Exchange) -> list[tuple[dict, int]]:
+def _stream_responses(exchange: Exchange, parsed: Parsed) -> list[tuple[dict, int]]:
     """The response objects of a stream, SSE or JSON array, with their chunk index."""
     chunks = [chunk for _, chunk in exchange.response_chunks]
     if exchange.response_body.lstrip()[:1] == b"[":
@@ -220,7 +220,7 @@ def _stream_responses(exchange: Exchange) -> list[tuple[dict, int]]:
             pass  # a damaged element ends what can be read; the stream counts as cut
         return [(e.value, e.chunk_index) for e in elements if isinstance(e.value, dict)]
     found = []
-    for event in decode_sse(chunks):
+    for event in common.sse_events(exchange, parsed):
         try:
             value = json.loads(event.data)
         except json.JSONDecodeError:

@@ -19,7 +19,6 @@ import json
 from analysis.parsers import common
 from analysis.parsers.exchange import Exchange, Parsed, Usage
 from analysis.parsers.hashing import canonical_request
-from analysis.parsers.sse import decode_sse
 
 SYSTEM_ROLES = ("system", "developer")
 
@@ -154,7 +153,7 @@ def _read_stream(exchange: Exchange, parsed: Parsed) -> str:
     choices: dict[int, _ChoiceText] = {}
     usage = None
     done = finished = False
-    for event in decode_sse(chunk for _, chunk in exchange.response_chunks):
+    for event in common.sse_events(exchange, parsed):
         if event.data.strip() == "[DONE]":
             done = True
             continue

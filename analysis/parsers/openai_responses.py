@@ -19,7 +19,6 @@ import json
 from analysis.parsers import common
 from analysis.parsers.exchange import Exchange, Parsed, Usage
 from analysis.parsers.hashing import canonical_request
-from analysis.parsers.sse import decode_sse
 
 TERMINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
 # Delta events that carry output, and whether their text is reasoning.
@@ -147,7 +146,7 @@ def _read_stream(exchange: Exchange, parsed: Parsed) -> str:
     call_keys: set[str] = set()  # items that are tool calls: name( arguments )
     reasoning: list[str] = []
     final: dict | None = None
-    for event in decode_sse(chunk for _, chunk in exchange.response_chunks):
+    for event in common.sse_events(exchange, parsed):
         try:
             data = json.loads(event.data)
         except json.JSONDecodeError:

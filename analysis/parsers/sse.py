@@ -24,6 +24,10 @@ from dataclasses import dataclass
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
+# Characters of one event (its data lines together) that are read; a longer event is counted
+# and skipped (`SseDecoder.skipped_events`), never held whole. Providers' events are a few KB.
+MAX_EVENT_CHARS = 1024 * 1024
+
 
 @dataclass(frozen=True)
 class SseEvent:
@@ -34,50 +38,86 @@ class SseEvent:
 
 
 class SseDecoder:
-    """Feed bytes with `feed`, call `close` once at the end; both return completed events."""
+    """Feed bytes with `feed`, call `close` once at the end; both return completed events.
 
-    def __init__(self) -> None:
+    Linear in the bytes fed: each chunk is scanned once, and an unfinished line is kept as a
+    list of pieces, joined once its terminator arrives. An event longer than `max_event_chars`
+    stops being kept as soon as it passes the cap; when it ends it is counted in
+    `skipped_events` (its length in `skipped_chars`) instead of being delivered."""
+
+    def __init__(self, max_event_chars: int = MAX_EVENT_CHARS) -> None:
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._buffer = ""
+        self.max_event_chars = max_event_chars
         self._at_start = True
+        self._after_cr = False  # the last text ended with "\r": a "\n" next belongs to it
+        self._pieces: list[str] = []  # the unfinished line
+        self._line_chars = 0
         self._event = ""
         self._data: list[str] = []
+        self._event_chars = 0
+        self._oversize = False
         self._id: str | None = None
         self._last_id: str | None = None
+        self.skipped_events = 0
+        self.skipped_chars = 0
 
     def feed(self, chunk: bytes, chunk_index: int) -> list[SseEvent]:
-        self._buffer += self._utf8.decode(chunk)
-        return self._drain(chunk_index, final=False)
+        events: list[SseEvent] = []
+        self._take(self._utf8.decode(chunk), chunk_index, events)
+        return events
 
     def close(self, chunk_index: int) -> list[SseEvent]:
-        self._buffer += self._utf8.decode(b"", final=True)
-        events = self._drain(chunk_index, final=True)
-        if self._buffer:  # a last line without a terminator
-            self._line(self._buffer, chunk_index, events)
-            self._buffer = ""
+        events: list[SseEvent] = []
+        self._take(self._utf8.decode(b"", final=True), chunk_index, events, final=True)
+        if self._pieces:  # a last line without a terminator
+            self._end_line(chunk_index, events)
         self._dispatch(chunk_index, events)  # lenient: an unterminated last event counts
         return events
 
-    def _drain(self, chunk_index: int, final: bool) -> list[SseEvent]:
-        if self._at_start and self._buffer:
-            self._buffer = self._buffer.removeprefix("\ufeff")
+    def _take(self, text: str, chunk_index: int, events: list[SseEvent], final: bool = False) -> None:
+        if self._at_start and text:
+            text = text.removeprefix("\ufeff")
             self._at_start = False
-        events: list[SseEvent] = []
+        if self._after_cr and (text or final):
+            # The line ended with "\r" at the end of the last text; it ends now (a "\n" that
+            # follows is part of the same line end).
+            self._after_cr = False
+            self._end_line(chunk_index, events)
+            if text[:1] == "\n":
+                text = text[1:]
         pos = 0
-        for match in _LINE_END.finditer(self._buffer):
-            if match.group() == "\r" and match.end() == len(self._buffer) and not final:
-                break  # the "\n" of a "\r\n" may be in the next chunk
-            self._line(self._buffer[pos : match.start()], chunk_index, events)
+        for match in _LINE_END.finditer(text):
+            self._add_piece(text[pos : match.start()])
             pos = match.end()
-        self._buffer = self._buffer[pos:]
-        return events
+            if match.group() == "\r" and pos == len(text) and not final:
+                self._after_cr = True  # the "\n" of a "\r\n" may be in the next chunk
+                return
+            self._end_line(chunk_index, events)
+        self._add_piece(text[pos:])
 
-    def _line(self, line: str, chunk_index: int, events: list[SseEvent]) -> None:
-        if not line:
+    def _add_piece(self, piece: str) -> None:
+        if not piece:
+            return
+        self._line_chars += len(piece)
+        if self._event_chars + self._line_chars > self.max_event_chars:
+            self._oversize = True
+            self._pieces = [piece[:16]] if not self._pieces else self._pieces[:1]  # enough for the field name
+        else:
+            self._pieces.append(piece)
+
+    def _end_line(self, chunk_index: int, events: list[SseEvent]) -> None:
+        line = "".join(self._pieces)
+        length = self._line_chars
+        self._pieces = []
+        self._line_chars = 0
+        if not length:
             self._dispatch(chunk_index, events)
             return
         if line.startswith(":"):
             return  # comment (keep-alive)
+        self._event_chars += length
+        if self._oversize:
+            return
         name, colon, value = line.partition(":")
         if colon and value.startswith(" "):
             value = value[1:]
@@ -92,11 +132,16 @@ class SseDecoder:
         if self._id is not None:
             self._last_id = self._id
             self._id = None
-        if self._data:
+        if self._oversize:
+            self.skipped_events += 1
+            self.skipped_chars += self._event_chars
+        elif self._data:
             data = "\n".join(self._data)
             events.append(SseEvent(self._event or "message", data, chunk_index, self._last_id))
         self._event = ""
         self._data = []
+        self._event_chars = 0
+        self._oversize = False
 
 
 def decode_sse(chunks: Iterable[bytes]) -> list[SseEvent]:

@@ -80,11 +80,26 @@ def get_encoding(name: str) -> tiktoken.Encoding:
                 os.environ["TIKTOKEN_CACHE_DIR"] = saved
 
 
+COUNT_PIECE_CHARS = 1024 * 1024
+
+
 def count_tokens(text: str, model: str | None = None) -> int:
-    """Tokens in `text` for `model` (special-token markers count as plain text)."""
+    """Tokens in `text` for `model` (special-token markers count as plain text).
+
+    A long text is counted a piece at a time, each piece ending at a space, so the token list
+    held at once stays small (a 50 MB prompt would otherwise need some 400 MB of ints)."""
     if not text:
         return 0
-    return len(get_encoding(encoding_name_for_model(model)).encode_ordinary(text))
+    encoding = get_encoding(encoding_name_for_model(model))
+    total, start = 0, 0
+    while start < len(text):
+        end = start + COUNT_PIECE_CHARS
+        if end < len(text):
+            space = text.rfind(" ", start + COUNT_PIECE_CHARS // 2, end)
+            end = space if space > 0 else end
+        total += len(encoding.encode_ordinary(text[start:end]))
+        start = end
+    return total
 
 
 def estimate_input_tokens(parsed: Parsed, model: str | None = None) -> int:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from analysis import parsers
 from analysis.parsers.exchange import Exchange, Parsed, Usage, other_models_json
 from analysis.parsers.hashing import prompt_hash
+from analysis.parsers.sse import MAX_EVENT_CHARS
 from analysis.pricing.check import Pricing
 from analysis.recording.decoding import DecodeError, decode_body, decode_chunks
 from analysis.store.clean import clean_row
@@ -36,20 +37,30 @@ class ParseFailure(Exception):
     """The exchange could not be read; the message says why (it becomes the row's `error`)."""
 
 
-def decode_exchange(exchange: Exchange) -> None:
-    """Undo the content-encoding of the request and response bodies, in place."""
+DEFAULT_MAX_BODY = 64 * 1024 * 1024
+
+
+def decode_exchange(exchange: Exchange, max_body: int = DEFAULT_MAX_BODY) -> list[str]:
+    """Undo the content-encoding of the request and response bodies, in place, keeping at most
+    `max_body` decoded bytes of each; return what went over, as row-error notes."""
+    over = []
     request_encoding = exchange.request_headers.get("content-encoding", "")
-    if request_encoding:
-        exchange.request_body = decode_body(exchange.request_body, request_encoding)
+    if request_encoding or len(exchange.request_body) > max_body:
+        exchange.request_body, request_over = decode_body(exchange.request_body, request_encoding, max_body)
+        if request_over:
+            over.append(f"request body over {max_body:,} bytes: not read")
     response_encoding = exchange.response_headers.get("content-encoding", "")
-    if response_encoding:
-        exchange.response_chunks = decode_chunks(exchange.response_chunks, response_encoding)
+    exchange.response_chunks, response_over = decode_chunks(exchange.response_chunks, response_encoding, max_body)
+    if response_over or exchange.response_over_cap:
+        exchange.response_over_cap = True
+        over.append(f"response body over {max_body:,} bytes: read up to there")
+    return over
 
 
-def parse_exchange(exchange: Exchange) -> Parsed:
+def parse_exchange(exchange: Exchange, max_body: int = DEFAULT_MAX_BODY) -> tuple[Parsed, list[str]]:
     try:
-        decode_exchange(exchange)
-        return parsers.parse(exchange)
+        over = decode_exchange(exchange, max_body)
+        return parsers.parse(exchange), over
     except (DecodeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
         raise ParseFailure(f"{exchange.wire_format}: {type(e).__name__}: {e}") from e
 
@@ -73,23 +84,35 @@ def account(
     prices: Pricing,
     keep_content: bool = True,
     usage_keys_seen: set[str] | None = None,
-) -> tuple[dict, dict | None, ParseFailure | None]:
-    """Return (requests row, contents row or None, the parse failure if there was one).
+    max_body: int = DEFAULT_MAX_BODY,
+) -> tuple[dict, dict | None, ParseFailure | None, list[tuple[str, str]]]:
+    """Return (requests row, contents row or None, the parse failure if there was one, the
+    problems to count as (kind, detail)).
 
     `usage_keys_seen`: the usage keys (see Parsed.usage_key) already recorded with their tokens;
-    a call reporting one of them again is recorded without tokens, so sums count it once."""
-    failure = None
+    a call reporting one of them again is recorded without tokens, so sums count it once.
+    `max_body`: decoded bytes of a body read (see decode_exchange)."""
+    failure, notes, problems = None, [], []
     try:
-        parsed = parse_exchange(exchange)
+        parsed, notes = parse_exchange(exchange, max_body)
     except ParseFailure as e:
         parsed, failure = Parsed(), e
+    if notes:
+        problems.append(("body_too_large", notes[0]))
+    if parsed.skipped_events:
+        note = (
+            f"{parsed.skipped_events} stream event{'s' if parsed.skipped_events > 1 else ''} over "
+            f"{MAX_EVENT_CHARS:,} characters not read ({parsed.skipped_chars:,} characters)"
+        )
+        notes.append(note)
+        problems.append(("sse_event_too_large", note))
     if parsed.usage_key and usage_keys_seen is not None:
         if parsed.usage_key in usage_keys_seen:
             parsed.usage, parsed.provider_cost_usd, parsed.other_models = Usage(), None, []
             parsed.error = parsed.error or f"usage of {parsed.usage_key} was recorded by an earlier call"
         else:
             usage_keys_seen.add(parsed.usage_key)
-    if exchange.outcome == "ok" and not parsed.complete and exchange.is_event_stream:
+    if exchange.outcome == "ok" and not parsed.complete and exchange.is_event_stream and not exchange.response_over_cap:
         # A stream that stopped short: with an error event of the provider's own (Anthropic's
         # overloaded_error) it is a server error; without one, a cut.
         exchange.outcome = "server_error" if parsed.error else "upstream_cut"
@@ -161,7 +184,7 @@ def account(
         "service_tier": parsed.service_tier,
         "batch": parsed.batch,
         "usage_key": parsed.usage_key,
-        "error": _first(str(failure) if failure else None, exchange.error, parsed.error),
+        "error": _first(str(failure) if failure else None, exchange.error, "; ".join(notes), parsed.error),
         "instance": context.instance,
         "import_key": context.import_key,
     }
@@ -176,7 +199,7 @@ def account(
             "response_text": parsed.response_text or None,
         }
         clean_row(content, CONTENTS)
-    return clean_row(row, REQUESTS), content, failure
+    return clean_row(row, REQUESTS), content, failure, problems
 
 
 def _first(*values: str | None) -> str | None:

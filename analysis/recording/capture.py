@@ -37,6 +37,7 @@ class Capture:
     ended: float
     outcome: str
     error: str | None = None
+    response_truncated: bool = False  # the proxy kept only the first shadow_max_body bytes
     import_key: str | None = None  # what identifies an imported call (see addons.importer)
 
 
@@ -100,6 +101,7 @@ def to_exchange(
         duration=capture.ended - capture.started,
         outcome=capture.outcome,
         error=capture.error,
+        response_over_cap=capture.response_truncated,
     )
     context = CallContext(
         id=new_id(capture.started),

@@ -22,7 +22,7 @@ from collections import Counter, deque
 import duckdb
 
 from analysis.pricing.check import Pricing
-from analysis.recording.accounting import account
+from analysis.recording.accounting import DEFAULT_MAX_BODY, account
 from analysis.recording.capture import AttributionHeaders, Capture, to_exchange
 from analysis.store.datadir import SegmentWriter, Store, unwritable_reason
 from analysis.store.schema import CONTENTS, REQUESTS
@@ -69,6 +69,7 @@ class RecordSink:
         queue_limit: int = 100_000,
         instance: str | None = None,
         problems: Problems | None = None,
+        max_body: int = DEFAULT_MAX_BODY,
     ):
         self.store = store
         self.prices = prices
@@ -78,6 +79,7 @@ class RecordSink:
         self.keep_content = keep_content
         self.spool_limit = spool_limit
         self.queue_limit = queue_limit
+        self.max_body = max_body
         self.problems = problems or Problems()
         self.writer = SegmentWriter(store, instance)
         self.recorded = 0
@@ -170,7 +172,9 @@ class RecordSink:
     def _account(self, capture: Capture) -> None:
         try:
             exchange, context = to_exchange(capture, self.salt, self.attribution, self.instance)
-            row, content, failure = account(exchange, context, self.prices, self.keep_content, self._usage_keys_seen())
+            row, content, failure, problems = account(
+                exchange, context, self.prices, self.keep_content, self._usage_keys_seen(), self.max_body
+            )
         except Exception as e:  # a bug of ours must not stop the worker; the call is counted
             self.problems.add(f"account_error:{type(e).__name__}", str(e))
             return
@@ -179,6 +183,8 @@ class RecordSink:
                 self._pending -= 1
         if failure is not None:
             self.problems.add(f"parse_error:{capture.target.wire_format}", str(failure))
+        for kind, detail in problems:
+            self.problems.add(kind, detail)
         self._requests.append(row)
         if content is not None:
             self._contents.append(content)

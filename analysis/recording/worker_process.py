@@ -18,6 +18,7 @@ import queue
 import signal
 from pathlib import Path
 
+from analysis.recording.accounting import DEFAULT_MAX_BODY
 from analysis.recording.capture import AttributionHeaders, Capture
 from analysis.recording.sink import Problems, RecordSink
 from analysis.store.datadir import new_instance_name
@@ -39,8 +40,10 @@ class SinkProcess:
         spool_limit: int = 100_000,
         queue_limit: int = 100_000,
         problems: Problems | None = None,
+        max_body: int = DEFAULT_MAX_BODY,
     ):
         self.settings = {
+            "max_body": max_body,
             "data_dir": str(data_dir),
             "attribution": attribution,
             "flush_interval": flush_interval,
@@ -111,6 +114,7 @@ def _child_main(calls, settings: dict, instance: str, parent_pid: int) -> None:
         keep_content=settings["keep_content"],
         spool_limit=settings["spool_limit"],
         queue_limit=settings["queue_limit"],
+        max_body=settings["max_body"],
         instance=instance,
     ).start()
     try:

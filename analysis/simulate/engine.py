@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from analysis.simulate.cacheability import exclusion_reason, may_store
-from analysis.simulate.embedders import Embedder, HashingEmbedder
+from analysis.simulate.embedders import Embedder, make_embedder
 from analysis.simulate.facts import (
     EngineState,
     Facts,
@@ -51,7 +51,15 @@ class PolicyEngine:
         self.budget_matches = [CompiledMatch(b.match) for b in policy.budgets]
         self.rate_matches = [CompiledMatch(r.match) for r in policy.rate_limits]
         semantic = policy.semantic_cache
-        self.embedder = embedder or (HashingEmbedder() if semantic else None)
+        if embedder is None and semantic is not None:
+            embedder = make_embedder(
+                semantic.embedder,
+                url=semantic.embedder_url,
+                model=semantic.embedder_model,
+                api_key_env=semantic.embedder_api_key_env,
+                data_dir=None,
+            )
+        self.embedder = embedder
         needs_prices = policy.routing or policy.batch or any(b.action == "downgrade" for b in policy.budgets)
         if needs_prices:
             if pricer is None:

@@ -25,7 +25,7 @@ from analysis.simulate.tomlpos import describe, key_line
 SCOPES = ("global", "key", "team", "feature", "user")
 WINDOWS = ("hour", "day", "month")
 BUDGET_ACTIONS = ("block", "downgrade")
-EMBEDDERS = ("hashing", "openai")
+EMBEDDERS = ("hashing", "wordllama", "openai")
 # The column of `requests` a scope groups by ("global" groups everything together).
 SCOPE_COLUMNS = {"key": "key_id", "team": "team", "feature": "feature", "user": "user"}
 DEFAULT_SWEEP = (0.80, 0.85, 0.90, 0.93, 0.95, 0.97, 0.99)
@@ -124,7 +124,7 @@ class SemanticCachePolicy:
     scope: str
     max_entries: int
     rules: CacheRules
-    embedder: str = "hashing"
+    embedder: str = "wordllama"
     embedder_url: str | None = None
     embedder_model: str | None = None
     embedder_api_key_env: str | None = None
@@ -361,7 +361,7 @@ def _semantic_cache(reader: _Reader) -> SemanticCachePolicy:
         or not all(isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1 for v in sweep_value)
     ):
         raise reader.error("sweep", "expected a list of similarities between 0 and 1")
-    embedder = reader.choice("embedder", EMBEDDERS, "hashing")
+    embedder = reader.choice("embedder", EMBEDDERS, "wordllama")
     url = reader.text_value("embedder_url")
     model = reader.text_value("embedder_model")
     key_env = reader.text_value("embedder_api_key_env")

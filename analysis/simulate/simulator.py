@@ -20,6 +20,7 @@ from analysis.pricing.table import PriceTable
 from analysis.simulate.batch import frame_facts, ordered
 from analysis.simulate.embedders import Embedder, make_embedder
 from analysis.simulate.engine import PolicyEngine
+from analysis.simulate.evaluation import attach_evaluations, latest_evaluations
 from analysis.simulate.facts import EngineState, FrameFacts
 from analysis.simulate.matching import CompiledMatch
 from analysis.simulate.policy import Match, Policy
@@ -141,4 +142,6 @@ def simulate(
     params = {"price_version": engine.pricer.table.version, **(parameters or {})}
     if policy.semantic_cache is not None:
         params["embedder"] = engine.embedder.id
-    return summarise(policy, run.requests, decisions, facts, params, engine.embedder)
+    result = summarise(policy, run.requests, decisions, facts, params, engine.embedder)
+    attach_evaluations(result.routing, result.by_policy, latest_evaluations(data_dir))
+    return result

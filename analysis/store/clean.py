@@ -28,6 +28,7 @@ FIELD_CAPS = {
     "model_requested": 256,
     "path": 2048,
     "error": 500,
+    "usage_other_models": 65_536,  # JSON: a cut would make it unreadable, and it is small
     "system_prompt": CONTENT_CAP,
     "prompt_text": CONTENT_CAP,
     "request_json": CONTENT_CAP,
