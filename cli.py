@@ -5,25 +5,24 @@ import shlex
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import duckdb
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from analysis.recording.settings import RecorderSettings
 from analysis.recording.status import problem_summary, read_statuses
-from analysis.store import stats as stats_queries
-from analysis.store.datadir import (
-    DEFAULT_DATA_DIR,
-    Store,
-    StoreError,
-    all_segments,
-    live_segments,
-    query_frame,
-)
+from analysis.store import DEFAULT_DATA_DIR, GROUP_ALIASES, GROUP_LABELS, StoreError
+from reports.format import json_ready, usd
 from reports.tables import FORMATS, print_frame
+
+if TYPE_CHECKING:
+    from analysis.store.datadir import Store
+
+# polars, duckdb, pyarrow and plotly are imported inside the commands that use them, so that
+# `llm-shadow --help` and argument errors answer at once.
 
 app = typer.Typer(
     help="Observe LLM API traffic, see what it costs, and simulate what policies would save.",
@@ -40,6 +39,7 @@ DataDir = Annotated[
     typer.Option("--data", envvar="LLM_SHADOW_DATA", help="Data directory (env LLM_SHADOW_DATA).", show_default=True),
 ]
 Format = Annotated[str, typer.Option("--format", help="Output format: table, json or csv.")]
+TableOrJson = Annotated[str, typer.Option("--format", help="Output format: table or json.")]
 ConfdirOption = Annotated[
     Path,
     typer.Option(
@@ -51,6 +51,25 @@ ConfdirOption = Annotated[
 DEFAULT_CONFDIR = Path("~/.mitmproxy")
 
 
+def _since(value: str) -> datetime | None:
+    return parse_date(value, "--from")
+
+
+def _until(value: str) -> datetime | None:
+    return parse_date(value, "--to")
+
+
+# --from/--to: one pair of names in every command (`since`/`until` in the code and the queries).
+Since = Annotated[
+    datetime | None,
+    typer.Option("--from", parser=_since, metavar="YYYY-MM-DD", help="First day (UTC), YYYY-MM-DD."),
+]
+Until = Annotated[
+    datetime | None,
+    typer.Option("--to", parser=_until, metavar="YYYY-MM-DD", help="Day after the last (UTC), YYYY-MM-DD."),
+]
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print a one-line error on stderr; return the Exit to raise.
 
@@ -60,7 +79,9 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def open_store(data: Path, create: bool = False) -> Store:
+def open_store(data: Path, create: bool = False) -> "Store":
+    from analysis.store.datadir import Store
+
     try:
         return Store(data, create=create)
     except StoreError as e:
@@ -72,10 +93,6 @@ def check_format(fmt: str) -> str:
     if fmt not in FORMATS:
         raise fail(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     return fmt
-
-
-def format_usd(amount: float) -> str:
-    return f"${amount:,.2f}" if abs(amount) >= 1 else f"${amount:.4f}"
 
 
 def parse_date(value: str | None, option: str) -> datetime | None:
@@ -105,17 +122,12 @@ def mitmdump_args(
     port: int,
     listen_host: str,
     forward: bool,
-    data: Path,
-    content: bool,
-    flush_interval: float,
-    verbose: bool,
     transparent: bool = False,
     local: str | None = None,
-    intercept_hosts: list[str] | None = None,
-    intercept_all: bool = False,
     confdir: Path | None = None,
 ) -> list[str]:
-    """The mitmdump command line `llm-shadow proxy` runs (in-process, recorder built in)."""
+    """The mitmdump command line `llm-shadow proxy` runs (in-process, recorder built in): where
+    to listen and in which mode. Typed options are set directly (see `proxy_options`)."""
     args = ["--listen-host", listen_host]
     chosen = [
         name
@@ -148,25 +160,23 @@ def mitmdump_args(
             if upstream_port and not upstream_port.isdigit():
                 raise fail(f"--upstream {spec!r}: the port after @ must be a number")
             args += ["--mode", f"reverse:{url.rstrip('/')}@{upstream_port or port + i}"]
-    if confdir is not None:
+    if confdir is not None:  # on the command line: mitmproxy reads its config.yaml from there
         args += ["--set", f"confdir={confdir}"]
-    for host in intercept_hosts or []:
-        args += ["--set", f"shadow_intercept_hosts={host}"]
-    if intercept_all:
-        args += ["--set", "shadow_intercept_all=true"]
-    args += [
-        "--set",
-        f"shadow_data={data}",
-        "--set",
-        f"shadow_content={'true' if content else 'false'}",
-        "--set",
-        f"shadow_flush_ms={max(1, round(flush_interval * 1000))}",
-        "--set",
-        f"flow_detail={1 if verbose else 0}",
-        "--set",
-        f"termlog_verbosity={'info' if verbose else 'warn'}",
-    ]
     return args
+
+
+def proxy_options(settings: RecorderSettings, intercept_hosts: list[str], intercept_all: bool, verbose: bool) -> dict:
+    """The typed mitmproxy options `llm-shadow proxy` sets: the recorder's settings, TLS
+    interception, and how much mitmproxy itself prints."""
+    from addons.recorder import options_from_settings
+
+    return {
+        **options_from_settings(settings),
+        "shadow_intercept_hosts": list(intercept_hosts),
+        "shadow_intercept_all": intercept_all,
+        "flow_detail": 1 if verbose else 0,
+        "termlog_verbosity": "info" if verbose else "warn",
+    }
 
 
 @app.command()
@@ -175,7 +185,10 @@ def proxy(
         list[str],
         typer.Option(
             "--upstream",
-            help="Reverse mode: the provider URL to forward to, optionally @PORT to listen on (repeatable: one port per upstream).",
+            help=(
+                "Reverse mode: the provider URL to forward to, optionally @PORT to listen on (repeatable: one port "
+                "per upstream)."
+            ),
         ),
     ] = [],  # noqa: B006
     forward: Annotated[
@@ -192,7 +205,10 @@ def proxy(
         str | None,
         typer.Option(
             "--local",
-            help="Local capture mode: capture these processes by name (mitmproxy spec: curl, python,node, !ssh). Linux 6.8+ with cgroup v2 and sudo.",
+            help=(
+                "Local capture mode: capture these processes by name (mitmproxy spec: curl, python,node, !ssh). "
+                "Linux 6.8+ with cgroup v2 and sudo."
+            ),
         ),
     ] = None,
     port: Annotated[int, typer.Option(help="Port to listen on (the first upstream's, when it names none).")] = 8080,
@@ -229,27 +245,14 @@ def proxy(
     from addons.tls_passthrough import parse_host_patterns
     from analysis.capture_setup.doctor import local_capture_unavailable_reason
 
-    if flush_interval <= 0:
+    if not flush_interval > 0:
         raise fail("--flush-interval must be positive")
+    settings = RecorderSettings(data=data, content=content, flush_interval=flush_interval)
     try:
         parse_host_patterns(intercept_host)
     except ValueError as e:
         raise fail(f"--intercept-host: {e}") from e
-    args = mitmdump_args(
-        upstream,
-        port,
-        listen_host,
-        forward,
-        data,
-        content,
-        flush_interval,
-        verbose,
-        transparent,
-        local,
-        intercept_host,
-        intercept_all,
-        confdir.expanduser(),
-    )
+    args = mitmdump_args(upstream, port, listen_host, forward, transparent, local, confdir.expanduser())
     if local is not None and (reason := local_capture_unavailable_reason()):
         raise fail(
             f"--local cannot work here: {reason}. Use --transparent with a redirect rule instead (docs/transparent.md)."
@@ -260,7 +263,7 @@ def proxy(
             ensure_ca(confdir.expanduser())
         except OSError as e:
             raise fail(f"cannot create the CA in {confdir}: {e.strerror}") from e
-    failure = run_proxy(args)
+    failure = run_proxy(args, proxy_options(settings, intercept_host, intercept_all, verbose))
     if failure:
         raise fail(failure)
 
@@ -299,7 +302,7 @@ def import_(
         err_console.print(f"[yellow]Problems:[/] {result.problems.summary()}", highlight=False)
 
 
-def record_sources(sources, data: Path, keep_content: bool, description: str, workers: int | None = None):
+def record_sources(sources, data: Path, content: bool, description: str, workers: int | None = None):
     """Record framed capture files (addons.import_sources) into `data` with a progress bar."""
     from addons.importer import ImportFailed, import_files
     from reports.progress import counting_progress
@@ -308,9 +311,9 @@ def record_sources(sources, data: Path, keep_content: bool, description: str, wo
     with counting_progress(description, "flows", err_console) as progress:
         task = progress.add_task(description, total=sum(len(s) for s in sources))
         try:
-            return import_files(
-                sources, data, keep_content, on_progress=lambda n: progress.advance(task, n), workers=workers
-            )
+            # No queue limit: an import reads as fast as it records, and must not drop calls.
+            settings = RecorderSettings(data=data, content=content, queue_limit=0)
+            return import_files(sources, settings, on_progress=lambda n: progress.advance(task, n), workers=workers)
         except ImportFailed as e:
             raise fail(str(e)) from e
 
@@ -320,17 +323,19 @@ def record_sources(sources, data: Path, keep_content: bool, description: str, wo
 
 @app.command()
 def stats(
-    by: Annotated[str, typer.Option(help=f"Group by: {', '.join(stats_queries.GROUPINGS)}.")] = "model",
-    start: Annotated[str | None, typer.Option("--from", help="First day (UTC), YYYY-MM-DD.")] = None,
-    end: Annotated[str | None, typer.Option("--to", help="Day after the last (UTC), YYYY-MM-DD.")] = None,
+    by: Annotated[str, typer.Option(help=f"Group by: {', '.join(GROUP_LABELS)}.")] = "model",
+    since: Since = None,
+    until: Until = None,
     fmt: Format = "table",
     data: DataDir = Path(DEFAULT_DATA_DIR),
 ):
     """Spend, tokens and latency of recorded calls, grouped."""
     check_format(fmt)
-    if by not in stats_queries.GROUPINGS:
-        raise fail(f"--by {by!r}: choose one of {', '.join(stats_queries.GROUPINGS)}")
-    since, until = parse_date(start, "--from"), parse_date(end, "--to")
+    from analysis.store import stats as stats_queries
+
+    by = GROUP_ALIASES.get(by, by)
+    if by not in GROUP_LABELS:
+        raise fail(f"--by {by!r}: choose one of {', '.join(GROUP_LABELS)}")
     store = open_store(data)
     with store.connect() as con:
         frame = stats_queries.grouped(con, by, since, until)
@@ -338,7 +343,7 @@ def stats(
     print_frame(frame, fmt, console, title=f"LLM calls by {by}")
     if fmt == "table":
         console.print(
-            f"{total.calls:,} calls, {format_usd(total.cost_usd)}, {total.input_tokens:,} input and "
+            f"{total.calls:,} calls, {usd(total.cost_usd)}, {total.input_tokens:,} input and "
             f"{total.output_tokens:,} output tokens",
             highlight=False,
         )
@@ -380,6 +385,10 @@ def sql(
     data: DataDir = Path(DEFAULT_DATA_DIR),
 ):
     """Run a DuckDB SQL query over the recorded calls (relations: requests, contents)."""
+    import duckdb
+
+    from analysis.store.datadir import query_frame
+
     check_format(fmt)
     store = open_store(data)
     with store.connect() as con:
@@ -414,6 +423,8 @@ def purge(
 @app.command()
 def compact(data: DataDir = Path(DEFAULT_DATA_DIR)):
     """Merge the segments stopped recorders left behind, and delete superseded ones."""
+    from analysis.store.datadir import all_segments, live_segments
+
     store = open_store(data)
     directories = (store.records_dir, store.contents_dir)
     before = sum(len(live_segments(d)) for d in directories)
@@ -435,36 +446,11 @@ prices_app = typer.Typer(
 )
 app.add_typer(prices_app, name="prices")
 
-PRICE_KINDS = (
-    "input",
-    "cached_input",
-    "cache_write",
-    "cache_write_1h",
-    "output",
-    "reasoning_output",
-    "input_audio",
-    "output_audio",
-    "input_image",
-    "output_image",
-)
-PRICE_HEADERS = (
-    "input",
-    "cached input",
-    "cache write 5m",
-    "cache write 1h",
-    "output",
-    "reasoning",
-    "audio in",
-    "audio out",
-    "image in",
-    "image out",
-)
-
 
 def load_pricing(data: Path):
     """Both price tables, the chosen one primary (analysis.pricing.check)."""
     from analysis.pricing.check import Pricing
-    from analysis.pricing.table import PriceFileError
+    from analysis.pricing.files import PriceFileError
 
     try:
         return Pricing.load(data)
@@ -473,7 +459,8 @@ def load_pricing(data: Path):
 
 
 def load_prices(data: Path):
-    from analysis.pricing.table import PriceFileError, PriceTable
+    from analysis.pricing.files import PriceFileError
+    from analysis.pricing.table import PriceTable
 
     try:
         return PriceTable.load(data)
@@ -489,15 +476,14 @@ def prices_show(
     provider: Annotated[
         str | None, typer.Option(help="Provider selling it: openai, azure, anthropic, gemini, openrouter, ...")
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", help="Output format: table or json.")] = "table",
+    fmt: TableOrJson = "table",
     data: DataDir = Path(DEFAULT_DATA_DIR),
 ):
     """Show the price llm-shadow uses for a model, per 1M tokens."""
     import json
 
-    from rich.table import Table
-
-    from analysis.pricing.table import rate_rows
+    from analysis.pricing.rates import rate_rows
+    from reports.price_tables import DERIVED_NOTE, rates_document, rates_table
 
     if fmt not in ("table", "json"):
         raise fail(f"unknown format {fmt!r}; choose table or json")
@@ -511,35 +497,11 @@ def prices_show(
         )
     rows = rate_rows(price)
     if fmt == "json":
-        console.print_json(
-            json.dumps(
-                {
-                    "model": model,
-                    "provider": provider,
-                    "resolved": price.label,
-                    "source": price.source,
-                    "mode": price.mode,
-                    "price_version": table.version,
-                    "usd_per_million_tokens": {r["rates"]: {k: r[k] for k in PRICE_KINDS} for r in rows},
-                    "derived": {r["rates"]: r["derived"] for r in rows},
-                }
-            )
-        )
+        console.print_json(json.dumps(json_ready(rates_document(model, provider, price, table.version, rows))))
         return
-    out = Table(title=f"{model} -> {price.label}  (USD per 1M tokens)")
-    out.add_column("rates", no_wrap=True)
-    for header in PRICE_HEADERS:
-        out.add_column(header, justify="right")
-    for r in rows:
-        out.add_row(r["rates"], *(f"{r[k]:g}" + (" *" if k in r["derived"] else "") for k in PRICE_KINDS))
-    console.print(out)
+    console.print(rates_table(model, price.label, rows))
     console.print(f"from {price.source}; price version {table.version}; mode {price.mode}", highlight=False)
-    console.print(
-        "* not given by the table: derived as docs/pricing.md says "
-        "(cached -> input, cache write -> 1.25x/2x input for Claude, else input, "
-        "reasoning -> output, audio and image -> input or output, other services and tiers -> standard).",
-        highlight=False,
-    )
+    console.print(DERIVED_NOTE, highlight=False)
 
 
 @prices_app.command("import")
@@ -548,8 +510,8 @@ def prices_import(
     data: DataDir = Path(DEFAULT_DATA_DIR),
 ):
     """Import prices: a LiteLLM map replaces the bundled one; an override file sets your own."""
-    from analysis.pricing.overrides import import_price_file
-    from analysis.pricing.table import PriceFileError
+    from analysis.pricing.files import PriceFileError
+    from analysis.pricing.importing import import_price_file
 
     try:
         result = import_price_file(file, data)
@@ -569,7 +531,7 @@ def prices_import(
 @prices_app.command("reset")
 def prices_reset(data: DataDir = Path(DEFAULT_DATA_DIR)):
     """Forget imported prices and go back to the bundled snapshot."""
-    from analysis.pricing.overrides import reset_prices
+    from analysis.pricing.importing import reset_prices
 
     removed = reset_prices(data)
     version = load_prices(data).version
@@ -611,7 +573,7 @@ def prices_use(
 ):
     """Choose the primary price table (the other one checks every cost)."""
     from analysis.pricing.check import set_primary
-    from analysis.pricing.table import PriceFileError
+    from analysis.pricing.files import PriceFileError
 
     try:
         set_primary(data, table_name)
@@ -659,19 +621,11 @@ def prices_compare(
 @app.command()
 def reprice(data: DataDir = Path(DEFAULT_DATA_DIR)):
     """Recompute the cost of every stored call with the current price table."""
-    import logging
-
     from analysis.pricing.reprice import reprice_store
 
     table = load_pricing(data)
     store = open_store(data)
-    pricing_log = logging.getLogger("analysis.pricing.table")
-    level = pricing_log.level
-    pricing_log.setLevel(logging.ERROR)  # one summary below instead of a warning per model
-    try:
-        summary = reprice_store(store, table)
-    finally:
-        pricing_log.setLevel(level)
+    summary = reprice_store(store, table)
     by_source = ", ".join(f"{n:,} {s}" for s, n in sorted(summary.sources.items()))
     console.print(
         f"Repriced {summary.rows:,} calls with price version {table.version} "
@@ -742,14 +696,13 @@ def report(
     fmt: Annotated[
         str, typer.Option("--format", help="html (one offline file with charts) or md (Markdown for a ticket).")
     ] = "html",
-    start: Annotated[str | None, typer.Option("--from", help="First day (UTC), YYYY-MM-DD.")] = None,
-    end: Annotated[str | None, typer.Option("--to", help="Day after the last (UTC), YYYY-MM-DD.")] = None,
+    since: Since = None,
+    until: Until = None,
     data: DataDir = Path(DEFAULT_DATA_DIR),
 ):
     """Write the spend report: spend, latency, errors, data quality and, with --policy, savings."""
     if fmt not in REPORT_FORMATS:
         raise fail(f"unknown format {fmt!r}; choose one of {', '.join(REPORT_FORMATS)}")
-    since, until = parse_date(start, "--from"), parse_date(end, "--to")
     if policy is not None and not policy.is_file():
         raise fail(f"--policy {policy}: no such file")
     open_store(data)
@@ -884,9 +837,9 @@ def simulate(
     compare: Annotated[
         tuple[Path, Path] | None, typer.Option("--compare", help="Two policy files to put side by side.")
     ] = None,
-    start: Annotated[str | None, typer.Option("--from", help="First day (UTC), YYYY-MM-DD.")] = None,
-    end: Annotated[str | None, typer.Option("--to", help="Day after the last (UTC), YYYY-MM-DD.")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="Output format: table or json.")] = "table",
+    since: Since = None,
+    until: Until = None,
+    fmt: TableOrJson = "table",
     save: Annotated[bool, typer.Option("--save/--no-save", help="Store the run under <data>/simulations/.")] = True,
     data: DataDir = Path(DEFAULT_DATA_DIR),
 ):
@@ -900,15 +853,14 @@ def simulate(
         raise fail(f"unknown format {fmt!r}; choose table or json")
     if (policy is None) == (compare is None):
         raise fail("give either --policy FILE or --compare A.toml B.toml")
-    since, until = parse_date(start, "--from"), parse_date(end, "--to")
-    files = [policy] if policy is not None else list(compare)
+    files = [policy] if policy is not None else list(compare or ())
     show_progress = fmt == "table" and err_console.is_terminal
     results = [_simulate_one(f, data, since, until, show_progress) for f in files]
     stored = [save_run(data, r) for r in results] if save else [None] * len(results)
     outputs = [{"run_id": s.run_id if s else None, **r.to_dict()} for r, s in zip(results, stored, strict=True)]
     if fmt == "json":
         document = outputs[0] if policy is not None else {"a": outputs[0], "b": outputs[1]}
-        print(json.dumps(document, indent=2, default=str))
+        print(json.dumps(json_ready(document), indent=2, default=str))
         return
     if policy is not None:
         print_result(outputs[0], console)
@@ -925,11 +877,14 @@ def explain(
         str, typer.Argument(help="Id of a recorded request (see: llm-shadow sql 'select id from requests').")
     ],
     policy: Annotated[Path, typer.Option("--policy", help="Policy file (TOML).")],
-    start: Annotated[
-        str | None, typer.Option("--from", help="First day (UTC) of the traffic replayed before it.")
+    since: Annotated[
+        datetime | None,
+        typer.Option(
+            "--from", parser=_since, metavar="YYYY-MM-DD", help="First day (UTC) of the traffic replayed before it."
+        ),
     ] = None,
-    end: Annotated[str | None, typer.Option("--to", help="Day after the last (UTC).")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="Output format: table or json.")] = "table",
+    until: Until = None,
+    fmt: TableOrJson = "table",
     data: DataDir = Path(DEFAULT_DATA_DIR),
 ):
     """Say which policy rule decided one recorded request, and why."""
@@ -944,7 +899,6 @@ def explain(
 
     if fmt not in ("table", "json"):
         raise fail(f"unknown format {fmt!r}; choose table or json")
-    since, until = parse_date(start, "--from"), parse_date(end, "--to")
     rules = _read_policy(policy)
     prices = load_prices(data)
     store = open_store(data)
@@ -956,7 +910,7 @@ def explain(
     except (PolicyError, EmbedderError, RequestNotFound) as e:
         raise fail(str(e)) from e
     if fmt == "json":
-        print(json.dumps(result.to_dict(), indent=2, default=str))
+        print(json.dumps(json_ready(result.to_dict()), indent=2, default=str))
     else:
         print_explanation(result.to_dict(), console)
 
@@ -1045,7 +999,7 @@ def label(
         except EvaluationError as e:
             raise fail(str(e)) from e
         console.print(
-            f"Judge {judge_model}: {len(judged):,} of {len(pairs):,} pairs judged, {format_usd(spent)} spent now"
+            f"Judge {judge_model}: {len(judged):,} of {len(pairs):,} pairs judged, {usd(spent)} spent now"
             + (f", {left:,} left by the spending cap" if left else ""),
             highlight=False,
         )
@@ -1152,7 +1106,7 @@ def evaluate(
     for name, row in summary.items():
         shown = quality_text({"evaluation": row}) if row["evaluated"] else "nothing evaluated"
         reasons = ", ".join(f"{k} {v:,}" for k, v in row["not_evaluated"].items()) or "-"
-        table.add_row(name, row["to"], f"{row['evaluated']:,}", shown, format_usd(row["cost_usd"]), reasons)
+        table.add_row(name, row["to"], f"{row['evaluated']:,}", shown, usd(row["cost_usd"]), reasons)
     console.print(table)
 
 
@@ -1171,8 +1125,6 @@ def ca(
     ] = None,
 ):
     """Show where the interception CA is and how to make clients trust it (creates it if missing)."""
-    from rich.table import Table
-
     from addons.ca import ensure_ca
     from analysis.capture_setup.ca import (
         fingerprint_sha256,
@@ -1181,6 +1133,7 @@ def ca(
         trust_instructions,
         write_bundle,
     )
+    from reports.capture_setup_tables import trust_table
 
     try:
         files, tightened = ensure_ca(confdir.expanduser())
@@ -1197,12 +1150,7 @@ def ca(
     if bundle is not None:
         console.print(f"CA bundle (system CAs + this CA): [bold]{bundle.expanduser()}[/]", highlight=False)
     shown_bundle = bundle.expanduser() if bundle is not None else Path("<bundle.pem>")
-    table = Table(title="Trust it", header_style="bold")
-    table.add_column("client")
-    table.add_column("command", overflow="fold")
-    for where, command in trust_instructions(files.cert, shown_bundle):
-        table.add_row(where, command)
-    console.print(table)
+    console.print(trust_table(trust_instructions(files.cert, shown_bundle)))
     if bundle is None:
         console.print(
             "SSL_CERT_FILE, REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE replace a client's CA store: point "
@@ -1232,23 +1180,16 @@ def doctor(
     ] = None,
 ):
     """Check what breaks capture (CA trust and key, redirect loop, port, data dir, tiktoken files)."""
-    from rich.table import Table
-
     from analysis.capture_setup.ca import CaFiles
     from analysis.capture_setup.doctor import UnknownUserError, proxy_connection_for, run_checks
+    from reports.capture_setup_tables import doctor_table
 
     try:
         conn = proxy_connection_for(proxy_user)
     except UnknownUserError as e:
         raise fail(f"--proxy-user: {e}") from e
     results = run_checks(CaFiles(confdir.expanduser()), data, port, conn=conn)
-    styles = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
-    table = Table(header_style="bold")
-    for column in ("check", "status", "finding", "fix"):
-        table.add_column(column, overflow="fold")
-    for result in results:
-        table.add_row(result.name, f"[{styles[result.status]}]{result.status}[/]", result.message, result.fix)
-    console.print(table)
+    console.print(doctor_table(results))
     failed = [r.name for r in results if r.status == "fail"]
     if failed:
         raise fail(f"{len(failed)} check(s) failed: {', '.join(failed)}")

@@ -36,10 +36,11 @@ from mitmproxy.io.har import request_to_flow
 from mitmproxy.master import Master
 
 from addons.import_sources import ImportFailed, Source, read_source
-from addons.recorder import IMPORT_KEY, Recorder
+from addons.recorder import IMPORT_KEY, Recorder, options_from_settings
 from analysis.parsers.detect import detect
 from analysis.pricing.check import Pricing
 from analysis.recording.capture import Capture
+from analysis.recording.settings import RecorderSettings
 from analysis.recording.sink import Problems, RecordSink
 from analysis.store.datadir import Store
 
@@ -98,22 +99,22 @@ def default_workers(flows: int) -> int:
 
 def import_files(
     sources: list[Source],
-    data_dir: Path,
-    keep_content: bool = True,
+    settings: RecorderSettings,
     on_progress: Callable[[int], None] | None = None,
     workers: int | None = None,
 ) -> ImportResult:
-    """Record every HTTP flow of `sources` into `data_dir`. `on_progress(n)` is called as each
+    """Record every HTTP flow of `sources` with `settings` (into `settings.data`; flows are read
+    as fast as they are recorded, so give `queue_limit=0`). `on_progress(n)` is called as each
     batch of n flows is done; `workers`: processes to use (default: see default_workers)."""
     total = sum(len(s) for s in sources)
     workers = default_workers(total) if workers is None else max(1, workers)
-    chunks = split(sources, workers, Store(data_dir).recorded_import_keys())
-    settings = _Settings(os.fspath(data_dir), keep_content, [(os.fspath(s.path), s.kind) for s in sources])
+    chunks = split(sources, workers, Store(settings.data).recorded_import_keys())
+    job = _Job(settings, [(os.fspath(s.path), s.kind) for s in sources])
     if workers == 1 or len(chunks) <= 1:
         problems, cpu = Problems(), time.process_time()
-        recorded, present = _record(settings, iter(chunks), problems, on_progress)
+        recorded, present = _record(job, iter(chunks), problems, on_progress)
         return ImportResult(total, recorded, present, problems, time.process_time() - cpu)
-    return _record_in_workers(settings, chunks, min(workers, len(chunks)), total, on_progress)
+    return _record_in_workers(job, chunks, min(workers, len(chunks)), total, on_progress)
 
 
 def split(sources: list[Source], workers: int, seen: set[str]) -> list[Chunk]:
@@ -134,9 +135,8 @@ def split(sources: list[Source], workers: int, seen: set[str]) -> list[Chunk]:
 
 
 @dataclass
-class _Settings:
-    data_dir: str
-    keep_content: bool
+class _Job:
+    settings: RecorderSettings
     sources: list[tuple[str, str]]  # (path, kind)
 
 
@@ -164,31 +164,30 @@ class _Flows:
 
 
 def _record(
-    settings: _Settings, chunks: Iterator[Chunk], problems: Problems, on_progress: Callable[[int], None] | None
+    job: _Job, chunks: Iterator[Chunk], problems: Problems, on_progress: Callable[[int], None] | None
 ) -> tuple[int, int]:
     """Feed the flows of `chunks` to one recorder; return the calls it wrote and those skipped."""
-    return asyncio.run(_record_async(settings, chunks, problems, on_progress))
+    return asyncio.run(_record_async(job, chunks, problems, on_progress))
 
 
-async def _record_async(settings, chunks, problems, on_progress) -> tuple[int, int]:
+async def _record_async(job: _Job, chunks, problems, on_progress) -> tuple[int, int]:
     opts = options.Options()
     master = Master(opts)
-    recorder = Recorder(queue_limit=None, worker_process=False)
+    recorder = Recorder(worker_process=False)
     recorder.problems = problems
     master.addons.add(recorder)
-    opts.update(shadow_data=settings.data_dir, shadow_content=settings.keep_content)
-    store = Store(settings.data_dir)
-    recorder.sink = InlineSink(
-        store, Pricing.load(store.data_dir), keep_content=settings.keep_content, problems=problems
-    )
-    flows, already_present = _Flows(settings.sources), 0
+    opts.update(**options_from_settings(job.settings))
+    store = Store(job.settings.data)
+    recorder.settings = job.settings
+    recorder.sink = InlineSink(store, Pricing.load(store.data_dir), job.settings, problems=problems)
+    flows, already_present = _Flows(job.sources), 0
     try:
         for chunk in chunks:
             for index, record, key, skip in chunk:
                 try:
                     f = flows.decode(index, record)
                 except Exception as e:  # framed like a flow, but not one: count it, go on
-                    problems.add(f"unreadable_flow:{type(e).__name__}", f"{settings.sources[index][0]}: {e}")
+                    problems.add(f"unreadable_flow:{type(e).__name__}", f"{job.sources[index][0]}: {e}")
                     continue
                 if not isinstance(f, http.HTTPFlow):
                     continue
@@ -209,7 +208,7 @@ async def _record_async(settings, chunks, problems, on_progress) -> tuple[int, i
     return recorder.recorded, already_present
 
 
-def _record_in_workers(settings, chunks, workers, total, on_progress) -> ImportResult:
+def _record_in_workers(job: _Job, chunks, workers, total, on_progress) -> ImportResult:
     # Workers fork from a server that has imported this module once (spawning each would
     # import mitmproxy, polars and DuckDB again, seconds of CPU each; forking this process
     # could copy a lock held by one of its threads).
@@ -221,7 +220,7 @@ def _record_in_workers(settings, chunks, workers, total, on_progress) -> ImportR
     for _ in range(workers):
         tasks.put(None)
     processes = [
-        context.Process(target=_worker_main, args=(settings, tasks, results), name="llm-shadow-import", daemon=True)
+        context.Process(target=_worker_main, args=(job, tasks, results), name="llm-shadow-import", daemon=True)
         for _ in range(workers)
     ]
     for p in processes:
@@ -257,7 +256,7 @@ def _record_in_workers(settings, chunks, workers, total, on_progress) -> ImportR
     return ImportResult(total, recorded, present, problems, cpu)
 
 
-def _worker_main(settings: _Settings, tasks, results) -> None:
+def _worker_main(job: _Job, tasks, results) -> None:
     quiet = logging.getLogger("llm_shadow.import_worker")  # the importing process reports problems
     quiet.disabled = True
     problems = Problems(quiet)
@@ -266,5 +265,5 @@ def _worker_main(settings: _Settings, tasks, results) -> None:
         while (chunk := tasks.get()) is not None:
             yield chunk
 
-    recorded, present = _record(settings, chunks(), problems, lambda n: results.put(("progress", n)))
+    recorded, present = _record(job, chunks(), problems, lambda n: results.put(("progress", n)))
     results.put(("done", (recorded, present, Counter(problems.counts), time.process_time())))

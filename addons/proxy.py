@@ -11,6 +11,7 @@ with a clear message when the kernel refuses mitmproxy's eBPF redirector.
 """
 
 import sys
+from typing import Any
 
 from mitmproxy import ctx
 from mitmproxy.tools import cmdline
@@ -37,9 +38,10 @@ class ShadowMaster(DumpMaster):
         self.addons.add(Recorder(), Banner(), TlsPassthrough(), LocalCaptureWatch())
 
 
-def run_proxy(args: list[str]) -> str | None:
-    """Run the proxy with mitmdump's command line `args` until interrupted; return why it
-    stopped by itself when it did (a failed local capture redirector), else None."""
-    master = run(ShadowMaster, cmdline.mitmdump, args)
+def run_proxy(args: list[str], options: dict[str, Any]) -> str | None:
+    """Run the proxy with mitmdump's command line `args` and the typed `options` (set directly,
+    after the command line) until interrupted; return why it stopped by itself when it did (a
+    failed local capture redirector), else None."""
+    master = run(ShadowMaster, cmdline.mitmdump, args, extra=lambda _: options)
     watch = master.addons.get("localcapturewatch")
     return watch.failure if watch is not None else None

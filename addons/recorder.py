@@ -21,7 +21,9 @@ import logging
 import os
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 if importlib.util.find_spec("analysis") is None:  # `mitmdump -s addons/recorder.py`, not installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -29,27 +31,67 @@ if importlib.util.find_spec("analysis") is None:  # `mitmdump -s addons/recorder
 from mitmproxy import ctx, exceptions, http
 
 from analysis.parsers.detect import Target, detect
+from analysis.pricing.files import PriceFileError
 from analysis.pricing.check import Pricing
-from analysis.pricing.table import PriceFileError
-from analysis.recording.capture import AttributionHeaders, Capture
+from analysis.recording.capture import Capture
+from analysis.recording.settings import DEFAULT_MAX_BODY, DEFAULT_QUEUE_LIMIT, DEFAULT_SPOOL_LIMIT, RecorderSettings
 from analysis.recording.sink import Problems, RecordSink
 from analysis.recording.worker_process import SinkProcess
-from analysis.store.datadir import DEFAULT_DATA_DIR, Store, StoreError
+from analysis.store import DEFAULT_DATA_DIR, StoreError
+from analysis.store.datadir import Store
 
 log = logging.getLogger("llm_shadow")
 
+# Option `shadow_NAME` is the setting `RecorderSettings.NAME` (see analysis.recording.settings).
 RECORDER_OPTIONS = {
     "shadow_data",
     "shadow_content",
-    "shadow_flush_ms",
+    "shadow_flush_interval",
+    "shadow_flush_ms",  # compatibility: shadow_flush_interval in milliseconds, as documented before
     "shadow_team_header",
     "shadow_feature_header",
     "shadow_user_header",
     "shadow_spool_limit",
+    "shadow_queue_limit",
     "shadow_max_body",
 }
 
 IMPORT_KEY = "llm_shadow_import_key"  # flow.metadata entry set by the importer (addons.importer)
+
+
+def options_from_settings(settings: RecorderSettings) -> dict[str, Any]:
+    """The addon options that give `settings`, typed, for `Options.update` (no --set strings)."""
+    options: dict[str, Any] = {f"shadow_{f.name}": getattr(settings, f.name) for f in fields(settings)}
+    options["shadow_data"] = os.fspath(settings.data)
+    options["shadow_flush_interval"] = repr(settings.flush_interval)  # a str option: --set takes it
+    return options
+
+
+def settings_from_options(options: Any) -> RecorderSettings:
+    """The recorder's settings from its mitmproxy options; OptionsError naming a bad one."""
+    o = options
+    try:
+        flush_interval = float(o.shadow_flush_interval)
+    except ValueError as e:
+        raise exceptions.OptionsError(
+            f"shadow_flush_interval: {o.shadow_flush_interval!r} is not a number of seconds"
+        ) from e
+    if o.shadow_flush_ms is not None:
+        flush_interval = o.shadow_flush_ms / 1000
+    try:
+        return RecorderSettings(
+            data=Path(o.shadow_data),
+            content=o.shadow_content,
+            flush_interval=flush_interval,
+            team_header=o.shadow_team_header,
+            feature_header=o.shadow_feature_header,
+            user_header=o.shadow_user_header,
+            spool_limit=o.shadow_spool_limit,
+            queue_limit=o.shadow_queue_limit,
+            max_body=o.shadow_max_body,
+        )
+    except ValueError as e:
+        raise exceptions.OptionsError(f"shadow_{e}") from e
 
 
 class _Tap:
@@ -78,9 +120,9 @@ class Recorder:
     """The addon. `worker_process`: account and write in a child process (the proxy's choice,
     keeping that work off the proxy's interpreter lock) or in a thread (imports)."""
 
-    def __init__(self, queue_limit: int | None = 100_000, worker_process: bool = True):
-        self.queue_limit = queue_limit
+    def __init__(self, worker_process: bool = True):
         self.worker_process = worker_process
+        self.settings: RecorderSettings | None = None  # set when recording starts
         self.sink: RecordSink | SinkProcess | None = None
         self.recorded = 0  # calls written by sinks already closed
         self.problems = Problems(log)
@@ -98,21 +140,36 @@ class Recorder:
             "shadow_content", bool, True, "Keep request messages and response text in the contents relation."
         )
         loader.add_option(
+            "shadow_flush_interval",
+            str,
+            "1",
+            "Seconds between writes of recorded calls (a decimal number); a crash loses at most this much.",
+        )
+        loader.add_option(
             "shadow_flush_ms",
-            int,
-            1000,
-            "Milliseconds between writes of recorded calls; a crash loses at most this much.",
+            int | None,
+            None,
+            "Compatibility: shadow_flush_interval in milliseconds; when set, it wins.",
         )
         loader.add_option("shadow_team_header", str, "x-shadow-team", "Request header naming the team.")
         loader.add_option("shadow_feature_header", str, "x-shadow-feature", "Request header naming the feature.")
         loader.add_option("shadow_user_header", str, "x-shadow-user", "Request header naming the end user.")
         loader.add_option(
-            "shadow_spool_limit", int, 100_000, "Recorded calls kept in memory while the store cannot be written."
+            "shadow_spool_limit",
+            int,
+            DEFAULT_SPOOL_LIMIT,
+            "Recorded calls kept in memory while the store cannot be written.",
+        )
+        loader.add_option(
+            "shadow_queue_limit",
+            int,
+            DEFAULT_QUEUE_LIMIT,
+            "Calls waiting for the recorder's worker before new ones are dropped (counted); 0: no limit.",
         )
         loader.add_option(
             "shadow_max_body",
             int,
-            64 * 1024 * 1024,
+            DEFAULT_MAX_BODY,
             "Bytes of a body read for recording, before and after content decoding; the rest passes unread "
             "and the call's row says so.",
         )
@@ -133,30 +190,19 @@ class Recorder:
 
     def start(self):
         """Open the data directory and start recording; OptionsError when that cannot be done."""
-        if ctx.options.shadow_flush_ms <= 0:
-            raise exceptions.OptionsError("shadow_flush_ms must be positive")
+        settings = settings_from_options(ctx.options)
         try:
-            store = Store(ctx.options.shadow_data)
+            store = Store(settings.data)
             salt = store.salt()
             prices = Pricing.load(store.data_dir)
         except (StoreError, PriceFileError, OSError) as e:
             raise exceptions.OptionsError(f"llm-shadow: {e}") from e
         self._close_sink()
-        o = ctx.options
-        settings = dict(
-            attribution=AttributionHeaders(o.shadow_team_header, o.shadow_feature_header, o.shadow_user_header),
-            flush_interval=o.shadow_flush_ms / 1000,
-            keep_content=o.shadow_content,
-            spool_limit=o.shadow_spool_limit,
-            problems=self.problems,
-            max_body=o.shadow_max_body,
-        )
+        self.settings = settings
         if self.worker_process:
-            self.sink = SinkProcess(store.data_dir, queue_limit=self.queue_limit or 100_000, **settings).start()
+            self.sink = SinkProcess(settings, problems=self.problems).start()
         else:
-            self.sink = RecordSink(
-                store, prices, salt=salt, queue_limit=self.queue_limit or sys.maxsize, **settings
-            ).start()
+            self.sink = RecordSink(store, prices, settings, salt=salt, problems=self.problems).start()
         log.info("llm-shadow: recording into %s (instance %s)", store.data_dir, self.sink.instance)
 
     def done(self):
@@ -180,10 +226,12 @@ class Recorder:
             self._targets[flow.id] = target
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.id in self._targets and is_streamed(flow.request.path, flow.response.headers):
-            tap = _Tap(flow.request.timestamp_start, ctx.options.shadow_max_body)
+        response = flow.response
+        if response is not None and flow.id in self._targets and is_streamed(flow.request.path, response.headers):
+            limit = self.settings.max_body if self.settings is not None else DEFAULT_MAX_BODY
+            tap = _Tap(flow.request.timestamp_start, limit)
             self._taps[flow.id] = tap
-            flow.response.stream = tap
+            response.stream = tap
 
     def response(self, flow: http.HTTPFlow) -> None:
         # A flow read from a file may carry both a response and an error (a stream the client

@@ -34,6 +34,7 @@ from mitmproxy.master import Master  # noqa: E402
 
 from addons.importer import import_files, read_sources  # noqa: E402
 from addons.recorder import Recorder  # noqa: E402
+from analysis.recording.settings import RecorderSettings  # noqa: E402
 from analysis.store.datadir import Store  # noqa: E402
 from sample_traffic.generate import generate  # noqa: E402
 
@@ -44,9 +45,9 @@ def import_before(path: Path, data_dir: Path) -> tuple[int, float]:
     async def run() -> int:
         opts = options.Options()
         master = Master(opts)
-        recorder = Recorder(queue_limit=None, worker_process=False)
+        recorder = Recorder(worker_process=False)
         master.addons.add(recorder)
-        opts.update(shadow_data=os.fspath(data_dir), shadow_content=True)
+        opts.update(shadow_data=os.fspath(data_dir), shadow_content=True, shadow_queue_limit=0)
         recorder.start()
         try:
             with open(path, "rb") as f:
@@ -63,7 +64,7 @@ def import_before(path: Path, data_dir: Path) -> tuple[int, float]:
 
 
 def import_now(path: Path, data_dir: Path, workers: int | None) -> tuple[int, float]:
-    result = import_files(read_sources([path]), data_dir, workers=workers)
+    result = import_files(read_sources([path]), RecorderSettings(data=data_dir, queue_limit=0), workers=workers)
     return result.recorded, result.cpu_seconds
 
 

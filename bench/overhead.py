@@ -10,7 +10,8 @@ All four run at once and take turns, round after round (throughput is the median
 latencies are pooled). For each: throughput (requests/s with CONCURRENCY keep-alive
 connections, JSON chat calls),
 latency p50/p99 one call at a time, and time-to-first-token on a slow stream (the upstream
-waits STREAM_DELAY_MS between events), both on a keep-alive connection as SDKs use. Prints a table and the ratios the targets speak of:
+waits STREAM_DELAY_MS between events), both on a keep-alive connection as SDKs use. Prints a
+table and the ratios the targets speak of:
   throughput >= 0.85 x mitmdump, p50 added latency within 0.5 ms of mitmdump's,
   TTFT within 2 ms of a direct call.
 Every loop is bounded in count and time; everything listens on 127.0.0.1.
@@ -254,7 +255,8 @@ def main() -> None:
     )
     print(
         f"TTFT added over a direct call: llm-shadow {s['ttft_p50'] - d['ttft_p50']:+.3f} ms (target within 2 ms); "
-        f"mitmdump {m['ttft_p50'] - d['ttft_p50']:+.3f} ms (buffers), mitmdump-stream {ms['ttft_p50'] - d['ttft_p50']:+.3f} ms"
+        f"mitmdump {m['ttft_p50'] - d['ttft_p50']:+.3f} ms (buffers), mitmdump-stream "
+        f"{ms['ttft_p50'] - d['ttft_p50']:+.3f} ms"
     )
     print(f"calls recorded by llm-shadow during the run: {recorded}")
 

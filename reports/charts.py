@@ -8,6 +8,7 @@ HTML renderer embeds plotly.js once and draws them in the browser.
 import plotly.graph_objects as go
 
 from reports.data import OTHER
+from reports.format import usd
 
 PALETTE = ["#2563eb", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#06b6d4", "#ec4899", "#84cc16", "#94a3b8"]
 OUTCOME_COLOURS = {
@@ -177,7 +178,7 @@ def waterfall(sim: dict) -> go.Figure:
             x=x,
             y=y,
             measure=["absolute", *["relative"] * len(steps), "total"],
-            text=[f"${abs(v):,.2f}" if abs(v) >= 1 else f"${abs(v):.4f}" for v in y],
+            text=[usd(abs(v)) for v in y],
             textposition="outside",
             decreasing={"marker": {"color": "#10b981"}},
             increasing={"marker": {"color": "#ef4444"}},

@@ -1,6 +1,6 @@
 """Everything the report shows, gathered once into plain dicts and lists.
 
-`gather(con, start, end, simulation)` reads the recorded calls (through `analysis.store.stats`, the
+`gather(con, since, until, simulation)` reads the recorded calls (through `analysis.store.stats`, the
 functions `llm-shadow stats` prints, and `reports.queries` for series and percentiles) and
 takes a simulation run's figures through `reports.simulation_data`. The HTML and Markdown renderers
 and the charts only read this dict: no renderer runs a query, so the two formats cannot
@@ -8,6 +8,7 @@ disagree, and every figure has one source.
 """
 
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import duckdb
 
@@ -62,7 +63,7 @@ def _days_between(first: date, last: date) -> list[str]:
 def _series(frame, days: list[str], top: int) -> list[dict]:
     """Daily rows of (day, group, calls, tokens, cost_usd) as one series per top group, plus
     "other", each with a value for every day (0 where nothing was recorded)."""
-    totals = {}
+    totals: dict[str, tuple[float, int]] = {}
     for row in frame.iter_rows(named=True):
         spent, calls = totals.get(row["group"], (0.0, 0))
         totals[row["group"]] = (spent + row["cost_usd"], calls + row["calls"])
@@ -70,7 +71,7 @@ def _series(frame, days: list[str], top: int) -> list[dict]:
     shown = ranked if len(ranked) <= top + 1 else ranked[:top]  # "other" never stands for one group
     names = shown + ([OTHER] if len(ranked) > len(shown) else [])
     index = {d: i for i, d in enumerate(days)}
-    series = {
+    series: dict[str, dict[str, Any]] = {
         name: {"name": name, "cost_usd": [0.0] * len(days), "tokens": [0] * len(days), "calls": [0] * len(days)}
         for name in names
     }
@@ -83,8 +84,8 @@ def _series(frame, days: list[str], top: int) -> list[dict]:
     return [series[name] for name in names]
 
 
-def _outcomes(con, start, end, calls: int) -> dict:
-    by_provider = queries.outcomes_by_provider(con, start, end)
+def _outcomes(con, since, until, calls: int) -> dict:
+    by_provider = queries.outcomes_by_provider(con, since, until)
     overall: dict[str, int] = {}
     providers: dict[str, dict] = {}
     for row in by_provider.iter_rows(named=True):
@@ -98,7 +99,7 @@ def _outcomes(con, start, end, calls: int) -> dict:
             p["errors"] += row["calls"]
     for p in providers.values():
         p["error_rate"] = _share(p["errors"], p["calls"])
-    by_day = queries.outcomes_by_day(con, start, end)
+    by_day = queries.outcomes_by_day(con, since, until)
     days = sorted(set(by_day["day"].to_list()))
     index = {d: i for i, d in enumerate(days)}
     failing = sorted(o for o in overall if o != "ok")
@@ -127,13 +128,14 @@ def _outcomes(con, start, end, calls: int) -> dict:
     }
 
 
-def _quality(con, start, end, total: stats.Totals, days_covered: int) -> dict:
+def _quality(con, since, until, total: stats.Totals, days_covered: int) -> dict:
+    assert total.first_ts is not None and total.last_ts is not None  # gather checked there are calls
     first, last = total.first_ts.date(), total.last_ts.date()
     span_days = (last - first).days + 1
     level, verdict = window_verdict(span_days, days_covered)
-    usage = queries.source_counts(con, "usage_source", start, end).to_dicts()
-    cost = queries.source_counts(con, "cost_source", start, end).to_dicts()
-    versions = queries.source_counts(con, "price_version", start, end).to_dicts()
+    usage = queries.source_counts(con, "usage_source", since, until).to_dicts()
+    cost = queries.source_counts(con, "cost_source", since, until).to_dicts()
+    versions = queries.source_counts(con, "price_version", since, until).to_dicts()
     estimated_cost = sum(r["cost_usd"] for r in usage if r["value"] == "estimated")
     tokenless = sum(r["calls"] for r in cost if r["value"] == "none")
     return {
@@ -197,26 +199,27 @@ def simulation_summary(simulated: dict) -> str:
 
 def gather(
     con: duckdb.DuckDBPyConnection,
-    start: datetime | None = None,
-    end: datetime | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
     simulation: SimulationRun | None = None,
     top: int = TOP_GROUPS,
 ) -> dict:
-    """The report's figures for calls in [start, end), with a simulation run's if given."""
-    total = stats.totals(con, start, end)
+    """The report's figures for calls in [since, until), with a simulation run's if given."""
+    total = stats.totals(con, since, until)
     if total.calls == 0:
-        raise EmptyReport("no recorded calls" + (" in the chosen window" if start or end else ""))
+        raise EmptyReport("no recorded calls" + (" in the chosen window" if since or until else ""))
+    assert total.first_ts is not None and total.last_ts is not None  # there are calls, so times
     first, last = total.first_ts.date(), total.last_ts.date()
     days = _days_between(first, last)
-    groups = {by: stats.grouped(con, by, start, end).to_dicts() for by in ("model", "provider", "team", "feature")}
-    daily_totals = stats.grouped(con, "day", start, end)
-    quality = _quality(con, start, end, total, daily_totals.height)
-    outcomes = _outcomes(con, start, end, total.calls)
+    groups = {by: stats.grouped(con, by, since, until).to_dicts() for by in ("model", "provider", "team", "feature")}
+    daily_totals = stats.grouped(con, "day", since, until)
+    quality = _quality(con, since, until, total, daily_totals.height)
+    outcomes = _outcomes(con, since, until, total.calls)
     simulated = simulation_figures(con, simulation) if simulation is not None else None
     return {
         "summary": summary(total, quality, groups) + (simulation_summary(simulated) if simulated else ""),
         "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "filter": {"from": start.isoformat() if start else None, "to": end.isoformat() if end else None},
+        "filter": {"from": since.isoformat() if since else None, "to": until.isoformat() if until else None},
         "totals": {
             "calls": total.calls,
             "cost_usd": total.cost_usd,
@@ -230,9 +233,9 @@ def gather(
         "daily": {
             "days": days,
             "totals": daily_totals.to_dicts(),
-            "by": {by: _series(queries.daily_by(con, by, start, end), days, top) for by in BREAKDOWNS},
+            "by": {by: _series(queries.daily_by(con, by, since, until), days, top) for by in BREAKDOWNS},
         },
-        "latency": queries.latency_by_model(con, start, end).to_dicts(),
+        "latency": queries.latency_by_model(con, since, until).to_dicts(),
         "outcomes": outcomes,
         "quality": quality,
         "simulation": simulated,

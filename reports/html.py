@@ -7,7 +7,6 @@ from the network.
 """
 
 import json
-from pathlib import Path
 
 import jinja2
 import plotly.offline
@@ -52,8 +51,3 @@ def render_html(report: dict) -> str:
             plotly_config=_script_json(json.dumps(PLOTLY_CONFIG)),
         )
     )
-
-
-def write_html(report: dict, path: Path) -> Path:
-    path.write_text(render_html(report), encoding="utf-8")
-    return path

@@ -2,7 +2,6 @@
 report (from the same `reports.data` dict), as tables, without charts."""
 
 import re
-from pathlib import Path
 
 import jinja2
 
@@ -31,8 +30,3 @@ def _environment() -> jinja2.Environment:
 def render_markdown(report: dict) -> str:
     text = _environment().get_template("report.md.j2").render(report=report)
     return re.sub(r"\n{3,}", "\n\n", text)  # blank lines left by template blocks
-
-
-def write_markdown(report: dict, path: Path) -> Path:
-    path.write_text(render_markdown(report), encoding="utf-8")
-    return path

@@ -2,7 +2,7 @@
 percentiles, outcomes and the data-quality counts.
 
 Each function is one query over the `requests` relation for a time window and returns a polars
-frame. Group labels use the expressions of `analysis.store.stats.GROUPINGS`, so a model, team or
+frame. Group labels use the expressions of `analysis.store.GROUP_LABELS`, so a model, team or
 feature is named here exactly as `llm-shadow stats --by ...` names it. Totals and the per-group
 tables come from `analysis.store.stats` itself, not from here.
 """
@@ -12,19 +12,19 @@ from datetime import datetime
 import duckdb
 import polars as pl
 
+from analysis.store import GROUP_LABELS
 from analysis.store.datadir import query_frame, time_filter
-from analysis.store.stats import GROUPINGS
 
-DAY = GROUPINGS["day"]
+DAY = GROUP_LABELS["day"]
 
 
-def daily_by(con: duckdb.DuckDBPyConnection, by: str, start: datetime | None, end: datetime | None) -> pl.DataFrame:
+def daily_by(con: duckdb.DuckDBPyConnection, by: str, since: datetime | None, until: datetime | None) -> pl.DataFrame:
     """day, group, calls, tokens (input + output), cost_usd: one row per day and group."""
-    where, params = time_filter(start, end)
+    where, params = time_filter(since, until)
     return query_frame(
         con,
         f"""
-        SELECT {DAY} AS day, {GROUPINGS[by]} AS "group", count(*) AS calls,
+        SELECT {DAY} AS day, {GROUP_LABELS[by]} AS "group", count(*) AS calls,
                CAST(coalesce(sum(input_tokens), 0) + coalesce(sum(output_tokens), 0) AS BIGINT) AS tokens,
                coalesce(sum(cost_usd), 0) AS cost_usd
         FROM requests {where}
@@ -33,17 +33,17 @@ def daily_by(con: duckdb.DuckDBPyConnection, by: str, start: datetime | None, en
     )
 
 
-def latency_by_model(con: duckdb.DuckDBPyConnection, start: datetime | None, end: datetime | None) -> pl.DataFrame:
+def latency_by_model(con: duckdb.DuckDBPyConnection, since: datetime | None, until: datetime | None) -> pl.DataFrame:
     """Per provider and model, successful calls only: latency and time-to-first-token p50/p95.
 
     Failed calls are left out: a rate-limited call answers in milliseconds and would flatter
     the model. Time to first token exists for streamed calls only.
     """
-    where, params = time_filter(start, end, "outcome = 'ok'")
+    where, params = time_filter(since, until, "outcome = 'ok'")
     return query_frame(
         con,
         f"""
-        SELECT provider, {GROUPINGS["model"]} AS model, count(*) AS calls,
+        SELECT provider, {GROUP_LABELS["model"]} AS model, count(*) AS calls,
                count(ttft_ms) AS streamed_calls,
                quantile_cont(latency_ms, 0.5) AS latency_p50_ms,
                quantile_cont(latency_ms, 0.95) AS latency_p95_ms,
@@ -55,9 +55,11 @@ def latency_by_model(con: duckdb.DuckDBPyConnection, start: datetime | None, end
     )
 
 
-def outcomes_by_provider(con: duckdb.DuckDBPyConnection, start: datetime | None, end: datetime | None) -> pl.DataFrame:
+def outcomes_by_provider(
+    con: duckdb.DuckDBPyConnection, since: datetime | None, until: datetime | None
+) -> pl.DataFrame:
     """provider, outcome, calls."""
-    where, params = time_filter(start, end)
+    where, params = time_filter(since, until)
     return query_frame(
         con,
         f"""
@@ -68,9 +70,9 @@ def outcomes_by_provider(con: duckdb.DuckDBPyConnection, start: datetime | None,
     )
 
 
-def outcomes_by_day(con: duckdb.DuckDBPyConnection, start: datetime | None, end: datetime | None) -> pl.DataFrame:
+def outcomes_by_day(con: duckdb.DuckDBPyConnection, since: datetime | None, until: datetime | None) -> pl.DataFrame:
     """day, outcome, calls."""
-    where, params = time_filter(start, end)
+    where, params = time_filter(since, until)
     return query_frame(
         con,
         f"""
@@ -82,12 +84,12 @@ def outcomes_by_day(con: duckdb.DuckDBPyConnection, start: datetime | None, end:
 
 
 def source_counts(
-    con: duckdb.DuckDBPyConnection, column: str, start: datetime | None, end: datetime | None
+    con: duckdb.DuckDBPyConnection, column: str, since: datetime | None, until: datetime | None
 ) -> pl.DataFrame:
     """value, calls, cost_usd for one of usage_source, cost_source, price_version, price_check."""
     if column not in ("usage_source", "cost_source", "price_version", "price_check"):
         raise ValueError(f"not a data-quality column: {column!r}")
-    where, params = time_filter(start, end)
+    where, params = time_filter(since, until)
     return query_frame(
         con,
         f"""
@@ -99,11 +101,11 @@ def source_counts(
     )
 
 
-def days_covered(con: duckdb.DuckDBPyConnection, start: datetime | None, end: datetime | None) -> int:
+def days_covered(con: duckdb.DuckDBPyConnection, since: datetime | None, until: datetime | None) -> int:
     """Number of distinct UTC days with at least one call."""
-    where, params = time_filter(start, end)
-    (days,) = con.execute(f"SELECT count(DISTINCT {DAY}) FROM requests {where}", params).fetchone()
-    return days
+    where, params = time_filter(since, until)
+    row = con.execute(f"SELECT count(DISTINCT {DAY}) FROM requests {where}", params).fetchone()
+    return row[0] if row else 0
 
 
 # --- joined with a simulation's decisions (one row per request: what the policies did) ----------
@@ -129,8 +131,8 @@ def repeated_prompts(con: duckdb.DuckDBPyConnection, decisions: pl.DataFrame, li
         f"""
         WITH repeated AS (
             SELECT r.prompt_hash, count(*) AS calls, count(DISTINCT r.team) AS teams,
-                   count(DISTINCT {GROUPINGS["feature"]}) AS features,
-                   any_value({GROUPINGS["feature"]}) AS feature,
+                   count(DISTINCT {GROUP_LABELS["feature"]}) AS features,
+                   any_value({GROUP_LABELS["feature"]}) AS feature,
                    coalesce(sum(r.cost_usd), 0) AS cost_usd,
                    count(*) FILTER (WHERE d.disposition IN ('exact_hit', 'semantic_hit')) AS cache_hits,
                    coalesce(sum(d.saving_cache), 0) AS saving_usd,
@@ -162,7 +164,7 @@ def affected_requests(con: duckdb.DuckDBPyConnection, decisions: pl.DataFrame) -
             SELECT d.throttled_by AS policy, 'throttle' AS action, r.* FROM requests r
             JOIN {DECISIONS_VIEW} d ON d.id = r.id WHERE d.throttled_by IS NOT NULL
         )
-        SELECT policy, action, {GROUPINGS["team"]} AS team, {GROUPINGS["feature"]} AS feature,
+        SELECT policy, action, {GROUP_LABELS["team"]} AS team, {GROUP_LABELS["feature"]} AS feature,
                count(*) AS requests, coalesce(sum(cost_usd), 0) AS cost_usd,
                min(ts) AS first_at, max(ts) AS last_at
         FROM hurt GROUP BY ALL ORDER BY policy, requests DESC, team, feature""",

@@ -5,11 +5,13 @@ Every table reads the same dictionary the JSON output and stored runs carry, so 
 downgraded, throttled requests, unverified answers) is shown next to what it saves.
 """
 
-from typing import Any
+from typing import Any, Literal
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from reports.format import usd as money
 
 GROUP_TITLES = {"by_day": "day", "by_team": "team", "by_feature": "feature", "by_model": "model"}
 
@@ -20,9 +22,7 @@ def plain(value: Any) -> str:
 
 
 def usd(amount: float | None) -> str:
-    if amount is None:
-        return "-"
-    return f"${amount:,.2f}" if abs(amount) >= 1 else f"${amount:.4f}"
+    return money(amount, missing="-")
 
 
 def count(value: int | None) -> str:
@@ -78,13 +78,14 @@ def quality_text(rule: dict[str, Any]) -> str:
 
 def _by_policy(result: dict[str, Any]) -> Table:
     table = Table(title="By policy, in the order they apply (each saving counted once)")
-    for name, justify in (
+    columns: tuple[tuple[str, Literal["left", "right"]], ...] = (
         ("policy", "left"),
         ("kind", "left"),
         ("requests", "right"),
         ("saving", "right"),
         ("what it costs", "left"),
-    ):
+    )
+    for name, justify in columns:
         table.add_column(name, justify=justify)
     for row in result["by_policy"]:
         costs = {
@@ -209,8 +210,10 @@ def _budgets(result: dict[str, Any], limit: int = 15) -> list[Table]:
         action = budget["action"] + (f" to {budget['to']}" if budget["to"] else "")
         table = Table(
             title=(
-                f"Budget {budget['name']!r}: {budget['scope']}, {usd(budget['limit_usd'])} per {budget['window']}, {action}: "
-                f"{budget['windows_tripped']:,} windows tripped, {budget['blocked']:,} blocked, {budget['downgraded']:,} downgraded, "
+                f"Budget {budget['name']!r}: {budget['scope']}, {usd(budget['limit_usd'])} per {budget['window']}, "
+                f"{action}: "
+                f"{budget['windows_tripped']:,} windows tripped, {budget['blocked']:,} blocked, "
+                f"{budget['downgraded']:,} downgraded, "
                 f"{usd(budget['spend_prevented_usd'])} prevented"
             )
         )

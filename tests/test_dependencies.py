@@ -24,6 +24,7 @@ NOT_IMPORTED = {
     "pyarrow": "DuckDB hands query results to polars as Arrow tables",
     "pytest-timeout": "a pytest plugin, enabled by the `timeout` setting in pyproject.toml",
     "ruff": "the linter, run by tests/test_lint.py as a command",
+    "mypy": "the type checker, run by tests/test_lint.py as a command",
 }
 
 

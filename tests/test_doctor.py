@@ -134,7 +134,8 @@ def test_local_capture_preflight(tmp_path):
 
 # What mitmproxy logged here when the kernel refused the redirector (cgroup v1 host).
 REDIRECTOR_OUTPUT = [
-    "[aya::bpf] object BTF couldn't be loaded in the kernel: the BPF_BTF_LOAD syscall returned Invalid argument (os error 22). Verifier output: magic: 0xeb9f",
+    "[aya::bpf] object BTF couldn't be loaded in the kernel: the BPF_BTF_LOAD syscall returned Invalid argument (os "
+    "error 22). Verifier output: magic: 0xeb9f",
     "    version: 1",
     "Error: eBPF initialization failed",
     "",

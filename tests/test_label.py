@@ -2,12 +2,13 @@
 and gets precision per threshold with a Wilson interval."""
 
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
 
 from analysis.simulate.labels import precision_by_threshold, wilson
-from analysis.simulate.runs import list_runs
+from analysis.simulate.runs import load_run
 from analysis.store.datadir import SegmentWriter, Store
 from cli import app
 from tests.simulate_helpers import contents_frame, requests_frame
@@ -44,8 +45,8 @@ def run_id(tmp_path):
     policy.write_text(POLICY)
     result = runner.invoke(app, ["simulate", "--policy", str(policy), "--data", str(data)])
     assert result.exit_code == 0, result.output
-    [run] = list_runs(data)
-    return data, run
+    [run_id] = re.findall(r"Stored as run (\S+) ", result.output)
+    return data, load_run(data, run_id)
 
 
 def test_label_stores_verdicts_with_the_run_and_resumes(run_id):

@@ -18,3 +18,11 @@ def test_ruff_format_leaves_the_tree_as_it_is():
     ruff = Path(sys.executable).with_name("ruff")
     result = subprocess.run([str(ruff), "format", "--check", "."], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_finds_no_type_errors():
+    """mypy with the configuration in pyproject.toml ([tool.mypy]: what it checks, and the
+    modules not yet clean, each with its reason)."""
+    mypy = Path(sys.executable).with_name("mypy")
+    result = subprocess.run([str(mypy)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr

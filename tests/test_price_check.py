@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 from analysis.parsers.exchange import Usage
 from analysis.pricing.check import Pricing, compare
 from analysis.pricing.genai_table import GenaiPricesTable
-from analysis.pricing.table import Cost, PriceTable
+from analysis.pricing.rates import Cost
+from analysis.pricing.table import PriceTable
 from analysis.store.datadir import SegmentWriter, Store
 from analysis.store.schema import REQUESTS, polars_schema
 from cli import app

@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from analysis.parsers.exchange import Usage
-from analysis.pricing.overrides import document_digest, import_price_file, reset_prices
-from analysis.pricing.table import PriceFileError, PriceTable, bundled_snapshot
+from analysis.pricing.files import PriceFileError, bundled_snapshot
+from analysis.pricing.importing import import_price_file, reset_prices
+from analysis.pricing.overrides import document_digest
+from analysis.pricing.table import PriceTable
 
 SNAPSHOT_VERSION = bundled_snapshot()[0]
 

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
+from analysis.pricing.files import SNAPSHOT_PATH, bundled_snapshot
 from analysis.pricing.litellm import model_name_of_key, rates_of_entry, snapshot_from_litellm
 from analysis.pricing.snapshot import build_snapshot
-from analysis.pricing.table import SNAPSHOT_PATH, bundled_snapshot
 from tests.conftest import shared_dir
 
 PROVIDERS = {

@@ -10,7 +10,8 @@ import logging
 import pytest
 
 from analysis.parsers.exchange import Usage
-from analysis.pricing.table import Cost, ModelPrice, PriceTable, service_of
+from analysis.pricing.rates import Cost, ModelPrice, service_of
+from analysis.pricing.table import PriceTable
 
 
 @pytest.fixture(scope="module")

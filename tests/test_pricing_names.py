@@ -2,13 +2,9 @@
 
 import pytest
 
-from analysis.pricing.table import (
-    ModelPrice,
-    PriceTable,
-    clean_model_name,
-    home_provider,
-    name_variants,
-)
+from analysis.pricing.names import clean_model_name, home_provider, name_variants
+from analysis.pricing.rates import ModelPrice
+from analysis.pricing.table import PriceTable
 
 
 @pytest.fixture(scope="module")

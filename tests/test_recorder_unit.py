@@ -1,17 +1,82 @@
 """The recorder's pure helpers and its options, with mitmproxy's own test helpers."""
 
+from dataclasses import fields
+from pathlib import Path
+
 import pytest
+from mitmproxy import exceptions
 from mitmproxy.http import Headers
 from mitmproxy.test import taddons
 
-from addons.recorder import RECORDER_OPTIONS, Recorder, is_streamed, outcome_for_error
+from addons.recorder import (
+    RECORDER_OPTIONS,
+    Recorder,
+    is_streamed,
+    options_from_settings,
+    outcome_for_error,
+    settings_from_options,
+)
 from analysis.recording.capture import key_fingerprint, split_secrets
+from analysis.recording.settings import RecorderSettings
 
 
 def test_recorder_options_are_the_ones_it_declares():
     with taddons.context(Recorder()) as tctx:
         declared = {name for name in tctx.options.keys() if name.startswith("shadow_")}
     assert declared == RECORDER_OPTIONS
+
+
+def test_every_setting_is_the_option_of_the_same_name():
+    names = {f"shadow_{f.name}" for f in fields(RecorderSettings)}
+    assert names == RECORDER_OPTIONS - {"shadow_flush_ms"}  # the one compatibility alias
+
+
+def test_option_defaults_are_the_settings_defaults():
+    with taddons.context(Recorder()) as tctx:
+        from_options = settings_from_options(tctx.options)
+    assert from_options == RecorderSettings(data=from_options.data)
+
+
+def test_settings_survive_the_trip_through_options():
+    settings = RecorderSettings(
+        data=Path("/tmp/somewhere"),
+        content=False,
+        flush_interval=0.1 + 0.2,
+        team_header="x-team",
+        feature_header="x-feature",
+        user_header="x-user",
+        spool_limit=7,
+        queue_limit=0,
+        max_body=1234,
+    )
+    with taddons.context(Recorder()) as tctx:
+        tctx.options.update(**options_from_settings(settings))
+        assert settings_from_options(tctx.options) == settings
+
+
+def test_flush_interval_is_seconds_on_the_command_line_and_shadow_flush_ms_still_works():
+    with taddons.context(Recorder()) as tctx:
+        tctx.options.set("shadow_flush_interval=0.25")
+        assert settings_from_options(tctx.options).flush_interval == 0.25
+        tctx.options.set("shadow_flush_ms=200")
+        assert settings_from_options(tctx.options).flush_interval == 0.2
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("shadow_flush_interval=soon", "shadow_flush_interval: 'soon' is not a number of seconds"),
+        ("shadow_flush_interval=0", "shadow_flush_interval must be a positive number of seconds"),
+        ("shadow_flush_interval=inf", "shadow_flush_interval must be a positive number of seconds"),
+        ("shadow_flush_ms=0", "shadow_flush_interval must be a positive number of seconds"),
+        ("shadow_queue_limit=-1", "shadow_queue_limit must not be negative"),
+    ],
+)
+def test_a_bad_setting_is_an_options_error_naming_it(option, message):
+    with taddons.context(Recorder()) as tctx:
+        tctx.options.set(option)
+        with pytest.raises(exceptions.OptionsError, match=message):
+            settings_from_options(tctx.options)
 
 
 def test_secrets_are_split_from_headers():

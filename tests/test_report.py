@@ -116,7 +116,8 @@ ALL_CHARTS_SETTLED = """(() => {
 
 
 def box_of(page, element_id: str) -> dict:
-    return page.evaluate(f"""(() => {{ const r = document.getElementById({json.dumps(element_id)}).getBoundingClientRect();
+    return page.evaluate(f"""(() => {{
+        const r = document.getElementById({json.dumps(element_id)}).getBoundingClientRect();
         return {{x: r.x + window.scrollX, y: r.y + window.scrollY, width: r.width, height: r.height}}; }})()""")
 
 

@@ -7,9 +7,10 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from analysis.pricing.overrides import import_price_file
+from analysis.pricing.files import bundled_snapshot
+from analysis.pricing.importing import import_price_file
 from analysis.pricing.reprice import reprice_frame, reprice_store
-from analysis.pricing.table import PriceTable, bundled_snapshot
+from analysis.pricing.table import PriceTable
 from analysis.pricing.unpriced import unpriced_models
 from analysis.store.datadir import SegmentWriter, Store
 from analysis.store.schema import REQUEST_COLUMNS, REQUESTS, polars_schema

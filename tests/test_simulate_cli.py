@@ -1,11 +1,12 @@
 """`llm-shadow simulate` and `llm-shadow explain` over a real data directory; stored runs."""
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from analysis.simulate.runs import RunNotFound, list_runs, load_run
+from analysis.simulate.runs import RUNS_DIR, StoredRun
 from analysis.store.datadir import SegmentWriter, Store
 from cli import app
 from tests.simulate_helpers import contents_frame, requests_frame
@@ -59,6 +60,12 @@ def policy_file(tmp_path):
 runner = CliRunner()
 
 
+def stored_runs(data: Path) -> list[StoredRun]:
+    root = Path(data) / RUNS_DIR
+    paths = sorted(root.glob("*/run.json")) if root.is_dir() else []
+    return [StoredRun(p.parent.name, p.parent, json.loads(p.read_text())) for p in paths]
+
+
 def invoke(*args: str):
     return runner.invoke(app, [str(a) for a in args])
 
@@ -68,22 +75,22 @@ def test_simulate_table_output_and_stored_run(data, policy_file):
     assert result.exit_code == 0, result.output
     for text in ("Simulation", "exact-cache", "to-mini", "team-daily", "blocked by a budget", "Stored as run"):
         assert text in result.output
-    [run] = list_runs(data)
+    [run] = stored_runs(data)
+    assert run.info["format"] == 1
     assert run.info["policy_text"] == POLICY
     assert run.info["result"]["totals"]["blocked"] == 1
     decisions = run.decisions()
     assert decisions.height == 5
     assert decisions.filter(decisions["id"] == "r1")["disposition"][0] == "exact_hit"
-    assert load_run(data, run.run_id).info["run_id"] == run.run_id
-    with pytest.raises(RunNotFound):
-        load_run(data, "nope")
+    assert run.info["run_id"] == run.run_id
+    assert f"Stored as run {run.run_id}" in result.output
 
 
 def test_simulate_json_output(data, policy_file):
     result = invoke("simulate", "--policy", policy_file, "--data", data, "--format", "json", "--no-save")
     assert result.exit_code == 0, result.output
     document = json.loads(result.output)
-    assert document["run_id"] is None and not list_runs(data)
+    assert document["run_id"] is None and not stored_runs(data)
     totals = document["totals"]
     assert totals["baseline_usd"] == pytest.approx(0.06)
     # r0 and r4 routed, r1 a cache hit; r3 blocked: its cost is prevented, not saved.
@@ -146,3 +153,18 @@ def test_bad_input_is_one_line_on_stderr(data, policy_file, tmp_path, args, mess
     assert result.exit_code == 1
     assert message in " ".join(result.stderr.split())
     assert "Traceback" not in result.output
+
+
+def test_a_stored_run_of_another_format_is_refused(data, policy_file):
+    from analysis.simulate.runs import RunNotFound, load_run
+
+    result = invoke("simulate", "--policy", policy_file, "--data", data)
+    [run] = stored_runs(data)
+    assert load_run(data, run.run_id).info == run.info
+    path = run.directory / "run.json"
+    path.write_text(json.dumps({**run.info, "format": 99}))
+    with pytest.raises(RunNotFound, match="format 99"):
+        load_run(data, run.run_id)
+    with pytest.raises(RunNotFound, match="no simulation run"):
+        load_run(data, "nope")
+    assert result.exit_code == 0

@@ -2,6 +2,7 @@
 
 import pytest
 
+from analysis.simulate.policy import PolicyError
 from tests.simulate_helpers import decisions_by_id, run
 
 DAY = 86_400
@@ -98,6 +99,32 @@ limit_usd = 1.0
     ]
     d = decisions_by_id(run(policy, rows))
     assert [d[f"r{i}"]["disposition"] for i in range(4)] == ["upstream", "blocked", "upstream", "upstream"]
+
+
+def test_key_is_the_older_name_of_key_id_as_scope_and_condition():
+    rows = [
+        {"t": 0, "cost_usd": 1.0, "key_id": "k1"},
+        {"t": 1, "cost_usd": 0.1, "key_id": "k1"},  # blocked: k1 reached its limit
+        {"t": 2, "cost_usd": 0.1, "key_id": "k2"},  # another key, not counted
+    ]
+    for scope, condition in (("key_id", "key_id"), ("key", "key")):
+        policy = f"""
+[[budget]]
+name = "per-key"
+scope = "{scope}"
+{condition} = ["k1", "k2"]
+window = "day"
+limit_usd = 1.0
+"""
+        result = run(policy, rows)
+        d = decisions_by_id(result)
+        assert [d[f"r{i}"]["disposition"] for i in range(3)] == ["upstream", "blocked", "upstream"]
+        assert result.budgets[0]["scope"] == "key_id"
+
+
+def test_key_and_key_id_together_are_an_error():
+    with pytest.raises(PolicyError, match="key_id under its older name"):
+        run('[[budget]]\nname = "b"\nkey = "k1"\nkey_id = "k1"\nwindow = "day"\nlimit_usd = 1.0\n', [])
 
 
 def test_budget_conditions_limit_what_it_counts():

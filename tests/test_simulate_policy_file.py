@@ -76,7 +76,7 @@ def test_unknown_key_in_second_array_entry_points_at_that_entry():
     text = GOOD + '\n[[budget]]\nname = "key-hourly"\nwindow = "hour"\nlimit_usd = 1\nscope = "keys"\n'
     error = error_of(text)
     assert error.line == line_of(text, 'scope = "keys"')
-    assert "expected one of global, key, team, feature, user" in error.message
+    assert "expected one of global, key_id, team, feature, user" in error.message
 
 
 def test_syntax_error_has_the_parser_line():

@@ -107,7 +107,7 @@ def test_vectorised_facts_equal_the_facts_of_each_request(traffic):
     frame = ordered(requests, contents)
     vectorised = frame_facts(engine, frame, engine.new_state())
     state = engine.new_state()
-    scalar = FrameFacts.from_facts([engine.facts(r, state) for r in frame.iter_rows(named=True)], 2, 2)
+    scalar = FrameFacts.from_facts([engine.observe(r, state) for r in frame.iter_rows(named=True)], 2, 2)
     for name, values in scalar.columns.items():
         if name in ("budget_keys", "downgrade_costs", "rate_keys"):
             continue  # split into budget_key.N, downgrade_cost.N, rate_key.N

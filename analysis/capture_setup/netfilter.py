@@ -218,7 +218,7 @@ def iptables_loop_findings(save_text: str, proxy_port: int, conn: ProxyConnectio
 def _nft_values(tokens: list[str], i: int) -> tuple[list[str], int]:
     """Read one value or a `{ a, b }` set starting at tokens[i]; return values and next index."""
     if i < len(tokens) and tokens[i] == "{":
-        values = []
+        values: list[str] = []
         i += 1
         while i < len(tokens) and tokens[i] != "}":
             values.extend(v for v in tokens[i].split(",") if v)

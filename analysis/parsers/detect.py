@@ -74,10 +74,6 @@ def provider_for_host(host: str) -> str | None:
     return None
 
 
-def is_llm_host(host: str) -> bool:
-    return provider_for_host(host) is not None
-
-
 def detect(host: str, path: str, headers: Mapping[str, str] | None = None, method: str = "POST") -> Target | None:
     """Return what this request is, or None when it is not an LLM API call.
 

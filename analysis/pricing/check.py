@@ -21,7 +21,9 @@ from pathlib import Path
 
 from analysis.parsers.exchange import Usage
 from analysis.pricing.genai_table import GenaiPricesTable
-from analysis.pricing.table import PRICES_DIR_NAME, Cost, PriceFileError, PriceTable
+from analysis.pricing.files import PRICES_DIR_NAME, PriceFileError
+from analysis.pricing.rates import Cost
+from analysis.pricing.table import PriceTable
 
 TABLE_NAMES = ("litellm", "genai-prices")
 PRIMARY_FILE_NAME = "primary.txt"  # under <data>/prices/: which table is primary

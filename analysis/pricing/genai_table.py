@@ -24,7 +24,8 @@ from genai_prices import data_snapshot
 from genai_prices import types as genai_types
 
 from analysis.parsers.exchange import Usage
-from analysis.pricing.table import Cost, clean_model_name, home_provider
+from analysis.pricing.names import clean_model_name, home_provider
+from analysis.pricing.rates import Cost
 
 NAME = "genai-prices"
 

@@ -19,7 +19,7 @@ endpoint: an embedding model answers embeddings only, a chat model anything but 
 
 import re
 
-from analysis.pricing.table import clean_model_name
+from analysis.pricing.names import clean_model_name
 
 _REDUCTIONS = [
     (re.compile(r"-\d{4}-\d{2}-\d{2}$"), ""),  # OpenAI snapshot date

@@ -86,6 +86,7 @@ def reprice_frame(frame: pl.DataFrame, prices: Pricing | PriceTable) -> pl.DataF
             usage=usage,
             service_tier=row["service_tier"],
             batch=bool(row["batch"]),
+            warn_unpriced=False,  # the caller reports how many stay unpriced
             other_models=other_models_from_json(row["usage_other_models"]),
             at=row["ts"],
         )

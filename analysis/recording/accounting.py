@@ -16,7 +16,9 @@ from analysis.parsers.hashing import prompt_hash
 from analysis.parsers.sse import MAX_EVENT_CHARS
 from analysis.pricing.check import Pricing
 from analysis.recording.decoding import DecodeError, decode_body, decode_chunks
+from analysis.recording.settings import DEFAULT_MAX_BODY
 from analysis.store.clean import clean_row
+from analysis.store.rows import ContentRow, RequestRow, as_dict
 from analysis.store.schema import CONTENTS, REQUESTS
 
 
@@ -35,9 +37,6 @@ class CallContext:
 
 class ParseFailure(Exception):
     """The exchange could not be read; the message says why (it becomes the row's `error`)."""
-
-
-DEFAULT_MAX_BODY = 64 * 1024 * 1024
 
 
 def decode_exchange(exchange: Exchange, max_body: int = DEFAULT_MAX_BODY) -> list[str]:
@@ -82,17 +81,22 @@ def account(
     exchange: Exchange,
     context: CallContext,
     prices: Pricing,
-    keep_content: bool = True,
+    content: bool = True,
     usage_keys_seen: set[str] | None = None,
     max_body: int = DEFAULT_MAX_BODY,
 ) -> tuple[dict, dict | None, ParseFailure | None, list[tuple[str, str]]]:
     """Return (requests row, contents row or None, the parse failure if there was one, the
     problems to count as (kind, detail)).
 
+    The rows are made as `RequestRow`/`ContentRow` (a misspelt column fails here) and returned
+    as dicts with every text field cleaned (analysis.store.clean).
+    `content`: whether to make the contents row (the recorder's `content` setting).
     `usage_keys_seen`: the usage keys (see Parsed.usage_key) already recorded with their tokens;
     a call reporting one of them again is recorded without tokens, so sums count it once.
     `max_body`: decoded bytes of a body read (see decode_exchange)."""
-    failure, notes, problems = None, [], []
+    failure: ParseFailure | None = None
+    notes: list[str] = []
+    problems: list[tuple[str, str]] = []
     try:
         parsed, notes = parse_exchange(exchange, max_body)
     except ParseFailure as e:
@@ -137,69 +141,69 @@ def account(
             attribution[name] = getattr(context, name)  # a header wins over the body
 
     response_body_size = sum(len(c) for _, c in exchange.response_chunks)
-    row = {
-        "id": context.id,
-        "ts": datetime.fromtimestamp(exchange.started_at, UTC),
-        "provider": exchange.provider,
-        "endpoint": exchange.endpoint,
-        "host": exchange.host,
-        "path": exchange.path,
-        "method": exchange.method,
-        "status": exchange.status,
-        "outcome": outcome_for_status(exchange.status, exchange.outcome),
-        "stream": parsed.stream or exchange.is_event_stream,
-        "model_requested": parsed.model_requested,
-        "model": parsed.model or parsed.model_requested,
-        "input_tokens": usage.input_tokens,
-        "output_tokens": usage.output_tokens,
-        "cached_input_tokens": usage.cached_input_tokens,
-        "cache_write_tokens": usage.cache_write_tokens,
-        "cache_write_1h_tokens": usage.cache_write_1h_tokens,
-        "reasoning_tokens": usage.reasoning_tokens,
-        "audio_input_tokens": usage.audio_input_tokens,
-        "audio_output_tokens": usage.audio_output_tokens,
-        "image_input_tokens": usage.image_input_tokens,
-        "image_output_tokens": usage.image_output_tokens,
-        "usage_other_models": other_models_json(parsed.other_models),
-        "usage_source": usage.source,
-        "cost_usd": cost.cost_usd,
-        "cost_source": cost.cost_source,
-        "price_version": prices.version,
-        "price_check": checked.check,
-        "price_check_cost_usd": checked.check_cost_usd,
-        "price_check_version": checked.check_version,
-        "latency_ms": None if exchange.duration is None else exchange.duration * 1000,
-        "ttft_ms": None if parsed.first_token_at is None else parsed.first_token_at * 1000,
-        "request_bytes": len(exchange.request_body),
-        "response_bytes": response_body_size,
-        "key_id": context.key_id,
-        "team": attribution.get("team"),
-        "feature": attribution.get("feature"),
-        "user": attribution.get("user"),
-        "prompt_hash": prompt_hash(parsed.canonical_request) if parsed.canonical_request else None,
-        "temperature": parsed.temperature,
-        "n": parsed.n,
-        "has_tools": parsed.has_tools,
-        "has_images": parsed.has_images,
-        "service_tier": parsed.service_tier,
-        "batch": parsed.batch,
-        "usage_key": parsed.usage_key,
-        "error": _first(str(failure) if failure else None, exchange.error, "; ".join(notes), parsed.error),
-        "instance": context.instance,
-        "import_key": context.import_key,
-    }
-    content = None
-    if keep_content:
-        content = {
-            "id": context.id,
-            "ts": row["ts"],
-            "system_prompt": parsed.system_prompt or None,
-            "prompt_text": parsed.prompt_text or None,
-            "request_json": _request_json(exchange.request_body),
-            "response_text": parsed.response_text or None,
-        }
-        clean_row(content, CONTENTS)
-    return clean_row(row, REQUESTS), content, failure, problems
+    row = RequestRow(
+        id=context.id,
+        ts=datetime.fromtimestamp(exchange.started_at, UTC),
+        provider=exchange.provider,
+        endpoint=exchange.endpoint,
+        host=exchange.host,
+        path=exchange.path,
+        method=exchange.method,
+        status=exchange.status,
+        outcome=outcome_for_status(exchange.status, exchange.outcome),
+        stream=parsed.stream or exchange.is_event_stream,
+        model_requested=parsed.model_requested,
+        model=parsed.model or parsed.model_requested,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cached_input_tokens=usage.cached_input_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        cache_write_1h_tokens=usage.cache_write_1h_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+        audio_input_tokens=usage.audio_input_tokens,
+        audio_output_tokens=usage.audio_output_tokens,
+        image_input_tokens=usage.image_input_tokens,
+        image_output_tokens=usage.image_output_tokens,
+        usage_other_models=other_models_json(parsed.other_models),
+        usage_source=usage.source,
+        cost_usd=cost.cost_usd,
+        cost_source=cost.cost_source,
+        price_version=prices.version,
+        price_check=checked.check,
+        price_check_cost_usd=checked.check_cost_usd,
+        price_check_version=checked.check_version,
+        latency_ms=None if exchange.duration is None else exchange.duration * 1000,
+        ttft_ms=None if parsed.first_token_at is None else parsed.first_token_at * 1000,
+        request_bytes=len(exchange.request_body),
+        response_bytes=response_body_size,
+        key_id=context.key_id,
+        team=attribution.get("team"),
+        feature=attribution.get("feature"),
+        user=attribution.get("user"),
+        prompt_hash=prompt_hash(parsed.canonical_request) if parsed.canonical_request else None,
+        temperature=parsed.temperature,
+        n=parsed.n,
+        has_tools=parsed.has_tools,
+        has_images=parsed.has_images,
+        service_tier=parsed.service_tier,
+        batch=parsed.batch,
+        usage_key=parsed.usage_key,
+        error=_first(str(failure) if failure else None, exchange.error, "; ".join(notes), parsed.error),
+        instance=context.instance,
+        import_key=context.import_key,
+    )
+    content_row = None
+    if content:
+        content_row = ContentRow(
+            id=context.id,
+            ts=row.ts,
+            system_prompt=parsed.system_prompt or None,
+            prompt_text=parsed.prompt_text or None,
+            request_json=_request_json(exchange.request_body),
+            response_text=parsed.response_text or None,
+        )
+    contents = clean_row(as_dict(content_row), CONTENTS) if content_row is not None else None
+    return clean_row(as_dict(row), REQUESTS), contents, failure, problems
 
 
 def _first(*values: str | None) -> str | None:

@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 from analysis.parsers.detect import Target
 from analysis.parsers.exchange import Exchange
 from analysis.recording.accounting import CallContext
+from analysis.recording.settings import RecorderSettings
 from analysis.store.datadir import new_id
 
 SECRET_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization")
@@ -41,13 +42,6 @@ class Capture:
     import_key: str | None = None  # what identifies an imported call (see addons.importer)
 
 
-@dataclass(frozen=True)
-class AttributionHeaders:
-    team: str = "x-shadow-team"
-    feature: str = "x-shadow-feature"
-    user: str = "x-shadow-user"
-
-
 def _text(value: bytes) -> str:
     return value.decode("utf-8", "replace")
 
@@ -74,7 +68,7 @@ def key_fingerprint(key: str, salt: str) -> str:
 
 
 def to_exchange(
-    capture: Capture, salt: str, attribution: AttributionHeaders, instance: str | None
+    capture: Capture, salt: str, settings: RecorderSettings, instance: str | None
 ) -> tuple[Exchange, CallContext]:
     request_headers, key = split_secrets(capture.request_headers)
     path, _, query_string = capture.path.partition("?")
@@ -106,9 +100,9 @@ def to_exchange(
     context = CallContext(
         id=new_id(capture.started),
         key_id=key_fingerprint(key, salt) if key else None,
-        team=request_headers.get(attribution.team.lower()),
-        feature=request_headers.get(attribution.feature.lower()),
-        user=request_headers.get(attribution.user.lower()),
+        team=request_headers.get(settings.team_header.lower()),
+        feature=request_headers.get(settings.feature_header.lower()),
+        user=request_headers.get(settings.user_header.lower()),
         instance=instance,
         import_key=capture.import_key,
     )

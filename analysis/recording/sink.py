@@ -1,11 +1,13 @@
 """The recorder's worker: takes finished exchanges, accounts them, writes them in batches.
 
 `RecordSink.submit()` is what the proxy's event loop calls: it only puts the capture on a
-queue. One worker thread turns it into an Exchange (`analysis.recording.capture`), parses and prices (`analysis.recording.accounting`), collects the rows, and every
-`flush_interval` seconds writes them as one segment (`analysis.store.datadir.SegmentWriter`), so a crash
-loses at most that interval. When a write fails (disk full, directory gone, permissions), the
-rows stay in a bounded spool and are written when the store recovers; only rows beyond
-`spool_limit` are dropped, and those are counted.
+queue. One worker thread turns it into an Exchange (`analysis.recording.capture`), parses and
+prices (`analysis.recording.accounting`), collects the rows, and every `flush_interval` seconds
+(see `analysis.recording.settings`) writes them as one segment
+(`analysis.store.datadir.SegmentWriter`), so a crash loses at most that interval. When a write
+fails (disk full, directory gone, permissions), the rows stay in a bounded spool and are
+written when the store recovers; only rows beyond `spool_limit` are dropped, and those are
+counted.
 
 Nothing here raises into the caller. Every problem is counted by kind and logged once per kind
 (`Problems`); a status file per instance (`<data>/status/<instance>.json`) shows the counts.
@@ -22,8 +24,9 @@ from collections import Counter, deque
 import duckdb
 
 from analysis.pricing.check import Pricing
-from analysis.recording.accounting import DEFAULT_MAX_BODY, account
-from analysis.recording.capture import AttributionHeaders, Capture, to_exchange
+from analysis.recording.accounting import account
+from analysis.recording.capture import Capture, to_exchange
+from analysis.recording.settings import RecorderSettings
 from analysis.store.datadir import SegmentWriter, Store, unwritable_reason
 from analysis.store.schema import CONTENTS, REQUESTS
 
@@ -60,35 +63,23 @@ class RecordSink:
         self,
         store: Store,
         prices: Pricing,
+        settings: RecorderSettings,
         *,
         salt: str = "",
-        attribution: AttributionHeaders | None = None,
-        flush_interval: float = 1.0,
-        keep_content: bool = True,
-        spool_limit: int = 100_000,
-        queue_limit: int = 100_000,
         instance: str | None = None,
         problems: Problems | None = None,
-        max_body: int = DEFAULT_MAX_BODY,
     ):
         self.store = store
         self.prices = prices
+        self.settings = settings
         self.salt = salt or store.salt()
-        self.attribution = attribution or AttributionHeaders()
-        self.flush_interval = flush_interval
-        self.keep_content = keep_content
-        self.spool_limit = spool_limit
-        self.queue_limit = queue_limit
-        self.max_body = max_body
         self.problems = problems or Problems()
         self.writer = SegmentWriter(store, instance)
         self.recorded = 0
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._requests: deque[dict] = deque()
+        self._requests: deque[dict] = deque()  # rows as accounting.account returns them
         self._contents: deque[dict] = deque()
         self._thread: threading.Thread | None = None
-        self._idle = threading.Event()
-        self._idle.set()
         self._pending = 0
         self._pending_lock = threading.Lock()
         self._status_signature: tuple | None = None
@@ -105,15 +96,13 @@ class RecordSink:
     # --- called from the proxy's event loop: cheap, never raises
 
     def submit(self, capture: Capture) -> None:
+        limit = self.settings.queue_limit
         with self._pending_lock:
-            if self._pending >= self.queue_limit:
-                dropped = True
-            else:
-                dropped = False
+            dropped = bool(limit) and self._pending >= limit
+            if not dropped:
                 self._pending += 1
-                self._idle.clear()
         if dropped:
-            self.problems.add("queue_full", f"more than {self.queue_limit} calls waiting; call dropped")
+            self.problems.add("queue_full", f"more than {limit} calls waiting; call dropped")
             return
         self._queue.put(capture)
 
@@ -132,15 +121,12 @@ class RecordSink:
         self._thread.join(timeout)
         self._thread = None
 
-    def wait_idle(self, timeout: float = 30.0) -> bool:
-        """Block until everything submitted so far is accounted and a flush was attempted."""
-        return self._idle.wait(timeout)
-
     # --- the worker
 
     def _run(self) -> None:
-        next_flush = time.monotonic() + self.flush_interval
-        next_maintain = time.monotonic() + 10 * self.flush_interval
+        interval = self.settings.flush_interval
+        next_flush = time.monotonic() + interval
+        next_maintain = time.monotonic() + 10 * interval
         while True:
             timeout = max(0.0, next_flush - time.monotonic())
             try:
@@ -157,23 +143,16 @@ class RecordSink:
             if now >= next_flush:
                 self._flush()
                 self._write_status()
-                next_flush = now + self.flush_interval
-                with self._pending_lock:
-                    if self._pending == 0 and not self._requests:
-                        self._idle.set()
+                next_flush = now + interval
                 if now >= next_maintain:
                     self._maintain()
-                    next_maintain = now + 10 * self.flush_interval
-
-    def _pending_count(self) -> int:
-        with self._pending_lock:
-            return self._pending
+                    next_maintain = now + 10 * interval
 
     def _account(self, capture: Capture) -> None:
         try:
-            exchange, context = to_exchange(capture, self.salt, self.attribution, self.instance)
+            exchange, context = to_exchange(capture, self.salt, self.settings, self.instance)
             row, content, failure, problems = account(
-                exchange, context, self.prices, self.keep_content, self._usage_keys_seen(), self.max_body
+                exchange, context, self.prices, self.settings.content, self._usage_keys_seen(), self.settings.max_body
             )
         except Exception as e:  # a bug of ours must not stop the worker; the call is counted
             self.problems.add(f"account_error:{type(e).__name__}", str(e))
@@ -242,14 +221,15 @@ class RecordSink:
         return len(bad_ids)
 
     def _trim_spool(self) -> None:
-        overflow = len(self._requests) - self.spool_limit
+        limit = self.settings.spool_limit
+        overflow = len(self._requests) - limit
         if overflow > 0:
-            self.problems.add("spool_overflow", f"spool holds {self.spool_limit} rows; oldest dropped", overflow)
+            self.problems.add("spool_overflow", f"spool holds {limit} rows; oldest dropped", overflow)
             for _ in range(overflow):
                 dropped = self._requests.popleft()
                 if self._contents and self._contents[0]["id"] == dropped["id"]:
                     self._contents.popleft()
-        while len(self._contents) > self.spool_limit:
+        while len(self._contents) > limit:
             self._contents.popleft()
 
     def _maintain(self) -> None:

@@ -16,10 +16,10 @@ import multiprocessing.connection
 import os
 import queue
 import signal
-from pathlib import Path
+from typing import Any
 
-from analysis.recording.accounting import DEFAULT_MAX_BODY
-from analysis.recording.capture import AttributionHeaders, Capture
+from analysis.recording.capture import Capture
+from analysis.recording.settings import RecorderSettings
 from analysis.recording.sink import Problems, RecordSink
 from analysis.store.datadir import new_instance_name
 
@@ -30,37 +30,17 @@ _PARENT_CHECK_SECONDS = 1.0
 
 
 class SinkProcess:
-    def __init__(
-        self,
-        data_dir: Path,
-        *,
-        attribution: AttributionHeaders,
-        flush_interval: float = 1.0,
-        keep_content: bool = True,
-        spool_limit: int = 100_000,
-        queue_limit: int = 100_000,
-        problems: Problems | None = None,
-        max_body: int = DEFAULT_MAX_BODY,
-    ):
-        self.settings = {
-            "max_body": max_body,
-            "data_dir": str(data_dir),
-            "attribution": attribution,
-            "flush_interval": flush_interval,
-            "keep_content": keep_content,
-            "spool_limit": spool_limit,
-            "queue_limit": queue_limit,
-        }
-        self.queue_limit = queue_limit
+    def __init__(self, settings: RecorderSettings, *, problems: Problems | None = None):
+        self.settings = settings
         self.problems = problems or Problems()
         self.instance = new_instance_name()
         self.recorded = 0  # counted by the child; see the status file
         self._context = multiprocessing.get_context("spawn")
-        self._queue = None
-        self._process = None
+        self._queue: Any = None  # a multiprocessing Queue once started
+        self._process: Any = None  # the child process once started
 
     def start(self) -> "SinkProcess":
-        self._queue = self._context.Queue(maxsize=self.queue_limit)
+        self._queue = self._context.Queue(maxsize=self.settings.queue_limit)  # 0: no limit
         self._process = self._context.Process(
             target=_child_main,
             args=(self._queue, self.settings, self.instance, os.getpid()),
@@ -84,7 +64,7 @@ class SinkProcess:
         try:
             self._queue.put_nowait(capture)
         except queue.Full:
-            self.problems.add("queue_full", f"more than {self.queue_limit} calls waiting; call dropped")
+            self.problems.add("queue_full", f"more than {self.settings.queue_limit} calls waiting; call dropped")
 
     def close(self, timeout: float = 30.0) -> None:
         if self._process is None:
@@ -100,23 +80,13 @@ class SinkProcess:
         self._process = None
 
 
-def _child_main(calls, settings: dict, instance: str, parent_pid: int) -> None:
+def _child_main(calls, settings: RecorderSettings, instance: str, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from analysis.pricing.check import Pricing
     from analysis.store.datadir import Store
 
-    store = Store(settings["data_dir"])
-    sink = RecordSink(
-        store,
-        Pricing.load(store.data_dir),
-        attribution=settings["attribution"],
-        flush_interval=settings["flush_interval"],
-        keep_content=settings["keep_content"],
-        spool_limit=settings["spool_limit"],
-        queue_limit=settings["queue_limit"],
-        max_body=settings["max_body"],
-        instance=instance,
-    ).start()
+    store = Store(settings.data)
+    sink = RecordSink(store, Pricing.load(store.data_dir), settings, instance=instance).start()
     try:
         while True:
             try:

@@ -1,6 +1,6 @@
 """The simulator's fast path: the facts of every request at once, then one pass in time order.
 
-`engine.PolicyEngine.facts` describes one request; `frame_facts` computes the same `Facts` for
+`engine.PolicyEngine.observe` describes one request; `frame_facts` computes the same `Facts` for
 a whole `requests` frame with polars and numpy (matching, cache keys, cacheability, windows,
 target costs), so the only per-request Python left is `PolicyEngine.apply`, the part that
 depends on earlier traffic (cache contents, budget spend, rate windows). Requests are taken in
@@ -23,7 +23,7 @@ from analysis.simulate.facts import (
 from analysis.simulate.matching import requested_model_expr, scope_expr
 from analysis.simulate.pricer import PricingRows
 
-CONTENT_COLUMNS = ["system_prompt", "prompt_text", "response_text"]
+TEXT_COLUMNS = ["system_prompt", "prompt_text", "response_text"]  # the contents a replay reads
 
 
 def _in_order(frame: pl.DataFrame) -> bool:
@@ -37,7 +37,7 @@ def ordered(requests: pl.DataFrame, contents: pl.DataFrame | None) -> pl.DataFra
     content columns joined when given."""
     frame = requests if _in_order(requests) else requests.sort(["ts", "id"])
     if contents is not None:
-        texts = contents.select("id", *[c for c in CONTENT_COLUMNS if c in contents.columns])
+        texts = contents.select("id", *[c for c in TEXT_COLUMNS if c in contents.columns])
         if not (texts.height == frame.height and texts["id"].equals(frame["id"])):
             # Not row for row (content not kept for every call): match them by id.
             texts = frame.select("id").join(
@@ -98,7 +98,7 @@ def _movable_after_routing(
 
 
 def frame_facts(engine: PolicyEngine, frame: pl.DataFrame, state: EngineState) -> FrameFacts:
-    """`engine.facts` for every row of `frame` (already `ordered`), registering semantic texts
+    """`engine.observe` for every row of `frame` (already `ordered`), registering semantic texts
     in `state`."""
     p = engine.policy
     n = frame.height

@@ -93,9 +93,11 @@ class PolicyEngine:
         return state
 
     # -- step 1: facts ---------------------------------------------------------------------
-    def facts(self, record: Record, state: EngineState) -> Facts:
-        """The history-independent facts of one request (a mapping of `requests` columns,
-        plus `system_prompt` and `prompt_text` from `contents` when known)."""
+    def observe(self, record: Record, state: EngineState) -> Facts:
+        """The facts of one request (a mapping of `requests` columns, plus `system_prompt` and
+        `prompt_text` from `contents` when known), after registering it in `state`: the exact
+        cache's keys seen and the semantic index change, so call it once per request, in time
+        order (as `batch.frame_facts` does for a whole frame)."""
         p = self.policy
         ts_us = to_microseconds(record["ts"])
         facts = Facts(
@@ -182,7 +184,7 @@ class PolicyEngine:
         """The decision for `record`, the next request after those `state` has seen (which
         it updates): the simulator's own code (analysis.simulate.replay) on one request."""
         facts = FrameFacts.from_facts(
-            [self.facts(record, state)], len(self.policy.budgets), len(self.policy.rate_limits)
+            [self.observe(record, state)], len(self.policy.budgets), len(self.policy.rate_limits)
         )
         trace = Trace(1)
         replay(self, facts, state, trace)

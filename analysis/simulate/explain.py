@@ -17,6 +17,7 @@ from analysis.simulate.engine import Decision, PolicyEngine
 from analysis.simulate.facts import EPOCH, split_state_key, window_start
 from analysis.simulate.replay import decision_row, replay
 from analysis.simulate.simulator import ContentsSource, replay_frames
+from reports.format import usd  # explanations are text for people: money is written as everywhere else
 
 
 class RequestNotFound(LookupError):
@@ -127,7 +128,8 @@ def explain(engine: PolicyEngine, requests: pl.DataFrame, contents: ContentsSour
                         "exact_cache",
                         "miss",
                         [
-                            f"identical request {entry[2]} was still in flight: its answer arrived at {_time(entry[0])} ({where})."
+                            f"identical request {entry[2]} was still in flight: its answer arrived at "
+                            f"{_time(entry[0])} ({where})."
                         ],
                     )
                 )
@@ -138,7 +140,8 @@ def explain(engine: PolicyEngine, requests: pl.DataFrame, contents: ContentsSour
                         "exact_cache",
                         "miss",
                         [
-                            f"identical request {entry[2]} was answered at {_time(entry[0])}, but its entry expired at {_time(entry[1])} (ttl {exact.ttl_seconds} s, {where})."
+                            f"identical request {entry[2]} was answered at {_time(entry[0])}, but its entry expired "
+                            f"at {_time(entry[1])} (ttl {exact.ttl_seconds} s, {where})."
                         ],
                     )
                 )
@@ -150,7 +153,9 @@ def explain(engine: PolicyEngine, requests: pl.DataFrame, contents: ContentsSour
                         "exact_cache",
                         "hit",
                         [
-                            f"same prompt_hash answered by request {entry[2]} at {_time(entry[0])}, {age:,.0f} s earlier (ttl {exact.ttl_seconds} s, {where}): the stored answer is replayed; saves the recorded cost and {record['latency_ms'] or 0:,.0f} ms."
+                            f"same prompt_hash answered by request {entry[2]} at {_time(entry[0])}, {age:,.0f} s "
+                            f"earlier (ttl {exact.ttl_seconds} s, {where}): the stored answer is replayed; saves the "
+                            f"recorded cost and {record['latency_ms'] or 0:,.0f} ms."
                         ],
                     )
                 )
@@ -215,7 +220,8 @@ def _routing_steps(engine: PolicyEngine, record: dict, facts: dict, index: int) 
         if position == routed:
             cost = facts["route_cost"][index]
             reasons.append(
-                f"sent to {rule.to}: ${cost:.6f} at its list price for the same tokens, no provider prompt-cache discount (quality unverified)."
+                f"sent to {rule.to}: {usd(cost)} at its list price for the same tokens, no provider prompt-cache "
+                "discount (quality unverified)."
             )
             steps.append(Step(rule.name, "routing", "fired", reasons))
             break
@@ -236,7 +242,8 @@ def _routing_steps(engine: PolicyEngine, record: dict, facts: dict, index: int) 
                 "batched",
                 _conditions(engine.batch[batch].explain(record))
                 + [
-                    f"priced at the batch rate: ${facts['batch_cost'][index]:.6f}; the answer comes asynchronously (up to 24 h)."
+                    f"priced at the batch rate: {usd(facts['batch_cost'][index])}; the answer comes asynchronously "
+                    "(up to 24 h)."
                 ],
             )
         )
@@ -256,7 +263,7 @@ def _budget_steps(engine: PolicyEngine, state, facts: dict, index: int) -> list[
         spent = state.budgets[b].spent_in(key)
         where = f"{budget.scope} {scope_value!r}" if budget.scope != "global" else "all traffic"
         since = window_start(int(window), budget.window).strftime("%Y-%m-%d %H:%M UTC")
-        text = f"{where} had spent ${spent:.4f} of ${budget.limit_usd:.2f} in the {budget.window} from {since}"
+        text = f"{where} had spent {usd(spent)} of {usd(budget.limit_usd)} in the {budget.window} from {since}"
         if spent < budget.limit_usd:
             steps.append(Step(budget.name, "budget", "within limit", [text + "."]))
         elif budget.action == "block":

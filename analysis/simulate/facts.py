@@ -1,6 +1,6 @@
 """The facts of a request: what the policies need to know about it, apart from history.
 
-`Facts` describes one request (enforce mode computes it per request: PolicyEngine.facts);
+`Facts` describes one request (enforce mode computes it per request: PolicyEngine.observe);
 `FrameFacts` holds the same fields as columns for many requests (the simulator computes it
 vectorised: analysis.simulate.batch.frame_facts). `EngineState` is what the policies remember
 between requests. Times are integer microseconds since the epoch, windows are calendar

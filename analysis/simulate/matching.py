@@ -100,9 +100,11 @@ class CompiledMatch:
             value = requested_model(record) if key == "model" else record.get(TEXT_CONDITIONS[key])
             wanted = patterns[0] if len(patterns) == 1 else " or ".join(patterns)
             found.append((f"{key} {value!r} is {wanted}", predicate(value)))
-        for key, wanted in m.flags:
-            value = bool(record.get(BOOL_CONDITIONS[key]))
-            found.append((f"{key} is {str(value).lower()} (wanted {str(wanted).lower()})", value == wanted))
+        for flag_key, flag_wanted in m.flags:
+            flag = bool(record.get(BOOL_CONDITIONS[flag_key]))
+            found.append(
+                (f"{flag_key} is {str(flag).lower()} (wanted {str(flag_wanted).lower()})", flag == flag_wanted)
+            )
         tokens = record.get("input_tokens")
         if m.min_input_tokens is not None:
             found.append(

@@ -18,16 +18,18 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from analysis.simulate.tomlpos import describe, key_line
 
-SCOPES = ("global", "key", "team", "feature", "user")
+SCOPES = ("global", "key_id", "team", "feature", "user")
 WINDOWS = ("hour", "day", "month")
 BUDGET_ACTIONS = ("block", "downgrade")
 EMBEDDERS = ("hashing", "wordllama", "openai")
 # The column of `requests` a scope groups by ("global" groups everything together).
-SCOPE_COLUMNS = {"key": "key_id", "team": "team", "feature": "feature", "user": "user"}
+SCOPE_COLUMNS = {"key_id": "key_id", "team": "team", "feature": "feature", "user": "user"}
+# Older names still accepted in policy files: `key` is the column key_id (scope and condition).
+ALIASES = {"key": "key_id"}
 DEFAULT_SWEEP = (0.80, 0.85, 0.90, 0.93, 0.95, 0.97, 0.99)
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
@@ -49,12 +51,13 @@ TEXT_CONDITIONS = {
     "endpoint": "endpoint",
     "team": "team",
     "feature": "feature",
-    "key": "key_id",
+    "key_id": "key_id",
     "user": "user",
 }
 BOOL_CONDITIONS = {"has_tools": "has_tools", "has_images": "has_images"}
 MATCH_KEYS = (
     *TEXT_CONDITIONS,
+    *ALIASES,
     *BOOL_CONDITIONS,
     "min_input_tokens",
     "max_input_tokens",
@@ -108,6 +111,8 @@ class CacheRules:
 
 @dataclass(frozen=True)
 class ExactCachePolicy:
+    KIND: ClassVar[str] = "exact_cache"  # the name results and reports use for this kind of policy
+
     name: str
     ttl_seconds: int
     scope: str
@@ -118,6 +123,8 @@ class ExactCachePolicy:
 
 @dataclass(frozen=True)
 class SemanticCachePolicy:
+    KIND: ClassVar[str] = "semantic_cache"  # the name results and reports use for this kind of policy
+
     name: str
     threshold: float
     ttl_seconds: int
@@ -139,6 +146,8 @@ class SemanticCachePolicy:
 
 @dataclass(frozen=True)
 class RoutingRule:
+    KIND: ClassVar[str] = "routing"  # the name results and reports use for this kind of policy
+
     name: str
     match: Match
     to: str
@@ -148,6 +157,8 @@ class RoutingRule:
 
 @dataclass(frozen=True)
 class BatchPolicy:
+    KIND: ClassVar[str] = "batch"  # the name results and reports use for this kind of policy
+
     name: str
     match: Match
     discount: float | None  # None: the price table's batch price
@@ -156,6 +167,8 @@ class BatchPolicy:
 
 @dataclass(frozen=True)
 class Budget:
+    KIND: ClassVar[str] = "budget"  # the name results and reports use for this kind of policy
+
     name: str
     scope: str
     window: str
@@ -169,6 +182,8 @@ class Budget:
 
 @dataclass(frozen=True)
 class RateLimit:
+    KIND: ClassVar[str] = "rate_limit"  # the name results and reports use for this kind of policy
+
     name: str
     scope: str
     requests_per_minute: int | None
@@ -244,9 +259,12 @@ class _Reader:
         return value.strip()
 
     def choice(self, key: str, choices: tuple[str, ...], default: str | None = None) -> str:
+        """The value, one of `choices` (an older name in ALIASES gives its current one)."""
         value = self._get(key, default)
         if value is None:
             raise self.error(None, f'missing "{key}" (one of {", ".join(choices)})')
+        if isinstance(value, str) and ALIASES.get(value) in choices:
+            value = ALIASES[value]
         if value not in choices:
             raise self.error(key, f"expected one of {', '.join(choices)}, got {value!r}")
         return value
@@ -308,6 +326,11 @@ def _match(reader: _Reader) -> Match:
     text = []
     for key in TEXT_CONDITIONS:
         values = reader.patterns(key)
+        for alias in (old for old, new in ALIASES.items() if new == key):
+            if (old_values := reader.patterns(alias)) is not None:
+                if values is not None:
+                    raise reader.error(alias, f"is {key} under its older name; give one of them")
+                values = old_values
         if values is not None:
             text.append((key, values))
     flags = []

@@ -38,7 +38,8 @@ import polars as pl
 
 from analysis.parsers.tokens import encoding_name_for_model, get_encoding
 from analysis.pricing.identity import same_model, serves_endpoint
-from analysis.pricing.table import ModelPrice, PriceTable, service_of
+from analysis.pricing.rates import ModelPrice, service_of
+from analysis.pricing.table import PriceTable
 from analysis.simulate.facts import shared_strings
 
 USAGE_COLUMNS = [

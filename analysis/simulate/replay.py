@@ -17,8 +17,8 @@ Money, per request, with cost0 the recorded cost:
     saving_routing = cost0 - c1, saving_batch = c1 - c2, saving_budget = c2 - c3 (downgrades)
 A cache hit costs 0 and saves cost0 (saving_cache); nothing else applies to it. A blocked
 request costs 0 but gets no answer: its whole cost0 is `blocked_spend_usd`, spend prevented,
-not a saving (nor is it routed or batched). The four savings and the blocked spend add up to cost0 - simulated cost, so nothing is
-counted twice, and no saving is claimed for a request left unanswered.
+not a saving (nor is it routed or batched). The four savings and the blocked spend add up to
+cost0 - simulated cost, so nothing is counted twice, and no saving is claimed for a request left unanswered.
 """
 
 from collections.abc import Callable, Iterator

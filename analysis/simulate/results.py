@@ -35,13 +35,15 @@ from analysis.simulate.embedders import Embedder, HashingEmbedder
 from analysis.simulate.facts import FrameFacts, split_state_key, window_start
 from analysis.simulate.policy import Policy
 
-GROUPINGS = {"day": "day", "team": "team", "feature": "feature", "model": "model"}
+# The groups a result is broken down by: result key -> column of the decisions frame.
+RESULT_GROUPS = {"day": "day", "team": "team", "feature": "feature", "model": "model"}
 TOP_INCIDENTS = 20  # rate-limit scope values and minutes listed
 MAX_INCIDENTS = 500  # budget windows listed (the first, in time order; all are counted)
 BATCH_LATENCY_NOTE = "answers arrive asynchronously, within the provider's batch window (up to 24 h)"
 
 
-def _usd(value: Any) -> float:
+def _figure(value: Any) -> float:
+    """A sum (dollars, milliseconds) as a float; an empty sum (NULL) is 0."""
     return float(value or 0.0)
 
 
@@ -58,8 +60,8 @@ def _money_row(frame: pl.DataFrame) -> dict[str, Any]:
         pl.col("simulated_cost_usd").sum().alias("simulated_usd"),  # NULL where cost_usd is
         pl.col("blocked_spend_usd").sum().alias("blocked_spend_usd"),
     ).row(0, named=True)
-    baseline, simulated = _usd(row["baseline_usd"]), _usd(row["simulated_usd"])
-    blocked = _usd(row["blocked_spend_usd"])
+    baseline, simulated = _figure(row["baseline_usd"]), _figure(row["simulated_usd"])
+    blocked = _figure(row["blocked_spend_usd"])
     saving = baseline - simulated - blocked
     return {
         "requests": row["requests"],
@@ -139,7 +141,7 @@ class SimulationResult:
                 "name": self.policy.name,
                 "description": self.policy.description,
                 "file": self.policy.file,
-                "order": [{"name": p.name, "kind": _kind(p)} for p in self.policy.in_order()],
+                "order": [{"name": p.name, "kind": p.KIND} for p in self.policy.in_order()],
             },
             "parameters": self.parameters,
             "totals": self.totals,
@@ -154,17 +156,6 @@ class SimulationResult:
         }
 
 
-def _kind(policy: Any) -> str:
-    return {
-        "ExactCachePolicy": "exact_cache",
-        "SemanticCachePolicy": "semantic_cache",
-        "RoutingRule": "routing",
-        "BatchPolicy": "batch",
-        "Budget": "budget",
-        "RateLimit": "rate_limit",
-    }[type(policy).__name__]
-
-
 def _by_policy(policy: Policy, d: pl.DataFrame) -> list[dict[str, Any]]:
     saving_column = {
         "exact_cache": ("cache_policy", "saving_cache"),
@@ -176,7 +167,7 @@ def _by_policy(policy: Policy, d: pl.DataFrame) -> list[dict[str, Any]]:
     }
     expressions = []
     for index, item in enumerate(policy.in_order()):
-        by, saving = saving_column[_kind(item)]
+        by, saving = saving_column[item.KIND]
         mine = (pl.col(by) == item.name).fill_null(False)
         expressions += [
             mine.sum().alias(f"{index}.requests"),
@@ -189,21 +180,21 @@ def _by_policy(policy: Policy, d: pl.DataFrame) -> list[dict[str, Any]]:
     sums = d.select(expressions).row(0, named=True) if expressions else {}
     rows = []
     for index, item in enumerate(policy.in_order()):
-        kind = _kind(item)
+        kind = item.KIND
         row = {
             "name": item.name,
             "kind": kind,
             "requests": sums[f"{index}.requests"],
-            "saving_usd": _usd(sums[f"{index}.saving"]),
+            "saving_usd": _figure(sums[f"{index}.saving"]),
         }
         if kind in ("exact_cache", "semantic_cache"):
-            row["latency_saved_ms"] = _usd(sums[f"{index}.latency"])
+            row["latency_saved_ms"] = _figure(sums[f"{index}.latency"])
         if kind == "routing":
             row["quality"] = "unverified"
         if kind == "budget":
             row["blocked"] = sums[f"{index}.blocked"]
             row["downgraded"] = sums[f"{index}.downgraded"]
-            row["blocked_spend_usd"] = _usd(sums[f"{index}.blocked_spend"])
+            row["blocked_spend_usd"] = _figure(sums[f"{index}.blocked_spend"])
         if kind == "rate_limit":
             row["throttled"] = row["requests"]
             row["note"] = "throttled requests keep their cost: a throttled client retries"
@@ -248,8 +239,8 @@ def _exact_cache(policy: Policy, d: pl.DataFrame) -> dict[str, Any] | None:
         "hit_rate": hits / d.height if d.height else 0.0,
         "hit_rate_of_cacheable": hits / eligible if eligible else 0.0,
         "cacheable_requests": eligible,
-        "saving_usd": _usd(sums["saving"]),
-        "latency_saved_ms": _usd(sums["latency"]),
+        "saving_usd": _figure(sums["saving"]),
+        "latency_saved_ms": _figure(sums["latency"]),
         "misses": {s: int(statuses.get(s, 0)) for s in ("miss", "miss_in_flight", "miss_expired", "miss_evicted")},
         "excluded": _exclusions(d, "exact_cache"),
     }
@@ -305,12 +296,12 @@ def _wrong_estimate(hits: pl.DataFrame) -> dict[str, Any]:
     compared, wrong = int(sums["compared"] or 0), int(sums["wrong"] or 0)
     rate = wrong / compared if compared else None
     unknown = sums["hits"] - compared
-    lost = _usd(sums["wrong_saving"]) + (rate or 0.0) * _usd(sums["unknown_saving"])
+    lost = _figure(sums["wrong_saving"]) + (rate or 0.0) * _figure(sums["unknown_saving"])
     return {
         "answers_compared": compared,
         "estimated_wrong_hits": round(wrong + (rate or 0.0) * unknown) if rate is not None else None,
         "estimated_wrong_rate": rate,
-        "saving_net_usd": _usd(sums["saving"]) - lost,
+        "saving_net_usd": _figure(sums["saving"]) - lost,
     }
 
 
@@ -333,7 +324,7 @@ def _semantic_cache(
                 "threshold": threshold,
                 "hits": above.height,
                 "hit_rate": above.height / d.height if d.height else 0.0,
-                "saving_usd": _usd(above["cost_usd"].sum()),
+                "saving_usd": _figure(above["cost_usd"].sum()),
                 **_wrong_estimate(above),
                 "estimated": threshold != semantic.threshold,
                 "band_hits": band.height,
@@ -350,11 +341,11 @@ def _semantic_cache(
         "hits": hits.height,
         "hit_rate": hits.height / d.height if d.height else 0.0,
         "looked_up": int(d.select(looked_up.sum()).item()),
-        "saving_usd": _usd(hits["saving_cache"].sum()),
+        "saving_usd": _figure(hits["saving_cache"].sum()),
         **_wrong_estimate(actual),
         "answer_threshold": semantic.answer_threshold,
         "wrong_hits_note": WRONG_HITS_NOTE,
-        "latency_saved_ms": _usd(hits["latency_saved_ms"].sum()),
+        "latency_saved_ms": _figure(hits["latency_saved_ms"].sum()),
         "quality": "unverified",
         "excluded": _exclusions(d, "semantic_cache"),
         "sweep": sweep,
@@ -428,8 +419,8 @@ def _routing(policy: Policy, d: pl.DataFrame) -> dict[str, Any]:
                 "from_models": {
                     str(m): n for m, n in zip(mine["model"].to_list(), mine["requests"].to_list(), strict=True)
                 },
-                "baseline_usd": _usd(mine["baseline"].sum()),
-                "saving_usd": _usd(mine["saving"].sum()),
+                "baseline_usd": _figure(mine["baseline"].sum()),
+                "saving_usd": _figure(mine["saving"].sum()),
                 "quality": "unverified",
             }
         )
@@ -452,7 +443,7 @@ def _batch(policy: Policy, d: pl.DataFrame) -> list[dict[str, Any]]:
         {
             "name": item.name,
             "requests": sums.get(item.name, (0, 0.0))[0],
-            "saving_usd": _usd(sums.get(item.name, (0, 0.0))[1]),
+            "saving_usd": _figure(sums.get(item.name, (0, 0.0))[1]),
             "discount": item.discount,
             "latency": BATCH_LATENCY_NOTE,
         }
@@ -496,9 +487,9 @@ def _budgets(policy: Policy, d: pl.DataFrame, facts: FrameFacts, requests: pl.Da
                     **row,
                     "tripped_at": row["tripped_at"].isoformat() if row["tripped_at"] else None,
                     "first_stopped_at": row["first_stopped_at"].isoformat() if row["first_stopped_at"] else None,
-                    "saving_usd": _usd(row["saving_usd"]),
-                    "blocked_spend_usd": _usd(row["blocked_spend_usd"]),
-                    "spend_prevented_usd": _usd(row["saving_usd"]) + _usd(row["blocked_spend_usd"]),
+                    "saving_usd": _figure(row["saving_usd"]),
+                    "blocked_spend_usd": _figure(row["blocked_spend_usd"]),
+                    "spend_prevented_usd": _figure(row["saving_usd"]) + _figure(row["blocked_spend_usd"]),
                 }
             )
         incidents.sort(key=lambda i: (i["window_start"], str(i["scope_value"])))
@@ -608,7 +599,7 @@ def summarise(
         **money,
         "cache_hits": counts["cache_hits"],
         "cache_hit_rate": counts["cache_hits"] / d.height if d.height else 0.0,
-        "latency_saved_ms": _usd(counts["latency_saved_ms"]),
+        "latency_saved_ms": _figure(counts["latency_saved_ms"]),
         "routed": counts["routed"],
         "downgraded": counts["downgraded"],
         "blocked": counts["blocked"],
@@ -629,7 +620,7 @@ def summarise(
         totals=totals,
         notes=_notes(policy, totals),
         by_policy=_by_policy(policy, d),
-        groups={name: _grouped(d, column) for name, column in GROUPINGS.items()},
+        groups={name: _grouped(d, column) for name, column in RESULT_GROUPS.items()},
         cache={"exact": _exact_cache(policy, d), "semantic": _semantic_cache(policy, d, requests, scored)},
         routing=_routing(policy, d),
         batch=_batch(policy, d),

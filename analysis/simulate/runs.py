@@ -11,7 +11,7 @@ A run is a folder `<data_dir>/simulations/<run_id>/` holding:
 
 `run_id` is the UTC creation time plus a short random suffix ("20250301T120000Z-3f9a1c"),
 so ids sort by time. Files are written under a temporary name and renamed, so a folder with
-a run.json is complete.
+a run.json is complete. `load_run` reads one back and refuses a format it does not know.
 """
 
 import json
@@ -31,7 +31,7 @@ RUN_FORMAT = 1
 
 
 class RunNotFound(LookupError):
-    """No stored run has that id."""
+    """No stored run has that id, or it was written in a format this version cannot read."""
 
 
 @dataclass
@@ -75,12 +75,9 @@ def load_run(data_dir: Path, run_id: str) -> StoredRun:
     path = directory / "run.json"
     if not path.is_file():
         raise RunNotFound(f"no simulation run {run_id!r} in {Path(data_dir) / RUNS_DIR}")
-    return StoredRun(run_id, directory, json.loads(path.read_text()))
-
-
-def list_runs(data_dir: Path) -> list[StoredRun]:
-    """Every complete stored run, oldest first."""
-    root = Path(data_dir) / RUNS_DIR
-    if not root.is_dir():
-        return []
-    return [load_run(data_dir, d.name) for d in sorted(root.iterdir()) if (d / "run.json").is_file()]
+    info = json.loads(path.read_text())
+    if info.get("format") != RUN_FORMAT:
+        raise RunNotFound(
+            f"simulation run {run_id!r} has format {info.get('format')!r}; this version reads format {RUN_FORMAT}"
+        )
+    return StoredRun(run_id, directory, info)

@@ -44,7 +44,8 @@ _CLOSERS = ["", "thanks", "asap", "please help", "?"]
 
 def _topic_texts(rng: np.random.Generator, topics: int) -> list[str]:
     return [
-        f"{rng.choice(_ACTIONS)} my {rng.choice(_SUBJECTS)} {rng.choice(_DETAILS)} {rng.choice(_SUBJECTS)} {rng.choice(_DETAILS)}"
+        f"{rng.choice(_ACTIONS)} my {rng.choice(_SUBJECTS)} {rng.choice(_DETAILS)} {rng.choice(_SUBJECTS)} "
+        f"{rng.choice(_DETAILS)}"
         for _ in range(topics)
     ]
 

@@ -32,7 +32,7 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -40,17 +40,14 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from analysis.store import StoreError
+from analysis.store.rows import ContentRow, RequestRow
 from analysis.store.schema import CONTENTS, REQUESTS, Column, polars_schema
 
-DEFAULT_DATA_DIR = "shadow-data"
 MERGE_FAN_IN = 16
 SUPERSEDED_GRACE_SECONDS = 300.0
 
 _SEGMENT_NAME = re.compile(r"^(?P<instance>.+)-L(?P<level>\d+)-(?P<lo>\d{12})-(?P<hi>\d{12})\.parquet$")
-
-
-class StoreError(Exception):
-    """The data directory cannot be used (unreadable, written by a newer version, ...)."""
 
 
 @dataclass(frozen=True)
@@ -325,7 +322,8 @@ class Store:
 
     def _count(self, view: str) -> int:
         with self.connect() as con:
-            return con.execute(f"SELECT count(*) FROM {view}").fetchone()[0]
+            row = con.execute(f"SELECT count(*) FROM {view}").fetchone()
+            return row[0] if row else 0
 
 
 def query_frame(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pl.DataFrame:
@@ -341,15 +339,15 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
-def time_filter(start: datetime | None, end: datetime | None, extra: str | None = None) -> tuple[str, list]:
-    """A WHERE clause (and its parameters) for `start <= ts < end`, and `extra` if given."""
+def time_filter(since: datetime | None, until: datetime | None, extra: str | None = None) -> tuple[str, list]:
+    """A WHERE clause (and its parameters) for `since <= ts < until`, and `extra` if given."""
     clauses, params = [], []
-    if start is not None:
+    if since is not None:
         clauses.append("ts >= ?")
-        params.append(start)
-    if end is not None:
+        params.append(since)
+    if until is not None:
         clauses.append("ts < ?")
-        params.append(end)
+        params.append(until)
     if extra:
         clauses.append(extra)
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
@@ -433,8 +431,23 @@ def write_segment(directory: Path, name: str, frame: pl.DataFrame) -> Path:
     return final
 
 
-def rows_to_frame(rows: list[dict], columns: list[Column]) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema=polars_schema(columns))
+def rows_to_frame(rows: Sequence[RequestRow | ContentRow | dict], columns: list[Column]) -> pl.DataFrame:
+    """A frame of `rows` with exactly `columns`. Rows are the row types of analysis.store.rows,
+    or dicts whose keys are columns (a missing key is NULL); an unknown key is a ValueError,
+    never a silently dropped value."""
+    names = [c.name for c in columns]
+    known = set(names)
+    data: dict[str, list] = {name: [] for name in names}
+    for row in rows:
+        if isinstance(row, dict):
+            if unknown := row.keys() - known:
+                raise ValueError(f"not a column: {', '.join(sorted(unknown))}")
+            for name in names:
+                data[name].append(row.get(name))
+        else:
+            for name in names:
+                data[name].append(getattr(row, name))
+    return pl.DataFrame(data, schema=polars_schema(columns))
 
 
 def unwritable_reason(row: dict, columns: list[Column]) -> str | None:
@@ -459,7 +472,7 @@ class SegmentWriter:
         mine = [s.hi for s in all_segments(self.store.records_dir) if s.instance == self.instance]
         return max(mine, default=-1) + 1
 
-    def write(self, requests: list[dict], contents: list[dict]) -> None:
+    def write(self, requests: Sequence[RequestRow | dict], contents: Sequence[ContentRow | dict]) -> None:
         """Write one batch. Raises OSError (disk full, permission) and leaves no partial file."""
         seq = self.sequence
         name = segment_name(self.instance, 0, seq, seq)

@@ -37,7 +37,8 @@ REQUESTS = [
     Column(
         "provider",
         "VARCHAR",
-        "openai, azure, anthropic, gemini, vertex, openrouter, groq, mistral, deepseek, xai, ..., or `openai_compatible` (`anthropic_compatible`, `gemini_compatible`) for an unknown host speaking that shape.",
+        "openai, azure, anthropic, gemini, vertex, openrouter, groq, mistral, deepseek, xai, ..., or "
+        "`openai_compatible` (`anthropic_compatible`, `gemini_compatible`) for an unknown host speaking that shape.",
     ),
     Column(
         "endpoint",
@@ -71,14 +72,17 @@ REQUESTS = [
     Column(
         "usage_other_models",
         "VARCHAR",
-        "Tokens the call spent on models other than `model` (Anthropic's advisor iterations), as JSON [{model, input_tokens, output_tokens, ...}]: included in cost_usd at their own model's price, not in the token columns.",
+        "Tokens the call spent on models other than `model` (Anthropic's advisor iterations), as JSON [{model, "
+        "input_tokens, output_tokens, ...}]: included in cost_usd at their own model's price, not in the token "
+        "columns.",
     ),
     Column("usage_source", "VARCHAR", "provider (reported by the API), estimated (counted by llm-shadow), none."),
     Column("cost_usd", "DOUBLE", "Cost of the call in USD; NULL when unpriced."),
     Column(
         "cost_source",
         "VARCHAR",
-        "computed (from the price table), provider (reported by the API), unpriced (model not in the price table: cost_usd is NULL), none (no token counts, e.g. an error before any output).",
+        "computed (from the price table), provider (reported by the API), unpriced (model not in the price table: "
+        "cost_usd is NULL), none (no token counts, e.g. an error before any output).",
     ),
     Column("price_version", "VARCHAR", "Version of the price table the cost was computed with."),
     Column(
@@ -106,14 +110,16 @@ REQUESTS = [
     Column(
         "usage_key",
         "VARCHAR",
-        "What usage the call reported when other calls report it again (openai-batch:ID, anthropic-batch:ID): only the first such call keeps the tokens.",
+        "What usage the call reported when other calls report it again (openai-batch:ID, anthropic-batch:ID): only "
+        "the first such call keeps the tokens.",
     ),
     Column("error", "VARCHAR", "Short description of what went wrong, when something did."),
     Column("instance", "VARCHAR", "Recorder instance that wrote the row."),
     Column(
         "import_key",
         "VARCHAR",
-        "What identifies an imported call (flow:ID for a mitmproxy flow, har:HASH of request, response and time for a HAR entry); a second import of it is skipped. NULL for live calls.",
+        "What identifies an imported call (flow:ID for a mitmproxy flow, har:HASH of request, response and time for "
+        "a HAR entry); a second import of it is skipped. NULL for live calls.",
     ),
 ]
 
@@ -127,7 +133,6 @@ CONTENTS = [
 ]
 
 REQUEST_COLUMNS = [c.name for c in REQUESTS]
-CONTENT_COLUMNS = [c.name for c in CONTENTS]
 
 
 def polars_schema(columns: list[Column]) -> dict[str, pl.DataType]:

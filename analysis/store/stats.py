@@ -9,18 +9,8 @@ from datetime import datetime
 import duckdb
 import polars as pl
 
+from analysis.store import GROUP_ALIASES, GROUP_LABELS
 from analysis.store.datadir import query_frame, time_filter
-
-GROUPINGS = {
-    "model": "coalesce(model, model_requested, '(unknown)')",
-    "provider": "provider",
-    "team": "coalesce(team, '(none)')",
-    "feature": "coalesce(feature, '(none)')",
-    "key": "coalesce(key_id, '(none)')",
-    "user": "coalesce(\"user\", '(none)')",
-    "endpoint": "endpoint",
-    "day": "strftime(ts, '%Y-%m-%d')",
-}
 
 
 @dataclass
@@ -39,19 +29,20 @@ class Totals:
 
 
 def grouped(
-    con: duckdb.DuckDBPyConnection, by: str, start: datetime | None = None, end: datetime | None = None
+    con: duckdb.DuckDBPyConnection, by: str, since: datetime | None = None, until: datetime | None = None
 ) -> pl.DataFrame:
     """One row per group: calls, tokens, cost, latency percentiles, error and estimate counts."""
-    if by not in GROUPINGS:
-        raise ValueError(f"cannot group by {by!r}; choose one of {', '.join(GROUPINGS)}")
-    where, params = time_filter(start, end)
+    by = GROUP_ALIASES.get(by, by)
+    if by not in GROUP_LABELS:
+        raise ValueError(f"cannot group by {by!r}; choose one of {', '.join(GROUP_LABELS)}")
+    where, params = time_filter(since, until)
     sql = f"""
-        SELECT {GROUPINGS[by]} AS "{by}",
+        SELECT {GROUP_LABELS[by]} AS "{by}",
                count(*) AS calls,
                CAST(coalesce(sum(input_tokens), 0) AS BIGINT) AS input_tokens,
                CAST(coalesce(sum(cached_input_tokens), 0) AS BIGINT) AS cached_input_tokens,
                CAST(coalesce(sum(output_tokens), 0) AS BIGINT) AS output_tokens,
-               round(coalesce(sum(cost_usd), 0), 6) AS cost_usd,
+               coalesce(sum(cost_usd), 0) AS cost_usd,
                count(*) FILTER (WHERE outcome <> 'ok') AS errors,
                count(*) FILTER (WHERE usage_source = 'estimated') AS estimated,
                count(*) FILTER (WHERE cost_source = 'unpriced') AS unpriced,
@@ -64,8 +55,8 @@ def grouped(
     return query_frame(con, sql, params)
 
 
-def totals(con: duckdb.DuckDBPyConnection, start: datetime | None = None, end: datetime | None = None) -> Totals:
-    where, params = time_filter(start, end)
+def totals(con: duckdb.DuckDBPyConnection, since: datetime | None = None, until: datetime | None = None) -> Totals:
+    where, params = time_filter(since, until)
     row = query_frame(
         con,
         f"""SELECT count(*) AS calls, coalesce(sum(cost_usd), 0) AS cost_usd,
