@@ -31,8 +31,8 @@ if importlib.util.find_spec("analysis") is None:  # `mitmdump -s addons/recorder
 from mitmproxy import ctx, exceptions, http
 
 from analysis.parsers.detect import Target, detect
-from analysis.pricing.files import PriceFileError
 from analysis.pricing.check import Pricing
+from analysis.pricing.files import PriceFileError
 from analysis.recording.capture import Capture
 from analysis.recording.settings import DEFAULT_MAX_BODY, DEFAULT_QUEUE_LIMIT, DEFAULT_SPOOL_LIMIT, RecorderSettings
 from analysis.recording.sink import Problems, RecordSink

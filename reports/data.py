@@ -156,7 +156,7 @@ def _quality(con, since, until, total: stats.Totals, days_covered: int) -> dict:
         "price_differ_calls": total.price_differ_calls,
         "price_one_sided_calls": total.price_one_sided_calls,
         "price_unchecked_calls": total.price_unchecked_calls,
-        "price_checks": queries.source_counts(con, "price_check", start, end).to_dicts(),
+        "price_checks": queries.source_counts(con, "price_check", since, until).to_dicts(),
         "usage_sources": usage,
         "cost_sources": cost,
         "price_versions": versions,

@@ -20,8 +20,8 @@ from datetime import datetime
 from pathlib import Path
 
 from analysis.parsers.exchange import Usage
-from analysis.pricing.genai_table import GenaiPricesTable
 from analysis.pricing.files import PRICES_DIR_NAME, PriceFileError
+from analysis.pricing.genai_table import GenaiPricesTable
 from analysis.pricing.rates import Cost
 from analysis.pricing.table import PriceTable
 
