@@ -42,7 +42,7 @@ def compare(primary: Cost, other: Cost) -> str | None:
     if primary.cost_source not in ("computed", "unpriced"):
         return None  # a provider-reported cost, or no tokens: nothing of ours to check
     priced = [c.cost_usd is not None for c in (primary, other)]
-    if all(priced):
+    if primary.cost_usd is not None and other.cost_usd is not None:
         a, b = primary.cost_usd, other.cost_usd
         largest = max(abs(a), abs(b))
         return "agree" if largest == 0 or abs(a - b) <= DIFFER_ABOVE * largest else "differ"
@@ -99,20 +99,39 @@ class Pricing:
         model_requested: str | None = None,
         other_models: Sequence[tuple[str, Usage]] = (),
         at: datetime | None = None,
+        warn_unpriced: bool = True,
     ) -> Checked:
-        kwargs = dict(
-            provider=provider,
-            model=model,
-            usage=usage,
-            service_tier=service_tier,
-            batch=batch,
-            model_requested=model_requested,
-            other_models=other_models,
-        )
-        timed = {"at": at} if self.genai is self.primary else {}
-        primary = self.primary.cost(**kwargs, provider_cost_usd=provider_cost_usd, **timed)
+        """The primary table's cost, checked by the other table (see the module docstring)."""
+
+        def litellm(reported: float | None) -> Cost:
+            return self.litellm.cost(
+                provider=provider,
+                model=model,
+                usage=usage,
+                service_tier=service_tier,
+                batch=batch,
+                provider_cost_usd=reported,
+                model_requested=model_requested,
+                other_models=other_models,
+                warn_unpriced=warn_unpriced and self.primary is self.litellm,
+            )
+
+        def genai(reported: float | None) -> Cost:
+            return self.genai.cost(
+                provider=provider,
+                model=model,
+                usage=usage,
+                service_tier=service_tier,
+                batch=batch,
+                provider_cost_usd=reported,
+                model_requested=model_requested,
+                other_models=other_models,
+                at=at,
+            )
+
+        primary_table, other_table = (litellm, genai) if self.primary is self.litellm else (genai, litellm)
+        primary = primary_table(provider_cost_usd)
         if primary.cost_source not in ("computed", "unpriced"):
             return Checked(primary, None, None, self.other.version)
-        timed = {"at": at} if self.genai is self.other else {}
-        other = self.other.cost(**kwargs, **timed)
+        other = other_table(None)
         return Checked(primary, compare(primary, other), other.cost_usd, self.other.version)
