@@ -238,6 +238,34 @@ def proxy(
         float, typer.Option(help="Seconds between writes; a crash loses at most this much.")
     ] = 1.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print one line per call.")] = False,
+    policy: Annotated[
+        Path | None,
+        typer.Option("--policy", help="Policy file (TOML) deciding every call in shadow or enforce mode."),
+    ] = None,
+    mode: Annotated[
+        str,
+        typer.Option(
+            "--mode",
+            help="observe: record only; shadow: decide and log every call in `decisions`, change nothing; "
+            "enforce: decisions act.",
+        ),
+    ] = "observe",
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Start enforce mode although less traffic was recorded than the policy's observe_for."
+        ),
+    ] = False,
+    cache_bytes: Annotated[
+        int,
+        typer.Option("--cache-bytes", help="Enforce mode: bytes of upstream answers the exact cache keeps (LRU)."),
+    ] = 256 * 1024 * 1024,
+    metrics_port: Annotated[
+        int,
+        typer.Option(
+            "--metrics-port", min=0, max=65535, help="Serve Prometheus metrics at /metrics on this port (0: off)."
+        ),
+    ] = 0,
 ):
     """Run the recording proxy in front of LLM providers (reverse, forward, transparent or local mode)."""
     from addons.ca import ensure_ca
@@ -247,12 +275,13 @@ def proxy(
 
     if not flush_interval > 0:
         raise fail("--flush-interval must be positive")
-    settings = RecorderSettings(data=data, content=content, flush_interval=flush_interval)
+    settings = RecorderSettings(data=data, content=content, flush_interval=flush_interval, metrics_port=metrics_port)
     try:
         parse_host_patterns(intercept_host)
     except ValueError as e:
         raise fail(f"--intercept-host: {e}") from e
     args = mitmdump_args(upstream, port, listen_host, forward, transparent, local, confdir.expanduser())
+    args += policy_args(policy, mode, force, data, cache_bytes)
     if local is not None and (reason := local_capture_unavailable_reason()):
         raise fail(
             f"--local cannot work here: {reason}. Use --transparent with a redirect rule instead (docs/transparent.md)."
@@ -266,6 +295,52 @@ def proxy(
     failure = run_proxy(args, proxy_options(settings, intercept_host, intercept_all, verbose))
     if failure:
         raise fail(failure)
+
+
+def policy_args(policy: Path | None, mode: str, force: bool, data: Path, cache_bytes: int) -> list[str]:
+    """The recorder options for `--policy`/`--mode`, once the policy is known to load: a policy
+    that does not load never starts shadow or enforce mode. Enforce mode also wants the
+    policy's `observe_for` of recorded traffic first (or --force)."""
+    from analysis.enforce.live import MODES, LivePolicy
+    from analysis.pricing.files import PriceFileError
+    from analysis.pricing.table import PriceTable
+    from analysis.simulate.policy import PolicyError
+
+    if mode not in MODES:
+        raise fail(f"--mode {mode!r}: choose one of {', '.join(MODES)}")
+    if cache_bytes <= 0:
+        raise fail("--cache-bytes must be positive")
+    if mode == "observe":
+        if policy is not None:
+            raise fail("--policy acts only with --mode shadow or --mode enforce")
+        return []
+    if policy is None:
+        raise fail(f"--mode {mode} needs --policy FILE")
+    loaded = _read_policy(policy)
+    store = open_store(data, create=True)
+    try:
+        LivePolicy(loaded, mode, PriceTable.load(store.data_dir))
+    except (PolicyError, PriceFileError) as e:
+        raise fail(str(e)) from e
+    if mode == "enforce" and not force:
+        observed = observed_seconds(store)
+        if observed < loaded.observe_for_seconds:
+            raise fail(
+                f"{data} holds {observed / 86400:.1f} days of recorded traffic; the policy asks for "
+                f"observe_for = {loaded.observe_for_seconds / 86400:g} days before enforcing. Run "
+                "--mode shadow meanwhile, or start anyway with --force"
+            )
+    return [
+        *("--set", f"shadow_policy={policy.resolve()}"),
+        *("--set", f"shadow_mode={mode}"),
+        *("--set", f"shadow_cache_bytes={cache_bytes}"),
+    ]
+
+
+def observed_seconds(store: "Store") -> float:
+    """Seconds between the first and the last recorded call (0 with none)."""
+    row = store.connect().execute("SELECT epoch(max(ts)) - epoch(min(ts)) FROM requests").fetchone()
+    return float(row[0] or 0.0) if row else 0.0
 
 
 # --- import --------------------------------------------------------------------------------------
@@ -340,7 +415,10 @@ def stats(
     with store.connect() as con:
         frame = stats_queries.grouped(con, by, since, until)
         total = stats_queries.totals(con, since, until)
+        decided = stats_queries.decisions_by_policy(con, since, until)
     print_frame(frame, fmt, console, title=f"LLM calls by {by}")
+    if fmt == "table" and decided.height:
+        print_frame(decided, fmt, console, title="Policy decisions (shadow: would have; enforce: did)")
     if fmt == "table":
         console.print(
             f"{total.calls:,} calls, {usd(total.cost_usd)}, {total.input_tokens:,} input and "
@@ -380,11 +458,11 @@ def stats(
 
 @app.command()
 def sql(
-    query: Annotated[str, typer.Argument(help="SQL over the relations requests and contents.")],
+    query: Annotated[str, typer.Argument(help="SQL over the relations requests, contents and decisions.")],
     fmt: Format = "table",
     data: DataDir = Path(DEFAULT_DATA_DIR),
 ):
-    """Run a DuckDB SQL query over the recorded calls (relations: requests, contents)."""
+    """Run a DuckDB SQL query over the recorded calls (relations: requests, contents, decisions)."""
     import duckdb
 
     from analysis.store.datadir import query_frame
@@ -722,36 +800,60 @@ def demo(
     out: Annotated[Path, typer.Option(help="Demo directory: its data/ is recorded afresh on every run.")] = Path(
         "shadow-demo"
     ),
+    scale: Annotated[
+        float,
+        typer.Option(
+            min=0.01,
+            max=200,
+            help="Size of the company month: 20 (the default) is about 29,000 calls; 1 about 1,500.",
+        ),
+    ] = 20.0,
 ):
-    """The whole job on the bundled sample month: record it, simulate the demo policy, report."""
+    """The whole job on a company's month: generate and record it, simulate the demo policy, report."""
     from rich.markup import escape
 
-    from addons.importer import ImportFailed, read_sources
-    from reports.demo import DemoDirError, command_for_new_shell, headline_figures, prepare_demo_dir
+    from addons.importer import default_workers, record_flows
+    from reports.demo import DemoDirError, command_for_new_shell, headline_figures, prepare_demo_dir, scaled_policy
+    from reports.progress import counting_progress
+    from sample_traffic.company import DEFAULT_SEED, DayFlows, calls_per_day
 
-    flows = sorted(SAMPLE_TRAFFIC.glob("*.flows"))
-    if not flows:
-        raise fail(f"no sample traffic (*.flows) in {SAMPLE_TRAFFIC}")
     if not DEMO_POLICY.is_file():
         raise fail(f"the demo policy is missing: {DEMO_POLICY}")
     try:
-        sources = read_sources(flows)
         data = prepare_demo_dir(out)
-    except (ImportFailed, DemoDirError) as e:
+    except DemoDirError as e:
         raise fail(str(e)) from e
     except OSError as e:
         raise fail(f"cannot prepare {out}: {e}") from e
-    result = record_sources(sources, data, True, "recording the sample traffic")
-    names = ", ".join(str(f.relative_to(SAMPLE_TRAFFIC.parent)) for f in flows)
+    open_store(data, create=True)
+    days = calls_per_day(DEFAULT_SEED, scale)
+    description = "generating and recording the month"
+    with counting_progress(description, "calls", err_console) as progress:
+        task = progress.add_task(description, total=sum(days))
+        result = record_flows(
+            DayFlows(DEFAULT_SEED, scale),
+            [i for i, n in sorted(enumerate(days), key=lambda d: -d[1]) if n],  # the busiest days first
+            RecorderSettings(data=data, queue_limit=0),
+            workers=default_workers(sum(days)),
+            on_progress=lambda n: progress.advance(task, n),
+        )
     console.print(
-        f"Recorded {result.recorded:,} LLM calls from {names} through the recorder into {data}.",
+        f"Recorded {result.recorded:,} LLM calls of Kestrel Bank's month (scale {scale:g}) through the "
+        f"recorder into {data}.",
         highlight=False,
         soft_wrap=True,
         markup=False,
     )
-    simulation = simulate_for_report(DEMO_POLICY, data, None, None)
+    from analysis.store import stats as stats_queries
+
+    with open_store(data).connect() as con:
+        total = stats_queries.totals(con)
+    policy = out / "policy.toml"
+    policy.write_text(scaled_policy(DEMO_POLICY.read_text(), total.calls, total.cost_usd or 0.0))
+    simulation = simulate_for_report(policy, data, None, None)
     console.print(
-        f"Simulated {DEMO_POLICY.relative_to(DEMO_POLICY.parents[1])} over them (run {simulation.run_id}).",
+        f"Simulated {policy} ({DEMO_POLICY.relative_to(DEMO_POLICY.parents[1])}, its budgets and rate limits "
+        f"scaled to this month) over them (run {simulation.run_id}).",
         highlight=False,
         soft_wrap=True,
         markup=False,
@@ -767,6 +869,41 @@ def demo(
         soft_wrap=True,
         markup=False,
     )
+
+
+# --- export --------------------------------------------------------------------------------------
+
+export_app = typer.Typer(help="Send recorded calls to other systems.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("otlp")
+def export_otlp(
+    endpoint: Annotated[
+        str | None,
+        typer.Option(
+            envvar="OTEL_EXPORTER_OTLP_ENDPOINT",
+            help="The collector's OTLP/HTTP base URL, e.g. http://localhost:4318 (env OTEL_EXPORTER_OTLP_ENDPOINT).",
+        ),
+    ] = None,
+    start: Annotated[str | None, typer.Option("--from", help="First day (UTC), YYYY-MM-DD.")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Day after the last (UTC), YYYY-MM-DD.")] = None,
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+):
+    """Send recorded calls to an OpenTelemetry collector as GenAI spans and metrics (a backfill)."""
+    from analysis.recording.otel import OtlpExporter
+
+    if not endpoint:
+        raise fail("say where to send: --endpoint http://HOST:4318 or OTEL_EXPORTER_OTLP_ENDPOINT")
+    since, until = parse_date(start, "--from"), parse_date(end, "--to")
+    rows = open_store(data).requests_frame(since, until).to_dicts()
+    exporter = OtlpExporter(endpoint)
+    for row in rows:
+        exporter.export(row)
+    exporter.close()
+    if exporter.spans.failed:
+        raise fail(f"could not send {exporter.spans.failed:,} of {len(rows):,} calls to {endpoint} (see the log above)")
+    console.print(f"Sent {len(rows):,} calls to {endpoint} as OpenTelemetry spans and metrics.", highlight=False)
 
 
 # --- end of report and demo commands -------------------------------------------------------------

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Quick start and development commands. Every one installs exactly what uv.lock pins (versions
 # and hashes) into .venv, so a fresh clone gets the environment the tests last passed on:
-#   ./run.sh demo [args]   the sample month through recorder, simulator and report
+#   ./run.sh demo [args]   a company month generated, through recorder, simulator and report
 #   ./run.sh test [args]   the test suite (pytest), plus the system packages it needs
 #   ./run.sh lock          re-resolve uv.lock to the newest versions pyproject.toml allows
 #   ./run.sh latest [args] the test suite against the newest versions, in .venv-latest; it

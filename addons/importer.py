@@ -109,12 +109,25 @@ def import_files(
     total = sum(len(s) for s in sources)
     workers = default_workers(total) if workers is None else max(1, workers)
     chunks = split(sources, workers, Store(settings.data).recorded_import_keys())
-    job = _Job(settings, [(os.fspath(s.path), s.kind) for s in sources])
-    if workers == 1 or len(chunks) <= 1:
+    files = FileFlows([(os.fspath(s.path), s.kind) for s in sources])
+    return record_flows(files, chunks, settings, workers, on_progress)
+
+
+def record_flows(
+    producer: "FlowProducer",
+    items: list,
+    settings: RecorderSettings,
+    workers: int = 1,
+    on_progress: Callable[[int], None] | None = None,
+) -> ImportResult:
+    """Record with `settings` the flows `producer` makes of each of `items` (a chunk of a file,
+    a generated day...), in this process or shared among `workers` processes."""
+    job = _Job(settings, producer)
+    if workers == 1 or len(items) <= 1:
         problems, cpu = Problems(), time.process_time()
-        recorded, present = _record(job, iter(chunks), problems, on_progress)
+        recorded, present, total = _record(job, iter(items), problems, on_progress)
         return ImportResult(total, recorded, present, problems, time.process_time() - cpu)
-    return _record_in_workers(job, chunks, min(workers, len(chunks)), total, on_progress)
+    return _record_in_workers(job, items, min(workers, len(items)), on_progress)
 
 
 def split(sources: list[Source], workers: int, seen: set[str]) -> list[Chunk]:
@@ -134,18 +147,37 @@ def split(sources: list[Source], workers: int, seen: set[str]) -> list[Chunk]:
     return ([ordered] if ordered else []) + chunks
 
 
+# What a producer yields for each flow: the flow (None: not an HTTP flow, or unreadable),
+# its import key, and whether to skip it (imported already).
+ProducedFlow = tuple[http.HTTPFlow | None, str | None, bool]
+FlowProducer = Callable[[object, Problems], Iterator[ProducedFlow]]
+
+
 @dataclass
 class _Job:
     settings: RecorderSettings
-    sources: list[tuple[str, str]]  # (path, kind)
+    producer: FlowProducer  # picklable: the workers get a copy
 
 
-class _Flows:
-    """Decodes a chunk's records into flows, as mitmproxy's FlowReader does."""
+class FileFlows:
+    """The producer of an import: decodes a chunk's records into flows, as mitmproxy's
+    FlowReader does."""
 
     def __init__(self, sources: list[tuple[str, str]]):
-        self.sources = sources
+        self.sources = sources  # (path, kind)
         self._maps: dict[int, mmap.mmap] = {}
+
+    def __getstate__(self) -> dict:
+        return {"sources": self.sources, "_maps": {}}
+
+    def __call__(self, chunk: Chunk, problems: Problems) -> Iterator[ProducedFlow]:
+        for index, record, key, skip in chunk:
+            try:
+                f = self.decode(index, record)
+            except Exception as e:  # framed like a flow, but not one: count it, go on
+                problems.add(f"unreadable_flow:{type(e).__name__}", f"{self.sources[index][0]}: {e}")
+                f = None
+            yield (f if isinstance(f, http.HTTPFlow) else None), key, skip
 
     def decode(self, index: int, record) -> flow.Flow:
         if self.sources[index][1] == "har":
@@ -158,19 +190,16 @@ class _Flows:
         state = tnetstring.loads(data[start:end])
         return flow.Flow.from_state(compat.migrate_flow(state))
 
-    def close(self) -> None:
-        for data in self._maps.values():
-            data.close()
-
 
 def _record(
-    job: _Job, chunks: Iterator[Chunk], problems: Problems, on_progress: Callable[[int], None] | None
-) -> tuple[int, int]:
-    """Feed the flows of `chunks` to one recorder; return the calls it wrote and those skipped."""
-    return asyncio.run(_record_async(job, chunks, problems, on_progress))
+    job: _Job, items: Iterator, problems: Problems, on_progress: Callable[[int], None] | None
+) -> tuple[int, int, int]:
+    """Feed the flows of `items` to one recorder; return the calls it wrote, the calls skipped,
+    and the flows seen."""
+    return asyncio.run(_record_async(job, items, problems, on_progress))
 
 
-async def _record_async(job: _Job, chunks, problems, on_progress) -> tuple[int, int]:
+async def _record_async(job: _Job, items, problems, on_progress) -> tuple[int, int, int]:
     opts = options.Options()
     master = Master(opts)
     recorder = Recorder(worker_process=False)
@@ -180,43 +209,41 @@ async def _record_async(job: _Job, chunks, problems, on_progress) -> tuple[int, 
     store = Store(job.settings.data)
     recorder.settings = job.settings
     recorder.sink = InlineSink(store, Pricing.load(store.data_dir), job.settings, problems=problems)
-    flows, already_present = _Flows(job.sources), 0
+    already_present = seen = 0
     try:
-        for chunk in chunks:
-            for index, record, key, skip in chunk:
-                try:
-                    f = flows.decode(index, record)
-                except Exception as e:  # framed like a flow, but not one: count it, go on
-                    problems.add(f"unreadable_flow:{type(e).__name__}", f"{job.sources[index][0]}: {e}")
+        for item in items:
+            done = 0
+            for f, key, skip in job.producer(item, problems):
+                done += 1
+                if f is None:
                     continue
-                if not isinstance(f, http.HTTPFlow):
-                    continue
+                request = f.request
                 if skip:
-                    request = f.request
                     already_present += (
                         detect(request.pretty_host, request.path, request.headers, request.method) is not None
                     )
                     continue
-                f.metadata[IMPORT_KEY] = key
+                if key is not None:
+                    f.metadata[IMPORT_KEY] = key
                 for event in eventsequence.iterate(f):
                     master.addons.trigger(event)
+            seen += done
             if on_progress:
-                on_progress(len(chunk))
+                on_progress(done)
     finally:
-        flows.close()
-        recorder.done()
-    return recorder.recorded, already_present
+        await master.done()  # the recorder's done hook writes what is left; mitmproxy's log handler goes
+    return recorder.recorded, already_present, seen
 
 
-def _record_in_workers(job: _Job, chunks, workers, total, on_progress) -> ImportResult:
+def _record_in_workers(job: _Job, items, workers, on_progress) -> ImportResult:
     # Workers fork from a server that has imported this module once (spawning each would
     # import mitmproxy, polars and DuckDB again, seconds of CPU each; forking this process
     # could copy a lock held by one of its threads).
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
     tasks, results = context.Queue(), context.Queue()
-    for chunk in chunks:
-        tasks.put(chunk)
+    for item in items:
+        tasks.put(item)
     for _ in range(workers):
         tasks.put(None)
     processes = [
@@ -225,7 +252,7 @@ def _record_in_workers(job: _Job, chunks, workers, total, on_progress) -> Import
     ]
     for p in processes:
         p.start()
-    problems, recorded, present, finished, cpu = Problems(), 0, 0, 0, 0.0
+    problems, recorded, present, total, finished, cpu = Problems(), 0, 0, 0, 0, 0.0
     try:
         while finished < workers:
             try:
@@ -241,9 +268,10 @@ def _record_in_workers(job: _Job, chunks, workers, total, on_progress) -> Import
                 if on_progress:
                     on_progress(value)
                 continue
-            worker_recorded, worker_present, worker_problems, worker_cpu = value
+            worker_recorded, worker_present, worker_seen, worker_problems, worker_cpu = value
             recorded += worker_recorded
             present += worker_present
+            total += worker_seen
             cpu += worker_cpu
             for name, n in worker_problems.items():
                 problems.add(name, n=n)
@@ -261,9 +289,9 @@ def _worker_main(job: _Job, tasks, results) -> None:
     quiet.disabled = True
     problems = Problems(quiet)
 
-    def chunks() -> Iterator[Chunk]:
-        while (chunk := tasks.get()) is not None:
-            yield chunk
+    def items() -> Iterator:
+        while (item := tasks.get()) is not None:
+            yield item
 
-    recorded, present = _record(job, chunks(), problems, lambda n: results.put(("progress", n)))
-    results.put(("done", (recorded, present, Counter(problems.counts), time.process_time())))
+    recorded, present, seen = _record(job, items(), problems, lambda n: results.put(("progress", n)))
+    results.put(("done", (recorded, present, seen, Counter(problems.counts), time.process_time())))

@@ -18,6 +18,7 @@ from mitmproxy.tools import cmdline
 from mitmproxy.tools.dump import DumpMaster
 from mitmproxy.tools.main import run
 
+from addons.enforcer import Enforcer
 from addons.local_capture import LocalCaptureWatch
 from addons.recorder import Recorder
 from addons.tls_passthrough import TlsPassthrough
@@ -35,7 +36,7 @@ class Banner:
 class ShadowMaster(DumpMaster):
     def __init__(self, options, **kwargs):
         super().__init__(options, **kwargs)
-        self.addons.add(Recorder(), Banner(), TlsPassthrough(), LocalCaptureWatch())
+        self.addons.add(Recorder(), Enforcer(), Banner(), TlsPassthrough(), LocalCaptureWatch())
 
 
 def run_proxy(args: list[str], options: dict[str, Any]) -> str | None:

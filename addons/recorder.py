@@ -33,7 +33,14 @@ from mitmproxy import ctx, exceptions, http
 from analysis.parsers.detect import Target, detect
 from analysis.pricing.check import Pricing
 from analysis.pricing.files import PriceFileError
-from analysis.recording.capture import Capture
+from analysis.recording import metrics
+from analysis.recording.capture import (
+    FLOW_ANSWERED_BY,
+    FLOW_CAPTURE,
+    FLOW_DECISIONS,
+    FLOW_ID,
+    Capture,
+)
 from analysis.recording.settings import DEFAULT_MAX_BODY, DEFAULT_QUEUE_LIMIT, DEFAULT_SPOOL_LIMIT, RecorderSettings
 from analysis.recording.sink import Problems, RecordSink
 from analysis.recording.worker_process import SinkProcess
@@ -54,6 +61,7 @@ RECORDER_OPTIONS = {
     "shadow_spool_limit",
     "shadow_queue_limit",
     "shadow_max_body",
+    "shadow_metrics_port",
 }
 
 IMPORT_KEY = "llm_shadow_import_key"  # flow.metadata entry set by the importer (addons.importer)
@@ -89,6 +97,7 @@ def settings_from_options(options: Any) -> RecorderSettings:
             spool_limit=o.shadow_spool_limit,
             queue_limit=o.shadow_queue_limit,
             max_body=o.shadow_max_body,
+            metrics_port=o.shadow_metrics_port,
         )
     except ValueError as e:
         raise exceptions.OptionsError(f"shadow_{e}") from e
@@ -126,6 +135,8 @@ class Recorder:
         self.sink: RecordSink | SinkProcess | None = None
         self.recorded = 0  # calls written by sinks already closed
         self.problems = Problems(log)
+        self._metrics_dir: str | None = None  # set once /metrics is served (see analysis.recording.metrics)
+        self._metrics: metrics.RecorderMetrics | None = None
         self._targets: dict[str, Target] = {}
         self._taps: dict[str, _Tap] = {}
 
@@ -173,6 +184,12 @@ class Recorder:
             "Bytes of a body read for recording, before and after content decoding; the rest passes unread "
             "and the call's row says so.",
         )
+        loader.add_option(
+            "shadow_metrics_port",
+            int,
+            0,
+            "Serve Prometheus metrics at /metrics on this port of the listen host (0: off).",
+        )
 
     def configure(self, updated):
         # The first configure comes before the command line's options are applied: the store is
@@ -197,13 +214,31 @@ class Recorder:
             prices = Pricing.load(store.data_dir)
         except (StoreError, PriceFileError, OSError) as e:
             raise exceptions.OptionsError(f"llm-shadow: {e}") from e
+        self._serve_metrics(settings.metrics_port)
         self._close_sink()
         self.settings = settings
         if self.worker_process:
-            self.sink = SinkProcess(settings, problems=self.problems).start()
+            self.sink = SinkProcess(settings, problems=self.problems, metrics_dir=self._metrics_dir).start()
         else:
-            self.sink = RecordSink(store, prices, settings, salt=salt, problems=self.problems).start()
+            self.sink = RecordSink(
+                store, prices, settings, salt=salt, problems=self.problems, metrics=self._metrics
+            ).start()
         log.info("llm-shadow: recording into %s (instance %s)", store.data_dir, self.sink.instance)
+
+    def _serve_metrics(self, port: int) -> None:
+        """Start the /metrics server once, when asked to (it stays up for the process's life)."""
+        if not port or self._metrics_dir is not None:
+            return
+        directory = metrics.enable()
+        host = ctx.options.listen_host or "127.0.0.1"
+        try:
+            metrics.serve(port, host, directory)
+        except OSError as e:
+            raise exceptions.OptionsError(f"llm-shadow: cannot serve metrics on {host}:{port}: {e.strerror}") from e
+        self._metrics_dir = directory
+        self._metrics = metrics.RecorderMetrics()
+        self.problems.metrics = self._metrics
+        log.info("llm-shadow: Prometheus metrics on http://%s:%d/metrics", host, port)
 
     def done(self):
         self._close_sink()
@@ -255,6 +290,7 @@ class Recorder:
         except Exception as e:  # never let our bookkeeping break the proxy
             self.problems.add(f"capture_error:{type(e).__name__}", str(e))
             return
+        flow.metadata[FLOW_CAPTURE] = capture  # enforce mode settles the call with it
         self.sink.submit(capture)
 
     def _capture(self, flow: http.HTTPFlow, target: Target, tap: _Tap | None, outcome: str) -> Capture:
@@ -284,6 +320,9 @@ class Recorder:
             error=flow.error.msg if flow.error else None,
             import_key=flow.metadata.get(IMPORT_KEY),
             response_truncated=tap is not None and tap.truncated,
+            id=flow.metadata.get(FLOW_ID),
+            answered_by=flow.metadata.get(FLOW_ANSWERED_BY),
+            decisions=flow.metadata.get(FLOW_DECISIONS, ()),
         )
 
 
@@ -308,4 +347,6 @@ def outcome_for_error(message: str, response_started: bool) -> str:
     return "upstream_cut" if response_started else "connect_error"
 
 
-addons = [Recorder()]
+from addons.enforcer import Enforcer  # noqa: E402  (shadow and enforce mode, for mitmdump -s)
+
+addons = [Recorder(), Enforcer()]

@@ -7,6 +7,7 @@ directory that was not made by the demo is never emptied.
 """
 
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -33,6 +34,28 @@ def prepare_demo_dir(out: Path) -> Path:
     if data.exists():
         shutil.rmtree(data)
     return data
+
+
+# The bundled sample month the demo policy's figures were chosen for (sample_traffic/README.md).
+SAMPLE_MONTH_CALLS = 1_517
+SAMPLE_MONTH_USD = 1.14
+
+
+def scaled_policy(text: str, calls: int, spend_usd: float) -> str:
+    """The demo policy with its money (`limit_usd`) scaled by the recorded month's spend and its
+    request rates (`requests_per_minute`) by its calls, relative to the sample month it was
+    written for, so that its budgets and rate limits bind as they do on the sample."""
+    money = spend_usd / SAMPLE_MONTH_USD
+    volume = calls / SAMPLE_MONTH_CALLS
+
+    def limit(match: re.Match) -> str:
+        return f"{match[1]}{float(match[2]) * money:.4g}"
+
+    def rate(match: re.Match) -> str:
+        return f"{match[1]}{max(1, round(int(match[2]) * volume))}"
+
+    text = re.sub(r"(?m)^(limit_usd\s*=\s*)([0-9.]+)", limit, text)
+    return re.sub(r"(?m)^(requests_per_minute\s*=\s*)([0-9]+)", rate, text)
 
 
 def command_for_new_shell(argv0: str | None = None) -> str:

@@ -119,10 +119,13 @@ SPEEDS = {
     "gpt-4.1": Speed(0.5, 65),
     "gpt-4.1-mini": Speed(0.4, 80),
     "o4-mini": Speed(0.6, 110),
+    "o3": Speed(0.9, 160),
+    "gpt-5": Speed(0.8, 150),
     "text-embedding-3-small": Speed(0.12, 1, 200_000),
     "claude-sonnet-4-5": Speed(1.1, 60, 15_000),
     "claude-haiku-4-5": Speed(0.55, 110, 30_000),
     "gemini-2.5-flash": Speed(0.45, 190, 40_000),
+    "gemini-2.5-pro": Speed(0.9, 150, 30_000),
 }
 
 

@@ -38,6 +38,8 @@ SERVED_MODEL = {
     "gpt-4.1": "gpt-4.1-2025-04-14",
     "gpt-4.1-mini": "gpt-4.1-mini-2025-04-14",
     "o4-mini": "o4-mini-2025-04-16",
+    "o3": "o3-2025-04-16",
+    "gpt-5": "gpt-5-2025-08-07",
     "text-embedding-3-small": "text-embedding-3-small",
 }
 FINGERPRINT = {
@@ -46,6 +48,8 @@ FINGERPRINT = {
     "gpt-4.1": "fp_b3f1157249",
     "gpt-4.1-mini": "fp_6f2eabb9a5",
     "o4-mini": None,
+    "o3": None,
+    "gpt-5": None,
 }
 LIMITS = {
     "gpt-4o-mini": (30_000, 150_000_000),
@@ -53,6 +57,8 @@ LIMITS = {
     "gpt-4.1": (10_000, 30_000_000),
     "gpt-4.1-mini": (30_000, 150_000_000),
     "o4-mini": (30_000, 150_000_000),
+    "o3": (10_000, 30_000_000),
+    "gpt-5": (10_000, 30_000_000),
     "text-embedding-3-small": (10_000, 10_000_000),
 }
 PROJECT_RPM = {"data-etl": 6}  # a per-project cap the admins set; other projects share the org's TPM

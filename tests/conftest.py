@@ -174,14 +174,24 @@ class DemoRun:
         self.report = self.out / "report.html"
 
 
+DEMO_TEST_SCALE = 1
+
+
 @pytest.fixture(scope="session")
 def sample_demo(tmp_path_factory) -> DemoRun:
-    """The demo on the sample month (imported through the recorder once, shared by the demo and
-    report tests: importing the month is the slow part)."""
+    """The demo on a small company month (`--scale 1`, about 1,500 calls; generated and recorded
+    once, shared by the demo and report tests: recording the month is the slow part)."""
     workdir = tmp_path_factory.mktemp("fresh")
     env = subprocess_env()
     env.pop("TIKTOKEN_CACHE_DIR", None)  # as in every test: the tiktoken files llm-shadow ships
     # As `./run.sh demo` runs it: the installed program, which the PATH of a new shell lacks.
     program = Path(sys.executable).with_name("llm-shadow")
-    result = subprocess.run([str(program), "demo"], cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [str(program), "demo", "--scale", str(DEMO_TEST_SCALE)],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     return DemoRun(workdir, result)

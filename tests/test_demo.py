@@ -1,29 +1,37 @@
-"""`llm-shadow demo`: the sample month recorded through the real recorder into a fresh data
-directory, simulated and reported, in one command run in an empty directory."""
+"""`llm-shadow demo`: a company month generated and recorded through the real recorder into a
+fresh data directory, simulated and reported, in one command run in an empty directory."""
 
 import re
 import subprocess
 
+import pytest
 from typer.testing import CliRunner
 
-from addons.importer import read_sources
 from analysis.store import stats
 from analysis.store.datadir import Store
-from cli import SAMPLE_TRAFFIC, app
+from cli import DEMO_POLICY, app
 from reports import format as fmt
-from reports.demo import MARKER, command_for_new_shell, prepare_demo_dir
+from reports.demo import (
+    MARKER,
+    SAMPLE_MONTH_CALLS,
+    SAMPLE_MONTH_USD,
+    command_for_new_shell,
+    prepare_demo_dir,
+    scaled_policy,
+)
+from sample_traffic.company import DEFAULT_SCALE, DEFAULT_SEED, calls_per_day
+from tests.conftest import DEMO_TEST_SCALE
 
 
 def test_demo_runs_end_to_end_in_a_fresh_directory(sample_demo):
     result = sample_demo.result
     assert result.returncode == 0, result.stderr
-    flows = sorted(SAMPLE_TRAFFIC.glob("*.flows"))
-    assert flows, "the sample month is missing from sample_traffic/"
     recorded = int(re.search(r"Recorded ([\d,]+) LLM calls", result.stdout)[1].replace(",", ""))
-    assert recorded == sum(len(s) for s in read_sources(flows))  # every sample flow is an LLM call
+    assert recorded == sum(calls_per_day(DEFAULT_SEED, DEMO_TEST_SCALE))  # every generated flow is an LLM call
 
     # Everything it wrote is inside the demo directory, and the data is what the recorder wrote.
     assert sorted(p.name for p in sample_demo.workdir.iterdir()) == ["shadow-demo"]
+    assert sorted(p.name for p in sample_demo.out.iterdir()) == [MARKER, "data", "policy.toml", "report.html"]
     assert sample_demo.report.is_file() and (sample_demo.out / MARKER).is_file()
     with Store(sample_demo.data, create=False).connect() as con:
         total = stats.totals(con)
@@ -91,3 +99,26 @@ def test_demo_refuses_a_directory_it_did_not_make(tmp_path):
     assert "was not made by llm-shadow demo" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+def test_the_default_demo_month_is_company_sized():
+    """Tens of thousands of calls (the spend is measured in docs/benchmarks.md: recording
+    the default month in a test would take a minute)."""
+    days = calls_per_day(DEFAULT_SEED, DEFAULT_SCALE)
+    assert len(days) == 30 and min(days) > 0
+    assert 20_000 <= sum(days) <= 60_000
+
+
+def test_the_demo_policy_is_scaled_to_the_month():
+    text = DEMO_POLICY.read_text()
+    same = scaled_policy(text, SAMPLE_MONTH_CALLS, SAMPLE_MONTH_USD)
+    assert re.findall(r"(?m)^limit_usd = (.+)$", same) == re.findall(r"(?m)^limit_usd = (.+)$", text)
+    bigger = scaled_policy(text, SAMPLE_MONTH_CALLS * 20, SAMPLE_MONTH_USD * 1000)
+    limits = [float(v) for v in re.findall(r"(?m)^limit_usd = (.+)$", text)]
+    assert [float(v) for v in re.findall(r"(?m)^limit_usd = (.+)$", bigger)] == [
+        pytest.approx(v * 1000) for v in limits
+    ]
+    rates = [int(v) for v in re.findall(r"(?m)^requests_per_minute = (\d+)$", text)]
+    assert rates and [int(v) for v in re.findall(r"(?m)^requests_per_minute = (\d+)$", bigger)] == [
+        r * 20 for r in rates
+    ]

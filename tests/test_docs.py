@@ -6,14 +6,14 @@ import pytest
 import typer
 from typer.main import get_command
 
-from analysis.store.schema import CONTENTS, REQUESTS
+from analysis.store.schema import CONTENTS, DECISIONS, REQUESTS
 from cli import app
 from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text()
 
 
-@pytest.mark.parametrize("column", REQUESTS + CONTENTS, ids=lambda c: c.name)
+@pytest.mark.parametrize("column", REQUESTS + CONTENTS + DECISIONS, ids=lambda c: c.name)
 def test_readme_documents_every_column(column):
     assert f"| `{column.name}` | {column.sql_type} | {column.description} |" in README
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli import DEMO_POLICY, app
+from cli import app
 from reports import format as fmt
 from reports.data import window_verdict
 from tests.headless_chromium import HeadlessChromium, find_chromium
@@ -179,7 +179,16 @@ def test_headline_and_tables_equal_what_stats_prints(sample_demo, report_html):
 
 def test_simulation_figures_equal_what_simulate_prints(sample_demo, report_html):
     result = json.loads(
-        cli("simulate", "--policy", str(DEMO_POLICY), "--format", "json", "--no-save", "--data", str(sample_demo.data))
+        cli(
+            "simulate",
+            "--policy",
+            str(sample_demo.out / "policy.toml"),  # the demo policy as the demo scaled it
+            "--format",
+            "json",
+            "--no-save",
+            "--data",
+            str(sample_demo.data),
+        )
     )
     totals = result["totals"]
     page = ReportPage(report_html)

@@ -62,7 +62,9 @@ def test_rate_window_slides_over_one_minute(backend):
     rate.admit("k", 1, 10)
     assert rate.full("k", 2)
     assert rate.usage("k", 2) == (2, 20)
+    assert rate.wait_us("k", 2) == MINUTE_US - 2  # until the first leaves
     assert not rate.full("k", MINUTE_US + 1)  # both have left the window
+    assert rate.wait_us("k", MINUTE_US + 1) == 0
     assert not rate.full("other", 2)
 
 
@@ -98,6 +100,15 @@ def test_response_store_size_accounting():
     assert store.size == stored("a", 200).size
     store.discard("a")
     assert store.size == 0
+
+
+def test_state_is_kept_per_policy_name_across_a_reload(backend):
+    budget = backend.budget_windows("team-budget", 1.0)
+    budget.charge("t|1", 0.7)
+    again = backend.budget_windows("team-budget", 2.0)  # the policy file was edited and reloaded
+    assert again.limit_usd == 2.0
+    assert again.spent_in("t|1") == pytest.approx(0.7)
+    assert backend.budget_windows("other", 1.0).spent_in("t|1") == 0.0
 
 
 def test_cache_at_epoch_times_with_separators_and_unicode(backend):

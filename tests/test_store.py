@@ -17,7 +17,7 @@ from analysis.store.datadir import (
     live_segments,
     new_id,
 )
-from analysis.store.schema import CONTENTS, REQUESTS
+from analysis.store.schema import CONTENTS, DECISIONS, REQUESTS
 
 T0 = datetime(2026, 10, 1, 12, 0, tzinfo=UTC)
 
@@ -53,13 +53,17 @@ def test_new_data_dir_has_the_exact_schema(data_dir):
     with store.connect() as con:
         requests = con.execute("DESCRIBE requests").fetchall()
         contents = con.execute("DESCRIBE contents").fetchall()
+        decisions = con.execute("DESCRIBE decisions").fetchall()
+    assert [(r[0], r[1]) for r in decisions] == [
+        (c.name, c.sql_type.replace("TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE")) for c in DECISIONS
+    ]
     assert [(r[0], r[1]) for r in requests] == [
         (c.name, c.sql_type.replace("TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE")) for c in REQUESTS
     ]
     assert [(r[0], r[1]) for r in contents] == [
         (c.name, c.sql_type.replace("TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE")) for c in CONTENTS
     ]
-    assert json.loads((data_dir / "meta.json").read_text()) == {"migrations": ["m001_initial"]}
+    assert json.loads((data_dir / "meta.json").read_text()) == {"migrations": ["m001_initial", "m002_decisions"]}
     assert oct((data_dir / "salt").stat().st_mode & 0o777) == "0o600"
 
 

@@ -33,6 +33,16 @@ class CallContext:
     user: str | None = None
     instance: str | None = None
     import_key: str | None = None
+    answered_by: str | None = None  # enforce mode answered without the upstream: the policy kind
+
+
+# How a call enforce mode answered itself ended, by the kind of policy that answered it.
+ANSWERED_OUTCOMES = {
+    "exact_cache": "cached",
+    "semantic_cache": "cached",
+    "budget": "blocked",
+    "rate_limit": "throttled",
+}
 
 
 class ParseFailure(Exception):
@@ -135,6 +145,12 @@ def account(
     )
     cost = checked.cost
 
+    if context.answered_by is not None:
+        # No upstream call was made: nothing was processed or charged. The answer's own usage
+        # (a cached response's) belongs to the call that produced it.
+        parsed.usage, parsed.provider_cost_usd = Usage(), None
+        exchange.outcome = ANSWERED_OUTCOMES.get(context.answered_by, "cached")
+
     attribution = {**parsed.attribution}
     for name in ("team", "feature", "user"):
         if getattr(context, name):
@@ -166,8 +182,8 @@ def account(
         image_output_tokens=usage.image_output_tokens,
         usage_other_models=other_models_json(parsed.other_models),
         usage_source=usage.source,
-        cost_usd=cost.cost_usd,
-        cost_source=cost.cost_source,
+        cost_usd=0.0 if context.answered_by else cost.cost_usd,
+        cost_source="not_sent" if context.answered_by else cost.cost_source,
         price_version=prices.version,
         price_check=checked.check,
         price_check_cost_usd=checked.check_cost_usd,

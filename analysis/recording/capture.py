@@ -22,6 +22,14 @@ SECRET_QUERY_PARAMS = ("key", "api-key", "api_key")
 
 HeaderFields = tuple[tuple[bytes, bytes], ...]
 
+# Keys of mitmproxy's flow.metadata through which enforce mode (addons.enforcer) and the
+# recorder share one call: the id enforce mode gave it, the policy kind that answered it
+# without the upstream, its decision rows; and the Capture the recorder made of it.
+FLOW_ID = "llm_shadow.id"
+FLOW_ANSWERED_BY = "llm_shadow.answered_by"
+FLOW_DECISIONS = "llm_shadow.decisions"
+FLOW_CAPTURE = "llm_shadow.capture"
+
 
 @dataclass(slots=True)
 class Capture:
@@ -40,6 +48,9 @@ class Capture:
     error: str | None = None
     response_truncated: bool = False  # the proxy kept only the first shadow_max_body bytes
     import_key: str | None = None  # what identifies an imported call (see addons.importer)
+    id: str | None = None  # the call's id when enforce mode gave it one at the request
+    answered_by: str | None = None  # the policy kind that answered without the upstream (enforce mode)
+    decisions: tuple[dict, ...] = ()  # rows of `decisions` for this call (analysis.enforce)
 
 
 def _text(value: bytes) -> str:
@@ -98,12 +109,13 @@ def to_exchange(
         response_over_cap=capture.response_truncated,
     )
     context = CallContext(
-        id=new_id(capture.started),
+        id=capture.id or new_id(capture.started),
         key_id=key_fingerprint(key, salt) if key else None,
         team=request_headers.get(settings.team_header.lower()),
         feature=request_headers.get(settings.feature_header.lower()),
         user=request_headers.get(settings.user_header.lower()),
         instance=instance,
         import_key=capture.import_key,
+        answered_by=capture.answered_by,
     )
     return exchange, context

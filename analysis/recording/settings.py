@@ -30,6 +30,7 @@ class RecorderSettings:
     spool_limit: int = DEFAULT_SPOOL_LIMIT  # calls kept while the store cannot be written
     queue_limit: int = DEFAULT_QUEUE_LIMIT  # calls waiting for the worker; 0: no limit (imports)
     max_body: int = DEFAULT_MAX_BODY  # bytes of a streamed response kept for parsing
+    metrics_port: int = 0  # serve Prometheus /metrics on this port of the listen host; 0: off
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", Path(os.fspath(self.data)))
@@ -38,3 +39,5 @@ class RecorderSettings:
         for name in ("spool_limit", "queue_limit", "max_body"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)!r}")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"metrics_port must be a port number (0: off), got {self.metrics_port!r}")

@@ -26,6 +26,7 @@ import duckdb
 from analysis.pricing.check import Pricing
 from analysis.recording.accounting import account
 from analysis.recording.capture import Capture, to_exchange
+from analysis.recording.metrics import RecorderMetrics
 from analysis.recording.settings import RecorderSettings
 from analysis.store.datadir import SegmentWriter, Store, unwritable_reason
 from analysis.store.schema import CONTENTS, REQUESTS
@@ -40,11 +41,17 @@ class Problems:
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._log = logger
+        self.metrics: RecorderMetrics | None = None  # also counted there, for Prometheus (analysis.recording.metrics)
 
     def add(self, kind: str, detail: str = "", n: int = 1) -> None:
         with self._lock:
             first = kind not in self.counts
             self.counts[kind] += n
+        if self.metrics is not None:
+            try:
+                self.metrics.problem(kind, n)
+            except Exception:  # a metric is a convenience; the problem is counted above
+                pass
         if first:
             self._log.warning(
                 "llm-shadow: %s%s (logged once; counted in the status file)", kind, f": {detail}" if detail else ""
@@ -68,17 +75,22 @@ class RecordSink:
         salt: str = "",
         instance: str | None = None,
         problems: Problems | None = None,
+        metrics: RecorderMetrics | None = None,
     ):
         self.store = store
         self.prices = prices
         self.settings = settings
         self.salt = salt or store.salt()
         self.problems = problems or Problems()
+        self.metrics = metrics
+        if metrics is not None and self.problems.metrics is None:
+            self.problems.metrics = metrics
         self.writer = SegmentWriter(store, instance)
         self.recorded = 0
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._requests: deque[dict] = deque()  # rows as accounting.account returns them
         self._contents: deque[dict] = deque()
+        self._decisions: deque[dict] = deque()
         self._thread: threading.Thread | None = None
         self._pending = 0
         self._pending_lock = threading.Lock()
@@ -167,6 +179,18 @@ class RecordSink:
         self._requests.append(row)
         if content is not None:
             self._contents.append(content)
+        self._decisions.extend(capture.decisions)
+        if self.metrics is not None:
+            self._observe(row)
+
+    def _observe(self, row: dict) -> None:
+        if self.metrics is None:
+            return
+        try:
+            self.metrics.observe(row)
+            self.metrics.spooled.set(len(self._requests))
+        except Exception as e:  # a metric is a convenience: count the problem, keep the call
+            self.problems.add(f"metrics_error:{type(e).__name__}", str(e))
 
     def _usage_keys_seen(self) -> set[str]:
         """Usage keys already recorded with tokens, read from the store once (see account)."""
@@ -179,11 +203,11 @@ class RecordSink:
         return self._usage_keys
 
     def _flush(self) -> None:
-        if not self._requests and not self._contents:
+        if not self._requests and not self._contents and not self._decisions:
             return
-        requests, contents = list(self._requests), list(self._contents)
+        requests, contents, decisions = list(self._requests), list(self._contents), list(self._decisions)
         try:
-            self.writer.write(requests, contents)
+            self.writer.write(requests, contents, decisions)
         except OSError as e:
             self.problems.add("store_write_failed", f"{e.strerror or e}; keeping rows in the spool")
             self._trim_spool()
@@ -198,6 +222,9 @@ class RecordSink:
         self.recorded += len(requests)
         self._requests.clear()
         self._contents.clear()
+        self._decisions.clear()
+        if self.metrics is not None:
+            self.metrics.spooled.set(0)
 
     def _quarantine_unwritable(self) -> int:
         """Move the rows that cannot be written even alone to `<data>/quarantine/`, with the
@@ -231,6 +258,8 @@ class RecordSink:
                     self._contents.popleft()
         while len(self._contents) > limit:
             self._contents.popleft()
+        while len(self._decisions) > self.settings.spool_limit:
+            self._decisions.popleft()
 
     def _maintain(self) -> None:
         try:

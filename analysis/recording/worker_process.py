@@ -18,6 +18,7 @@ import queue
 import signal
 from typing import Any
 
+from analysis.recording import metrics
 from analysis.recording.capture import Capture
 from analysis.recording.settings import RecorderSettings
 from analysis.recording.sink import Problems, RecordSink
@@ -30,8 +31,9 @@ _PARENT_CHECK_SECONDS = 1.0
 
 
 class SinkProcess:
-    def __init__(self, settings: RecorderSettings, *, problems: Problems | None = None):
+    def __init__(self, settings: RecorderSettings, *, problems: Problems | None = None, metrics_dir: str | None = None):
         self.settings = settings
+        self.metrics_dir = metrics_dir  # Prometheus counts go there (see analysis.recording.metrics)
         self.problems = problems or Problems()
         self.instance = new_instance_name()
         self.recorded = 0  # counted by the child; see the status file
@@ -43,7 +45,7 @@ class SinkProcess:
         self._queue = self._context.Queue(maxsize=self.settings.queue_limit)  # 0: no limit
         self._process = self._context.Process(
             target=_child_main,
-            args=(self._queue, self.settings, self.instance, os.getpid()),
+            args=(self._queue, self.settings, self.instance, os.getpid(), self.metrics_dir),
             name="llm-shadow-sink",
             daemon=True,
         )
@@ -58,6 +60,8 @@ class SinkProcess:
     def submit(self, capture: Capture) -> None:
         if self._worker_ended():
             self.problems.add("worker_died", "starting a new one; calls it had not written are lost")
+            if self.metrics_dir:
+                metrics.worker_gone(self._process.pid)
             self._queue.cancel_join_thread()  # nobody reads the old queue any more
             self._queue.close()
             self.start()
@@ -80,13 +84,21 @@ class SinkProcess:
         self._process = None
 
 
-def _child_main(calls, settings: RecorderSettings, instance: str, parent_pid: int) -> None:
+def _child_main(
+    calls, settings: RecorderSettings, instance: str, parent_pid: int, metrics_dir: str | None = None
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from analysis.pricing.check import Pricing
     from analysis.store.datadir import Store
 
+    recorder_metrics = None
+    if metrics_dir:  # before prometheus_client is imported (see analysis.recording.metrics)
+        metrics.enable(metrics_dir)
+        recorder_metrics = metrics.RecorderMetrics()
     store = Store(settings.data)
-    sink = RecordSink(store, Pricing.load(store.data_dir), settings, instance=instance).start()
+    sink = RecordSink(
+        store, Pricing.load(store.data_dir), settings, instance=instance, metrics=recorder_metrics
+    ).start()
     try:
         while True:
             try:

@@ -389,6 +389,17 @@ class RedisRateWindows:
     def admit(self, key: object, now: int, tokens: int) -> None:
         self._run_admit(key, now, tokens, check=False)
 
+    def wait_us(self, key: object, now: int) -> int:
+        """How long until the oldest request in the window leaves it (0: empty)."""
+
+        def shared() -> int:
+            window = self._keys(key)[0]
+            self._usage(keys=self._keys(key)[:2], args=[now, MINUTE_US])  # prunes what has left
+            oldest = self.link.client.zrange(window, 0, 0, withscores=True)
+            return max(0, int(oldest[0][1]) + MINUTE_US - now) if oldest else 0
+
+        return self.link.run(shared, lambda: self.fallback.wait_us(key, now))
+
     def admit_if_room(self, key: object, now: int, tokens: int) -> bool:
         """`full` then `admit` as one atomic step: False (and nothing admitted) when full. With
         several proxies, this is what keeps the global rate: no two can take the last slot."""

@@ -17,6 +17,7 @@ The modules, in the order a run uses them (docs/simulator.md explains the rules)
 - simulator    `simulate(policy, requests, contents)`: all of the above
 - runs         runs stored under <data>/simulations/<run_id>/
 - explain      why one request got its decision
+- enforceable  which entries enforce mode can act on live, and why not
 - synthetic    synthetic traffic for the benchmark and property tests
 
 No module here imports mitmproxy or runs SQL: frames come from analysis.store.datadir.

@@ -183,12 +183,16 @@ class PolicyEngine:
     def decide(self, record: Record, state: EngineState) -> "Decision":
         """The decision for `record`, the next request after those `state` has seen (which
         it updates): the simulator's own code (analysis.simulate.replay) on one request."""
-        facts = FrameFacts.from_facts(
-            [self.observe(record, state)], len(self.policy.budgets), len(self.policy.rate_limits)
-        )
+        return self.decide_with_facts(record, state)[0]
+
+    def decide_with_facts(self, record: Record, state: EngineState) -> tuple["Decision", Facts]:
+        """`decide`, and the request's facts (its cache key, budget and rate keys): enforce
+        mode settles the request with them when its answer has come (analysis.enforce.live)."""
+        one = self.observe(record, state)
+        facts = FrameFacts.from_facts([one], len(self.policy.budgets), len(self.policy.rate_limits))
         trace = Trace(1)
         replay(self, facts, state, trace)
-        return Decision(**decision_row(self, facts, trace, 0))
+        return Decision(**decision_row(self, facts, trace, 0)), one
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,14 @@ from analysis.simulate.tomlpos import describe, key_line
 SCOPES = ("global", "key_id", "team", "feature", "user")
 WINDOWS = ("hour", "day", "month")
 BUDGET_ACTIONS = ("block", "downgrade")
+# A policy entry's own mode in enforce mode: "shadow" keeps it deciding and logging only.
+ENTRY_MODES = ("enforce", "shadow")
 EMBEDDERS = ("hashing", "wordllama", "openai")
 # The column of `requests` a scope groups by ("global" groups everything together).
 SCOPE_COLUMNS = {"key_id": "key_id", "team": "team", "feature": "feature", "user": "user"}
 # Older names still accepted in policy files: `key` is the column key_id (scope and condition).
 ALIASES = {"key": "key_id"}
+DEFAULT_OBSERVE_FOR = 14 * 86400
 DEFAULT_SWEEP = (0.80, 0.85, 0.90, 0.93, 0.95, 0.97, 0.99)
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
@@ -119,6 +122,7 @@ class ExactCachePolicy:
     max_entries: int
     rules: CacheRules
     origin: Origin = field(compare=False, default=Origin(("cache", "exact")))
+    mode: str = "enforce"  # enforce mode: "shadow" keeps this entry deciding without acting
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,7 @@ class SemanticCachePolicy:
     lsh_tables: int = 16
     bucket_size: int = 64
     origin: Origin = field(compare=False, default=Origin(("cache", "semantic")))
+    mode: str = "enforce"  # enforce mode: "shadow" keeps this entry deciding without acting
 
 
 @dataclass(frozen=True)
@@ -153,6 +158,9 @@ class RoutingRule:
     to: str
     to_provider: str | None
     origin: Origin = field(compare=False, default=Origin(("routing", 0)))
+    mode: str = "enforce"  # enforce mode: "shadow" keeps this entry deciding without acting
+    to_url: str | None = None  # enforce mode: send the call to this upstream (same wire format) ...
+    to_api_key_env: str | None = None  # ... with the API key in this environment variable
 
 
 @dataclass(frozen=True)
@@ -163,6 +171,7 @@ class BatchPolicy:
     match: Match
     discount: float | None  # None: the price table's batch price
     origin: Origin = field(compare=False, default=Origin(("batch", 0)))
+    mode: str = "enforce"  # enforce mode: "shadow" keeps this entry deciding without acting
 
 
 @dataclass(frozen=True)
@@ -178,6 +187,7 @@ class Budget:
     to_provider: str | None
     match: Match
     origin: Origin = field(compare=False, default=Origin(("budget", 0)))
+    mode: str = "enforce"  # enforce mode: "shadow" keeps this entry deciding without acting
 
 
 @dataclass(frozen=True)
@@ -190,6 +200,7 @@ class RateLimit:
     tokens_per_minute: int | None
     match: Match
     origin: Origin = field(compare=False, default=Origin(("rate_limit", 0)))
+    mode: str = "enforce"  # enforce mode: "shadow" keeps this entry deciding without acting
 
 
 @dataclass(frozen=True)
@@ -202,6 +213,7 @@ class Policy:
     rate_limits: tuple[RateLimit, ...] = ()
     name: str | None = None
     description: str | None = None
+    observe_for_seconds: int = DEFAULT_OBSERVE_FOR  # enforce mode wants this much recorded traffic first
     text: str = field(default="", compare=False)
     file: str = field(default="<policy>", compare=False)
 
@@ -351,6 +363,10 @@ def _match(reader: _Reader) -> Match:
     return Match(tuple(text), tuple(flags), low, high, regex)
 
 
+def _entry_mode(reader: _Reader) -> str:
+    return reader.choice("mode", ENTRY_MODES, "enforce")
+
+
 def _cache_rules(reader: _Reader) -> CacheRules:
     return CacheRules(
         allow_sampling=reader.boolean("allow_sampling", False),
@@ -368,6 +384,7 @@ def _exact_cache(reader: _Reader) -> ExactCachePolicy:
         max_entries=reader.integer("max_entries", 100_000, minimum=1),
         rules=_cache_rules(reader),
         origin=Origin(reader.table),
+        mode=_entry_mode(reader),
     )
     reader.finish()
     return policy
@@ -413,6 +430,7 @@ def _semantic_cache(reader: _Reader) -> SemanticCachePolicy:
         lsh_tables=reader.integer("lsh_tables", 16, minimum=1),
         bucket_size=reader.integer("bucket_size", 64, minimum=1),
         origin=Origin(reader.table),
+        mode=_entry_mode(reader),
     )
     if policy.lsh_bits > 30:
         raise reader.error("lsh_bits", "expected at most 30")
@@ -425,7 +443,22 @@ def _routing(reader: _Reader) -> RoutingRule:
     to = reader._get("to", None)
     if not isinstance(to, str) or not to.strip():
         raise reader.error("to" if "to" in reader.data else None, "expected a model name")
-    rule = RoutingRule(name, _match(reader), to.strip(), reader.text_value("to_provider"), Origin(reader.table))
+    to_url = reader.text_value("to_url")
+    if to_url is not None and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", to_url):
+        raise reader.error("to_url", f"expected a URL such as https://api.groq.com/openai, got {to_url!r}")
+    key_env = reader.text_value("to_api_key_env")
+    if key_env is not None and to_url is None:
+        raise reader.error("to_api_key_env", 'only a rule with "to_url" takes a key')
+    rule = RoutingRule(
+        name,
+        _match(reader),
+        to.strip(),
+        reader.text_value("to_provider"),
+        Origin(reader.table),
+        _entry_mode(reader),
+        to_url.rstrip("/") if to_url else None,
+        key_env,
+    )
     reader.finish()
     return rule
 
@@ -438,7 +471,7 @@ def _batch(reader: _Reader) -> BatchPolicy:
         raise reader.error(
             None, "needs at least one condition (feature, team, ...) naming the latency-tolerant traffic"
         )
-    policy = BatchPolicy(name, match, discount, Origin(reader.table))
+    policy = BatchPolicy(name, match, discount, Origin(reader.table), _entry_mode(reader))
     reader.finish()
     return policy
 
@@ -457,7 +490,16 @@ def _budget(reader: _Reader) -> Budget:
     if action == "block" and to is not None:
         raise reader.error("to", 'only a "downgrade" action takes a model')
     budget = Budget(
-        name, scope, window, limit, action, to, reader.text_value("to_provider"), _match(reader), Origin(reader.table)
+        name,
+        scope,
+        window,
+        limit,
+        action,
+        to,
+        reader.text_value("to_provider"),
+        _match(reader),
+        Origin(reader.table),
+        _entry_mode(reader),
     )
     reader.finish()
     return budget
@@ -470,7 +512,7 @@ def _rate_limit(reader: _Reader) -> RateLimit:
     tpm = reader.integer("tokens_per_minute", minimum=1)
     if rpm is None and tpm is None:
         raise reader.error(None, 'needs "requests_per_minute" or "tokens_per_minute"')
-    limit = RateLimit(name, scope, rpm, tpm, _match(reader), Origin(reader.table))
+    limit = RateLimit(name, scope, rpm, tpm, _match(reader), Origin(reader.table), _entry_mode(reader))
     reader.finish()
     return limit
 
@@ -491,6 +533,7 @@ def parse_policy(text: str, file: str = "<policy>") -> Policy:
     top = _Reader(file, text, (), data)
     name = top.text_value("name")
     description = top.text_value("description")
+    observe_for = top.duration("observe_for", DEFAULT_OBSERVE_FOR)
     exact = semantic = None
     cache = top._get("cache", {})
     if not isinstance(cache, dict):
@@ -525,6 +568,7 @@ def parse_policy(text: str, file: str = "<policy>") -> Policy:
         rate_limits=arrays["rate_limit"],
         name=name,
         description=description,
+        observe_for_seconds=observe_for,
         text=text,
         file=file,
     )

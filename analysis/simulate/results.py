@@ -32,6 +32,7 @@ import polars as pl
 from analysis.simulate.agreement import agreement
 from analysis.simulate.cacheability import EXCLUSION_REASONS
 from analysis.simulate.embedders import Embedder, HashingEmbedder
+from analysis.simulate.enforceable import not_enforceable
 from analysis.simulate.facts import FrameFacts, split_state_key, window_start
 from analysis.simulate.policy import Policy
 
@@ -665,4 +666,6 @@ def _notes(policy: Policy, totals: dict[str, Any]) -> list[str]:
             "tokens (re-counted with its tokenizer when recorded texts allow), without the "
             "provider prompt-cache discount the original call had."
         )
+    for entry, _, why in not_enforceable(policy, check_environment=False):
+        notes.append(f"Not enforceable live: {entry.name}: {why}.")
     return notes

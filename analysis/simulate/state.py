@@ -24,8 +24,9 @@ memory backend (`MemoryBackend`) is these classes; a backend must pass the same 
 """
 
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 MINUTE_US = 60_000_000
 
@@ -126,6 +127,12 @@ class RateWindows:
         window[0].append((now, tokens))
         window[1] += tokens
 
+    def wait_us(self, key: object, now: int) -> int:
+        """How long until the oldest request in the window leaves it (0: the window is empty);
+        enforce mode's Retry-After."""
+        events = self._window(key, now)[0]
+        return max(0, events[0][0] + MINUTE_US - now) if events else 0
+
     def admit_if_room(self, key: object, now: int, tokens: int) -> bool:
         """`full`, then `admit` unless full: one step (atomic in the Redis backend, so several
         proxies cannot all take the last slot)."""
@@ -224,6 +231,8 @@ class RateState(Protocol):
 
     def admit(self, key: object, now: int, tokens: int) -> None: ...
 
+    def wait_us(self, key: object, now: int) -> int: ...
+
     def admit_if_room(self, key: object, now: int, tokens: int) -> bool: ...
 
 
@@ -240,17 +249,42 @@ class StateBackend(Protocol):
     def rate_windows(self, name: str, requests_per_minute: int | None, tokens_per_minute: int | None) -> RateState: ...
 
 
+_Held = TypeVar("_Held")
+
+
 class MemoryBackend:
-    """State in this process (the simulator's, and one proxy's)."""
+    """State in this process (the simulator's, and one proxy's). Like a shared backend, it
+    keeps each policy's state under the policy's name: asked again for the same name (a policy
+    reloaded by the proxy), it returns the same windows with the new limits, so spend and
+    cached answers survive a reload."""
+
+    def __init__(self) -> None:
+        self._held: dict[tuple[str, str], Any] = {}
+
+    def _keep(self, kind: str, name: str, make: Callable[[], _Held], **settings: object) -> _Held:
+        held: _Held | None = self._held.get((kind, name))
+        if held is None:
+            held = self._held[(kind, name)] = make()
+        for attribute, value in settings.items():
+            setattr(held, attribute, value)
+        return held
 
     def response_cache(self, name: str, ttl_us: int, max_entries: int) -> ResponseCache:
-        return ResponseCache(ttl_us, max_entries)
+        return self._keep(
+            "cache", name, lambda: ResponseCache(ttl_us, max_entries), ttl_us=ttl_us, max_entries=max_entries
+        )
 
     def response_store(self, name: str, max_bytes: int) -> ResponseStore:
-        return ResponseStore(max_bytes)
+        return self._keep("store", name, lambda: ResponseStore(max_bytes), max_bytes=max_bytes)
 
     def budget_windows(self, name: str, limit_usd: float) -> BudgetWindows:
-        return BudgetWindows(limit_usd)
+        return self._keep("budget", name, lambda: BudgetWindows(limit_usd), limit_usd=limit_usd)
 
     def rate_windows(self, name: str, requests_per_minute: int | None, tokens_per_minute: int | None) -> RateWindows:
-        return RateWindows(requests_per_minute, tokens_per_minute)
+        return self._keep(
+            "rate",
+            name,
+            lambda: RateWindows(requests_per_minute, tokens_per_minute),
+            requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
+        )

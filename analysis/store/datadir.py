@@ -42,7 +42,7 @@ import polars as pl
 
 from analysis.store import StoreError
 from analysis.store.rows import ContentRow, RequestRow
-from analysis.store.schema import CONTENTS, REQUESTS, Column, polars_schema
+from analysis.store.schema import CONTENTS, DECISIONS, REQUESTS, Column, polars_schema
 
 MERGE_FAN_IN = 16
 SUPERSEDED_GRACE_SECONDS = 300.0
@@ -101,7 +101,11 @@ def m001_initial(data_dir: Path) -> None:
             f.write(secrets.token_hex(32))
 
 
-MIGRATIONS: list[Callable[[Path], None]] = [m001_initial]
+def m002_decisions(data_dir: Path) -> None:
+    (data_dir / "decisions").mkdir(exist_ok=True)
+
+
+MIGRATIONS: list[Callable[[Path], None]] = [m001_initial, m002_decisions]
 
 
 def _read_meta(data_dir: Path) -> dict:
@@ -182,6 +186,14 @@ class Store:
     def contents_dir(self) -> Path:
         return self.data_dir / "contents"
 
+    @property
+    def decisions_dir(self) -> Path:
+        return self.data_dir / "decisions"
+
+    def relations(self) -> tuple[tuple[Path, list[Column]], ...]:
+        """Each relation's segment directory and columns."""
+        return ((self.records_dir, REQUESTS), (self.contents_dir, CONTENTS), (self.decisions_dir, DECISIONS))
+
     def salt(self) -> str:
         return (self.data_dir / "salt").read_text().strip()
 
@@ -197,11 +209,12 @@ class Store:
     # --- reading
 
     def connect(self) -> duckdb.DuckDBPyConnection:
-        """An in-memory DuckDB connection with the views `requests` and `contents`."""
+        """An in-memory DuckDB connection with the views `requests`, `contents` and `decisions`."""
         con = duckdb.connect(":memory:")
         con.execute("SET TimeZone = 'UTC'")
         _create_view(con, "requests", REQUESTS, live_segments(self.records_dir))
         _create_view(con, "contents", CONTENTS, live_segments(self.contents_dir))
+        _create_view(con, "decisions", DECISIONS, live_segments(self.decisions_dir))
         return con
 
     def requests_frame(self, start: datetime | None = None, end: datetime | None = None) -> pl.DataFrame:
@@ -209,6 +222,9 @@ class Store:
 
     def contents_frame(self, start: datetime | None = None, end: datetime | None = None) -> pl.DataFrame:
         return self._frame(self.contents_dir, CONTENTS, start, end)
+
+    def decisions_frame(self, start: datetime | None = None, end: datetime | None = None) -> pl.DataFrame:
+        return self._frame(self.decisions_dir, DECISIONS, start, end)
 
     def _frame(
         self, directory: Path, columns: list[Column], start: datetime | None, end: datetime | None
@@ -288,7 +304,7 @@ class Store:
         now = time.time() if now is None else now
         merged = deleted = 0
         with _exclusive_lock(self.data_dir, "rewrite.lock"):
-            for directory, columns in ((self.records_dir, REQUESTS), (self.contents_dir, CONTENTS)):
+            for directory, columns in self.relations():
                 live, superseded = split_superseded(all_segments(directory))
                 for s in superseded:
                     covering = next((c for c in live if c.covers(s)), None)
@@ -472,10 +488,17 @@ class SegmentWriter:
         mine = [s.hi for s in all_segments(self.store.records_dir) if s.instance == self.instance]
         return max(mine, default=-1) + 1
 
-    def write(self, requests: Sequence[RequestRow | dict], contents: Sequence[ContentRow | dict]) -> None:
+    def write(
+        self,
+        requests: Sequence[RequestRow | dict],
+        contents: Sequence[ContentRow | dict],
+        decisions: Sequence[dict] = (),
+    ) -> None:
         """Write one batch. Raises OSError (disk full, permission) and leaves no partial file."""
         seq = self.sequence
         name = segment_name(self.instance, 0, seq, seq)
+        if decisions:
+            write_segment(self.store.decisions_dir, name, rows_to_frame(list(decisions), DECISIONS))
         if contents:
             write_segment(self.store.contents_dir, name, rows_to_frame(contents, CONTENTS))
         if requests:
@@ -491,7 +514,7 @@ class SegmentWriter:
         with _exclusive_lock(self.store.data_dir, "rewrite.lock", blocking=False) as locked:
             if not locked:
                 return
-            for directory, columns in ((self.store.records_dir, REQUESTS), (self.store.contents_dir, CONTENTS)):
+            for directory, columns in self.store.relations():
                 self._merge_full_levels(directory, columns)
                 self._delete_superseded(directory, now)
 

@@ -52,7 +52,9 @@ REQUESTS = [
     Column(
         "outcome",
         "VARCHAR",
-        "ok, client_error, rate_limited, server_error, timeout, upstream_cut, client_disconnected, connect_error.",
+        "ok, client_error, rate_limited, server_error, timeout, upstream_cut, client_disconnected, "
+        "connect_error; in enforce mode also cached (answered from the exact cache), blocked (budget), "
+        "throttled (rate limit), none of which reached the upstream.",
     ),
     Column("stream", "BOOLEAN", "The response was streamed (SSE)."),
     Column("model_requested", "VARCHAR", "Model named in the request (or the URL, or the Azure deployment)."),
@@ -82,7 +84,8 @@ REQUESTS = [
         "cost_source",
         "VARCHAR",
         "computed (from the price table), provider (reported by the API), unpriced (model not in the price table: "
-        "cost_usd is NULL), none (no token counts, e.g. an error before any output).",
+        "cost_usd is NULL), none (no token counts, e.g. an error before any output), "
+        "not_sent (enforce mode answered without the upstream: cost_usd is 0).",
     ),
     Column("price_version", "VARCHAR", "Version of the price table the cost was computed with."),
     Column(
@@ -132,6 +135,19 @@ CONTENTS = [
     Column("prompt_text", "VARCHAR", "The request's messages as plain text (role: text lines)."),
     Column("request_json", "VARCHAR", "The request body as JSON, secrets never included."),
     Column("response_text", "VARCHAR", "The response's output text."),
+]
+
+DECISIONS = [
+    Column("id", "VARCHAR", "Id of the call in `requests` the decision is about."),
+    Column("ts", "TIMESTAMPTZ", "When the request started, UTC."),
+    Column("mode", "VARCHAR", "shadow (decided and logged, traffic untouched) or enforce (the decision acted)."),
+    Column("policy", "VARCHAR", "Name of the policy entry that decided."),
+    Column("kind", "VARCHAR", "exact_cache, semantic_cache, routing, batch, budget, rate_limit."),
+    Column("action", "VARCHAR", "hit, miss, route, batch, block, downgrade, throttle."),
+    Column("matched_id", "VARCHAR", "Cache hit: the request whose stored answer was (or would have been) served."),
+    Column("model_to", "VARCHAR", "Routing or downgrade: the model the request was (or would have been) sent to."),
+    Column("saving_usd", "DOUBLE", "Cache hit: what the answered call had cost (the call not made); NULL otherwise."),
+    Column("reason", "VARCHAR", "Why: the miss kind, the exclusion rule, the window spend against the limit."),
 ]
 
 REQUEST_COLUMNS = [c.name for c in REQUESTS]

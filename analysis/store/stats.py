@@ -73,3 +73,18 @@ def totals(con: duckdb.DuckDBPyConnection, since: datetime | None = None, until:
         params,
     ).row(0, named=True)
     return Totals(**row)
+
+
+def decisions_by_policy(
+    con: duckdb.DuckDBPyConnection, start: datetime | None = None, end: datetime | None = None
+) -> pl.DataFrame:
+    """What the policies decided (the `decisions` relation): per mode, policy, kind and action,
+    the calls and the saving of cache hits (in shadow mode what a hit would have saved, in
+    enforce mode what it did)."""
+    where, params = time_filter(start, end)
+    sql = f"""
+        SELECT mode, policy, kind, action, count(*) AS calls, sum(saving_usd) AS saving_usd
+        FROM decisions {where}
+        GROUP BY ALL ORDER BY mode, policy, kind, calls DESC
+    """
+    return query_frame(con, sql, params)

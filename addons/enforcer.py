@@ -1,0 +1,350 @@
+"""Shadow and enforce mode: the mitmproxy glue around analysis.enforce.live.
+
+With `shadow_mode` shadow or enforce, every LLM call is decided by the policy file
+(`shadow_policy`) before it is sent: the request is read as the recorder will record it
+(analysis.enforce.request_record), `LivePolicy.decide` runs the simulator's own decision, and
+the decision rows travel with the call to the recorder, which writes them to `decisions`
+beside the call's `requests` row. In shadow mode nothing else happens: the pass-through
+promise of the recorder holds byte for byte. In enforce mode the verdict acts: the exact
+cache answers with the stored upstream bytes, a spent budget or a full rate limit answers 429
+in the provider's error shape, a routing rule or budget downgrade rewrites the model; an
+answered or changed response carries `x-llm-shadow-decision`.
+
+When the call ends (`response`, `error`), its cost is accounted in a thread (the recorder's
+own accounting) and `LivePolicy.settle` charges the budgets and stores the answer, before
+the response is released to the client, so the next call sees the spend. The event loop only
+reads the request, looks up state and routes.
+
+Fail-open: a decision or a settlement that raises is counted (`llm-shadow: decision_error`,
+logged once per kind) and the call passes unchanged. SIGHUP reloads the policy file; a file
+that does not load keeps the running policy and says why.
+"""
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from mitmproxy import ctx, exceptions, http
+
+from analysis.enforce.live import DEFAULT_CACHE_BYTES, MODES, LivePolicy, Verdict
+from analysis.enforce.request_record import request_record
+from analysis.parsers.detect import detect
+from analysis.pricing.check import Pricing
+from analysis.pricing.files import PriceFileError
+from analysis.pricing.table import PriceTable
+from analysis.recording.accounting import account
+from analysis.recording.capture import (
+    FLOW_ANSWERED_BY,
+    FLOW_CAPTURE,
+    FLOW_DECISIONS,
+    FLOW_ID,
+    Capture,
+    to_exchange,
+)
+from analysis.recording.settings import RecorderSettings
+from analysis.recording.sink import Problems
+from analysis.simulate.policy import PolicyError, load_policy
+from analysis.simulate.state import MemoryBackend
+from analysis.store.datadir import Store, StoreError, new_id, new_instance_name
+
+log = logging.getLogger("llm_shadow")
+
+DECISION_HEADER = "x-llm-shadow-decision"
+ENFORCER_OPTIONS = {"shadow_policy", "shadow_mode", "shadow_cache_bytes"}
+SETTLE_TIMEOUT_SECONDS = 5.0
+STATUS_SECONDS = 1.0
+
+
+class Enforcer:
+    def __init__(self) -> None:
+        self.live: LivePolicy | None = None
+        self.backend = MemoryBackend()  # kept across reloads: spend and cached answers survive
+        self.problems = Problems(log)
+        self.salt = ""
+        self.prices: PriceTable | None = None  # the LiteLLM table the policy engine prices with
+        self.pricing: Pricing | None = None  # both tables, for the recorded rows (analysis.pricing.check)
+        self.settings: RecorderSettings | None = None
+        self._verdicts: dict[str, tuple[LivePolicy, Verdict]] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._started = False
+        self.instance = new_instance_name() + "-policy"
+        self._status_dir: Path | None = None
+        self._status_written: dict[str, int] | None = None
+        self._status_timer: asyncio.TimerHandle | None = None
+
+    def load(self, loader):
+        loader.add_option(
+            "shadow_policy", str, "", "Policy file (TOML) that decides each call in shadow or enforce mode."
+        )
+        loader.add_option(
+            "shadow_mode",
+            str,
+            "observe",
+            "observe: record only; shadow: decide and log every call, change nothing; enforce: decisions act.",
+        )
+        loader.add_option(
+            "shadow_cache_bytes",
+            int,
+            DEFAULT_CACHE_BYTES,
+            "Bytes of upstream answers the exact cache keeps in enforce mode (least recently used leave first).",
+        )
+
+    def configure(self, updated):
+        if self._started and updated & (ENFORCER_OPTIONS | {"shadow_data"}):
+            self.start()
+
+    def running(self):
+        if self._started:
+            return
+        try:
+            self.start()
+        except exceptions.OptionsError as e:
+            log.error(str(e))
+            ctx.master.shutdown()
+            return
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # no signals here (Windows, or not the main thread): reload by restarting
+        if self.live is not None:
+            self._status_timer = asyncio.get_running_loop().call_later(STATUS_SECONDS, self._status_tick)
+
+    def start(self) -> None:
+        """Load the policy the options name; OptionsError when it cannot be used."""
+        o = ctx.options
+        self._started = True
+        if o.shadow_mode not in MODES:
+            raise exceptions.OptionsError(f"llm-shadow: shadow_mode must be one of {', '.join(MODES)}")
+        if o.shadow_mode == "observe":
+            self.live = None
+            return
+        if not o.shadow_policy:
+            raise exceptions.OptionsError(f"llm-shadow: {o.shadow_mode} mode needs a policy file (shadow_policy)")
+        try:
+            store = Store(o.shadow_data)
+            self._status_dir = store.data_dir / "status"
+            self.salt = store.salt()
+            self.pricing = Pricing.load(store.data_dir)
+            self.prices = self.pricing.litellm
+        except (StoreError, PriceFileError, OSError) as e:
+            raise exceptions.OptionsError(f"llm-shadow: {e}") from e
+        self.settings = RecorderSettings(
+            data=store.data_dir,
+            team_header=o.shadow_team_header,
+            feature_header=o.shadow_feature_header,
+            user_header=o.shadow_user_header,
+            max_body=o.shadow_max_body,
+        )
+        try:
+            self.live = self._load_policy()
+        except PolicyError as e:
+            raise exceptions.OptionsError(f"llm-shadow: policy not loaded: {e}") from e
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="llm-shadow-settle")
+        log.info("llm-shadow: %s mode with policy %s", self.live.mode, o.shadow_policy)
+
+    def _load_policy(self) -> LivePolicy:
+        o = ctx.options
+        assert self.prices is not None  # start() loaded them
+        return LivePolicy(
+            load_policy(o.shadow_policy), o.shadow_mode, self.prices, self.backend, cache_bytes=o.shadow_cache_bytes
+        )
+
+    def reload(self) -> None:
+        """SIGHUP: read the policy file again; keep the running policy when it does not load."""
+        if self.live is None:
+            log.warning("llm-shadow: SIGHUP ignored: observe mode has no policy to reload")
+            return
+        try:
+            self.live = self._load_policy()
+        except PolicyError as e:
+            self.problems.add("policy_reload_failed")
+            log.error("llm-shadow: policy reload failed, keeping the running policy: %s", e)
+            return
+        log.warning("llm-shadow: policy reloaded from %s", ctx.options.shadow_policy)
+
+    def problem_counts(self) -> dict[str, int]:
+        """What failed open so far: our own counts and the live policy's."""
+        counts = Counter(self.problems.counts)
+        if self.live is not None:
+            counts.update(self.live.counts)
+        return dict(counts)
+
+    def _status_tick(self) -> None:
+        self.write_status()
+        self._status_timer = asyncio.get_running_loop().call_later(STATUS_SECONDS, self._status_tick)
+
+    def write_status(self) -> None:
+        """`<data>/status/<instance>-policy.json`, in the recorder's format, so `stats` shows
+        what failed open (written when the counts change)."""
+        counts = self.problem_counts()
+        if self._status_dir is None or counts == self._status_written:
+            return
+        status = {"instance": self.instance, "pid": os.getpid(), "updated": time.time(), "problems": counts}
+        try:
+            self._status_dir.mkdir(exist_ok=True)
+            tmp = self._status_dir / f".{self.instance}.json.tmp"
+            tmp.write_text(json.dumps(status))
+            os.replace(tmp, self._status_dir / f"{self.instance}.json")
+            self._status_written = counts
+        except OSError as e:
+            self.problems.add("status_unwritable", str(e))
+
+    def done(self):
+        if self._status_timer is not None:
+            self._status_timer.cancel()
+        self.write_status()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        if self.problems.counts:
+            log.warning("llm-shadow: problems while deciding: %s", self.problems.summary())
+
+    # --- hooks
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        live, settings = self.live, self.settings
+        if live is None or settings is None or flow.response is not None:
+            return
+        request = flow.request
+        target = detect(request.pretty_host, request.path, request.headers, request.method)
+        if target is None:
+            return
+        try:
+            request_id = new_id(request.timestamp_start)
+            record = request_record(
+                request_id,
+                target,
+                request.method,
+                request.pretty_host,
+                request.path,
+                request.headers.fields,
+                request.raw_content or b"",
+                request.timestamp_start,
+                salt=self.salt,
+                settings=settings,
+                count_tokens=live.needs_tokens,
+            )
+            verdict = live.decide(record, target.wire_format)
+        except Exception as e:  # fail-open: our failure never stops a call
+            self.problems.add(f"decision_error:{type(e).__name__}", str(e))
+            return
+        flow.metadata[FLOW_ID] = request_id
+        flow.metadata[FLOW_DECISIONS] = tuple(verdict.rows)
+        self._verdicts[flow.id] = (live, verdict)
+        try:
+            self._act(flow, verdict)
+        except Exception as e:
+            self.problems.add(f"action_error:{type(e).__name__}", str(e))
+            flow.metadata.pop(FLOW_ANSWERED_BY, None)
+
+    def _act(self, flow: http.HTTPFlow, verdict: Verdict) -> None:
+        if verdict.action == "answer" and verdict.answer is not None:
+            stored = verdict.answer
+            body = b"".join(stored.chunks)
+            flow.response = _response(stored.status, stored.headers, body, verdict.header)
+            flow.metadata[FLOW_ANSWERED_BY] = verdict.answered_by
+        elif verdict.action == "refuse" and verdict.refusal is not None:
+            refused = verdict.refusal
+            headers = tuple((k.encode(), v.encode()) for k, v in refused.headers)
+            flow.response = _response(refused.status, headers, refused.body, verdict.header)
+            flow.metadata[FLOW_ANSWERED_BY] = verdict.answered_by
+        elif verdict.action == "rewrite" and verdict.model_to is not None:
+            rewrite_model(flow.request, verdict.model_to)
+            if verdict.upstream is not None:
+                send_to(flow.request, *verdict.upstream)
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        held = self._verdicts.get(flow.id)
+        if held is not None and held[1].action == "rewrite" and flow.response is not None:
+            flow.response.headers[DECISION_HEADER] = held[1].header
+
+    async def response(self, flow: http.HTTPFlow) -> None:
+        await self._settle(flow)
+
+    async def error(self, flow: http.HTTPFlow) -> None:
+        await self._settle(flow)
+
+    async def _settle(self, flow: http.HTTPFlow) -> None:
+        held = self._verdicts.pop(flow.id, None)
+        if held is None:
+            return
+        live, verdict = held
+        if not verdict.needs_settling or flow.metadata.get(FLOW_ANSWERED_BY):
+            return
+        capture = flow.metadata.get(FLOW_CAPTURE)
+        if capture is None or self._pool is None:
+            self.problems.add("settle_without_capture", "the recorder kept no copy of the call; state not updated")
+            return
+        try:
+            loop = asyncio.get_running_loop()
+            work = loop.run_in_executor(self._pool, self._account, capture)
+            row = await asyncio.wait_for(work, SETTLE_TIMEOUT_SECONDS)
+            complete = row["outcome"] == "ok" and not capture.response_truncated  # never cache part of an answer
+            live.settle(
+                verdict,
+                complete,
+                row["cost_usd"],
+                capture.ended,
+                capture.status,
+                capture.response_headers,
+                tuple(chunk for _, chunk in capture.chunks),
+            )
+        except Exception as e:  # fail-open: the call goes on; its charge is lost and counted
+            self.problems.add(f"settle_error:{type(e).__name__}", str(e))
+
+    def _account(self, capture: Capture) -> dict:
+        assert self.settings is not None and self.pricing is not None  # set before any call is decided
+        exchange, context = to_exchange(capture, self.salt, self.settings, None)
+        return account(exchange, context, self.pricing, content=False, max_body=self.settings.max_body)[0]
+
+
+def _response(status: int, headers, body: bytes, decision: str | None) -> http.Response:
+    """A response made by the proxy with these exact body bytes (already content-encoded as
+    the headers say)."""
+    response = http.Response.make(status, b"", http.Headers(list(headers)))
+    response.raw_content = body
+    response.headers["content-length"] = str(len(body))
+    if decision:
+        response.headers[DECISION_HEADER] = decision
+    response.timestamp_start = response.timestamp_end = time.time()
+    return response
+
+
+def rewrite_model(request: http.Request, model: str) -> None:
+    """Send the request for `model`: in the URL for Gemini (`/models/<model>:...`), else in
+    the JSON body's `model`."""
+    marker = "/models/"
+    path, sep, query = request.path.partition("?")
+    if marker in path and ":" in path.rsplit(marker, 1)[1]:
+        head, tail = path.rsplit(marker, 1)
+        request.path = f"{head}{marker}{model}:{tail.split(':', 1)[1]}{sep}{query}"
+        return
+    body = json.loads(request.get_content() or b"{}")
+    body["model"] = model
+    request.content = json.dumps(body, ensure_ascii=False).encode()
+
+
+KEY_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
+
+
+def send_to(request: http.Request, base_url: str, key: str | None) -> None:
+    """Send the request to another upstream speaking the same wire format: its scheme, host and
+    port, its path prefix before the request's path, and its own key in place of the client's."""
+    target = urlsplit(base_url)
+    request.scheme = target.scheme
+    request.host = target.hostname or request.host
+    request.port = target.port or (443 if target.scheme == "https" else 80)
+    request.headers["host"] = target.netloc
+    request.path = target.path.rstrip("/") + request.path
+    if key is not None:
+        for name in KEY_HEADERS:
+            if name in request.headers:
+                request.headers[name] = f"Bearer {key}" if name == "authorization" else key

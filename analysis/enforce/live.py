@@ -1,0 +1,209 @@
+"""One policy acting on live traffic: decide a request, then settle it when its answer came.
+
+`LivePolicy` holds the simulator's `PolicyEngine` and its state (analysis.simulate.state,
+behind a `StateBackend`), so a live decision is the simulator's decision for the same request
+after the same history: `decide(record)` runs `PolicyEngine.decide` and turns its answer into
+what the proxy does (a `Verdict`): answer from the exact cache, refuse with a 429, rewrite the
+model, or pass. What the simulator learns from a recorded row at once (the answer's cost and
+whether it can be cached) arrives live only when the call ends: `settle(verdict, ...)`
+charges the budgets with the call's recorded cost and stores its response, with the same
+state methods the replay loop uses. Decisions are logged in both modes (`rows`); in shadow
+mode, or for an entry with `mode = "shadow"`, the verdict is only logged.
+
+Known differences from the simulator (docs/enforce.md lists them): a request still in flight
+is charged and cached when it ends, not when it starts, so concurrent requests may see an
+older state; a throttled request is refused live and charged when the client retries (the
+simulator charges the throttled request itself).
+"""
+
+import os
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from analysis.enforce.decisions import decision_rows, header_value
+from analysis.enforce.refusals import Refusal, refusal
+from analysis.pricing.table import PriceTable
+from analysis.simulate.cacheability import may_store
+from analysis.simulate.enforceable import check_enforceable, model_family, wire_family
+from analysis.simulate.engine import Decision, PolicyEngine
+from analysis.simulate.facts import Facts, to_microseconds
+from analysis.simulate.policy import Policy, PolicyError
+from analysis.simulate.pricer import Pricer
+from analysis.simulate.state import MemoryBackend, ResponseCache, StateBackend, StoredResponse
+
+MODES = ("observe", "shadow", "enforce")
+DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
+# Response headers a replayed answer does not keep: framing, which mitmproxy sets again for the
+# body it sends, and the upstream's per-call ids that must not repeat.
+REPLAY_DROPPED_HEADERS = {b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"date"}
+
+
+@dataclass
+class Verdict:
+    """What the proxy does with one request, and the evidence."""
+
+    record: dict[str, Any]
+    decision: Decision
+    facts: Facts
+    rows: list[dict]
+    action: str = "pass"  # pass | answer | refuse | rewrite
+    answered_by: str | None = None  # the policy kind that answered (answer, refuse)
+    header: str | None = None  # x-llm-shadow-decision, when the proxy answered or changed the call
+    answer: StoredResponse | None = None
+    refusal: Refusal | None = None
+    model_to: str | None = None
+    upstream: tuple[str, str | None] | None = None  # (base URL, API key) of another upstream
+
+    @property
+    def needs_settling(self) -> bool:
+        """The request (would have) reached the upstream: its answer updates the state."""
+        return self.decision.disposition == "upstream"
+
+
+class LivePolicy:
+    """A policy file in shadow or enforce mode, with its state."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        mode: str,
+        prices: PriceTable,
+        backend: StateBackend | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ):
+        if mode not in ("shadow", "enforce"):
+            raise ValueError(f"mode must be shadow or enforce, not {mode!r}")
+        if mode == "enforce":
+            check_enforceable(policy)
+        self.policy = policy
+        self.mode = mode
+        try:
+            self.engine = PolicyEngine(policy, Pricer(prices))
+        except ValueError as e:
+            if isinstance(e, PolicyError):
+                raise
+            raise PolicyError(policy.file, 0, "", str(e)) from e
+        self._modes = {entry.name: entry.mode for entry in policy.in_order()}
+        backend = backend or MemoryBackend()
+        self.state = self.engine.new_state(backend)
+        exact = policy.exact_cache
+        self.responses = backend.response_store(exact.name, cache_bytes) if exact and self.acts(exact.name) else None
+        self.counts: Counter[str] = Counter()
+        self.needs_tokens = bool(
+            policy.routing
+            or policy.batch
+            or any(b.to for b in policy.budgets)
+            or any(
+                m.min_input_tokens is not None or m.max_input_tokens is not None
+                for m in [e.match for e in policy.in_order() if hasattr(e, "match")]
+            )
+        )
+
+    def acts(self, name: str | None) -> bool:
+        """Whether the entry called `name` acts on traffic (enforce mode, entry not in shadow)."""
+        if not name or self.mode != "enforce":
+            return False
+        return self._modes.get(name, "enforce") == "enforce"
+
+    def mode_of(self, name: str | None) -> str:
+        return "enforce" if self.acts(name) else "shadow"
+
+    def decide(self, record: dict[str, Any], wire_format: str) -> Verdict:
+        """Decide `record` (analysis.enforce.request_record) against the state; the verdict
+        says what to do."""
+        decision, facts = self.engine.decide_with_facts(record, self.state)
+        p = self.policy
+        verdict = Verdict(record, decision, facts, [])
+        now = facts.ts_us
+        cache_saving = None
+        if decision.disposition == "exact_hit" and decision.cache_policy and self.acts(decision.cache_policy):
+            source = decision.cache_source_id
+            stored = self.responses.get(source, now) if self.responses is not None and source else None
+            if stored is None:
+                self.counts["exact_cache_bytes_missing"] += 1  # evicted by the byte cap: pass
+            else:
+                verdict.action, verdict.answered_by, verdict.answer = "answer", "exact_cache", stored
+                verdict.header = header_value("exact_cache", "hit", decision.cache_policy)
+                cache_saving = stored.cost_usd
+        elif decision.disposition == "blocked" and decision.budget_by and self.acts(decision.budget_by):
+            budget = next(b for b in p.budgets if b.name == decision.budget_by)
+            message = (
+                f"llm-shadow: budget {budget.name!r} is spent: its {budget.window} limit of "
+                f"${budget.limit_usd:g} has been reached"
+            )
+            verdict.action, verdict.answered_by = "refuse", "budget"
+            verdict.refusal = refusal(wire_format, "budget", message)
+            verdict.header = header_value("budget", "block", budget.name)
+        elif decision.throttled_by and self.acts(decision.throttled_by):
+            index = next(i for i, r in enumerate(p.rate_limits) if r.name == decision.throttled_by)
+            wait = self.state.rates[index].wait_us(facts.rate_keys[index], now) / 1_000_000
+            message = f"llm-shadow: rate limit {decision.throttled_by!r} is full; retry in {wait:.0f} s"
+            verdict.action, verdict.answered_by = "refuse", "rate_limit"
+            verdict.refusal = refusal(wire_format, "rate_limit", message, wait)
+            verdict.header = header_value("rate_limit", "throttle", decision.throttled_by)
+        else:
+            self._rewrite(verdict, wire_format)
+        verdict.rows = decision_rows(
+            decision.__dict__, p, record["ts"], self.mode_of, cache_saving if verdict.answer else None
+        )
+        return verdict
+
+    def _rewrite(self, verdict: Verdict, wire_format: str) -> None:
+        decision = verdict.decision
+        target: str | None = None
+        kind = name = ""
+        if decision.budget_action == "downgrade" and self.acts(decision.budget_by):
+            target, kind, name = decision.model_after, "budget", decision.budget_by or ""
+        elif decision.routed_by and self.acts(decision.routed_by):
+            target = next(r.to for r in self.policy.routing if r.name == decision.routed_by)
+            kind, name = "routing", decision.routed_by
+        rule = next((r for r in self.policy.routing if r.name == name), None) if kind == "routing" else None
+        upstream = None
+        if rule is not None and rule.to_url:
+            key = os.environ.get(rule.to_api_key_env) if rule.to_api_key_env else None
+            upstream = (rule.to_url, key)
+        if target is None or (target == verdict.record.get("model_requested") and upstream is None):
+            return
+        if model_family(target) != wire_family(wire_format):
+            self.counts["rewrite_other_wire_format"] += 1  # cannot be sent in this format: pass
+            return
+        action = "downgrade" if kind == "budget" else "route"
+        verdict.action, verdict.model_to, verdict.upstream = "rewrite", target, upstream
+        verdict.header = header_value(kind, action, name)
+
+    def settle(
+        self,
+        verdict: Verdict,
+        ok: bool,
+        cost_usd: float | None,
+        ended: float,
+        status: int | None = None,
+        headers: tuple = (),
+        chunks: tuple[bytes, ...] = (),
+    ) -> None:
+        """The call of `verdict` has ended: charge its cost, store its answer when it may be
+        cached (the replay loop's last step, with the answer's real arrival time)."""
+        if not verdict.needs_settling:
+            return
+        facts, state = verdict.facts, self.state
+        spend = cost_usd if cost_usd is not None else 0.0
+        for b, key in enumerate(facts.budget_keys):
+            if key is not None:
+                state.budgets[b].charge(key, spend)
+        if ok and state.exact is not None and facts.exact_key is not None and may_store(facts.exact_excluded):
+            arrival = to_microseconds_float(ended)
+            stored = state.exact.store(facts.exact_key, arrival, facts.id)
+            if stored and self.responses is not None and status is not None:
+                kept = tuple((k, v) for k, v in headers if k.lower() not in REPLAY_DROPPED_HEADERS)
+                answer = StoredResponse(facts.id, status, kept, tuple(chunks), cost_usd)
+                ttl_us = state.exact.ttl_us if isinstance(state.exact, ResponseCache) else 0
+                if not self.responses.put(answer, arrival + ttl_us):
+                    self.counts["exact_cache_answer_too_large"] += 1
+
+
+def to_microseconds_float(unix_seconds: float) -> int:
+    return int(unix_seconds * 1_000_000)
+
+
+__all__ = ["MODES", "LivePolicy", "Verdict", "check_enforceable", "to_microseconds"]

@@ -1,0 +1,98 @@
+"""A live request as the record the policy engine reads: the `requests` columns known before
+the answer.
+
+The simulator decides over recorded rows; enforce mode must decide before the upstream has
+answered, from the request alone. This module reads the request the way the recorder will
+(the same parser, the same prompt hash, the same key fingerprint and attribution headers), so
+the cache key, the scope values and the matching conditions are the ones the simulator sees
+for the same call. What only the answer tells (tokens, cost, latency, outcome) is absent;
+when the policy needs a price before the answer (routing, batch, budget downgrades, token
+conditions) the input tokens are counted from the request text, as the recorder counts them
+for a response that reports none.
+"""
+
+from datetime import UTC, datetime
+from typing import Any
+
+from analysis.parsers import tokens
+from analysis.parsers.detect import Target
+from analysis.parsers.hashing import prompt_hash
+from analysis.recording.accounting import ParseFailure, parse_exchange
+from analysis.recording.capture import Capture, HeaderFields, to_exchange
+from analysis.recording.settings import RecorderSettings
+
+Record = dict[str, Any]
+
+
+def request_record(
+    request_id: str,
+    target: Target,
+    method: str,
+    host: str,
+    path: str,
+    headers: HeaderFields,
+    body: bytes,
+    started: float,
+    *,
+    salt: str,
+    settings: RecorderSettings,
+    count_tokens: bool = False,
+) -> Record:
+    """The record of a request that has not been answered yet; ParseFailure when its body
+    cannot be read (the caller lets it pass)."""
+    capture = Capture(
+        target=target,
+        method=method,
+        host=host,
+        path=path,
+        request_headers=headers,
+        request_body=body,
+        status=None,
+        response_headers=(),
+        chunks=[],
+        started=started,
+        ended=started,
+        outcome="ok",
+        id=request_id,
+    )
+    exchange, context = to_exchange(capture, salt, settings, None)
+    parsed, _ = parse_exchange(exchange, settings.max_body)
+    attribution_values = {**parsed.attribution}
+    for name in ("team", "feature", "user"):
+        if getattr(context, name):
+            attribution_values[name] = getattr(context, name)
+    model = parsed.model_requested
+    input_tokens = tokens.estimate_input_tokens(parsed, model) if count_tokens else None
+    return {
+        "id": request_id,
+        "ts": datetime.fromtimestamp(started, UTC),
+        "provider": target.provider,
+        "endpoint": target.endpoint,
+        "host": host,
+        "path": exchange.path,
+        "method": method,
+        "stream": parsed.stream,
+        "model_requested": model,
+        "model": model,
+        "input_tokens": input_tokens,
+        "output_tokens": None,
+        "cost_usd": None,
+        "latency_ms": None,
+        "outcome": None,
+        "key_id": context.key_id,
+        "team": attribution_values.get("team"),
+        "feature": attribution_values.get("feature"),
+        "user": attribution_values.get("user"),
+        "prompt_hash": prompt_hash(parsed.canonical_request) if parsed.canonical_request else None,
+        "temperature": parsed.temperature,
+        "n": parsed.n,
+        "has_tools": parsed.has_tools,
+        "has_images": parsed.has_images,
+        "service_tier": parsed.service_tier,
+        "batch": parsed.batch,
+        "system_prompt": parsed.system_prompt or None,
+        "prompt_text": parsed.prompt_text or None,
+    }
+
+
+__all__ = ["ParseFailure", "Record", "request_record"]
