@@ -448,6 +448,19 @@ def stats(
             "not $0): see llm-shadow prices missing",
             highlight=False,
         )
+    if total.price_differ_calls or total.price_one_sided_calls:
+        err_console.print(
+            f"[bold yellow]Warning:[/] the second price table disagrees on {total.price_differ_calls:,} calls "
+            f"(by more than 1%) and prices only one side of {total.price_one_sided_calls:,}: "
+            "see llm-shadow prices compare",
+            highlight=False,
+        )
+    if total.price_unchecked_calls:
+        err_console.print(
+            f"Note: {total.price_unchecked_calls:,} costs were recorded before the second price table checked "
+            "them: llm-shadow reprice checks them.",
+            highlight=False,
+        )
     if problems := problem_summary(read_statuses(data)):
         err_console.print(
             f"[bold yellow]Warning:[/] recording had problems: {escape(problems)} (see {escape(str(data / 'status'))})",
@@ -541,6 +554,17 @@ prices_app = typer.Typer(
     help="The price table: show a model's prices, import prices, list unpriced models.", no_args_is_help=True
 )
 app.add_typer(prices_app, name="prices")
+
+
+def load_pricing(data: Path):
+    """Both price tables, the chosen one primary (analysis.pricing.check)."""
+    from analysis.pricing.check import Pricing
+    from analysis.pricing.files import PriceFileError
+
+    try:
+        return Pricing.load(data)
+    except PriceFileError as e:
+        raise fail(str(e)) from e
 
 
 def load_prices(data: Path):
@@ -651,17 +675,70 @@ def prices_missing(
         )
 
 
+@prices_app.command("use")
+def prices_use(
+    table_name: Annotated[str, typer.Argument(metavar="TABLE", help="litellm or genai-prices.")],
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+):
+    """Choose the primary price table (the other one checks every cost)."""
+    from analysis.pricing.check import set_primary
+    from analysis.pricing.files import PriceFileError
+
+    try:
+        set_primary(data, table_name)
+    except PriceFileError as e:
+        raise fail(str(e)) from e
+    pricing = load_pricing(data)
+    console.print(
+        f"Primary price table: {pricing.primary_name} ({pricing.version}), checked against "
+        f"{pricing.other.version}. New calls use it; `llm-shadow reprice` applies it to stored calls "
+        "(restart running proxies).",
+        highlight=False,
+    )
+
+
+@prices_app.command("compare")
+def prices_compare(
+    model: Annotated[
+        str | None, typer.Argument(help="A model; default: every recorded model the tables disagree on.")
+    ] = None,
+    provider: Annotated[str | None, typer.Option(help="Provider selling it: openai, anthropic, gemini, ...")] = None,
+    fmt: Format = "table",
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+):
+    """Both price tables' per-token rates side by side (USD per 1M tokens), with what differs."""
+    import polars as pl
+
+    from analysis.pricing.compare import compare_model, compare_recorded
+
+    check_format(fmt)
+    pricing = load_pricing(data)
+    if model is not None:
+        frame = pl.DataFrame([compare_model(pricing, model, provider)])
+    else:
+        store = open_store(data)
+        with store.connect() as con:
+            frame = compare_recorded(con, pricing)
+        if frame.height == 0:
+            console.print("The two price tables agree on every recorded call they both price.", highlight=False)
+            return
+    print_frame(
+        frame, fmt, console, title=f"litellm ({pricing.litellm.version}) vs genai-prices ({pricing.genai.version})"
+    )
+
+
 @app.command()
 def reprice(data: DataDir = Path(DEFAULT_DATA_DIR)):
     """Recompute the cost of every stored call with the current price table."""
     from analysis.pricing.reprice import reprice_store
 
-    table = load_prices(data)
+    table = load_pricing(data)
     store = open_store(data)
     summary = reprice_store(store, table)
     by_source = ", ".join(f"{n:,} {s}" for s, n in sorted(summary.sources.items()))
     console.print(
-        f"Repriced {summary.rows:,} calls with price version {table.version}: "
+        f"Repriced {summary.rows:,} calls with price version {table.version} "
+        f"(checked against {table.other.version}): "
         f"{summary.changed:,} changed ({by_source or 'none stored'}).",
         highlight=False,
     )

@@ -31,8 +31,8 @@ if importlib.util.find_spec("analysis") is None:  # `mitmdump -s addons/recorder
 from mitmproxy import ctx, exceptions, http
 
 from analysis.parsers.detect import Target, detect
+from analysis.pricing.check import Pricing
 from analysis.pricing.files import PriceFileError
-from analysis.pricing.table import PriceTable
 from analysis.recording import metrics
 from analysis.recording.capture import (
     FLOW_ANSWERED_BY,
@@ -222,7 +222,7 @@ class Recorder:
         try:
             store = Store(settings.data)
             salt = store.salt()
-            prices = PriceTable.load(store.data_dir)
+            prices = Pricing.load(store.data_dir)
         except (StoreError, PriceFileError, OSError) as e:
             raise exceptions.OptionsError(f"llm-shadow: {e}") from e
         self._serve_metrics(settings.metrics_port)

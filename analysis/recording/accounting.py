@@ -14,7 +14,7 @@ from analysis import parsers
 from analysis.parsers.exchange import Exchange, Parsed, Usage, other_models_json
 from analysis.parsers.hashing import prompt_hash
 from analysis.parsers.sse import MAX_EVENT_CHARS
-from analysis.pricing.table import PriceTable
+from analysis.pricing.check import Pricing
 from analysis.recording.decoding import DecodeError, decode_body, decode_chunks
 from analysis.recording.secrets import redact_json, redact_text
 from analysis.recording.settings import DEFAULT_MAX_BODY
@@ -91,7 +91,7 @@ def outcome_for_status(status: int | None, outcome: str) -> str:
 def account(
     exchange: Exchange,
     context: CallContext,
-    prices: PriceTable,
+    prices: Pricing,
     content: bool = True,
     usage_keys_seen: set[str] | None = None,
     max_body: int = DEFAULT_MAX_BODY,
@@ -133,7 +133,7 @@ def account(
         exchange.outcome = "server_error" if parsed.error else "upstream_cut"
 
     usage = parsed.usage
-    cost = prices.cost(
+    checked = prices.cost(
         provider=exchange.provider,
         model=parsed.model or parsed.model_requested,
         model_requested=parsed.model_requested,
@@ -142,7 +142,9 @@ def account(
         batch=parsed.batch,
         provider_cost_usd=parsed.provider_cost_usd,
         other_models=parsed.other_models,
+        at=datetime.fromtimestamp(exchange.started_at, UTC),
     )
+    cost = checked.cost
 
     if context.answered_by is not None:
         # No upstream call was made: nothing was processed or charged. The answer's own usage
@@ -184,6 +186,9 @@ def account(
         cost_usd=0.0 if context.answered_by else cost.cost_usd,
         cost_source="not_sent" if context.answered_by else cost.cost_source,
         price_version=prices.version,
+        price_check=checked.check,
+        price_check_cost_usd=checked.check_cost_usd,
+        price_check_version=checked.check_version,
         latency_ms=None if exchange.duration is None else exchange.duration * 1000,
         ttft_ms=None if parsed.first_token_at is None else parsed.first_token_at * 1000,
         request_bytes=len(exchange.request_body),
