@@ -170,22 +170,29 @@ def mitmdump_args(
             if upstream_port and not upstream_port.isdigit():
                 raise fail(f"--upstream {spec!r}: the port after @ must be a number")
             args += ["--mode", f"reverse:{url.rstrip('/')}@{upstream_port or port + i}"]
+        # Connect upstream once the request is read, so a refused connection answers the
+        # client 502 and gives a connect_error row (eagerly, the client is just hung up on).
+        args += ["--set", "connection_strategy=lazy"]
     if confdir is not None:  # on the command line: mitmproxy reads its config.yaml from there
         args += ["--set", f"confdir={confdir}"]
     return args
 
 
-def proxy_options(settings: RecorderSettings, intercept_hosts: list[str], intercept_all: bool, verbose: bool) -> dict:
+def proxy_options(
+    settings: RecorderSettings, intercept_hosts: list[str], intercept_all: bool, timeout: int = 600
+) -> dict:
     """The typed mitmproxy options `llm-shadow proxy` sets: the recorder's settings, TLS
-    interception, and how much mitmproxy itself prints."""
+    interception, the idle timeout, and how much mitmproxy itself prints (its warnings only:
+    `-v` is the recorder's line per call, `settings.log_calls`)."""
     from addons.recorder import options_from_settings
 
     return {
         **options_from_settings(settings),
         "shadow_intercept_hosts": list(intercept_hosts),
         "shadow_intercept_all": intercept_all,
-        "flow_detail": 1 if verbose else 0,
-        "termlog_verbosity": "info" if verbose else "warn",
+        "tcp_timeout": timeout,
+        "flow_detail": 0,
+        "termlog_verbosity": "warn",
     }
 
 
@@ -248,6 +255,14 @@ def proxy(
         float, typer.Option(help="Seconds between writes; a crash loses at most this much.")
     ] = 1.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print one line per call.")] = False,
+    timeout: Annotated[
+        int,
+        typer.Option(
+            help="Seconds a connection may stay idle (no byte either way) before the proxy closes it; "
+            "the call is recorded with outcome timeout.",
+            min=1,
+        ),
+    ] = 600,
     policy: Annotated[
         Path | None,
         typer.Option("--policy", help="Policy file (TOML) deciding every call in shadow or enforce mode."),
@@ -286,7 +301,9 @@ def proxy(
 
     if not flush_interval > 0:
         raise fail("--flush-interval must be positive")
-    settings = RecorderSettings(data=data, content=content, flush_interval=flush_interval, metrics_port=metrics_port)
+    settings = RecorderSettings(
+        data=data, content=content, flush_interval=flush_interval, log_calls=verbose, metrics_port=metrics_port
+    )
     try:
         parse_host_patterns(intercept_host)
     except ValueError as e:
@@ -304,7 +321,7 @@ def proxy(
             ensure_ca(confdir.expanduser())
         except OSError as e:
             raise fail(f"cannot create the CA in {confdir}: {e.strerror}") from e
-    failure = run_proxy(args, proxy_options(settings, intercept_host, intercept_all, verbose))
+    failure = run_proxy(args, proxy_options(settings, intercept_host, intercept_all, timeout))
     if failure:
         raise fail(failure)
 
@@ -456,6 +473,19 @@ def stats(
             "not $0): see llm-shadow prices missing",
             highlight=False,
         )
+    if total.price_differ_calls or total.price_one_sided_calls:
+        err_console.print(
+            f"[bold yellow]Warning:[/] the second price table disagrees on {total.price_differ_calls:,} calls "
+            f"(by more than 1%) and prices only one side of {total.price_one_sided_calls:,}: "
+            "see llm-shadow prices compare",
+            highlight=False,
+        )
+    if total.price_unchecked_calls:
+        err_console.print(
+            f"Note: {total.price_unchecked_calls:,} costs were recorded before the second price table checked "
+            "them: llm-shadow reprice checks them.",
+            highlight=False,
+        )
     if problems := problem_summary(read_statuses(data)):
         err_console.print(
             f"[bold yellow]Warning:[/] recording had problems: {escape(problems)} (see {escape(str(data / 'status'))})",
@@ -473,15 +503,29 @@ def sql(
     query: Annotated[str, typer.Argument(help="SQL over the relations requests, contents and decisions.")],
     fmt: Format = "table",
     data: DataDir = Path(DEFAULT_DATA_DIR),
+    allow_write: Annotated[
+        bool,
+        typer.Option(
+            "--allow-write",
+            help=(
+                "Allow statements that write (COPY ... TO a file, CREATE, ATTACH, INSTALL) and files outside "
+                "the data directory."
+            ),
+        ),
+    ] = False,
 ):
-    """Run a DuckDB SQL query over the recorded calls (relations: requests, contents, decisions)."""
+    """Run a read-only DuckDB SQL query over the recorded calls (relations: requests, contents, decisions)."""
     import duckdb
 
-    from analysis.store.datadir import query_frame
+    from analysis.store.datadir import query_frame, read_only_violation
 
     check_format(fmt)
+    if not query.strip():
+        raise fail('no query given (example: llm-shadow sql "SELECT count(*) FROM requests")')
+    if not allow_write and (violation := read_only_violation(query)):
+        raise fail(violation)
     store = open_store(data)
-    with store.connect() as con:
+    with store.connect(sandboxed=not allow_write) as con:
         try:
             frame = query_frame(con, query)
         except duckdb.Error as e:
@@ -535,6 +579,17 @@ prices_app = typer.Typer(
     help="The price table: show a model's prices, import prices, list unpriced models.", no_args_is_help=True
 )
 app.add_typer(prices_app, name="prices")
+
+
+def load_pricing(data: Path):
+    """Both price tables, the chosen one primary (analysis.pricing.check)."""
+    from analysis.pricing.check import Pricing
+    from analysis.pricing.files import PriceFileError
+
+    try:
+        return Pricing.load(data)
+    except PriceFileError as e:
+        raise fail(str(e)) from e
 
 
 def load_prices(data: Path):
@@ -645,17 +700,70 @@ def prices_missing(
         )
 
 
+@prices_app.command("use")
+def prices_use(
+    table_name: Annotated[str, typer.Argument(metavar="TABLE", help="litellm or genai-prices.")],
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+):
+    """Choose the primary price table (the other one checks every cost)."""
+    from analysis.pricing.check import set_primary
+    from analysis.pricing.files import PriceFileError
+
+    try:
+        set_primary(data, table_name)
+    except PriceFileError as e:
+        raise fail(str(e)) from e
+    pricing = load_pricing(data)
+    console.print(
+        f"Primary price table: {pricing.primary_name} ({pricing.version}), checked against "
+        f"{pricing.other.version}. New calls use it; `llm-shadow reprice` applies it to stored calls "
+        "(restart running proxies).",
+        highlight=False,
+    )
+
+
+@prices_app.command("compare")
+def prices_compare(
+    model: Annotated[
+        str | None, typer.Argument(help="A model; default: every recorded model the tables disagree on.")
+    ] = None,
+    provider: Annotated[str | None, typer.Option(help="Provider selling it: openai, anthropic, gemini, ...")] = None,
+    fmt: Format = "table",
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+):
+    """Both price tables' per-token rates side by side (USD per 1M tokens), with what differs."""
+    import polars as pl
+
+    from analysis.pricing.compare import compare_model, compare_recorded
+
+    check_format(fmt)
+    pricing = load_pricing(data)
+    if model is not None:
+        frame = pl.DataFrame([compare_model(pricing, model, provider)])
+    else:
+        store = open_store(data)
+        with store.connect() as con:
+            frame = compare_recorded(con, pricing)
+        if frame.height == 0:
+            console.print("The two price tables agree on every recorded call they both price.", highlight=False)
+            return
+    print_frame(
+        frame, fmt, console, title=f"litellm ({pricing.litellm.version}) vs genai-prices ({pricing.genai.version})"
+    )
+
+
 @app.command()
 def reprice(data: DataDir = Path(DEFAULT_DATA_DIR)):
     """Recompute the cost of every stored call with the current price table."""
     from analysis.pricing.reprice import reprice_store
 
-    table = load_prices(data)
+    table = load_pricing(data)
     store = open_store(data)
     summary = reprice_store(store, table)
     by_source = ", ".join(f"{n:,} {s}" for s, n in sorted(summary.sources.items()))
     console.print(
-        f"Repriced {summary.rows:,} calls with price version {table.version}: "
+        f"Repriced {summary.rows:,} calls with price version {table.version} "
+        f"(checked against {table.other.version}): "
         f"{summary.changed:,} changed ({by_source or 'none stored'}).",
         highlight=False,
     )

@@ -37,6 +37,7 @@ from mitmproxy import ctx, exceptions, http
 from analysis.enforce.live import DEFAULT_CACHE_BYTES, MODES, LivePolicy, Verdict
 from analysis.enforce.request_record import request_record
 from analysis.parsers.detect import detect
+from analysis.pricing.check import Pricing
 from analysis.pricing.files import PriceFileError
 from analysis.pricing.table import PriceTable
 from analysis.recording.accounting import account
@@ -69,7 +70,8 @@ class Enforcer:
         self.backend = MemoryBackend()  # kept across reloads: spend and cached answers survive
         self.problems = Problems(log)
         self.salt = ""
-        self.prices: PriceTable | None = None
+        self.prices: PriceTable | None = None  # the LiteLLM table the policy engine prices with
+        self.pricing: Pricing | None = None  # both tables, for the recorded rows (analysis.pricing.check)
         self.settings: RecorderSettings | None = None
         self._verdicts: dict[str, tuple[LivePolicy, Verdict]] = {}
         self._pool: ThreadPoolExecutor | None = None
@@ -131,7 +133,8 @@ class Enforcer:
             store = Store(o.shadow_data)
             self._status_dir = store.data_dir / "status"
             self.salt = store.salt()
-            self.prices = PriceTable.load(store.data_dir)
+            self.pricing = Pricing.load(store.data_dir)
+            self.prices = self.pricing.litellm
         except (StoreError, PriceFileError, OSError) as e:
             raise exceptions.OptionsError(f"llm-shadow: {e}") from e
         self.settings = RecorderSettings(
@@ -309,9 +312,9 @@ class Enforcer:
             self.problems.add(f"settle_error:{type(e).__name__}", str(e))
 
     def _account(self, capture: Capture) -> dict:
-        assert self.settings is not None and self.prices is not None  # set before any call is decided
+        assert self.settings is not None and self.pricing is not None  # set before any call is decided
         exchange, context = to_exchange(capture, self.salt, self.settings, None)
-        return account(exchange, context, self.prices, content=False, max_body=self.settings.max_body)[0]
+        return account(exchange, context, self.pricing, content=False, max_body=self.settings.max_body)[0]
 
 
 def _response(status: int, headers, body: bytes, decision: str | None) -> http.Response:

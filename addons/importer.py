@@ -38,7 +38,7 @@ from mitmproxy.master import Master
 from addons.import_sources import ImportFailed, Source, read_source
 from addons.recorder import IMPORT_KEY, Recorder, options_from_settings
 from analysis.parsers.detect import detect
-from analysis.pricing.table import PriceTable
+from analysis.pricing.check import Pricing
 from analysis.recording.capture import Capture
 from analysis.recording.settings import RecorderSettings
 from analysis.recording.sink import Problems, RecordSink
@@ -208,7 +208,7 @@ async def _record_async(job: _Job, items, problems, on_progress) -> tuple[int, i
     opts.update(**options_from_settings(job.settings))
     store = Store(job.settings.data)
     recorder.settings = job.settings
-    recorder.sink = InlineSink(store, PriceTable.load(store.data_dir), job.settings, problems=problems)
+    recorder.sink = InlineSink(store, Pricing.load(store.data_dir), job.settings, problems=problems)
     already_present = seen = 0
     try:
         for item in items:

@@ -31,8 +31,8 @@ if importlib.util.find_spec("analysis") is None:  # `mitmdump -s addons/recorder
 from mitmproxy import ctx, exceptions, http
 
 from analysis.parsers.detect import Target, detect
+from analysis.pricing.check import Pricing
 from analysis.pricing.files import PriceFileError
-from analysis.pricing.table import PriceTable
 from analysis.recording import metrics
 from analysis.recording.capture import (
     FLOW_ANSWERED_BY,
@@ -46,6 +46,7 @@ from analysis.recording.settings import DEFAULT_MAX_BODY, DEFAULT_QUEUE_LIMIT, D
 from analysis.recording.sink import Problems, RecordSink
 from analysis.recording.worker_process import SinkProcess
 from analysis.store import DEFAULT_DATA_DIR, StoreError
+from analysis.store.clean import printable
 from analysis.store.datadir import Store
 
 log = logging.getLogger("llm_shadow")
@@ -62,6 +63,7 @@ RECORDER_OPTIONS = {
     "shadow_spool_limit",
     "shadow_queue_limit",
     "shadow_max_body",
+    "shadow_log_calls",
     "shadow_metrics_port",
 }
 
@@ -98,6 +100,7 @@ def settings_from_options(options: Any) -> RecorderSettings:
             spool_limit=o.shadow_spool_limit,
             queue_limit=o.shadow_queue_limit,
             max_body=o.shadow_max_body,
+            log_calls=o.shadow_log_calls,
             metrics_port=o.shadow_metrics_port,
         )
     except ValueError as e:
@@ -107,7 +110,7 @@ def settings_from_options(options: Any) -> RecorderSettings:
 class _Tap:
     """The stream callable: hands every chunk on unchanged and keeps a timed copy."""
 
-    __slots__ = ("started", "chunks", "size", "limit", "truncated")
+    __slots__ = ("started", "chunks", "size", "limit", "truncated", "last_at")
 
     def __init__(self, started: float, limit: int):
         self.started = started
@@ -115,9 +118,11 @@ class _Tap:
         self.size = 0
         self.limit = limit
         self.truncated = False
+        self.last_at = started  # unix time of the last chunk
 
     def __call__(self, data: bytes) -> bytes:
         if data:
+            self.last_at = time.time()
             if self.size < self.limit:
                 self.chunks.append((time.time() - self.started, data))
                 self.size += len(data)
@@ -179,6 +184,12 @@ class Recorder:
             "Calls waiting for the recorder's worker before new ones are dropped (counted); 0: no limit.",
         )
         loader.add_option(
+            "shadow_log_calls",
+            bool,
+            False,
+            "Print one line per recorded call on stderr (method, host, path without its query, status, outcome).",
+        )
+        loader.add_option(
             "shadow_max_body",
             int,
             DEFAULT_MAX_BODY,
@@ -212,7 +223,7 @@ class Recorder:
         try:
             store = Store(settings.data)
             salt = store.salt()
-            prices = PriceTable.load(store.data_dir)
+            prices = Pricing.load(store.data_dir)
         except (StoreError, PriceFileError, OSError) as e:
             raise exceptions.OptionsError(f"llm-shadow: {e}") from e
         self._serve_metrics(settings.metrics_port)
@@ -278,8 +289,22 @@ class Recorder:
             self._finish(flow, "ok")
 
     def error(self, flow: http.HTTPFlow) -> None:
-        started = flow.response is not None
-        self._finish(flow, outcome_for_error(flow.error.msg if flow.error else "", started))
+        request, response = flow.request, flow.response
+        tap = self._taps.get(flow.id)
+        last_activity = max(
+            request.timestamp_end or request.timestamp_start,
+            (response.timestamp_start or 0) if response is not None else 0,
+            tap.last_at if tap is not None else 0,
+        )
+        outcome = outcome_for_error(
+            flow.error.msg if flow.error else "",
+            response_started=response is not None,
+            request_complete=request.timestamp_end is not None,
+            idle_seconds=time.time() - last_activity,
+            # Only a live call can have timed out just now (an imported one ended long ago).
+            idle_timeout=None if IMPORT_KEY in flow.metadata else ctx.options.tcp_timeout,
+        )
+        self._finish(flow, outcome)
 
     def _finish(self, flow: http.HTTPFlow, outcome: str) -> None:
         target = self._targets.pop(flow.id, None)
@@ -293,6 +318,8 @@ class Recorder:
             return
         flow.metadata[FLOW_CAPTURE] = capture  # enforce mode settles the call with it
         self.sink.submit(capture)
+        if self.settings is not None and self.settings.log_calls:
+            print(call_line(capture), file=sys.stderr, flush=True)
 
     def _capture(self, flow: http.HTTPFlow, target: Target, tap: _Tap | None, outcome: str) -> Capture:
         """Copy references off the flow; all processing happens in the sink's worker."""
@@ -328,6 +355,16 @@ class Recorder:
         )
 
 
+def call_line(capture: Capture) -> str:
+    """The `-v` line for a call: never the query string (Gemini's `?key=`) nor a header."""
+    path = capture.path.split("?", 1)[0]
+    status = capture.status if capture.status is not None else "-"
+    milliseconds = (capture.ended - capture.started) * 1000
+    return printable(
+        f"llm-shadow: {capture.method} {capture.host}{path} -> {status} {capture.outcome} {milliseconds:.0f} ms"
+    )
+
+
 def is_streamed(path: str, headers) -> bool:
     """Whether a response arrives over time (SSE, a streamed JSON array, or chunked with no
     length): those are forwarded chunk by chunk. A plain JSON answer is complete before it is
@@ -340,9 +377,22 @@ def is_streamed(path: str, headers) -> bool:
     )
 
 
-def outcome_for_error(message: str, response_started: bool) -> str:
+def outcome_for_error(
+    message: str,
+    response_started: bool,
+    request_complete: bool = True,
+    idle_seconds: float = 0.0,
+    idle_timeout: float | None = None,
+) -> str:
+    """How a call that ended in an error ended (see the `outcome` column).
+
+    mitmproxy reports its own inactivity timeout (`tcp_timeout`, `llm-shadow proxy --timeout`)
+    as the client disconnecting: a call that had been idle that long is a timeout. A request
+    whose body never arrived whole was abandoned by the client, whatever the message."""
     m = message.lower()
-    if "client disconnected" in m or "client closed" in m or "cancel" in m:
+    if idle_timeout and idle_seconds >= idle_timeout - 0.5:
+        return "timeout"
+    if "client disconnected" in m or "client closed" in m or "cancel" in m or not request_complete:
         return "client_disconnected"
     if "timeout" in m or "timed out" in m:
         return "timeout"

@@ -86,8 +86,8 @@ def outcomes_by_day(con: duckdb.DuckDBPyConnection, since: datetime | None, unti
 def source_counts(
     con: duckdb.DuckDBPyConnection, column: str, since: datetime | None, until: datetime | None
 ) -> pl.DataFrame:
-    """value, calls, cost_usd for one of usage_source, cost_source, price_version."""
-    if column not in ("usage_source", "cost_source", "price_version"):
+    """value, calls, cost_usd for one of usage_source, cost_source, price_version, price_check."""
+    if column not in ("usage_source", "cost_source", "price_version", "price_check"):
         raise ValueError(f"not a data-quality column: {column!r}")
     where, params = time_filter(since, until)
     return query_frame(

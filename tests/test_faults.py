@@ -172,3 +172,125 @@ def test_a_huge_event_and_a_gzip_bomb_delay_no_row_and_memory_stays_bounded(host
     problems = status_of(data_dir)["problems"]
     assert problems.get("sse_event_too_large") == 1 and problems.get("body_too_large") == 1, problems
     assert all(mb < 500 for mb in rss.values()), rss
+
+
+# --- 3. how a call ended: refused, timed out, abandoned -------------------------------------------
+
+
+def test_a_refused_upstream_gets_502_and_a_connect_error_row(start_proxy, data_dir):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    proxy = start_proxy("--upstream", f"http://127.0.0.1:{closed_port}@0")
+    r = chat(proxy, json=CHAT)
+    assert r.status_code == 502
+    [row] = records(data_dir, 1)
+    assert (row["outcome"], row["status"]) == ("connect_error", None)
+    assert row["error"]
+
+
+def test_an_idle_upstream_is_recorded_as_timeout(hostile, start_proxy, data_dir):
+    proxy = start_proxy("--upstream", f"{hostile.url}@0", "--timeout", "2")
+    with pytest.raises(httpx.HTTPError):
+        chat(proxy, headers={"x-hostile": "hang"}, json=CHAT)
+    [row] = records(data_dir, 1)
+    assert row["outcome"] == "timeout", row
+
+
+def test_an_aborted_upload_is_recorded_as_client_disconnected(hostile, start_proxy, data_dir):
+    proxy = start_proxy("--upstream", f"{hostile.url}@0")
+    with socket.create_connection(("127.0.0.1", proxy.port)) as s:
+        s.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b'content-length: 1000\r\n\r\n{"model": '
+        )
+        time.sleep(0.5)
+    [row] = records(data_dir, 1)
+    assert row["outcome"] == "client_disconnected", row
+
+
+# --- 4. secrets are never stored or printed -------------------------------------------------------
+
+OPENAI_SHAPED = "sk-proj-" + "A1b2C3d4E5" * 5
+GOOGLE_SHAPED = "AIza" + "Sy0123456789abcdefghijklmnopqrstuvw"
+
+
+def test_credentials_in_bodies_and_error_messages_are_not_stored(hostile, start_proxy, data_dir):
+    proxy = start_proxy("--upstream", f"{hostile.url}@0")
+    body = {
+        **CHAT,
+        "api_key": "hunter2-not-key-shaped",
+        "metadata": {"client_secret": "also-secret"},
+        "messages": [{"role": "user", "content": f"my key is {OPENAI_SHAPED}, and {GOOGLE_SHAPED}"}],
+    }
+    assert chat(proxy, json=body, headers={"x-shadow-team": "body"}).status_code == 200
+    r = chat(proxy, json=CHAT, headers={"x-hostile": "echo-key", "x-shadow-team": "echo"})
+    assert r.status_code == 401 and API_KEY in r.text  # the client gets the upstream's bytes
+    rows = {row["team"]: row for row in records(data_dir, 2)}
+    assert "Incorrect API key" in rows["echo"]["error"]
+    stored = json.dumps(rows, default=str) + json.dumps(Store(data_dir).contents_frame().to_dicts(), default=str)
+    for secret in (API_KEY, OPENAI_SHAPED, GOOGLE_SHAPED, "hunter2-not-key-shaped", "also-secret"):
+        assert secret not in stored
+    assert "[redacted]" in stored
+
+
+def test_verbose_prints_one_line_per_call_and_never_a_key(hostile, start_proxy, data_dir):
+    proxy = start_proxy("--upstream", f"{hostile.url}@0", "-v")
+    r = httpx.post(
+        f"{proxy.url}/v1beta/models/gemini-2.0-flash:generateContent?key={GOOGLE_SHAPED}",
+        json={"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]},
+        timeout=30,
+    )
+    assert r.status_code == 200
+    records(data_dir, 1)
+    lines = [line for line in proxy.output if "generateContent" in line]
+    assert len(lines) == 1, proxy.output
+    assert "200" in lines[0]
+    assert GOOGLE_SHAPED not in "".join(proxy.output)
+
+
+# --- 7. `llm-shadow sql` reads, and writes only when asked ----------------------------------------
+
+
+def run_cli(*args: str):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "COPY (SELECT * FROM requests) TO '{data}/records/x-L0-000000000000-000000000000.parquet'",
+        "COPY (SELECT 1) TO '{tmp}/out.csv'",
+        "ATTACH '{tmp}/other.duckdb'",
+        "CREATE TABLE t AS SELECT 1",
+        "DROP VIEW requests",
+        "INSTALL httpfs",
+        "SELECT 1; DROP VIEW requests",
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "SET enable_external_access = true",
+        "",
+    ],
+)
+def test_sql_is_read_only_by_default(statement, tmp_path, data_dir):
+    Store(data_dir)
+    before = sorted(p.name for p in data_dir.rglob("*"))
+    result = run_cli("sql", statement.format(data=data_dir, tmp=tmp_path), "--data", str(data_dir))
+    assert result.exit_code == 1, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("Error:")
+    assert sorted(p.name for p in data_dir.rglob("*")) == before
+    assert not (tmp_path / "out.csv").exists() and not (tmp_path / "other.duckdb").exists()
+
+
+def test_sql_reads_and_exports_with_allow_write(tmp_path, data_dir):
+    Store(data_dir)
+    result = run_cli("sql", "SELECT count(*) AS n FROM requests", "--data", str(data_dir), "--format", "csv")
+    assert (result.exit_code, result.stdout) == (0, "n\n0\n")
+    out = tmp_path / "export.csv"
+    result = run_cli("sql", f"COPY (SELECT 1 AS one) TO '{out}'", "--data", str(data_dir), "--allow-write")
+    assert result.exit_code == 0, result.output
+    assert out.read_text().strip() == "one\n1"

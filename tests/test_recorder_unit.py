@@ -114,6 +114,14 @@ def test_outcome_for_error(message, started, outcome):
     assert outcome_for_error(message, started) == outcome
 
 
+def test_outcome_for_error_idle_and_abandoned_calls():
+    # mitmproxy says "Client disconnected." when its inactivity timeout closes the connection.
+    assert outcome_for_error("Client disconnected.", False, idle_seconds=600.1, idle_timeout=600) == "timeout"
+    assert outcome_for_error("Client disconnected.", False, idle_seconds=3, idle_timeout=600) == "client_disconnected"
+    message = "HTTP/1 protocol error: peer closed connection without sending complete message body"
+    assert outcome_for_error(message, False, request_complete=False) == "client_disconnected"
+
+
 @pytest.mark.parametrize(
     ("path", "headers", "streamed"),
     [

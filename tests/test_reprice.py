@@ -119,9 +119,15 @@ def test_reprice_frame_with_the_bundled_table():
     before = frame()
     after = reprice_frame(before, table)
     assert after.schema == before.schema and after.height == before.height
-    assert after.drop("cost_usd", "cost_source", "price_version").equals(
-        before.drop("cost_usd", "cost_source", "price_version")
+    recomputed = (
+        "cost_usd",
+        "cost_source",
+        "price_version",
+        "price_check",
+        "price_check_cost_usd",
+        "price_check_version",
     )
+    assert after.drop(recomputed).equals(before.drop(recomputed))
     rows = by_id(after)
     assert rows["a"]["cost_usd"] == pytest.approx((600 * 2.5 + 400 * 1.25 + 200 * 10) / 1e6)
     assert (rows["a"]["cost_source"], rows["a"]["price_version"]) == ("computed", SNAPSHOT_VERSION)
@@ -134,6 +140,14 @@ def test_reprice_frame_with_the_bundled_table():
     assert (rows["e"]["cost_usd"], rows["e"]["cost_source"]) == (None, "none")
     assert rows["f"]["cost_usd"] == pytest.approx((1_000 * 1.25 + 1_000 * 5.0) / 1e6)
     assert rows["g"]["cost_source"] == "unpriced"
+    # Checked by genai-prices: gpt-4o's list price is the same in both tables.
+    assert (rows["a"]["price_check"], rows["a"]["price_check_cost_usd"]) == (
+        "agree",
+        pytest.approx(rows["a"]["cost_usd"]),
+    )
+    assert rows["a"]["price_check_version"].startswith("genai-prices-")
+    assert rows["b"]["price_check"] is None and rows["e"]["price_check"] is None  # nothing of ours to check
+    assert rows["c"]["price_check"] is None  # neither table knows acme-x
 
 
 def test_reprice_frame_after_overrides(tmp_path, data_dir):
@@ -207,7 +221,10 @@ def test_cli_missing_import_reprice(store, tmp_path, data_dir):
 
     result = invoke("reprice", "--data", data_dir)
     assert result.exit_code == 0, result.output
-    assert f"Repriced 7 calls with price version {version}: 4 changed" in " ".join(result.stdout.split())
+    assert f"Repriced 7 calls with price version {version} (checked against genai-prices-" in " ".join(
+        result.stdout.split()
+    )
+    assert "): 4 changed" in result.stdout
 
     result = invoke("prices", "missing", "--format", "json", "--data", data_dir)
     assert [m["model"] for m in json.loads(result.stdout)] == ["my-gpt4o-prod"]

@@ -2,8 +2,9 @@
 
 After a price import (a newer LiteLLM map, a negotiated price, a missing model added), the
 rows already stored still carry the cost, cost_source and price_version of the table that
-priced them when they were recorded. `reprice_frame` recomputes those three columns for a
-frame of `requests` rows, exactly as the recorder would now (`PriceTable.cost`), except
+priced them when they were recorded. `reprice_frame` recomputes those three columns, and the
+check by the other table (`price_check`, see analysis.pricing.check), for a frame of `requests`
+rows, exactly as the recorder would now (`Pricing.cost`, with either table primary), except
 that a cost the provider reported itself (cost_source "provider") is kept: it is the
 provider's bill, not ours to recompute. `reprice_store` applies it to every stored segment
 through `Store.rewrite_requests`.
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from analysis.parsers.exchange import Usage, other_models_from_json
+from analysis.pricing.check import Pricing
+from analysis.pricing.genai_table import GenaiPricesTable
 from analysis.pricing.table import PriceTable
 from analysis.store.schema import REQUESTS
 
@@ -35,20 +38,34 @@ _INPUT_COLUMNS = [
     "usage_other_models",
     "service_tier",
     "batch",
+    "ts",
     "cost_usd",
     "cost_source",
     "price_version",
+    "price_check",
+    "price_check_cost_usd",
+    "price_check_version",
+]
+_OUTPUT_COLUMNS = [
+    "cost_usd",
+    "cost_source",
+    "price_version",
+    "price_check",
+    "price_check_cost_usd",
+    "price_check_version",
 ]
 
 
-def reprice_frame(frame: pl.DataFrame, table: PriceTable) -> pl.DataFrame:
-    """The frame with cost_usd, cost_source and price_version recomputed with `table`."""
-    costs, sources, versions = [], [], []
+def reprice_frame(frame: pl.DataFrame, prices: Pricing | PriceTable) -> pl.DataFrame:
+    """The frame with cost_usd, cost_source, price_version and the price check recomputed with
+    `prices` (a PriceTable alone is the LiteLLM table as primary, genai-prices checking it)."""
+    if isinstance(prices, PriceTable):
+        prices = Pricing(prices, GenaiPricesTable())
+    out: dict[str, list] = {name: [] for name in _OUTPUT_COLUMNS}
     for row in frame.select(_INPUT_COLUMNS).iter_rows(named=True):
         if row["cost_source"] == "provider":
-            costs.append(row["cost_usd"])
-            sources.append(row["cost_source"])
-            versions.append(row["price_version"])
+            for name in _OUTPUT_COLUMNS:
+                out[name].append(row[name])
             continue
         usage = Usage(
             input_tokens=row["input_tokens"],
@@ -62,7 +79,7 @@ def reprice_frame(frame: pl.DataFrame, table: PriceTable) -> pl.DataFrame:
             image_input_tokens=row["image_input_tokens"] or 0,
             image_output_tokens=row["image_output_tokens"] or 0,
         )
-        cost = table.cost(
+        checked = prices.cost(
             provider=row["provider"],
             model=row["model"],
             model_requested=row["model_requested"],
@@ -71,15 +88,15 @@ def reprice_frame(frame: pl.DataFrame, table: PriceTable) -> pl.DataFrame:
             batch=bool(row["batch"]),
             warn_unpriced=False,  # the caller reports how many stay unpriced
             other_models=other_models_from_json(row["usage_other_models"]),
+            at=row["ts"],
         )
-        costs.append(cost.cost_usd)
-        sources.append(cost.cost_source)
-        versions.append(cost.price_version)
-    return frame.with_columns(
-        pl.Series("cost_usd", costs, dtype=_COLUMN_TYPES["cost_usd"]),
-        pl.Series("cost_source", sources, dtype=_COLUMN_TYPES["cost_source"]),
-        pl.Series("price_version", versions, dtype=_COLUMN_TYPES["price_version"]),
-    )
+        out["cost_usd"].append(checked.cost.cost_usd)
+        out["cost_source"].append(checked.cost.cost_source)
+        out["price_version"].append(checked.cost.price_version)
+        out["price_check"].append(checked.check)
+        out["price_check_cost_usd"].append(checked.check_cost_usd)
+        out["price_check_version"].append(checked.check_version)
+    return frame.with_columns(pl.Series(name, out[name], dtype=_COLUMN_TYPES[name]) for name in _OUTPUT_COLUMNS)
 
 
 @dataclass
@@ -89,7 +106,7 @@ class RepriceSummary:
     sources: dict[str, int] = field(default_factory=dict)  # cost_source -> rows, after
 
 
-def reprice_store(store, table: PriceTable) -> RepriceSummary:
+def reprice_store(store, table: Pricing | PriceTable) -> RepriceSummary:
     """Reprice every stored call (store: analysis.store.datadir.Store); returns what changed."""
     summary = RepriceSummary()
 

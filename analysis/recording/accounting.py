@@ -14,8 +14,9 @@ from analysis import parsers
 from analysis.parsers.exchange import Exchange, Parsed, Usage, other_models_json
 from analysis.parsers.hashing import prompt_hash
 from analysis.parsers.sse import MAX_EVENT_CHARS
-from analysis.pricing.table import PriceTable
+from analysis.pricing.check import Pricing
 from analysis.recording.decoding import DecodeError, decode_body, decode_chunks
+from analysis.recording.secrets import redact_json, redact_text
 from analysis.recording.settings import DEFAULT_MAX_BODY
 from analysis.store.clean import clean_row
 from analysis.store.rows import ContentRow, RequestRow, as_dict
@@ -91,7 +92,7 @@ def outcome_for_status(status: int | None, outcome: str) -> str:
 def account(
     exchange: Exchange,
     context: CallContext,
-    prices: PriceTable,
+    prices: Pricing,
     content: bool = True,
     usage_keys_seen: set[str] | None = None,
     max_body: int = DEFAULT_MAX_BODY,
@@ -133,7 +134,7 @@ def account(
         exchange.outcome = "server_error" if parsed.error else "upstream_cut"
 
     usage = parsed.usage
-    cost = prices.cost(
+    checked = prices.cost(
         provider=exchange.provider,
         model=parsed.model or parsed.model_requested,
         model_requested=parsed.model_requested,
@@ -142,7 +143,9 @@ def account(
         batch=parsed.batch,
         provider_cost_usd=parsed.provider_cost_usd,
         other_models=parsed.other_models,
+        at=datetime.fromtimestamp(exchange.started_at, UTC),
     )
+    cost = checked.cost
 
     if context.answered_by is not None:
         # No upstream call was made: nothing was processed or charged. The answer's own usage
@@ -184,6 +187,9 @@ def account(
         cost_usd=0.0 if context.answered_by else cost.cost_usd,
         cost_source="not_sent" if context.answered_by else cost.cost_source,
         price_version=prices.version,
+        price_check=checked.check,
+        price_check_cost_usd=checked.check_cost_usd,
+        price_check_version=checked.check_version,
         latency_ms=None if exchange.duration is None else exchange.duration * 1000,
         ttft_ms=None if parsed.first_token_at is None else parsed.first_token_at * 1000,
         request_bytes=len(exchange.request_body),
@@ -200,7 +206,7 @@ def account(
         service_tier=parsed.service_tier,
         batch=parsed.batch,
         usage_key=parsed.usage_key,
-        error=_first(str(failure) if failure else None, exchange.error, "; ".join(notes), parsed.error),
+        error=redact_text(_first(str(failure) if failure else None, exchange.error, "; ".join(notes), parsed.error)),
         instance=context.instance,
         import_key=context.import_key,
     )
@@ -209,10 +215,10 @@ def account(
         content_row = ContentRow(
             id=context.id,
             ts=row.ts,
-            system_prompt=parsed.system_prompt or None,
-            prompt_text=parsed.prompt_text or None,
+            system_prompt=redact_text(parsed.system_prompt) or None,
+            prompt_text=redact_text(parsed.prompt_text) or None,
             request_json=_request_json(exchange.request_body),
-            response_text=parsed.response_text or None,
+            response_text=redact_text(parsed.response_text) or None,
         )
     contents = clean_row(as_dict(content_row), CONTENTS) if content_row is not None else None
     return clean_row(as_dict(row), REQUESTS), contents, failure, problems
@@ -226,10 +232,10 @@ def _first(*values: str | None) -> str | None:
 
 
 def _request_json(body: bytes) -> str | None:
-    """The request body as compact JSON text (bodies carry no credentials: those are headers)."""
+    """The request body as compact JSON text, credentials redacted (see recording.secrets)."""
     if not body:
         return None
     try:
-        return json.dumps(json.loads(body), ensure_ascii=False, separators=(",", ":"))
+        return redact_text(json.dumps(redact_json(json.loads(body)), ensure_ascii=False, separators=(",", ":")))
     except ValueError:
         return None

@@ -29,7 +29,8 @@ class RecorderSettings:
     user_header: str = "x-shadow-user"
     spool_limit: int = DEFAULT_SPOOL_LIMIT  # calls kept while the store cannot be written
     queue_limit: int = DEFAULT_QUEUE_LIMIT  # calls waiting for the worker; 0: no limit (imports)
-    max_body: int = DEFAULT_MAX_BODY  # bytes of a streamed response kept for parsing
+    max_body: int = DEFAULT_MAX_BODY  # bytes of a body read, before and after content decoding
+    log_calls: bool = False  # print one line per call on stderr (`llm-shadow proxy -v`)
     metrics_port: int = 0  # serve Prometheus /metrics on this port of the listen host; 0: off
 
     def __post_init__(self) -> None:

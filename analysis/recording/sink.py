@@ -23,7 +23,7 @@ from collections import Counter, deque
 
 import duckdb
 
-from analysis.pricing.table import PriceTable
+from analysis.pricing.check import Pricing
 from analysis.recording.accounting import account
 from analysis.recording.capture import Capture, to_exchange
 from analysis.recording.metrics import RecorderMetrics
@@ -69,7 +69,7 @@ class RecordSink:
     def __init__(
         self,
         store: Store,
-        prices: PriceTable,
+        prices: Pricing,
         settings: RecorderSettings,
         *,
         salt: str = "",

@@ -88,7 +88,7 @@ def _child_main(
     calls, settings: RecorderSettings, instance: str, parent_pid: int, metrics_dir: str | None = None
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from analysis.pricing.table import PriceTable
+    from analysis.pricing.check import Pricing
     from analysis.store.datadir import Store
 
     recorder_metrics = None
@@ -97,7 +97,7 @@ def _child_main(
         recorder_metrics = metrics.RecorderMetrics()
     store = Store(settings.data)
     sink = RecordSink(
-        store, PriceTable.load(store.data_dir), settings, instance=instance, metrics=recorder_metrics
+        store, Pricing.load(store.data_dir), settings, instance=instance, metrics=recorder_metrics
     ).start()
     try:
         while True:

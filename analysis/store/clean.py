@@ -66,3 +66,23 @@ def clean_row(row: dict, columns: list[Column]) -> dict:
         name = column.name
         row[name] = clean_text(value, FIELD_CAPS.get(name, DEFAULT_CAP), name in MARKED_FIELDS)
     return row
+
+
+# C0 and C1 control characters (but tab and newline), DEL, and the bidirectional overrides that
+# reorder what a terminal shows: what a stored value must not send to a terminal as is.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+
+
+def printable(text: str) -> str:
+    """`text` safe to print on a terminal: each control character shown as an escape
+    (`\\x1b`, `\\r`, `\\u202e`), so a value can neither move the cursor, retitle the window nor
+    reorder the line; everything else (tabs and newlines too) is kept."""
+    return _CONTROLS.sub(_escape, text)
+
+
+def _escape(match: re.Match) -> str:
+    char = match.group()
+    if char == "\r":
+        return "\\r"
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"

@@ -208,13 +208,24 @@ class Store:
 
     # --- reading
 
-    def connect(self) -> duckdb.DuckDBPyConnection:
-        """An in-memory DuckDB connection with the views `requests`, `contents` and `decisions`."""
+    def connect(self, sandboxed: bool = False) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB connection with the views `requests`, `contents` and `decisions`.
+
+        `sandboxed` (what `llm-shadow sql` gives a user's query): the connection can read files
+        in the data directory only, install or load no extension, and its configuration is
+        locked; run only statements `read_only_violation` accepts on it."""
         con = duckdb.connect(":memory:")
         con.execute("SET TimeZone = 'UTC'")
         _create_view(con, "requests", REQUESTS, live_segments(self.records_dir))
         _create_view(con, "contents", CONTENTS, live_segments(self.contents_dir))
         _create_view(con, "decisions", DECISIONS, live_segments(self.decisions_dir))
+        if sandboxed:
+            directory = _sql_string(str(self.data_dir.resolve()) + os.sep)
+            con.execute(f"SET allowed_directories = [{directory}]")
+            con.execute("SET enable_external_access = false")
+            con.execute("SET autoinstall_known_extensions = false")
+            con.execute("SET autoload_known_extensions = false")
+            con.execute("SET lock_configuration = true")
         return con
 
     def requests_frame(self, start: datetime | None = None, end: datetime | None = None) -> pl.DataFrame:
@@ -340,6 +351,24 @@ class Store:
         with self.connect() as con:
             row = con.execute(f"SELECT count(*) FROM {view}").fetchone()
             return row[0] if row else 0
+
+
+READ_ONLY_STATEMENTS = ("SELECT", "EXPLAIN")
+
+
+def read_only_violation(sql: str) -> str | None:
+    """Why `sql` is not a read-only query (None when every statement in it only reads)."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as e:
+        return str(e).splitlines()[0]
+    if not statements:
+        return "no statement given"
+    for statement in statements:
+        kind = statement.type.name
+        if kind not in READ_ONLY_STATEMENTS:
+            return f"{kind} statements can change files or state; queries are read-only unless --allow-write is given"
+    return None
 
 
 def query_frame(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pl.DataFrame:

@@ -42,6 +42,9 @@ class RequestRow:
     cost_usd: float | None = None
     cost_source: str | None = None
     price_version: str | None = None
+    price_check: str | None = None
+    price_check_cost_usd: float | None = None
+    price_check_version: str | None = None
     latency_ms: float | None = None
     ttft_ms: float | None = None
     request_bytes: int | None = None

@@ -89,6 +89,15 @@ REQUESTS = [
         "not_sent (enforce mode answered without the upstream: cost_usd is 0).",
     ),
     Column("price_version", "VARCHAR", "Version of the price table the cost was computed with."),
+    Column(
+        "price_check",
+        "VARCHAR",
+        "The cost priced again by the other price table (see docs/pricing.md): agree (within 1%), differ (by "
+        "more than 1%), one-sided (only one table prices the model); NULL when there is nothing to check "
+        "(provider-reported cost, no token counts, or neither table knows the model).",
+    ),
+    Column("price_check_cost_usd", "DOUBLE", "Cost of the call by the other price table; NULL when it has no price."),
+    Column("price_check_version", "VARCHAR", "Version of the other price table."),
     Column("latency_ms", "DOUBLE", "Request start to last response byte, milliseconds."),
     Column("ttft_ms", "DOUBLE", "Request start to the first output token (streams), milliseconds."),
     Column("request_bytes", "BIGINT", "Request body size as sent."),

@@ -21,6 +21,9 @@ class Totals:
     output_tokens: int
     unpriced_calls: int
     estimated_calls: int
+    price_differ_calls: int  # the two price tables differ by more than 1% (price_check)
+    price_one_sided_calls: int  # only one of the two tables prices the model
+    price_unchecked_calls: int  # computed costs recorded before the second table (reprice checks them)
     first_ts: datetime | None
     last_ts: datetime | None
 
@@ -61,6 +64,10 @@ def totals(con: duckdb.DuckDBPyConnection, since: datetime | None = None, until:
                    CAST(coalesce(sum(output_tokens), 0) AS BIGINT) AS output_tokens,
                    count(*) FILTER (WHERE cost_source = 'unpriced') AS unpriced_calls,
                    count(*) FILTER (WHERE usage_source = 'estimated') AS estimated_calls,
+                   count(*) FILTER (WHERE price_check = 'differ') AS price_differ_calls,
+                   count(*) FILTER (WHERE price_check = 'one-sided') AS price_one_sided_calls,
+                   count(*) FILTER (WHERE cost_source = 'computed' AND price_check_version IS NULL)
+                       AS price_unchecked_calls,
                    min(ts) AS first_ts, max(ts) AS last_ts
             FROM requests {where}""",
         params,
