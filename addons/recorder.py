@@ -390,9 +390,10 @@ def outcome_for_error(
     as the client disconnecting: a call that had been idle that long is a timeout. A request
     whose body never arrived whole was abandoned by the client, whatever the message."""
     m = message.lower()
-    if idle_timeout and idle_seconds >= idle_timeout - 0.5:
+    client_gone = "client disconnected" in m or "client closed" in m
+    if client_gone and idle_timeout and idle_seconds >= idle_timeout - 0.5:
         return "timeout"
-    if "client disconnected" in m or "client closed" in m or "cancel" in m or not request_complete:
+    if client_gone or "cancel" in m or not request_complete:
         return "client_disconnected"
     if "timeout" in m or "timed out" in m:
         return "timeout"

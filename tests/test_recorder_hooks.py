@@ -16,7 +16,7 @@ from mitmproxy.http import Headers
 from mitmproxy.test import taddons, tflow, tutils
 
 from addons.recorder import Recorder
-from analysis.pricing.table import PriceTable
+from analysis.pricing.check import Pricing
 from analysis.recording.accounting import account
 from analysis.recording.capture import Capture, to_exchange
 from analysis.recording.settings import RecorderSettings
@@ -92,7 +92,7 @@ def respond(f, stream: bool) -> None:
 
 def row_of(capture: Capture) -> dict:
     exchange, context = to_exchange(capture, "salt", RecorderSettings(data=Path(".")), "test")
-    row, _, _, _ = account(exchange, context, PriceTable.load())
+    row, _, _, _ = account(exchange, context, Pricing.load())
     return row
 
 
