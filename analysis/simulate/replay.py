@@ -230,8 +230,8 @@ def replay(
                         for _, key, windows in applying:
                             windows.admit(key, now, tokens[j])
             # Charge the budgets, store the response.
-            if charges:
-                spend = cost if cost == cost else 0.0  # NaN: unpriced, charges nothing
+            spend = cost if cost == cost else 0.0  # NaN: unpriced, charges nothing
+            if charges and spend:  # a zero charge changes nothing (and would cost a live proxy a Redis round trip)
                 for keys, charge, name in charges:
                     key = keys[j]
                     if key is not None and charge(key, spend):
