@@ -164,3 +164,15 @@ def test_chain_step_in_another_wire_format_is_not_enforceable():
 def test_names_unique_across_fallback_and_other_kinds():
     with pytest.raises(PolicyError, match="used twice"):
         parse_policy('[[routing]]\nname = "a"\nto = "gpt-4o-mini"\n[[fallback]]\nname = "a"\nretries = 1\n', "p.toml")
+
+
+def test_enforce_mode_refuses_a_chain_step_in_another_wire_format_in_one_line():
+    from analysis.simulate.enforceable import check_enforceable
+
+    text = '[[fallback]]\nname = "to-claude"\nmodel = "gpt-4o"\nchain = [{ to = "claude-3-5-haiku-latest" }]\n'
+    with pytest.raises(PolicyError) as caught:
+        check_enforceable(parse_policy(text, "policy.toml"))
+    assert str(caught.value) == (
+        "policy.toml:4: [[fallback]] \"chain\": 'claude-3-5-haiku-latest' speaks the anthropic wire format, "
+        "the matched models openai: not enforceable (a fallback resends the same request)"
+    )
