@@ -176,3 +176,36 @@ def test_enforce_mode_refuses_a_chain_step_in_another_wire_format_in_one_line():
         "policy.toml:4: [[fallback]] \"chain\": 'claude-3-5-haiku-latest' speaks the anthropic wire format, "
         "the matched models openai: not enforceable (a fallback resends the same request)"
     )
+
+
+def test_cli_json_table_and_both_report_formats_show_the_rescues(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from analysis.store.datadir import SegmentWriter, Store
+    from cli import app
+    from tests.simulate_helpers import requests_frame
+
+    data, policy = tmp_path / "data", tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    SegmentWriter(Store(data)).write(requests_frame(ROWS).to_dicts(), [])
+    runner = CliRunner()
+
+    def invoke(*args) -> str:
+        result = runner.invoke(app, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    document = json.loads(invoke("simulate", "--policy", policy, "--data", data, "--format", "json", "--no-save"))
+    outage = document["fallback"]["rules"][1]
+    assert (outage["rescued"], outage["rescued_assumed"], outage["not_rescuable_live"]) == (4, 1, 1)
+    table = invoke("simulate", "--policy", policy, "--data", data, "--no-save")
+    assert "8 recorded failures" in table and "6 handled by a rule" in table and "estimates" in table
+    assert "retry 1, gpt-4o-mini 2" in " ".join(table.split())
+    for fmt in ("html", "md"):
+        out = tmp_path / f"report.{fmt}"
+        invoke("report", "--policy", policy, "--data", data, "--format", fmt, "--out", out)
+        text = out.read_text()
+        assert "8 recorded failures" in text and "gpt-4o-outage" in text
+        assert "retry 1, gpt-4o-mini 2, gpt-4o at backup.example.com 1" in text
