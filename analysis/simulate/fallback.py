@@ -82,7 +82,7 @@ class Plan:
 
 def attempts_of(rule: FallbackRule, model: str | None, provider: str | None = None) -> tuple[Attempt, ...]:
     """The attempts of `rule` for a call to `model`: the retries, then the chain."""
-    found = []
+    found: list[Attempt] = []
     for i in range(rule.retries):
         backoff = rule.backoff_ms / 1000 * (2**i)
         found.append(Attempt(len(found) + 1, RETRY, model or "", provider, None, None, backoff))
