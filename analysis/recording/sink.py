@@ -217,18 +217,19 @@ class RecordSink:
             self._contents.append(content)
         self._decisions.extend(capture.decisions)
         if self.metrics is not None:
-            self._observe(row)
+            self._observe(row, capture.decisions)
         if self._otlp is not None:
             try:
                 self._otlp.export(row, content if self.settings.otlp_content else None)
             except Exception as e:  # an export is a copy: count the problem, keep the call
                 self.problems.add(f"otlp_error:{type(e).__name__}", str(e))
 
-    def _observe(self, row: dict) -> None:
+    def _observe(self, row: dict, decisions=()) -> None:
         if self.metrics is None:
             return
         try:
             self.metrics.observe(row)
+            self.metrics.decided(decisions)
             self.metrics.spooled.set(len(self._requests))
         except Exception as e:  # a metric is a convenience: count the problem, keep the call
             self.problems.add(f"metrics_error:{type(e).__name__}", str(e))
