@@ -175,9 +175,11 @@ def semantic_history(backend, seed: int) -> list:
 
 
 def test_semantic_index_in_redis_answers_as_in_memory(redis_server):
+    # 2 s, not the 50 ms default: on a loaded machine a slow answer would be served locally.
+    url = redis_server.url + "?socket_timeout=2"
     for seed in range(3):
         redis_server.client().flushdb()
-        redis = semantic_history(RedisBackend(redis_server.url), seed)
+        redis = semantic_history(RedisBackend(url), seed)
         assert redis == semantic_history(MemoryBackend(), seed)
         assert sum(a is not None and a != "stored" for a in redis) > 20  # the history does find prompts
 
@@ -190,7 +192,8 @@ def test_semantic_entry_stored_by_one_proxy_is_found_by_another(redis_server):
             "semantic", HashingEmbedder(), ttl_us=SECOND, max_entries=10, bits=10, tables=16, bucket_size=8
         )
 
-    first, second = index(RedisBackend(redis_server.url)), index(RedisBackend(redis_server.url))
+    url = redis_server.url + "?socket_timeout=2"
+    first, second = index(RedisBackend(url)), index(RedisBackend(url))
     first.store(first.partition(("", "m", "")), first.register("how do I cancel my credit card"), T0, "r1")
     pid = second.partition(("", "m", ""))
     found = second.nearest(pid, second.register("how can I cancel my credit card"), T0 + 1)
