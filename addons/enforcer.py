@@ -32,11 +32,14 @@ import os
 import signal
 import time
 from collections import Counter
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from mitmproxy import ctx, exceptions, http
 
+from addons.fallback import FLOW_FALLBACK, FallbackActor
 from analysis.enforce.live import DEFAULT_CACHE_BYTES, MODES, LivePolicy, Verdict
 from analysis.enforce.request_record import request_record
 from analysis.parsers.detect import detect
@@ -50,6 +53,7 @@ from analysis.recording.capture import (
     FLOW_DECISIONS,
     FLOW_ID,
     FLOW_IDENTITY,
+    Capture,
     to_exchange,
 )
 from analysis.recording.settings import RecorderSettings
@@ -80,6 +84,7 @@ class Enforcer:
         self._status_dir: Path | None = None
         self._status_written: dict[str, int] | None = None
         self._status_timer: asyncio.TimerHandle | None = None
+        self.fallback = FallbackActor()  # [[fallback]] rules (addons.fallback)
 
     def load(self, loader):
         loader.add_option(
@@ -151,6 +156,7 @@ class Enforcer:
             self.live = self._load_policy()
         except PolicyError as e:
             raise exceptions.OptionsError(f"llm-shadow: policy not loaded: {e}") from e
+        self.fallback.verify = not o.ssl_insecure
         log.info("llm-shadow: %s mode with policy %s", self.live.mode, o.shadow_policy)
 
     def _load_policy(self) -> LivePolicy:
@@ -266,9 +272,40 @@ class Enforcer:
         held = self._verdicts.get(flow.id)
         if held is not None and held[1].action == "rewrite" and flow.response is not None:
             flow.response.headers[DECISION_HEADER] = held[1].header
+        if held is not None:
+            try:
+                self.fallback.responseheaders(flow, *held)
+            except Exception as e:  # fail-open: the failed answer goes on as it came
+                self.problems.add(f"fallback_error:{type(e).__name__}", str(e))
 
-    def response(self, flow: http.HTTPFlow) -> None:
+    def response(self, flow: http.HTTPFlow) -> Coroutine[Any, Any, None] | None:
+        # Settled at once, on the loop; only a failed answer a fallback rule acts on needs
+        # awaiting (mitmproxy awaits what a hook returns), so other calls pay for no task.
+        if FLOW_FALLBACK in flow.metadata:
+            return self._rescue_and_settle(flow)
         self._settle(flow)
+        return None
+
+    async def _rescue_and_settle(self, flow: http.HTTPFlow) -> None:
+        await self._rescue(flow)
+        self._settle(flow)
+
+    async def _rescue(self, flow: http.HTTPFlow) -> None:
+        """A failed answer a fallback rule acts on: send its attempts, charge what they cost."""
+        recorder = ctx.master.addons.get("recorder")
+        try:
+            held, calls = await self.fallback.response(flow, recorder.sink if recorder is not None else None)
+        except Exception as e:  # fail-open: the client gets the failed answer as it came
+            self.problems.add(f"fallback_error:{type(e).__name__}", str(e))
+            return
+        if held is None or not held.verdict.needs_settling:
+            return
+        for capture in calls:
+            try:
+                _, cost_usd = self._cost(capture)
+                held.live.settle(held.verdict, False, cost_usd, capture.ended)  # budgets only: not cached
+            except Exception as e:  # fail-open: the charge is lost and counted
+                self.problems.add(f"settle_error:{type(e).__name__}", str(e))
 
     def error(self, flow: http.HTTPFlow) -> None:
         self._settle(flow)
@@ -283,12 +320,11 @@ class Enforcer:
         if not (verdict.needs_settling or charge_key) or flow.metadata.get(FLOW_ANSWERED_BY):
             return
         capture = flow.metadata.get(FLOW_CAPTURE)
-        if capture is None or self.settings is None or self.pricing is None:
+        if capture is None:
             self.problems.add("settle_without_capture", "the recorder kept no copy of the call; state not updated")
             return
         try:
-            exchange, _ = to_exchange(capture, self.salt, self.settings, None)
-            outcome, cost_usd = call_cost(exchange, self.pricing, self.settings.max_body)
+            outcome, cost_usd = self._cost(capture)
             if verdict.needs_settling:
                 complete = outcome == "ok" and not capture.response_truncated  # never cache part of an answer
                 live.settle(
@@ -304,6 +340,12 @@ class Enforcer:
                 keys.charge(flow, cost_usd)  # the wrapped key's own budget
         except Exception as e:  # fail-open: the call goes on; its charge is lost and counted
             self.problems.add(f"settle_error:{type(e).__name__}", str(e))
+
+    def _cost(self, capture: Capture) -> tuple[str, float | None]:
+        """The call's outcome and cost_usd, as its `requests` row will say."""
+        assert self.settings is not None and self.pricing is not None  # set before any call is decided
+        exchange, _ = to_exchange(capture, self.salt, self.settings, None)
+        return call_cost(exchange, self.pricing, self.settings.max_body)
 
 
 def _response(status: int, headers, body: bytes, decision: str | None) -> http.Response:
