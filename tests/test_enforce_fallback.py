@@ -15,8 +15,12 @@ from pathlib import Path
 
 import httpx
 import openai
+import polars as pl
 import pytest
 
+from analysis.pricing.table import PriceTable
+from analysis.simulate.policy import parse_policy
+from analysis.simulate.simulator import simulate
 from analysis.store.datadir import Store, query_frame
 from tests.conftest import RunningProxy, llm_shadow_proxy_command, wait_for
 from tests.fake_provider import FakeProvider
@@ -274,3 +278,25 @@ def test_shadow_mode_changes_no_byte(shadowing, feature):
     assert decision["reason"] == "5xx (503): retry 2 times, then fall back to gpt-4o-mini at " + (
         f"{shadowing.backup.url}/backup"
     )
+
+
+def test_simulate_decides_the_failures_shadow_mode_saw_as_shadow_mode_did(shadowing, feature):
+    """Parity: the plan `simulate` gives each recorded 429 or 5xx equals the row shadow mode
+    logged for it live (id, policy, kind, action, model_to), the same code deciding both."""
+    client = shadowing.openai(feature)
+    shadowing.primary.fail_next(503, times=1, model=feature)
+    shadowing.primary.fail_next(429, times=1, model=feature + "-b")
+    for model in (feature, feature + "-b", "gpt-4o-mini"):
+        try:
+            client.chat.completions.create(model=model, messages=MESSAGES)
+        except openai.APIStatusError:
+            pass  # shadow mode: the failed answers reach the client
+    rows = shadowing.rows(feature, 3)
+    live = shadowing.decisions(feature, 2)
+    policy = parse_policy(POLICY.format(backup=shadowing.backup.url, closed="http://x", silent="http://y"), "p.toml")
+    requests = Store(shadowing.data_dir).requests_frame().filter(pl.col("feature") == feature)
+    simulated = simulate(policy, requests, prices=PriceTable.load()).fallback_decisions
+    columns = ("id", "policy", "kind", "action", "matched_id", "model_to")
+    assert sorted(tuple(d[c] for c in columns) for d in live) == sorted(tuple(d[c] for c in columns) for d in simulated)
+    assert {d["id"] for d in simulated} == {r["id"] for r in rows if r["status"] != 200}
+    assert len(simulated) == 2
