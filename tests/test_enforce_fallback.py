@@ -45,6 +45,13 @@ chain = [
   {{ to = "gpt-4o-mini", to_url = "{backup}/backup", to_api_key_env = "LLM_SHADOW_TEST_BACKUP_KEY" }},
 ]
 
+[[budget]]
+name = "tiny"
+scope = "feature"
+feature = "test_budget*"
+window = "day"
+limit_usd = 0.000001
+
 [[fallback]]
 name = "to-backup"
 feature = "test_*"
@@ -173,6 +180,19 @@ def test_503_falls_back_to_the_second_upstream(enforcing, feature):
     ]
     assert {d["id"] for d in decisions} == {rows[0]["id"]}  # about the client's call
     assert [d["matched_id"] for d in decisions] == [r["id"] for r in rows[1:]]  # each attempt's own row
+
+
+def test_budget_is_charged_with_the_rescue(enforcing, feature):
+    """The failed call cost nothing; the attempt that answered did, and the budget counts it: the
+    next call is refused without reaching an upstream."""
+    enforcing.primary.fail_next(503, times=3, model=feature)
+    client = enforcing.openai(feature)
+    raw = client.chat.completions.with_raw_response.create(model=feature, messages=MESSAGES)
+    assert raw.headers["x-llm-shadow-decision"] == "fallback=fallback; policy=to-backup"
+    with pytest.raises(openai.RateLimitError, match="budget 'tiny' is spent"):
+        client.chat.completions.create(model=feature, messages=MESSAGES)
+    assert len(enforcing.calls(enforcing.primary, feature)) == 3
+    assert len(enforcing.calls(enforcing.backup, feature)) == 1
 
 
 def test_retries_then_success(enforcing, feature):
