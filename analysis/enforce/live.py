@@ -59,10 +59,15 @@ class Verdict:
 
     @property
     def needs_settling(self) -> bool:
-        """The request (would have) reached the upstream: its answer updates the state. In
-        enforce mode a semantic-cache hit is only logged (the semantic cache does not act live),
-        so the call really reaches the upstream and is charged and stored like any other."""
-        return self.decision.disposition == "upstream" or self.really_sent
+        """The request (would have) reached the upstream and its answer updates the state: a
+        budget applies to it, or its answer may be stored in the exact cache or the semantic
+        cache's index. In enforce mode a semantic-cache hit is only logged (the semantic cache
+        does not act live): the call really reaches the upstream and is settled like any other."""
+        if self.decision.disposition != "upstream" and not self.really_sent:
+            return False
+        facts = self.facts
+        stores = facts.exact_key is not None and may_store(facts.exact_excluded)
+        return stores or facts.semantic_pid >= 0 or any(key is not None for key in facts.budget_keys)
 
 
 class LivePolicy:
