@@ -58,8 +58,13 @@ class Verdict:
 
     @property
     def needs_settling(self) -> bool:
-        """The request (would have) reached the upstream: its answer updates the state."""
-        return self.decision.disposition == "upstream"
+        """The request (would have) reached the upstream and its answer updates the state: a
+        budget applies to it, or its answer may be stored in the exact cache."""
+        if self.decision.disposition != "upstream":
+            return False
+        facts = self.facts
+        stores = facts.exact_key is not None and may_store(facts.exact_excluded)
+        return stores or any(key is not None for key in facts.budget_keys)
 
 
 class LivePolicy:
