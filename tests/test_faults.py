@@ -579,3 +579,24 @@ def test_compact_says_why_it_merged_nothing_and_how_not_to_wait(data_dir):
     assert now.exit_code == 0 and "Merged nothing" not in now.stdout, now.output
     assert len(live_segments(data_dir / "records")) == 1
     assert "is not an age" in one_line_error(run_cli("compact", "--quiet-for", "soon", "--data", str(data_dir)))
+
+
+def test_ca_prints_the_fingerprint_as_it_is(tmp_path):
+    from rich.console import Console
+
+    from addons.ca import ensure_ca
+    from analysis.capture_setup.ca import fingerprint_sha256, load_cert
+
+    # A CA whose fingerprint line rich would turn into an emoji (`:AB:`), as about one in twenty.
+    line = ""
+    for n in range(300):
+        files, _ = ensure_ca(tmp_path / f"conf{n}")
+        fingerprint = fingerprint_sha256(load_cert(files.cert))
+        line = f"  SHA-256 {fingerprint}"
+        if Console().render_str(line, highlight=False).plain != line:
+            break
+    else:
+        pytest.fail("no CA with an emoji code in its fingerprint in 300 tries")
+    result = run_cli("ca", "--confdir", str(files.confdir))
+    assert result.exit_code == 0, result.output
+    assert line in result.stdout.splitlines()

@@ -55,8 +55,8 @@ class SinkProcess:
         self._queue: Any = None  # a multiprocessing Queue once started
         self._process: Any = None  # the child process once started
         self._reports: Any = None  # the read end of the pipe the child sends its counts on
-        self._worker = dict(_NO_COUNTS)  # the running worker's last counts
-        self._earlier = {"recorded": 0, "problems": {}}  # the workers that ended, added up
+        self._worker: dict[str, Any] = dict(_NO_COUNTS)  # the running worker's last counts
+        self._earlier: dict[str, Any] = {"recorded": 0, "problems": {}}  # the workers that ended, added up
         self._lock = threading.Lock()  # the worker, its queue and the counts
         self._closing = threading.Event()
         self._watcher: threading.Thread | None = None
