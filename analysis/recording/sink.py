@@ -9,6 +9,10 @@ fails (disk full, directory gone, permissions), the rows stay in a bounded spool
 written when the store recovers; only rows beyond `spool_limit` are dropped, and those are
 counted.
 
+With `otlp_endpoint` set, the worker also hands every accounted call to an OpenTelemetry
+exporter (`analysis.recording.otel`), whose own threads send it; a collector that is down or
+slow costs no call, only counted problems (`otlp_export_failed`, `otlp_dropped`).
+
 Nothing here raises into the caller. Every problem is counted by kind and logged once per kind
 (`Problems`). The counts go to the status file of the instance (`<data>/status/<instance>.json`,
 see `analysis.recording.status`) every flush interval: written by the sink itself, or, when the
@@ -22,6 +26,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import duckdb
 
@@ -34,6 +39,9 @@ from analysis.recording.status import StatusFile
 from analysis.store.clean import clean_row
 from analysis.store.datadir import SegmentWriter, Store, unwritable_reason
 from analysis.store.schema import CONTENTS, DECISIONS, REQUESTS
+
+if TYPE_CHECKING:
+    from analysis.recording.otel import OtlpExporter
 
 log = logging.getLogger("llm_shadow")
 
@@ -77,6 +85,7 @@ class Problems:
 
 
 _STOP = object()
+OTLP_TIMEOUT_SECONDS = 5.0  # one send to the collector, retries included; then it counts as failed
 
 
 class RecordSink:
@@ -112,6 +121,7 @@ class RecordSink:
         self._report_status = report_status
         self._status_file = StatusFile(store.data_dir / "status" / f"{self.instance}.json", self.problems.count_quietly)
         self._usage_keys: set[str] | None = None
+        self._otlp: OtlpExporter | None = None
 
     @property
     def instance(self) -> str:
@@ -137,6 +147,8 @@ class RecordSink:
     # --- lifecycle
 
     def start(self) -> "RecordSink":
+        if self.settings.otlp_endpoint:
+            self._start_otlp(self.settings.otlp_endpoint)
         self._thread = threading.Thread(target=self._run, name="llm-shadow-sink", daemon=True)
         self._thread.start()
         return self
@@ -148,6 +160,25 @@ class RecordSink:
         self._queue.put(_STOP)
         self._thread.join(timeout)
         self._thread = None
+        if self._otlp is not None:
+            dropped = self._otlp.close()
+            if dropped:
+                self.problems.add("otlp_dropped", "the OpenTelemetry exporter's queue was full; spans dropped", dropped)
+            self._otlp = None
+            self._write_status(stopped=True)
+
+    def _start_otlp(self, endpoint: str) -> None:
+        # The SDK logs every failed send; the sink counts them and logs the first of each kind.
+        logging.getLogger("opentelemetry").setLevel(logging.CRITICAL)
+        try:
+            from analysis.recording.otel import OtlpExporter  # only when asked for: the SDK takes time to import
+
+            self._otlp = OtlpExporter(endpoint, on_failure=self._otlp_failed, timeout=OTLP_TIMEOUT_SECONDS)
+        except Exception as e:  # a bad endpoint must not stop recording
+            self.problems.add(f"otlp_error:{type(e).__name__}", str(e))
+
+    def _otlp_failed(self, what: str, n: int) -> None:
+        self.problems.add("otlp_export_failed", f"{what} not taken by {self.settings.otlp_endpoint}", n)
 
     # --- the worker
 
@@ -180,7 +211,12 @@ class RecordSink:
         try:
             exchange, context = to_exchange(capture, self.salt, self.settings, self.instance)
             row, content, failure, problems = account(
-                exchange, context, self.prices, self.settings.content, self._usage_keys_seen(), self.settings.max_body
+                exchange,
+                context,
+                self.prices,
+                self.settings.content or self.settings.otlp_content,
+                self._usage_keys_seen(),
+                self.settings.max_body,
             )
         except Exception as e:  # a bug of ours must not stop the worker; the call is counted
             self.problems.add(f"account_error:{type(e).__name__}", str(e))
@@ -193,19 +229,25 @@ class RecordSink:
         for kind, detail in problems:
             self.problems.add(kind, detail)
         self._requests.append(row)
-        if content is not None:
+        if content is not None and self.settings.content:
             self._contents.append(content)
         # Decision rows carry text from the policy and the request (a rule name, a reason): the
         # same cleaning as the call's own rows, so one of them cannot fail a segment.
         self._decisions.extend(clean_row(dict(d), DECISIONS) for d in capture.decisions)
         if self.metrics is not None:
-            self._observe(row)
+            self._observe(row, capture.decisions)
+        if self._otlp is not None:
+            try:
+                self._otlp.export(row, content if self.settings.otlp_content else None)
+            except Exception as e:  # an export is a copy: count the problem, keep the call
+                self.problems.add(f"otlp_error:{type(e).__name__}", str(e))
 
-    def _observe(self, row: dict) -> None:
+    def _observe(self, row: dict, decisions=()) -> None:
         if self.metrics is None:
             return
         try:
             self.metrics.observe(row)
+            self.metrics.decided(decisions)
             self.metrics.spooled.set(len(self._requests))
         except Exception as e:  # a metric is a convenience: count the problem, keep the call
             self.problems.add(f"metrics_error:{type(e).__name__}", str(e))

@@ -58,6 +58,13 @@ REQUESTS = [
         "none of which reached the upstream.",
     ),
     Column("stream", "BOOLEAN", "The response was streamed (SSE)."),
+    Column(
+        "finish_reasons",
+        "VARCHAR",
+        "Why the model stopped, as the provider said it, one per choice, comma-separated (stop, length, "
+        "tool_calls, end_turn, max_tokens, STOP, MAX_TOKENS, completed, ...); NULL when the answer gave none "
+        "(an error, a cut stream, embeddings, or a call recorded before this column existed).",
+    ),
     Column("model_requested", "VARCHAR", "Model named in the request (or the URL, or the Azure deployment)."),
     Column("model", "VARCHAR", "Model as served, from the response; the requested one when the response does not say."),
     Column("input_tokens", "BIGINT", "Every input token processed, cache reads and cache writes included."),
