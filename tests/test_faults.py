@@ -111,8 +111,8 @@ def test_a_row_that_cannot_be_written_is_quarantined_and_blocks_nothing(hostile,
     assert row["team"] == "after"
     [quarantined] = [json.loads(line) for f in (data_dir / "quarantine").glob("*.jsonl") for line in f.open()]
     assert quarantined["row"]["team"] == "huge" and quarantined["reason"]
-    problems = status_of(data_dir).get("problems", {})
-    assert problems.get("row_quarantined") == 1, problems
+    problems = wait_for(lambda: (p := status_of(data_dir).get("problems", {})) and p.get("row_quarantined") and p)
+    assert problems and problems.get("row_quarantined") == 1, status_of(data_dir)
     assert not any(k.startswith("store_write_failed") for k in problems), problems
 
 
@@ -176,8 +176,8 @@ def test_a_huge_event_and_a_gzip_bomb_delay_no_row_and_memory_stays_bounded(host
     assert "1 stream event over" in big["error"]
     bomb = rows["bomb"]
     assert "response body over" in bomb["error"] and bomb["status"] == 200
-    problems = status_of(data_dir)["problems"]
-    assert problems.get("sse_event_too_large") == 1 and problems.get("body_too_large") == 1, problems
+    problems = wait_for(lambda: (p := status_of(data_dir)["problems"]).get("body_too_large") and p)
+    assert problems and problems.get("sse_event_too_large") == 1 and problems.get("body_too_large") == 1, problems
     assert all(mb < 500 for mb in rss.values()), rss
 
 

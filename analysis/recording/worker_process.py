@@ -117,7 +117,7 @@ class SinkProcess:
                     self._receive(reports)
                 if sentinel in ready and not self._closing.is_set():
                     self._replace_dead_worker(sentinel)
-                if time.monotonic() >= next_write:
+                if ready or time.monotonic() >= next_write:  # new counts are written at once
                     self.write_status()
                     next_write = time.monotonic() + interval
             except Exception as e:  # a bug here must not end the thread: count it, go on
