@@ -245,7 +245,8 @@ def test_semantic_hit_on_one_proxy_from_an_answer_through_another(tmp_path, feat
             assert fleet.call(0, "how do I cancel my credit card", **headers).status_code == 200
             again = fleet.call(len(proxies) - 1, "how can I cancel my credit card", **headers)
             assert again.status_code == 200 and "x-llm-shadow-decision" not in again.headers  # shadow: untouched
-            rows = wait_for(lambda: len(found := fleet.query(SEMANTIC_DECISIONS, [feature])) == 2 and found)
+            rows = wait_for(lambda: len(found := fleet.query(SEMANTIC_DECISIONS, [feature])) == 2 and found, timeout=60)
+            assert rows, fleet.query(SEMANTIC_DECISIONS, [feature])  # a loaded machine writes rows late
             assert [r["action"] for r in rows] == ["miss", "hit"], (
                 rows,
                 "".join(proxies[0].output[-40:]),
