@@ -369,8 +369,7 @@ def test_a_full_disk_is_told_even_when_the_status_file_cannot_be_written(hostile
         rows = records(data_dir, 2)
         assert rows[-1]["team"] == "while-full"
         problems = wait_for(lambda: (p := status_of(data_dir)["problems"]).get("status_write_failed:ENOSPC") and p)
-        # (polars reports a full disk as a ComputeError: counted as store_write_failed:ComputeError)
-        assert problems and any(k.startswith("store_write_failed") for k in problems), problems
+        assert problems and problems.get("store_write_failed") and "row_quarantined" not in problems, problems
     finally:
         proxy.stop()
 
