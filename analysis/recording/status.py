@@ -43,3 +43,17 @@ def problem_summary(statuses: list[RecorderStatus]) -> str | None:
     if spooled:
         parts.append(f"{spooled:,} calls waiting in a spool, not yet written")
     return ", ".join(parts) if parts else None
+
+
+def alert_counts(data_dir: Path) -> dict[str, int]:
+    """Budget alerts sent, failed and dropped, summed over every proxy's status file (the
+    `alerts` entry the policy's status carries, addons.enforcer)."""
+    totals: dict[str, int] = {}
+    for path in sorted((Path(data_dir) / "status").glob("*.json")):
+        try:
+            alerts = json.loads(path.read_text()).get("alerts") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        for kind, count in alerts.items():
+            totals[kind] = totals.get(kind, 0) + int(count)
+    return totals

@@ -80,6 +80,7 @@ class Trace:
     downgrade_index: np.ndarray = field(init=False)  # the last budget that downgraded
     budget_tripped: list = field(init=False)
     throttled_index: np.ndarray = field(init=False)
+    charged: np.ndarray = field(init=False)  # USD charged to the budgets (budget alerts read it)
 
     def __post_init__(self) -> None:
         n = self.n
@@ -98,6 +99,7 @@ class Trace:
         self.budget_index = np.full(n, -1, dtype=np.int16)
         self.downgrade_index = np.full(n, -1, dtype=np.int16)
         self.throttled_index = np.full(n, -1, dtype=np.int16)
+        self.charged = np.zeros(n)
 
 
 def replay(
@@ -232,6 +234,7 @@ def replay(
             # Charge the budgets, store the response.
             if charges:
                 spend = cost if cost == cost else 0.0  # NaN: unpriced, charges nothing
+                t.charged[i] = spend
                 for keys, charge, name in charges:
                     key = keys[j]
                     if key is not None and charge(key, spend):
