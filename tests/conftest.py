@@ -66,6 +66,8 @@ def subprocess_env(project_on_path: bool = True, **extra) -> dict[str, str]:
     return env
 
 
+START_TIMEOUT_S = 90
+
 MITMDUMP = [sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()"]
 
 
@@ -90,9 +92,13 @@ class RunningProxy:
         self.port: int | None = None
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        if not self._listening.wait(30):
-            self.stop()
-            raise RuntimeError("proxy did not start:\n" + "".join(self.output))
+        # Generous: a loaded 2-core CI machine can take tens of seconds to import mitmproxy.
+        # A proxy that exits early is reported at once, not after the whole wait.
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self._listening.wait(0.2):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("proxy did not start:\n" + "".join(self.output))
 
     def _read(self) -> None:
         for line in self.process.stdout:
