@@ -152,7 +152,7 @@ def simulated_alerts(
             found.select("key", "share", pl.col("row").alias("at")), on="key"
         )
         spenders = spenders.filter(pl.col("row") <= pl.col("at"))
-        tops = {}
+        tops: dict[str, dict[tuple[str, float], list[tuple[str, float]]]] = {}
         for kind in ("model", "feature"):
             ranked = (
                 spenders.group_by("key", "share", kind)
