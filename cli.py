@@ -295,6 +295,19 @@ def proxy(
             "--metrics-port", min=0, max=65535, help="Serve Prometheus metrics at /metrics on this port (0: off)."
         ),
     ] = 0,
+    otlp_endpoint: Annotated[
+        str,
+        typer.Option(
+            "--otlp-endpoint",
+            envvar="OTEL_EXPORTER_OTLP_ENDPOINT",
+            help="Send every call as an OpenTelemetry GenAI span and metrics to this OTLP/HTTP collector, "
+            "e.g. http://localhost:4318 (env OTEL_EXPORTER_OTLP_ENDPOINT).",
+        ),
+    ] = "",
+    otlp_content: Annotated[
+        bool,
+        typer.Option("--otlp-content", help="Include prompt and answer text in the OpenTelemetry spans (opt-in)."),
+    ] = False,
     state: StateOption = None,
 ):
     """Run the recording proxy in front of LLM providers (reverse, forward, transparent or local mode)."""
@@ -305,9 +318,18 @@ def proxy(
 
     if not flush_interval > 0:
         raise fail("--flush-interval must be positive")
-    settings = RecorderSettings(
-        data=data, content=content, flush_interval=flush_interval, log_calls=verbose, metrics_port=metrics_port
-    )
+    try:
+        settings = RecorderSettings(
+            data=data,
+            content=content,
+            flush_interval=flush_interval,
+            log_calls=verbose,
+            metrics_port=metrics_port,
+            otlp_endpoint=otlp_endpoint,
+            otlp_content=otlp_content,
+        )
+    except ValueError as e:
+        raise fail(f"--{str(e).replace('_', '-', 1)}") from e
     try:
         parse_host_patterns(intercept_host)
     except ValueError as e:
@@ -957,6 +979,9 @@ def export_otlp(
     ] = None,
     start: Annotated[str | None, typer.Option("--from", help="First day (UTC), YYYY-MM-DD.")] = None,
     end: Annotated[str | None, typer.Option("--to", help="Day after the last (UTC), YYYY-MM-DD.")] = None,
+    content: Annotated[
+        bool, typer.Option("--content", help="Include the recorded prompt and answer text in the spans (opt-in).")
+    ] = False,
     data: DataDir = Path(DEFAULT_DATA_DIR),
 ):
     """Send recorded calls to an OpenTelemetry collector as GenAI spans and metrics (a backfill)."""
@@ -965,10 +990,12 @@ def export_otlp(
     if not endpoint:
         raise fail("say where to send: --endpoint http://HOST:4318 or OTEL_EXPORTER_OTLP_ENDPOINT")
     since, until = parse_date(start, "--from"), parse_date(end, "--to")
-    rows = open_store(data).requests_frame(since, until).to_dicts()
+    store = open_store(data)
+    rows = store.requests_frame(since, until).to_dicts()
+    contents = {c["id"]: c for c in store.contents_frame(since, until).to_dicts()} if content else {}
     exporter = OtlpExporter(endpoint)
     for row in rows:
-        exporter.export(row)
+        exporter.export(row, contents.get(row["id"], {}) if content else None)
     exporter.close()
     if exporter.spans.failed:
         raise fail(f"could not send {exporter.spans.failed:,} of {len(rows):,} calls to {endpoint} (see the log above)")

@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 
 from mitmproxy import ctx, exceptions, http
 
+from addons.fallback import FallbackActor
 from analysis.enforce.alerts import slack_payload
 from analysis.enforce.live import DEFAULT_CACHE_BYTES, MODES, LivePolicy, Verdict
 from analysis.enforce.request_record import request_record
@@ -89,6 +90,7 @@ class Enforcer:
         self._status_written: tuple[dict[str, int], dict[str, int]] | None = None
         self._status_timer: asyncio.TimerHandle | None = None
         self.sender: WebhookSender | None = None  # budget alerts' webhooks, started when a policy has one
+        self.fallback = FallbackActor()  # [[fallback]] rules (addons.fallback)
 
     def load(self, loader):
         loader.add_option(
@@ -161,6 +163,7 @@ class Enforcer:
             self.live = self._load_policy()
         except PolicyError as e:
             raise exceptions.OptionsError(f"llm-shadow: policy not loaded: {e}") from e
+        self.fallback.verify = not o.ssl_insecure
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="llm-shadow-settle")
         log.info("llm-shadow: %s mode with policy %s", self.live.mode, o.shadow_policy)
@@ -306,9 +309,36 @@ class Enforcer:
         held = self._verdicts.get(flow.id)
         if held is not None and held[1].action == "rewrite" and flow.response is not None:
             flow.response.headers[DECISION_HEADER] = held[1].header
+        if held is not None:
+            try:
+                self.fallback.responseheaders(flow, *held)
+            except Exception as e:  # fail-open: the failed answer goes on as it came
+                self.problems.add(f"fallback_error:{type(e).__name__}", str(e))
 
     async def response(self, flow: http.HTTPFlow) -> None:
+        await self._rescue(flow)
         await self._settle(flow)
+
+    async def _rescue(self, flow: http.HTTPFlow) -> None:
+        """A failed answer a fallback rule acts on: send its attempts, charge what they cost."""
+        recorder = ctx.master.addons.get("recorder")
+        try:
+            held, calls = await self.fallback.response(flow, recorder.sink if recorder is not None else None)
+        except Exception as e:  # fail-open: the client gets the failed answer as it came
+            self.problems.add(f"fallback_error:{type(e).__name__}", str(e))
+            return
+        if held is None or not held.verdict.needs_settling or self._pool is None:
+            return
+        loop = asyncio.get_running_loop()
+        for capture in calls:
+            try:
+                work = loop.run_in_executor(self._pool, self._account, capture)
+                row = await asyncio.wait_for(work, SETTLE_TIMEOUT_SECONDS)
+                held.live.settle(  # budgets only: not cached
+                    held.verdict, False, row["cost_usd"], capture.ended, model=row.get("model")
+                )
+            except Exception as e:  # fail-open: the charge is lost and counted
+                self.problems.add(f"settle_error:{type(e).__name__}", str(e))
 
     async def error(self, flow: http.HTTPFlow) -> None:
         await self._settle(flow)

@@ -65,6 +65,8 @@ RECORDER_OPTIONS = {
     "shadow_max_body",
     "shadow_log_calls",
     "shadow_metrics_port",
+    "shadow_otlp_endpoint",
+    "shadow_otlp_content",
 }
 
 IMPORT_KEY = "llm_shadow_import_key"  # flow.metadata entry set by the importer (addons.importer)
@@ -102,6 +104,8 @@ def settings_from_options(options: Any) -> RecorderSettings:
             max_body=o.shadow_max_body,
             log_calls=o.shadow_log_calls,
             metrics_port=o.shadow_metrics_port,
+            otlp_endpoint=o.shadow_otlp_endpoint,
+            otlp_content=o.shadow_otlp_content,
         )
     except ValueError as e:
         raise exceptions.OptionsError(f"shadow_{e}") from e
@@ -201,6 +205,19 @@ class Recorder:
             int,
             0,
             "Serve Prometheus metrics at /metrics on this port of the listen host (0: off).",
+        )
+        loader.add_option(
+            "shadow_otlp_endpoint",
+            str,
+            os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+            "Send every recorded call as an OpenTelemetry GenAI span and metrics to this OTLP/HTTP collector, "
+            "e.g. http://localhost:4318 (env OTEL_EXPORTER_OTLP_ENDPOINT; empty: off).",
+        )
+        loader.add_option(
+            "shadow_otlp_content",
+            bool,
+            False,
+            "Include the prompt and answer text in the OpenTelemetry spans (gen_ai.input.messages, ...).",
         )
 
     def configure(self, updated):

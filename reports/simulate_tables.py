@@ -275,6 +275,50 @@ def _rate_limits(result: dict[str, Any]) -> list[Table]:
     return tables
 
 
+def fallback_rescues(rule: dict[str, Any]) -> str:
+    """How a fallback rule's rescues split: "retry 1, gpt-4o-mini 2"."""
+    return ", ".join(f"{by} {n:,}" for by, n in rule["rescued_by"].items()) or "-"
+
+
+def _fallback(result: dict[str, Any]) -> list[Table]:
+    section = result.get("fallback")  # absent from runs stored before fallback rules existed
+    if not section:
+        return []
+    table = Table(
+        title=(
+            f"Fallback: {section['failures']:,} recorded failures (429, 5xx, timeout, connect error), "
+            f"{section['handled']:,} handled by a rule; costs are estimates"
+        )
+    )
+    for name in (
+        "rule",
+        "failures",
+        "rescued",
+        "by",
+        "assumed",
+        "not rescued",
+        "not live",
+        "attempts",
+        "est. cost",
+        "wait",
+    ):
+        table.add_column(name, justify="left" if name in ("rule", "by") else "right")
+    for rule in section["rules"]:
+        table.add_row(
+            plain(rule["name"]),
+            count(rule["failures"]),
+            count(rule["rescued"]),
+            plain(fallback_rescues(rule)),
+            count(rule["rescued_assumed"]),
+            count(rule["not_rescued"]),
+            count(rule["not_rescuable_live"]),
+            count(rule["attempts"]),
+            usd(rule["estimated_cost_usd"]) + (f" ({rule['unpriced']:,} unpriced)" if rule["unpriced"] else ""),
+            f"{rule['wait_s']:,.1f} s",
+        )
+    return [table]
+
+
 def print_result(
     result: dict[str, Any], console: Console, groups: tuple[str, ...] = ("by_day", "by_team", "by_feature", "by_model")
 ) -> None:
@@ -298,8 +342,10 @@ def print_result(
                 quality_text(rule),
             )
         console.print(routing)
-    for table in _budgets(result) + _rate_limits(result):
+    for table in _budgets(result) + _rate_limits(result) + _fallback(result):
         console.print(table)
+    if result.get("fallback"):
+        console.print(f"[dim]Fallback:[/] {result['fallback']['note']}", highlight=False)
     for key in groups:
         console.print(_grouped(result, key))
     for note in result["notes"]:

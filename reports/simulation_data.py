@@ -78,5 +78,6 @@ def simulation_figures(con: duckdb.DuckDBPyConnection, run: SimulationRun) -> di
         "batch": result["batch"],
         "budgets": budgets,
         "rate_limits": result["rate_limits"],
+        "fallback": result.get("fallback"),  # None: no fallback rule (or a run stored before they existed)
         "hurt": queries.affected_requests(con, run.decisions).to_dicts(),
     }

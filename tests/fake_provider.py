@@ -22,6 +22,10 @@ fetched through the proxy can be compared byte for byte. Tests steer it with req
 - `x-fake-start-usage: {JSON}` (Anthropic streams) is laid over message_start's usage, for
   counts that message_delta later revises.
 
+Without touching the client's headers (what a proxy resends must be the client's request),
+`provider.fail_next(503, times=2, model="gpt-4o")` makes the next two calls for that model
+(or for any model: `model="*"`) answer with that status, as an upstream in trouble would.
+
 Endpoints: OpenAI chat, legacy completions, Responses (with a reasoning item when the request
 asks for reasoning), embeddings and batches (Azure's /openai/deployments/... paths too);
 Anthropic messages and message batches; Gemini generateContent, streamGenerateContent (SSE,
@@ -63,6 +67,7 @@ class FakeProvider:
         self.port = 0
         self.requests: list[ReceivedRequest] = []
         self.gates: dict[str, threading.Event] = {}
+        self.failures: dict[str, list[int]] = {}  # model or "*" -> statuses of its next calls
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
@@ -71,6 +76,21 @@ class FakeProvider:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    def fail_next(self, status: int, times: int = 1, model: str = "*") -> None:
+        """Answer the next `times` calls for `model` ("*": any) with `status`."""
+        self.failures.setdefault(model, []).extend([status] * times)
+
+    def _failure_for(self, request: ReceivedRequest) -> int | None:
+        try:
+            model = json.loads(request.body or b"{}").get("model")
+        except (ValueError, AttributeError):
+            model = None
+        for key in (model, "*"):
+            queued = self.failures.get(key) if key else None
+            if queued:
+                return queued.pop(0)
+        return None
 
     def gate(self, name: str) -> threading.Event:
         return self.gates.setdefault(name, threading.Event())
@@ -129,7 +149,14 @@ class FakeProvider:
             writer.close()
 
     async def _answer(self, request: ReceivedRequest, writer: asyncio.StreamWriter) -> bool:
-        reply = route(request)
+        failure = self._failure_for(request)
+        if failure is not None:
+            steered = ReceivedRequest(
+                request.method, request.target, {**request.headers, "x-fake-status": str(failure)}, request.body
+            )
+            reply = route(steered)
+        else:
+            reply = route(request)
         gzip_body = request.headers.get("x-fake-gzip") == "1"
         if reply.events is None:
             body = gzip.compress(reply.body, mtime=0) if gzip_body else reply.body

@@ -7,12 +7,14 @@ import subprocess
 from collections import defaultdict
 
 import httpx
+import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from analysis.store.datadir import Store
 from tests.conftest import llm_shadow_proxy_command, subprocess_env, wait_for
 from tests.test_import import make_calls
-from tests.test_proxy_openai import records
+from tests.test_proxy_openai import API_KEY, MESSAGES, records
 
 
 def free_port() -> int:
@@ -85,3 +87,47 @@ def test_a_metrics_port_in_use_stops_the_proxy_with_a_clear_error(provider, data
         command = llm_shadow_proxy_command(["--upstream", f"{provider.url}@0", "--metrics-port", str(port)], data_dir)
         result = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=120)
     assert f"cannot serve metrics on 127.0.0.1:{port}" in result.stdout + result.stderr
+
+
+SHADOW_POLICY = """
+[cache.exact]
+name = "exact"
+ttl = "1h"
+scope = "global"
+
+[[routing]]
+name = "to-mini"
+model = "gpt-4o"
+to = "gpt-4o-mini"
+"""
+
+
+def test_prometheus_counts_the_decisions_of_shadow_mode(provider, start_proxy, data_dir, tmp_path):
+    policy = tmp_path / "policy.toml"
+    policy.write_text(SHADOW_POLICY)
+    port = free_port()
+    proxy = start_proxy(
+        "--upstream", f"{provider.url}@0", "--metrics-port", str(port), "--policy", str(policy), "--mode", "shadow"
+    )
+    client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=API_KEY, max_retries=0)
+    for model in ("gpt-4o", "gpt-4o", "gpt-4o", "gpt-4o-mini"):
+        client.chat.completions.create(model=model, messages=MESSAGES, temperature=0)
+    rows = records(data_dir, 4)
+    with Store(data_dir).connect() as con:
+        decided = con.execute(
+            "SELECT mode, policy, kind, action, count(*) FROM decisions GROUP BY ALL ORDER BY ALL"
+        ).fetchall()
+    assert sum(n for *_, n in decided) >= len(rows)
+
+    def counted():
+        samples = scrape(port)
+        total = sum(v for (name, _), v in samples.items() if name == "llm_shadow_decisions_total")
+        return samples if total == sum(n for *_, n in decided) else None
+
+    samples = wait_for(counted, 15)
+    assert samples is not None, "the decisions did not reach /metrics"
+    for mode, policy_name, kind, action, n in decided:
+        labels = {"mode": mode, "policy": policy_name, "kind": kind, "action": action}
+        assert value(samples, "llm_shadow_decisions_total", **labels) == n
+    assert value(samples, "llm_shadow_decisions_total", mode="shadow", policy="exact", kind="exact_cache", action="hit")
+    assert value(samples, "llm_shadow_decisions_total", mode="shadow", policy="to-mini", kind="routing", action="route")

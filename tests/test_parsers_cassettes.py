@@ -56,6 +56,7 @@ def test_every_recorded_exchange_parses(path):
             assert parsed.first_token_at is not None, where
         if parsed.error is None and parsed.complete and exchange.status == 200:
             assert usage.source == "provider", where
+            assert parsed.finish_reasons and all(parsed.finish_reasons), where
 
 
 def test_parsed_count_per_format_is_pinned():
@@ -343,3 +344,17 @@ def test_gemini_model_from_url_and_system_instruction():
     assert parsed.model_requested == "gemini-2.0-flash"
     assert parsed.system_prompt
     assert parsed.prompt_text.startswith("user: ")
+
+
+def test_finish_reasons_as_each_provider_says_them():
+    """The reasons the recorded answers stopped, by wire format (every value seen in the cassettes)."""
+    seen = collections.defaultdict(set)
+    for path in cassette_files():
+        for recorded in recorded_exchanges(path):
+            seen[recorded.exchange.wire_format].update(parse(recorded.exchange).finish_reasons)
+    assert dict(seen) == {
+        "anthropic_messages": {"end_turn"},
+        "gemini": {"STOP", "MAX_TOKENS", "SAFETY", "MODEL_ARMOR"},
+        "openai_chat": {"stop", "length", "tool_calls"},
+        "openai_responses": {"completed"},
+    }

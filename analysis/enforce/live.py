@@ -32,6 +32,7 @@ from analysis.simulate.cacheability import may_store
 from analysis.simulate.enforceable import check_enforceable, model_family, wire_family
 from analysis.simulate.engine import Decision, PolicyEngine
 from analysis.simulate.facts import Facts, to_microseconds
+from analysis.simulate.fallback import Fallbacks
 from analysis.simulate.policy import Policy, PolicyError
 from analysis.simulate.pricer import Pricer
 from analysis.simulate.state import MemoryBackend, StateBackend, StoredResponse
@@ -108,7 +109,8 @@ class LivePolicy:
             if isinstance(e, PolicyError):
                 raise
             raise PolicyError(policy.file, 0, "", str(e)) from e
-        self._modes = {entry.name: entry.mode for entry in policy.in_order()}
+        self._modes = {entry.name: entry.mode for entry in (*policy.in_order(), *policy.fallbacks)}
+        self.fallbacks = Fallbacks(policy)  # act when an answer fails (addons.fallback)
         backend = backend or MemoryBackend()
         self.state = self.engine.new_state(backend)
         exact = policy.exact_cache

@@ -78,6 +78,8 @@ def _read_json(exchange: Exchange, parsed: Parsed) -> str:
 def _read_message(message: dict, parsed: Parsed) -> str:
     """Model, text and usage of a message object; returns its thinking text."""
     parsed.model = common.as_str(message.get("model")) or parsed.model_requested
+    if isinstance(message.get("stop_reason"), str):
+        parsed.finish_reasons = [message["stop_reason"]]
     texts, thinking = [], []
     for block in message.get("content") or []:
         if not isinstance(block, dict):
@@ -168,6 +170,9 @@ def _read_stream(exchange: Exchange, parsed: Parsed) -> str:
             _merge_usage(usage, message.get("usage"))
         elif kind == "message_delta":
             _merge_usage(usage, data.get("usage"))
+            delta = data.get("delta") if isinstance(data.get("delta"), dict) else {}
+            if isinstance(delta.get("stop_reason"), str):
+                parsed.finish_reasons = [delta["stop_reason"]]
         elif kind == "message_stop":
             parsed.complete = True
         elif kind == "error":

@@ -80,6 +80,9 @@ class Parsed:
     first_token_at: float | None = None
     # A stream reached its terminal event ([DONE], message_stop, response.completed, ...).
     complete: bool = True
+    # Why the model stopped, one per choice or candidate, as the provider says it (stop, length,
+    # end_turn, tool_use, STOP, MAX_TOKENS, ...): the `finish_reasons` column.
+    finish_reasons: list[str] = field(default_factory=list)
     response_text: str = ""
     # Request-side facts.
     system_prompt: str = ""

@@ -130,7 +130,7 @@ def _read_response(response: dict, parsed: Parsed) -> str:
     served = common.as_str(_get(response, "modelVersion"))
     parsed.model = served.removeprefix("models/") if served else parsed.model
     texts, thoughts = [], []
-    for candidate in response.get("candidates") or []:
+    for position, candidate in enumerate(response.get("candidates") or []):
         if not isinstance(candidate, dict):
             continue
         content = candidate.get("content") if isinstance(candidate.get("content"), dict) else {}
@@ -138,6 +138,12 @@ def _read_response(response: dict, parsed: Parsed) -> str:
         thoughts.append(_parts_text(content.get("parts"), thoughts=True))
         if _get(candidate, "finishReason"):
             parsed.complete = True
+            index = common.as_int(candidate.get("index"))
+            _set_reason(
+                parsed,
+                index if index is not None and 0 <= index < 64 else position,
+                str(_get(candidate, "finishReason")),
+            )
     text = "".join(t for t in texts if t)
     if text:
         parsed.response_text += text
@@ -188,6 +194,14 @@ def _by_modality(details: object) -> dict[str, int]:
         if isinstance(item, dict) and isinstance(item.get("modality"), str):
             totals[item["modality"]] = totals.get(item["modality"], 0) + common.count(_get(item, "tokenCount"))
     return totals
+
+
+def _set_reason(parsed: Parsed, index: int, reason: str) -> None:
+    """Candidate `index`'s finish reason (a stream names each candidate's once, in any order)."""
+    reasons = parsed.finish_reasons
+    while len(reasons) <= index:
+        reasons.append("")
+    reasons[index] = reason
 
 
 def _read_stream(exchange: Exchange, parsed: Parsed) -> str:

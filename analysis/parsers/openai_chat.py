@@ -88,6 +88,8 @@ def _read_json(exchange: Exchange, parsed: Parsed) -> str:
     for choice in body.get("choices") or []:
         if not isinstance(choice, dict):
             continue
+        if isinstance(choice.get("finish_reason"), str) and choice["finish_reason"]:
+            parsed.finish_reasons.append(choice["finish_reason"])
         message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
         if not message and isinstance(choice.get("text"), str):  # legacy completions
             texts.append(choice["text"])
@@ -151,6 +153,7 @@ class _ChoiceText:
 def _read_stream(exchange: Exchange, parsed: Parsed) -> str:
     """Fill the response-side facts from an SSE body; returns the reasoning text."""
     choices: dict[int, _ChoiceText] = {}
+    reasons: dict[int, str] = {}  # choice index -> its finish_reason
     usage = None
     done = finished = False
     for event in common.sse_events(exchange, parsed):
@@ -185,8 +188,10 @@ def _read_stream(exchange: Exchange, parsed: Parsed) -> str:
                 parsed.first_token_at = common.chunk_time(exchange, event.chunk_index)
             if choice.get("finish_reason"):
                 finished = True
+                reasons[index] = str(choice["finish_reason"])
     parsed.model = parsed.model or parsed.model_requested
     parsed.complete = done or finished
+    parsed.finish_reasons = [reasons[i] for i in sorted(reasons)]
     ordered = [choices[i] for i in sorted(choices)]
     parsed.response_text = "\n".join(t for t in (c.text() for c in ordered) if t)
     _apply_usage(parsed, usage)

@@ -100,6 +100,9 @@ def _read_response_object(response: dict, parsed: Parsed) -> str:
     parsed.service_tier = common.as_str(response.get("service_tier")) or parsed.service_tier
     if parsed.error is None and response.get("error"):
         parsed.error = common.error_message(response) or "response failed"
+    if response.get("status") in ("completed", "incomplete", "failed"):  # not queued / in_progress
+        details = response.get("incomplete_details") if isinstance(response.get("incomplete_details"), dict) else {}
+        parsed.finish_reasons = [common.as_str(details.get("reason")) or response["status"]]
     texts, reasoning = [], []
     for item in response.get("output") or []:
         if not isinstance(item, dict):

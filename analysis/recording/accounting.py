@@ -170,6 +170,7 @@ def account(
         status=exchange.status,
         outcome=outcome_for_status(exchange.status, exchange.outcome),
         stream=parsed.stream or exchange.is_event_stream,
+        finish_reasons=",".join(r for r in parsed.finish_reasons if r) or None,
         model_requested=parsed.model_requested,
         model=parsed.model or parsed.model_requested,
         input_tokens=usage.input_tokens,

@@ -43,7 +43,8 @@ def worker_gone(pid: int) -> None:
 
 
 class RecorderMetrics:
-    """The recorder's counters; `observe(row)` for every accounted call (in the worker),
+    """The recorder's counters; `observe(row)` and `decided(rows)` for every accounted call and
+    its policy decisions (in the worker),
     `problem(kind, n)` for every counted problem (in whichever process counted it)."""
 
     def __init__(self):
@@ -68,6 +69,11 @@ class RecorderMetrics:
         self.dropped = Counter("llm_shadow_dropped_rows", "Calls not recorded (queue full, spool overflow).")
         self.restarts = Counter("llm_shadow_worker_restarts", "Worker processes that died and were replaced.")
         self.problems = Counter("llm_shadow_problems", "Problems counted, by kind (as in the status file).", ["kind"])
+        self.decisions = Counter(
+            "llm_shadow_decisions",
+            "Policy decisions in shadow mode (would have) and enforce mode (did), as in the decisions relation.",
+            ["mode", "policy", "kind", "action"],
+        )
 
     def observe(self, row: dict) -> None:
         provider, model, team = row["provider"] or "", row["model"] or "", row["team"] or ""
@@ -81,6 +87,11 @@ class RecorderMetrics:
             self.latency.labels(provider, model).observe(row["latency_ms"] / 1000)
         if row["stream"] and row["ttft_ms"] is not None:
             self.ttft.labels(provider, model).observe(row["ttft_ms"] / 1000)
+
+    def decided(self, decisions) -> None:
+        """Count a call's decision rows (dicts with the `decisions` columns)."""
+        for d in decisions:
+            self.decisions.labels(*(d.get(k) or "" for k in ("mode", "policy", "kind", "action"))).inc()
 
     def problem(self, kind: str, n: int) -> None:
         self.problems.labels(kind).inc(n)

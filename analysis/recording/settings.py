@@ -32,6 +32,8 @@ class RecorderSettings:
     max_body: int = DEFAULT_MAX_BODY  # bytes of a body read, before and after content decoding
     log_calls: bool = False  # print one line per call on stderr (`llm-shadow proxy -v`)
     metrics_port: int = 0  # serve Prometheus /metrics on this port of the listen host; 0: off
+    otlp_endpoint: str = ""  # send every call to this OTLP/HTTP collector (analysis.recording.otel); "": off
+    otlp_content: bool = False  # ... with its prompt and answer text
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", Path(os.fspath(self.data)))
@@ -40,5 +42,7 @@ class RecorderSettings:
         for name in ("spool_limit", "queue_limit", "max_body"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)!r}")
+        if self.otlp_endpoint and not self.otlp_endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"otlp_endpoint must be an http:// or https:// URL, got {self.otlp_endpoint!r}")
         if not 0 <= self.metrics_port <= 65535:
             raise ValueError(f"metrics_port must be a port number (0: off), got {self.metrics_port!r}")

@@ -9,6 +9,10 @@ fails (disk full, directory gone, permissions), the rows stay in a bounded spool
 written when the store recovers; only rows beyond `spool_limit` are dropped, and those are
 counted.
 
+With `otlp_endpoint` set, the worker also hands every accounted call to an OpenTelemetry
+exporter (`analysis.recording.otel`), whose own threads send it; a collector that is down or
+slow costs no call, only counted problems (`otlp_export_failed`, `otlp_dropped`).
+
 Nothing here raises into the caller. Every problem is counted by kind and logged once per kind
 (`Problems`); a status file per instance (`<data>/status/<instance>.json`) shows the counts.
 """
@@ -20,6 +24,7 @@ import queue
 import threading
 import time
 from collections import Counter, deque
+from typing import TYPE_CHECKING
 
 import duckdb
 
@@ -30,6 +35,9 @@ from analysis.recording.metrics import RecorderMetrics
 from analysis.recording.settings import RecorderSettings
 from analysis.store.datadir import SegmentWriter, Store, unwritable_reason
 from analysis.store.schema import CONTENTS, REQUESTS
+
+if TYPE_CHECKING:
+    from analysis.recording.otel import OtlpExporter
 
 log = logging.getLogger("llm_shadow")
 
@@ -63,6 +71,7 @@ class Problems:
 
 
 _STOP = object()
+OTLP_TIMEOUT_SECONDS = 5.0  # one send to the collector, retries included; then it counts as failed
 
 
 class RecordSink:
@@ -96,6 +105,7 @@ class RecordSink:
         self._pending_lock = threading.Lock()
         self._status_signature: tuple | None = None
         self._usage_keys: set[str] | None = None
+        self._otlp: OtlpExporter | None = None
 
     @property
     def instance(self) -> str:
@@ -121,6 +131,8 @@ class RecordSink:
     # --- lifecycle
 
     def start(self) -> "RecordSink":
+        if self.settings.otlp_endpoint:
+            self._start_otlp(self.settings.otlp_endpoint)
         self._thread = threading.Thread(target=self._run, name="llm-shadow-sink", daemon=True)
         self._thread.start()
         return self
@@ -132,6 +144,25 @@ class RecordSink:
         self._queue.put(_STOP)
         self._thread.join(timeout)
         self._thread = None
+        if self._otlp is not None:
+            dropped = self._otlp.close()
+            if dropped:
+                self.problems.add("otlp_dropped", "the OpenTelemetry exporter's queue was full; spans dropped", dropped)
+            self._otlp = None
+            self._write_status()
+
+    def _start_otlp(self, endpoint: str) -> None:
+        # The SDK logs every failed send; the sink counts them and logs the first of each kind.
+        logging.getLogger("opentelemetry").setLevel(logging.CRITICAL)
+        try:
+            from analysis.recording.otel import OtlpExporter  # only when asked for: the SDK takes time to import
+
+            self._otlp = OtlpExporter(endpoint, on_failure=self._otlp_failed, timeout=OTLP_TIMEOUT_SECONDS)
+        except Exception as e:  # a bad endpoint must not stop recording
+            self.problems.add(f"otlp_error:{type(e).__name__}", str(e))
+
+    def _otlp_failed(self, what: str, n: int) -> None:
+        self.problems.add("otlp_export_failed", f"{what} not taken by {self.settings.otlp_endpoint}", n)
 
     # --- the worker
 
@@ -164,7 +195,12 @@ class RecordSink:
         try:
             exchange, context = to_exchange(capture, self.salt, self.settings, self.instance)
             row, content, failure, problems = account(
-                exchange, context, self.prices, self.settings.content, self._usage_keys_seen(), self.settings.max_body
+                exchange,
+                context,
+                self.prices,
+                self.settings.content or self.settings.otlp_content,
+                self._usage_keys_seen(),
+                self.settings.max_body,
             )
         except Exception as e:  # a bug of ours must not stop the worker; the call is counted
             self.problems.add(f"account_error:{type(e).__name__}", str(e))
@@ -177,17 +213,23 @@ class RecordSink:
         for kind, detail in problems:
             self.problems.add(kind, detail)
         self._requests.append(row)
-        if content is not None:
+        if content is not None and self.settings.content:
             self._contents.append(content)
         self._decisions.extend(capture.decisions)
         if self.metrics is not None:
-            self._observe(row)
+            self._observe(row, capture.decisions)
+        if self._otlp is not None:
+            try:
+                self._otlp.export(row, content if self.settings.otlp_content else None)
+            except Exception as e:  # an export is a copy: count the problem, keep the call
+                self.problems.add(f"otlp_error:{type(e).__name__}", str(e))
 
-    def _observe(self, row: dict) -> None:
+    def _observe(self, row: dict, decisions=()) -> None:
         if self.metrics is None:
             return
         try:
             self.metrics.observe(row)
+            self.metrics.decided(decisions)
             self.metrics.spooled.set(len(self._requests))
         except Exception as e:  # a metric is a convenience: count the problem, keep the call
             self.problems.add(f"metrics_error:{type(e).__name__}", str(e))

@@ -12,7 +12,7 @@ entries, so the answer is known before anyone flips the switch. Entries with
 import os
 from typing import Any
 
-from analysis.simulate.policy import Policy
+from analysis.simulate.policy import ChainTarget, FallbackRule, Policy
 
 
 def model_family(name: str) -> str:
@@ -36,8 +36,9 @@ def wire_family(wire_format: str) -> str:
 
 def not_enforceable(policy: Policy, check_environment: bool = True) -> list[tuple[Any, str | None, str]]:
     """What enforce mode cannot do, as (entry, key, why): a routing rule or a budget downgrade
-    whose target speaks another wire format than the traffic it matches, a routing rule whose
-    upstream key is not in the environment, a semantic cache or a batch policy acting live.
+    whose target speaks another wire format than the traffic it matches (or a fallback chain step
+    that does), a routing rule or chain step whose upstream key is not in the environment, a
+    semantic cache or a batch policy acting live.
     Entries with `mode = "shadow"` are only logged and are left out. The simulator lists these
     too, so a policy is known to be enforceable before anyone tries."""
     found: list[tuple[Any, str | None, str]] = []
@@ -65,7 +66,28 @@ def not_enforceable(policy: Policy, check_environment: bool = True) -> list[tupl
         key_env = getattr(entry, "to_api_key_env", None)
         if check_environment and key_env and not os.environ.get(key_env):
             found.append((entry, "to_api_key_env", f"the environment variable {key_env} is not set"))
+    for rule in policy.fallbacks:  # a chain step resends the same request: same wire format, its own key
+        if rule.mode != "enforce":
+            continue
+        for step in rule.chain:
+            if (why := other_wire_format(step, rule)) is not None:
+                found.append((rule, "chain", why))
+            if check_environment and step.to_api_key_env and not os.environ.get(step.to_api_key_env):
+                found.append((rule, "chain", f"the environment variable {step.to_api_key_env} is not set"))
     return found
+
+
+def other_wire_format(step: ChainTarget, rule: FallbackRule) -> str | None:
+    """Why a fallback chain step cannot resend the calls `rule` matches (their wire format is
+    not the step's model's); None when it can."""
+    patterns = dict(rule.match.text).get("model", ())
+    families = {model_family(p) for p in patterns if not p.startswith("*")}
+    if any(f != model_family(step.to) for f in families):
+        return (
+            f"{step.to!r} speaks the {model_family(step.to)} wire format, the matched models "
+            f"{', '.join(sorted(families))}: not enforceable (a fallback resends the same request)"
+        )
+    return None
 
 
 def check_enforceable(policy: Policy) -> None:

@@ -5,10 +5,12 @@ The same file drives the simulator and, later, enforce mode, so its reading is s
 unknown key is an error (a typo must not silently disable a rule), every value is checked for
 type and range, and every error reads `policy.toml:12: [[routing]] "to": expected a model
 name`. Policies apply in a fixed order, documented in docs/simulator.md: exact cache, semantic
-cache, routing rules (the first that matches), batch, budgets, rate limits. Each policy has a
+cache, routing rules (the first that matches), batch, budgets, rate limits. Fallback rules
+(`[[fallback]]`: retries, timeouts and a chain of other models or upstreams) take no part in
+that order: they act when an answer fails (analysis.simulate.fallback). Each policy has a
 `name` that results are attributed to; names are unique within a file.
 
-Matching conditions are shared by routing, batch, budgets and rate limits (see `Match`): all
+Matching conditions are shared by routing, batch, budgets, rate limits and fallback (see `Match`): all
 given conditions must hold; a list means any of its values; text values are shell-style
 patterns (`gpt-4o*`); `system_prompt_regex` is a Python regular expression searched in the
 system prompt.
@@ -34,6 +36,11 @@ SCOPE_COLUMNS = {"key_id": "key_id", "team": "team", "feature": "feature", "user
 ALIASES = {"key": "key_id"}
 DEFAULT_OBSERVE_FOR = 14 * 86400
 DEFAULT_SWEEP = (0.80, 0.85, 0.90, 0.93, 0.95, 0.97, 0.99)
+
+# What a fallback rule reacts to: a 429, any 5xx (or one 5xx status), a timeout, a connection
+# that could not be made.
+FALLBACK_ON = ("429", "5xx", "timeout", "connect_error")
+_FALLBACK_STATUS = re.compile(r"^5\d\d$")
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -206,6 +213,32 @@ class RateLimit:
 
 
 @dataclass(frozen=True)
+class ChainTarget:
+    """One step of a fallback chain: another model, on the same upstream or on another one
+    speaking the same wire format (`to_url`, with the key in `to_api_key_env`)."""
+
+    to: str
+    to_provider: str | None = None
+    to_url: str | None = None
+    to_api_key_env: str | None = None
+
+
+@dataclass(frozen=True)
+class FallbackRule:
+    KIND: ClassVar[str] = "fallback"  # the name results and reports use for this kind of policy
+
+    name: str
+    match: Match
+    on: tuple[str, ...]  # FALLBACK_ON values, or a single 5xx status such as "503"
+    retries: int  # attempts again on the same upstream and model, before the chain
+    backoff_ms: int  # wait before the first retry; doubled for each next one, with jitter
+    timeout_s: float  # each attempt the proxy sends itself gives up after this long
+    chain: tuple[ChainTarget, ...]
+    origin: Origin = field(compare=False, default=Origin(("fallback", 0)))
+    mode: str = "enforce"  # enforce mode: "shadow" keeps this entry deciding without acting
+
+
+@dataclass(frozen=True)
 class Policy:
     exact_cache: ExactCachePolicy | None = None
     semantic_cache: SemanticCachePolicy | None = None
@@ -213,6 +246,7 @@ class Policy:
     batch: tuple[BatchPolicy, ...] = ()
     budgets: tuple[Budget, ...] = ()
     rate_limits: tuple[RateLimit, ...] = ()
+    fallbacks: tuple[FallbackRule, ...] = ()  # act when an answer fails: outside the order of `in_order`
     name: str | None = None
     description: str | None = None
     observe_for_seconds: int = DEFAULT_OBSERVE_FOR  # enforce mode wants this much recorded traffic first
@@ -243,7 +277,7 @@ class Policy:
         """Whether simulating this policy reads the `contents` relation (prompt texts)."""
         return self.semantic_cache is not None or any(
             p.match.system_prompt_regex is not None
-            for p in (*self.routing, *self.batch, *self.budgets, *self.rate_limits)
+            for p in (*self.routing, *self.batch, *self.budgets, *self.rate_limits, *self.fallbacks)
         )
 
 
@@ -545,7 +579,59 @@ def _rate_limit(reader: _Reader) -> RateLimit:
     return limit
 
 
-_ARRAYS = {"routing": _routing, "batch": _batch, "budget": _budget, "rate_limit": _rate_limit}
+def _url(reader: _Reader, key: str) -> str | None:
+    url = reader.text_value(key)
+    if url is not None and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", url):
+        raise reader.error(key, f"expected a URL such as https://api.groq.com/openai, got {url!r}")
+    return url.rstrip("/") if url else None
+
+
+def _chain_target(reader: _Reader) -> ChainTarget:
+    to = reader.text_value("to")
+    if to is None:
+        raise reader.error(None, 'missing "to" (the model this step sends the call to)')
+    url = _url(reader, "to_url")
+    key_env = reader.text_value("to_api_key_env")
+    if key_env is not None and url is None:
+        raise reader.error("to_api_key_env", 'only a step with "to_url" takes a key')
+    target = ChainTarget(to, reader.text_value("to_provider"), url, key_env)
+    reader.finish()
+    return target
+
+
+def _fallback(reader: _Reader) -> FallbackRule:
+    name = reader.text_value("name", required=True)
+    on = reader.patterns("on") or FALLBACK_ON
+    for value in on:
+        if value not in FALLBACK_ON and not _FALLBACK_STATUS.match(value):
+            raise reader.error("on", f"expected values among {', '.join(FALLBACK_ON)} or a 5xx status, got {value!r}")
+    retries = reader.integer("retries", 2)
+    if retries > 10:
+        raise reader.error("retries", f"expected at most 10, got {retries}")
+    backoff = reader.integer("backoff_ms", 500)
+    timeout = reader.number("timeout_s", 60.0, low=0.001)
+    chain_value = reader._get("chain", [])
+    if not isinstance(chain_value, list) or not all(isinstance(e, dict) for e in chain_value):
+        raise reader.error("chain", 'expected a list of tables such as [{ to = "gpt-4o-mini" }]')
+    chain = tuple(
+        _chain_target(_Reader(reader.file, reader.text, (*reader.table, "chain"), entry)) for entry in chain_value
+    )
+    if retries == 0 and not chain:
+        raise reader.error(None, 'does nothing: give "retries" or a "chain" of models to fall back to')
+    rule = FallbackRule(
+        name, _match(reader), tuple(on), retries, backoff, timeout, chain, Origin(reader.table), _entry_mode(reader)
+    )
+    reader.finish()
+    return rule
+
+
+_ARRAYS = {
+    "routing": _routing,
+    "batch": _batch,
+    "budget": _budget,
+    "rate_limit": _rate_limit,
+    "fallback": _fallback,
+}
 
 
 def parse_policy(text: str, file: str = "<policy>") -> Policy:
@@ -594,6 +680,7 @@ def parse_policy(text: str, file: str = "<policy>") -> Policy:
         batch=arrays["batch"],
         budgets=arrays["budget"],
         rate_limits=arrays["rate_limit"],
+        fallbacks=arrays["fallback"],
         name=name,
         description=description,
         observe_for_seconds=observe_for,
@@ -601,7 +688,7 @@ def parse_policy(text: str, file: str = "<policy>") -> Policy:
         file=file,
     )
     seen: dict[str, Origin] = {}
-    for item in policy.in_order():
+    for item in (*policy.in_order(), *policy.fallbacks):
         if item.name in seen:
             raise policy.error(
                 item.origin, "name", f"name {item.name!r} is used twice; names attribute results and must be unique"

@@ -19,6 +19,8 @@ that `--format json`, the stored run (run.json) and the HTML report read:
                      reached the limit, how many requests were blocked or downgraded, spend
                      prevented)
     rate_limits      per limit: throttled requests, the scope values and minutes most hit
+    fallback         recorded failures, and per fallback rule how many its retries and chain
+                     would have rescued, at what estimated cost (None without fallback rules)
 
 Money sums only requests with a recorded cost; unpriced ones are counted apart.
 """
@@ -135,6 +137,7 @@ class SimulationResult:
     budgets: list[dict[str, Any]]
     rate_limits: list[dict[str, Any]]
     decisions: pl.DataFrame = field(repr=False)
+    fallback: dict[str, Any] | None = None  # analysis.simulate.fallback_replay: failures rescued
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -154,6 +157,7 @@ class SimulationResult:
             "batch": self.batch,
             "budgets": self.budgets,
             "rate_limits": self.rate_limits,
+            "fallback": self.fallback,
         }
 
 

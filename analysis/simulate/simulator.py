@@ -23,6 +23,7 @@ from analysis.simulate.embedders import Embedder, make_embedder
 from analysis.simulate.engine import PolicyEngine
 from analysis.simulate.evaluation import attach_evaluations, latest_evaluations
 from analysis.simulate.facts import EngineState, FrameFacts
+from analysis.simulate.fallback_replay import replay_fallbacks
 from analysis.simulate.matching import CompiledMatch
 from analysis.simulate.policy import Match, Policy
 from analysis.simulate.pricer import Pricer
@@ -149,4 +150,5 @@ def simulate(
         budget["alert_at"] = list(next(b.alert_at for b in policy.budgets if b.name == budget["name"]))
         budget["alerts"] = [a.to_dict() for a in alerts.get(budget["name"], [])]
     attach_evaluations(result.routing, result.by_policy, latest_evaluations(data_dir))
+    result.fallback = replay_fallbacks(policy, run.requests, engine.pricer)
     return result

@@ -25,6 +25,7 @@ class RequestRow:
     status: int | None = None
     outcome: str | None = None
     stream: bool | None = None
+    finish_reasons: str | None = None
     model_requested: str | None = None
     model: str | None = None
     input_tokens: int | None = None

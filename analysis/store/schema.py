@@ -58,6 +58,13 @@ REQUESTS = [
         "none of which reached the upstream.",
     ),
     Column("stream", "BOOLEAN", "The response was streamed (SSE)."),
+    Column(
+        "finish_reasons",
+        "VARCHAR",
+        "Why the model stopped, as the provider said it, one per choice, comma-separated (stop, length, "
+        "tool_calls, end_turn, max_tokens, STOP, MAX_TOKENS, completed, ...); NULL when the answer gave none "
+        "(an error, a cut stream, embeddings, or a call recorded before this column existed).",
+    ),
     Column("model_requested", "VARCHAR", "Model named in the request (or the URL, or the Azure deployment)."),
     Column("model", "VARCHAR", "Model as served, from the response; the requested one when the response does not say."),
     Column("input_tokens", "BIGINT", "Every input token processed, cache reads and cache writes included."),
@@ -143,12 +150,27 @@ DECISIONS = [
     Column("ts", "TIMESTAMPTZ", "When the request started, UTC."),
     Column("mode", "VARCHAR", "shadow (decided and logged, traffic untouched) or enforce (the decision acted)."),
     Column("policy", "VARCHAR", "Name of the policy entry that decided."),
-    Column("kind", "VARCHAR", "exact_cache, semantic_cache, routing, batch, budget, rate_limit."),
-    Column("action", "VARCHAR", "hit, miss, route, batch, block, downgrade, throttle."),
-    Column("matched_id", "VARCHAR", "Cache hit: the request whose stored answer was (or would have been) served."),
-    Column("model_to", "VARCHAR", "Routing or downgrade: the model the request was (or would have been) sent to."),
+    Column("kind", "VARCHAR", "exact_cache, semantic_cache, routing, batch, budget, rate_limit, fallback."),
+    Column("action", "VARCHAR", "hit, miss, route, batch, block, downgrade, throttle, retry, fallback."),
+    Column(
+        "matched_id",
+        "VARCHAR",
+        "Cache hit: the request whose stored answer was (or would have been) served; retry or fallback: the "
+        "attempt's own row in `requests`.",
+    ),
+    Column(
+        "model_to",
+        "VARCHAR",
+        "Routing, downgrade, retry or fallback: the model the request (or the attempt) was (or would have been) "
+        "sent to.",
+    ),
     Column("saving_usd", "DOUBLE", "Cache hit: what the answered call had cost (the call not made); NULL otherwise."),
-    Column("reason", "VARCHAR", "Why: the miss kind, the exclusion rule, the window spend against the limit."),
+    Column(
+        "reason",
+        "VARCHAR",
+        "Why: the miss kind, the exclusion rule, the window spend against the limit, the failure and the "
+        "attempt's result.",
+    ),
 ]
 
 REQUEST_COLUMNS = [c.name for c in REQUESTS]
