@@ -1,10 +1,12 @@
 """Every module the code imports is declared in pyproject.toml, in the right group, and every
 declared package is imported somewhere (or named below with the reason it is needed anyway).
 
-Runtime code (what `pip install llm-shadow` runs) may import only `[project.dependencies]`;
-tests and benchmarks may also import the `test` extra. A package that arrives only because
-another one depends on it can disappear with that package's next release (zstandard left
-mitmproxy 12.3 that way; httpx left the SDKs), so transitive imports fail here too.
+Runtime code (what `pip install llm-shadow` runs) may import only `[project.dependencies]` and
+the optional extras other than `test` (such as `semantic`, imported only when a feature that needs
+it is asked for); tests and benchmarks may also import the `test` extra (which names `semantic`).
+A package that arrives only because another one depends on it can disappear with that package's
+next release (zstandard left mitmproxy 12.3 that way; httpx left the SDKs), so transitive imports
+fail here too.
 """
 
 import ast
@@ -37,9 +39,15 @@ def canonical(name: str) -> str:
 
 
 def declared() -> tuple[set[str], set[str]]:
+    """Packages runtime code may import (dependencies and optional extras) and those of the `test` extra."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = {
+        name: [r for r in reqs if requirement_name(r) != "llm-shadow"]
+        for name, reqs in project["optional-dependencies"].items()
+    }
     runtime = {requirement_name(r) for r in project["dependencies"]}
-    test = {requirement_name(r) for r in project["optional-dependencies"]["test"]}
+    runtime |= {requirement_name(r) for name, reqs in extras.items() if name != "test" for r in reqs}
+    test = {requirement_name(r) for r in extras["test"]}
     return runtime, test
 
 

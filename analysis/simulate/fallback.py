@@ -73,7 +73,7 @@ class Plan:
         what = f"{self.kind} ({self.status})" if self.status is not None else self.kind
         steps = []
         if self.rule.retries:
-            steps.append(f"retry {self.rule.retries} times")
+            steps.append(f"retry {self.rule.retries} time{'s' if self.rule.retries > 1 else ''}")
         for target in self.rule.chain:
             where = f" at {target.to_url}" if target.to_url else ""
             steps.append(f"fall back to {target.to}{where}")

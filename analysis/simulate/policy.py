@@ -29,7 +29,7 @@ WINDOWS = ("hour", "day", "month")
 BUDGET_ACTIONS = ("block", "downgrade")
 # A policy entry's own mode in enforce mode: "shadow" keeps it deciding and logging only.
 ENTRY_MODES = ("enforce", "shadow")
-EMBEDDERS = ("hashing", "wordllama", "openai")
+EMBEDDERS = ("hashing", "wordllama", "minilm", "auto", "openai")
 # The column of `requests` a scope groups by ("global" groups everything together).
 SCOPE_COLUMNS = {"key_id": "key_id", "team": "team", "feature": "feature", "user": "user"}
 # Older names still accepted in policy files: `key` is the column key_id (scope and condition).

@@ -33,7 +33,7 @@ import polars as pl
 
 from analysis.simulate.agreement import agreement
 from analysis.simulate.cacheability import EXCLUSION_REASONS
-from analysis.simulate.embedders import Embedder, HashingEmbedder
+from analysis.simulate.embedders import Embedder, HashingEmbedder, resolve_kind
 from analysis.simulate.enforceable import not_enforceable
 from analysis.simulate.facts import FrameFacts, split_state_key, window_start
 from analysis.simulate.policy import Policy
@@ -342,7 +342,7 @@ def _semantic_cache(
         "threshold": semantic.threshold,
         "ttl_seconds": semantic.ttl_seconds,
         "scope": semantic.scope,
-        "embedder": semantic.embedder,
+        "embedder": resolve_kind(semantic.embedder),
         "hits": hits.height,
         "hit_rate": hits.height / d.height if d.height else 0.0,
         "looked_up": int(d.select(looked_up.sum()).item()),
