@@ -1002,6 +1002,51 @@ def export_otlp(
     console.print(f"Sent {len(rows):,} calls to {endpoint} as OpenTelemetry spans and metrics.", highlight=False)
 
 
+# --- policy files ---------------------------------------------------------------------------------
+
+policy_app = typer.Typer(help="Policy files: export them to other gateways.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("export")
+def policy_export(
+    policy_file: Annotated[Path, typer.Argument(help="The policy file (TOML).", metavar="POLICY")],
+    to: Annotated[str, typer.Option("--to", help="The gateway whose configuration to write: litellm.")] = "litellm",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the configuration to this file (default: standard output).")
+    ] = None,
+):
+    """Write the gateway configuration closest to a policy file, and list what it cannot express."""
+    import yaml
+
+    from analysis.simulate.litellm_config import to_litellm
+
+    if to != "litellm":
+        raise fail(f"--to: unknown gateway {to!r}; known: litellm")
+    policy = _read_policy(policy_file)
+    exported = to_litellm(policy)
+    header = [
+        f"# LiteLLM proxy config (litellm --config FILE) from the llm-shadow policy {policy_file.name}",
+        "# (llm-shadow policy export --to litellm): the closest LiteLLM's config.yaml expresses.",
+    ]
+    if exported.not_expressed:
+        header.append("# Not expressed here (or only approximately):")
+        header += [f"#   - {line}" for line in exported.not_expressed]
+    text = "\n".join(header) + "\n" + yaml.safe_dump(exported.config, sort_keys=False, allow_unicode=True)
+    if out is None:
+        sys.stdout.write(text)
+        return
+    try:
+        out.write_text(text)
+    except OSError as e:
+        raise fail(f"cannot write {out}: {e.strerror}") from e
+    console.print(f"Wrote the LiteLLM config to {out}.", highlight=False)
+    if exported.not_expressed:
+        console.print("Not expressed there (or only approximately):", highlight=False)
+        for line in exported.not_expressed:
+            console.print(f"  - {line}", highlight=False, markup=False)
+
+
 # --- end of report and demo commands -------------------------------------------------------------
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import polars as pl
 
 from analysis.simulate.enforceable import other_wire_format
-from analysis.simulate.fallback import Fallbacks, Plan, failure_kind
+from analysis.simulate.fallback import Fallbacks, Plan, failure_kind, planned_row
 from analysis.simulate.matching import requested_model
 from analysis.simulate.policy import Policy
 from analysis.simulate.pricer import Pricer, PricingRows
@@ -81,10 +81,14 @@ def _target(plan_attempt, failed_host: str | None) -> tuple[str | None, str]:
     return host, plan_attempt.model
 
 
-def replay_fallbacks(policy: Policy, requests: pl.DataFrame, pricer: Pricer | None) -> dict[str, Any] | None:
+def replay_fallbacks(
+    policy: Policy, requests: pl.DataFrame, pricer: Pricer | None, rows: list[dict] | None = None
+) -> dict[str, Any] | None:
     """The fallback section of a simulation result (None when the policy has no fallback rule):
     per rule, the failures it handled, how many its attempts would have rescued and at what
-    estimated cost. `requests` is the recorded frame (any order)."""
+    estimated cost. `requests` is the recorded frame (any order). `rows`, when given, gets the
+    `decisions` rows shadow mode writes for the same failures (the plan of each 429 or 5xx a
+    rule handles: analysis.simulate.fallback.planned_row), for the parity test."""
     fallbacks = Fallbacks(policy)
     if not fallbacks:
         return None
@@ -101,6 +105,8 @@ def replay_fallbacks(policy: Policy, requests: pl.DataFrame, pricer: Pricer | No
             unhandled[kind or "other"] += 1
             continue
         _count(stats[plan.rule.name], plan, record, timeline, donors, pricer)
+        if rows is not None and plan.kind in LIVE_KINDS:
+            rows.append(planned_row(plan, record["id"], record["ts"], "shadow"))
     rules = [_finish(stats[rule.name]) for rule in policy.fallbacks]
     return {
         "failures": failed.height,

@@ -150,5 +150,5 @@ def simulate(
         budget["alert_at"] = list(next(b.alert_at for b in policy.budgets if b.name == budget["name"]))
         budget["alerts"] = [a.to_dict() for a in alerts.get(budget["name"], [])]
     attach_evaluations(result.routing, result.by_policy, latest_evaluations(data_dir))
-    result.fallback = replay_fallbacks(policy, run.requests, engine.pricer)
+    result.fallback = replay_fallbacks(policy, run.requests, engine.pricer, result.fallback_decisions)
     return result
