@@ -59,7 +59,7 @@ def test_webhook_url_is_read_from_the_environment_the_policy_names(monkeypatch):
 def test_simulator_lists_each_share_once_per_window_and_scope_value():
     # search spends 0.03 a call: 0.09 after the third call (>= 0.08), 0.12 after the fourth
     # (>= 0.095); its fifth is blocked and fires nothing. ads reaches 0.08 only on the next day.
-    rows = [{"team": "search", "cost_usd": 0.03, "model": "gpt-4o" if i else "gpt-4o-mini"} for i in range(5)]
+    rows = [{"team": "search", "cost_usd": 0.03, "model_requested": "gpt-4o" if i else "gpt-4o-mini"} for i in range(5)]
     rows += [{"team": "ads", "cost_usd": 0.04, "t": 10 + i, "feature": f"f{i}"} for i in range(2)]
     rows += [{"team": "ads", "cost_usd": 0.04, "t": 86_400 + i} for i in range(2)]
     result = run(BUDGET, rows)

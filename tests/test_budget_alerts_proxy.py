@@ -26,7 +26,7 @@ from tests.fake_provider import FakeProvider
 from tests.sdk_support import API_KEY
 
 USAGE = {"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100}
-SERVED = "gpt-4o-mini-2024-07-18"  # the model the fake provider says answered gpt-4o-mini
+SERVED = "gpt-4o-mini-2024-07-18"  # the model the fake provider says answered gpt-4o-mini (priced)
 HOOK_ENV = "LLM_SHADOW_TEST_ALERT_HOOK"
 
 
@@ -138,7 +138,7 @@ def test_alerts_fire_once_per_share_with_the_figures_and_simulate_lists_them(tmp
         "day",
     )
     assert first["window_start"] == search[7]["ts"].strftime("%Y-%m-%dT00:00:00+00:00")
-    assert first["top_models"] == [{"model": SERVED, "spend_usd": pytest.approx(8 * cost)}]
+    assert first["top_models"] == [{"model": "gpt-4o-mini", "spend_usd": pytest.approx(8 * cost)}]
     assert first["top_features"] == [{"feature": "faq", "spend_usd": pytest.approx(8 * cost)}]
     # A Slack incoming webhook's shape: a text, and blocks with the figures.
     assert receiver.bodies[0]["text"].startswith("llm-shadow: budget 'team-day' (team 'search', day ")

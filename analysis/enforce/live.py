@@ -27,7 +27,7 @@ from analysis.enforce.alerts import BudgetAlerter, webhook_urls
 from analysis.enforce.decisions import decision_rows, header_value
 from analysis.enforce.refusals import Refusal, refusal
 from analysis.pricing.table import PriceTable
-from analysis.simulate.alerts import Alert
+from analysis.simulate.alerts import Alert, requested
 from analysis.simulate.cacheability import may_store
 from analysis.simulate.enforceable import check_enforceable, model_family, wire_family
 from analysis.simulate.engine import Decision, PolicyEngine
@@ -62,8 +62,13 @@ class Verdict:
 
     @property
     def needs_settling(self) -> bool:
-        """The request (would have) reached the upstream: its answer updates the state."""
-        return self.decision.disposition == "upstream"
+        """The request (would have) reached the upstream and its answer updates the state: a
+        budget applies to it, or its answer may be stored in the exact cache."""
+        if self.decision.disposition != "upstream":
+            return False
+        facts = self.facts
+        stores = facts.exact_key is not None and may_store(facts.exact_excluded)
+        return stores or any(key is not None for key in facts.budget_keys)
 
 
 def alerts_only(policy: Policy) -> Policy:
@@ -209,11 +214,10 @@ class LivePolicy:
         status: int | None = None,
         headers: tuple = (),
         chunks: tuple[bytes, ...] = (),
-        model: str | None = None,
     ) -> None:
         """The call of `verdict` has ended: charge its cost (and fire the budget alerts it
         brings due), store its answer when it may be cached (the replay loop's last step, with
-        the answer's real arrival time). `model` is the model that answered, as recorded."""
+        the answer's real arrival time)."""
         if not verdict.needs_settling:
             return
         facts, state = verdict.facts, self.state
@@ -222,7 +226,7 @@ class LivePolicy:
             if key is not None:
                 state.budgets[b].charge(key, spend)
                 for alert in self.alerter.after_charge(
-                    b, key, spend, facts.id, facts.ts_us, model or facts.model, verdict.record.get("feature")
+                    b, key, spend, facts.id, facts.ts_us, requested(verdict.record), verdict.record.get("feature")
                 ):
                     if self.on_alert is not None:
                         self.on_alert(alert, self.webhooks.get(alert.budget))

@@ -6,7 +6,8 @@ live proxy: right after a charge to a budget window, every share `s` of `alert_a
 window and share (`AlertState.claim`, analysis.simulate.state: in Redis one atomic SET NX, so
 several proxies fire it once). An alert reports the spend, the limit, the share reached, the
 window and scope value, the request whose charge reached it, and the models and features that
-spent most in the window up to and including that request.
+spent most in the window up to and including that request (models as the requests asked for
+them: `model_requested`).
 
 Charges are the budget's own (analysis.simulate.replay: completed calls' recorded cost, a
 cache hit or a blocked call charges nothing), so an alert fires after the call that crossed
@@ -15,8 +16,10 @@ the share, as enforce mode charges. The simulator lists the alerts that would ha
 the one that crosses it); live, `fire` runs after each charge (analysis.enforce.alerts).
 """
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -66,6 +69,13 @@ FLOAT_MARGIN = 1e-9
 def threshold_usd(budget: Budget, share: float) -> float:
     """The spend at which `share` of the budget's limit counts as reached."""
     return share * budget.limit_usd * (1 - FLOAT_MARGIN)
+
+
+def requested(record: Mapping[str, Any]) -> str | None:
+    """The model an alert names for a request: the one asked for (`model_requested`, else
+    `model`), the same live, where the request is decided before its answer names a model, and
+    simulated."""
+    return record.get("model_requested") or record.get("model")
 
 
 def due_shares(budget: Budget, spent: float) -> list[float]:
@@ -122,7 +132,7 @@ def simulated_alerts(
             "row": np.arange(requests.height),
             "id": requests["id"],
             "ts": requests["ts"],
-            "model": requests["model"].fill_null(""),
+            "model": pl.coalesce(requests["model_requested"], requests["model"]).fill_null(""),
             "feature": requests["feature"].fill_null(""),
             "charged": charged,
         }
