@@ -132,7 +132,7 @@ def simulated_alerts(
             "row": np.arange(requests.height),
             "id": requests["id"],
             "ts": requests["ts"],
-            "model": pl.coalesce(requests["model_requested"], requests["model"]).fill_null(""),
+            "model": requests.select(pl.coalesce("model_requested", "model").fill_null("")).to_series(),
             "feature": requests["feature"].fill_null(""),
             "charged": charged,
         }
