@@ -43,6 +43,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mitmproxy import ctx, exceptions, http
+from mitmproxy.net.http import status_codes
 
 from addons.fallback import FLOW_FALLBACK, FallbackActor
 from analysis.enforce.alerts import slack_payload
@@ -385,14 +386,14 @@ class Enforcer:
 
 def _response(status: int, headers, body: bytes, decision: str | None) -> http.Response:
     """A response made by the proxy with these exact body bytes (already content-encoded as
-    the headers say)."""
-    response = http.Response.make(status, b"", http.Headers(list(headers)))
-    response.raw_content = body
-    response.headers["content-length"] = str(len(body))
+    the headers say), its length and `x-llm-shadow-decision` last. Built directly (not with
+    `Response.make`, which encodes an empty body first): a cache hit is answered from here."""
+    fields = (*headers, (b"content-length", str(len(body)).encode()))
     if decision:
-        response.headers[DECISION_HEADER] = decision
-    response.timestamp_start = response.timestamp_end = time.time()
-    return response
+        fields += ((DECISION_HEADER.encode(), decision.encode()),)
+    now = time.time()
+    reason = status_codes.RESPONSES.get(status, "").encode()
+    return http.Response(b"HTTP/1.1", status, reason, http.Headers(fields), body, None, now, now)
 
 
 def rewrite_model(request: http.Request, model: str) -> None:

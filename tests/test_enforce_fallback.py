@@ -172,6 +172,8 @@ def test_503_falls_back_to_the_second_upstream(enforcing, feature):
     rows = enforcing.rows(feature, 4)  # every attempt is a call of its own
     assert [r["status"] for r in rows] == [503, 503, 503, 200]
     assert rows[-1]["model_requested"] == "gpt-4o-mini" and rows[-1]["cost_usd"] > 0
+    assert rows[-1]["host"] == "127.0.0.1" and rows[-1]["path"] == "/backup/v1/chat/completions"
+    assert {r["key_id"] for r in rows} == {rows[0]["key_id"]}  # the client's key, not the backup's
     decisions = enforcing.decisions(feature, 3)
     assert [(d["action"], d["model_to"], d["mode"]) for d in decisions] == [
         ("retry", feature, "enforce"),

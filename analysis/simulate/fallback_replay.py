@@ -175,10 +175,12 @@ def _count(
     if plan.kind not in LIVE_KINDS:
         stats["not_rescuable_live"] += 1
         return
-    now = start + int((record.get("latency_ms") or 0.0) * 1000)
+    now = start + int((record.get("latency_ms") or 0.0) * 1000)  # the failed answer has come
+    waited = 0.0
     host = record.get("host")
     for attempt in plan.attempts:
         now += int(attempt.backoff_s * 1_000_000)
+        waited += attempt.backoff_s
         stats["attempts"] += 1
         target_host, model = _target(attempt, host)
         answering = timeline.state(target_host, model, now) if timeline is not None else None
@@ -189,7 +191,7 @@ def _count(
         stats["rescued_by"][label] += 1
         if answering is None:
             stats["rescued_assumed"] += 1
-        stats["wait_s"] += (now - start) / 1_000_000
+        stats["wait_s"] += waited
         cost = _estimate(donor or record, attempt.model, attempt.provider, pricer)
         if cost is None:
             stats["unpriced"] += 1
