@@ -1326,6 +1326,13 @@ def evaluate(
     ] = "OPENAI_API_KEY",
     start: Annotated[str | None, typer.Option("--from", help="First day (UTC), YYYY-MM-DD.")] = None,
     end: Annotated[str | None, typer.Option("--to", help="Day after the last (UTC), YYYY-MM-DD.")] = None,
+    mirrored: Annotated[
+        bool,
+        typer.Option(
+            "--mirrored",
+            help="Send nothing: compare the answers shadow-mode mirroring got (a rule's `mirror` share) instead.",
+        ),
+    ] = False,
     data: DataDir = Path(DEFAULT_DATA_DIR),
 ):
     """Measure routing quality: send a sample of the recorded requests each rule would route to its
@@ -1333,11 +1340,17 @@ def evaluate(
     import os
 
     from analysis.simulate.embedders import EmbedderError, make_embedder
-    from analysis.simulate.evaluation import EvaluationError, candidates, run_evaluation, save_evaluation
+    from analysis.simulate.evaluation import (
+        EvaluationError,
+        candidates,
+        mirrored_answers,
+        run_evaluation,
+        save_evaluation,
+        summarise,
+    )
     from analysis.simulate.policy import PolicyError
     from analysis.simulate.replay import decisions_frame
     from analysis.simulate.simulator import build_engine, replay_frames
-    from reports.simulate_tables import quality_text
 
     if sample < 1:
         raise fail("--sample must be at least 1")
@@ -1351,6 +1364,25 @@ def evaluate(
         raise fail(f"no routing rule named {rule!r} in {policy}")
     prices = load_prices(data)
     store = open_store(data)
+    if mirrored:
+        from analysis.enforce.mirror import read_mirrors
+
+        mirrors = read_mirrors(data)
+        if mirrors.is_empty():
+            raise fail(
+                f"no mirrored answers in {data}/mirrors: give a routing rule `mirror` and run the proxy in shadow mode"
+            )
+        try:
+            embedder = make_embedder("wordllama", url=None, model=None, api_key_env=None, data_dir=data)
+            answers, skipped = mirrored_answers(
+                rules, mirrors, store.contents_frame(since, until).select("id", "response_text"), rule=rule
+            )
+            summary, answers = summarise(rules, answers, skipped, {}, embedder)
+        except EmbedderError as e:
+            raise fail(str(e)) from e
+        info = {"policy_file": str(policy), "source": "mirror"}
+        _print_evaluation(save_evaluation(data, summary, answers, info), summary)
+        return
     try:
         engine = build_engine(rules, prices, data_dir=data)
         requests = store.requests_frame(since, until)
@@ -1376,7 +1408,13 @@ def evaluate(
     evaluation_id = save_evaluation(
         data, summary, answers, {"policy_file": str(policy), "sample": sample, "max_spend_usd": max_spend}
     )
+    _print_evaluation(evaluation_id, summary)
+
+
+def _print_evaluation(evaluation_id: str, summary: dict) -> None:
     from rich.table import Table
+
+    from reports.simulate_tables import quality_text
 
     table = Table(title=f"Routing quality, evaluation {evaluation_id}")
     for name in ("rule", "to", "evaluated", "quality", "cost", "not evaluated"):

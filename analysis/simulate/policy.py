@@ -168,6 +168,8 @@ class RoutingRule:
     mode: str = "enforce"  # enforce mode: "shadow" keeps this entry deciding without acting
     to_url: str | None = None  # enforce mode: send the call to this upstream (same wire format) ...
     to_api_key_env: str | None = None  # ... with the API key in this environment variable
+    mirror: float = 0.0  # shadow mode: the share of the requests it routes also sent to `to`, off the client's path
+    mirror_max_spend_usd: float = 1.0  # ... until the mirrored answers have cost this much (per proxy run)
 
 
 @dataclass(frozen=True)
@@ -494,6 +496,8 @@ def _routing(reader: _Reader) -> RoutingRule:
         _entry_mode(reader),
         to_url.rstrip("/") if to_url else None,
         key_env,
+        reader.number("mirror", 0.0, low=0.0, high=1.0) or 0.0,
+        reader.number("mirror_max_spend", 1.0, low=0.0) or 0.0,
     )
     reader.finish()
     return rule
