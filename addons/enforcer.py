@@ -70,6 +70,7 @@ from analysis.simulate.alerts import Alert, alert_line
 from analysis.simulate.policy import PolicyError, load_policy
 from analysis.simulate.state import MemoryBackend
 from analysis.store.datadir import Store, StoreError, new_id, new_instance_name
+from analysis.store.modes import create_private_file, make_dir
 
 log = logging.getLogger("llm_shadow")
 
@@ -232,9 +233,9 @@ class Enforcer:
         if alerts:
             status["alerts"] = alerts
         try:
-            self._status_dir.mkdir(exist_ok=True)
+            make_dir(self._status_dir)
             tmp = self._status_dir / f".{self.instance}.json.tmp"
-            tmp.write_text(json.dumps(status))
+            create_private_file(tmp, json.dumps(status).encode())
             os.replace(tmp, self._status_dir / f"{self.instance}.json")
             self._status_written = (counts, alerts)
         except OSError as e:

@@ -8,18 +8,19 @@ downgraded, throttled requests, unverified answers) is shown next to what it sav
 from typing import Any, Literal
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from reports.format import percent
 from reports.format import usd as money
+from reports.tables import shown
 
 GROUP_TITLES = {"by_day": "day", "by_team": "team", "by_feature": "feature", "by_model": "model"}
 
 
 def plain(value: Any) -> str:
-    """Text from the data (prompts, names, scope values) shown as is, never read as markup."""
-    return escape(str(value))
+    """Text from the data (prompts, names, scope values) shown as is: never read as markup, its
+    control characters escaped (see reports.tables.shown)."""
+    return shown(str(value))
 
 
 def usd(amount: float | None) -> str:
