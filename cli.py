@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from analysis.recording.settings import RecorderSettings
-from analysis.recording.status import late_statuses, problem_summary, read_statuses
+from analysis.recording.status import alert_counts, late_statuses, problem_summary, read_statuses
 from analysis.store import DEFAULT_DATA_DIR, GROUP_ALIASES, GROUP_LABELS, StoreError
 from reports.format import json_ready, usd
 from reports.tables import FORMATS, print_frame, shown
@@ -301,14 +301,18 @@ def proxy(
     ] = 600,
     policy: Annotated[
         Path | None,
-        typer.Option("--policy", help="Policy file (TOML) deciding every call in shadow or enforce mode."),
+        typer.Option(
+            "--policy",
+            help="Policy file (TOML) deciding every call in shadow or enforce mode; in observe mode, its budget "
+            "alerts only.",
+        ),
     ] = None,
     mode: Annotated[
         str,
         typer.Option(
             "--mode",
-            help="observe: record only; shadow: decide and log every call in `decisions`, change nothing; "
-            "enforce: decisions act.",
+            help="observe: record only (with --policy: send its budget alerts); shadow: decide and log every call "
+            "in `decisions`, change nothing; enforce: decisions act.",
         ),
     ] = "observe",
     force: Annotated[
@@ -414,13 +418,16 @@ def policy_args(policy: Path | None, mode: str, force: bool, data: Path, cache_b
         raise fail(f"--mode {mode!r}: choose one of {', '.join(MODES)}")
     if cache_bytes <= 0:
         raise fail("--cache-bytes must be positive")
-    if mode == "observe":
-        if policy is not None:
-            raise fail("--policy acts only with --mode shadow or --mode enforce")
+    if mode == "observe" and policy is None:
         return []
     if policy is None:
         raise fail(f"--mode {mode} needs --policy FILE")
     loaded = _read_policy(policy)
+    if mode == "observe" and not any(b.alert_at for b in loaded.budgets):
+        raise fail(
+            f"{policy}: in observe mode a policy only sends budget alerts, and this one has no budget with "
+            "alert_at; use --mode shadow or --mode enforce to decide calls"
+        )
     store = open_store(data, create=True)
     try:
         LivePolicy(loaded, mode, PriceTable.load(store.data_dir))
@@ -546,6 +553,12 @@ def stats(
         err_console.print(
             f"Note: {total.price_unchecked_calls:,} costs were recorded before the second price table checked "
             "them: llm-shadow reprice checks them.",
+            highlight=False,
+        )
+    if alerts := alert_counts(data):
+        err_console.print(
+            f"Budget alerts: {alerts.get('sent', 0):,} sent, {alerts.get('failed', 0):,} failed, "
+            f"{alerts.get('dropped', 0):,} dropped (queue full)",
             highlight=False,
         )
     statuses = read_statuses(data)

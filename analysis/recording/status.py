@@ -133,3 +133,17 @@ class StatusFile:
                 file=sys.stderr,
                 flush=True,
             )
+
+
+def alert_counts(data_dir: Path) -> dict[str, int]:
+    """Budget alerts sent, failed and dropped, summed over every proxy's status file (the
+    `alerts` entry the policy's status carries, addons.enforcer)."""
+    totals: dict[str, int] = {}
+    for path in sorted((Path(data_dir) / "status").glob("*.json")):
+        try:
+            alerts = json.loads(path.read_text()).get("alerts") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        for kind, count in alerts.items():
+            totals[kind] = totals.get(kind, 0) + int(count)
+    return totals
