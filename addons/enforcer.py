@@ -10,11 +10,15 @@ cache answers with the stored upstream bytes, a spent budget or a full rate limi
 in the provider's error shape, a routing rule or budget downgrade rewrites the model; an
 answered or changed response carries `x-llm-shadow-decision`.
 
-When the call ends (`response`, `error`), its cost is accounted in a thread (the recorder's
-own accounting) and `LivePolicy.settle` charges the budgets (and a wrapped key's own budget,
-addons.wrapped_keys) and stores the answer, before
-the response is released to the client, so the next call sees the spend. The event loop only
-reads the request, looks up state and routes.
+When the call ends (`response`, `error`), its outcome and cost are read as the recorder
+records them (analysis.recording.accounting.call_cost: the answer parsed and priced by the
+primary table, about 0.1 ms) and `LivePolicy.settle` charges the budgets (and a wrapped key's
+own budget, addons.wrapped_keys) and stores the answer, before the response is released to the
+client, so the next call sees the spend. This runs on the event loop: a thread of this process
+holds the same interpreter lock, so it kept the loop waiting as long and added a hand-off to
+every call (docs/benchmarks.md); the full row (both price tables, contents) is made by the
+recorder's worker process. A call whose settlement would change nothing (no budget applies, no
+answer to store) is not read at all.
 
 Fail-open: a decision or a settlement that raises is counted (`llm-shadow: decision_error`,
 logged once per kind) and the call passes unchanged. SIGHUP reloads the policy file; a file
@@ -28,20 +32,22 @@ import os
 import signal
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from mitmproxy import ctx, exceptions, http
+from mitmproxy.net.http import status_codes
 
-from addons.fallback import FallbackActor
+from addons.fallback import FLOW_FALLBACK, FallbackActor
 from analysis.enforce.live import DEFAULT_CACHE_BYTES, MODES, LivePolicy, Verdict
 from analysis.enforce.request_record import request_record
 from analysis.parsers.detect import detect
 from analysis.pricing.check import Pricing
 from analysis.pricing.files import PriceFileError
 from analysis.pricing.table import PriceTable
-from analysis.recording.accounting import account
+from analysis.recording.accounting import call_cost
 from analysis.recording.capture import (
     FLOW_ANSWERED_BY,
     FLOW_CAPTURE,
@@ -61,7 +67,6 @@ log = logging.getLogger("llm_shadow")
 
 DECISION_HEADER = "x-llm-shadow-decision"
 ENFORCER_OPTIONS = {"shadow_policy", "shadow_mode", "shadow_cache_bytes"}
-SETTLE_TIMEOUT_SECONDS = 5.0
 STATUS_SECONDS = 1.0
 
 
@@ -75,7 +80,6 @@ class Enforcer:
         self.pricing: Pricing | None = None  # both tables, for the recorded rows (analysis.pricing.check)
         self.settings: RecorderSettings | None = None
         self._verdicts: dict[str, tuple[LivePolicy, Verdict]] = {}
-        self._pool: ThreadPoolExecutor | None = None
         self._started = False
         self.instance = new_instance_name() + "-policy"
         self._status_dir: Path | None = None
@@ -154,8 +158,6 @@ class Enforcer:
         except PolicyError as e:
             raise exceptions.OptionsError(f"llm-shadow: policy not loaded: {e}") from e
         self.fallback.verify = not o.ssl_insecure
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="llm-shadow-settle")
         log.info("llm-shadow: %s mode with policy %s", self.live.mode, o.shadow_policy)
 
     def _load_policy(self) -> LivePolicy:
@@ -209,9 +211,6 @@ class Enforcer:
         if self._status_timer is not None:
             self._status_timer.cancel()
         self.write_status()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
         if self.problems.counts:
             log.warning("llm-shadow: problems while deciding: %s", self.problems.summary())
 
@@ -280,9 +279,17 @@ class Enforcer:
             except Exception as e:  # fail-open: the failed answer goes on as it came
                 self.problems.add(f"fallback_error:{type(e).__name__}", str(e))
 
-    async def response(self, flow: http.HTTPFlow) -> None:
+    def response(self, flow: http.HTTPFlow) -> Coroutine[Any, Any, None] | None:
+        # Settled at once, on the loop; only a failed answer a fallback rule acts on needs
+        # awaiting (mitmproxy awaits what a hook returns), so other calls pay for no task.
+        if FLOW_FALLBACK in flow.metadata:
+            return self._rescue_and_settle(flow)
+        self._settle(flow)
+        return None
+
+    async def _rescue_and_settle(self, flow: http.HTTPFlow) -> None:
         await self._rescue(flow)
-        await self._settle(flow)
+        self._settle(flow)
 
     async def _rescue(self, flow: http.HTTPFlow) -> None:
         """A failed answer a fallback rule acts on: send its attempts, charge what they cost."""
@@ -292,21 +299,19 @@ class Enforcer:
         except Exception as e:  # fail-open: the client gets the failed answer as it came
             self.problems.add(f"fallback_error:{type(e).__name__}", str(e))
             return
-        if held is None or not held.verdict.needs_settling or self._pool is None:
+        if held is None or not held.verdict.needs_settling:
             return
-        loop = asyncio.get_running_loop()
         for capture in calls:
             try:
-                work = loop.run_in_executor(self._pool, self._account, capture)
-                row = await asyncio.wait_for(work, SETTLE_TIMEOUT_SECONDS)
-                held.live.settle(held.verdict, False, row["cost_usd"], capture.ended)  # budgets only: not cached
+                _, cost_usd = self._cost(capture)
+                held.live.settle(held.verdict, False, cost_usd, capture.ended)  # budgets only: not cached
             except Exception as e:  # fail-open: the charge is lost and counted
                 self.problems.add(f"settle_error:{type(e).__name__}", str(e))
 
-    async def error(self, flow: http.HTTPFlow) -> None:
-        await self._settle(flow)
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._settle(flow)
 
-    async def _settle(self, flow: http.HTTPFlow) -> None:
+    def _settle(self, flow: http.HTTPFlow) -> None:
         held = self._verdicts.pop(flow.id, None)
         if held is None:
             return
@@ -316,45 +321,44 @@ class Enforcer:
         if not (verdict.needs_settling or charge_key) or flow.metadata.get(FLOW_ANSWERED_BY):
             return
         capture = flow.metadata.get(FLOW_CAPTURE)
-        if capture is None or self._pool is None:
+        if capture is None:
             self.problems.add("settle_without_capture", "the recorder kept no copy of the call; state not updated")
             return
         try:
-            loop = asyncio.get_running_loop()
-            work = loop.run_in_executor(self._pool, self._account, capture)
-            row = await asyncio.wait_for(work, SETTLE_TIMEOUT_SECONDS)
+            outcome, cost_usd = self._cost(capture)
             if verdict.needs_settling:
-                complete = row["outcome"] == "ok" and not capture.response_truncated  # never cache part of an answer
+                complete = outcome == "ok" and not capture.response_truncated  # never cache part of an answer
                 live.settle(
                     verdict,
                     complete,
-                    row["cost_usd"],
+                    cost_usd,
                     capture.ended,
                     capture.status,
                     capture.response_headers,
                     tuple(chunk for _, chunk in capture.chunks),
                 )
             if charge_key:
-                keys.charge(flow, row["cost_usd"])  # the wrapped key's own budget
+                keys.charge(flow, cost_usd)  # the wrapped key's own budget
         except Exception as e:  # fail-open: the call goes on; its charge is lost and counted
             self.problems.add(f"settle_error:{type(e).__name__}", str(e))
 
-    def _account(self, capture: Capture) -> dict:
+    def _cost(self, capture: Capture) -> tuple[str, float | None]:
+        """The call's outcome and cost_usd, as its `requests` row will say."""
         assert self.settings is not None and self.pricing is not None  # set before any call is decided
-        exchange, context = to_exchange(capture, self.salt, self.settings, None)
-        return account(exchange, context, self.pricing, content=False, max_body=self.settings.max_body)[0]
+        exchange, _ = to_exchange(capture, self.salt, self.settings, None)
+        return call_cost(exchange, self.pricing, self.settings.max_body)
 
 
 def _response(status: int, headers, body: bytes, decision: str | None) -> http.Response:
     """A response made by the proxy with these exact body bytes (already content-encoded as
-    the headers say)."""
-    response = http.Response.make(status, b"", http.Headers(list(headers)))
-    response.raw_content = body
-    response.headers["content-length"] = str(len(body))
+    the headers say), its length and `x-llm-shadow-decision` last. Built directly (not with
+    `Response.make`, which encodes an empty body first): a cache hit is answered from here."""
+    fields = (*headers, (b"content-length", str(len(body)).encode()))
     if decision:
-        response.headers[DECISION_HEADER] = decision
-    response.timestamp_start = response.timestamp_end = time.time()
-    return response
+        fields += ((DECISION_HEADER.encode(), decision.encode()),)
+    now = time.time()
+    reason = status_codes.RESPONSES.get(status, "").encode()
+    return http.Response(b"HTTP/1.1", status, reason, http.Headers(fields), body, None, now, now)
 
 
 def rewrite_model(request: http.Request, model: str) -> None:

@@ -33,7 +33,7 @@ from analysis.enforce.decisions import header_value
 from analysis.enforce.fallback import Outgoing, Sent, carry_out, reason
 from analysis.enforce.live import REPLAY_DROPPED_HEADERS, LivePolicy, Verdict
 from analysis.parsers.detect import detect
-from analysis.recording.capture import FLOW_DECISIONS, FLOW_IDENTITY, Capture
+from analysis.recording.capture import FLOW_DECISIONS, FLOW_IDENTITY, SECRET_HEADERS, Capture
 from analysis.simulate.enforceable import model_family, wire_family
 from analysis.simulate.fallback import Attempt, Plan, decision_row, planned_row
 from analysis.store.datadir import new_id
@@ -42,7 +42,15 @@ log = logging.getLogger("llm_shadow")
 
 FLOW_FALLBACK = "llm_shadow.fallback"  # flow.metadata: the plan enforce mode will carry out
 # Request headers an attempt does not copy: framing and hop-by-hop, set again for its own body.
-NOT_COPIED = {"content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection", "host"}
+NOT_COPIED = {
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "host",
+}
 
 
 @dataclass
@@ -117,7 +125,7 @@ class FallbackActor:
         """The request of `attempt`: the client's, for the attempt's model, on the attempt's
         upstream with its key (addons.enforcer's own rewriting); None when the model speaks
         another wire format."""
-        from addons.enforcer import rewrite_model, send_to  # the enforcer imports this module
+        from addons.enforcer import rewrite_model, send_to  # the enforcer imports this module: imported here
 
         if wire_format and model_family(attempt.model) != wire_family(wire_format):
             return None
@@ -149,12 +157,20 @@ class FallbackActor:
         )
         if target is None or sink is None:
             return None
+
+        # Recorded with the key of the call that failed (an attempt on another upstream sends that
+        # upstream's key): its row is attributed to whoever made the call, as the failed row is.
+        def secret(name: bytes) -> bool:
+            return name.decode("latin-1").lower() in SECRET_HEADERS
+
+        recorded_headers = tuple((k, v) for k, v in request.headers if not secret(k))
+        recorded_headers += tuple((k, v) for k, v in flow.request.headers.fields if secret(k))
         capture = Capture(
             target=target,
             method=request.method,
             host=host,
             path=path,
-            request_headers=request.headers,
+            request_headers=recorded_headers,
             request_body=request.body,
             status=sent.status,
             response_headers=sent.headers,

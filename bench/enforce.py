@@ -24,13 +24,13 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.overhead import percentile, read_response, start_proxy  # noqa: E402
+from bench import _load as load  # noqa: E402
+from bench._load import latencies, percentile, start_proxy, throughput  # noqa: E402
 from tests.fake_provider import FakeProvider  # noqa: E402
 
 POLICY = """
@@ -54,51 +54,10 @@ requests_per_minute = 100000000
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 PASSING = json.dumps({"model": "gpt-4o-mini", "messages": MESSAGES, "temperature": 0.7}).encode()
 CACHEABLE = json.dumps({"model": "gpt-4o-mini", "messages": MESSAGES, "temperature": 0}).encode()
-TIME_LIMIT_S = 60
 
 
 def request_bytes(body: bytes) -> bytes:
-    return (
-        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"Authorization: Bearer sk-bench\r\nx-shadow-team: bench\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-
-
-async def throughput(port: int, body: bytes, total: int, concurrency: int) -> float:
-    done = 0
-    deadline = time.monotonic() + TIME_LIMIT_S
-
-    async def worker():
-        nonlocal done
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            while done < total and time.monotonic() < deadline:
-                done += 1
-                writer.write(request_bytes(body))
-                await read_response(reader)
-        finally:
-            writer.close()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return done / (time.perf_counter() - started)
-
-
-async def latencies(port: int, body: bytes, calls: int) -> list[float]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    out = []
-    deadline = time.monotonic() + TIME_LIMIT_S
-    try:
-        for _ in range(calls):
-            if time.monotonic() > deadline:
-                break
-            started = time.perf_counter()
-            writer.write(request_bytes(body))
-            await read_response(reader)
-            out.append((time.perf_counter() - started) * 1000)
-    finally:
-        writer.close()
-    return out
+    return load.request_bytes(body, "x-shadow-team: bench\r\n")
 
 
 def main() -> None:
@@ -129,14 +88,14 @@ def main() -> None:
             for name, command in commands.items():
                 process, ports[name] = start_proxy(command)
                 processes.append(process)
-            targets = {name: (port, PASSING) for name, port in ports.items()}
-            targets["enforce-hit"] = (ports["enforce"], CACHEABLE)
-            for port, body in targets.values():
-                asyncio.run(latencies(port, body, 50))  # warm up (and store the cacheable answer)
+            targets = {name: (port, request_bytes(PASSING)) for name, port in ports.items()}
+            targets["enforce-hit"] = (ports["enforce"], request_bytes(CACHEABLE))
+            for port, call in targets.values():
+                asyncio.run(latencies(port, call, 50))  # warm up (and store the cacheable answer)
             for _ in range(args.rounds):
-                for name, (port, body) in targets.items():
-                    rps = asyncio.run(throughput(port, body, args.requests // args.rounds, args.concurrency))
-                    lat = asyncio.run(latencies(port, body, args.latency_calls // args.rounds))
+                for name, (port, call) in targets.items():
+                    rps = asyncio.run(throughput(port, call, args.requests // args.rounds, args.concurrency))
+                    lat = asyncio.run(latencies(port, call, args.latency_calls // args.rounds))
                     rounds.setdefault(name, []).append({"rps": rps, "lat": lat})
         finally:
             for process in processes:

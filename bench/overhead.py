@@ -22,19 +22,26 @@ Every loop is bounded in count and time; everything listens on 127.0.0.1.
 import argparse
 import asyncio
 import json
-import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._load import (  # noqa: E402
+    TIME_LIMIT_S,
+    latencies,
+    percentile,
+    read_response,
+    request_bytes,
+    start_proxy,
+    throughput,
+)
 from tests.fake_provider import FakeProvider  # noqa: E402
 
 BODY = json.dumps(
@@ -49,72 +56,8 @@ STREAM_BODY = json.dumps(
     }
 ).encode()
 STREAM_DELAY_MS = 20
+CALL = request_bytes(BODY)
 MITMDUMP = [sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()"]
-TIME_LIMIT_S = 60
-
-
-def request_bytes(body: bytes, extra: str = "") -> bytes:
-    return (
-        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"Authorization: Bearer sk-bench\r\n{extra}Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-
-
-async def read_response(reader: asyncio.StreamReader) -> tuple[float | None, bytes]:
-    """Read one HTTP/1.1 response; return (time the first body byte arrived, body)."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    headers = head.decode("latin-1").lower()
-    first_byte = None
-    if "transfer-encoding: chunked" in headers:
-        body = b""
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
-            data = await reader.readexactly(size + 2)
-            if first_byte is None:
-                first_byte = time.perf_counter()
-            if size == 0:
-                return first_byte, body
-            body += data[:-2]
-    length = int(re.search(r"content-length: (\d+)", headers)[1])
-    body = await reader.readexactly(length)
-    return time.perf_counter(), body
-
-
-async def throughput(port: int, total: int, concurrency: int) -> float:
-    done = 0
-    deadline = time.monotonic() + TIME_LIMIT_S
-
-    async def worker():
-        nonlocal done
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            while done < total and time.monotonic() < deadline:
-                done += 1
-                writer.write(request_bytes(BODY))
-                await read_response(reader)
-        finally:
-            writer.close()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return done / (time.perf_counter() - started)
-
-
-async def latencies(port: int, calls: int) -> list[float]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    out = []
-    deadline = time.monotonic() + TIME_LIMIT_S
-    try:
-        for _ in range(calls):
-            if time.monotonic() > deadline:
-                break
-            started = time.perf_counter()
-            writer.write(request_bytes(BODY))
-            await read_response(reader)
-            out.append((time.perf_counter() - started) * 1000)
-    finally:
-        writer.close()
-    return out
 
 
 async def ttfts(port: int, calls: int) -> list[float]:
@@ -133,31 +76,6 @@ async def ttfts(port: int, calls: int) -> list[float]:
     finally:
         writer.close()
     return out
-
-
-def start_proxy(command: list[str]) -> tuple[subprocess.Popen, int]:
-    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    port = None
-    found = threading.Event()
-
-    def read():
-        nonlocal port
-        for line in process.stdout:
-            m = re.search(r"listening at .*:(\d+)", line)
-            if m and port is None:
-                port = int(m[1])
-                found.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    if not found.wait(30):
-        process.kill()
-        raise RuntimeError(f"{command[:3]} did not start")
-    return process, port
-
-
-def percentile(values: list[float], p: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1] if len(values) > 1 else values[0]
 
 
 def main() -> None:
@@ -204,12 +122,12 @@ def main() -> None:
                     process, ports[name] = start_proxy(command)
                     processes.append(process)
             for port in ports.values():
-                asyncio.run(latencies(port, 50))  # warm up
+                asyncio.run(latencies(port, CALL, 50))  # warm up
             # Targets take turns, round after round, so a busy moment of the machine hits all alike.
             for _ in range(args.rounds):
                 for name, port in ports.items():
-                    rps = asyncio.run(throughput(port, args.requests // args.rounds, args.concurrency))
-                    lat = asyncio.run(latencies(port, args.latency_calls // args.rounds))
+                    rps = asyncio.run(throughput(port, CALL, args.requests // args.rounds, args.concurrency))
+                    lat = asyncio.run(latencies(port, CALL, args.latency_calls // args.rounds))
                     ttft = asyncio.run(ttfts(port, max(1, args.ttft_calls // args.rounds)))
                     rounds.setdefault(name, []).append({"rps": rps, "lat": lat, "ttft": ttft})
         finally:

@@ -15,8 +15,12 @@ from pathlib import Path
 
 import httpx
 import openai
+import polars as pl
 import pytest
 
+from analysis.pricing.table import PriceTable
+from analysis.simulate.policy import parse_policy
+from analysis.simulate.simulator import simulate
 from analysis.store.datadir import Store, query_frame
 from tests.conftest import RunningProxy, llm_shadow_proxy_command, wait_for
 from tests.fake_provider import FakeProvider
@@ -40,6 +44,13 @@ chain = [
   {{ to = "gpt-4o-mini", to_url = "{silent}/silent" }},
   {{ to = "gpt-4o-mini", to_url = "{backup}/backup", to_api_key_env = "LLM_SHADOW_TEST_BACKUP_KEY" }},
 ]
+
+[[budget]]
+name = "tiny"
+scope = "feature"
+feature = "test_budget*"
+window = "day"
+limit_usd = 0.000001
 
 [[fallback]]
 name = "to-backup"
@@ -161,6 +172,8 @@ def test_503_falls_back_to_the_second_upstream(enforcing, feature):
     rows = enforcing.rows(feature, 4)  # every attempt is a call of its own
     assert [r["status"] for r in rows] == [503, 503, 503, 200]
     assert rows[-1]["model_requested"] == "gpt-4o-mini" and rows[-1]["cost_usd"] > 0
+    assert rows[-1]["host"] == "127.0.0.1" and rows[-1]["path"] == "/backup/v1/chat/completions"
+    assert {r["key_id"] for r in rows} == {rows[0]["key_id"]}  # the client's key, not the backup's
     decisions = enforcing.decisions(feature, 3)
     assert [(d["action"], d["model_to"], d["mode"]) for d in decisions] == [
         ("retry", feature, "enforce"),
@@ -169,6 +182,19 @@ def test_503_falls_back_to_the_second_upstream(enforcing, feature):
     ]
     assert {d["id"] for d in decisions} == {rows[0]["id"]}  # about the client's call
     assert [d["matched_id"] for d in decisions] == [r["id"] for r in rows[1:]]  # each attempt's own row
+
+
+def test_budget_is_charged_with_the_rescue(enforcing, feature):
+    """The failed call cost nothing; the attempt that answered did, and the budget counts it: the
+    next call is refused without reaching an upstream."""
+    enforcing.primary.fail_next(503, times=3, model=feature)
+    client = enforcing.openai(feature)
+    raw = client.chat.completions.with_raw_response.create(model=feature, messages=MESSAGES)
+    assert raw.headers["x-llm-shadow-decision"] == "fallback=fallback; policy=to-backup"
+    with pytest.raises(openai.RateLimitError, match="budget 'tiny' is spent"):
+        client.chat.completions.create(model=feature, messages=MESSAGES)
+    assert len(enforcing.calls(enforcing.primary, feature)) == 3
+    assert len(enforcing.calls(enforcing.backup, feature)) == 1
 
 
 def test_retries_then_success(enforcing, feature):
@@ -274,3 +300,25 @@ def test_shadow_mode_changes_no_byte(shadowing, feature):
     assert decision["reason"] == "5xx (503): retry 2 times, then fall back to gpt-4o-mini at " + (
         f"{shadowing.backup.url}/backup"
     )
+
+
+def test_simulate_decides_the_failures_shadow_mode_saw_as_shadow_mode_did(shadowing, feature):
+    """Parity: the plan `simulate` gives each recorded 429 or 5xx equals the row shadow mode
+    logged for it live (id, policy, kind, action, model_to), the same code deciding both."""
+    client = shadowing.openai(feature)
+    shadowing.primary.fail_next(503, times=1, model=feature)
+    shadowing.primary.fail_next(429, times=1, model=feature + "-b")
+    for model in (feature, feature + "-b", "gpt-4o-mini"):
+        try:
+            client.chat.completions.create(model=model, messages=MESSAGES)
+        except openai.APIStatusError:
+            pass  # shadow mode: the failed answers reach the client
+    rows = shadowing.rows(feature, 3)
+    live = shadowing.decisions(feature, 2)
+    policy = parse_policy(POLICY.format(backup=shadowing.backup.url, closed="http://x", silent="http://y"), "p.toml")
+    requests = Store(shadowing.data_dir).requests_frame().filter(pl.col("feature") == feature)
+    simulated = simulate(policy, requests, prices=PriceTable.load()).fallback_decisions
+    columns = ("id", "policy", "kind", "action", "matched_id", "model_to")
+    assert sorted(tuple(d[c] for c in columns) for d in live) == sorted(tuple(d[c] for c in columns) for d in simulated)
+    assert {d["id"] for d in simulated} == {r["id"] for r in rows if r["status"] != 200}
+    assert len(simulated) == 2

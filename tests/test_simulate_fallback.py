@@ -40,7 +40,8 @@ def failed(status: int | None, outcome: str, **extra) -> dict:
 
 ROWS = [
     {"t": 0, "prompt_hash": "p0"},  # r0: answered
-    failed(503, "server_error", t=10, prompt_hash="p1"),  # r1: the client's own retry r2 answers at 11.5
+    # r1: its 503 came after 0.5 s; the first retry, 1 s later (11.5), finds the client's own retry r2 answered
+    failed(503, "server_error", t=10, prompt_hash="p1", latency_ms=500.0),
     {"t": 11.5, "prompt_hash": "p1"},  # r2
     failed(429, "rate_limited", t=100, prompt_hash="p3"),  # r3: gpt-4o keeps failing (r4): gpt-4o-mini (r5 ok)
     failed(503, "server_error", t=100.5, prompt_hash="p4"),  # r4: the same
@@ -69,9 +70,9 @@ def test_rescued_failures_counted_by_hand():
     assert outage["rescued_by"] == {"retry": 1, "gpt-4o-mini": 2, "gpt-4o at backup.example.com": 1}
     assert outage["rescued_assumed"] == 1  # r9: nothing was ever recorded at the backup
     assert outage["not_rescued"] == 0
-    assert outage["attempts"] == 2 + 3 + 3 + 4  # r1: second retry; r3, r4: the mini; r9: the backup
+    assert outage["attempts"] == 1 + 3 + 3 + 4  # r1: first retry; r3, r4: the mini; r9: the backup
     assert outage["client_retried"] == 1  # r1, by r2
-    assert outage["wait_s"] == pytest.approx(4 * 3.0)  # each rescue came after the 1 s and 2 s backoffs
+    assert outage["wait_s"] == pytest.approx(1.0 + 3 * 3.0)  # r1 after 1 s; the others after the 1 s and 2 s backoffs
     # Only r1 has tokens to price (its client's retry r2: 1000 in, 100 out at gpt-4o).
     assert outage["unpriced"] == 3
     pricer = Pricer(PriceTable.load())

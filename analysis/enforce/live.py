@@ -31,7 +31,14 @@ from analysis.simulate.facts import Facts, to_microseconds
 from analysis.simulate.fallback import Fallbacks
 from analysis.simulate.policy import Policy, PolicyError
 from analysis.simulate.pricer import Pricer
-from analysis.simulate.state import MemoryBackend, StateBackend, StoredResponse
+from analysis.simulate.state import (
+    CacheState,
+    MemoryBackend,
+    ResponseCache,
+    ResponseStore,
+    StateBackend,
+    StoredResponse,
+)
 
 MODES = ("observe", "shadow", "enforce")
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
@@ -58,8 +65,13 @@ class Verdict:
 
     @property
     def needs_settling(self) -> bool:
-        """The request (would have) reached the upstream: its answer updates the state."""
-        return self.decision.disposition == "upstream"
+        """The request (would have) reached the upstream and its answer updates the state: a
+        budget applies to it, or its answer may be stored in the exact cache."""
+        if self.decision.disposition != "upstream":
+            return False
+        facts = self.facts
+        stores = facts.exact_key is not None and may_store(facts.exact_excluded)
+        return stores or any(key is not None for key in facts.budget_keys)
 
 
 class LivePolicy:
@@ -89,8 +101,10 @@ class LivePolicy:
         self.fallbacks = Fallbacks(policy)  # act when an answer fails (addons.fallback)
         backend = backend or MemoryBackend()
         self.state = self.engine.new_state(backend)
+        self.state.exact_seen = None  # only the simulator's excluded_duplicate reads it: not kept
         exact = policy.exact_cache
         self.responses = backend.response_store(exact.name, cache_bytes) if exact and self.acts(exact.name) else None
+        _evict_together(self.state.exact, self.responses)
         self.counts: Counter[str] = Counter()
         self.needs_tokens = bool(
             policy.routing
@@ -198,9 +212,22 @@ class LivePolicy:
             stored = state.exact.store(facts.exact_key, arrival, facts.id)
             if stored and self.responses is not None and status is not None:
                 kept = tuple((k, v) for k, v in headers if k.lower() not in REPLAY_DROPPED_HEADERS)
-                answer = StoredResponse(facts.id, status, kept, tuple(chunks), cost_usd)
+                answer = StoredResponse(facts.id, status, kept, tuple(chunks), cost_usd, facts.exact_key)
                 if not self.responses.put(answer, arrival + state.exact.ttl_us):
                     self.counts["exact_cache_answer_too_large"] += 1
+                    forget = getattr(state.exact, "forget", None)
+                    if forget is not None:
+                        forget(facts.exact_key)  # no bytes to answer with: not a hit for later calls
+
+
+def _evict_together(cache: CacheState | None, store: ResponseStore | None) -> None:
+    """In memory, a cache entry and its answer's bytes leave together: the LRU of entries drops
+    the bytes, the byte cap drops the entry (a later identical call is then a miss, whose answer
+    is stored again, not a hit with nothing to answer). A shared backend keeps its own
+    (analysis.shared_state), where a hit without bytes passes and is counted."""
+    if isinstance(cache, ResponseCache) and isinstance(store, ResponseStore):
+        cache.on_evict = store.discard
+        store.on_evict = cache.forget
 
 
 def to_microseconds_float(unix_seconds: float) -> int:

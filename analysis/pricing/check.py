@@ -100,8 +100,10 @@ class Pricing:
         other_models: Sequence[tuple[str, Usage]] = (),
         at: datetime | None = None,
         warn_unpriced: bool = True,
+        check: bool = True,
     ) -> Checked:
-        """The primary table's cost, checked by the other table (see the module docstring)."""
+        """The primary table's cost, checked by the other table (see the module docstring);
+        `check=False` skips the check (enforce mode settling a call needs the cost alone)."""
 
         def litellm(reported: float | None) -> Cost:
             return self.litellm.cost(
@@ -131,7 +133,7 @@ class Pricing:
 
         primary_table, other_table = (litellm, genai) if self.primary is self.litellm else (genai, litellm)
         primary = primary_table(provider_cost_usd)
-        if primary.cost_source not in ("computed", "unpriced"):
+        if not check or primary.cost_source not in ("computed", "unpriced"):
             return Checked(primary, None, None, self.other.version)
         other = other_table(None)
         return Checked(primary, compare(primary, other), other.cost_usd, self.other.version)

@@ -14,7 +14,7 @@ from analysis import parsers
 from analysis.parsers.exchange import Exchange, Parsed, Usage, other_models_json
 from analysis.parsers.hashing import prompt_hash
 from analysis.parsers.sse import MAX_EVENT_CHARS
-from analysis.pricing.check import Pricing
+from analysis.pricing.check import Checked, Pricing
 from analysis.recording.decoding import DecodeError, decode_body, decode_chunks
 from analysis.recording.secrets import redact_json, redact_text
 from analysis.recording.settings import DEFAULT_MAX_BODY
@@ -128,23 +128,10 @@ def account(
             parsed.error = parsed.error or f"usage of {parsed.usage_key} was recorded by an earlier call"
         else:
             usage_keys_seen.add(parsed.usage_key)
-    if exchange.outcome == "ok" and not parsed.complete and exchange.is_event_stream and not exchange.response_over_cap:
-        # A stream that stopped short: with an error event of the provider's own (Anthropic's
-        # overloaded_error) it is a server error; without one, a cut.
-        exchange.outcome = "server_error" if parsed.error else "upstream_cut"
+    mark_cut_stream(exchange, parsed)
 
     usage = parsed.usage
-    checked = prices.cost(
-        provider=exchange.provider,
-        model=parsed.model or parsed.model_requested,
-        model_requested=parsed.model_requested,
-        usage=usage,
-        service_tier=parsed.service_tier,
-        batch=parsed.batch,
-        provider_cost_usd=parsed.provider_cost_usd,
-        other_models=parsed.other_models,
-        at=datetime.fromtimestamp(exchange.started_at, UTC),
-    )
+    checked = price(exchange, parsed, prices)
     cost = checked.cost
 
     if context.answered_by is not None:
@@ -223,6 +210,41 @@ def account(
         )
     contents = clean_row(as_dict(content_row), CONTENTS) if content_row is not None else None
     return clean_row(as_dict(row), REQUESTS), contents, failure, problems
+
+
+def mark_cut_stream(exchange: Exchange, parsed: Parsed) -> None:
+    """A stream that stopped short: with an error event of the provider's own (Anthropic's
+    overloaded_error) it is a server error; without one, a cut (the exchange's outcome)."""
+    if exchange.outcome == "ok" and not parsed.complete and exchange.is_event_stream and not exchange.response_over_cap:
+        exchange.outcome = "server_error" if parsed.error else "upstream_cut"
+
+
+def price(exchange: Exchange, parsed: Parsed, prices: Pricing, check: bool = True) -> Checked:
+    return prices.cost(
+        provider=exchange.provider,
+        model=parsed.model or parsed.model_requested,
+        model_requested=parsed.model_requested,
+        usage=parsed.usage,
+        service_tier=parsed.service_tier,
+        batch=parsed.batch,
+        provider_cost_usd=parsed.provider_cost_usd,
+        other_models=parsed.other_models,
+        at=datetime.fromtimestamp(exchange.started_at, UTC),
+        check=check,
+    )
+
+
+def call_cost(exchange: Exchange, prices: Pricing, max_body: int = DEFAULT_MAX_BODY) -> tuple[str, float | None]:
+    """The `outcome` and `cost_usd` that `account` gives a call that went upstream, without
+    the rest of the row nor the second table's check: what enforce mode settles a call with
+    (analysis.enforce.live), cheaply enough to do it on the proxy's event loop."""
+    try:
+        parsed, _ = parse_exchange(exchange, max_body)
+    except ParseFailure:
+        parsed = Parsed()
+    mark_cut_stream(exchange, parsed)
+    cost = price(exchange, parsed, prices, check=False).cost
+    return outcome_for_status(exchange.status, exchange.outcome), cost.cost_usd
 
 
 def _first(*values: str | None) -> str | None:

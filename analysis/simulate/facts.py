@@ -120,11 +120,15 @@ class EngineState:
     """Everything a policy remembers; one per simulation run (or per enforce process)."""
 
     exact: CacheState | None = None
-    exact_seen: set = field(default_factory=set)
+    # Every exact-cache key seen (for `excluded_duplicate`, a finding of the simulator's);
+    # None where nobody reads it: enforce mode, whose process would keep every key for ever.
+    exact_seen: set | None = field(default_factory=set)
     semantic: SemanticIndex | None = None
     budgets: list[BudgetState] = field(default_factory=list)
     rates: list[RateState] = field(default_factory=list)
 
+
+SMALL_FRAME = 64  # up to this many requests in lists, arrival and pre_budget_cost use no numpy
 
 # Columns of money, NaN (not None) where unknown, so the replay loop handles plain floats.
 MONEY_COLUMNS = ("cost_usd", "route_cost", "batch_cost")
@@ -179,14 +183,26 @@ class FrameFacts:
             return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
         return pl.Series(values, dtype=pl.Float64).fill_null(math.nan).to_numpy()
 
-    def arrival(self) -> np.ndarray:
+    def arrival(self) -> "np.ndarray | list[int]":
         """When each response had arrived: request start + latency (0 when unknown), in
-        microseconds."""
+        microseconds. A few requests held in lists (enforce mode's one) are computed in lists:
+        the same numbers, without numpy's cost per call."""
+        ts, latency = self.columns["ts_us"], self.columns["latency_ms"]
+        if isinstance(ts, list) and isinstance(latency, list) and len(ts) <= SMALL_FRAME:
+            return [t + (0 if ms is None or ms != ms else int(ms * 1000)) for t, ms in zip(ts, latency, strict=True)]
         latency_us = (np.nan_to_num(self.array("latency_ms")) * 1000).astype(np.int64)
-        return np.asarray(self.columns["ts_us"], dtype=np.int64) + latency_us
+        return np.asarray(ts, dtype=np.int64) + latency_us
 
-    def pre_budget_cost(self) -> np.ndarray:
+    def pre_budget_cost(self) -> "np.ndarray | list[float]":
         """Cost of each request after routing and batch, before budgets (NaN: unpriced)."""
+        c = self.columns
+        if all(isinstance(c[name], list) for name in ("route", "batch", *MONEY_COLUMNS)) and len(self) <= SMALL_FRAME:
+            return [
+                batch_cost if batch >= 0 else (route_cost if route >= 0 else cost)
+                for route, batch, cost, route_cost, batch_cost in zip(
+                    c["route"], c["batch"], c["cost_usd"], c["route_cost"], c["batch_cost"], strict=True
+                )
+            ]
         route = np.asarray(self.columns["route"])
         batch = np.asarray(self.columns["batch"])
         routed = np.where(route >= 0, self.array("route_cost"), self.array("cost_usd"))

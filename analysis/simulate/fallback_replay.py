@@ -29,7 +29,7 @@ import numpy as np
 import polars as pl
 
 from analysis.simulate.enforceable import other_wire_format
-from analysis.simulate.fallback import Fallbacks, Plan, failure_kind
+from analysis.simulate.fallback import Fallbacks, Plan, failure_kind, planned_row
 from analysis.simulate.matching import requested_model
 from analysis.simulate.policy import Policy
 from analysis.simulate.pricer import Pricer, PricingRows
@@ -81,10 +81,14 @@ def _target(plan_attempt, failed_host: str | None) -> tuple[str | None, str]:
     return host, plan_attempt.model
 
 
-def replay_fallbacks(policy: Policy, requests: pl.DataFrame, pricer: Pricer | None) -> dict[str, Any] | None:
+def replay_fallbacks(
+    policy: Policy, requests: pl.DataFrame, pricer: Pricer | None, rows: list[dict] | None = None
+) -> dict[str, Any] | None:
     """The fallback section of a simulation result (None when the policy has no fallback rule):
     per rule, the failures it handled, how many its attempts would have rescued and at what
-    estimated cost. `requests` is the recorded frame (any order)."""
+    estimated cost. `requests` is the recorded frame (any order). `rows`, when given, gets the
+    `decisions` rows shadow mode writes for the same failures (the plan of each 429 or 5xx a
+    rule handles: analysis.simulate.fallback.planned_row), for the parity test."""
     fallbacks = Fallbacks(policy)
     if not fallbacks:
         return None
@@ -101,6 +105,8 @@ def replay_fallbacks(policy: Policy, requests: pl.DataFrame, pricer: Pricer | No
             unhandled[kind or "other"] += 1
             continue
         _count(stats[plan.rule.name], plan, record, timeline, donors, pricer)
+        if rows is not None and plan.kind in LIVE_KINDS:
+            rows.append(planned_row(plan, record["id"], record["ts"], "shadow"))
     rules = [_finish(stats[rule.name]) for rule in policy.fallbacks]
     return {
         "failures": failed.height,
@@ -169,10 +175,12 @@ def _count(
     if plan.kind not in LIVE_KINDS:
         stats["not_rescuable_live"] += 1
         return
-    now = start + int((record.get("latency_ms") or 0.0) * 1000)
+    now = start + int((record.get("latency_ms") or 0.0) * 1000)  # the failed answer has come
+    waited = 0.0
     host = record.get("host")
     for attempt in plan.attempts:
         now += int(attempt.backoff_s * 1_000_000)
+        waited += attempt.backoff_s
         stats["attempts"] += 1
         target_host, model = _target(attempt, host)
         answering = timeline.state(target_host, model, now) if timeline is not None else None
@@ -183,7 +191,7 @@ def _count(
         stats["rescued_by"][label] += 1
         if answering is None:
             stats["rescued_assumed"] += 1
-        stats["wait_s"] += (now - start) / 1_000_000
+        stats["wait_s"] += waited
         cost = _estimate(donor or record, attempt.model, attempt.provider, pricer)
         if cost is None:
             stats["unpriced"] += 1

@@ -21,6 +21,7 @@ not a saving (nor is it routed or batched). The four savings and the blocked spe
 cost0 - simulated cost, so nothing is counted twice, and no saving is claimed for a request left unanswered.
 """
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -64,6 +65,9 @@ DECISION_SCHEMA = {
 }
 
 
+SMALL_TRACE = 64  # up to this many requests, a trace is kept in lists (see Trace)
+
+
 @dataclass
 class Trace:
     """What the pass decided, one entry per request (defaults: nothing happened)."""
@@ -94,10 +98,14 @@ class Trace:
             "budget_tripped",
         ):
             setattr(self, name, [None] * n)
-        # Indexes, mostly -1: numpy arrays cost a byte or two per request, a list eight.
-        self.budget_index = np.full(n, -1, dtype=np.int16)
-        self.downgrade_index = np.full(n, -1, dtype=np.int16)
-        self.throttled_index = np.full(n, -1, dtype=np.int16)
+        # Indexes, mostly -1: numpy arrays cost a byte or two per request, a list eight (but
+        # making an array costs more than the few requests of a live decision: lists for those).
+        if n <= SMALL_TRACE:
+            self.budget_index, self.downgrade_index, self.throttled_index = [-1] * n, [-1] * n, [-1] * n  # type: ignore[assignment]
+        else:
+            self.budget_index = np.full(n, -1, dtype=np.int16)
+            self.downgrade_index = np.full(n, -1, dtype=np.int16)
+            self.throttled_index = np.full(n, -1, dtype=np.int16)
 
 
 def replay(
@@ -135,7 +143,7 @@ def replay(
         # This chunk's columns as plain lists (a million Python objects would cost memory).
         ids, ts, ok = facts.chunk("id", chunk, end), facts.chunk("ts_us", chunk, end), facts.chunk("ok", chunk, end)
         tokens, batch = facts.chunk("tokens", chunk, end), facts.chunk("batch", chunk, end)
-        arrival, pre_cost = arrival_all[chunk:end].tolist(), pre_cost_all[chunk:end].tolist()
+        arrival, pre_cost = _as_list(arrival_all[chunk:end]), _as_list(pre_cost_all[chunk:end])
         pre_model = facts.chunk("route_model", chunk, end)
         exact_keys, exact_excluded = facts.chunk("exact_key", chunk, end), facts.chunk("exact_excluded", chunk, end)
         semantic_pid, semantic_row = facts.chunk("semantic_pid", chunk, end), facts.chunk("semantic_row", chunk, end)
@@ -243,6 +251,10 @@ def replay(
                     semantic.store(semantic_pid[j], semantic_row[j], arrival[j], ids[j])
         if progress is not None:
             progress(end - chunk)
+
+
+def _as_list(values: "np.ndarray | list") -> list:
+    return values.tolist() if isinstance(values, np.ndarray) else values
 
 
 def _names(names: list[str | None], index: np.ndarray, where: np.ndarray) -> np.ndarray:
@@ -355,13 +367,85 @@ def decisions_frame(
 
 
 def decision_row(engine: "PolicyEngine", facts: FrameFacts, trace: Trace, index: int) -> dict[str, Any]:
-    """The decision of row `index` as plain Python values (None for a missing number)."""
-    row = {}
-    for name, values in decision_columns(engine, facts, trace, index, index + 1):
-        value = values[0]
-        if isinstance(value, np.generic):
-            value = value.item()
-        if isinstance(value, float) and value != value:  # NaN
-            value = None
-        row[name] = value
-    return row
+    """The decision of row `index` as plain Python values (None for a missing number): what
+    `decision_columns` gives for that row, computed without numpy, since enforce mode asks for
+    one row per request on the proxy's event loop (tests/test_simulate_properties.py checks
+    that both agree on every field of every kind of decision)."""
+    p = engine.policy
+    c, i = facts.columns, index
+
+    def value(name: str) -> Any:
+        v = c[name][i]
+        return v.item() if isinstance(v, np.generic) else v
+
+    def number(name: str) -> float:
+        v = value(name)
+        return math.nan if v is None else float(v)
+
+    cost0 = number("cost_usd")
+    route, batch = int(value("route")), int(value("batch"))
+    disposition = trace.disposition[i]
+    exact_hit, semantic_hit = disposition == "exact_hit", disposition == "semantic_hit"
+    hit = exact_hit or semantic_hit
+    blocked = disposition == "blocked"
+    answered = not hit and not blocked
+    downgrade = int(trace.downgrade_index[i])
+    budget_index, throttled_index = int(trace.budget_index[i]), int(trace.throttled_index[i])
+
+    c1 = number("route_cost") if route >= 0 else cost0
+    c2 = number("batch_cost") if batch >= 0 else c1
+    c3 = number(f"downgrade_cost.{downgrade}") if downgrade >= 0 else c2
+    if blocked:
+        c3 = 0.0
+    priced = cost0 == cost0  # not NaN
+
+    def money(v: float) -> float | None:
+        return v if priced and v == v else None
+
+    exact_status = trace.exact_cache[i]
+    excluded = value("exact_excluded")
+    if excluded is None and p.semantic_cache:
+        excluded = value("semantic_excluded")
+    cache_policy = None
+    if exact_hit and p.exact_cache:
+        cache_policy = p.exact_cache.name
+    elif semantic_hit and p.semantic_cache:
+        cache_policy = p.semantic_cache.name
+    similarity = trace.similarity[i]
+    model = value("model")
+    if hit:
+        model_after = model
+    elif downgrade >= 0:
+        model_after = p.budgets[downgrade].to
+    else:
+        model_after = value("route_model")
+    latency = number("latency_ms")
+    return {
+        "id": value("id"),
+        "disposition": disposition,
+        "exact_cache": exact_status,
+        "semantic_cache": trace.semantic_cache[i],
+        "cache_excluded": excluded,
+        "excluded_duplicate": exact_status == "excluded" and bool(value("exact_seen_before")),
+        "cache_policy": cache_policy,
+        "cache_source_id": trace.cache_source_id[i],
+        "similarity": None if similarity is None or similarity != similarity else float(similarity),
+        "semantic_source_id": trace.nearest_source[i],
+        "routed_by": p.routing[route].name if answered and route >= 0 else None,
+        "batch_by": p.batch[batch].name if answered and batch >= 0 else None,
+        "budget_by": p.budgets[budget_index].name if not hit and budget_index >= 0 else None,
+        "budget_action": trace.budget_action[i],
+        "budget_tripped": trace.budget_tripped[i],
+        "throttled_by": p.rate_limits[throttled_index].name if not hit and throttled_index >= 0 else None,
+        "model": model,
+        "model_after": model_after,
+        "quality": "unverified" if semantic_hit or (answered and (route >= 0 or downgrade >= 0)) else "same",
+        "cost_usd": money(cost0),
+        "simulated_cost_usd": money(0.0 if hit else c3),
+        "saving_cache": money(cost0 if hit else 0.0),
+        "saving_routing": money(cost0 - c1 if answered and route >= 0 else 0.0),
+        "saving_batch": money(c1 - c2 if answered and batch >= 0 else 0.0),
+        "saving_budget": money(c2 - c3 if answered else 0.0),
+        "latency_saved_ms": (latency if latency == latency else 0.0) if hit else 0.0,
+        "blocked_spend_usd": money(cost0 if blocked else 0.0),
+    }

@@ -138,6 +138,7 @@ class SimulationResult:
     rate_limits: list[dict[str, Any]]
     decisions: pl.DataFrame = field(repr=False)
     fallback: dict[str, Any] | None = None  # analysis.simulate.fallback_replay: failures rescued
+    fallback_decisions: list[dict] = field(default_factory=list, repr=False)  # rows shadow mode logs for them
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -145,5 +145,5 @@ def simulate(
         params["embedder"] = engine.embedder.id
     result = summarise(policy, run.requests, decisions, facts, params, engine.embedder)
     attach_evaluations(result.routing, result.by_policy, latest_evaluations(data_dir))
-    result.fallback = replay_fallbacks(policy, run.requests, engine.pricer)
+    result.fallback = replay_fallbacks(policy, run.requests, engine.pricer, result.fallback_decisions)
     return result

@@ -37,13 +37,19 @@ CacheEntry = tuple[int, int, str]
 
 
 class ResponseCache:
-    """LRU of responses keyed by any hashable key, each entry valid for `ttl_us`."""
+    """LRU of responses keyed by any hashable key, each entry valid for `ttl_us`.
+
+    Bounded, so a proxy can keep one for months: at most `max_entries` entries, and at most as
+    many keys remembered as evicted (to tell `miss_evicted` from `miss`; the oldest are
+    forgotten first). `on_evict(source_id)` is told of each entry the LRU pushes out (enforce
+    mode drops its stored bytes), and `forget(key)` evicts an entry whose bytes are gone."""
 
     def __init__(self, ttl_us: int, max_entries: int):
         self.ttl_us = ttl_us
         self.max_entries = max_entries
         self.entries: OrderedDict[object, CacheEntry] = OrderedDict()
-        self.evicted: set[object] = set()  # pushed out by LRU and not stored again since
+        self.evicted: OrderedDict[object, None] = OrderedDict()  # pushed out and not stored again since
+        self.on_evict: Callable[[str], None] | None = None
 
     def lookup(self, key: object, now: int) -> tuple[str, CacheEntry | None]:
         """("hit", entry) or (why it missed, entry or None): miss, miss_in_flight,
@@ -68,11 +74,25 @@ class ResponseCache:
                 return False
             entries.move_to_end(key)
         else:
-            self.evicted.discard(key)
+            self.evicted.pop(key, None)
         entries[key] = (available_at, available_at + self.ttl_us, source_id)
         if len(entries) > self.max_entries:
-            self.evicted.add(entries.popitem(last=False)[0])
+            old_key, old = entries.popitem(last=False)
+            self._evicted(old_key, old[2])
         return True
+
+    def forget(self, key: object) -> None:
+        """Evict `key`'s entry now (enforce mode: its answer's bytes left the ResponseStore)."""
+        entry = self.entries.pop(key, None)
+        if entry is not None:
+            self._evicted(key, entry[2])
+
+    def _evicted(self, key: object, source_id: str) -> None:
+        self.evicted[key] = None
+        if len(self.evicted) > self.max_entries:
+            self.evicted.popitem(last=False)
+        if self.on_evict is not None:
+            self.on_evict(source_id)
 
 
 class BudgetWindows:
@@ -155,6 +175,7 @@ class StoredResponse:
     headers: tuple[tuple[bytes, bytes], ...]
     chunks: tuple[bytes, ...]
     cost_usd: float | None = None
+    key: object = None  # the cache key it answers (memory backend: evicting the bytes evicts the key)
 
     @property
     def size(self) -> int:
@@ -170,6 +191,7 @@ class ResponseStore:
         self.size = 0
         self.entries: OrderedDict[str, tuple[int, StoredResponse]] = OrderedDict()
         self.evicted = 0  # entries pushed out by the byte cap
+        self.on_evict: Callable[[object], None] | None = None  # told the `key` of each of them
 
     def put(self, response: StoredResponse, expires_at: int) -> bool:
         """Keep `response` until `expires_at`; False when it alone exceeds the cap."""
@@ -183,6 +205,8 @@ class ResponseStore:
             _, (_, old) = self.entries.popitem(last=False)
             self.size -= old.size
             self.evicted += 1
+            if self.on_evict is not None and old.key is not None:
+                self.on_evict(old.key)
         return True
 
     def get(self, source_id: str, now: int) -> StoredResponse | None:
