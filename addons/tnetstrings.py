@@ -37,7 +37,7 @@ def _parse(data: bytes, position: int, limit: int) -> tuple[object, int]:
         p = start
         while p < end:
             key, p = _parse(data, p, end)
-            d[key], p = _parse(data, p, end)  # type: ignore[index]
+            d[key], p = _parse(data, p, end)
         return d, end + 1
     if tag == 93:  # ] list
         items = []
