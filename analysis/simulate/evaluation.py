@@ -36,6 +36,7 @@ from analysis.pricing.table import PriceTable
 from analysis.simulate.agreement import agreement
 from analysis.simulate.embedders import Embedder
 from analysis.simulate.labels import wilson
+from analysis.store.modes import create_private_file, make_dir, restrict
 
 EVALUATIONS_DIR = "evaluations"
 
@@ -252,11 +253,12 @@ def save_evaluation(data_dir: Path, summary: dict[str, Any], answers: pl.DataFra
     now = datetime.now(UTC)
     evaluation_id = f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
     directory = Path(data_dir) / EVALUATIONS_DIR / evaluation_id
-    directory.mkdir(parents=True)
+    make_dir(directory, Path(data_dir))
     answers.write_parquet(directory / "answers.parquet")
+    restrict(directory / "answers.parquet", Path(data_dir))
     document = {"evaluation_id": evaluation_id, "created_at": now.isoformat(), **info, "rules": summary}
     tmp = directory / f".evaluation.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(document, indent=1) + "\n")
+    create_private_file(tmp, (json.dumps(document, indent=1) + "\n").encode(), Path(data_dir))
     os.replace(tmp, directory / "evaluation.json")
     return evaluation_id
 
