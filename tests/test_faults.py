@@ -14,10 +14,12 @@ import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
+from analysis.recording.status import stale_after
 from analysis.store.datadir import Store
 from tests.conftest import ROOT, subprocess_env, wait_for
 from tests.hostile_upstream import HostileProvider
@@ -259,6 +261,11 @@ def test_verbose_prints_one_line_per_call_and_never_a_key(hostile, start_proxy, 
 # --- 6. every loss is told: the proxy process owns the status file ---------------------------------
 
 
+def status_age(data_dir) -> float:
+    """Seconds since the proxy last rewrote its status file."""
+    return time.time() - status_of(data_dir)["updated"]
+
+
 def stats_warnings(data_dir) -> str:
     result = run_cli("stats", "--data", str(data_dir))
     assert result.exit_code == 0, result.output
@@ -320,8 +327,9 @@ def test_an_unwritable_status_file_is_said_once_and_stats_calls_it_late(hostile,
     # The temporary file's name taken by a directory: every rewrite fails, even for root.
     blocker = path.with_name(f".{path.name}.tmp")
     blocker.mkdir()
-    late = wait_for(lambda: "not updated for" in (w := stats_warnings(data_dir)) and w, timeout=20)
-    assert late and path.stem in late, late
+    assert wait_for(lambda: status_age(data_dir) > stale_after(0.2) + 0.5, timeout=20)
+    late = stats_warnings(data_dir)
+    assert "not updated for" in late and path.stem in late, late
     failures = [line for line in proxy.output if "cannot write the status file" in line]
     assert len(failures) == 1, proxy.output
     assert chat(proxy, json=CHAT).status_code == 200  # calls go on, and are recorded
@@ -330,6 +338,40 @@ def test_an_unwritable_status_file_is_said_once_and_stats_calls_it_late(hostile,
     counted = wait_for(lambda: status_of(data_dir)["problems"].get("status_write_failed:EISDIR", 0) > 1)
     assert counted, status_of(data_dir)
     assert "not updated for" not in stats_warnings(data_dir)
+
+
+def test_a_full_disk_is_told_even_when_the_status_file_cannot_be_written(hostile, tmp_path):
+    """The data directory on a 1 MB tmpfs of the proxy's own (a mount namespace), filled up."""
+    from tests.conftest import RunningProxy, llm_shadow_proxy_command
+
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a mount namespace here")
+    inside = tmp_path / "data"
+    inside.mkdir()
+    mount = 'mount -t tmpfs -o size=1m tmpfs "$1" && shift && exec "$@"'
+    command = llm_shadow_proxy_command(["--upstream", f"{hostile.url}@0"], inside)
+    proxy = RunningProxy(["unshare", "-m", "sh", "-c", mount, "sh", str(inside), *command])
+    try:
+        data_dir = Path(f"/proc/{proxy.process.pid}/root") / inside.relative_to("/")  # the tmpfs, seen from here
+        assert chat(proxy, json=CHAT).status_code == 200
+        records(data_dir, 1)
+        with open(data_dir / "filler", "wb") as filler:  # the disk fills up
+            with pytest.raises(OSError):
+                while True:
+                    filler.write(b"\0" * 65536)
+                    filler.flush()
+        assert chat(proxy, headers={"x-shadow-team": "while-full"}, json=CHAT).status_code == 200
+        assert wait_for(lambda: status_age(data_dir) > stale_after(0.2) + 0.5, timeout=20)
+        assert "not updated for" in stats_warnings(data_dir)
+        said = [line for line in proxy.output if "cannot write the status file" in line]
+        assert len(said) == 1 and "No space left on device" in said[0], proxy.output
+        (data_dir / "filler").unlink()  # space again: the spooled call is written, the status says what happened
+        rows = records(data_dir, 2)
+        assert rows[-1]["team"] == "while-full"
+        problems = wait_for(lambda: (p := status_of(data_dir)["problems"]).get("status_write_failed:ENOSPC") and p)
+        assert problems and problems.get("store_write_failed") and "row_quarantined" not in problems, problems
+    finally:
+        proxy.stop()
 
 
 # --- 7. `llm-shadow sql` reads, and writes only when asked ----------------------------------------

@@ -22,6 +22,7 @@ sink runs in a worker process, handed to `report_status`, and the proxy process 
 import logging
 import os
 import queue
+import re
 import threading
 import time
 from collections import Counter, deque
@@ -85,6 +86,7 @@ class Problems:
 
 
 _STOP = object()
+_OS_ERROR = re.compile(r"([^:]+) \(os error \d+\)")  # what polars makes of an OSError
 OTLP_TIMEOUT_SECONDS = 5.0  # one send to the collector, retries included; then it counts as failed
 
 
@@ -273,6 +275,10 @@ class RecordSink:
             self._trim_spool()
             return
         except Exception as e:  # a row polars or Parquet cannot take: set it aside, write the rest
+            if m := _OS_ERROR.search(str(e)):  # polars's way of saying the disk is full (or gone)
+                self.problems.add("store_write_failed", f"{m[1].strip()}; keeping rows in the spool")
+                self._trim_spool()
+                return
             if self._quarantine_unwritable():
                 self._flush()
                 return
