@@ -114,7 +114,7 @@ class PolicyEngine:
             prompt = record.get("prompt_hash")
             facts.exact_key = state_key(scope_value(record, p.exact_cache.scope), prompt) if prompt else None
             facts.exact_excluded = exclusion_reason(record, p.exact_cache.rules)
-            if facts.exact_key is not None:
+            if facts.exact_key is not None and state.exact_seen is not None:
                 facts.exact_seen_before = facts.exact_key in state.exact_seen
                 state.exact_seen.add(facts.exact_key)
         if p.semantic_cache:

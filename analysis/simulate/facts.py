@@ -120,7 +120,9 @@ class EngineState:
     """Everything a policy remembers; one per simulation run (or per enforce process)."""
 
     exact: CacheState | None = None
-    exact_seen: set = field(default_factory=set)
+    # Every exact-cache key seen (for `excluded_duplicate`, a finding of the simulator's);
+    # None where nobody reads it: enforce mode, whose process would keep every key for ever.
+    exact_seen: set | None = field(default_factory=set)
     semantic: SemanticIndex | None = None
     budgets: list[BudgetState] = field(default_factory=list)
     rates: list[RateState] = field(default_factory=list)

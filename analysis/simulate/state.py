@@ -18,6 +18,9 @@ memory backend (`MemoryBackend`) is these classes; a backend must pass the same 
   spend already in its window has reached the limit: enforce mode cannot know a request's cost
   before the answer arrives, so neither does the simulator. The request whose charge reaches
   the limit is remembered as the one that tripped it.
+- `BudgetAlerts`: which of a budget's alerts (`alert_at`) have fired, one marker per scope
+  value, window and share (claimed at most once, atomically in the Redis backend), and the
+  window's spend by model and feature that an alert reports.
 - `RateWindows`: a sliding 60-second window of admitted requests and their tokens per scope
   value. A request is throttled when the window already holds `requests_per_minute` requests
   or `tokens_per_minute` tokens.
@@ -37,13 +40,19 @@ CacheEntry = tuple[int, int, str]
 
 
 class ResponseCache:
-    """LRU of responses keyed by any hashable key, each entry valid for `ttl_us`."""
+    """LRU of responses keyed by any hashable key, each entry valid for `ttl_us`.
+
+    Bounded, so a proxy can keep one for months: at most `max_entries` entries, and at most as
+    many keys remembered as evicted (to tell `miss_evicted` from `miss`; the oldest are
+    forgotten first). `on_evict(source_id)` is told of each entry the LRU pushes out (enforce
+    mode drops its stored bytes), and `forget(key)` evicts an entry whose bytes are gone."""
 
     def __init__(self, ttl_us: int, max_entries: int):
         self.ttl_us = ttl_us
         self.max_entries = max_entries
         self.entries: OrderedDict[object, CacheEntry] = OrderedDict()
-        self.evicted: set[object] = set()  # pushed out by LRU and not stored again since
+        self.evicted: OrderedDict[object, None] = OrderedDict()  # pushed out and not stored again since
+        self.on_evict: Callable[[str], None] | None = None
 
     def lookup(self, key: object, now: int) -> tuple[str, CacheEntry | None]:
         """("hit", entry) or (why it missed, entry or None): miss, miss_in_flight,
@@ -68,11 +77,25 @@ class ResponseCache:
                 return False
             entries.move_to_end(key)
         else:
-            self.evicted.discard(key)
+            self.evicted.pop(key, None)
         entries[key] = (available_at, available_at + self.ttl_us, source_id)
         if len(entries) > self.max_entries:
-            self.evicted.add(entries.popitem(last=False)[0])
+            old_key, old = entries.popitem(last=False)
+            self._evicted(old_key, old[2])
         return True
+
+    def forget(self, key: object) -> None:
+        """Evict `key`'s entry now (enforce mode: its answer's bytes left the ResponseStore)."""
+        entry = self.entries.pop(key, None)
+        if entry is not None:
+            self._evicted(key, entry[2])
+
+    def _evicted(self, key: object, source_id: str) -> None:
+        self.evicted[key] = None
+        if len(self.evicted) > self.max_entries:
+            self.evicted.popitem(last=False)
+        if self.on_evict is not None:
+            self.on_evict(source_id)
 
 
 class BudgetWindows:
@@ -91,6 +114,45 @@ class BudgetWindows:
         after = before + usd
         self.spent[key] = after
         return before < self.limit_usd <= after
+
+
+class BudgetAlerts:
+    """One budget's alert markers and, per window, its spend by model and by feature.
+
+    `claim(key, share)` is True the first time only: an alert fires once per (scope value,
+    window) key and share of the limit, whichever process or request gets there first."""
+
+    def __init__(self) -> None:
+        self.fired: set[tuple[str, float]] = set()
+        self.spend: dict[str, dict[tuple[str, str], float]] = {}  # key -> (model|feature, value) -> USD
+
+    def claim(self, key: str, share: float) -> bool:
+        marker = (key, share)
+        if marker in self.fired:
+            return False
+        self.fired.add(marker)
+        return True
+
+    def add(self, key: str, model: str | None, feature: str | None, usd: float) -> None:
+        spend = self.spend.setdefault(key, {})
+        for part in (("model", model or ""), ("feature", feature or "")):
+            spend[part] = spend.get(part, 0.0) + usd
+
+    def top(self, key: str, n: int) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+        """The `n` models and the `n` features that spent most in the window `key`."""
+        return top_spenders(self.spend.get(key, {}), n)
+
+
+def top_spenders(
+    spend: dict[tuple[str, str], float], n: int
+) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+    """(models, features) by spend, most first, then by name; each at most `n`."""
+
+    def ranked(kind: str) -> list[tuple[str, float]]:
+        rows = [(value, usd) for (k, value), usd in spend.items() if k == kind]
+        return sorted(rows, key=lambda r: (-r[1], r[0]))[:n]
+
+    return ranked("model"), ranked("feature")
 
 
 class RateWindows:
@@ -155,6 +217,7 @@ class StoredResponse:
     headers: tuple[tuple[bytes, bytes], ...]
     chunks: tuple[bytes, ...]
     cost_usd: float | None = None
+    key: object = None  # the cache key it answers (memory backend: evicting the bytes evicts the key)
 
     @property
     def size(self) -> int:
@@ -170,6 +233,7 @@ class ResponseStore:
         self.size = 0
         self.entries: OrderedDict[str, tuple[int, StoredResponse]] = OrderedDict()
         self.evicted = 0  # entries pushed out by the byte cap
+        self.on_evict: Callable[[object], None] | None = None  # told the `key` of each of them
 
     def put(self, response: StoredResponse, expires_at: int) -> bool:
         """Keep `response` until `expires_at`; False when it alone exceeds the cap."""
@@ -183,6 +247,8 @@ class ResponseStore:
             _, (_, old) = self.entries.popitem(last=False)
             self.size -= old.size
             self.evicted += 1
+            if self.on_evict is not None and old.key is not None:
+                self.on_evict(old.key)
         return True
 
     def get(self, source_id: str, now: int) -> StoredResponse | None:
@@ -221,6 +287,16 @@ class BudgetState(Protocol):
     def charge(self, key: str, usd: float) -> bool: ...
 
 
+class AlertState(Protocol):
+    """One budget's alert markers and per-window spend breakdown (see BudgetAlerts)."""
+
+    def claim(self, key: str, share: float) -> bool: ...
+
+    def add(self, key: str, model: str | None, feature: str | None, usd: float) -> None: ...
+
+    def top(self, key: str, n: int) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]: ...
+
+
 class RateState(Protocol):
     """One rate limit's sliding windows (see RateWindows)."""
 
@@ -249,6 +325,8 @@ class StateBackend(Protocol):
     def budget_windows(self, name: str, limit_usd: float) -> BudgetState: ...
 
     def rate_windows(self, name: str, requests_per_minute: int | None, tokens_per_minute: int | None) -> RateState: ...
+
+    def budget_alerts(self, name: str) -> AlertState: ...
 
 
 _Held = TypeVar("_Held")
@@ -281,6 +359,9 @@ class MemoryBackend:
 
     def budget_windows(self, name: str, limit_usd: float) -> BudgetWindows:
         return self._keep("budget", name, lambda: BudgetWindows(limit_usd), limit_usd=limit_usd)
+
+    def budget_alerts(self, name: str) -> BudgetAlerts:
+        return self._keep("alerts", name, BudgetAlerts)
 
     def rate_windows(self, name: str, requests_per_minute: int | None, tokens_per_minute: int | None) -> RateWindows:
         return self._keep(
