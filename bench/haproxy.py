@@ -42,13 +42,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.enforce import PASSING, POLICY, latencies, throughput  # noqa: E402
-from bench.overhead import percentile, start_proxy  # noqa: E402
+from bench._load import latencies, percentile, start_proxy, throughput  # noqa: E402
+from bench.enforce import PASSING, POLICY, request_bytes  # noqa: E402
 from tests.fake_provider import FakeProvider  # noqa: E402
 from tests.haproxy import HAProxy  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
 FLEET = 3
+CALL = request_bytes(PASSING)  # a chat call of team `bench`, temperature 0.7: decided, passed
 
 
 def redis_counts(redis: RedisServer) -> tuple[int, int]:
@@ -137,15 +138,15 @@ def main() -> None:
                 targets[f"haproxy-{n}"] = (balancers[-1].port, n)
             pids = [process.pid for process in processes]
             for port, _ in targets.values():
-                asyncio.run(latencies(port, PASSING, 50))  # warm up every path (and every proxy behind HAProxy)
+                asyncio.run(latencies(port, CALL, 50))  # warm up every path (and every proxy behind HAProxy)
             for _ in range(args.rounds):
                 for name, (port, _) in targets.items():
                     scripts, commands = redis_counts(redis)
                     cpu, (busy, ticks) = tree_cpu_seconds(pids), machine_busy()
                     redis_cpu = tree_cpu_seconds([redis.process.pid])
                     total = args.requests // args.rounds
-                    rps = asyncio.run(throughput(port, PASSING, total, args.concurrency))
-                    lat = asyncio.run(latencies(port, PASSING, args.latency_calls // args.rounds))
+                    rps = asyncio.run(throughput(port, CALL, total, args.concurrency))
+                    lat = asyncio.run(latencies(port, CALL, args.latency_calls // args.rounds))
                     calls = total + len(lat)
                     scripts_after, commands_after = redis_counts(redis)
                     cpu_after, (busy_after, ticks_after) = tree_cpu_seconds(pids), machine_busy()
