@@ -87,10 +87,11 @@ async def latencies(port: int, request: bytes, calls: int) -> list[float]:
     return out
 
 
-def start_proxy(command: list[str]) -> tuple[subprocess.Popen, int]:
-    """Start a proxy (mitmdump or `llm-shadow proxy`); return it and the port it listens on."""
-    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def start_proxy(command: list[str], root: Path = ROOT) -> tuple[subprocess.Popen, int]:
+    """Start a proxy (mitmdump or `llm-shadow proxy` of the checkout at `root`); return it and
+    the port it listens on."""
+    env = {"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     port = None
     found = threading.Event()
 
