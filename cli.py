@@ -1,5 +1,6 @@
 """The `llm-shadow` command: observe LLM traffic, simulate policies, report savings."""
 
+import os
 import re
 import shlex
 import sys
@@ -13,10 +14,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from analysis.recording.settings import RecorderSettings
-from analysis.recording.status import problem_summary, read_statuses
+from analysis.recording.status import alert_counts, late_statuses, problem_summary, read_statuses
 from analysis.store import DEFAULT_DATA_DIR, GROUP_ALIASES, GROUP_LABELS, StoreError
 from reports.format import json_ready, usd
-from reports.tables import FORMATS, print_frame
+from reports.tables import FORMATS, print_frame, shown
 
 if TYPE_CHECKING:
     from analysis.store.datadir import Store
@@ -31,8 +32,9 @@ app = typer.Typer(
     add_completion=False,
 )
 # Piped output gets a wide console rather than rich's 80 columns, so tables are not cut short.
-console = Console() if Console().is_terminal else Console(width=200)
-err_console = Console(stderr=True)
+# No emoji codes: a CA fingerprint (`12:AB:CD`) or a stored value (`:ab:`) is printed as it is.
+console = Console(emoji=False) if Console().is_terminal else Console(width=200, emoji=False)
+err_console = Console(stderr=True, emoji=False)
 
 DataDir = Annotated[
     Path,
@@ -85,15 +87,17 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
     The message is printed as text, never read as rich markup (paths and policy keys such as
     `[[routing]]` contain brackets)."""
-    err_console.print(f"[bold red]Error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]Error:[/] {shown(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
-def open_store(data: Path, create: bool = False) -> "Store":
+def open_store(data: Path, create: bool = False, read_only: bool = False) -> "Store":
+    """The data directory; `read_only` for commands that only read it (nothing is created or
+    migrated: a read-only mount works)."""
     from analysis.store.datadir import Store
 
     try:
-        return Store(data, create=create)
+        return Store(data, create=create, read_only=read_only)
     except StoreError as e:
         hint = " (record some traffic first: llm-shadow proxy, or llm-shadow import FILE)" if not data.exists() else ""
         raise fail(f"{e}{hint}") from e
@@ -115,12 +119,13 @@ def parse_date(value: str | None, option: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def parse_age(value: str) -> timedelta:
-    """'14d', '12h', '30m', '2w' -> timedelta."""
-    m = re.fullmatch(r"\s*(\d+)\s*([mhdw])\s*", value)
-    if not m:
-        raise fail(f"--older-than: {value!r} is not an age (examples: 14d, 12h, 30m, 2w)")
-    unit = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[m[2]]
+def parse_age(value: str, option: str = "--older-than", seconds: bool = False) -> timedelta:
+    """'14d', '12h', '30m', '2w' (and '45s' when `seconds`) -> timedelta."""
+    m = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", value)
+    if not m or (m[2] == "s" and not seconds):
+        examples = "30s, 10m, 1h" if seconds else "14d, 12h, 30m, 2w"
+        raise fail(f"{option}: {value!r} is not an age (examples: {examples})")
+    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[m[2]]
     return timedelta(**{unit: int(m[1])})
 
 
@@ -176,6 +181,37 @@ def mitmdump_args(
     if confdir is not None:  # on the command line: mitmproxy reads its config.yaml from there
         args += ["--set", f"confdir={confdir}"]
     return args
+
+
+def check_listen_ports(args: list[str], listen_host: str) -> None:
+    """Stop with one line when a port the proxy would listen on is out of range or taken (before
+    mitmproxy starts, whose own messages take two lines and its own wording)."""
+    import errno
+    import socket
+
+    modes = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--mode"]
+    for mode in modes:
+        m = re.search(r"@(\d+)$", mode)
+        if m is None:
+            continue
+        port = int(m[1])
+        if port > 65535:
+            raise fail(f"port {port}: a port is a number from 1 to 65535 (0: any free port)")
+        if port == 0:
+            continue
+        family = socket.AF_INET6 if ":" in listen_host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's servers bind
+            try:
+                probe.bind((listen_host, port))
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    raise fail(
+                        f"port {port} on {listen_host} is already in use (another proxy?): choose another with --port"
+                    ) from e
+                if e.errno == errno.EACCES:
+                    raise fail(f"port {port}: not allowed to listen on it (ports below 1024 need root)") from e
+                return  # something mitmproxy will say better (an address this machine does not have)
 
 
 def proxy_options(
@@ -265,14 +301,18 @@ def proxy(
     ] = 600,
     policy: Annotated[
         Path | None,
-        typer.Option("--policy", help="Policy file (TOML) deciding every call in shadow or enforce mode."),
+        typer.Option(
+            "--policy",
+            help="Policy file (TOML) deciding every call in shadow or enforce mode; in observe mode, its budget "
+            "alerts only.",
+        ),
     ] = None,
     mode: Annotated[
         str,
         typer.Option(
             "--mode",
-            help="observe: record only; shadow: decide and log every call in `decisions`, change nothing; "
-            "enforce: decisions act.",
+            help="observe: record only (with --policy: send its budget alerts); shadow: decide and log every call "
+            "in `decisions`, change nothing; enforce: decisions act.",
         ),
     ] = "observe",
     force: Annotated[
@@ -314,6 +354,8 @@ def proxy(
 
     if not flush_interval > 0:
         raise fail("--flush-interval must be positive")
+    if not 0 <= port <= 65535:
+        raise fail(f"--port {port}: a port is a number from 1 to 65535 (0: any free port)")
     try:
         settings = RecorderSettings(
             data=data,
@@ -331,6 +373,7 @@ def proxy(
     except ValueError as e:
         raise fail(f"--intercept-host: {e}") from e
     args = mitmdump_args(upstream, port, listen_host, forward, transparent, local, confdir.expanduser())
+    check_listen_ports(args, listen_host)
     args += policy_args(policy, mode, force, data, cache_bytes)
     args += state_args(state)
     if local is not None and (reason := local_capture_unavailable_reason()):
@@ -346,6 +389,7 @@ def proxy(
     failure = run_proxy(args, proxy_options(settings, intercept_host, intercept_all, timeout))
     if failure:
         raise fail(failure)
+    _proxy_stopped.append(True)  # see main: every addon is done, rows flushed, status marked stopped
 
 
 def state_args(state: str | None) -> list[str]:
@@ -374,13 +418,16 @@ def policy_args(policy: Path | None, mode: str, force: bool, data: Path, cache_b
         raise fail(f"--mode {mode!r}: choose one of {', '.join(MODES)}")
     if cache_bytes <= 0:
         raise fail("--cache-bytes must be positive")
-    if mode == "observe":
-        if policy is not None:
-            raise fail("--policy acts only with --mode shadow or --mode enforce")
+    if mode == "observe" and policy is None:
         return []
     if policy is None:
         raise fail(f"--mode {mode} needs --policy FILE")
     loaded = _read_policy(policy)
+    if mode == "observe" and not any(b.alert_at for b in loaded.budgets):
+        raise fail(
+            f"{policy}: in observe mode a policy only sends budget alerts, and this one has no budget with "
+            "alert_at; use --mode shadow or --mode enforce to decide calls"
+        )
     store = open_store(data, create=True)
     try:
         LivePolicy(loaded, mode, PriceTable.load(store.data_dir))
@@ -475,7 +522,7 @@ def stats(
     by = GROUP_ALIASES.get(by, by)
     if by not in GROUP_LABELS:
         raise fail(f"--by {by!r}: choose one of {', '.join(GROUP_LABELS)}")
-    store = open_store(data)
+    store = open_store(data, read_only=True)
     with store.connect() as con:
         frame = stats_queries.grouped(con, by, since, until)
         total = stats_queries.totals(con, since, until)
@@ -508,9 +555,23 @@ def stats(
             "them: llm-shadow reprice checks them.",
             highlight=False,
         )
-    if problems := problem_summary(read_statuses(data)):
+    if alerts := alert_counts(data):
+        err_console.print(
+            f"Budget alerts: {alerts.get('sent', 0):,} sent, {alerts.get('failed', 0):,} failed, "
+            f"{alerts.get('dropped', 0):,} dropped (queue full)",
+            highlight=False,
+        )
+    statuses = read_statuses(data)
+    if problems := problem_summary(statuses):
         err_console.print(
             f"[bold yellow]Warning:[/] recording had problems: {escape(problems)} (see {escape(str(data / 'status'))})",
+            highlight=False,
+        )
+    for status, age in late_statuses(statuses):
+        err_console.print(
+            f"[bold yellow]Warning:[/] recorder {escape(status.instance)}: status not updated for {age:,.0f} s "
+            f"and not marked stopped: the proxy was killed, or cannot write {escape(str(status.path))} "
+            "(a full disk?); its counts may be out of date",
             highlight=False,
         )
     if total.estimated_calls and fmt == "table":
@@ -546,7 +607,7 @@ def sql(
         raise fail('no query given (example: llm-shadow sql "SELECT count(*) FROM requests")')
     if not allow_write and (violation := read_only_violation(query)):
         raise fail(violation)
-    store = open_store(data)
+    store = open_store(data, read_only=True)
     with store.connect(sandboxed=not allow_write) as con:
         try:
             frame = query_frame(con, query)
@@ -577,14 +638,25 @@ def purge(
 
 
 @app.command()
-def compact(data: DataDir = Path(DEFAULT_DATA_DIR)):
+def compact(
+    quiet_for: Annotated[
+        str,
+        typer.Option(
+            "--quiet-for",
+            help="Merge a recorder's segments once none of its files changed for this long (30s, 10m, 1h): "
+            "a running recorder merges its own. Lower it only once every recorder of the directory has stopped.",
+        ),
+    ] = "10m",
+    data: DataDir = Path(DEFAULT_DATA_DIR),
+):
     """Merge the segments stopped recorders left behind, and delete superseded ones."""
     from analysis.store.datadir import all_segments, live_segments
 
+    quiet_seconds = parse_age(quiet_for, "--quiet-for", seconds=True).total_seconds()
     store = open_store(data)
     directories = (store.records_dir, store.contents_dir)
     before = sum(len(live_segments(d)) for d in directories)
-    merged, deleted = store.compact()
+    merged, deleted = store.compact(quiet_seconds)
     after = sum(len(live_segments(d)) for d in directories)
     waiting = sum(len(all_segments(d)) for d in directories) - after
     console.print(
@@ -593,6 +665,14 @@ def compact(data: DataDir = Path(DEFAULT_DATA_DIR)):
         "deletes them).",
         highlight=False,
     )
+    if not merged and (recent := store.unquiet_instances(quiet_seconds)):
+        latest = min(recent.values())
+        console.print(
+            f"Merged nothing from {len(recent):,} recorder(s) whose files changed {latest:,.0f} s ago or less: "
+            f"compact waits until a recorder's files have not changed for {quiet_for} (a running recorder merges "
+            "its own). Once every recorder of this directory has stopped, --quiet-for 0s merges them now.",
+            highlight=False,
+        )
 
 
 # --- prices commands -----------------------------------------------------------------------------
@@ -707,7 +787,7 @@ def prices_missing(
 
     check_format(fmt)
     table = load_prices(data)
-    store = open_store(data)
+    store = open_store(data, read_only=True)
     with store.connect() as con:
         frame = unpriced_models(con, table)
     if frame.height == 0 and fmt == "table":
@@ -763,7 +843,7 @@ def prices_compare(
     if model is not None:
         frame = pl.DataFrame([compare_model(pricing, model, provider)])
     else:
-        store = open_store(data)
+        store = open_store(data, read_only=True)
         with store.connect() as con:
             frame = compare_recorded(con, pricing)
         if frame.height == 0:
@@ -811,7 +891,7 @@ DEMO_POLICY = Path(__file__).resolve().parent / "sample_traffic" / "demo-policy.
 def gather_report(data: Path, since: datetime | None, until: datetime | None, simulation=None) -> dict:
     from reports.data import EmptyReport, gather
 
-    store = open_store(data)
+    store = open_store(data, read_only=True)
     with store.connect() as con:
         try:
             return gather(con, since, until, simulation)
@@ -861,7 +941,7 @@ def report(
         raise fail(f"unknown format {fmt!r}; choose one of {', '.join(REPORT_FORMATS)}")
     if policy is not None and not policy.is_file():
         raise fail(f"--policy {policy}: no such file")
-    open_store(data)
+    open_store(data, read_only=True)
     simulation = simulate_for_report(policy, data, since, until) if policy is not None else None
     figures = gather_report(data, since, until, simulation)
     if fmt == "md" and out is None:
@@ -977,7 +1057,7 @@ def export_otlp(
     if not endpoint:
         raise fail("say where to send: --endpoint http://HOST:4318 or OTEL_EXPORTER_OTLP_ENDPOINT")
     since, until = parse_date(start, "--from"), parse_date(end, "--to")
-    store = open_store(data)
+    store = open_store(data, read_only=True)
     rows = store.requests_frame(since, until).to_dicts()
     contents = {c["id"]: c for c in store.contents_frame(since, until).to_dicts()} if content else {}
     exporter = OtlpExporter(endpoint)
@@ -1057,7 +1137,7 @@ def _simulate_one(policy_path: Path, data: Path, since: datetime | None, until: 
 
     policy = _read_policy(policy_path)
     prices = load_prices(data)
-    store = open_store(data)
+    store = open_store(data, read_only=True)
     requests = store.requests_frame(since, until)
     if requests.height == 0:
         raise fail("no recorded requests in that range")
@@ -1121,7 +1201,10 @@ def simulate(
     files = [policy] if policy is not None else list(compare or ())
     show_progress = fmt == "table" and err_console.is_terminal
     results = [_simulate_one(f, data, since, until, show_progress) for f in files]
-    stored = [save_run(data, r) for r in results] if save else [None] * len(results)
+    try:
+        stored = [save_run(data, r) for r in results] if save else [None] * len(results)
+    except OSError as e:
+        raise fail(f"cannot store the run under {data / 'simulations'}: {e.strerror or e} (--no-save: do not)") from e
     outputs = [{"run_id": s.run_id if s else None, **r.to_dict()} for r, s in zip(results, stored, strict=True)]
     if fmt == "json":
         document = outputs[0] if policy is not None else {"a": outputs[0], "b": outputs[1]}
@@ -1166,7 +1249,7 @@ def explain(
         raise fail(f"unknown format {fmt!r}; choose table or json")
     rules = _read_policy(policy)
     prices = load_prices(data)
-    store = open_store(data)
+    store = open_store(data, read_only=True)
     try:
         engine = build_engine(rules, prices, data_dir=data)
         result = explain_request(
@@ -1189,7 +1272,7 @@ def _show_pair(number: int, total: int, pair: dict) -> None:
         ("answer the cache would serve", "cached_answer"),
     ):
         text = pair.get(key)
-        console.print(f"[bold]{title}:[/] {escape(text if text is not None else '(not recorded)')}", soft_wrap=True)
+        console.print(f"[bold]{title}:[/] {shown(text if text is not None else '(not recorded)')}", soft_wrap=True)
 
 
 def _print_precision(rows: list[dict], source: str = "your labels") -> None:
@@ -1313,6 +1396,13 @@ def evaluate(
     ] = "OPENAI_API_KEY",
     start: Annotated[str | None, typer.Option("--from", help="First day (UTC), YYYY-MM-DD.")] = None,
     end: Annotated[str | None, typer.Option("--to", help="Day after the last (UTC), YYYY-MM-DD.")] = None,
+    mirrored: Annotated[
+        bool,
+        typer.Option(
+            "--mirrored",
+            help="Send nothing: compare the answers shadow-mode mirroring got (a rule's `mirror` share) instead.",
+        ),
+    ] = False,
     data: DataDir = Path(DEFAULT_DATA_DIR),
 ):
     """Measure routing quality: send a sample of the recorded requests each rule would route to its
@@ -1320,11 +1410,17 @@ def evaluate(
     import os
 
     from analysis.simulate.embedders import EmbedderError, make_embedder
-    from analysis.simulate.evaluation import EvaluationError, candidates, run_evaluation, save_evaluation
+    from analysis.simulate.evaluation import (
+        EvaluationError,
+        candidates,
+        mirrored_answers,
+        run_evaluation,
+        save_evaluation,
+        summarise,
+    )
     from analysis.simulate.policy import PolicyError
     from analysis.simulate.replay import decisions_frame
     from analysis.simulate.simulator import build_engine, replay_frames
-    from reports.simulate_tables import quality_text
 
     if sample < 1:
         raise fail("--sample must be at least 1")
@@ -1338,6 +1434,25 @@ def evaluate(
         raise fail(f"no routing rule named {rule!r} in {policy}")
     prices = load_prices(data)
     store = open_store(data)
+    if mirrored:
+        from analysis.enforce.mirror import read_mirrors
+
+        mirrors = read_mirrors(data)
+        if mirrors.is_empty():
+            raise fail(
+                f"no mirrored answers in {data}/mirrors: give a routing rule `mirror` and run the proxy in shadow mode"
+            )
+        try:
+            embedder = make_embedder("wordllama", url=None, model=None, api_key_env=None, data_dir=data)
+            answers, skipped = mirrored_answers(
+                rules, mirrors, store.contents_frame(since, until).select("id", "response_text"), rule=rule
+            )
+            summary, answers = summarise(rules, answers, skipped, {}, embedder)
+        except EmbedderError as e:
+            raise fail(str(e)) from e
+        info = {"policy_file": str(policy), "source": "mirror"}
+        _print_evaluation(save_evaluation(data, summary, answers, info), summary)
+        return
     try:
         engine = build_engine(rules, prices, data_dir=data)
         requests = store.requests_frame(since, until)
@@ -1363,7 +1478,13 @@ def evaluate(
     evaluation_id = save_evaluation(
         data, summary, answers, {"policy_file": str(policy), "sample": sample, "max_spend_usd": max_spend}
     )
+    _print_evaluation(evaluation_id, summary)
+
+
+def _print_evaluation(evaluation_id: str, summary: dict) -> None:
     from rich.table import Table
+
+    from reports.simulate_tables import quality_text
 
     table = Table(title=f"Routing quality, evaluation {evaluation_id}")
     for name in ("rule", "to", "evaluated", "quality", "cost", "not evaluated"):
@@ -1443,17 +1564,27 @@ def doctor(
     proxy_user: Annotated[
         str | None, typer.Option(help="The user the proxy runs as, if not you (for the redirect-loop check).")
     ] = None,
+    mode: Annotated[
+        str,
+        typer.Option(
+            "--mode",
+            help="How the proxy captures: reverse (--upstream: no CA, no redirect rule), forward, transparent "
+            "or local; checks that do not apply are skipped.",
+        ),
+    ] = "transparent",
 ):
     """Check what breaks capture (CA trust and key, redirect loop, port, data dir, tiktoken files)."""
     from analysis.capture_setup.ca import CaFiles
-    from analysis.capture_setup.doctor import UnknownUserError, proxy_connection_for, run_checks
+    from analysis.capture_setup.doctor import CAPTURE_MODES, UnknownUserError, proxy_connection_for, run_checks
     from reports.capture_setup_tables import doctor_table
 
+    if mode not in CAPTURE_MODES:
+        raise fail(f"--mode {mode!r}: choose one of {', '.join(CAPTURE_MODES)}")
     try:
         conn = proxy_connection_for(proxy_user)
     except UnknownUserError as e:
         raise fail(f"--proxy-user: {e}") from e
-    results = run_checks(CaFiles(confdir.expanduser()), data, port, conn=conn)
+    results = run_checks(CaFiles(confdir.expanduser()), data, port, conn=conn, mode=mode)
     console.print(doctor_table(results))
     failed = [r.name for r in results if r.status == "fail"]
     if failed:
@@ -1604,12 +1735,23 @@ def keys_rotate(
     print(text)
 
 
+_proxy_stopped: list[bool] = []
+
+
 def main() -> None:  # pragma: no cover
     try:
         app()
     except StoreError as e:
         err_console.print(f"[bold red]Error:[/] {e}", highlight=False)
         sys.exit(1)
+    except SystemExit as e:
+        if _proxy_stopped and e.code in (None, 0):
+            # The proxy stopped cleanly: skip the interpreter's teardown of the libraries it
+            # loaded (about a second), so that stopping takes as long as the last flush.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+        raise
 
 
 if __name__ == "__main__":

@@ -20,6 +20,11 @@ every call (docs/benchmarks.md); the full row (both price tables, contents) is m
 recorder's worker process. A call whose settlement would change nothing (no budget applies, no
 answer to store) is not read at all.
 
+Budget alerts (`alert_at`) fire after the charge that reaches them, in every mode: with
+`shadow_mode` observe and a policy, only the policy's alerting budgets run, to count spend and
+warn; nothing is decided or changed. Alerts are logged and POSTed to their webhook from a
+background thread (analysis.enforce.webhook), counted in the status file.
+
 Fail-open: a decision or a settlement that raises is counted (`llm-shadow: decision_error`,
 logged once per kind) and the call passes unchanged. SIGHUP reloads the policy file; a file
 that does not load keeps the running policy and says why.
@@ -35,14 +40,16 @@ from collections import Counter
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.net.http import status_codes
 
 from addons.fallback import FLOW_FALLBACK, FallbackActor
+from addons.redirect import rewrite_model, send_to
+from analysis.enforce.alerts import slack_payload
 from analysis.enforce.live import DEFAULT_CACHE_BYTES, MODES, LivePolicy, Verdict
 from analysis.enforce.request_record import request_record
+from analysis.enforce.webhook import WebhookSender
 from analysis.parsers.detect import detect
 from analysis.pricing.check import Pricing
 from analysis.pricing.files import PriceFileError
@@ -59,9 +66,11 @@ from analysis.recording.capture import (
 )
 from analysis.recording.settings import RecorderSettings
 from analysis.recording.sink import Problems
+from analysis.simulate.alerts import Alert, alert_line
 from analysis.simulate.policy import PolicyError, load_policy
 from analysis.simulate.state import MemoryBackend
 from analysis.store.datadir import Store, StoreError, new_id, new_instance_name
+from analysis.store.modes import create_private_file, make_dir
 
 log = logging.getLogger("llm_shadow")
 
@@ -83,8 +92,9 @@ class Enforcer:
         self._started = False
         self.instance = new_instance_name() + "-policy"
         self._status_dir: Path | None = None
-        self._status_written: dict[str, int] | None = None
+        self._status_written: tuple[dict[str, int], dict[str, int]] | None = None
         self._status_timer: asyncio.TimerHandle | None = None
+        self.sender: WebhookSender | None = None  # budget alerts' webhooks, started when a policy has one
         self.fallback = FallbackActor()  # [[fallback]] rules (addons.fallback)
 
     def load(self, loader):
@@ -95,7 +105,8 @@ class Enforcer:
             "shadow_mode",
             str,
             "observe",
-            "observe: record only; shadow: decide and log every call, change nothing; enforce: decisions act.",
+            "observe: record only (with a policy: its budget alerts too); shadow: decide and log every call, "
+            "change nothing; enforce: decisions act.",
         )
         loader.add_option(
             "shadow_cache_bytes",
@@ -130,7 +141,7 @@ class Enforcer:
         self._started = True
         if o.shadow_mode not in MODES:
             raise exceptions.OptionsError(f"llm-shadow: shadow_mode must be one of {', '.join(MODES)}")
-        if o.shadow_mode == "observe":
+        if o.shadow_mode == "observe" and not o.shadow_policy:
             self.live = None
             return
         if not o.shadow_policy:
@@ -163,9 +174,19 @@ class Enforcer:
     def _load_policy(self) -> LivePolicy:
         o = ctx.options
         assert self.prices is not None  # start() loaded them
-        return LivePolicy(
+        live = LivePolicy(
             load_policy(o.shadow_policy), o.shadow_mode, self.prices, self.backend, cache_bytes=o.shadow_cache_bytes
         )
+        live.on_alert = self._alert
+        if live.webhooks and self.sender is None:
+            self.sender = WebhookSender()
+        return live
+
+    def _alert(self, alert: Alert, url: str | None) -> None:
+        """A budget alert fired: log it, and queue it for its webhook (sent by a thread)."""
+        log.warning("llm-shadow: alert: %s", alert_line(alert))
+        if url is not None and self.sender is not None:
+            self.sender.submit(url, slack_payload(alert))
 
     def reload(self) -> None:
         """SIGHUP: read the policy file again; keep the running policy when it does not load."""
@@ -181,11 +202,21 @@ class Enforcer:
         log.warning("llm-shadow: policy reloaded from %s", ctx.options.shadow_policy)
 
     def problem_counts(self) -> dict[str, int]:
-        """What failed open so far: our own counts and the live policy's."""
+        """What failed open so far: our own counts and the live policy's, and the budget
+        alerts that could not be sent."""
         counts = Counter(self.problems.counts)
         if self.live is not None:
             counts.update(self.live.counts)
+        if self.sender is not None:
+            for kind in ("failed", "dropped"):
+                if self.sender.counts[kind]:
+                    counts[f"alert_{kind}"] = self.sender.counts[kind]
         return dict(counts)
+
+    def alert_counts(self) -> dict[str, int]:
+        """Budget alerts sent, failed and dropped so far (the status file's `alerts`)."""
+        sender = self.sender
+        return {k: sender.counts[k] for k in ("sent", "failed", "dropped")} if sender is not None else {}
 
     def _status_tick(self) -> None:
         self.write_status()
@@ -195,21 +226,26 @@ class Enforcer:
         """`<data>/status/<instance>-policy.json`, in the recorder's format, so `stats` shows
         what failed open (written when the counts change)."""
         counts = self.problem_counts()
-        if self._status_dir is None or counts == self._status_written:
+        alerts = self.alert_counts()
+        if self._status_dir is None or (counts, alerts) == self._status_written:
             return
         status = {"instance": self.instance, "pid": os.getpid(), "updated": time.time(), "problems": counts}
+        if alerts:
+            status["alerts"] = alerts
         try:
-            self._status_dir.mkdir(exist_ok=True)
+            make_dir(self._status_dir)
             tmp = self._status_dir / f".{self.instance}.json.tmp"
-            tmp.write_text(json.dumps(status))
+            create_private_file(tmp, json.dumps(status).encode())
             os.replace(tmp, self._status_dir / f"{self.instance}.json")
-            self._status_written = counts
+            self._status_written = (counts, alerts)
         except OSError as e:
             self.problems.add("status_unwritable", str(e))
 
     def done(self):
         if self._status_timer is not None:
             self._status_timer.cancel()
+        if self.sender is not None:
+            self.sender.close()
         self.write_status()
         if self.problems.counts:
             log.warning("llm-shadow: problems while deciding: %s", self.problems.summary())
@@ -359,35 +395,3 @@ def _response(status: int, headers, body: bytes, decision: str | None) -> http.R
     now = time.time()
     reason = status_codes.RESPONSES.get(status, "").encode()
     return http.Response(b"HTTP/1.1", status, reason, http.Headers(fields), body, None, now, now)
-
-
-def rewrite_model(request: http.Request, model: str) -> None:
-    """Send the request for `model`: in the URL for Gemini (`/models/<model>:...`), else in
-    the JSON body's `model`."""
-    marker = "/models/"
-    path, sep, query = request.path.partition("?")
-    if marker in path and ":" in path.rsplit(marker, 1)[1]:
-        head, tail = path.rsplit(marker, 1)
-        request.path = f"{head}{marker}{model}:{tail.split(':', 1)[1]}{sep}{query}"
-        return
-    body = json.loads(request.get_content() or b"{}")
-    body["model"] = model
-    request.content = json.dumps(body, ensure_ascii=False).encode()
-
-
-KEY_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
-
-
-def send_to(request: http.Request, base_url: str, key: str | None) -> None:
-    """Send the request to another upstream speaking the same wire format: its scheme, host and
-    port, its path prefix before the request's path, and its own key in place of the client's."""
-    target = urlsplit(base_url)
-    request.scheme = target.scheme
-    request.host = target.hostname or request.host
-    request.port = target.port or (443 if target.scheme == "https" else 80)
-    request.headers["host"] = target.netloc
-    request.path = target.path.rstrip("/") + request.path
-    if key is not None:
-        for name in KEY_HEADERS:
-            if name in request.headers:
-                request.headers[name] = f"Bearer {key}" if name == "authorization" else key

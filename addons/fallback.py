@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 import httpx
 from mitmproxy import http
 
+from addons.redirect import rewrite_model, send_to
 from analysis.enforce.decisions import header_value
 from analysis.enforce.fallback import Outgoing, Sent, carry_out, reason
 from analysis.enforce.live import REPLAY_DROPPED_HEADERS, LivePolicy, Verdict
@@ -123,10 +124,8 @@ class FallbackActor:
     @staticmethod
     def build(request: http.Request, attempt: Attempt, wire_format: str) -> Outgoing | None:
         """The request of `attempt`: the client's, for the attempt's model, on the attempt's
-        upstream with its key (addons.enforcer's own rewriting); None when the model speaks
+        upstream with its key (addons.redirect, as routing does); None when the model speaks
         another wire format."""
-        from addons.enforcer import rewrite_model, send_to  # the enforcer imports this module: imported here
-
         if wire_format and model_family(attempt.model) != wire_family(wire_format):
             return None
         copy = request.copy()

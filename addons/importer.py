@@ -70,7 +70,7 @@ class InlineSink(RecordSink):
 
     def close(self, timeout: float = 30.0) -> None:
         self._flush()
-        self._write_status()
+        self._write_status(stopped=True)
 
 
 # (source index, record: a flow's (start, end) in its file or a HAR entry, import key, skip it)

@@ -6,7 +6,8 @@ leaving a proxy running that records nothing. mitmproxy's per-connection log lin
 unless asked for (`--verbose`); `Banner` says once where the proxy listens.
 
 `SharedState` holds the policy state (--state: memory or Redis) and `WrappedKeys` swaps wrapped
-keys for real ones in shadow and enforce mode.
+keys for real ones in shadow and enforce mode; `Mirroring` sends a routing rule's `mirror` share
+to its target model in shadow mode, off the client's path.
 
 Every mode decrypts only LLM hosts (`TlsPassthrough`: other TLS passes through with its
 real certificate), and local capture mode gets `LocalCaptureWatch`, which stops the proxy
@@ -23,6 +24,7 @@ from mitmproxy.tools.main import run
 
 from addons.enforcer import Enforcer
 from addons.local_capture import LocalCaptureWatch
+from addons.mirror import Mirroring
 from addons.recorder import Recorder
 from addons.shared_state import SharedState
 from addons.tls_passthrough import TlsPassthrough
@@ -42,7 +44,14 @@ class ShadowMaster(DumpMaster):
     def __init__(self, options, **kwargs):
         super().__init__(options, **kwargs)
         self.addons.add(
-            Recorder(), SharedState(), WrappedKeys(), Enforcer(), Banner(), TlsPassthrough(), LocalCaptureWatch()
+            Recorder(),
+            SharedState(),
+            WrappedKeys(),
+            Enforcer(),
+            Mirroring(),
+            Banner(),
+            TlsPassthrough(),
+            LocalCaptureWatch(),
         )
 
 

@@ -276,8 +276,9 @@ class Recorder:
         if self.sink is not None:
             self.sink.close()
             self.recorded += self.sink.recorded
-            if self.problems.counts:
-                log.warning("llm-shadow: problems while recording: %s", self.problems.summary())
+            if problems := self.sink.status()["problems"]:
+                summary = ", ".join(f"{kind}={n}" for kind, n in sorted(problems.items()))
+                log.warning("llm-shadow: problems while recording: %s", summary)
             self.sink = None
 
     # --- hooks

@@ -21,6 +21,7 @@ from mitmproxy import ctx, exceptions
 from analysis.shared_state.backend import STATE_ENV, BadStateURL, open_backend, state_problems, state_status
 from analysis.simulate.state import StateBackend
 from analysis.store.datadir import new_instance_name
+from analysis.store.modes import create_private_file, make_dir
 
 log = logging.getLogger("llm_shadow")
 
@@ -85,9 +86,9 @@ class SharedState:
         }
         directory = Path(ctx.options.shadow_data) / "status"
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            make_dir(directory)
             tmp = directory / f".{self.instance}.state.json.tmp"
-            tmp.write_text(json.dumps(status))
+            create_private_file(tmp, json.dumps(status).encode())
             os.replace(tmp, directory / f"{self.instance}.state.json")
         except OSError:
             pass  # a convenience; the counts are also logged at exit

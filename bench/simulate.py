@@ -129,6 +129,7 @@ def child(data: Path, policy_text: str) -> dict:
     def progress(stage: str, done: int, total: int) -> None:
         progress_marks.setdefault(stage, time.perf_counter())
 
+    vectors_before = stored_vectors(data)
     result = simulate(policy, requests, lambda: store.contents_frame(), prices=prices, data_dir=data, progress=progress)
     lap("simulate")
     save_run(data, result)
@@ -140,7 +141,17 @@ def child(data: Path, policy_text: str) -> dict:
         "cpu_s": round(time.process_time() - cpu, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "totals": {k: result.totals[k] for k in ("baseline_usd", "saving_usd", "cache_hits", "routed", "downgraded")},
+        "texts_embedded": stored_vectors(data) - vectors_before,
+        "embedder": result.parameters.get("embedder"),
     }
+
+
+def stored_vectors(data: Path) -> int:
+    """Vectors kept under <data>/embeddings (every text a run embeds is added there)."""
+    import polars as pl
+
+    parts = sorted((data / "embeddings").glob("*/part-*.parquet"))
+    return pl.scan_parquet(parts).select(pl.len()).collect().item() if parts else 0
 
 
 def run_child(data: Path, policy_text: str) -> dict:

@@ -2,10 +2,10 @@
 
 from collections.abc import Iterable
 
-from rich.markup import escape
 from rich.table import Table
 
 from analysis.capture_setup.doctor import CheckResult
+from reports.tables import shown
 
 STATUS_STYLES = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 
@@ -16,7 +16,7 @@ def trust_table(instructions: Iterable[tuple[str, str]]) -> Table:
     table.add_column("client")
     table.add_column("command", overflow="fold")
     for where, command in instructions:
-        table.add_row(where, command)
+        table.add_row(shown(where), shown(command))
     return table
 
 
@@ -26,5 +26,5 @@ def doctor_table(results: Iterable[CheckResult]) -> Table:
         table.add_column(column, overflow="fold")
     for result in results:
         status = f"[{STATUS_STYLES[result.status]}]{result.status}[/]"
-        table.add_row(result.name, status, escape(result.message), escape(result.fix))
+        table.add_row(shown(result.name), status, shown(result.message), shown(result.fix))
     return table

@@ -5,12 +5,13 @@ import re
 
 import jinja2
 
+from analysis.store.clean import printable
 from reports.format import FILTERS
 
 
 def _cell(value) -> str:
-    """Text safe inside a Markdown table cell."""
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    """Text safe inside a Markdown table cell (and on a terminal: control characters escaped)."""
+    return printable(str(value)).replace("|", "\\|").replace("\n", " ")
 
 
 def _environment() -> jinja2.Environment:

@@ -4,6 +4,8 @@ from typing import Any
 
 from rich.table import Table
 
+from reports.tables import shown
+
 PRICE_KINDS = (
     "input",
     "cached_input",
@@ -51,10 +53,10 @@ def rates_document(model: str, provider: str | None, price: Any, version: str, r
 
 def rates_table(model: str, label: str, rows: list[dict]) -> Table:
     """One row per rate set; a derived rate (not given by the table) is marked with *."""
-    out = Table(title=f"{model} -> {label}  (USD per 1M tokens)")
+    out = Table(title=f"{shown(model)} -> {shown(label)}  (USD per 1M tokens)")
     out.add_column("rates", no_wrap=True)
     for header in PRICE_HEADERS:
         out.add_column(header, justify="right")
     for r in rows:
-        out.add_row(r["rates"], *(f"{r[k]:g}" + (" *" if k in r["derived"] else "") for k in PRICE_KINDS))
+        out.add_row(shown(r["rates"]), *(f"{r[k]:g}" + (" *" if k in r["derived"] else "") for k in PRICE_KINDS))
     return out

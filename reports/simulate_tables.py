@@ -8,17 +8,19 @@ downgraded, throttled requests, unverified answers) is shown next to what it sav
 from typing import Any, Literal
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
+from reports.format import percent
 from reports.format import usd as money
+from reports.tables import shown
 
 GROUP_TITLES = {"by_day": "day", "by_team": "team", "by_feature": "feature", "by_model": "model"}
 
 
 def plain(value: Any) -> str:
-    """Text from the data (prompts, names, scope values) shown as is, never read as markup."""
-    return escape(str(value))
+    """Text from the data (prompts, names, scope values) shown as is: never read as markup, its
+    control characters escaped (see reports.tables.shown)."""
+    return shown(str(value))
 
 
 def usd(amount: float | None) -> str:
@@ -230,7 +232,30 @@ def _budgets(result: dict[str, Any], limit: int = 15) -> list[Table]:
                 usd(incident["spend_prevented_usd"]),
             )
         tables.append(table)
+        if budget.get("alert_at"):
+            tables.append(_alerts(budget, limit))
     return tables
+
+
+def _alerts(budget: dict[str, Any], limit: int) -> Table:
+    """When each of a budget's alerts (alert_at) would have fired."""
+    alerts = budget.get("alerts", [])
+    shares = ", ".join(percent(s, 0) for s in budget["alert_at"])
+    table = Table(title=f"Budget {budget['name']!r} alerts at {shares} of its limit: {len(alerts):,} would have fired")
+    for name in (budget["scope"], "window", "share", "fired at", "request", "spend", "top models", "top features"):
+        table.add_column(name, justify="right" if name in ("share", "spend") else "left")
+    for alert in alerts[:limit]:
+        table.add_row(
+            plain(alert["scope_value"]),
+            alert["window_start"][:16],
+            percent(alert["share"], 0),
+            alert["fired_at"][:19],
+            plain(alert["request_id"]),
+            usd(alert["spend_usd"]),
+            plain(", ".join(f"{m['model']} {usd(m['spend_usd'])}" for m in alert["top_models"][:3])),
+            plain(", ".join(f"{f['feature']} {usd(f['spend_usd'])}" for f in alert["top_features"][:3])),
+        )
+    return table
 
 
 def _rate_limits(result: dict[str, Any]) -> list[Table]:

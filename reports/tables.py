@@ -12,12 +12,20 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from analysis.store.clean import printable
 from reports.format import column, json_ready
 
 if TYPE_CHECKING:  # frames come from the caller: printing needs no polars import of its own
     import polars as pl
 
 FORMATS = ("table", "json", "csv")
+
+
+def shown(value: str) -> str:
+    """A stored value as a rich table shows it: control characters escaped (`\\x1b`: a value
+    cannot drive the terminal) and brackets taken literally (never rich markup). JSON and CSV
+    output keep the value as stored."""
+    return escape(printable(value))
 
 
 def to_rich_table(frame: "pl.DataFrame", title: str | None = None) -> Table:
@@ -27,7 +35,7 @@ def to_rich_table(frame: "pl.DataFrame", title: str | None = None) -> Table:
         table.add_column(name, justify="right" if dtype.is_numeric() else "left")
         columns.append(column(name, frame[name].to_list()))
     for cells in zip(*columns, strict=True):
-        table.add_row(*(escape(c) for c in cells))
+        table.add_row(*(shown(c) for c in cells))
     return table
 
 

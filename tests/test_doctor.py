@@ -78,6 +78,7 @@ def test_port_in_use_is_found():
 
 def test_data_dir_writable(tmp_path):
     assert check_data_dir_writable(tmp_path / "new" / "data").status == "ok"
+    assert not (tmp_path / "new").exists()  # judged, not created
     blocker = tmp_path / "file"
     blocker.write_text("")
     assert check_data_dir_writable(blocker / "data").status == "fail"
@@ -191,3 +192,17 @@ def test_doctor_unknown_proxy_user_is_one_line_error(tmp_path):
     result = CliRunner().invoke(app, ["doctor", "--proxy-user", "no-such-user-llm-shadow"])
     assert result.exit_code == 1 and "no-such-user-llm-shadow" in result.output
     assert "Traceback" not in result.output
+
+
+def test_doctor_for_reverse_mode_skips_the_ca_and_creates_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LLM_SHADOW_DATA")  # the default, ./shadow-data
+    conf = tmp_path / "conf"
+    result = CliRunner().invoke(
+        app, ["doctor", "--mode", "reverse", "--confdir", str(conf), "--port", "0"], env={"COLUMNS": "300"}
+    )
+    assert result.exit_code == 0, result.output
+    assert "not used in reverse mode" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no ./shadow-data, no CA
+    bad = CliRunner().invoke(app, ["doctor", "--mode", "sideways"])
+    assert bad.exit_code == 1 and "choose one of reverse" in bad.stderr

@@ -131,7 +131,7 @@ def test_a_dead_worker_is_replaced_and_calls_go_on(provider, start_proxy, data_d
     client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=API_KEY, max_retries=0)
     client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     records(data_dir, 1)
-    worker_pid = wait_for(lambda: status_of(data_dir).get("pid"))
+    worker_pid = wait_for(lambda: status_of(data_dir).get("worker_pid"))
     assert worker_pid != proxy.process.pid
     os.kill(worker_pid, signal.SIGKILL)
     # The proxy notices at its next call (a call handed over as the worker died is lost with

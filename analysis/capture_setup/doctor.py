@@ -134,18 +134,24 @@ def check_port_free(port: int, host: str = "0.0.0.0") -> CheckResult:
 
 
 def check_data_dir_writable(data_dir: Path) -> CheckResult:
+    """Whether the proxy can write `data_dir`, or create it; creates nothing that stays (a data
+    directory not there yet is judged by the directory it would be made in)."""
     name = "data directory writable"
+    existing = next((p for p in (data_dir, *data_dir.parents) if p.exists()), Path("/"))
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=data_dir, prefix=".doctor-"):
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(existing))
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".doctor-"):
             pass
     except OSError as e:
         return CheckResult(
             name,
             "fail",
-            f"cannot write in {data_dir}: {e.strerror}",
-            f"chown $(id -u) {data_dir}, or pass --data-dir a writable directory",
+            f"cannot write in {existing}: {e.strerror}",
+            f"chown $(id -u) {existing}, or pass --data a writable directory",
         )
+    if existing != data_dir:
+        return CheckResult(name, "ok", f"{data_dir} does not exist yet; the proxy can create it in {existing}")
     return CheckResult(name, "ok", f"{data_dir} is writable")
 
 
@@ -300,24 +306,44 @@ def proxy_connection_for(user: str | None) -> ProxyConnection:
     return ProxyConnection(uid=entry.pw_uid, gid=entry.pw_gid)
 
 
+# The ways to capture (`llm-shadow proxy --upstream/--forward/--transparent/--local`) and the
+# checks that do not apply to each: reverse mode decrypts nothing and needs no redirect rule.
+CAPTURE_MODES = ("reverse", "forward", "transparent", "local")
+NOT_APPLICABLE = {
+    "reverse": ("CA private key", "CA trusted by clients", "redirect loop", "local capture mode"),
+    "forward": ("redirect loop", "local capture mode"),
+    "transparent": (),
+    "local": (),
+}
+
+
 def run_checks(
     files: CaFiles,
     data_dir: Path,
     port: int,
     env: Mapping[str, str] | None = None,
     conn: ProxyConnection | None = None,
+    mode: str = "transparent",
 ) -> list[CheckResult]:
-    """Every check, on this machine's files, ports, firewall and environment. `conn` is the
-    proxy's own upstream connection (its uid and gid), by default that of this process."""
+    """Every check that applies to capture `mode`, on this machine's files, ports, firewall and
+    environment (the others are "skip"). `conn` is the proxy's own upstream connection (its uid
+    and gid), by default that of this process."""
     conn = conn or proxy_connection_for(None)
     env = os.environ if env is None else env
     user_tiktoken_dir = env.get("TIKTOKEN_CACHE_DIR")
+    skipped = NOT_APPLICABLE[mode]
+    checks = [
+        ("CA private key", lambda: check_ca_key(files)),
+        ("CA trusted by clients", lambda: check_ca_trusted(files, env)),
+        (f"port {port} free", lambda: check_port_free(port)),
+        ("redirect loop", lambda: check_redirect_loop(port, conn, read_nat_rules())),
+        ("data directory writable", lambda: check_data_dir_writable(data_dir)),
+        (
+            "tiktoken files",
+            lambda: check_tiktoken_files(tiktoken_files(Path(user_tiktoken_dir) if user_tiktoken_dir else None)),
+        ),
+        ("local capture mode", lambda: check_local_capture(local_capture_unavailable_reason())),
+    ]
     return [
-        check_ca_key(files),
-        check_ca_trusted(files, env),
-        check_port_free(port),
-        check_redirect_loop(port, conn, read_nat_rules()),
-        check_data_dir_writable(data_dir),
-        check_tiktoken_files(tiktoken_files(Path(user_tiktoken_dir) if user_tiktoken_dir else None)),
-        check_local_capture(local_capture_unavailable_reason()),
+        CheckResult(name, "skip", f"not used in {mode} mode") if name in skipped else check() for name, check in checks
     ]

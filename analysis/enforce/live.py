@@ -16,14 +16,18 @@ older state; a throttled request is refused live and charged when the client ret
 simulator charges the throttled request itself).
 """
 
+import dataclasses
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from analysis.enforce.alerts import BudgetAlerter, webhook_urls
 from analysis.enforce.decisions import decision_rows, header_value
 from analysis.enforce.refusals import Refusal, refusal
 from analysis.pricing.table import PriceTable
+from analysis.simulate.alerts import Alert, requested
 from analysis.simulate.cacheability import may_store
 from analysis.simulate.enforceable import check_enforceable, model_family, wire_family
 from analysis.simulate.engine import Decision, PolicyEngine
@@ -74,8 +78,23 @@ class Verdict:
         return stores or any(key is not None for key in facts.budget_keys)
 
 
+def alerts_only(policy: Policy) -> Policy:
+    """What observe mode runs of a policy: its budgets that alert, deciding nothing else."""
+    return dataclasses.replace(
+        policy,
+        exact_cache=None,
+        semantic_cache=None,
+        routing=(),
+        batch=(),
+        rate_limits=(),
+        budgets=tuple(b for b in policy.budgets if b.alert_at),
+    )
+
+
 class LivePolicy:
-    """A policy file in shadow or enforce mode, with its state."""
+    """A policy file in shadow or enforce mode, with its state. In observe mode, only its
+    budgets that alert (`alert_at`), to count spend and fire alerts: nothing is decided,
+    logged to `decisions` or changed."""
 
     def __init__(
         self,
@@ -85,10 +104,15 @@ class LivePolicy:
         backend: StateBackend | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
     ):
-        if mode not in ("shadow", "enforce"):
-            raise ValueError(f"mode must be shadow or enforce, not {mode!r}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         if mode == "enforce":
             check_enforceable(policy)
+        if mode == "observe":
+            policy = alerts_only(policy)
+        self.webhooks = webhook_urls(policy)  # budget name -> URL alerts are POSTed to
+        # Called with each alert that fires and its budget's webhook URL (None: log only).
+        self.on_alert: Callable[[Alert, str | None], None] | None = None
         self.policy = policy
         self.mode = mode
         try:
@@ -105,6 +129,7 @@ class LivePolicy:
         exact = policy.exact_cache
         self.responses = backend.response_store(exact.name, cache_bytes) if exact and self.acts(exact.name) else None
         _evict_together(self.state.exact, self.responses)
+        self.alerter = BudgetAlerter(policy, backend, self.state.budgets)
         self.counts: Counter[str] = Counter()
         self.needs_tokens = bool(
             policy.routing
@@ -160,9 +185,10 @@ class LivePolicy:
             verdict.header = header_value("rate_limit", "throttle", decision.throttled_by)
         else:
             self._rewrite(verdict, wire_format)
-        verdict.rows = decision_rows(
-            decision.__dict__, p, record["ts"], self.mode_of, cache_saving if verdict.answer else None
-        )
+        if self.mode != "observe":
+            verdict.rows = decision_rows(
+                decision.__dict__, p, record["ts"], self.mode_of, cache_saving if verdict.answer else None
+            )
         return verdict
 
     def _rewrite(self, verdict: Verdict, wire_format: str) -> None:
@@ -198,8 +224,9 @@ class LivePolicy:
         headers: tuple = (),
         chunks: tuple[bytes, ...] = (),
     ) -> None:
-        """The call of `verdict` has ended: charge its cost, store its answer when it may be
-        cached (the replay loop's last step, with the answer's real arrival time)."""
+        """The call of `verdict` has ended: charge its cost (and fire the budget alerts it
+        brings due), store its answer when it may be cached (the replay loop's last step, with
+        the answer's real arrival time)."""
         if not verdict.needs_settling:
             return
         facts, state = verdict.facts, self.state
@@ -207,6 +234,11 @@ class LivePolicy:
         for b, key in enumerate(facts.budget_keys):
             if key is not None:
                 state.budgets[b].charge(key, spend)
+                for alert in self.alerter.after_charge(
+                    b, key, spend, facts.id, facts.ts_us, requested(verdict.record), verdict.record.get("feature")
+                ):
+                    if self.on_alert is not None:
+                        self.on_alert(alert, self.webhooks.get(alert.budget))
         if ok and state.exact is not None and facts.exact_key is not None and may_store(facts.exact_excluded):
             arrival = to_microseconds_float(ended)
             stored = state.exact.store(facts.exact_key, arrival, facts.id)

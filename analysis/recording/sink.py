@@ -14,16 +14,19 @@ exporter (`analysis.recording.otel`), whose own threads send it; a collector tha
 slow costs no call, only counted problems (`otlp_export_failed`, `otlp_dropped`).
 
 Nothing here raises into the caller. Every problem is counted by kind and logged once per kind
-(`Problems`); a status file per instance (`<data>/status/<instance>.json`) shows the counts.
+(`Problems`). The counts go to the status file of the instance (`<data>/status/<instance>.json`,
+see `analysis.recording.status`) every flush interval: written by the sink itself, or, when the
+sink runs in a worker process, handed to `report_status`, and the proxy process writes the file.
 """
 
-import json
 import logging
 import os
 import queue
+import re
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import duckdb
@@ -33,8 +36,10 @@ from analysis.recording.accounting import account
 from analysis.recording.capture import Capture, to_exchange
 from analysis.recording.metrics import RecorderMetrics
 from analysis.recording.settings import RecorderSettings
+from analysis.recording.status import StatusFile
+from analysis.store.clean import clean_row
 from analysis.store.datadir import SegmentWriter, Store, unwritable_reason
-from analysis.store.schema import CONTENTS, REQUESTS
+from analysis.store.schema import CONTENTS, DECISIONS, REQUESTS
 
 if TYPE_CHECKING:
     from analysis.recording.otel import OtlpExporter
@@ -51,7 +56,9 @@ class Problems:
         self._log = logger
         self.metrics: RecorderMetrics | None = None  # also counted there, for Prometheus (analysis.recording.metrics)
 
-    def add(self, kind: str, detail: str = "", n: int = 1) -> None:
+    def add(self, kind: str, detail: str = "", n: int = 1, logged: bool = True) -> None:
+        """Count `n` problems of `kind`; log the first of the kind unless `logged` is False (the
+        caller said it already)."""
         with self._lock:
             first = kind not in self.counts
             self.counts[kind] += n
@@ -60,7 +67,7 @@ class Problems:
                 self.metrics.problem(kind, n)
             except Exception:  # a metric is a convenience; the problem is counted above
                 pass
-        if first:
+        if first and logged:
             self._log.warning(
                 "llm-shadow: %s%s (logged once; counted in the status file)", kind, f": {detail}" if detail else ""
             )
@@ -69,8 +76,17 @@ class Problems:
         with self._lock:
             return ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
 
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.counts)
+
+    def count_quietly(self, kind: str, detail: str = "") -> None:
+        """`add` for a caller that has said it already (`StatusFile` prints its own line)."""
+        self.add(kind, detail, logged=False)
+
 
 _STOP = object()
+_OS_ERROR = re.compile(r"([^:]+) \(os error \d+\)")  # what polars makes of an OSError
 OTLP_TIMEOUT_SECONDS = 5.0  # one send to the collector, retries included; then it counts as failed
 
 
@@ -85,6 +101,7 @@ class RecordSink:
         instance: str | None = None,
         problems: Problems | None = None,
         metrics: RecorderMetrics | None = None,
+        report_status: Callable[[dict], None] | None = None,
     ):
         self.store = store
         self.prices = prices
@@ -103,7 +120,8 @@ class RecordSink:
         self._thread: threading.Thread | None = None
         self._pending = 0
         self._pending_lock = threading.Lock()
-        self._status_signature: tuple | None = None
+        self._report_status = report_status
+        self._status_file = StatusFile(store.data_dir / "status" / f"{self.instance}.json", self.problems.count_quietly)
         self._usage_keys: set[str] | None = None
         self._otlp: OtlpExporter | None = None
 
@@ -149,7 +167,7 @@ class RecordSink:
             if dropped:
                 self.problems.add("otlp_dropped", "the OpenTelemetry exporter's queue was full; spans dropped", dropped)
             self._otlp = None
-            self._write_status()
+            self._write_status(stopped=True)
 
     def _start_otlp(self, endpoint: str) -> None:
         # The SDK logs every failed send; the sink counts them and logs the first of each kind.
@@ -178,7 +196,7 @@ class RecordSink:
                 item = None
             if item is _STOP:
                 self._flush()
-                self._write_status()
+                self._write_status(stopped=True)
                 return
             if item is not None:
                 self._account(item)
@@ -215,7 +233,9 @@ class RecordSink:
         self._requests.append(row)
         if content is not None and self.settings.content:
             self._contents.append(content)
-        self._decisions.extend(capture.decisions)
+        # Decision rows carry text from the policy and the request (a rule name, a reason): the
+        # same cleaning as the call's own rows, so one of them cannot fail a segment.
+        self._decisions.extend(clean_row(dict(d), DECISIONS) for d in capture.decisions)
         if self.metrics is not None:
             self._observe(row, capture.decisions)
         if self._otlp is not None:
@@ -255,6 +275,10 @@ class RecordSink:
             self._trim_spool()
             return
         except Exception as e:  # a row polars or Parquet cannot take: set it aside, write the rest
+            if m := _OS_ERROR.search(str(e)):  # polars's way of saying the disk is full (or gone)
+                self.problems.add("store_write_failed", f"{m[1].strip()}; keeping rows in the spool")
+                self._trim_spool()
+                return
             if self._quarantine_unwritable():
                 self._flush()
                 return
@@ -272,7 +296,11 @@ class RecordSink:
         """Move the rows that cannot be written even alone to `<data>/quarantine/`, with the
         reason; return how many calls were moved (0: the batch failed for another reason)."""
         bad_ids: dict[str, str] = {}
-        for relation, rows, columns in (("requests", self._requests, REQUESTS), ("contents", self._contents, CONTENTS)):
+        for relation, rows, columns in (
+            ("requests", self._requests, REQUESTS),
+            ("contents", self._contents, CONTENTS),
+            ("decisions", self._decisions, DECISIONS),
+        ):
             for row in rows:
                 if (reason := unwritable_reason(row, columns)) is not None:
                     bad_ids.setdefault(row["id"], reason)
@@ -287,6 +315,7 @@ class RecordSink:
         )
         self._requests = deque(r for r in self._requests if r["id"] not in bad_ids)
         self._contents = deque(r for r in self._contents if r["id"] not in bad_ids)
+        self._decisions = deque(r for r in self._decisions if r["id"] not in bad_ids)
         return len(bad_ids)
 
     def _trim_spool(self) -> None:
@@ -309,24 +338,27 @@ class RecordSink:
         except Exception as e:
             self.problems.add(f"store_maintain_failed:{type(e).__name__}", str(e))
 
-    def _write_status(self) -> None:
-        signature = (self.recorded, self.spooled, sum(self.problems.counts.values()))
-        if signature == self._status_signature:
+    def status(self) -> dict:
+        """What this sink counted so far (the worker's part of the status file)."""
+        return {"recorded": self.recorded, "spooled": self.spooled, "problems": self.problems.snapshot()}
+
+    def _write_status(self, stopped: bool = False) -> None:
+        """Report the counts (every flush interval, changed or not: a file that stops being
+        rewritten tells that the recorder is gone)."""
+        status = self.status()
+        if self._report_status is not None:
+            try:
+                self._report_status(status)
+            except Exception as e:  # the proxy process is gone, or stopping: the flush above stands
+                self.problems.add(f"status_report_failed:{type(e).__name__}", str(e))
             return
-        self._status_signature = signature
-        status = {
-            "instance": self.instance,
-            "pid": os.getpid(),
-            "updated": time.time(),
-            "recorded": self.recorded,
-            "spooled": self.spooled,
-            "problems": dict(self.problems.counts),
-        }
-        directory = self.store.data_dir / "status"
-        try:
-            directory.mkdir(exist_ok=True)
-            tmp = directory / f".{self.instance}.json.tmp"
-            tmp.write_text(json.dumps(status))
-            os.replace(tmp, directory / f"{self.instance}.json")
-        except OSError:
-            pass  # the status file is a convenience; the problem is already counted above
+        self._status_file.write(
+            {
+                "instance": self.instance,
+                "pid": os.getpid(),
+                "updated": time.time(),
+                "interval": self.settings.flush_interval,
+                "stopped": stopped,
+                **status,
+            }
+        )

@@ -8,6 +8,7 @@ implement analysis.simulate.state.StateBackend, so the code that decides never k
 
 import os
 
+from analysis.shared_state.redis_alerts import RedisBudgetAlerts
 from analysis.shared_state.redis_link import RedisLink
 from analysis.shared_state.redis_state import (
     DEFAULT_PREFIX,
@@ -40,6 +41,9 @@ class RedisBackend:
 
     def budget_windows(self, name: str, limit_usd: float) -> RedisBudgetWindows:
         return RedisBudgetWindows(self.link, name, limit_usd, prefix=self.prefix)
+
+    def budget_alerts(self, name: str) -> RedisBudgetAlerts:
+        return RedisBudgetAlerts(self.link, name, prefix=self.prefix)
 
     def rate_windows(
         self, name: str, requests_per_minute: int | None, tokens_per_minute: int | None

@@ -36,6 +36,7 @@ from analysis.pricing.table import PriceTable
 from analysis.simulate.agreement import agreement
 from analysis.simulate.embedders import Embedder
 from analysis.simulate.labels import wilson
+from analysis.store.modes import create_private_file, make_dir, restrict
 
 EVALUATIONS_DIR = "evaluations"
 
@@ -187,6 +188,18 @@ def run_evaluation(
             "cost_usd": pl.Float64,
         },
     )
+    return summarise(policy, answers, skipped, stopped_by_cap, embedder, answer_threshold)
+
+
+def summarise(
+    policy,
+    answers: pl.DataFrame,
+    skipped: dict[str, dict[str, int]],
+    stopped_by_cap: dict[str, int],
+    embedder: Embedder,
+    answer_threshold: float = 0.8,
+) -> tuple[dict[str, Any], pl.DataFrame]:
+    """Compare each answer with the recorded one; per rule, the agreement rate with its interval."""
     scores = agreement(answers["recorded_answer"].to_list(), answers["answer"].to_list(), embedder)
     answers = answers.with_columns(pl.Series("answer_agreement", scores, dtype=pl.Float64))
     summary = {}
@@ -212,15 +225,40 @@ def run_evaluation(
     return summary, answers
 
 
+def mirrored_answers(
+    policy, mirrors: pl.DataFrame, contents: pl.DataFrame, *, rule: str | None
+) -> tuple[pl.DataFrame, dict[str, dict[str, int]]]:
+    """The answers shadow-mode mirroring got (analysis.enforce.mirror) beside the answers the
+    same requests really got (`contents`: id, response_text), in run_evaluation's shape, and the
+    mirrored requests that cannot be compared, by reason, per rule."""
+    recorded = contents.select(pl.col("id").alias("request_id"), pl.col("response_text").alias("recorded_answer"))
+    joined = mirrors.join(recorded.unique("request_id", keep="first"), on="request_id", how="left")
+    rows = []
+    skipped: dict[str, dict[str, int]] = {}
+    for routing in policy.routing:
+        if rule is not None and routing.name != rule:
+            continue
+        mine = joined.filter((pl.col("rule") == routing.name) & (pl.col("model") == routing.to))
+        reasons = {
+            "mirror failed": int(mine["error"].is_not_null().sum()),
+            "no recorded answer": int((mine["error"].is_null() & mine["recorded_answer"].is_null()).sum()),
+        }
+        skipped[routing.name] = {k: v for k, v in reasons.items() if v}
+        rows.append(mine.filter(pl.col("error").is_null() & pl.col("recorded_answer").is_not_null()))
+    answers = pl.concat(rows) if rows else joined.clear()
+    return answers.select("request_id", "rule", "model", "recorded_answer", "answer", "cost_usd"), skipped
+
+
 def save_evaluation(data_dir: Path, summary: dict[str, Any], answers: pl.DataFrame, info: dict[str, Any]) -> str:
     now = datetime.now(UTC)
     evaluation_id = f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
     directory = Path(data_dir) / EVALUATIONS_DIR / evaluation_id
-    directory.mkdir(parents=True)
+    make_dir(directory, Path(data_dir))
     answers.write_parquet(directory / "answers.parquet")
+    restrict(directory / "answers.parquet", Path(data_dir))
     document = {"evaluation_id": evaluation_id, "created_at": now.isoformat(), **info, "rules": summary}
     tmp = directory / f".evaluation.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(document, indent=1) + "\n")
+    create_private_file(tmp, (json.dumps(document, indent=1) + "\n").encode(), Path(data_dir))
     os.replace(tmp, directory / "evaluation.json")
     return evaluation_id
 

@@ -18,6 +18,7 @@ from typing import Any
 from analysis.parsers.exchange import Usage
 from analysis.pricing.table import PriceTable
 from analysis.simulate.evaluation import EvaluationError, _post
+from analysis.store.modes import create_private_file
 
 JUDGE_FILE = "judge.json"
 INSTRUCTION = (
@@ -98,6 +99,6 @@ def judge_pairs(
         judged[pair["request_id"]] = verdict(text)
         path = Path(directory) / JUDGE_FILE
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(judged, indent=1, sort_keys=True) + "\n")
+        create_private_file(tmp, (json.dumps(judged, indent=1, sort_keys=True) + "\n").encode())
         os.replace(tmp, path)
     return judged, spent, left

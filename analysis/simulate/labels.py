@@ -18,6 +18,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from analysis.store.modes import create_private_file
+
 LABELS_FILE = "labels.json"
 VERDICTS = ("y", "n", "skip")
 
@@ -45,7 +47,7 @@ def save_labels(directory: Path, labels: dict[str, str]) -> None:
     """Write the verdicts atomically (a crash never leaves half a file)."""
     path = Path(directory) / LABELS_FILE
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(labels, indent=1, sort_keys=True) + "\n")
+    create_private_file(tmp, (json.dumps(labels, indent=1, sort_keys=True) + "\n").encode())
     os.replace(tmp, path)
 
 

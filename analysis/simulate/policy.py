@@ -168,6 +168,8 @@ class RoutingRule:
     mode: str = "enforce"  # enforce mode: "shadow" keeps this entry deciding without acting
     to_url: str | None = None  # enforce mode: send the call to this upstream (same wire format) ...
     to_api_key_env: str | None = None  # ... with the API key in this environment variable
+    mirror: float = 0.0  # shadow mode: the share of the requests it routes also sent to `to`, off the client's path
+    mirror_max_spend_usd: float = 1.0  # ... until the mirrored answers have cost this much (per proxy run)
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,8 @@ class Budget:
     match: Match
     origin: Origin = field(compare=False, default=Origin(("budget", 0)))
     mode: str = "enforce"  # enforce mode: "shadow" keeps this entry deciding without acting
+    alert_at: tuple[float, ...] = ()  # shares of limit_usd that fire an alert, once per window and scope value
+    alert_webhook_env: str | None = None  # environment variable holding the webhook URL alerts are POSTed to
 
 
 @dataclass(frozen=True)
@@ -492,6 +496,8 @@ def _routing(reader: _Reader) -> RoutingRule:
         _entry_mode(reader),
         to_url.rstrip("/") if to_url else None,
         key_env,
+        reader.number("mirror", 0.0, low=0.0, high=1.0) or 0.0,
+        reader.number("mirror_max_spend", 1.0, low=0.0) or 0.0,
     )
     reader.finish()
     return rule
@@ -534,9 +540,35 @@ def _budget(reader: _Reader) -> Budget:
         _match(reader),
         Origin(reader.table),
         _entry_mode(reader),
+        *_alerts(reader),
     )
     reader.finish()
     return budget
+
+
+def _alerts(reader: _Reader) -> tuple[tuple[float, ...], str | None]:
+    """`alert_at` (shares of the limit, each above 0 and at most 1) and `alert_webhook_env`
+    (the name of the environment variable holding the webhook URL; it is read when a proxy
+    starts, see analysis.enforce.alerts)."""
+    value = reader._get("alert_at", None)
+    shares: tuple[float, ...] = ()
+    if value is not None:
+        if (
+            not isinstance(value, list)
+            or not value
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) and 0 < v <= 1 for v in value)
+        ):
+            raise reader.error(
+                "alert_at", "expected a list of shares of limit_usd above 0 and at most 1, e.g. [0.8, 0.95]"
+            )
+        shares = tuple(sorted({float(v) for v in value}))
+    env = reader.text_value("alert_webhook_env")
+    if env is not None:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env):
+            raise reader.error("alert_webhook_env", f"expected the name of an environment variable, got {env!r}")
+        if not shares:
+            raise reader.error("alert_webhook_env", 'a webhook needs "alert_at" (the shares of the limit that alert)')
+    return shares, env
 
 
 def _rate_limit(reader: _Reader) -> RateLimit:

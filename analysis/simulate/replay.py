@@ -84,6 +84,7 @@ class Trace:
     downgrade_index: np.ndarray = field(init=False)  # the last budget that downgraded
     budget_tripped: list = field(init=False)
     throttled_index: np.ndarray = field(init=False)
+    charged: np.ndarray = field(init=False)  # USD charged to the budgets (budget alerts read it)
 
     def __post_init__(self) -> None:
         n = self.n
@@ -102,10 +103,12 @@ class Trace:
         # making an array costs more than the few requests of a live decision: lists for those).
         if n <= SMALL_TRACE:
             self.budget_index, self.downgrade_index, self.throttled_index = [-1] * n, [-1] * n, [-1] * n  # type: ignore[assignment]
+            self.charged = [0.0] * n  # type: ignore[assignment]
         else:
             self.budget_index = np.full(n, -1, dtype=np.int16)
             self.downgrade_index = np.full(n, -1, dtype=np.int16)
             self.throttled_index = np.full(n, -1, dtype=np.int16)
+            self.charged = np.zeros(n)
 
 
 def replay(
@@ -240,6 +243,7 @@ def replay(
             # Charge the budgets, store the response.
             if charges:
                 spend = cost if cost == cost else 0.0  # NaN: unpriced, charges nothing
+                t.charged[i] = spend
                 for keys, charge, name in charges:
                     key = keys[j]
                     if key is not None and charge(key, spend):

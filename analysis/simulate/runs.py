@@ -25,6 +25,7 @@ from typing import Any
 import polars as pl
 
 from analysis.simulate.results import SimulationResult
+from analysis.store.modes import make_dir, restrict
 
 RUNS_DIR = "simulations"
 RUN_FORMAT = 1
@@ -47,6 +48,7 @@ class StoredRun:
 def _write_atomic(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     write(tmp)
+    restrict(tmp)  # readable as the data directory says (analysis.store.modes)
     os.replace(tmp, path)
 
 
@@ -55,7 +57,7 @@ def save_run(data_dir: Path, result: SimulationResult, now: datetime | None = No
     now = now or datetime.now(UTC)
     run_id = f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
     directory = Path(data_dir) / RUNS_DIR / run_id
-    directory.mkdir(parents=True)
+    make_dir(directory, Path(data_dir))
     info = {
         "run_id": run_id,
         "created_at": now.isoformat(),

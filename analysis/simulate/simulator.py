@@ -17,6 +17,7 @@ import polars as pl
 
 from analysis.parsers.tokens import encoding_name_for_model
 from analysis.pricing.table import PriceTable
+from analysis.simulate.alerts import simulated_alerts
 from analysis.simulate.batch import frame_facts, ordered
 from analysis.simulate.embedders import Embedder, make_embedder
 from analysis.simulate.engine import PolicyEngine
@@ -136,6 +137,7 @@ def simulate(
     engine = build_engine(policy, prices, embedder, data_dir)
     run = replay_frames(engine, requests, contents, progress)
     decisions = decisions_frame(engine, run.facts, run.trace)
+    alerts = simulated_alerts(policy, run.requests, run.facts, run.trace.charged)
     # The summary reads only the budget and rate-limit keys of the facts: let the rest go.
     needed = {k: v for k, v in run.facts.columns.items() if k.startswith(("budget_key.", "rate_key."))}
     facts = FrameFacts(needed, run.facts.budgets, run.facts.rate_limits)
@@ -144,6 +146,9 @@ def simulate(
     if policy.semantic_cache is not None:
         params["embedder"] = engine.embedder.id
     result = summarise(policy, run.requests, decisions, facts, params, engine.embedder)
+    for budget in result.budgets:  # when each alert (alert_at) would have fired
+        budget["alert_at"] = list(next(b.alert_at for b in policy.budgets if b.name == budget["name"]))
+        budget["alerts"] = [a.to_dict() for a in alerts.get(budget["name"], [])]
     attach_evaluations(result.routing, result.by_policy, latest_evaluations(data_dir))
     result.fallback = replay_fallbacks(policy, run.requests, engine.pricer, result.fallback_decisions)
     return result

@@ -18,6 +18,9 @@ memory backend (`MemoryBackend`) is these classes; a backend must pass the same 
   spend already in its window has reached the limit: enforce mode cannot know a request's cost
   before the answer arrives, so neither does the simulator. The request whose charge reaches
   the limit is remembered as the one that tripped it.
+- `BudgetAlerts`: which of a budget's alerts (`alert_at`) have fired, one marker per scope
+  value, window and share (claimed at most once, atomically in the Redis backend), and the
+  window's spend by model and feature that an alert reports.
 - `RateWindows`: a sliding 60-second window of admitted requests and their tokens per scope
   value. A request is throttled when the window already holds `requests_per_minute` requests
   or `tokens_per_minute` tokens.
@@ -111,6 +114,45 @@ class BudgetWindows:
         after = before + usd
         self.spent[key] = after
         return before < self.limit_usd <= after
+
+
+class BudgetAlerts:
+    """One budget's alert markers and, per window, its spend by model and by feature.
+
+    `claim(key, share)` is True the first time only: an alert fires once per (scope value,
+    window) key and share of the limit, whichever process or request gets there first."""
+
+    def __init__(self) -> None:
+        self.fired: set[tuple[str, float]] = set()
+        self.spend: dict[str, dict[tuple[str, str], float]] = {}  # key -> (model|feature, value) -> USD
+
+    def claim(self, key: str, share: float) -> bool:
+        marker = (key, share)
+        if marker in self.fired:
+            return False
+        self.fired.add(marker)
+        return True
+
+    def add(self, key: str, model: str | None, feature: str | None, usd: float) -> None:
+        spend = self.spend.setdefault(key, {})
+        for part in (("model", model or ""), ("feature", feature or "")):
+            spend[part] = spend.get(part, 0.0) + usd
+
+    def top(self, key: str, n: int) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+        """The `n` models and the `n` features that spent most in the window `key`."""
+        return top_spenders(self.spend.get(key, {}), n)
+
+
+def top_spenders(
+    spend: dict[tuple[str, str], float], n: int
+) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+    """(models, features) by spend, most first, then by name; each at most `n`."""
+
+    def ranked(kind: str) -> list[tuple[str, float]]:
+        rows = [(value, usd) for (k, value), usd in spend.items() if k == kind]
+        return sorted(rows, key=lambda r: (-r[1], r[0]))[:n]
+
+    return ranked("model"), ranked("feature")
 
 
 class RateWindows:
@@ -245,6 +287,16 @@ class BudgetState(Protocol):
     def charge(self, key: str, usd: float) -> bool: ...
 
 
+class AlertState(Protocol):
+    """One budget's alert markers and per-window spend breakdown (see BudgetAlerts)."""
+
+    def claim(self, key: str, share: float) -> bool: ...
+
+    def add(self, key: str, model: str | None, feature: str | None, usd: float) -> None: ...
+
+    def top(self, key: str, n: int) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]: ...
+
+
 class RateState(Protocol):
     """One rate limit's sliding windows (see RateWindows)."""
 
@@ -273,6 +325,8 @@ class StateBackend(Protocol):
     def budget_windows(self, name: str, limit_usd: float) -> BudgetState: ...
 
     def rate_windows(self, name: str, requests_per_minute: int | None, tokens_per_minute: int | None) -> RateState: ...
+
+    def budget_alerts(self, name: str) -> AlertState: ...
 
 
 _Held = TypeVar("_Held")
@@ -305,6 +359,9 @@ class MemoryBackend:
 
     def budget_windows(self, name: str, limit_usd: float) -> BudgetWindows:
         return self._keep("budget", name, lambda: BudgetWindows(limit_usd), limit_usd=limit_usd)
+
+    def budget_alerts(self, name: str) -> BudgetAlerts:
+        return self._keep("alerts", name, BudgetAlerts)
 
     def rate_windows(self, name: str, requests_per_minute: int | None, tokens_per_minute: int | None) -> RateWindows:
         return self._keep(

@@ -11,8 +11,10 @@ with `CUT_MARK` saying how long the value was.
 """
 
 import re
+from typing import TYPE_CHECKING
 
-from analysis.store.schema import Column
+if TYPE_CHECKING:  # printable() is used by commands that must start without polars (schema imports it)
+    from analysis.store.schema import Column
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -53,7 +55,7 @@ def clean_text(value: str, cap: int, marked: bool = False) -> str:
     return valid_unicode(value)
 
 
-def clean_row(row: dict, columns: list[Column]) -> dict:
+def clean_row(row: dict, columns: "list[Column]") -> dict:
     """The row with every text field valid and within its cap (in place; returned too)."""
     for column in columns:
         value = row.get(column.name)

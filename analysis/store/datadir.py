@@ -41,6 +41,7 @@ import duckdb
 import polars as pl
 
 from analysis.store import StoreError
+from analysis.store.modes import OWNER_DIR, create_private_file, make_dir, modes, restrict
 from analysis.store.rows import ContentRow, RequestRow
 from analysis.store.schema import CONTENTS, DECISIONS, REQUESTS, Column, polars_schema
 
@@ -93,7 +94,7 @@ def new_id(at: float | None = None) -> str:
 
 def m001_initial(data_dir: Path) -> None:
     for sub in ("records", "contents", "prices", "simulations"):
-        (data_dir / sub).mkdir(exist_ok=True)
+        make_dir(data_dir / sub, data_dir)
     salt_path = data_dir / "salt"
     if not salt_path.exists():
         fd = os.open(salt_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -102,7 +103,7 @@ def m001_initial(data_dir: Path) -> None:
 
 
 def m002_decisions(data_dir: Path) -> None:
-    (data_dir / "decisions").mkdir(exist_ok=True)
+    make_dir(data_dir / "decisions", data_dir)
 
 
 MIGRATIONS: list[Callable[[Path], None]] = [m001_initial, m002_decisions]
@@ -120,12 +121,26 @@ def _read_meta(data_dir: Path) -> dict:
 
 def _write_json_atomic(path: Path, value: dict) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n")
+    create_private_file(tmp, (json.dumps(value, indent=2) + "\n").encode(), path.parent)
     os.replace(tmp, path)
+
+
+def pending_migrations(data_dir: Path) -> list[str]:
+    """The migrations this data directory lacks (read without writing anything); StoreError when
+    a newer llm-shadow wrote it."""
+    done = set(_read_meta(data_dir).get("migrations", []))
+    known = {m.__name__ for m in MIGRATIONS}
+    if unknown := sorted(done - known):
+        raise StoreError(
+            f"{data_dir} was written by a newer llm-shadow (migrations {', '.join(unknown)}); upgrade llm-shadow"
+        )
+    return [m.__name__ for m in MIGRATIONS if m.__name__ not in done]
 
 
 def migrate(data_dir: Path) -> list[str]:
     """Apply the migrations this data directory lacks; return the names applied."""
+    if not pending_migrations(data_dir):
+        return []  # nothing to do: no lock taken, nothing written
     with _exclusive_lock(data_dir, "migrate.lock"):
         meta = _read_meta(data_dir)
         done = set(meta.get("migrations", []))
@@ -147,7 +162,7 @@ def migrate(data_dir: Path) -> list[str]:
 
 @contextlib.contextmanager
 def _exclusive_lock(data_dir: Path, name: str, blocking: bool = True) -> Iterator[bool]:
-    fd = os.open(data_dir / name, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(data_dir / name, os.O_RDWR | os.O_CREAT, modes(data_dir)[1])
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
@@ -163,18 +178,26 @@ def _exclusive_lock(data_dir: Path, name: str, blocking: bool = True) -> Iterato
 
 
 class Store:
-    """A data directory, opened (and migrated) for reading and writing."""
+    """A data directory, opened (and migrated) for reading and writing; or, `read_only`, for
+    reading only: nothing is created or migrated (a read-only mount, or a directory owned by the
+    proxy's user, reads as well; the views need no migration)."""
 
-    def __init__(self, data_dir: str | os.PathLike, create: bool = True):
+    def __init__(self, data_dir: str | os.PathLike, create: bool = True, read_only: bool = False):
         self.data_dir = Path(data_dir)
         try:
             if not self.data_dir.exists():
-                if not create:
+                if not create or read_only:
                     raise StoreError(f"no data directory at {self.data_dir}")
-                self.data_dir.mkdir(parents=True)
+                self.data_dir.mkdir(parents=True, mode=OWNER_DIR)
             if not self.data_dir.is_dir():
                 raise StoreError(f"{self.data_dir} is not a directory")
-            migrate(self.data_dir)
+            for sub in ("records", "contents", "decisions"):
+                if (self.data_dir / sub).exists() and not (self.data_dir / sub).is_dir():
+                    raise StoreError(f"{self.data_dir / sub} is not a directory")
+            if read_only:
+                pending_migrations(self.data_dir)
+            else:
+                migrate(self.data_dir)
         except OSError as e:
             raise StoreError(f"cannot use data directory {self.data_dir}: {e.strerror or e}") from e
 
@@ -201,9 +224,10 @@ class Store:
         """Keep a row that cannot be written as a segment in `<data>/quarantine/<instance>.jsonl`,
         with the reason (values that JSON cannot hold are kept as their repr). Raises OSError."""
         directory = self.data_dir / "quarantine"
-        directory.mkdir(exist_ok=True)
+        make_dir(directory, self.data_dir)
         line = json.dumps({"relation": relation, "reason": reason, "row": row}, default=repr, ensure_ascii=True)
-        with open(directory / f"{instance}.jsonl", "a", encoding="ascii") as f:
+        fd = os.open(directory / f"{instance}.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, modes(self.data_dir)[1])
+        with os.fdopen(fd, "a", encoding="ascii") as f:
             f.write(line + "\n")
 
     # --- reading
@@ -335,6 +359,21 @@ class Store:
                     write_segment(directory, segment_name(instance, level, group[0].lo, group[-1].hi), frame)
                     merged += len(group)
         return merged, deleted
+
+    def unquiet_instances(self, quiet_seconds: float = 600.0, now: float | None = None) -> dict[str, float]:
+        """The instances `compact(quiet_seconds)` leaves alone because a file of theirs changed
+        lately, though they have segments to merge: instance -> seconds since that change."""
+        now = time.time() if now is None else now
+        recent: dict[str, float] = {}
+        for directory, _ in self.relations():
+            by_instance: dict[str, list[Segment]] = {}
+            for s in live_segments(directory):
+                by_instance.setdefault(s.instance, []).append(s)
+            for instance, group in by_instance.items():
+                age = min(now - _mtime(s.path) for s in group)
+                if len(group) >= 2 and age < quiet_seconds:
+                    recent[instance] = min(age, recent.get(instance, age))
+        return recent
 
     def purge_contents(self, older_than: datetime) -> int:
         """Delete stored contents recorded before `older_than`; return the rows deleted."""
@@ -470,6 +509,7 @@ def write_segment(directory: Path, name: str, frame: pl.DataFrame) -> Path:
     final = directory / name
     tmp = directory / f".{name}.tmp"
     frame.write_parquet(tmp, compression="zstd")
+    restrict(tmp, directory.parent)
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, final)
