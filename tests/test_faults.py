@@ -501,7 +501,8 @@ def write_calls(data_dir, n: int = 12) -> None:
     from tests.simulate_helpers import DEFAULTS, at
 
     rows = [{**DEFAULTS, "id": f"r{i:02d}", "ts": at(60 * i), "prompt_hash": f"p{i % 3}"} for i in range(n)]
-    SegmentWriter(Store(data_dir)).write(rows, [])
+    said = [{"id": r["id"], "ts": r["ts"], "prompt_text": f"user: question {i % 4}"} for i, r in enumerate(rows)]
+    SegmentWriter(Store(data_dir)).write(rows, said)
 
 
 def read_only_run(data_dir, *args: str, cwd) -> subprocess.CompletedProcess:

@@ -299,11 +299,14 @@ class CachedEmbedder:
             by_digest = {d: t or "" for d, t in zip(digests, texts, strict=True)}
             fresh = np.asarray(self.inner.embed([by_digest[d] for d in missing]), dtype=np.float32)
             self.embedded += len(missing)
-            self.directory.mkdir(parents=True, exist_ok=True)
-            part = self.directory / f"part-{time.time_ns()}-{os.getpid()}.parquet"
-            column = pl.Series("vector", fresh, dtype=pl.Array(pl.Float32, fresh.shape[1]))
-            pl.DataFrame([pl.Series("digest", missing, dtype=pl.Utf8), column]).write_parquet(part)
-            (self.directory / "embedder.json").write_text(json.dumps({"id": self.inner.id}))
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                part = self.directory / f"part-{time.time_ns()}-{os.getpid()}.parquet"
+                column = pl.Series("vector", fresh, dtype=pl.Array(pl.Float32, fresh.shape[1]))
+                pl.DataFrame([pl.Series("digest", missing, dtype=pl.Utf8), column]).write_parquet(part)
+                (self.directory / "embedder.json").write_text(json.dumps({"id": self.inner.id}))
+            except OSError:
+                pass  # a read-only data directory: the vectors are kept for this run only
             start = self.matrix.shape[0]
             self.matrix = fresh if start == 0 else np.concatenate([self.matrix, fresh])
             for offset, digest in enumerate(missing):
