@@ -75,11 +75,6 @@ class FallbackActor:
             self._client = httpx.AsyncClient(trust_env=False, verify=self.verify, follow_redirects=False)
         return self._client
 
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
     def responseheaders(self, flow: http.HTTPFlow, live: LivePolicy, verdict: Verdict) -> None:
         response = flow.response
         if response is None or not live.fallbacks or verdict.action in ("answer", "refuse"):
@@ -126,8 +121,8 @@ class FallbackActor:
         """The request of `attempt`: the client's, for the attempt's model, on the attempt's
         upstream with its key (addons.redirect, as routing does); None when the model speaks
         another wire format."""
-        if wire_format and model_family(attempt.model) != wire_family(wire_format):
-            return None
+        if attempt.action == "fallback" and wire_format and model_family(attempt.model) != wire_family(wire_format):
+            return None  # a retry resends the request as it was
         copy = request.copy()
         if attempt.model and attempt.action == "fallback":
             rewrite_model(copy, attempt.model)

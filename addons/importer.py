@@ -31,10 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mitmproxy import eventsequence, flow, http, options
-from mitmproxy.io import compat, tnetstring
+from mitmproxy.io import compat
 from mitmproxy.io.har import request_to_flow
 from mitmproxy.master import Master
 
+from addons import tnetstrings
 from addons.import_sources import ImportFailed, Source, read_source
 from addons.recorder import IMPORT_KEY, Recorder, options_from_settings
 from analysis.parsers.detect import detect
@@ -187,7 +188,7 @@ class FileFlows:
         if data is None:
             with open(self.sources[index][0], "rb") as f:
                 data = self._maps[index] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        state = tnetstring.loads(data[start:end])
+        state = tnetstrings.loads(data[start:end])  # mitmproxy's values, faster (see addons.tnetstrings)
         return flow.Flow.from_state(compat.migrate_flow(state))
 
 

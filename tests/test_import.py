@@ -1,6 +1,7 @@
 """`llm-shadow import`: flow files and HAR files go through the same recorder as live calls."""
 
 import openai
+import pytest
 from mitmproxy import io
 from mitmproxy.io import tnetstring
 from typer.testing import CliRunner
@@ -143,3 +144,47 @@ def test_a_second_import_of_the_sample_month_adds_nothing(tmp_path):
     assert result.exit_code == 0, result.output
     assert f"recorded 0 LLM calls into {data}; {before:,} were already present" in result.stdout
     assert Store(data).requests_frame().height == before
+
+
+def test_the_fast_flow_decoder_gives_mitmproxys_values_and_errors(tmp_path):
+    from addons import tnetstrings
+    from addons.import_sources import read_source
+    from sample_traffic.generate import generate
+
+    path = tmp_path / "month.flows"
+    generate(path, scale=0.1)
+    data = path.read_bytes()
+    source = read_source(path)
+    assert len(source) > 100
+
+    def typed(value):  # the value with every type spelt out, so 1 == True and b"" == "" do not pass
+        if isinstance(value, dict):
+            return {typed(k): typed(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [typed(v) for v in value]
+        return (type(value).__name__, value)
+
+    for start, end in source.records:
+        assert typed(tnetstrings.loads(data[start:end])) == typed(tnetstring.loads(data[start:end]))
+    samples = [
+        tnetstring.dumps(v) for v in (0, -7, 1.5, True, False, None, "é", b"\x00", [], {}, {b"a": [1, {b"b": None}]})
+    ]
+    for sample in [*samples, b"0000000000000:,", b"4:true!"]:
+        assert typed(tnetstrings.loads(sample)) == typed(tnetstring.loads(sample))
+    broken = [
+        b"",
+        b"5:abc,",
+        b"x:abc,",
+        b"3:abc?",
+        b"4:trux!",
+        b"3:abc~",
+        b"2:ab#",
+        b"3:1.x^",
+        b"8:3:abc,}",
+        b"9:3:abcd,]",
+    ]
+    for sample in broken:
+        with pytest.raises(ValueError):
+            tnetstring.loads(sample)
+        with pytest.raises(ValueError):
+            tnetstrings.loads(sample)

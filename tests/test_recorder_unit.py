@@ -133,3 +133,30 @@ def test_outcome_for_error_idle_and_abandoned_calls():
 )
 def test_which_responses_are_streamed(path, headers, streamed):
     assert is_streamed(path, Headers(**{k.replace("-", "_"): v for k, v in headers.items()})) is streamed
+
+
+def test_every_key_shape_is_redacted_with_or_without_other_text():
+    from analysis.recording.secrets import REDACTED, redact_text
+
+    shapes = [
+        "sk-proj-" + "A1b2C3d4E5" * 3,
+        "sk-ant-api03-" + "x" * 20,
+        "pk-" + "a" * 16,
+        "rk-" + "b" * 16,
+        "AIza" + "Sy0123456789abcdefghijklmnopqrstuvw",
+        "ya29." + "c" * 24,
+        "gsk_" + "d" * 16,
+        "xai_" + "e" * 16,
+        "xai-" + "f" * 16,
+        "hf_" + "g" * 16,
+        "r8_" + "h" * 16,
+        "AKIA" + "ABCDEFGHIJKLMNOP",
+        "ASIA" + "ABCDEFGHIJKLMNOP",
+    ]
+    for shape in shapes:
+        assert redact_text(shape) == REDACTED, shape
+        assert redact_text(f"my key is {shape}.") == f"my key is {REDACTED}.", shape
+    assert redact_text("Authorization: Bearer abcdefgh12345") == f"Authorization: Bearer {REDACTED}"
+    assert redact_text("https://x/v1?alt=sse&key=secretvalue1") == f"https://x/v1?alt=sse&key={REDACTED}"
+    assert redact_text("https://x/v1?api_key=secretvalue1") == f"https://x/v1?api_key={REDACTED}"
+    assert redact_text("a risky task-list, skipped") == "a risky task-list, skipped"

@@ -210,3 +210,27 @@ def test_cli_json_table_and_both_report_formats_show_the_rescues(tmp_path):
         text = out.read_text()
         assert "8 recorded failures" in text and "gpt-4o-outage" in text
         assert "retry 1, gpt-4o-mini 2, gpt-4o at backup.example.com 1" in text
+
+
+def test_explain_says_what_the_rule_would_do_about_a_failed_answer():
+    from analysis.simulate.explain import explain
+    from analysis.simulate.simulator import build_engine
+    from tests.simulate_helpers import requests_frame
+
+    engine = build_engine(parse_policy(POLICY, "policy.toml"), PriceTable.load())
+    frame = requests_frame(ROWS)
+
+    def fallback_step(request_id: str):
+        return [s for s in explain(engine, frame, None, request_id).steps if s.kind == "fallback"]
+
+    [step] = fallback_step("r1")
+    assert (step.policy, step.outcome) == ("gpt-4o-outage", "retry")
+    assert step.reasons == [
+        "5xx (503): retry 2 times, then fall back to gpt-4o-mini, then fall back to gpt-4o at "
+        "https://backup.example.com/v1."
+    ]
+    [step] = fallback_step("r7")
+    assert "Not rescuable live" in step.reasons[0]
+    [step] = fallback_step("r6")
+    assert (step.policy, step.outcome) == ("-", "no match")
+    assert fallback_step("r0") == []  # answered: nothing to say

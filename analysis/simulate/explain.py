@@ -15,6 +15,7 @@ import polars as pl
 
 from analysis.simulate.engine import Decision, PolicyEngine
 from analysis.simulate.facts import EPOCH, split_state_key, window_start
+from analysis.simulate.fallback import Fallbacks, failure_kind
 from analysis.simulate.replay import decision_row, replay
 from analysis.simulate.simulator import ContentsSource, replay_frames
 from reports.format import usd  # explanations are text for people: money is written as everywhere else
@@ -27,7 +28,7 @@ class RequestNotFound(LookupError):
 @dataclass
 class Step:
     policy: str  # policy name, or the stage ("routing") when no policy of it applied
-    kind: str  # exact_cache, semantic_cache, routing, batch, budget, rate_limit
+    kind: str  # exact_cache, semantic_cache, routing, batch, budget, rate_limit, fallback
     outcome: str  # hit, miss, excluded, fired, no match, blocked, downgraded, throttled, ...
     reasons: list[str]
 
@@ -205,10 +206,25 @@ def explain(engine: PolicyEngine, requests: pl.DataFrame, contents: ContentsSour
         if all(s.outcome != "blocked" for s in budget_steps):
             steps += _rate_steps(engine, state, facts, index, now)
 
+    steps += _fallback_steps(engine, record)
     replay(engine, run.facts, state, run.trace, index, index + 1)
     decision = Decision(**decision_row(engine, run.facts, run.trace, index))
     shown = {k: record.get(k) for k in REQUEST_FIELDS}
     return Explanation(shown, decision, steps)
+
+
+def _fallback_steps(engine: PolicyEngine, record: dict) -> list[Step]:
+    """What a fallback rule would have done about the request's failed answer (the plan the
+    proxy would carry out; `simulate` judges its attempts by the recorded traffic)."""
+    fallbacks = Fallbacks(engine.policy)
+    kind = failure_kind(record.get("status"), record.get("outcome"))
+    if not fallbacks or kind is None:
+        return []
+    plan = fallbacks.plan(record, record.get("status"), record.get("outcome"))
+    if plan is None:
+        return [Step("-", "fallback", "no match", [f"the answer failed ({kind}); no fallback rule handles it."])]
+    live = "" if kind in ("429", "5xx") else " Not rescuable live: the call's own attempt got no answer."
+    return [Step(plan.rule.name, "fallback", plan.attempts[0].action, [f"{plan.describe()}.{live}"])]
 
 
 def _routing_steps(engine: PolicyEngine, record: dict, facts: dict, index: int) -> list[Step]:
