@@ -905,7 +905,10 @@ def simulate_for_report(policy: Path, data: Path, since: datetime | None, until:
     from reports.simulation_data import SimulationRun
 
     result = _simulate_one(policy, data, since, until, show_progress=err_console.is_terminal)
-    stored = save_run(data, result)
+    try:
+        stored = save_run(data, result)
+    except OSError as e:
+        raise fail(f"cannot store the run under {data / 'simulations'}: {e.strerror or e}") from e
     return SimulationRun(result=stored.info["result"], decisions=result.decisions, run_id=stored.run_id)
 
 
@@ -1450,8 +1453,15 @@ def evaluate(
             summary, answers = summarise(rules, answers, skipped, {}, embedder)
         except EmbedderError as e:
             raise fail(str(e)) from e
-        info = {"policy_file": str(policy), "source": "mirror"}
+        from analysis.enforce.mirror import read_counts
+
+        counts = dict(read_counts(data))
+        info = {"policy_file": str(policy), "source": "mirror", "mirror_counts": counts}
         _print_evaluation(save_evaluation(data, summary, answers, info), summary)
+        if counts:  # what the proxies that stopped counted: nothing dropped or capped goes unsaid
+            console.print(
+                "Mirrored by the proxy: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in sorted(counts.items()))
+            )
         return
     try:
         engine = build_engine(rules, prices, data_dir=data)

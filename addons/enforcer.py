@@ -38,6 +38,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,9 @@ log = logging.getLogger("llm_shadow")
 
 DECISION_HEADER = "x-llm-shadow-decision"
 ENFORCER_OPTIONS = {"shadow_policy", "shadow_mode", "shadow_cache_bytes"}
+# A prompt the semantic cache must embed is embedded in a thread; slower than this, the call is
+# decided without the semantic cache (counted as semantic_embedding_failed:TimeoutError).
+EMBED_TIMEOUT_SECONDS = 0.5
 STATUS_SECONDS = 1.0
 
 
@@ -89,6 +93,7 @@ class Enforcer:
         self.pricing: Pricing | None = None  # both tables, for the recorded rows (analysis.pricing.check)
         self.settings: RecorderSettings | None = None
         self._verdicts: dict[str, tuple[LivePolicy, Verdict]] = {}
+        self._embed_pool = ThreadPoolExecutor(1, thread_name_prefix="llm-shadow-embed")
         self._started = False
         self.instance = new_instance_name() + "-policy"
         self._status_dir: Path | None = None
@@ -169,6 +174,10 @@ class Enforcer:
         except PolicyError as e:
             raise exceptions.OptionsError(f"llm-shadow: policy not loaded: {e}") from e
         self.fallback.verify = not o.ssl_insecure
+        semantic = self.live.policy.semantic_cache
+        if semantic is not None and semantic.embedder != "openai" and self.live.engine.embedder is not None:
+            # A local embedder's first call loads its code and tables: pay that now, not on a call.
+            self._embed_pool.submit(self.live.engine.embedder.embed, ["llm-shadow warm-up"])
         log.info("llm-shadow: %s mode with policy %s", self.live.mode, o.shadow_policy)
 
     def _load_policy(self) -> LivePolicy:
@@ -247,19 +256,23 @@ class Enforcer:
         if self.sender is not None:
             self.sender.close()
         self.write_status()
+        self._embed_pool.shutdown(wait=False, cancel_futures=True)
         if self.problems.counts:
             log.warning("llm-shadow: problems while deciding: %s", self.problems.summary())
 
     # --- hooks
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow):
+        """Decide the call; when its prompt must first be embedded for the semantic cache, an
+        awaitable that embeds it in a thread and then decides (mitmproxy awaits what a hook
+        returns), so the event loop never embeds."""
         live, settings = self.live, self.settings
         if live is None or settings is None or flow.response is not None:
-            return
+            return None
         request = flow.request
         target = detect(request.pretty_host, request.path, request.headers, request.method)
         if target is None:
-            return
+            return None
         try:
             request_id = new_id(request.timestamp_start)
             record = request_record(
@@ -276,10 +289,36 @@ class Enforcer:
                 count_tokens=live.needs_tokens,
                 identity=flow.metadata.get(FLOW_IDENTITY),
             )
-            verdict = live.decide(record, target.wire_format)
+            text = live.text_to_embed(record)
+        except Exception as e:  # fail-open: our failure never stops a call
+            self.problems.add(f"decision_error:{type(e).__name__}", str(e))
+            return None
+        if text is not None:
+            return self._embed_then_decide(flow, live, record, target.wire_format, text)
+        self._decide(flow, live, record, target.wire_format)
+        return None
+
+    async def _embed_then_decide(
+        self, flow: http.HTTPFlow, live: LivePolicy, record: dict, wire_format: str, text: str
+    ):
+        index, embedder = live.state.semantic, live.engine.embedder
+        assert index is not None and embedder is not None  # text_to_embed found a semantic cache
+        try:
+            work = asyncio.get_running_loop().run_in_executor(self._embed_pool, embedder.embed, [text])
+            vectors = await asyncio.wait_for(work, EMBED_TIMEOUT_SECONDS)
+            index.register_many([text], vectors)
+        except Exception as e:  # slow or failed: decided without the semantic cache
+            self.problems.add(f"semantic_embedding_failed:{type(e).__name__}", str(e))
+            record = {**record, "prompt_text": None}
+        self._decide(flow, live, record, wire_format)
+
+    def _decide(self, flow: http.HTTPFlow, live: LivePolicy, record: dict, wire_format: str) -> None:
+        try:
+            verdict = live.decide(record, wire_format)
         except Exception as e:  # fail-open: our failure never stops a call
             self.problems.add(f"decision_error:{type(e).__name__}", str(e))
             return
+        request_id = record["id"]
         flow.metadata[FLOW_ID] = request_id
         flow.metadata[FLOW_DECISIONS] = tuple(verdict.rows)
         self._verdicts[flow.id] = (live, verdict)

@@ -109,6 +109,8 @@ def test_shadow_proxy_mirrors_routed_calls_and_evaluate_compares_them(tmp_path):
     assert "to-mini" in result.output and "gpt-4o-mini" in result.output
     [evaluation] = [json.loads(p.read_text()) for p in Path(data_dir, "evaluations").glob("*/evaluation.json")]
     assert evaluation["source"] == "mirror" and evaluation["rules"]["to-mini"]["evaluated"] == 3
+    assert evaluation["mirror_counts"] == {"sent": 3, "answered": 3}  # written when the proxy stopped
+    assert "Mirrored by the proxy: answered 3, sent 3" in result.output
 
 
 def test_evaluate_mirrored_without_mirrors_says_what_to_do(tmp_path):

@@ -142,3 +142,60 @@ def test_killed_redis_falls_back_then_shares_again(redis_server):
     redis_server.start()  # same port, empty (no persistence)
     assert wait_for(lambda: rate.admit_if_room("k", T0 + 2, 1) and state_status(backend)["up"], timeout=10)
     assert RedisBackend(redis_server.url).rate_windows("r", 100, None).usage("k", T0 + 3)[0] >= 1
+
+
+# -- the semantic cache's index ----------------------------------------------------------------
+
+
+def semantic_history(backend, seed: int) -> list:
+    """Random stores and look-ups of prompts made of a few words (near and far pairs)."""
+    from analysis.simulate.embedders import HashingEmbedder
+
+    rng = random.Random(seed)
+    index = backend.semantic_index(
+        "semantic", HashingEmbedder(), ttl_us=40 * SECOND, max_entries=6, bits=6, tables=4, bucket_size=3
+    )
+    words = "cancel card credit block lost stolen limit raise pin change address statement".split()
+    answers = []
+    now = T0
+    for i in range(300):
+        now += rng.randrange(0, 4 * SECOND)
+        pid = index.partition((f"team-{rng.randrange(2)}", "gpt-4o-mini", ""))
+        row = index.register(" ".join(rng.sample(words, 4)))
+        if rng.randrange(2):
+            index.store(pid, row, now + rng.randrange(2 * SECOND), f"r{i}")
+            answers.append("stored")
+        else:
+            found = index.nearest(pid, row, now)
+            if found is not None:
+                index.use(pid, found[1])
+                found = (round(found[0], 5), found[2])
+            answers.append(found)
+    return answers
+
+
+def test_semantic_index_in_redis_answers_as_in_memory(redis_server):
+    # 2 s, not the 50 ms default: on a loaded machine a slow answer would be served locally.
+    url = redis_server.url + "?socket_timeout=2"
+    for seed in range(3):
+        redis_server.client().flushdb()
+        redis = semantic_history(RedisBackend(url), seed)
+        assert redis == semantic_history(MemoryBackend(), seed)
+        assert sum(a is not None and a != "stored" for a in redis) > 20  # the history does find prompts
+
+
+def test_semantic_entry_stored_by_one_proxy_is_found_by_another(redis_server):
+    from analysis.simulate.embedders import HashingEmbedder
+
+    def index(backend):
+        return backend.semantic_index(
+            "semantic", HashingEmbedder(), ttl_us=SECOND, max_entries=10, bits=10, tables=16, bucket_size=8
+        )
+
+    url = redis_server.url + "?socket_timeout=2"
+    first, second = index(RedisBackend(url)), index(RedisBackend(url))
+    first.store(first.partition(("", "m", "")), first.register("how do I cancel my credit card"), T0, "r1")
+    pid = second.partition(("", "m", ""))
+    found = second.nearest(pid, second.register("how can I cancel my credit card"), T0 + 1)
+    assert found is not None and found[2][2] == "r1" and found[0] > 0.8
+    assert second.nearest(second.partition(("", "other-model", "")), second.register("x"), T0 + 1) is None

@@ -1,7 +1,8 @@
 """Several `llm-shadow proxy --mode enforce --state redis://...` processes on one real
 redis-server behave as one proxy: a team budget trips at the same spend, a rate limit holds the
-global rate, an answer cached by one is a hit on another; and Redis killed mid-run breaks no
-call, is counted, and is shared again when it returns.
+global rate, an answer cached by one is a hit on another (exact cache, and the semantic cache's
+index in shadow mode); behind a real HAProxy the budget trips where one proxy's does; and Redis
+killed mid-run breaks no call, is counted, and is shared again when it returns.
 
 Each test uses its own team or feature, so the module's three proxies and one Redis serve all
 of them. Calls are raw HTTP (the SDK paths are tested in tests/test_enforce.py and
@@ -22,6 +23,7 @@ from analysis.shared_state.redis_link import DEFAULT_RETRY_S as RETRY_S
 from analysis.store.datadir import Store, query_frame
 from tests.conftest import ROOT, RunningProxy, llm_shadow_proxy_command, subprocess_env, wait_for
 from tests.fake_provider import FakeProvider
+from tests.haproxy import HAProxy
 from tests.redis_server import RedisServer
 
 LIMIT_USD = 0.00004  # a few calls' worth at the fake provider's gpt-4o-mini usage
@@ -49,10 +51,12 @@ class Fleet:
     def __init__(self, provider: FakeProvider, redis: RedisServer, data_dir: Path, proxies: list[RunningProxy]):
         self.provider, self.redis, self.data_dir, self.proxies = provider, redis, data_dir, proxies
 
-    def call(self, proxy: int, text: str, **headers: str) -> httpx.Response:
-        body = {"model": "gpt-4o-mini", "temperature": 0, "messages": [{"role": "user", "content": text}]}  # cacheable
+    def call(self, proxy: int | str, text: str, **headers: str) -> httpx.Response:
+        """A cacheable chat call through proxy number `proxy` (or to the URL `proxy`)."""
+        body = {"model": "gpt-4o-mini", "temperature": 0, "messages": [{"role": "user", "content": text}]}
         headers = {"authorization": "Bearer sk-test", **headers}
-        return httpx.post(f"{self.proxies[proxy].url}/v1/chat/completions", json=body, headers=headers, timeout=30)
+        url = proxy if isinstance(proxy, str) else self.proxies[proxy].url
+        return httpx.post(f"{url}/v1/chat/completions", json=body, headers=headers, timeout=30)
 
     def upstream(self, marker: str) -> int:
         return sum(marker.encode() in r.body for r in self.provider.requests)
@@ -91,8 +95,8 @@ def fleet(tmp_path_factory):
             redis.stop()
 
 
-def spend_until_refused(fleet: Fleet, team: str, proxies: list[int], limit: int = 30) -> list[int]:
-    """Calls in turn through `proxies` until one is refused; the status of each."""
+def spend_until_refused(fleet: Fleet, team: str, proxies: list[int | str], limit: int = 30) -> list[int]:
+    """Calls in turn through `proxies` (numbers or URLs) until one is refused; the status of each."""
     statuses = []
     for n in range(limit):
         answer = fleet.call(proxies[n % len(proxies)], f"{team} question {n}", **{"x-shadow-team": team})
@@ -117,6 +121,21 @@ def test_team_budget_trips_at_the_same_spend_as_one_proxy(fleet, feature):
 
 
 SPEND = "SELECT cost_usd, outcome FROM requests WHERE team = ? ORDER BY ts"
+
+
+def test_team_budget_behind_haproxy_trips_at_the_same_spend_as_one_proxy(fleet, feature, tmp_path):
+    """The deployment the README describes: a real HAProxy balancing over the three proxies."""
+    balancer = HAProxy(tmp_path, "balancer", [p.port for p in fleet.proxies])
+    try:
+        one = spend_until_refused(fleet, f"budget-direct-{feature}", [0])
+        balanced = spend_until_refused(fleet, f"budget-balanced-{feature}", [balancer.url])
+    finally:
+        balancer.stop()
+    assert one[-1] == 429 and one.count(200) >= 3
+    assert balanced == one
+    query = "SELECT count(DISTINCT instance) AS n FROM requests WHERE team = ?"
+    spread = wait_for(lambda: (n := fleet.query(query, [f"budget-balanced-{feature}"])[0]["n"]) >= 2 and n)
+    assert spread >= 2  # HAProxy did spread the calls over several proxies
 
 
 def test_concurrent_calls_overshoot_by_at_most_the_calls_in_flight(fleet, feature):
@@ -194,3 +213,49 @@ def test_redis_killed_mid_run_breaks_no_call_and_state_resumes(tmp_path, feature
             for p in proxies:
                 p.stop()
             redis.stop()
+
+
+SEMANTIC_POLICY = """
+[cache.semantic]
+name = "semantic"
+threshold = 0.8
+embedder = "hashing"
+"""
+SEMANTIC_DECISIONS = (
+    "SELECT d.action, d.matched_id, r.id FROM decisions d JOIN requests r ON d.id = r.id "
+    "WHERE d.kind = 'semantic_cache' AND r.feature = ? ORDER BY r.ts"
+)
+
+
+@pytest.mark.parametrize("state", ["memory", "redis"])
+def test_semantic_hit_on_one_proxy_from_an_answer_through_another(tmp_path, feature, state):
+    """Shadow mode: an answer that came through the first proxy is stored in the semantic
+    cache's index; a paraphrase sent to the second (the same proxy with --state memory) is a
+    semantic hit on it. With --state redis the two proxies share the index."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text(SEMANTIC_POLICY)
+    redis = RedisServer(tmp_path / "redis").start() if state == "redis" else None
+    with FakeProvider() as provider:
+        args = ["--upstream", f"{provider.url}@0", "--policy", str(policy), "--mode", "shadow"]
+        args += ["--state", f"{redis.url}?socket_timeout=2" if redis else "memory"]
+        proxies = [RunningProxy(llm_shadow_proxy_command(args, tmp_path / "data")) for _ in range(2 if redis else 1)]
+        fleet = Fleet(provider, redis, tmp_path / "data", proxies)
+        try:
+            headers = {"x-shadow-feature": feature}
+            assert fleet.call(0, "how do I cancel my credit card", **headers).status_code == 200
+            again = fleet.call(len(proxies) - 1, "how can I cancel my credit card", **headers)
+            assert again.status_code == 200 and "x-llm-shadow-decision" not in again.headers  # shadow: untouched
+            rows = wait_for(lambda: len(found := fleet.query(SEMANTIC_DECISIONS, [feature])) == 2 and found, timeout=60)
+            assert rows, fleet.query(SEMANTIC_DECISIONS, [feature])  # a loaded machine writes rows late
+            assert [r["action"] for r in rows] == ["miss", "hit"], (
+                rows,
+                "".join(proxies[0].output[-40:]),
+                fallbacks(fleet),
+            )
+            assert rows[1]["matched_id"] == rows[0]["id"]
+            assert fleet.upstream("cancel my credit card") == 2  # shadow mode sends both
+        finally:
+            for p in proxies:
+                p.stop()
+            if redis:
+                redis.stop()

@@ -165,3 +165,59 @@ def test_response_store_replays_every_byte(backend):
     assert store.get("r1", T0) == response
     assert store.get("r1", T0 + SECOND) is None
     assert store.size == 0
+
+
+# -- the semantic cache's index (analysis.simulate.semantic) -----------------------------------
+
+
+def semantic(backend, max_entries: int = 10, ttl_us: int = 100 * SECOND):
+    from analysis.simulate.embedders import HashingEmbedder
+
+    return backend.semantic_index(
+        "semantic", HashingEmbedder(), ttl_us=ttl_us, max_entries=max_entries, bits=10, tables=16, bucket_size=8
+    )
+
+
+CARD = "how do I cancel my credit card"
+CARD_AGAIN = "how can I cancel my credit card"
+
+
+def test_semantic_entry_found_by_a_similar_prompt_after_arrival_until_ttl(backend):
+    index = semantic(backend)
+    pid = index.partition(("team-a", "gpt-4o-mini", ""))
+    index.store(pid, index.register(CARD), T0 + 50, "req-1")
+    query = index.register(CARD_AGAIN)
+    assert index.nearest(pid, query, T0 + 10) is None  # its answer has not arrived yet
+    similarity, _, entry = index.nearest(pid, query, T0 + 60)
+    assert 0.8 < similarity < 1 and entry == (T0 + 50, T0 + 50 + 100 * SECOND, "req-1")
+    assert index.nearest(pid, query, T0 + 50 + 100 * SECOND) is None  # expired
+    other = index.partition(("team-b", "gpt-4o-mini", ""))
+    assert index.nearest(other, query, T0 + 60) is None  # another scope, model or system prompt
+
+
+def test_semantic_entries_capped_least_recently_used_first(backend):
+    index = semantic(backend, max_entries=2)
+    pid = index.partition(("", "m", ""))
+    prompts = ["cancel my credit card now", "what is the weather in Paris", "translate hello to French"]
+    for n, text in enumerate(prompts[:2]):
+        index.store(pid, index.register(text), T0, f"r{n}")
+    found = index.nearest(pid, index.register(prompts[0]), T0 + 1)
+    assert found[2][2] == "r0"
+    index.use(pid, found[1])  # r0 becomes the most recent
+    index.store(pid, index.register(prompts[2]), T0, "r2")  # pushes r1 out
+    for text, kept in zip(prompts, ["r0", None, "r2"], strict=True):
+        found = index.nearest(pid, index.register(text), T0 + 1)
+        if kept:
+            assert found[2][2] == kept and found[0] == pytest.approx(1.0, abs=1e-6)
+        else:
+            assert found is None or found[2][2] != "r1"  # r1 was pushed out
+
+
+def test_semantic_store_keeps_the_usable_entry(backend):
+    index = semantic(backend)
+    pid = index.partition(("", "m", ""))
+    row = index.register(CARD)
+    index.store(pid, row, T0, "first")
+    index.store(pid, row, T0 + 10, "second")  # a usable answer is already there
+    assert index.nearest(pid, row, T0 + 20)[2][2] == "first"
+    assert index.nearest(pid, row, T0 + 20)[0] == pytest.approx(1.0, abs=1e-6)

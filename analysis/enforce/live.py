@@ -28,7 +28,7 @@ from analysis.enforce.decisions import decision_rows, header_value
 from analysis.enforce.refusals import Refusal, refusal
 from analysis.pricing.table import PriceTable
 from analysis.simulate.alerts import Alert, requested
-from analysis.simulate.cacheability import may_store
+from analysis.simulate.cacheability import exclusion_reason, may_store
 from analysis.simulate.enforceable import check_enforceable, model_family, wire_family
 from analysis.simulate.engine import Decision, PolicyEngine
 from analysis.simulate.facts import Facts, to_microseconds
@@ -66,16 +66,19 @@ class Verdict:
     refusal: Refusal | None = None
     model_to: str | None = None
     upstream: tuple[str, str | None] | None = None  # (base URL, API key) of another upstream
+    really_sent: bool = False  # a semantic hit in enforce mode: the cache cannot act, the call goes upstream
 
     @property
     def needs_settling(self) -> bool:
         """The request (would have) reached the upstream and its answer updates the state: a
-        budget applies to it, or its answer may be stored in the exact cache."""
-        if self.decision.disposition != "upstream":
+        budget applies to it, or its answer may be stored in the exact cache or the semantic
+        cache's index. In enforce mode a semantic-cache hit is only logged (the semantic cache
+        does not act live): the call really reaches the upstream and is settled like any other."""
+        if self.decision.disposition != "upstream" and not self.really_sent:
             return False
         facts = self.facts
         stores = facts.exact_key is not None and may_store(facts.exact_excluded)
-        return stores or any(key is not None for key in facts.budget_keys)
+        return stores or facts.semantic_pid >= 0 or any(key is not None for key in facts.budget_keys)
 
 
 def alerts_only(policy: Policy) -> Policy:
@@ -141,6 +144,15 @@ class LivePolicy:
             )
         )
 
+    def text_to_embed(self, record: dict[str, Any]) -> str | None:
+        """The prompt the semantic cache must embed before `record` can be decided, when it has
+        not been embedded yet (the proxy embeds it in a thread, off its event loop)."""
+        semantic, index = self.policy.semantic_cache, self.state.semantic
+        text = record.get("prompt_text")
+        if semantic is None or index is None or not text or text in index.text_rows:
+            return None
+        return text if may_store(exclusion_reason(record, semantic.rules)) else None
+
     def acts(self, name: str | None) -> bool:
         """Whether the entry called `name` acts on traffic (enforce mode, entry not in shadow)."""
         if not name or self.mode != "enforce":
@@ -156,6 +168,7 @@ class LivePolicy:
         decision, facts = self.engine.decide_with_facts(record, self.state)
         p = self.policy
         verdict = Verdict(record, decision, facts, [])
+        verdict.really_sent = self.mode == "enforce" and decision.disposition == "semantic_hit"
         now = facts.ts_us
         cache_saving = None
         if decision.disposition == "exact_hit" and decision.cache_policy and self.acts(decision.cache_policy):
@@ -225,8 +238,8 @@ class LivePolicy:
         chunks: tuple[bytes, ...] = (),
     ) -> None:
         """The call of `verdict` has ended: charge its cost (and fire the budget alerts it
-        brings due), store its answer when it may be cached (the replay loop's last step, with
-        the answer's real arrival time)."""
+        brings due), store its answer when it may be cached, in the exact cache and the semantic
+        cache's index (the replay loop's last step, with the answer's real arrival time)."""
         if not verdict.needs_settling:
             return
         facts, state = verdict.facts, self.state
@@ -239,8 +252,10 @@ class LivePolicy:
                 ):
                     if self.on_alert is not None:
                         self.on_alert(alert, self.webhooks.get(alert.budget))
+        arrival = to_microseconds_float(ended)
+        if ok and state.semantic is not None and facts.semantic_pid >= 0 and may_store(facts.semantic_excluded):
+            state.semantic.store(facts.semantic_pid, facts.semantic_row, arrival, facts.id)
         if ok and state.exact is not None and facts.exact_key is not None and may_store(facts.exact_excluded):
-            arrival = to_microseconds_float(ended)
             stored = state.exact.store(facts.exact_key, arrival, facts.id)
             if stored and self.responses is not None and status is not None:
                 kept = tuple((k, v) for k, v in headers if k.lower() not in REPLAY_DROPPED_HEADERS)

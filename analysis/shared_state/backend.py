@@ -7,6 +7,7 @@ implement analysis.simulate.state.StateBackend, so the code that decides never k
 """
 
 import os
+from typing import TYPE_CHECKING
 
 from analysis.shared_state.redis_alerts import RedisBudgetAlerts
 from analysis.shared_state.redis_link import RedisLink
@@ -18,6 +19,10 @@ from analysis.shared_state.redis_state import (
     RedisResponseStore,
 )
 from analysis.simulate.state import MemoryBackend, StateBackend
+
+if TYPE_CHECKING:  # numpy and polars load only when a policy has a semantic cache
+    from analysis.shared_state.redis_semantic import RedisSemanticIndex
+    from analysis.simulate.embedders import Embedder
 
 STATE_ENV = "LLM_SHADOW_STATE"
 
@@ -49,6 +54,31 @@ class RedisBackend:
         self, name: str, requests_per_minute: int | None, tokens_per_minute: int | None
     ) -> RedisRateWindows:
         return RedisRateWindows(self.link, name, requests_per_minute, tokens_per_minute, prefix=self.prefix)
+
+    def semantic_index(
+        self,
+        name: str,
+        embedder: "Embedder",
+        *,
+        ttl_us: int,
+        max_entries: int,
+        bits: int,
+        tables: int,
+        bucket_size: int,
+    ) -> "RedisSemanticIndex":
+        from analysis.shared_state.redis_semantic import RedisSemanticIndex
+
+        return RedisSemanticIndex(
+            self.link,
+            name,
+            embedder,
+            ttl_us=ttl_us,
+            max_entries=max_entries,
+            bits=bits,
+            tables=tables,
+            bucket_size=bucket_size,
+            prefix=self.prefix,
+        )
 
 
 def state_url(value: str | None) -> str:

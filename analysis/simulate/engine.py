@@ -36,7 +36,6 @@ from analysis.simulate.matching import CompiledMatch, Record, requested_model, s
 from analysis.simulate.policy import Policy
 from analysis.simulate.pricer import Pricer, PricingRows
 from analysis.simulate.replay import Trace, decision_row, replay
-from analysis.simulate.semantic import SemanticIndex
 from analysis.simulate.state import MemoryBackend, StateBackend
 
 
@@ -80,7 +79,8 @@ class PolicyEngine:
             state.exact = backend.response_cache(c.name, c.ttl_seconds * 1_000_000, c.max_entries)
         if p.semantic_cache:
             s = p.semantic_cache
-            state.semantic = SemanticIndex(
+            state.semantic = backend.semantic_index(
+                s.name,
                 self.embedder,
                 ttl_us=s.ttl_seconds * 1_000_000,
                 max_entries=s.max_entries,

@@ -244,6 +244,7 @@ def replay(
             if charges:
                 spend = cost if cost == cost else 0.0  # NaN: unpriced, charges nothing
                 t.charged[i] = spend
+            if charges and spend:  # a zero charge changes nothing (and would cost a live proxy a Redis round trip)
                 for keys, charge, name in charges:
                     key = keys[j]
                     if key is not None and charge(key, spend):

@@ -24,11 +24,14 @@ when its buckets are full.
 
 import itertools
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from analysis.simulate.embedders import Embedder
-from analysis.simulate.state import CacheEntry
+
+if TYPE_CHECKING:  # state.py hands out SemanticIndex (StateBackend.semantic_index)
+    from analysis.simulate.state import CacheEntry
 
 LSH_SEED = 20240229
 
@@ -67,12 +70,18 @@ class SemanticIndex:
             pid = self.partitions[key] = len(self.partitions)
         return pid
 
-    def register_many(self, texts: list[str]) -> None:
-        """Embed and register the texts not yet known, in one embedder call."""
-        fresh = [t for t in dict.fromkeys(texts) if t not in self.text_rows]
+    def register_many(self, texts: list[str], vectors: np.ndarray | None = None) -> None:
+        """Embed and register the texts not yet known, in one embedder call; or register them
+        with `vectors` already embedded (one row per text, e.g. in a thread, off the proxy's
+        event loop)."""
+        first: dict[str, int] = {}  # each unknown text -> its first position in `texts`
+        for i, text in enumerate(texts):
+            if text not in self.text_rows and text not in first:
+                first[text] = i
+        fresh = list(first)
         if not fresh:
             return
-        vectors = self.embedder.embed(fresh)
+        vectors = self.embedder.embed(fresh) if vectors is None else vectors[list(first.values())]
         start = len(self.texts)
         if self.matrix.shape[0] == 0:
             self.matrix = np.zeros((0, vectors.shape[1]), dtype=np.float32)
@@ -112,7 +121,7 @@ class SemanticIndex:
         return [((base + t) << self.bits) | s for t, s in enumerate(self._signature(row))]
 
     # -- lookup and store --------------------------------------------------------------------
-    def nearest(self, pid: int, row: int, now: int) -> tuple[float, int, CacheEntry] | None:
+    def nearest(self, pid: int, row: int, now: int) -> "tuple[float, int, CacheEntry] | None":
         """(similarity, slot, entry) of the most similar prompt with a usable stored response
         in partition `pid`, or None when no candidate has one. Ties go to the oldest slot."""
         buckets = self.buckets

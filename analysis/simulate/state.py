@@ -7,7 +7,8 @@ Times are integer microseconds since the epoch.
 
 The state is reached through one interface (`StateBackend` and the three protocols it hands
 out: `CacheState`, `BudgetState`, `RateState`, plus `ResponseStore` for the bytes enforce mode
-replays), so another backend (Redis, shared by several proxies) can hold the same windows. The
+replays and the semantic cache's `SemanticIndex`, defined in analysis.simulate.semantic), so
+another backend (Redis, shared by several proxies) can hold the same windows. The
 memory backend (`MemoryBackend`) is these classes; a backend must pass the same tests
 (tests/test_state_backends.py).
 
@@ -29,7 +30,11 @@ memory backend (`MemoryBackend`) is these classes; a backend must pass the same 
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from analysis.simulate.embedders import Embedder
+    from analysis.simulate.semantic import SemanticIndex
 
 MINUTE_US = 60_000_000
 
@@ -328,6 +333,18 @@ class StateBackend(Protocol):
 
     def budget_alerts(self, name: str) -> AlertState: ...
 
+    def semantic_index(
+        self,
+        name: str,
+        embedder: "Embedder",
+        *,
+        ttl_us: int,
+        max_entries: int,
+        bits: int,
+        tables: int,
+        bucket_size: int,
+    ) -> "SemanticIndex": ...
+
 
 _Held = TypeVar("_Held")
 
@@ -370,4 +387,30 @@ class MemoryBackend:
             lambda: RateWindows(requests_per_minute, tokens_per_minute),
             requests_per_minute=requests_per_minute,
             tokens_per_minute=tokens_per_minute,
+        )
+
+    def semantic_index(
+        self,
+        name: str,
+        embedder: "Embedder",
+        *,
+        ttl_us: int,
+        max_entries: int,
+        bits: int,
+        tables: int,
+        bucket_size: int,
+    ) -> "SemanticIndex":
+        """The semantic cache's index (analysis.simulate.semantic); kept across a reload while
+        the embedder and the LSH shape stay the same (else its vectors and buckets mean nothing)."""
+        from analysis.simulate.semantic import SemanticIndex  # numpy and the embedders: only when used
+
+        shape = (getattr(embedder, "id", type(embedder).__name__), bits, tables, bucket_size)
+        return self._keep(
+            f"semantic:{shape}",
+            name,
+            lambda: SemanticIndex(
+                embedder, ttl_us=ttl_us, max_entries=max_entries, bits=bits, tables=tables, bucket_size=bucket_size
+            ),
+            ttl_us=ttl_us,
+            max_entries=max_entries,
         )
