@@ -905,7 +905,10 @@ def simulate_for_report(policy: Path, data: Path, since: datetime | None, until:
     from reports.simulation_data import SimulationRun
 
     result = _simulate_one(policy, data, since, until, show_progress=err_console.is_terminal)
-    stored = save_run(data, result)
+    try:
+        stored = save_run(data, result)
+    except OSError as e:
+        raise fail(f"cannot store the run under {data / 'simulations'}: {e.strerror or e}") from e
     return SimulationRun(result=stored.info["result"], decisions=result.decisions, run_id=stored.run_id)
 
 

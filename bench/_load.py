@@ -8,6 +8,7 @@ listens on. Every loop is bounded in count and in time (TIME_LIMIT_S); everythin
 """
 
 import asyncio
+import os
 import re
 import statistics
 import subprocess
@@ -87,10 +88,11 @@ async def latencies(port: int, request: bytes, calls: int) -> list[float]:
     return out
 
 
-def start_proxy(command: list[str]) -> tuple[subprocess.Popen, int]:
-    """Start a proxy (mitmdump or `llm-shadow proxy`); return it and the port it listens on."""
-    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def start_proxy(command: list[str], root: Path = ROOT) -> tuple[subprocess.Popen, int]:
+    """Start a proxy (mitmdump or `llm-shadow proxy` of the checkout at `root`); return it and
+    the port it listens on."""
+    env = {"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     port = None
     found = threading.Event()
 
@@ -107,6 +109,16 @@ def start_proxy(command: list[str]) -> tuple[subprocess.Popen, int]:
         process.kill()
         raise RuntimeError(f"{command[:3]} did not start")
     return process, port
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) the process `pid` has used so far; None where /proc is not
+    there. On a machine shared with other work, CPU per call varies far less than wall time."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], p: float) -> float:

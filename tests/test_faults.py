@@ -544,6 +544,10 @@ def test_read_only_commands_work_on_a_read_only_data_dir(tmp_path, data_dir):
     assert saving.returncode == 1 and "Traceback" not in saving.stderr
     [line] = saving.stderr.strip().splitlines()
     assert "cannot store the run" in line and "--no-save" in line, line
+    policy = ["--policy", str(ROOT / "examples" / "policy.toml")]
+    reporting = read_only_run(data_dir, "report", *policy, "--out", str(tmp_path / "r.html"), *data, cwd=tmp_path)
+    assert reporting.returncode == 1 and "Traceback" not in reporting.stderr, reporting.stderr
+    assert "cannot store the run" in reporting.stderr.strip().splitlines()[-1]
     assert sorted((p.relative_to(data_dir), p.stat().st_mtime_ns) for p in data_dir.rglob("*")) == before
 
 
