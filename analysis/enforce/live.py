@@ -66,14 +66,15 @@ class Verdict:
     refusal: Refusal | None = None
     model_to: str | None = None
     upstream: tuple[str, str | None] | None = None  # (base URL, API key) of another upstream
-    really_sent: bool = False  # a semantic hit in enforce mode: the cache cannot act, the call goes upstream
+    really_sent: bool = False  # enforce mode, a hit or block that did not act: the call goes upstream
 
     @property
     def needs_settling(self) -> bool:
         """The request (would have) reached the upstream and its answer updates the state: a
         budget applies to it, or its answer may be stored in the exact cache or the semantic
-        cache's index. In enforce mode a semantic-cache hit is only logged (the semantic cache
-        does not act live): the call really reaches the upstream and is settled like any other."""
+        cache's index. In enforce mode a hit or block that did not act (a semantic-cache hit, an
+        entry in shadow mode, an exact hit whose bytes were evicted) is only logged: the call
+        really reaches the upstream and is settled like any other."""
         if self.decision.disposition != "upstream" and not self.really_sent:
             return False
         facts = self.facts
@@ -168,7 +169,6 @@ class LivePolicy:
         decision, facts = self.engine.decide_with_facts(record, self.state)
         p = self.policy
         verdict = Verdict(record, decision, facts, [])
-        verdict.really_sent = self.mode == "enforce" and decision.disposition == "semantic_hit"
         now = facts.ts_us
         cache_saving = None
         if decision.disposition == "exact_hit" and decision.cache_policy and self.acts(decision.cache_policy):
@@ -198,6 +198,12 @@ class LivePolicy:
             verdict.header = header_value("rate_limit", "throttle", decision.throttled_by)
         else:
             self._rewrite(verdict, wire_format)
+        # In enforce mode a decision that did not act (its entry in shadow mode, a semantic hit,
+        # a hit whose bytes were evicted) lets the call reach the upstream: it is charged and
+        # settled like any other. In shadow mode the state follows the simulation instead.
+        verdict.really_sent = (
+            self.mode == "enforce" and decision.disposition != "upstream" and verdict.action not in ("answer", "refuse")
+        )
         if self.mode != "observe":
             verdict.rows = decision_rows(
                 decision.__dict__, p, record["ts"], self.mode_of, cache_saving if verdict.answer else None
