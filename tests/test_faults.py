@@ -558,7 +558,11 @@ def modes_under(directory) -> set[tuple[str, str]]:
 
 
 def test_data_is_readable_by_its_owner_only_unless_the_directory_says_a_group(tmp_path, data_dir):
+    from analysis.enforce.mirror import Mirror
+    from analysis.pricing.table import PriceTable
     from analysis.recording.status import StatusFile
+    from analysis.simulate.embedders import CachedEmbedder, HashingEmbedder
+    from analysis.simulate.policy import parse_policy
     from analysis.simulate.runs import save_run
     from tests.simulate_helpers import run
 
@@ -568,6 +572,9 @@ def test_data_is_readable_by_its_owner_only_unless_the_directory_says_a_group(tm
         store.quarantine("x", "requests", {"id": "r"}, "a reason")
         StatusFile(data_dir / "status" / "x.json").write({"instance": "x"})
         save_run(data_dir, run("", [{}]))
+        CachedEmbedder(HashingEmbedder(), data_dir / "embeddings").embed(["a prompt"])  # vectors of prompts
+        mirroring = parse_policy('[[routing]]\nname = "r"\nto = "gpt-4o-mini"\nmirror = 0.1\n')
+        Mirror(mirroring, data_dir, PriceTable.load()).close()  # its counts
 
     write_everything(data_dir)
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700

@@ -37,6 +37,7 @@ import polars as pl
 from analysis.parsers.exchange import Usage
 from analysis.pricing.table import PriceTable
 from analysis.simulate.policy import Policy
+from analysis.store.modes import create_private_file, make_dir, restrict
 
 MIRRORS_DIR = "mirrors"
 SCHEMA: dict[str, pl.DataType] = {
@@ -198,10 +199,11 @@ class Mirror:
         self._write(rows)
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_dir(self.directory)
         name = f"part-{time.time_ns()}-{os.getpid()}-{threading.get_ident()}.parquet"
         tmp = self.directory / f".{name}.tmp"
         pl.DataFrame(rows, schema=SCHEMA).write_parquet(tmp)
+        restrict(tmp)  # answers are as private as the recorded ones
         os.replace(tmp, self.directory / name)
 
     def close(self, wait: float = 10.0) -> None:
@@ -220,8 +222,9 @@ class Mirror:
         if rows:
             self._write(rows)
         if self.rules:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            (self.directory / f"counts-{time.time_ns()}-{os.getpid()}.json").write_text(json.dumps(counts) + "\n")
+            make_dir(self.directory)
+            counts_file = self.directory / f"counts-{time.time_ns()}-{os.getpid()}.json"
+            create_private_file(counts_file, (json.dumps(counts) + "\n").encode())
 
 
 def read_counts(data_dir: Path) -> Counter[str]:

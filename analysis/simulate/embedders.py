@@ -48,6 +48,8 @@ from typing import Protocol
 import numpy as np
 import polars as pl
 
+from analysis.store.modes import create_private_file, make_dir, restrict
+
 # Words that carry little meaning in a prompt; they count a quarter of a content word.
 STOP_WORDS = frozenset(
     """a an and are as at be but by can could do does for from had has have how i if in is it
@@ -300,11 +302,12 @@ class CachedEmbedder:
             fresh = np.asarray(self.inner.embed([by_digest[d] for d in missing]), dtype=np.float32)
             self.embedded += len(missing)
             try:
-                self.directory.mkdir(parents=True, exist_ok=True)
+                make_dir(self.directory)  # the data directory's modes: vectors stand for private prompts
                 part = self.directory / f"part-{time.time_ns()}-{os.getpid()}.parquet"
                 column = pl.Series("vector", fresh, dtype=pl.Array(pl.Float32, fresh.shape[1]))
                 pl.DataFrame([pl.Series("digest", missing, dtype=pl.Utf8), column]).write_parquet(part)
-                (self.directory / "embedder.json").write_text(json.dumps({"id": self.inner.id}))
+                restrict(part)
+                create_private_file(self.directory / "embedder.json", json.dumps({"id": self.inner.id}).encode())
             except OSError:
                 pass  # a read-only data directory: the vectors are kept for this run only
             start = self.matrix.shape[0]

@@ -34,12 +34,17 @@ def modes(data_dir: Path) -> tuple[int, int]:
 
 
 def make_dir(path: Path, data_dir: Path | None = None) -> None:
-    """mkdir -p `path` with the data directory's modes (an existing directory is left alone)."""
+    """mkdir -p `path` with the data directory's modes (an existing directory is left alone):
+    `path` and every parent created for it inside the data directory."""
     if path.is_dir():
         return
-    dir_mode, _ = modes(data_dir if data_dir is not None else _data_dir_of(path))
-    path.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, dir_mode)
+    home = data_dir if data_dir is not None else _data_dir_of(path)
+    dir_mode, _ = modes(home)
+    missing = [path, *(p for p in path.parents if not p.exists())]
+    for directory in reversed(missing):
+        directory.mkdir(exist_ok=True)
+        if directory == path or directory.is_relative_to(home):
+            os.chmod(directory, dir_mode)
 
 
 def restrict(path: Path, data_dir: Path | None = None) -> None:
