@@ -63,6 +63,16 @@ def test_revocation_reaches_another_reader_within_a_second(source):
     assert proxy.resolve(text).status == "revoked"
 
 
+def test_a_key_created_just_after_a_read_is_accepted_at_once(data_dir):
+    """A proxy that has just read the registry (another key's call) sees a key created a moment
+    later on its first use: with the data directory a miss looks for a changed file every time."""
+    admin, proxy = KeyRegistry(FileKeys(data_dir)), KeyRegistry(FileKeys(data_dir))
+    _, first = admin.create("t", "K")
+    assert proxy.resolve(first).status == "active"  # the proxy's registry was read just now
+    _, second = admin.create("t", "K")
+    assert proxy.resolve(second).status == "active"
+
+
 def test_only_salted_hashes_are_stored(data_dir):
     registry = KeyRegistry(FileKeys(data_dir))
     texts = [registry.create("t", "K")[1] for _ in range(2)]

@@ -103,6 +103,8 @@ def new_secret() -> tuple[str, str, str]:
 class FileKeys:
     """Records in `<data>/keys.json` (0600), replaced atomically; writers take a lock file."""
 
+    cheap_version = True  # a stat: an unknown key may look for a new file on every call
+
     def __init__(self, data_dir: Path):
         self.path = Path(data_dir) / "keys.json"
 
@@ -144,6 +146,8 @@ class RedisKeys:
     def read(self) -> dict[str, WrappedKey]:
         raw = self.link.client.hgetall(self.hash)
         return {k.decode(): WrappedKey(**json.loads(v)) for k, v in raw.items()}
+
+    cheap_version = False  # an unknown key rereads the hash at most every MISS_REFRESH_S
 
     def version(self) -> object:
         return time.monotonic()  # no cheap change marker: read every refresh
@@ -266,8 +270,8 @@ class KeyRegistry:
             return Resolved("unknown")
         self.refresh()
         record = self.records.get(parts[0])
-        if record is None and time.monotonic() - self._read_at >= MISS_REFRESH_S:
-            self.refresh(force=True)  # a key created since the last read
+        if record is None and (self.source.cheap_version or time.monotonic() - self._read_at >= MISS_REFRESH_S):
+            self.refresh(force=True)  # a key created since the last read (reread only if the file changed)
             record = self.records.get(parts[0])
         if record is None or not record.matches(parts[1]):
             return Resolved("unknown")
