@@ -6,11 +6,10 @@ Driven through `LivePolicy` (decide, then settle, as addons.enforcer does for ea
 the memory backend; the proxy end to end is tests/test_enforce.py.
 """
 
-from datetime import UTC, datetime
-
 from analysis.enforce.live import LivePolicy
 from analysis.pricing.table import PriceTable
 from analysis.simulate.policy import parse_policy
+from tests.enforce_support import T0, chat_record
 
 POLICY = """
 [cache.exact]
@@ -18,7 +17,6 @@ name = "exact"
 ttl = "1h"
 max_entries = {max_entries}
 """
-T0 = 1_790_000_000.0  # unix seconds
 ANSWER = (b'{"choices": [{"message": {"content": "' + b"x" * 900 + b'"}}]}',)
 
 
@@ -29,17 +27,7 @@ def live_policy(max_entries: int, cache_bytes: int = 1 << 30) -> LivePolicy:
 
 def call(live: LivePolicy, n: int, prompt: str, at: float):
     """One cacheable call for `prompt`, decided and (when it went upstream) settled."""
-    record = {
-        "id": f"r{n}",
-        "ts": datetime.fromtimestamp(at, UTC),
-        "provider": "openai",
-        "endpoint": "chat",
-        "model_requested": "gpt-4o-mini",
-        "model": "gpt-4o-mini",
-        "prompt_hash": f"sha256:{prompt}",
-        "temperature": 0.0,
-        "stream": False,
-    }
+    record = chat_record(n, prompt, at)
     verdict = live.decide(record, "openai_chat")
     if verdict.action == "pass":
         live.settle(verdict, True, 0.001, at + 0.5, 200, ((b"content-type", b"application/json"),), ANSWER)

@@ -6,13 +6,11 @@ Driven through `LivePolicy` (decide, then settle when the call went upstream, as
 addons.enforcer does) with the memory backend; the proxy end to end is tests/test_enforce.py.
 """
 
-from datetime import UTC, datetime
-
 from analysis.enforce.live import LivePolicy
 from analysis.pricing.table import PriceTable
 from analysis.simulate.policy import parse_policy
+from tests.enforce_support import T0, chat_record
 
-T0 = 1_790_000_000.0  # unix seconds
 COST = 0.001  # each call's cost, as the recorder would price it
 ANSWER = (b'{"choices": [{"message": {"content": "Paris"}}]}',)
 BUDGET = """
@@ -27,18 +25,7 @@ limit_usd = 0.0025
 def call(live: LivePolicy, n: int, prompt: str, team: str = "search"):
     """One call, decided; settled (charged COST) unless the proxy answered or refused it."""
     at = T0 + n
-    record = {
-        "id": f"r{n}",
-        "ts": datetime.fromtimestamp(at, UTC),
-        "provider": "openai",
-        "endpoint": "chat",
-        "model_requested": "gpt-4o-mini",
-        "model": "gpt-4o-mini",
-        "prompt_hash": f"sha256:{prompt}",
-        "temperature": 0.0,
-        "stream": False,
-        "team": team,
-    }
+    record = chat_record(n, prompt, at, team=team)
     verdict = live.decide(record, "openai_chat")
     if verdict.action not in ("answer", "refuse"):
         live.settle(verdict, True, COST, at + 0.5, 200, ((b"content-type", b"application/json"),), ANSWER)
