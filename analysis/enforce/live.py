@@ -119,8 +119,11 @@ class LivePolicy:
         self.on_alert: Callable[[Alert, str | None], None] | None = None
         self.policy = policy
         self.mode = mode
+        # In enforce mode an entry with mode = "shadow" only logs; a budget's log-only block must
+        # not keep the budgets after it from being checked, so the engine is told which they are.
+        log_only = frozenset(b.name for b in policy.budgets if b.mode == "shadow") if mode == "enforce" else frozenset()
         try:
-            self.engine = PolicyEngine(policy, Pricer(prices))
+            self.engine = PolicyEngine(policy, Pricer(prices), log_only=log_only)
         except ValueError as e:
             if isinstance(e, PolicyError):
                 raise
