@@ -923,13 +923,13 @@ SAMPLE_TRAFFIC = Path(__file__).resolve().parent / "sample_traffic"
 DEMO_POLICY = Path(__file__).resolve().parent / "sample_traffic" / "demo-policy.toml"
 
 
-def gather_report(data: Path, since: datetime | None, until: datetime | None, simulation=None) -> dict:
+def gather_report(data: Path, since: datetime | None, until: datetime | None, simulation=None, realised=None) -> dict:
     from reports.data import EmptyReport, gather
 
     store = open_store(data, read_only=True)
     with store.connect() as con:
         try:
-            return gather(con, since, until, simulation)
+            return gather(con, since, until, simulation, realised=realised)
         except EmptyReport as e:
             raise fail(f"{e} in {data}") from e
 
@@ -981,7 +981,7 @@ def report(
         raise fail(f"--policy {policy}: no such file")
     open_store(data, read_only=True)
     simulation = simulate_for_report(policy, data, since, until) if policy is not None else None
-    figures = gather_report(data, since, until, simulation)
+    figures = gather_report(data, since, until, simulation, realised_view(data, policy, since, until))
     if fmt == "md" and out is None:
         from reports.markdown import render_markdown
 
