@@ -1279,10 +1279,12 @@ def explain(
     """Say which policy rule decided one recorded request, and why."""
     import json
 
+    from analysis.simulate.baseline import read_baseline
     from analysis.simulate.embedders import EmbedderError
     from analysis.simulate.explain import RequestNotFound
     from analysis.simulate.explain import explain as explain_request
     from analysis.simulate.policy import PolicyError
+    from analysis.simulate.pricer import Pricer
     from analysis.simulate.simulator import build_engine
     from reports.simulate_tables import print_explanation
 
@@ -1293,9 +1295,8 @@ def explain(
     store = open_store(data, read_only=True)
     try:
         engine = build_engine(rules, prices, data_dir=data)
-        result = explain_request(
-            engine, store.requests_frame(since, until), lambda: store.contents_frame(since, until), request_id
-        )
+        requests = read_baseline(store, since, until, Pricer(prices)).requests  # as `simulate` reads them
+        result = explain_request(engine, requests, lambda: store.contents_frame(since, until), request_id)
     except (PolicyError, EmbedderError, RequestNotFound) as e:
         raise fail(str(e)) from e
     if fmt == "json":

@@ -211,3 +211,17 @@ def test_the_report_shows_the_realised_view_in_html_and_markdown(recorded, tmp_p
     assert cells == [["exact", usd(cache_saving)], ["to-mini", usd(routing_saving)], ["capped-team", "-"]]
     assert total == usd(cache_saving + routing_saving)
     assert visible > 100
+
+
+def test_explain_reads_an_enforced_hit_as_the_hit_it_was(recorded):
+    policy, data = recorded
+    first, second, *_ = calls(data, "faq-enforce")
+    args = ["explain", second["id"], "--policy", str(policy), "--format", "json", "--data", str(data)]
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 0, out.output
+    explained = json.loads(out.output)
+    step = explained["steps"][0]
+    assert step["outcome"] == "hit" and f"request {first['id']}" in step["reasons"][0]
+    # Read back as the call it stood for: it would have cost what the answered call cost.
+    assert (explained["request"]["outcome"], explained["request"]["input_tokens"]) == ("ok", first["input_tokens"])
+    assert explained["decision"]["saving_cache"] == pytest.approx(first["cost_usd"]) and first["cost_usd"] > 0
