@@ -321,7 +321,12 @@ def _evict_semantic_together(index: SemanticIndex | None, store: ResponseStore |
     answer replaces) drops its bytes, and bytes the byte cap pushes out evict their slot."""
     if type(index) is SemanticIndex and isinstance(store, ResponseStore):
         index.on_evict = store.discard
-        store.on_evict = lambda key: index.forget(*key)
+
+        def forget(key: object) -> None:
+            if isinstance(key, tuple):  # (partition, prompt row, source id), as settle stores it
+                index.forget(*key)
+
+        store.on_evict = forget
 
 
 def _replayed(headers: tuple) -> tuple[tuple[bytes, bytes], ...]:
