@@ -70,14 +70,18 @@ def decision_rows(
         add(routed_by, "routing", "route", model_to=rule.to)
     if decision.get("batch_by"):
         add(decision["batch_by"], "batch", "batch", reason="batch API candidate")
+    # The budget that acted, and before it any that only logged (mode = "shadow" in enforce mode).
     budget_by = decision.get("budget_by")
-    if budget_by:
-        budget = next(b for b in policy.budgets if b.name == budget_by)
+    logged = set((decision.get("budget_logged") or "").split(","))
+    for budget in policy.budgets:
+        if budget.name != budget_by and budget.name not in logged:
+            continue
         reason = f"{budget.window} spend had reached limit_usd {budget.limit_usd:g}"
-        if decision.get("budget_action") == "downgrade":
-            add(budget_by, "budget", "downgrade", model_to=budget.to, reason=reason)
+        action = decision.get("budget_action") if budget.name == budget_by else budget.action
+        if action == "downgrade":
+            add(budget.name, "budget", "downgrade", model_to=budget.to, reason=reason)
         else:
-            add(budget_by, "budget", "block", reason=reason)
+            add(budget.name, "budget", "block", reason=reason)
     throttled_by = decision.get("throttled_by")
     if throttled_by:
         limit = next(r for r in policy.rate_limits if r.name == throttled_by)
