@@ -174,6 +174,7 @@ class Enforcer:
         except PolicyError as e:
             raise exceptions.OptionsError(f"llm-shadow: policy not loaded: {e}") from e
         self.fallback.verify = not o.ssl_insecure
+        self.fallback.max_body = self.settings.max_body
         self.fallback.idle_timeout = float(o.tcp_timeout) if getattr(o, "tcp_timeout", 0) else None
         semantic = self.live.policy.semantic_cache
         if semantic is not None and semantic.embedder != "openai" and self.live.engine.embedder is not None:

@@ -58,6 +58,7 @@ from analysis.recording.capture import (
     SECRET_HEADERS,
     Capture,
 )
+from analysis.recording.settings import DEFAULT_MAX_BODY
 from analysis.simulate.enforceable import model_family, wire_family
 from analysis.simulate.fallback import Attempt, Plan, decision_row, planned_row
 from analysis.simulate.policy import FallbackRule
@@ -101,6 +102,7 @@ class FallbackActor:
         self._client: httpx.AsyncClient | None = None
         self.verify = True
         self.idle_timeout: float | None = None  # mitmproxy's tcp_timeout: a silent upstream's limit
+        self.max_body = DEFAULT_MAX_BODY  # bytes of an answer kept for its row (shadow_max_body)
         self.relay = Relay()
         self._starting: asyncio.Task | None = None
 
@@ -167,14 +169,12 @@ class FallbackActor:
         try:
             await self._rescue(held, responder)
         except (ConnectionError, RuntimeError):
-            raise  # the relay's connection closed under us: the client left
+            responder.abort()  # the relay's connection closed under us: the client left
         except Exception as e:  # a failure of ours: counted; the client gets mitmproxy's 502
             log.warning("llm-shadow: fallback_error: %s: %s", type(e).__name__, e)
             held.live.counts[f"fallback_error:{type(e).__name__}"] += 1
             held.flow.request = held.original
-            if not responder.started:
-                responder.abort()
-            raise
+            responder.abort()
 
     async def _rescue(self, held: Held, responder: Responder) -> None:
         original, rule = held.original, held.rule
@@ -192,7 +192,8 @@ class FallbackActor:
                 )
         answer = first if first.answered else next((s for s in sent if s.answered), None)
         if answer is not None:
-            decision = None if answer is first else header_value("fallback", answer.attempt.action, rule.name)
+            action = answer.attempt.action if answer.attempt is not None else None
+            decision = header_value("fallback", action, rule.name) if action is not None else None
             done = await self._deliver(held, responder, answer, decision, first, sent, plan)
             if done:
                 await responder.end()
@@ -231,32 +232,48 @@ class FallbackActor:
         response = answer.stream
         assert response is not None  # kept open by send
         headers = answer.headers + (((DECISION_HEADER, decision.encode()),) if decision else ())
-        chunks: list[tuple[float, bytes]] = []
+        chunks: list[tuple[float, bytes]] = []  # what is recorded: the first `max_body` bytes
+        body: list[bytes] = []  # an answer with a length is handed on whole, as mitmproxy does
+        size, truncated = 0, False
         outcome, error, whole = "ok", None, True
         length = response.headers.get("content-length")
         try:
             if length is None:
                 responder.head(answer.status or 200, _reason(answer.status or 200), headers)
             async for chunk in response.aiter_raw():
-                chunks.append((time.time(), chunk))
+                if size < self.max_body:
+                    chunks.append((time.time(), chunk))
+                    size += len(chunk)
+                else:
+                    truncated = True
                 if length is None:
                     await responder.send(chunk)
+                else:
+                    body.append(chunk)
         except httpx.HTTPError as e:  # the upstream broke off after the answer started
             outcome, error, whole = "upstream_cut", str(e) or type(e).__name__, False
         except (ConnectionError, RuntimeError) as e:  # mitmproxy closed the relay's connection: the client left
             outcome, error, whole = "client_disconnected", str(e) or type(e).__name__, False
         finally:
             await response.aclose()
-        done = replace(answer, stream=None, chunks=tuple(chunks), ended=time.time(), outcome=outcome, error=error)
+        done = replace(
+            answer,
+            stream=None,
+            chunks=tuple(chunks),
+            ended=time.time(),
+            outcome=outcome,
+            error=error,
+            truncated=truncated,
+        )
         if answer is first:
             first = done
         else:
             sent = [done if s is answer else s for s in sent]
         self._finish(held, first, sent, plan)
         if whole and length is not None:
-            body = b"".join(c for _, c in chunks)
-            responder.head(answer.status or 200, _reason(answer.status or 200), headers, len(body))
-            await responder.send(body)
+            whole_body = b"".join(body)
+            responder.head(answer.status or 200, _reason(answer.status or 200), headers, len(whole_body))
+            await responder.send(whole_body)
         return whole
 
     def _finish(self, held: Held, first: Sent, sent: list[Sent], plan: Plan | None) -> None:
@@ -299,6 +316,7 @@ class FallbackActor:
             ended=first.ended,
             outcome=first.outcome,
             error=first.error,
+            response_truncated=first.truncated,
             identity=flow.metadata.get(FLOW_IDENTITY),
             id=flow.metadata.get(FLOW_ID),
             decisions=flow.metadata.get(FLOW_DECISIONS, ()),
@@ -363,6 +381,7 @@ class FallbackActor:
             ended=sent.ended,
             outcome=sent.outcome,
             error=sent.error,
+            response_truncated=sent.truncated,
             id=attempt_id,
             decisions=(row,),
             identity=held.flow.metadata.get(FLOW_IDENTITY),

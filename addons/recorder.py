@@ -331,7 +331,7 @@ class Recorder:
     def _finish(self, flow: http.HTTPFlow, outcome: str) -> None:
         target = self._targets.pop(flow.id, None)
         tap = self._taps.pop(flow.id, None)
-        if target is None or self.sink is None or FLOW_CAPTURE in flow.metadata:
+        if target is None or self.sink is None or (FLOW_RELAYED in flow.metadata and FLOW_CAPTURE in flow.metadata):
             return  # a call sent through enforce mode's relay was recorded by it
         try:
             capture = self._capture(flow, target, tap, outcome)

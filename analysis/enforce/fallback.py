@@ -57,6 +57,7 @@ class Sent:
     error: str | None = None
     stream: httpx.Response | None = None
     chunks: tuple[tuple[float, bytes], ...] = ()  # the body as it arrived: (unix time, bytes)
+    truncated: bool = False  # `chunks` holds only the first bytes of a longer body
 
     @property
     def answered(self) -> bool:

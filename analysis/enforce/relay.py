@@ -99,11 +99,14 @@ class Relay:
                     await writer.drain()
                     break
                 responder = Responder(writer)
-                await job(responder)
+                try:
+                    await job(responder)
+                except Exception:  # the job counted what it could; mitmproxy reports the cut call
+                    responder.aborted = True
                 if responder.aborted or not responder.started:
                     break
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
-            pass
+            pass  # mitmproxy closed the connection, or sent what no job asked for
         finally:
             writer.close()
 
