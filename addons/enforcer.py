@@ -13,7 +13,8 @@ answered or changed response carries `x-llm-shadow-decision`.
 When the call ends (`response`, `error`), its outcome and cost are read as the recorder
 records them (analysis.recording.accounting.call_cost: the answer parsed and priced by the
 primary table, about 0.1 ms) and `LivePolicy.settle` charges the budgets (and a wrapped key's
-own budget, addons.wrapped_keys) and stores the answer, before the response is released to the
+own budget, addons.wrapped_keys), adds the call's tokens to the rate windows that admitted it
+and stores the answer, before the response is released to the
 client, so the next call sees the spend. This runs on the event loop: a thread of this process
 holds the same interpreter lock, so it kept the loop waiting as long and added a hand-off to
 every call (docs/benchmarks.md); the full row (both price tables, contents) is made by the
@@ -55,7 +56,7 @@ from analysis.parsers.detect import detect
 from analysis.pricing.check import Pricing
 from analysis.pricing.files import PriceFileError
 from analysis.pricing.table import PriceTable
-from analysis.recording.accounting import call_cost
+from analysis.recording.accounting import CallCost, call_cost
 from analysis.recording.capture import (
     FLOW_ANSWERED_BY,
     FLOW_CAPTURE,
@@ -388,8 +389,7 @@ class Enforcer:
         if held is not None and held[1].needs_settling:
             for capture in attempts:
                 try:
-                    _, cost_usd = self._cost(capture)
-                    held[0].settle(held[1], False, cost_usd, capture.ended)  # budgets only: not cached
+                    held[0].settle(held[1], False, self._cost(capture).cost_usd, capture.ended)  # budgets only
                 except Exception as e:  # fail-open: the charge is lost and counted
                     self.problems.add(f"settle_error:{type(e).__name__}", str(e))
         self._settle(flow)
@@ -408,25 +408,26 @@ class Enforcer:
             self.problems.add("settle_without_capture", "the recorder kept no copy of the call; state not updated")
             return
         try:
-            outcome, cost_usd = self._cost(capture)
+            cost = self._cost(capture)
             if verdict.needs_settling:
-                complete = outcome == "ok" and not capture.response_truncated  # never cache part of an answer
+                complete = cost.outcome == "ok" and not capture.response_truncated  # never cache part of an answer
                 live.settle(
                     verdict,
                     complete,
-                    cost_usd,
+                    cost.cost_usd,
                     capture.ended,
                     capture.status,
                     capture.response_headers,
                     tuple(chunk for _, chunk in capture.chunks),
+                    tokens=cost.tokens,
                 )
             if charge_key:
-                keys.charge(flow, cost_usd)  # the wrapped key's own budget
+                keys.charge(flow, cost.cost_usd)  # the wrapped key's own budget
         except Exception as e:  # fail-open: the call goes on; its charge is lost and counted
             self.problems.add(f"settle_error:{type(e).__name__}", str(e))
 
-    def _cost(self, capture: Capture) -> tuple[str, float | None]:
-        """The call's outcome and cost_usd, as its `requests` row will say."""
+    def _cost(self, capture: Capture) -> CallCost:
+        """The call's outcome, cost_usd and tokens, as its `requests` row will say."""
         assert self.settings is not None and self.pricing is not None  # set before any call is decided
         exchange, _ = to_exchange(capture, self.salt, self.settings, None)
         return call_cost(exchange, self.pricing, self.settings.max_body)

@@ -13,7 +13,9 @@ mode, or for an entry with `mode = "shadow"`, the verdict is only logged.
 Known differences from the simulator (docs/enforce.md lists them): a request still in flight
 is charged and cached when it ends, not when it starts, so concurrent requests may see an
 older state; a throttled request is refused live and charged when the client retries (the
-simulator charges the throttled request itself).
+simulator charges the throttled request itself). A rate limit's `tokens_per_minute` window
+counts a call's tokens from its admission, as the simulator does, but learns them when the call
+ends: calls in flight count 0 tokens (or their input estimate when the policy counts tokens).
 """
 
 import dataclasses
@@ -67,6 +69,7 @@ class Verdict:
     model_to: str | None = None
     upstream: tuple[str, str | None] | None = None  # (base URL, API key) of another upstream
     really_sent: bool = False  # enforce mode, a hit or block that did not act: the call goes upstream
+    token_windows: tuple[int, ...] = ()  # rate limits counting tokens that admitted the call (settle adds them)
 
     @property
     def needs_settling(self) -> bool:
@@ -79,7 +82,12 @@ class Verdict:
             return False
         facts = self.facts
         stores = facts.exact_key is not None and may_store(facts.exact_excluded)
-        return stores or facts.semantic_pid >= 0 or any(key is not None for key in facts.budget_keys)
+        return (
+            stores
+            or facts.semantic_pid >= 0
+            or any(key is not None for key in facts.budget_keys)
+            or bool(self.token_windows)
+        )
 
 
 def alerts_only(policy: Policy) -> Policy:
@@ -119,8 +127,11 @@ class LivePolicy:
         self.on_alert: Callable[[Alert, str | None], None] | None = None
         self.policy = policy
         self.mode = mode
+        # In enforce mode an entry with mode = "shadow" only logs; a budget's log-only block must
+        # not keep the budgets after it from being checked, so the engine is told which they are.
+        log_only = frozenset(b.name for b in policy.budgets if b.mode == "shadow") if mode == "enforce" else frozenset()
         try:
-            self.engine = PolicyEngine(policy, Pricer(prices))
+            self.engine = PolicyEngine(policy, Pricer(prices), log_only=log_only)
         except ValueError as e:
             if isinstance(e, PolicyError):
                 raise
@@ -198,6 +209,14 @@ class LivePolicy:
             verdict.header = header_value("rate_limit", "throttle", decision.throttled_by)
         else:
             self._rewrite(verdict, wire_format)
+        if decision.disposition == "upstream" and decision.throttled_by is None and facts.batch < 0:
+            # Admitted to its rate windows with the tokens known now (0, or the input estimate):
+            # the call's own tokens are added when it ends, dated from its admission.
+            verdict.token_windows = tuple(
+                r
+                for r, key in enumerate(facts.rate_keys)
+                if key is not None and p.rate_limits[r].tokens_per_minute is not None
+            )
         # In enforce mode a decision that did not act (its entry in shadow mode, a semantic hit,
         # a hit whose bytes were evicted) lets the call reach the upstream: it is charged and
         # settled like any other. In shadow mode the state follows the simulation instead.
@@ -242,13 +261,19 @@ class LivePolicy:
         status: int | None = None,
         headers: tuple = (),
         chunks: tuple[bytes, ...] = (),
+        tokens: int | None = None,
     ) -> None:
         """The call of `verdict` has ended: charge its cost (and fire the budget alerts it
-        brings due), store its answer when it may be cached, in the exact cache and the semantic
-        cache's index (the replay loop's last step, with the answer's real arrival time)."""
+        brings due), add its `tokens` (input + output) to the rate windows that admitted it,
+        store its answer when it may be cached, in the exact cache and the semantic cache's
+        index (the replay loop's last step, with the answer's real arrival time)."""
         if not verdict.needs_settling:
             return
         facts, state = verdict.facts, self.state
+        arrival = to_microseconds_float(ended)
+        if tokens is not None:
+            for r in verdict.token_windows:  # the simulator admits the recorded tokens at once
+                state.rates[r].add_tokens(facts.rate_keys[r], facts.ts_us, tokens - facts.tokens, arrival)
         spend = cost_usd if cost_usd is not None else 0.0
         for b, key in enumerate(facts.budget_keys):
             if key is not None:
@@ -258,7 +283,6 @@ class LivePolicy:
                 ):
                     if self.on_alert is not None:
                         self.on_alert(alert, self.webhooks.get(alert.budget))
-        arrival = to_microseconds_float(ended)
         if ok and state.semantic is not None and facts.semantic_pid >= 0 and may_store(facts.semantic_excluded):
             state.semantic.store(facts.semantic_pid, facts.semantic_row, arrival, facts.id)
         if ok and state.exact is not None and facts.exact_key is not None and may_store(facts.exact_excluded):
