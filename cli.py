@@ -324,7 +324,9 @@ def proxy(
     ] = False,
     cache_bytes: Annotated[
         int,
-        typer.Option("--cache-bytes", help="Enforce mode: bytes of upstream answers the exact cache keeps (LRU)."),
+        typer.Option(
+            "--cache-bytes", help="Enforce mode: bytes of upstream answers each cache (exact, semantic) keeps (LRU)."
+        ),
     ] = 256 * 1024 * 1024,
     metrics_port: Annotated[
         int,
