@@ -556,6 +556,8 @@ def stats(
         raise fail(f"--by {by!r}: choose one of {', '.join(GROUP_LABELS)}")
     if policy is not None and not policy.is_file():
         raise fail(f"--policy {policy}: no such file")
+    if policy is not None and fmt != "table":
+        raise fail("--policy adds the realised view to the table; with --format json or csv it has no place")
     store = open_store(data, read_only=True)
     with store.connect() as con:
         frame = stats_queries.grouped(con, by, since, until)

@@ -225,3 +225,20 @@ def test_explain_reads_an_enforced_hit_as_the_hit_it_was(recorded):
     # Read back as the call it stood for: it would have cost what the answered call cost.
     assert (explained["request"]["outcome"], explained["request"]["input_tokens"]) == ("ok", first["input_tokens"])
     assert explained["decision"]["saving_cache"] == pytest.approx(first["cost_usd"]) and first["cost_usd"] > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--policy", "{tmp}/missing.toml"], "no such file"),
+        (["--policy", "{policy}", "--format", "json"], "--policy adds the realised view to the table"),
+        (["--policy", "{tmp}/bad.toml"], "bad.toml"),
+    ],
+)
+def test_bad_stats_policy_options_are_one_line_errors(recorded, tmp_path, args, message):
+    policy, data = recorded
+    (tmp_path / "bad.toml").write_text('[[routing]]\nname = "x"\nto = 3\n')
+    args = [a.format(tmp=tmp_path, policy=policy) for a in args]
+    out = CliRunner().invoke(app, ["stats", *args, "--data", str(data)])
+    assert out.exit_code == 1
+    assert message in out.output and "Traceback" not in out.output and len(out.output.strip().splitlines()) == 1
