@@ -6,10 +6,16 @@ Driven through `LivePolicy` (decide, then settle when the call went upstream, as
 addons.enforcer does) with the memory backend; the proxy end to end is tests/test_enforce.py.
 """
 
+from analysis.enforce.decisions import decision_rows
 from analysis.enforce.live import LivePolicy
 from analysis.pricing.table import PriceTable
+from analysis.simulate.engine import PolicyEngine
 from analysis.simulate.policy import parse_policy
+from analysis.simulate.pricer import Pricer
+from analysis.simulate.replay import decisions_frame
+from analysis.simulate.simulator import replay_frames
 from tests.enforce_support import T0, chat_record
+from tests.simulate_helpers import requests_frame
 
 COST = 0.001  # each call's cost, as the recorder would price it
 ANSWER = (b'{"choices": [{"message": {"content": "Paris"}}]}',)
@@ -59,6 +65,63 @@ def test_calls_a_shadow_budget_would_have_blocked_are_charged_to_an_enforcing_on
     live = live_policy(BUDGET + shadow_cap)
     assert [call(live, n, f"question {n}").action for n in range(2)] == ["pass", "pass"]
     logged = call(live, 2, "question 2")  # shadow-cap is spent: logged as a block, sent anyway
-    assert (logged.decision.disposition, logged.decision.budget_by, logged.action) == ("blocked", "shadow-cap", "pass")
+    assert (logged.decision.budget_logged, logged.action) == ("shadow-cap", "pass")
+    assert [(r["policy"], r["action"], r["mode"]) for r in logged.rows] == [("shadow-cap", "block", "shadow")]
     refused = call(live, 3, "question 3")
     assert (refused.action, refused.decision.budget_by) == ("refuse", "team-cap")
+
+
+SHADOW_CAP = BUDGET.replace('"team-cap"', '"shadow-cap"').replace("0.0025", "0.0015") + 'mode = "shadow"\n'
+
+
+def test_a_shadow_budget_listed_first_does_not_hide_an_enforcing_one():
+    live = live_policy(SHADOW_CAP + BUDGET)
+    assert [call(live, n, f"question {n}").action for n in range(2)] == ["pass", "pass"]
+    logged = call(live, 2, "question 2")  # shadow-cap is spent (0.002): logged, sent; team-cap is not
+    assert logged.action == "pass"
+    assert [(r["policy"], r["action"], r["mode"]) for r in logged.rows] == [("shadow-cap", "block", "shadow")]
+    refused = call(live, 3, "question 3")  # team-cap is spent too (0.003 >= 0.0025): refused
+    assert (refused.action, refused.decision.budget_by) == ("refuse", "team-cap")
+    assert [(r["policy"], r["action"], r["mode"]) for r in refused.rows] == [
+        ("shadow-cap", "block", "shadow"),
+        ("team-cap", "block", "enforce"),
+    ]
+
+
+def test_the_simulator_told_the_entry_modes_decides_as_enforce_mode():
+    """The engine's `log_only` is how enforce mode runs the simulator's code; replayed over the
+    same calls (charged at once, as the simulator does), it gives the rows enforce mode logged."""
+    policy = parse_policy(SHADOW_CAP + BUDGET)
+    live = LivePolicy(policy, "enforce", PriceTable.load())
+    live_rows = [row for n in range(5) for row in call(live, n, f"question {n}").rows]
+    frame = requests_frame(
+        [
+            {
+                "t": n,
+                "cost_usd": COST,
+                "prompt_hash": f"sha256:question {n}",
+                "model": "gpt-4o-mini",
+                "temperature": 0.0,
+            }
+            for n in range(5)
+        ]
+    )
+    engine = PolicyEngine(policy, Pricer(PriceTable.load()), log_only=frozenset({"shadow-cap"}))
+    replayed = replay_frames(engine, frame)
+    simulated_rows = [
+        row
+        for decision in decisions_frame(engine, replayed.facts, replayed.trace).iter_rows(named=True)
+        for row in decision_rows(decision, policy, None, live.mode_of)
+    ]
+
+    def key(rows: list[dict]) -> list[tuple]:
+        return [(r["id"], r["policy"], r["action"], r["mode"]) for r in rows]
+
+    assert key(live_rows) == key(simulated_rows)
+    assert key(live_rows) == [
+        ("r2", "shadow-cap", "block", "shadow"),
+        ("r3", "shadow-cap", "block", "shadow"),
+        ("r3", "team-cap", "block", "enforce"),
+        ("r4", "shadow-cap", "block", "shadow"),
+        ("r4", "team-cap", "block", "enforce"),
+    ]

@@ -157,6 +157,23 @@ def test_rate_admit_if_room(backend):
     assert rate.usage("k", T0 + MINUTE_US) == (2, 61)  # T0 is out, T0 + 1 still in
 
 
+def test_rate_tokens_added_when_a_call_ends_count_from_its_admission(backend):
+    rate = backend.rate_windows("tpm", requests_per_minute=None, tokens_per_minute=100)
+    rate.admit("k", T0, 0)
+    rate.admit("k", T0 + SECOND, 5)
+    assert not rate.full("k", T0 + 2 * SECOND)
+    rate.add_tokens("k", T0, 120, T0 + 3 * SECOND)  # the first call ended: 120 tokens
+    assert rate.usage("k", T0 + 3 * SECOND) == (2, 125)
+    assert rate.full("k", T0 + 3 * SECOND)
+    rate.add_tokens("k", T0 + SECOND, -10, T0 + 4 * SECOND)  # an estimate corrected: never below 0
+    assert rate.usage("k", T0 + 4 * SECOND) == (2, 120)
+    assert rate.usage("k", T0 + MINUTE_US) == (1, 0)  # the first left with its tokens
+    rate.add_tokens("k", T0, 50, T0 + MINUTE_US)  # it has left: nothing to add to
+    assert rate.usage("k", T0 + MINUTE_US) == (1, 0)
+    rate.admit("k", T0 + MINUTE_US, 0)
+    assert rate.usage("k", T0 + MINUTE_US) == (2, 0)
+
+
 def test_response_store_replays_every_byte(backend):
     store = backend.response_store("exact", max_bytes=10_000)
     events = (b'data: {"a": 1}\n\n', b"\x00\xff binary \n\n", b"", b"data: [DONE]\n\n")

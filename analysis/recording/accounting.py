@@ -234,17 +234,28 @@ def price(exchange: Exchange, parsed: Parsed, prices: Pricing, check: bool = Tru
     )
 
 
-def call_cost(exchange: Exchange, prices: Pricing, max_body: int = DEFAULT_MAX_BODY) -> tuple[str, float | None]:
-    """The `outcome` and `cost_usd` that `account` gives a call that went upstream, without
-    the rest of the row nor the second table's check: what enforce mode settles a call with
-    (analysis.enforce.live), cheaply enough to do it on the proxy's event loop."""
+@dataclass(frozen=True, slots=True)
+class CallCost:
+    """What settling a call needs of its `requests` row."""
+
+    outcome: str
+    cost_usd: float | None
+    tokens: int  # input_tokens + output_tokens (a rate limit's tokens_per_minute counts them)
+
+
+def call_cost(exchange: Exchange, prices: Pricing, max_body: int = DEFAULT_MAX_BODY) -> CallCost:
+    """The `outcome`, `cost_usd` and tokens that `account` gives a call that went upstream,
+    without the rest of the row nor the second table's check: what enforce mode settles a call
+    with (analysis.enforce.live), cheaply enough to do it on the proxy's event loop."""
     try:
         parsed, _ = parse_exchange(exchange, max_body)
     except ParseFailure:
         parsed = Parsed()
     mark_cut_stream(exchange, parsed)
     cost = price(exchange, parsed, prices, check=False).cost
-    return outcome_for_status(exchange.status, exchange.outcome), cost.cost_usd
+    usage = parsed.usage
+    tokens = (usage.input_tokens or 0) + (usage.output_tokens or 0)
+    return CallCost(outcome_for_status(exchange.status, exchange.outcome), cost.cost_usd, tokens)
 
 
 def _first(*values: str | None) -> str | None:

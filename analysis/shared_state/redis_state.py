@@ -170,6 +170,22 @@ return 1
 """
 )
 
+# ARGV: now, window, admitted_at, tokens. The request admitted at that time gets the tokens
+# (its member rewritten), the sum with them; nothing when it has left the window.
+_ADD_TOKENS = (
+    _PRUNE
+    + """
+local found = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[3], ARGV[3], 'LIMIT', 0, 1)[1]
+if not found then return 0 end
+local held, n = string.match(found, '^[^:]+:(%d+):(.*)$')
+local after = math.max(0, tonumber(held) + tonumber(ARGV[4]))
+redis.call('ZREM', KEYS[1], found)
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[3] .. ':' .. after .. ':' .. n)
+redis.call('INCRBY', KEYS[2], after - tonumber(held))
+return 1
+"""
+)
+
 
 def _entry(raw: bytes) -> CacheEntry:
     available, expires, source = raw.decode().split(" ", 2)
@@ -356,6 +372,7 @@ class RedisRateWindows:
         self.fallback = RateWindows(requests_per_minute, tokens_per_minute)
         self._usage = link.client.register_script(_USAGE)
         self._admit = link.client.register_script(_ADMIT)
+        self._add_tokens = link.client.register_script(_ADD_TOKENS)
 
     def _keys(self, key: object) -> list[str]:
         return [f"{self.prefix}{key}", f"{self.prefix}{key}\x1ftokens", self.counter]
@@ -388,6 +405,12 @@ class RedisRateWindows:
 
     def admit(self, key: object, now: int, tokens: int) -> None:
         self._run_admit(key, now, tokens, check=False)
+
+    def add_tokens(self, key: object, admitted_at: int, tokens: int, now: int) -> None:
+        def shared() -> None:
+            self._add_tokens(keys=self._keys(key)[:2], args=[now, MINUTE_US, admitted_at, int(tokens)])
+
+        self.link.run(shared, lambda: self.fallback.add_tokens(key, admitted_at, tokens, now))
 
     def wait_us(self, key: object, now: int) -> int:
         """How long until the oldest request in the window leaves it (0: empty)."""

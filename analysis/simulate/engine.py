@@ -42,8 +42,19 @@ from analysis.simulate.state import MemoryBackend, StateBackend
 class PolicyEngine:
     """A policy ready to decide requests."""
 
-    def __init__(self, policy: Policy, pricer: Pricer | None = None, embedder: Embedder | None = None):
+    def __init__(
+        self,
+        policy: Policy,
+        pricer: Pricer | None = None,
+        embedder: Embedder | None = None,
+        log_only: frozenset[str] = frozenset(),
+    ):
         self.policy = policy
+        # Budgets named in `log_only` (enforce mode's entries with mode = "shadow") only log: a
+        # spent window is noted in the decision (`budget_logged`) but blocks or downgrades
+        # nothing, so the budgets after it are still checked and the call is charged. The
+        # simulator's own runs let every entry act (what shadow mode logs).
+        self.log_only_budgets = frozenset(i for i, b in enumerate(policy.budgets) if b.name in log_only)
         self.pricer = pricer
         self.routing = [CompiledMatch(rule.match) for rule in policy.routing]
         self.batch = [CompiledMatch(p.match) for p in policy.batch]
@@ -124,7 +135,12 @@ class PolicyEngine:
                 reason = "no_prompt_text"
             facts.semantic_excluded = reason
             if may_store(reason):
-                partition = (scope_value(record, s.scope), requested_model(record), record.get("system_prompt") or "")
+                partition = (
+                    scope_value(record, s.scope),
+                    requested_model(record),
+                    record.get("system_prompt") or "",
+                    bool(record.get("stream")),  # a streamed answer answers streamed requests only
+                )
                 facts.semantic_pid = state.semantic.partition(partition)
                 facts.semantic_row = state.semantic.register(record["prompt_text"])
         priced_steps = self.routing or self.batch or any(b.to for b in p.budgets)
@@ -214,6 +230,7 @@ class Decision:
     budget_by: str | None
     budget_action: str | None
     budget_tripped: str | None
+    budget_logged: str | None
     throttled_by: str | None
     model: str | None
     model_after: str | None

@@ -50,6 +50,7 @@ DECISION_SCHEMA = {
     "budget_by": pl.Utf8,
     "budget_action": pl.Utf8,  # block | downgrade
     "budget_tripped": pl.Utf8,  # budgets whose limit this request's cost reached
+    "budget_logged": pl.Utf8,  # budgets that only log (enforce mode, mode = "shadow") and would have acted
     "throttled_by": pl.Utf8,
     "model": pl.Utf8,  # as recorded
     "model_after": pl.Utf8,
@@ -83,6 +84,7 @@ class Trace:
     budget_action: list = field(init=False)
     downgrade_index: np.ndarray = field(init=False)  # the last budget that downgraded
     budget_tripped: list = field(init=False)
+    budget_logged: list = field(init=False)
     throttled_index: np.ndarray = field(init=False)
     charged: np.ndarray = field(init=False)  # USD charged to the budgets (budget alerts read it)
 
@@ -97,6 +99,7 @@ class Trace:
             "nearest_source",
             "budget_action",
             "budget_tripped",
+            "budget_logged",
         ):
             setattr(self, name, [None] * n)
         # Indexes, mostly -1: numpy arrays cost a byte or two per request, a list eight (but
@@ -138,7 +141,8 @@ def replay(
 
     t = trace
     disposition, exact_status, semantic_status = t.disposition, t.exact_cache, t.semantic_cache
-    source, similarity, tripped = t.cache_source_id, t.similarity, t.budget_tripped
+    source, similarity, tripped, logged = t.cache_source_id, t.similarity, t.budget_tripped, t.budget_logged
+    log_only = engine.log_only_budgets
     nearest = t.nearest_source
     step = 65_536
     for chunk in range(start, stop, step):
@@ -160,6 +164,7 @@ def replay(
                 budget.action == "block",
                 budget.to,
                 facts.chunk(f"downgrade_cost.{b}", chunk, end),
+                b in log_only,
             )
             for b, budget in enumerate(p.budgets)
         ]
@@ -205,16 +210,21 @@ def replay(
             if checks:
                 model = pre_model[j]
                 blocked = False
-                for b, keys, spent_in, limit, block, target, downgrade_costs in checks:
+                for b, keys, spent_in, limit, block, target, downgrade_costs, logs_only in checks:
                     key = keys[j]
                     if key is None or spent_in(key) < limit:
                         continue
-                    if block:
+                    downgrade_cost = downgrade_costs[j]
+                    if not block and (model == target or downgrade_cost != downgrade_cost):  # NaN: unpriced
+                        continue
+                    if logs_only:  # noted, not applied: the budgets after it are still checked
+                        name = budget_names[b]
+                        logged[i] = name if logged[i] is None else f"{logged[i]},{name}"
+                    elif block:
                         blocked = True
                         t.budget_index[i], t.budget_action[i] = b, "block"
                         break
-                    downgrade_cost = downgrade_costs[j]
-                    if model != target and downgrade_cost == downgrade_cost:  # not NaN
+                    else:
                         model = target
                         cost = downgrade_cost if cost == cost else cost
                         t.budget_index[i], t.budget_action[i], t.downgrade_index[i] = b, "downgrade", b
@@ -331,6 +341,7 @@ def decision_columns(
     yield "budget_by", _names([b.name for b in p.budgets], np.asarray(trace.budget_index[rows], dtype=np.int64), served)
     yield "budget_action", trace.budget_action[rows]
     yield "budget_tripped", trace.budget_tripped[rows]
+    yield "budget_logged", trace.budget_logged[rows]
     yield (
         "throttled_by",
         _names([r.name for r in p.rate_limits], np.asarray(trace.throttled_index[rows], dtype=np.int64), served),
@@ -441,6 +452,7 @@ def decision_row(engine: "PolicyEngine", facts: FrameFacts, trace: Trace, index:
         "budget_by": p.budgets[budget_index].name if not hit and budget_index >= 0 else None,
         "budget_action": trace.budget_action[i],
         "budget_tripped": trace.budget_tripped[i],
+        "budget_logged": trace.budget_logged[i],
         "throttled_by": p.rate_limits[throttled_index].name if not hit and throttled_index >= 0 else None,
         "model": model,
         "model_after": model_after,

@@ -24,7 +24,8 @@ memory backend (`MemoryBackend`) is these classes; a backend must pass the same 
   window's spend by model and feature that an alert reports.
 - `RateWindows`: a sliding 60-second window of admitted requests and their tokens per scope
   value. A request is throttled when the window already holds `requests_per_minute` requests
-  or `tokens_per_minute` tokens.
+  or `tokens_per_minute` tokens. A request's tokens (input + output) count from its admission;
+  enforce mode learns them when the call ends and adds them then (`add_tokens`).
 """
 
 from collections import OrderedDict, deque
@@ -194,6 +195,20 @@ class RateWindows:
         window[0].append((now, tokens))
         window[1] += tokens
 
+    def add_tokens(self, key: object, admitted_at: int, tokens: int, now: int) -> None:
+        """Add `tokens` to the request admitted at `admitted_at` (enforce mode: a call's tokens
+        are known when it ends; they count from its admission, as in the simulator, and leave
+        the window with it). Nothing when it has left the window already."""
+        window = self._window(key, now)
+        events = window[0]
+        for i in range(len(events) - 1, -1, -1):
+            at, held = events[i]
+            if at == admitted_at:
+                added = max(tokens, -held)  # a window never holds fewer than 0 tokens of a request
+                events[i] = (at, held + added)
+                window[1] += added
+                return
+
     def wait_us(self, key: object, now: int) -> int:
         """How long until the oldest request in the window leaves it (0: the window is empty);
         enforce mode's Retry-After."""
@@ -313,6 +328,8 @@ class RateState(Protocol):
     def full(self, key: object, now: int) -> bool: ...
 
     def admit(self, key: object, now: int, tokens: int) -> None: ...
+
+    def add_tokens(self, key: object, admitted_at: int, tokens: int, now: int) -> None: ...
 
     def wait_us(self, key: object, now: int) -> int: ...
 
