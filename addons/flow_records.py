@@ -15,6 +15,8 @@ hooks on; tests/test_import.py checks that a call recorded live and the same cal
 give equal rows.
 """
 
+from typing import Any
+
 from mitmproxy import flow, http, version
 from mitmproxy.io import compat
 
@@ -52,7 +54,10 @@ def from_record(data: bytes) -> ImportedFlow | None:
     state = tnetstrings.loads_dict(data, _NOT_READ)
     current = state.get("version") == version.FLOW_FORMAT_VERSION
     if not current:
-        state = compat.migrate_flow(tnetstrings.loads(data))
+        whole = tnetstrings.loads(data)
+        if not isinstance(whole, dict):
+            raise ValueError("not a flow: not a dictionary")
+        state = compat.migrate_flow(whole)
     if state["type"] != "http":
         return None
     response = state["response"]
@@ -73,7 +78,7 @@ def from_record(data: bytes) -> ImportedFlow | None:
     )
 
 
-def _message(cls: type, data_cls: type, state: dict):
+def _message(cls: Any, data_cls: Any, state: dict) -> Any:
     """mitmproxy's Request or Response of a state in the current flow format, as `from_state`
     makes it but without its dataclass's type check (`MessageData.__post_init__`, skipped by
     `python -O` too), most of its cost: the state is what mitmproxy wrote."""

@@ -57,7 +57,7 @@ def _step_over(data: bytes, position: int, limit: int) -> int:
 def _contents(data: bytes, position: int, end: int) -> list:
     """The values from `position` to `end` (a list's items, a dictionary's keys and values), read
     in one loop: a call per value would cost more than reading most values does."""
-    values = []
+    values: list[object] = []
     while position < end:
         colon = data.find(b":", position, end)
         prefix = data[position:colon]
