@@ -200,7 +200,8 @@ def _table(
 
 def _notes(baseline: Baseline, with_simulation: bool) -> list[str]:
     notes = [
-        "realised_usd of a cache hit is the recorded cost of the call whose answer it served (exact); of a "
+        "realised_usd of a cache hit is the recorded cost of the call whose answer it served (exact; for the "
+        "semantic cache an estimate, and the answer's quality: unverified, it was given to a similar prompt); of a "
         "routed or downgraded call, its tokens priced at the model the client named minus its recorded cost "
         "(an estimate: models count and spend tokens differently).",
         "unanswered calls were refused (budget blocked, rate limit throttled): spend prevented, not a saving; "
