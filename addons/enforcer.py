@@ -46,7 +46,7 @@ from typing import Any
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.net.http import status_codes
 
-from addons.fallback import FLOW_FALLBACK, FallbackActor
+from addons.fallback import FallbackActor
 from addons.redirect import rewrite_model, send_to
 from analysis.enforce.alerts import slack_payload
 from analysis.enforce.live import DEFAULT_CACHE_BYTES, LOOKUP_TIMEOUT, MODES, LivePolicy, Verdict
@@ -173,6 +173,8 @@ class Enforcer:
         except PolicyError as e:
             raise exceptions.OptionsError(f"llm-shadow: policy not loaded: {e}") from e
         self.fallback.verify = not o.ssl_insecure
+        self.fallback.max_body = self.settings.max_body
+        self.fallback.idle_timeout = float(o.tcp_timeout) if getattr(o, "tcp_timeout", 0) else None
         semantic = self.live.policy.semantic_cache
         if semantic is not None and semantic.embedder != "openai" and self.live.engine.embedder is not None:
             # A local embedder's first call loads its code and tables: pay that now, not on a call.
@@ -294,8 +296,7 @@ class Enforcer:
             return None
         if text is not None:
             return self._embed_then_decide(flow, live, record, target.wire_format, text)
-        self._decide(flow, live, record, target.wire_format)
-        return None
+        return self._decide(flow, live, record, target.wire_format)
 
     async def _embed_then_decide(
         self, flow: http.HTTPFlow, live: LivePolicy, record: dict, wire_format: str, text: str
@@ -323,16 +324,19 @@ class Enforcer:
                 self.problems.add(f"semantic_embedding_failed:{type(e).__name__}", str(e))
         if timed_out or text not in index.text_rows:
             record = {**record, "prompt_text": None}
-        self._decide(flow, live, record, wire_format, timed_out)
+        diverting = self._decide(flow, live, record, wire_format, timed_out)
+        if diverting is not None:
+            await diverting
 
     def _decide(
         self, flow: http.HTTPFlow, live: LivePolicy, record: dict, wire_format: str, lookup_timed_out: bool = False
-    ) -> None:
+    ) -> Coroutine[Any, Any, None] | None:
+        """Decide and act; an awaitable when the call waits for the fallback relay to start."""
         try:
             verdict = live.decide(record, wire_format, lookup_timed_out)
         except Exception as e:  # fail-open: our failure never stops a call
             self.problems.add(f"decision_error:{type(e).__name__}", str(e))
-            return
+            return None
         request_id = record["id"]
         flow.metadata[FLOW_ID] = request_id
         flow.metadata[FLOW_DECISIONS] = tuple(verdict.rows)
@@ -342,6 +346,17 @@ class Enforcer:
         except Exception as e:
             self.problems.add(f"action_error:{type(e).__name__}", str(e))
             flow.metadata.pop(FLOW_ANSWERED_BY, None)
+            return None
+        if not live.fallbacks:
+            return None
+        try:  # a fallback rule that acts sends the call through the relay (addons.fallback)
+            recorder = ctx.master.addons.get("recorder")
+            sink = recorder.sink if recorder is not None else None
+            self.fallback.watch(flow, live, verdict)
+            return self.fallback.divert(flow, live, verdict, wire_format, sink, self._settle_relayed)
+        except Exception as e:  # fail-open: the call goes upstream as it is
+            self.problems.add(f"fallback_error:{type(e).__name__}", str(e))
+            return None
 
     def _act(self, flow: http.HTTPFlow, verdict: Verdict) -> None:
         if verdict.action == "answer" and verdict.answer is not None:
@@ -362,42 +377,33 @@ class Enforcer:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         held = self._verdicts.get(flow.id)
         if held is not None and held[1].action == "rewrite" and flow.response is not None:
-            flow.response.headers[DECISION_HEADER] = held[1].header
+            if DECISION_HEADER not in flow.response.headers:  # a rescued call says fallback=...
+                flow.response.headers[DECISION_HEADER] = held[1].header
         if held is not None:
             try:
                 self.fallback.responseheaders(flow, *held)
             except Exception as e:  # fail-open: the failed answer goes on as it came
                 self.problems.add(f"fallback_error:{type(e).__name__}", str(e))
 
-    def response(self, flow: http.HTTPFlow) -> Coroutine[Any, Any, None] | None:
-        # Settled at once, on the loop; only a failed answer a fallback rule acts on needs
-        # awaiting (mitmproxy awaits what a hook returns), so other calls pay for no task.
-        if FLOW_FALLBACK in flow.metadata:
-            return self._rescue_and_settle(flow)
+    def response(self, flow: http.HTTPFlow) -> None:
+        self.fallback.ended(flow)
         self._settle(flow)
-        return None
-
-    async def _rescue_and_settle(self, flow: http.HTTPFlow) -> None:
-        await self._rescue(flow)
-        self._settle(flow)
-
-    async def _rescue(self, flow: http.HTTPFlow) -> None:
-        """A failed answer a fallback rule acts on: send its attempts, charge what they cost."""
-        recorder = ctx.master.addons.get("recorder")
-        try:
-            held, calls = await self.fallback.response(flow, recorder.sink if recorder is not None else None)
-        except Exception as e:  # fail-open: the client gets the failed answer as it came
-            self.problems.add(f"fallback_error:{type(e).__name__}", str(e))
-            return
-        if held is None or not held.verdict.needs_settling:
-            return
-        for capture in calls:
-            try:
-                held.live.settle(held.verdict, False, self._cost(capture).cost_usd, capture.ended)  # budgets only
-            except Exception as e:  # fail-open: the charge is lost and counted
-                self.problems.add(f"settle_error:{type(e).__name__}", str(e))
 
     def error(self, flow: http.HTTPFlow) -> None:
+        self.fallback.ended(flow)
+        self._settle(flow)
+
+    def _settle_relayed(self, flow: http.HTTPFlow, own: Capture, attempts: list[Capture]) -> None:
+        """A call the fallback relay sent (addons.fallback), before its answer's last byte is
+        released: charge the budgets with each attempt it sent (never cached), then settle the
+        call itself (`own`, its first attempt) as any other."""
+        held = self._verdicts.get(flow.id)
+        if held is not None and held[1].needs_settling:
+            for capture in attempts:
+                try:
+                    held[0].settle(held[1], False, self._cost(capture).cost_usd, capture.ended)  # budgets only
+                except Exception as e:  # fail-open: the charge is lost and counted
+                    self.problems.add(f"settle_error:{type(e).__name__}", str(e))
         self._settle(flow)
 
     def _settle(self, flow: http.HTTPFlow) -> None:
