@@ -256,3 +256,25 @@ def test_shadow_mode_gives_the_same_502_and_logs_the_plan(shadowing, closed, fea
     simulated = simulate(policy, requests, prices=PriceTable.load()).fallback_decisions
     columns = ("id", "policy", "kind", "action", "matched_id", "model_to", "reason")
     assert [tuple(d[c] for c in columns) for d in simulated] == [tuple(decision[c] for c in columns)]
+
+
+def test_a_client_that_leaves_during_the_rescue_is_recorded_once(enforcing, silent, feature):
+    """The client gives up while the proxy waits for a silent upstream: the proxy finishes the
+    rescue it started (each attempt recorded), and the client's call has one row, not two."""
+    body = json.dumps({"model": "gpt-4o", "messages": MESSAGES}).encode()
+    headers = {"content-type": "application/json", "authorization": f"Bearer {API_KEY}", "x-shadow-feature": feature}
+    with httpx.Client(proxy=enforcing.proxy.url, trust_env=False, timeout=0.3) as client:
+        with pytest.raises(httpx.TimeoutException):
+            client.post(f"{silent}/v1/chat/completions", content=body, headers=headers)
+    assert [d["action"] for d in enforcing.decisions(feature, 2)] == ["retry", "fallback"]
+    rows = enforcing.rows(feature, 3)
+    assert [(r["status"], r["outcome"]) for r in rows] == [
+        (None, "client_disconnected"),
+        (None, "timeout"),
+        (200, "ok"),
+    ]
+    assert len(enforcing.calls(feature)) == 1
+    answer = enforcing.openai(enforcing.backup.url, feature + "-after").chat.completions.create(
+        model="gpt-4o", messages=MESSAGES
+    )
+    assert answer.choices[0].message.content  # the proxy goes on serving
