@@ -556,6 +556,8 @@ def stats(
         raise fail(f"--by {by!r}: choose one of {', '.join(GROUP_LABELS)}")
     if policy is not None and not policy.is_file():
         raise fail(f"--policy {policy}: no such file")
+    if policy is not None and fmt != "table":
+        raise fail("--policy adds the realised view to the table; with --format json or csv it has no place")
     store = open_store(data, read_only=True)
     with store.connect() as con:
         frame = stats_queries.grouped(con, by, since, until)
@@ -925,13 +927,13 @@ SAMPLE_TRAFFIC = Path(__file__).resolve().parent / "sample_traffic"
 DEMO_POLICY = Path(__file__).resolve().parent / "sample_traffic" / "demo-policy.toml"
 
 
-def gather_report(data: Path, since: datetime | None, until: datetime | None, simulation=None) -> dict:
+def gather_report(data: Path, since: datetime | None, until: datetime | None, simulation=None, realised=None) -> dict:
     from reports.data import EmptyReport, gather
 
     store = open_store(data, read_only=True)
     with store.connect() as con:
         try:
-            return gather(con, since, until, simulation)
+            return gather(con, since, until, simulation, realised=realised)
         except EmptyReport as e:
             raise fail(f"{e} in {data}") from e
 
@@ -983,7 +985,7 @@ def report(
         raise fail(f"--policy {policy}: no such file")
     open_store(data, read_only=True)
     simulation = simulate_for_report(policy, data, since, until) if policy is not None else None
-    figures = gather_report(data, since, until, simulation)
+    figures = gather_report(data, since, until, simulation, realised_view(data, policy, since, until))
     if fmt == "md" and out is None:
         from reports.markdown import render_markdown
 
@@ -1281,10 +1283,12 @@ def explain(
     """Say which policy rule decided one recorded request, and why."""
     import json
 
+    from analysis.simulate.baseline import read_baseline
     from analysis.simulate.embedders import EmbedderError
     from analysis.simulate.explain import RequestNotFound
     from analysis.simulate.explain import explain as explain_request
     from analysis.simulate.policy import PolicyError
+    from analysis.simulate.pricer import Pricer
     from analysis.simulate.simulator import build_engine
     from reports.simulate_tables import print_explanation
 
@@ -1295,9 +1299,8 @@ def explain(
     store = open_store(data, read_only=True)
     try:
         engine = build_engine(rules, prices, data_dir=data)
-        result = explain_request(
-            engine, store.requests_frame(since, until), lambda: store.contents_frame(since, until), request_id
-        )
+        requests = read_baseline(store, since, until, Pricer(prices)).requests  # as `simulate` reads them
+        result = explain_request(engine, requests, lambda: store.contents_frame(since, until), request_id)
     except (PolicyError, EmbedderError, RequestNotFound) as e:
         raise fail(str(e)) from e
     if fmt == "json":

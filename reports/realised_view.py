@@ -39,7 +39,8 @@ def period_line(view: "Realised") -> str:
 def totals_line(view: "Realised") -> str:
     t = view.totals
     simulated = (
-        f"simulated saving {usd(t['simulated_usd'] or 0.0)} on {t['simulated']:,} calls, "
+        f"simulated saving {usd(t['simulated_usd'] or 0.0)} on {t['simulated']:,} calls (and "
+        f"{usd(t['prevented_usd'] or 0.0)} of spend its blocks prevent, unanswered), "
         f"{t['differ']:,} live decisions differ from it; "
         if t["simulated"] is not None
         else ""

@@ -20,8 +20,10 @@ from analysis.parsers.exchange import Usage
 from analysis.pricing.table import PriceTable
 from analysis.store.datadir import Store
 from cli import app, realised_view
+from reports.format import usd
 from tests.conftest import RunningProxy, llm_shadow_proxy_command, wait_for
 from tests.fake_provider import FakeProvider
+from tests.headless_chromium import HeadlessChromium, find_chromium
 from tests.sdk_support import API_KEY
 
 POLICY = """
@@ -99,12 +101,11 @@ def row(view, policy: str, mode: str) -> dict:
     return found
 
 
-def test_stats_shows_what_enforce_mode_saved_beside_the_simulation(recorded):
-    policy, data = recorded
+def enforce_savings(data: Path) -> tuple[float, float]:
+    """(cache, routing): what enforce mode saved, from the calls made. REPEATS - 1 hits, each the
+    first call's cost; the routed call's tokens at gpt-4o's price minus what it cost on gpt-4o-mini."""
     first, *hits = calls(data, "faq-enforce")
     assert [c["outcome"] for c in hits] == ["cached"] * (REPEATS - 1)
-    cache_saving = (REPEATS - 1) * first["cost_usd"]
-
     [routed] = calls(data, "routed-enforce")
     assert routed["model_requested"] == "gpt-4o-mini"
     at_gpt4o = (
@@ -112,8 +113,13 @@ def test_stats_shows_what_enforce_mode_saved_beside_the_simulation(recorded):
         .cost(provider="openai", model="gpt-4o", usage=Usage(routed["input_tokens"], routed["output_tokens"]))
         .cost_usd
     )
-    routing_saving = at_gpt4o - routed["cost_usd"]
-    assert routing_saving > 0
+    assert at_gpt4o > routed["cost_usd"] > 0
+    return (REPEATS - 1) * first["cost_usd"], at_gpt4o - routed["cost_usd"]
+
+
+def test_stats_shows_what_enforce_mode_saved_beside_the_simulation(recorded):
+    policy, data = recorded
+    cache_saving, routing_saving = enforce_savings(data)
 
     view = realised_view(data, policy, None, None)
     assert view.calls == 2 * CALLS_PER_PHASE
@@ -146,8 +152,9 @@ def test_stats_shows_what_enforce_mode_saved_beside_the_simulation(recorded):
     printed = CliRunner().invoke(app, ["stats", "--policy", str(policy), "--data", str(data)], env={"COLUMNS": "200"})
     assert printed.exit_code == 0, printed.output
     assert "Realised against simulated" in printed.output
-    assert f"realised saving ${cache_saving + routing_saving:.4f}" in printed.output.replace("\n", " ")
-    assert "1 calls refused, unanswered" in printed.output
+    words = " ".join(printed.output.split())
+    assert f"realised saving {usd(cache_saving + routing_saving)};" in words
+    assert "1 calls refused, unanswered" in words
 
     without = CliRunner().invoke(app, ["stats", "--data", str(data)], env={"COLUMNS": "200"})
     assert without.exit_code == 0 and "Realised against simulated" in without.output
@@ -172,3 +179,66 @@ def test_simulate_reads_enforce_days_back_as_the_calls_they_stood_for(recorded):
         (REPEATS - 1) * (first["cost_usd"] + shadow_first["cost_usd"])
     )
     assert result["totals"]["unbilled_requests"] == 1  # the call enforce mode blocked: never sent
+
+
+def test_the_report_shows_the_realised_view_in_html_and_markdown(recorded, tmp_path):
+    policy, data = recorded
+    cache_saving, routing_saving = enforce_savings(data)
+    md = CliRunner().invoke(app, ["report", "--policy", str(policy), "--format", "md", "--data", str(data)])
+    assert md.exit_code == 0, md.output
+    section = md.output.split("### Realised against simulated", 1)[1].split("### Data quality", 1)[0]
+    enforced_cache = next(line for line in section.splitlines() if line.startswith("| exact | exact_cache | enforce |"))
+    assert enforced_cache.split(" | ")[3:] == ["3", usd(cache_saving), "-", "3", "0", "3", usd(cache_saving), "0 |"]
+    assert f"**{usd(cache_saving + routing_saving)}**" in section
+
+    out = tmp_path / "report.html"
+    html = CliRunner().invoke(app, ["report", "--policy", str(policy), "--out", str(out), "--data", str(data)])
+    assert html.exit_code == 0, html.output
+    executable = find_chromium()
+    if executable is None:
+        pytest.fail("chromium is not installed: run .ci/install-system-deps (apt-get install chromium)")
+    with HeadlessChromium(executable) as browser:
+        page = browser.open_page(out.resolve().as_uri())
+        cells = page.evaluate(
+            """[...document.querySelectorAll('#realised-table tr[data-mode="enforce"]')]
+                 .map(r => [r.dataset.policy, r.querySelector('.realised-usd').innerText])"""
+        )
+        total = page.evaluate("document.querySelector('#realised-total th:nth-child(10)').innerText")
+        visible = page.evaluate("document.getElementById('realised').getBoundingClientRect().height")
+        browser.pump(0.2)
+        assert page.log.problems() == []
+        assert page.evaluate("document.documentElement.scrollWidth") <= browser.width, "the page scrolls sideways"
+    assert cells == [["exact", usd(cache_saving)], ["to-mini", usd(routing_saving)], ["capped-team", "-"]]
+    assert total == usd(cache_saving + routing_saving)
+    assert visible > 100
+
+
+def test_explain_reads_an_enforced_hit_as_the_hit_it_was(recorded):
+    policy, data = recorded
+    first, second, *_ = calls(data, "faq-enforce")
+    args = ["explain", second["id"], "--policy", str(policy), "--format", "json", "--data", str(data)]
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 0, out.output
+    explained = json.loads(out.output)
+    step = explained["steps"][0]
+    assert step["outcome"] == "hit" and f"request {first['id']}" in step["reasons"][0]
+    # Read back as the call it stood for: it would have cost what the answered call cost.
+    assert (explained["request"]["outcome"], explained["request"]["input_tokens"]) == ("ok", first["input_tokens"])
+    assert explained["decision"]["saving_cache"] == pytest.approx(first["cost_usd"]) and first["cost_usd"] > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--policy", "{tmp}/missing.toml"], "no such file"),
+        (["--policy", "{policy}", "--format", "json"], "--policy adds the realised view to the table"),
+        (["--policy", "{tmp}/bad.toml"], "bad.toml"),
+    ],
+)
+def test_bad_stats_policy_options_are_one_line_errors(recorded, tmp_path, args, message):
+    policy, data = recorded
+    (tmp_path / "bad.toml").write_text('[[routing]]\nname = "x"\nto = 3\n')
+    args = [a.format(tmp=tmp_path, policy=policy) for a in args]
+    out = CliRunner().invoke(app, ["stats", *args, "--data", str(data)])
+    assert out.exit_code == 1
+    assert message in out.output and "Traceback" not in out.output and len(out.output.strip().splitlines()) == 1

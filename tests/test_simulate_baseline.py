@@ -1,9 +1,11 @@
 """Enforce-mode rows read back as the calls they stood for (analysis.simulate.baseline), on
-hand-built rows whose right answer is known, and the simulation of enforce days that reads them."""
+hand-built rows whose right answer is known, the simulation of enforce days that reads them, and
+the realised view's count of live decisions that differ from the simulation."""
 
 import polars as pl
 import pytest
 
+from analysis.enforce.realised import realised
 from analysis.parsers.exchange import Usage
 from analysis.pricing.table import PriceTable
 from analysis.simulate.baseline import as_observed
@@ -114,3 +116,26 @@ def test_simulating_an_enforce_day_predicts_the_saving_enforce_mode_made_without
     assert totals["baseline_usd"] == pytest.approx(0.03)
     assert totals["saving_usd"] == pytest.approx(0.02)
     assert totals["cache_hits"] == 2
+
+
+def test_realised_counts_disagreements_and_simulated_decisions_no_proxy_logged():
+    """Three equal calls in shadow mode; the proxy logged r1's hit, not r2's (it was not running),
+    and a hit on r0 the simulation does not make: two differences, r2 listed as not logged."""
+    policy = parse_policy('[cache.exact]\nname = "exact"\nttl = "1h"\n')
+    requests = requests_frame([{}, {}, {}])
+    logged = decisions(
+        [
+            {**decision("r0", "exact_cache", "hit", policy="exact", matched_id="r9"), "mode": "shadow"},
+            {
+                **decision("r1", "exact_cache", "hit", policy="exact", matched_id="r0", saving_usd=0.01),
+                "mode": "shadow",
+            },
+        ]
+    )
+    baseline = as_observed(requests, logged, requests, Pricer(PRICES))
+    view = realised(policy, requests, baseline, logged, simulate(policy, baseline.requests, prices=PRICES))
+    rows = {r["mode"]: r for r in view.rows.to_dicts()}
+    assert (rows["shadow"]["simulated"], rows["shadow"]["decided"], rows["shadow"]["differ"]) == (1, 2, 1)
+    assert rows["shadow"]["simulated_usd"] == pytest.approx(0.01) and rows["shadow"]["acted"] == 0
+    assert (rows["not logged"]["simulated"], rows["not logged"]["decided"], rows["not logged"]["differ"]) == (1, 0, 1)
+    assert view.totals["differ"] == 2 and view.totals["realised_usd"] == 0

@@ -9,6 +9,8 @@ code path, so in shadow mode the live decisions equal the simulated ones (parity
 mode they also acted. For each entry and mode, one row:
 
 - `simulated`, `simulated_usd`: calls the simulation says the entry changes, and its saving;
+  `prevented_usd`: the recorded cost of the calls it says a budget blocks (spend prevented,
+  unanswered: not a saving);
 - `decided`: calls the entry decided live (rows of `decisions` other than misses), `differ`:
   live and simulated decisions that disagree (policy, action, matched call, target model);
 - `acted`: in enforce mode, calls the decision really changed (answered from the cache, sent to
@@ -47,6 +49,7 @@ COLUMNS = {
     "mode": pl.Utf8,
     "simulated": pl.Int64,
     "simulated_usd": pl.Float64,
+    "prevented_usd": pl.Float64,
     "decided": pl.Int64,
     "differ": pl.Int64,
     "acted": pl.Int64,
@@ -86,8 +89,9 @@ def acted_rows(policy: Policy, simulated: pl.DataFrame) -> pl.DataFrame:
                 continue
             column = SAVING_COLUMN.get(row["action"])
             row["simulated_usd"] = decision[column] if column else None
+            row["prevented_usd"] = decision["blocked_spend_usd"] if row["action"] == "block" else None
             rows.append(row)
-    schema = {c: pl.Utf8 for c in PARITY_COLUMNS} | {"simulated_usd": pl.Float64}
+    schema = {c: pl.Utf8 for c in PARITY_COLUMNS} | {"simulated_usd": pl.Float64, "prevented_usd": pl.Float64}
     return pl.DataFrame([{c: r[c] for c in schema} for r in rows], schema=schema)
 
 
@@ -140,7 +144,7 @@ def realised(
             pl.col("mode").fill_null(NOT_LOGGED)
         )
         sim_sums = predicted.group_by("policy", "kind", "mode").agg(
-            pl.len().alias("simulated"), _sum_or_null("simulated_usd")
+            pl.len().alias("simulated"), _sum_or_null("simulated_usd"), _sum_or_null("prevented_usd")
         )
         only_live = keys.join(predicted.select(*PARITY_COLUMNS), on=list(PARITY_COLUMNS), how="anti", nulls_equal=True)
         only_sim = predicted.select(*PARITY_COLUMNS, "mode").join(
@@ -148,16 +152,25 @@ def realised(
         )
         differ = pl.concat([only_live, only_sim]).group_by("policy", "kind", "mode").agg(pl.len().alias("differ"))
     else:
-        keyed = {"policy": pl.Utf8, "kind": pl.Utf8, "mode": pl.Utf8}
-        sim_sums = pl.DataFrame(schema=keyed | {"simulated": pl.Int64, "simulated_usd": pl.Float64})
-        differ = pl.DataFrame(schema=keyed | {"differ": pl.Int64})
+        keyed = ["policy", "kind", "mode"]
+        sim_sums = pl.DataFrame(schema={c: COLUMNS[c] for c in (*keyed, "simulated", "simulated_usd", "prevented_usd")})
+        differ = pl.DataFrame(schema={c: COLUMNS[c] for c in (*keyed, "differ")})
     rows = _table(policy, live_sums, sim_sums, differ, simulation is not None)
     totals: dict[str, Any] = {
         c: rows[c].sum()
-        for c in ("simulated", "simulated_usd", "decided", "differ", "acted", "realised_usd", "unanswered")
+        for c in (
+            "simulated",
+            "simulated_usd",
+            "prevented_usd",
+            "decided",
+            "differ",
+            "acted",
+            "realised_usd",
+            "unanswered",
+        )
     }
     if simulation is None:
-        totals.update(simulated=None, simulated_usd=None, differ=None)
+        totals.update(simulated=None, simulated_usd=None, prevented_usd=None, differ=None)
     days = sorted({d.isoformat() for d in logged["ts"].dt.date().to_list()})
     start, end = period(logged) if logged.height else (None, None)
     return Realised(
@@ -200,25 +213,26 @@ def _table(
 
 def _notes(baseline: Baseline, with_simulation: bool) -> list[str]:
     notes = [
-        "realised_usd of a cache hit is the recorded cost of the call whose answer it served (exact); of a "
-        "routed or downgraded call, its tokens priced at the model the client named minus its recorded cost "
-        "(an estimate: models count and spend tokens differently).",
-        "unanswered calls were refused (budget blocked, rate limit throttled): spend prevented, not a saving; "
-        "never sent, so their cost is unknown.",
+        "The realised saving (realised_usd) of a cache hit is the recorded cost of the call whose answer "
+        "it served (exact); of a routed or downgraded call, its tokens priced at the model the client "
+        "named minus its recorded cost (an estimate: models count and spend tokens differently).",
+        "Unanswered calls were refused (budget blocked, rate limit throttled): spend prevented, not a "
+        "saving; never sent, so their cost is unknown.",
     ]
     if with_simulation:
         notes.append(
-            "simulated_usd: the simulation of the same calls, enforce-mode rows read back as the calls they stood "
-            f"for ({baseline.cached:,} answered from the cache, {baseline.routed:,} routed or downgraded, "
-            f"{baseline.unsent:,} refused with no cost known); it starts with an empty cache and empty budget "
-            "windows at the period's first call, as a proxy started then would."
+            "The simulated figures come from the simulation of the same calls, enforce-mode rows read "
+            f"back as the calls they stood for ({baseline.cached:,} answered from the cache, "
+            f"{baseline.routed:,} routed or downgraded, {baseline.unsent:,} refused with no cost known); "
+            "it starts with an empty cache and empty budget windows at the period's first call, as a "
+            "proxy started then would."
         )
     else:
-        notes.append("give the policy file (--policy) to compare with its simulation of the same calls.")
+        notes.append("Give the policy file (--policy) to compare with its simulation of the same calls.")
     if baseline.cached_without_source or baseline.unpriced_routes:
         notes.append(
-            f"{baseline.cached_without_source:,} cache hits served a call no longer recorded (kept at their "
-            f"saving, without tokens); {baseline.unpriced_routes:,} routed calls named a model without a price "
-            "(no realised saving)."
+            f"{baseline.cached_without_source:,} cache hits served a call no longer recorded (kept at "
+            f"their saving, without tokens); {baseline.unpriced_routes:,} routed calls named a model "
+            "without a price (no realised saving)."
         )
     return notes
