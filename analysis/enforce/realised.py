@@ -210,8 +210,9 @@ def _table(
 def _notes(baseline: Baseline, with_simulation: bool) -> list[str]:
     notes = [
         "The realised saving (realised_usd) of a cache hit is the recorded cost of the call whose answer "
-        "it served (exact); of a routed or downgraded call, its tokens priced at the model the client "
-        "named minus its recorded cost (an estimate: models count and spend tokens differently).",
+        "it served (exact; for the semantic cache an estimate, and the answer's quality: unverified, it was "
+        "given to a similar prompt); of a routed or downgraded call, its tokens priced at the model the "
+        "client named minus its recorded cost (an estimate: models count and spend tokens differently).",
         "Unanswered calls were refused (budget blocked, rate limit throttled): spend prevented, not a "
         "saving; never sent, so their cost is unknown.",
     ]
