@@ -294,6 +294,7 @@ def test_a_client_that_leaves_during_the_rescue_is_recorded_once(enforcing, sile
         (None, "timeout"),
         (200, "ok"),
     ]
+    assert rows[0]["path"] == "/v1/chat/completions"  # the client's request, not the relay's
     assert len(enforcing.calls(feature)) == 1
     answer = enforcing.openai(enforcing.backup.url, feature + "-after").chat.completions.create(
         model="gpt-4o", messages=MESSAGES
