@@ -17,6 +17,7 @@ from analysis.recording.settings import RecorderSettings
 from analysis.recording.status import alert_counts, late_statuses, problem_summary, read_statuses
 from analysis.store import DEFAULT_DATA_DIR, GROUP_ALIASES, GROUP_LABELS, StoreError
 from reports.format import json_ready, usd
+from reports.realised_view import print_realised
 from reports.tables import FORMATS, print_frame, shown
 
 if TYPE_CHECKING:
@@ -323,7 +324,9 @@ def proxy(
     ] = False,
     cache_bytes: Annotated[
         int,
-        typer.Option("--cache-bytes", help="Enforce mode: bytes of upstream answers the exact cache keeps (LRU)."),
+        typer.Option(
+            "--cache-bytes", help="Enforce mode: bytes of upstream answers each cache (exact, semantic) keeps (LRU)."
+        ),
     ] = 256 * 1024 * 1024,
     metrics_port: Annotated[
         int,
@@ -507,29 +510,65 @@ def record_sources(sources, data: Path, content: bool, description: str, workers
 # --- stats, sql ----------------------------------------------------------------------------------
 
 
+def realised_view(data: Path, policy_path: Path | None, since: datetime | None, until: datetime | None):
+    """What shadow and enforce mode did in the range, beside the simulation of the same calls when
+    a policy file is given (analysis.enforce.realised); None when no policy ran live there."""
+    from analysis.enforce.realised import period, realised
+    from analysis.simulate.baseline import read_baseline
+    from analysis.simulate.pricer import Pricer
+
+    store = open_store(data, read_only=True)
+    logged = store.decisions_frame(since, until)
+    if logged.height == 0:
+        return None
+    start, end = period(logged)
+    baseline = read_baseline(store, start, end, Pricer(load_prices(data)))
+    simulation = None
+    if policy_path is not None:
+        simulation = _simulate_one(policy_path, data, start, end, show_progress=err_console.is_terminal)
+        policy = simulation.policy
+    else:
+        policy = None
+    return realised(policy, baseline.recorded, baseline, logged, simulation)
+
+
 @app.command()
 def stats(
     by: Annotated[str, typer.Option(help=f"Group by: {', '.join(GROUP_LABELS)}.")] = "model",
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            help="Policy file that ran in shadow or enforce mode: adds its simulation of the same calls to the "
+            "realised view."
+        ),
+    ] = None,
     since: Since = None,
     until: Until = None,
     fmt: Format = "table",
     data: DataDir = Path(DEFAULT_DATA_DIR),
 ):
-    """Spend, tokens and latency of recorded calls, grouped."""
+    """Spend, tokens and latency of recorded calls, grouped; what policies realised live."""
     check_format(fmt)
     from analysis.store import stats as stats_queries
 
     by = GROUP_ALIASES.get(by, by)
     if by not in GROUP_LABELS:
         raise fail(f"--by {by!r}: choose one of {', '.join(GROUP_LABELS)}")
+    if policy is not None and not policy.is_file():
+        raise fail(f"--policy {policy}: no such file")
+    if policy is not None and fmt != "table":
+        raise fail("--policy adds the realised view to the table; with --format json or csv it has no place")
     store = open_store(data, read_only=True)
     with store.connect() as con:
         frame = stats_queries.grouped(con, by, since, until)
         total = stats_queries.totals(con, since, until)
         decided = stats_queries.decisions_by_policy(con, since, until)
+    view = realised_view(data, policy, since, until) if fmt == "table" else None
     print_frame(frame, fmt, console, title=f"LLM calls by {by}")
     if fmt == "table" and decided.height:
         print_frame(decided, fmt, console, title="Policy decisions (shadow: would have; enforce: did)")
+    if view is not None:
+        print_realised(view, console)
     if fmt == "table":
         console.print(
             f"{total.calls:,} calls, {usd(total.cost_usd)}, {total.input_tokens:,} input and "
@@ -888,13 +927,13 @@ SAMPLE_TRAFFIC = Path(__file__).resolve().parent / "sample_traffic"
 DEMO_POLICY = Path(__file__).resolve().parent / "sample_traffic" / "demo-policy.toml"
 
 
-def gather_report(data: Path, since: datetime | None, until: datetime | None, simulation=None) -> dict:
+def gather_report(data: Path, since: datetime | None, until: datetime | None, simulation=None, realised=None) -> dict:
     from reports.data import EmptyReport, gather
 
     store = open_store(data, read_only=True)
     with store.connect() as con:
         try:
-            return gather(con, since, until, simulation)
+            return gather(con, since, until, simulation, realised=realised)
         except EmptyReport as e:
             raise fail(f"{e} in {data}") from e
 
@@ -946,7 +985,7 @@ def report(
         raise fail(f"--policy {policy}: no such file")
     open_store(data, read_only=True)
     simulation = simulate_for_report(policy, data, since, until) if policy is not None else None
-    figures = gather_report(data, since, until, simulation)
+    figures = gather_report(data, since, until, simulation, realised_view(data, policy, since, until))
     if fmt == "md" and out is None:
         from reports.markdown import render_markdown
 
@@ -1134,14 +1173,17 @@ def _read_policy(path: Path):
 
 def _simulate_one(policy_path: Path, data: Path, since: datetime | None, until: datetime | None, show_progress: bool):
     """Load the traffic, run one policy file over it; the SimulationResult."""
+    from analysis.simulate.baseline import read_baseline
     from analysis.simulate.embedders import EmbedderError
     from analysis.simulate.policy import PolicyError
+    from analysis.simulate.pricer import Pricer
     from analysis.simulate.simulator import simulate as run_simulation
 
     policy = _read_policy(policy_path)
     prices = load_prices(data)
     store = open_store(data, read_only=True)
-    requests = store.requests_frame(since, until)
+    # Calls enforce mode answered, moved or refused are read back as the calls they stood for.
+    requests = read_baseline(store, since, until, Pricer(prices)).requests
     if requests.height == 0:
         raise fail("no recorded requests in that range")
     parameters = {
@@ -1241,10 +1283,12 @@ def explain(
     """Say which policy rule decided one recorded request, and why."""
     import json
 
+    from analysis.simulate.baseline import read_baseline
     from analysis.simulate.embedders import EmbedderError
     from analysis.simulate.explain import RequestNotFound
     from analysis.simulate.explain import explain as explain_request
     from analysis.simulate.policy import PolicyError
+    from analysis.simulate.pricer import Pricer
     from analysis.simulate.simulator import build_engine
     from reports.simulate_tables import print_explanation
 
@@ -1255,9 +1299,8 @@ def explain(
     store = open_store(data, read_only=True)
     try:
         engine = build_engine(rules, prices, data_dir=data)
-        result = explain_request(
-            engine, store.requests_frame(since, until), lambda: store.contents_frame(since, until), request_id
-        )
+        requests = read_baseline(store, since, until, Pricer(prices)).requests  # as `simulate` reads them
+        result = explain_request(engine, requests, lambda: store.contents_frame(since, until), request_id)
     except (PolicyError, EmbedderError, RequestNotFound) as e:
         raise fail(str(e)) from e
     if fmt == "json":

@@ -6,7 +6,7 @@ With `shadow_mode` shadow or enforce, every LLM call is decided by the policy fi
 the decision rows travel with the call to the recorder, which writes them to `decisions`
 beside the call's `requests` row. In shadow mode nothing else happens: the pass-through
 promise of the recorder holds byte for byte. In enforce mode the verdict acts: the exact
-cache answers with the stored upstream bytes, a spent budget or a full rate limit answers 429
+and the semantic cache answer with the stored upstream bytes, a spent budget or a full rate limit answers 429
 in the provider's error shape, a routing rule or budget downgrade rewrites the model; an
 answered or changed response carries `x-llm-shadow-decision`.
 
@@ -46,10 +46,10 @@ from typing import Any
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.net.http import status_codes
 
-from addons.fallback import FLOW_FALLBACK, FallbackActor
+from addons.fallback import FallbackActor
 from addons.redirect import rewrite_model, send_to
 from analysis.enforce.alerts import slack_payload
-from analysis.enforce.live import DEFAULT_CACHE_BYTES, MODES, LivePolicy, Verdict
+from analysis.enforce.live import DEFAULT_CACHE_BYTES, LOOKUP_TIMEOUT, MODES, LivePolicy, Verdict
 from analysis.enforce.request_record import request_record
 from analysis.enforce.webhook import WebhookSender
 from analysis.parsers.detect import detect
@@ -70,6 +70,7 @@ from analysis.recording.settings import RecorderSettings
 from analysis.recording.sink import Problems
 from analysis.simulate.alerts import Alert, alert_line
 from analysis.simulate.policy import PolicyError, load_policy
+from analysis.simulate.semantic import SemanticIndex
 from analysis.simulate.state import MemoryBackend
 from analysis.store.datadir import Store, StoreError, new_id, new_instance_name
 from analysis.store.modes import create_private_file, make_dir
@@ -78,9 +79,6 @@ log = logging.getLogger("llm_shadow")
 
 DECISION_HEADER = "x-llm-shadow-decision"
 ENFORCER_OPTIONS = {"shadow_policy", "shadow_mode", "shadow_cache_bytes"}
-# A prompt the semantic cache must embed is embedded in a thread; slower than this, the call is
-# decided without the semantic cache (counted as semantic_embedding_failed:TimeoutError).
-EMBED_TIMEOUT_SECONDS = 0.5
 STATUS_SECONDS = 1.0
 
 
@@ -118,7 +116,7 @@ class Enforcer:
             "shadow_cache_bytes",
             int,
             DEFAULT_CACHE_BYTES,
-            "Bytes of upstream answers the exact cache keeps in enforce mode (least recently used leave first).",
+            "Bytes of upstream answers each cache (exact, semantic) keeps in enforce mode (LRU out first).",
         )
 
     def configure(self, updated):
@@ -175,6 +173,8 @@ class Enforcer:
         except PolicyError as e:
             raise exceptions.OptionsError(f"llm-shadow: policy not loaded: {e}") from e
         self.fallback.verify = not o.ssl_insecure
+        self.fallback.max_body = self.settings.max_body
+        self.fallback.idle_timeout = float(o.tcp_timeout) if getattr(o, "tcp_timeout", 0) else None
         semantic = self.live.policy.semantic_cache
         if semantic is not None and semantic.embedder != "openai" and self.live.engine.embedder is not None:
             # A local embedder's first call loads its code and tables: pay that now, not on a call.
@@ -296,29 +296,47 @@ class Enforcer:
             return None
         if text is not None:
             return self._embed_then_decide(flow, live, record, target.wire_format, text)
-        self._decide(flow, live, record, target.wire_format)
-        return None
+        return self._decide(flow, live, record, target.wire_format)
 
     async def _embed_then_decide(
         self, flow: http.HTTPFlow, live: LivePolicy, record: dict, wire_format: str, text: str
     ):
-        index, embedder = live.state.semantic, live.engine.embedder
-        assert index is not None and embedder is not None  # text_to_embed found a semantic cache
+        """Embed the prompt in a thread, waiting at most the semantic cache's lookup_timeout_ms;
+        slower, the call is decided without the semantic cache (counted as
+        semantic_lookup_timeout) and the vector, when it comes, is kept for later calls."""
+        index, embedder, semantic = live.state.semantic, live.engine.embedder, live.policy.semantic_cache
+        assert index is not None and embedder is not None and semantic is not None  # text_to_embed found one
+        timed_out = False
+        work = asyncio.get_running_loop().run_in_executor(self._embed_pool, embedder.embed, [text])
         try:
-            work = asyncio.get_running_loop().run_in_executor(self._embed_pool, embedder.embed, [text])
-            vectors = await asyncio.wait_for(work, EMBED_TIMEOUT_SECONDS)
-            index.register_many([text], vectors)
-        except Exception as e:  # slow or failed: decided without the semantic cache
-            self.problems.add(f"semantic_embedding_failed:{type(e).__name__}", str(e))
+            vectors = await asyncio.wait_for(asyncio.shield(work), semantic.lookup_timeout_ms / 1000)
+        except Exception as e:  # failed or slow: decided without the semantic cache
+            if work.done() and not work.cancelled() and work.exception() is e:  # the embedder failed
+                self.problems.add(f"semantic_embedding_failed:{type(e).__name__}", str(e))
+            else:
+                self.problems.add(LOOKUP_TIMEOUT, f"a prompt was not embedded within {semantic.lookup_timeout_ms} ms")
+                work.add_done_callback(lambda done: _register_late(index, text, done))
+                timed_out = True
+        else:
+            try:
+                index.register_many([text], vectors)
+            except Exception as e:
+                self.problems.add(f"semantic_embedding_failed:{type(e).__name__}", str(e))
+        if timed_out or text not in index.text_rows:
             record = {**record, "prompt_text": None}
-        self._decide(flow, live, record, wire_format)
+        diverting = self._decide(flow, live, record, wire_format, timed_out)
+        if diverting is not None:
+            await diverting
 
-    def _decide(self, flow: http.HTTPFlow, live: LivePolicy, record: dict, wire_format: str) -> None:
+    def _decide(
+        self, flow: http.HTTPFlow, live: LivePolicy, record: dict, wire_format: str, lookup_timed_out: bool = False
+    ) -> Coroutine[Any, Any, None] | None:
+        """Decide and act; an awaitable when the call waits for the fallback relay to start."""
         try:
-            verdict = live.decide(record, wire_format)
+            verdict = live.decide(record, wire_format, lookup_timed_out)
         except Exception as e:  # fail-open: our failure never stops a call
             self.problems.add(f"decision_error:{type(e).__name__}", str(e))
-            return
+            return None
         request_id = record["id"]
         flow.metadata[FLOW_ID] = request_id
         flow.metadata[FLOW_DECISIONS] = tuple(verdict.rows)
@@ -328,6 +346,17 @@ class Enforcer:
         except Exception as e:
             self.problems.add(f"action_error:{type(e).__name__}", str(e))
             flow.metadata.pop(FLOW_ANSWERED_BY, None)
+            return None
+        if not live.fallbacks:
+            return None
+        try:  # a fallback rule that acts sends the call through the relay (addons.fallback)
+            recorder = ctx.master.addons.get("recorder")
+            sink = recorder.sink if recorder is not None else None
+            self.fallback.watch(flow, live, verdict)
+            return self.fallback.divert(flow, live, verdict, wire_format, sink, self._settle_relayed)
+        except Exception as e:  # fail-open: the call goes upstream as it is
+            self.problems.add(f"fallback_error:{type(e).__name__}", str(e))
+            return None
 
     def _act(self, flow: http.HTTPFlow, verdict: Verdict) -> None:
         if verdict.action == "answer" and verdict.answer is not None:
@@ -348,42 +377,33 @@ class Enforcer:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         held = self._verdicts.get(flow.id)
         if held is not None and held[1].action == "rewrite" and flow.response is not None:
-            flow.response.headers[DECISION_HEADER] = held[1].header
+            if DECISION_HEADER not in flow.response.headers:  # a rescued call says fallback=...
+                flow.response.headers[DECISION_HEADER] = held[1].header
         if held is not None:
             try:
                 self.fallback.responseheaders(flow, *held)
             except Exception as e:  # fail-open: the failed answer goes on as it came
                 self.problems.add(f"fallback_error:{type(e).__name__}", str(e))
 
-    def response(self, flow: http.HTTPFlow) -> Coroutine[Any, Any, None] | None:
-        # Settled at once, on the loop; only a failed answer a fallback rule acts on needs
-        # awaiting (mitmproxy awaits what a hook returns), so other calls pay for no task.
-        if FLOW_FALLBACK in flow.metadata:
-            return self._rescue_and_settle(flow)
+    def response(self, flow: http.HTTPFlow) -> None:
+        self.fallback.ended(flow)
         self._settle(flow)
-        return None
-
-    async def _rescue_and_settle(self, flow: http.HTTPFlow) -> None:
-        await self._rescue(flow)
-        self._settle(flow)
-
-    async def _rescue(self, flow: http.HTTPFlow) -> None:
-        """A failed answer a fallback rule acts on: send its attempts, charge what they cost."""
-        recorder = ctx.master.addons.get("recorder")
-        try:
-            held, calls = await self.fallback.response(flow, recorder.sink if recorder is not None else None)
-        except Exception as e:  # fail-open: the client gets the failed answer as it came
-            self.problems.add(f"fallback_error:{type(e).__name__}", str(e))
-            return
-        if held is None or not held.verdict.needs_settling:
-            return
-        for capture in calls:
-            try:
-                held.live.settle(held.verdict, False, self._cost(capture).cost_usd, capture.ended)  # budgets only
-            except Exception as e:  # fail-open: the charge is lost and counted
-                self.problems.add(f"settle_error:{type(e).__name__}", str(e))
 
     def error(self, flow: http.HTTPFlow) -> None:
+        self.fallback.ended(flow)
+        self._settle(flow)
+
+    def _settle_relayed(self, flow: http.HTTPFlow, own: Capture, attempts: list[Capture]) -> None:
+        """A call the fallback relay sent (addons.fallback), before its answer's last byte is
+        released: charge the budgets with each attempt it sent (never cached), then settle the
+        call itself (`own`, its first attempt) as any other."""
+        held = self._verdicts.get(flow.id)
+        if held is not None and held[1].needs_settling:
+            for capture in attempts:
+                try:
+                    held[0].settle(held[1], False, self._cost(capture).cost_usd, capture.ended)  # budgets only
+                except Exception as e:  # fail-open: the charge is lost and counted
+                    self.problems.add(f"settle_error:{type(e).__name__}", str(e))
         self._settle(flow)
 
     def _settle(self, flow: http.HTTPFlow) -> None:
@@ -423,6 +443,13 @@ class Enforcer:
         assert self.settings is not None and self.pricing is not None  # set before any call is decided
         exchange, _ = to_exchange(capture, self.salt, self.settings, None)
         return call_cost(exchange, self.pricing, self.settings.max_body)
+
+
+def _register_late(index: SemanticIndex, text: str, done: asyncio.Future) -> None:
+    """An embedding that came after its call went on: keep the vector, so the same prompt is
+    looked up without waiting next time (on the event loop: the index is not shared with threads)."""
+    if not done.cancelled() and done.exception() is None:
+        index.register_many([text], done.result())
 
 
 def _response(status: int, headers, body: bytes, decision: str | None) -> http.Response:

@@ -38,8 +38,10 @@ from analysis.recording.capture import (
     FLOW_ANSWERED_BY,
     FLOW_CAPTURE,
     FLOW_DECISIONS,
+    FLOW_ERROR_DECISIONS,
     FLOW_ID,
     FLOW_IDENTITY,
+    FLOW_RELAYED,
     Capture,
 )
 from analysis.recording.settings import DEFAULT_MAX_BODY, DEFAULT_QUEUE_LIMIT, DEFAULT_SPOOL_LIMIT, RecorderSettings
@@ -292,6 +294,8 @@ class Recorder:
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         response = flow.response
+        if FLOW_RELAYED in flow.metadata:
+            return  # the relay keeps the answer's chunks (addons.fallback)
         if response is not None and flow.id in self._targets and is_streamed(flow.request.path, response.headers):
             limit = self.settings.max_body if self.settings is not None else DEFAULT_MAX_BODY
             tap = _Tap(flow.request.timestamp_start, limit)
@@ -327,8 +331,8 @@ class Recorder:
     def _finish(self, flow: http.HTTPFlow, outcome: str) -> None:
         target = self._targets.pop(flow.id, None)
         tap = self._taps.pop(flow.id, None)
-        if target is None or self.sink is None:
-            return
+        if target is None or self.sink is None or (FLOW_RELAYED in flow.metadata and FLOW_CAPTURE in flow.metadata):
+            return  # a call sent through enforce mode's relay was recorded by it
         try:
             capture = self._capture(flow, target, tap, outcome)
         except Exception as e:  # never let our bookkeeping break the proxy
@@ -341,8 +345,11 @@ class Recorder:
 
     def _capture(self, flow: http.HTTPFlow, target: Target, tap: _Tap | None, outcome: str) -> Capture:
         """Copy references off the flow; all processing happens in the sink's worker."""
-        request, response = flow.request, flow.response
+        request, response = flow.metadata.get(FLOW_RELAYED) or flow.request, flow.response
         started = request.timestamp_start
+        decisions = flow.metadata.get(FLOW_DECISIONS, ())
+        if response is None and (late := flow.metadata.get(FLOW_ERROR_DECISIONS)) is not None:
+            decisions = (*decisions, *late(None, outcome))  # a watching fallback rule's plan
         if tap is not None and tap.chunks:
             chunks = tap.chunks
         elif response is not None and response.raw_content:
@@ -369,7 +376,7 @@ class Recorder:
             response_truncated=tap is not None and tap.truncated,
             id=flow.metadata.get(FLOW_ID),
             answered_by=flow.metadata.get(FLOW_ANSWERED_BY),
-            decisions=flow.metadata.get(FLOW_DECISIONS, ()),
+            decisions=decisions,
         )
 
 

@@ -8,14 +8,18 @@ disagree, and every figure has one source.
 """
 
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
 from analysis.store import stats
 from reports import format as fmt
 from reports import queries
+from reports.realised_view import realised_figures
 from reports.simulation_data import SimulationRun, simulation_figures
+
+if TYPE_CHECKING:
+    from analysis.enforce.realised import Realised
 
 BREAKDOWNS = ("model", "team", "feature")  # the dimensions spend over time is split by
 TOP_GROUPS = 7  # series drawn per breakdown; the rest is summed as "other"
@@ -203,8 +207,10 @@ def gather(
     until: datetime | None = None,
     simulation: SimulationRun | None = None,
     top: int = TOP_GROUPS,
+    realised: "Realised | None" = None,
 ) -> dict:
-    """The report's figures for calls in [since, until), with a simulation run's if given."""
+    """The report's figures for calls in [since, until), with a simulation run's if given, and
+    what the policy realised live (analysis.enforce.realised) if it ran there."""
     total = stats.totals(con, since, until)
     if total.calls == 0:
         raise EmptyReport("no recorded calls" + (" in the chosen window" if since or until else ""))
@@ -235,6 +241,7 @@ def gather(
             "totals": daily_totals.to_dicts(),
             "by": {by: _series(queries.daily_by(con, by, since, until), days, top) for by in BREAKDOWNS},
         },
+        "realised": realised_figures(realised) if realised is not None else None,
         "latency": queries.latency_by_model(con, since, until).to_dicts(),
         "outcomes": outcomes,
         "quality": quality,

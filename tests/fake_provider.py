@@ -8,7 +8,8 @@ fetched through the proxy can be compared byte for byte. Tests steer it with req
 - `x-fake-gzip: 1` gzips the response body (content-encoding: gzip).
 - `x-fake-cut: N` ends a stream abruptly after N events (the connection is closed).
 - `x-fake-gate: NAME` sends the first stream event, then waits for `provider.gates[NAME]` (a
-  threading.Event the test sets) before sending the rest.
+  threading.Event the test sets) before sending the rest; NAME is added to `provider.finished`
+  once the stream's last byte is sent.
 - `x-fake-delay-ms: N` waits N ms before every stream event after the first.
 - `x-fake-body: TEXT` answers 200 with TEXT as a JSON-typed body (for unreadable bodies);
   `x-fake-encoding: NAME` labels that body with content-encoding NAME (without encoding it).
@@ -67,6 +68,7 @@ class FakeProvider:
         self.port = 0
         self.requests: list[ReceivedRequest] = []
         self.gates: dict[str, threading.Event] = {}
+        self.finished: set[str] = set()  # gates whose stream was sent to its end
         self.failures: dict[str, list[int]] = {}  # model or "*" -> statuses of its next calls
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
@@ -184,6 +186,8 @@ class FakeProvider:
             await writer.drain()
         writer.write(b"0\r\n\r\n")
         await writer.drain()
+        if gate:
+            self.finished.add(gate)
         return True
 
 

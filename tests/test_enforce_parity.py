@@ -9,7 +9,9 @@ The three decision sets must be equal request by request: compared as rows of `d
 in the sequence (each run gives its calls new ids). The traffic is sent one call at a time, so
 the documented exception (a call still in flight when the answer it would have hit was stored)
 does not arise; throttled calls are kept out of budget scopes, the other documented exception
-(enforce mode refuses a throttled call, so nothing is charged for it).
+(enforce mode refuses a throttled call, so nothing is charged for it). The third, a prompt not
+embedded within the semantic cache's `lookup_timeout_ms` (the simulator has no clock), is kept
+out by a generous budget.
 """
 
 from pathlib import Path
@@ -25,7 +27,23 @@ from analysis.store.datadir import Store
 from tests.conftest import RunningProxy, llm_shadow_proxy_command, wait_for
 from tests.fake_provider import FakeProvider
 from tests.sdk_support import API_KEY
-from tests.test_enforce import MESSAGES, POLICY
+from tests.test_enforce import MESSAGES
+from tests.test_enforce import POLICY as ENFORCE_POLICY
+
+# The semantic cache after the exact cache, scoped by feature like it (hashing embedder: offline,
+# no model; the paraphrases below are 0.82 to 0.88 similar under it).
+POLICY = (
+    ENFORCE_POLICY
+    + """
+[cache.semantic]
+name = "semantic"
+threshold = 0.8
+embedder = "hashing"
+scope = "feature"
+allow_streaming = true
+lookup_timeout_ms = 60000
+"""
+)
 
 # (feature, team, model, temperature, stream): sent in this order, one at a time.
 TRAFFIC = [
@@ -43,14 +61,26 @@ TRAFFIC = [
     ("test_rate_limit-parity", None, "gpt-4o-mini", 0.5, False),
     ("test_rate_limit-parity", None, "gpt-4o-mini", 0.5, False),
     ("test_rate_limit-parity", None, "gpt-4o-mini", 0.5, False),  # throttled
+    ("parity-semantic", None, "gpt-4o-mini", 0, False),
+    ("parity-semantic", None, "gpt-4o-mini", 0, False),  # semantic hit: a paraphrase of the one before
+    ("parity-semantic", None, "gpt-4o-mini", 0, True),  # a streamed paraphrase: JSON answers are not for it
+    ("parity-semantic", None, "gpt-4o-mini", 0, True),  # semantic hit on the streamed answer
 ]
+# The prompts that are not MESSAGES, by place in TRAFFIC.
+PROMPTS = {
+    10: "Something else?",
+    14: "how do I cancel my credit card",
+    15: "how can I cancel my credit card",
+    16: "could you cancel my credit card",
+    17: "could you please cancel my credit card",
+}
 
 
 def send_traffic(url: str) -> None:
     for i, (feature, team, model, temperature, stream) in enumerate(TRAFFIC):
         headers = {"x-shadow-feature": feature, **({"x-shadow-team": team} if team else {})}
         client = openai.OpenAI(base_url=f"{url}/v1", api_key=API_KEY, max_retries=0, default_headers=headers)
-        messages = MESSAGES if i != 10 else [{"role": "user", "content": "Something else?"}]
+        messages = [{"role": "user", "content": PROMPTS[i]}] if i in PROMPTS else MESSAGES
         try:
             if stream:
                 for _ in client.chat.completions.create(
@@ -123,9 +153,18 @@ def test_simulated_shadow_and_enforced_decisions_are_equal(tmp_path):
         ("routing", "route"),
         ("budget", "block"),
         ("rate_limit", "throttle"),
+        ("semantic_cache", "hit"),
+        ("semantic_cache", "miss"),
     }
+    semantic = [(i, action, matched) for i, _, kind, action, matched, _ in simulated if kind == "semantic_cache"]
+    assert [row for row in semantic if row[0] >= 14] == [
+        (14, "miss", None),
+        (15, "hit", 14),
+        (16, "miss", None),
+        (17, "hit", 16),
+    ]
     outcomes = enforce.requests_frame().sort("ts", "id")["outcome"].to_list()
-    assert outcomes.count("cached") == 3 and outcomes.count("blocked") == 2 and outcomes.count("throttled") == 1
+    assert outcomes.count("cached") == 5 and outcomes.count("blocked") == 2 and outcomes.count("throttled") == 1
     assert set(shadow.requests_frame()["outcome"].to_list()) == {"ok"}
     assert {d["mode"] for d in enforce.decisions_frame().to_dicts()} == {"enforce"}
 

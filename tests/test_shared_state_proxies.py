@@ -220,6 +220,7 @@ SEMANTIC_POLICY = """
 name = "semantic"
 threshold = 0.8
 embedder = "hashing"
+lookup_timeout_ms = 60000  # a loaded test machine must not turn the hit into a timeout
 """
 SEMANTIC_DECISIONS = (
     "SELECT d.action, d.matched_id, r.id FROM decisions d JOIN requests r ON d.id = r.id "

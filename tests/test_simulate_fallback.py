@@ -47,7 +47,7 @@ ROWS = [
     failed(503, "server_error", t=100.5, prompt_hash="p4"),  # r4: the same
     {"t": 50, "model_requested": "gpt-4o-mini", "model": "gpt-4o-mini", "prompt_hash": "p5"},  # r5
     failed(503, "server_error", t=200, model_requested="gpt-4o-mini", model="gpt-4o-mini", prompt_hash="p6"),  # r6
-    failed(None, "connect_error", t=300, prompt_hash="p7"),  # r7: the proxy cannot rescue it live
+    failed(None, "connect_error", t=300, prompt_hash="p7"),  # r7: refused; gpt-4o, then the mini failing: backup
     {"t": 400, "status": 400, "outcome": "client_error", "prompt_hash": "p8"},  # r8: not a failure it handles
     failed(500, "server_error", t=500, prompt_hash="p9"),  # r9: gpt-4o-mini failing too (r10): backup, never seen
     failed(503, "server_error", t=499, model_requested="gpt-4o-mini", model="gpt-4o-mini", prompt_hash="p10"),  # r10
@@ -65,16 +65,15 @@ def test_rescued_failures_counted_by_hand():
     assert batch["failures"] == 1 and batch["not_rescued"] == 1 and batch["attempts"] == 1 and batch["rescued"] == 0
     assert outage["failures"] == 5
     assert outage["by_kind"] == {"5xx": 3, "429": 1, "connect_error": 1}
-    assert outage["not_rescuable_live"] == 1  # r7
-    assert outage["rescued"] == 4
-    assert outage["rescued_by"] == {"retry": 1, "gpt-4o-mini": 2, "gpt-4o at backup.example.com": 1}
-    assert outage["rescued_assumed"] == 1  # r9: nothing was ever recorded at the backup
+    assert outage["rescued"] == 5  # a refused connection (r7) is rescued live like a 5xx
+    assert outage["rescued_by"] == {"retry": 1, "gpt-4o-mini": 2, "gpt-4o at backup.example.com": 2}
+    assert outage["rescued_assumed"] == 2  # r7, r9: nothing was ever recorded at the backup
     assert outage["not_rescued"] == 0
-    assert outage["attempts"] == 1 + 3 + 3 + 4  # r1: first retry; r3, r4: the mini; r9: the backup
+    assert outage["attempts"] == 1 + 3 + 3 + 4 + 4  # r1: first retry; r3, r4: the mini; r7, r9: the backup
     assert outage["client_retried"] == 1  # r1, by r2
-    assert outage["wait_s"] == pytest.approx(1.0 + 3 * 3.0)  # r1 after 1 s; the others after the 1 s and 2 s backoffs
+    assert outage["wait_s"] == pytest.approx(1.0 + 4 * 3.0)  # r1 after 1 s; the others after the 1 s and 2 s backoffs
     # Only r1 has tokens to price (its client's retry r2: 1000 in, 100 out at gpt-4o).
-    assert outage["unpriced"] == 3
+    assert outage["unpriced"] == 4
     pricer = Pricer(PriceTable.load())
     one = pricer.costs_at(PricingRows.from_record({**ROWS[2], "provider": "openai"} | _tokens()), "gpt-4o", None)[0]
     assert one > 0
@@ -200,7 +199,7 @@ def test_cli_json_table_and_both_report_formats_show_the_rescues(tmp_path):
 
     document = json.loads(invoke("simulate", "--policy", policy, "--data", data, "--format", "json", "--no-save"))
     outage = document["fallback"]["rules"][1]
-    assert (outage["rescued"], outage["rescued_assumed"], outage["not_rescuable_live"]) == (4, 1, 1)
+    assert (outage["rescued"], outage["rescued_assumed"]) == (5, 2)
     table = invoke("simulate", "--policy", policy, "--data", data, "--no-save")
     assert "8 recorded failures" in table and "6 handled by a rule" in table and "estimates" in table
     assert "retry 1, gpt-4o-mini 2" in " ".join(table.split())
@@ -209,7 +208,7 @@ def test_cli_json_table_and_both_report_formats_show_the_rescues(tmp_path):
         invoke("report", "--policy", policy, "--data", data, "--format", fmt, "--out", out)
         text = out.read_text()
         assert "8 recorded failures" in text and "gpt-4o-outage" in text
-        assert "retry 1, gpt-4o-mini 2, gpt-4o at backup.example.com 1" in text
+        assert "retry 1, gpt-4o-mini 2, gpt-4o at backup.example.com 2" in text
 
 
 def test_explain_says_what_the_rule_would_do_about_a_failed_answer():

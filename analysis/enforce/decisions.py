@@ -21,7 +21,7 @@ PARITY_COLUMNS = ("id", "policy", "kind", "action", "matched_id", "model_to")
 def decision_rows(
     decision: Mapping[str, Any],
     policy: Policy,
-    ts: datetime,
+    ts: datetime | None,
     mode_of: Callable[[str], str],
     cache_saving: float | None = None,
 ) -> list[dict]:
@@ -43,6 +43,7 @@ def decision_rows(
                 "action": action,
                 "matched_id": extra.get("matched_id"),
                 "model_to": extra.get("model_to"),
+                "model_from": extra.get("model_from"),
                 "saving_usd": extra.get("saving_usd"),
                 "reason": extra.get("reason"),
             }
@@ -67,7 +68,7 @@ def decision_rows(
     routed_by = decision.get("routed_by")
     if routed_by:
         rule = next(r for r in policy.routing if r.name == routed_by)
-        add(routed_by, "routing", "route", model_to=rule.to)
+        add(routed_by, "routing", "route", model_to=rule.to, model_from=decision.get("model"))
     if decision.get("batch_by"):
         add(decision["batch_by"], "batch", "batch", reason="batch API candidate")
     # The budget that acted, and before it any that only logged (mode = "shadow" in enforce mode).
@@ -79,7 +80,7 @@ def decision_rows(
         reason = f"{budget.window} spend had reached limit_usd {budget.limit_usd:g}"
         action = decision.get("budget_action") if budget.name == budget_by else budget.action
         if action == "downgrade":
-            add(budget.name, "budget", "downgrade", model_to=budget.to, reason=reason)
+            add(budget.name, "budget", "downgrade", model_to=budget.to, model_from=decision.get("model"), reason=reason)
         else:
             add(budget.name, "budget", "block", reason=reason)
     throttled_by = decision.get("throttled_by")

@@ -3,19 +3,24 @@
 `LivePolicy` holds the simulator's `PolicyEngine` and its state (analysis.simulate.state,
 behind a `StateBackend`), so a live decision is the simulator's decision for the same request
 after the same history: `decide(record)` runs `PolicyEngine.decide` and turns its answer into
-what the proxy does (a `Verdict`): answer from the exact cache, refuse with a 429, rewrite the
-model, or pass. What the simulator learns from a recorded row at once (the answer's cost and
+what the proxy does (a `Verdict`): answer from the exact or the semantic cache, refuse with a
+429, rewrite the model, or pass. What the simulator learns from a recorded row at once (the answer's cost and
 whether it can be cached) arrives live only when the call ends: `settle(verdict, ...)`
 charges the budgets with the call's recorded cost and stores its response, with the same
 state methods the replay loop uses. Decisions are logged in both modes (`rows`); in shadow
 mode, or for an entry with `mode = "shadow"`, the verdict is only logged.
 
-Known differences from the simulator (docs/enforce.md lists them): a request still in flight
-is charged and cached when it ends, not when it starts, so concurrent requests may see an
-older state; a throttled request is refused live and charged when the client retries (the
-simulator charges the throttled request itself). A rate limit's `tokens_per_minute` window
-counts a call's tokens from its admission, as the simulator does, but learns them when the call
-ends: calls in flight count 0 tokens (or their input estimate when the policy counts tokens).
+Both caches answer with the stored upstream bytes of the request they matched (`ResponseStore`,
+one per cache, within the proxy's byte cap); a cache entry and its bytes leave together.
+
+Known differences from the simulator (README, "From observation to enforcement"): a request
+still in flight is charged and cached when it ends, not when it starts, so concurrent requests
+may see an older state; a throttled request is refused live and charged when the client
+retries (the simulator charges the throttled request itself); a request whose prompt could not
+be embedded within the semantic cache's `lookup_timeout_ms` is decided without the semantic
+cache (the simulator has no clock to miss). A rate limit's `tokens_per_minute` window counts a
+call's tokens from its admission, as the simulator does, but learns them when the call ends:
+calls in flight count 0 tokens (or their input estimate when the policy counts tokens).
 """
 
 import dataclasses
@@ -37,6 +42,7 @@ from analysis.simulate.facts import Facts, to_microseconds
 from analysis.simulate.fallback import Fallbacks
 from analysis.simulate.policy import Policy, PolicyError
 from analysis.simulate.pricer import Pricer
+from analysis.simulate.semantic import SemanticIndex
 from analysis.simulate.state import (
     CacheState,
     MemoryBackend,
@@ -51,6 +57,8 @@ DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
 # Response headers a replayed answer does not keep: framing, which mitmproxy sets again for the
 # body it sends, and the upstream's per-call ids that must not repeat.
 REPLAY_DROPPED_HEADERS = {b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"date"}
+# The semantic cache's decision row when the prompt was not embedded within lookup_timeout_ms.
+LOOKUP_TIMEOUT = "semantic_lookup_timeout"
 
 
 @dataclass
@@ -144,6 +152,11 @@ class LivePolicy:
         exact = policy.exact_cache
         self.responses = backend.response_store(exact.name, cache_bytes) if exact and self.acts(exact.name) else None
         _evict_together(self.state.exact, self.responses)
+        semantic = policy.semantic_cache
+        self.semantic_responses = (
+            backend.response_store(semantic.name, cache_bytes) if semantic and self.acts(semantic.name) else None
+        )
+        _evict_semantic_together(self.state.semantic, self.semantic_responses)
         self.alerter = BudgetAlerter(policy, backend, self.state.budgets)
         self.counts: Counter[str] = Counter()
         self.needs_tokens = bool(
@@ -174,9 +187,10 @@ class LivePolicy:
     def mode_of(self, name: str | None) -> str:
         return "enforce" if self.acts(name) else "shadow"
 
-    def decide(self, record: dict[str, Any], wire_format: str) -> Verdict:
+    def decide(self, record: dict[str, Any], wire_format: str, lookup_timed_out: bool = False) -> Verdict:
         """Decide `record` (analysis.enforce.request_record) against the state; the verdict
-        says what to do."""
+        says what to do. `lookup_timed_out`: the prompt was not embedded in time, so the
+        record comes without its text and the semantic cache's row says why."""
         decision, facts = self.engine.decide_with_facts(record, self.state)
         p = self.policy
         verdict = Verdict(record, decision, facts, [])
@@ -190,6 +204,15 @@ class LivePolicy:
             else:
                 verdict.action, verdict.answered_by, verdict.answer = "answer", "exact_cache", stored
                 verdict.header = header_value("exact_cache", "hit", decision.cache_policy)
+                cache_saving = stored.cost_usd
+        elif decision.disposition == "semantic_hit" and decision.cache_policy and self.acts(decision.cache_policy):
+            source, store = decision.cache_source_id, self.semantic_responses
+            stored = store.get(source, now) if store is not None and source else None
+            if stored is None:
+                self.counts["semantic_cache_bytes_missing"] += 1  # evicted, or stored by no proxy: pass
+            else:
+                verdict.action, verdict.answered_by, verdict.answer = "answer", "semantic_cache", stored
+                verdict.header = header_value("semantic_cache", "hit", decision.cache_policy)
                 cache_saving = stored.cost_usd
         elif decision.disposition == "blocked" and decision.budget_by and self.acts(decision.budget_by):
             budget = next(b for b in p.budgets if b.name == decision.budget_by)
@@ -227,6 +250,10 @@ class LivePolicy:
             verdict.rows = decision_rows(
                 decision.__dict__, p, record["ts"], self.mode_of, cache_saving if verdict.answer else None
             )
+            if lookup_timed_out and p.semantic_cache is not None:
+                for row in verdict.rows:
+                    if row["kind"] == "semantic_cache":
+                        row["reason"] = f"{LOOKUP_TIMEOUT}: not embedded within {p.semantic_cache.lookup_timeout_ms} ms"
         return verdict
 
     def _rewrite(self, verdict: Verdict, wire_format: str) -> None:
@@ -284,12 +311,18 @@ class LivePolicy:
                     if self.on_alert is not None:
                         self.on_alert(alert, self.webhooks.get(alert.budget))
         if ok and state.semantic is not None and facts.semantic_pid >= 0 and may_store(facts.semantic_excluded):
-            state.semantic.store(facts.semantic_pid, facts.semantic_row, arrival, facts.id)
+            stored = state.semantic.store(facts.semantic_pid, facts.semantic_row, arrival, facts.id)
+            if stored is not False and self.semantic_responses is not None and status is not None:
+                key = (facts.semantic_pid, facts.semantic_row, facts.id)
+                answer = StoredResponse(facts.id, status, _replayed(headers), tuple(chunks), cost_usd, key)
+                if not self.semantic_responses.put(answer, arrival + state.semantic.ttl_us):
+                    self.counts["semantic_cache_answer_too_large"] += 1
+                    if type(state.semantic) is SemanticIndex:
+                        state.semantic.forget(*key)  # no bytes to answer with: not a hit for later calls
         if ok and state.exact is not None and facts.exact_key is not None and may_store(facts.exact_excluded):
             stored = state.exact.store(facts.exact_key, arrival, facts.id)
             if stored and self.responses is not None and status is not None:
-                kept = tuple((k, v) for k, v in headers if k.lower() not in REPLAY_DROPPED_HEADERS)
-                answer = StoredResponse(facts.id, status, kept, tuple(chunks), cost_usd, facts.exact_key)
+                answer = StoredResponse(facts.id, status, _replayed(headers), tuple(chunks), cost_usd, facts.exact_key)
                 if not self.responses.put(answer, arrival + state.exact.ttl_us):
                     self.counts["exact_cache_answer_too_large"] += 1
                     forget = getattr(state.exact, "forget", None)
@@ -305,6 +338,24 @@ def _evict_together(cache: CacheState | None, store: ResponseStore | None) -> No
     if isinstance(cache, ResponseCache) and isinstance(store, ResponseStore):
         cache.on_evict = store.discard
         store.on_evict = cache.forget
+
+
+def _evict_semantic_together(index: SemanticIndex | None, store: ResponseStore | None) -> None:
+    """The same for the semantic cache's index (in memory): a slot the LRU pushes out (or a newer
+    answer replaces) drops its bytes, and bytes the byte cap pushes out evict their slot."""
+    if type(index) is SemanticIndex and isinstance(store, ResponseStore):
+        index.on_evict = store.discard
+
+        def forget(key: object) -> None:
+            if isinstance(key, tuple):  # (partition, prompt row, source id), as settle stores it
+                index.forget(*key)
+
+        store.on_evict = forget
+
+
+def _replayed(headers: tuple) -> tuple[tuple[bytes, bytes], ...]:
+    """The response header fields a stored answer keeps (REPLAY_DROPPED_HEADERS left out)."""
+    return tuple((k, v) for k, v in headers if k.lower() not in REPLAY_DROPPED_HEADERS)
 
 
 def to_microseconds_float(unix_seconds: float) -> int:

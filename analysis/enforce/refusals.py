@@ -1,4 +1,4 @@
-"""A refusal (budget spent, rate limit full) in the provider's own error shape.
+"""A refusal (budget spent, rate limit full), or a call no upstream answered, in the provider's own error shape.
 
 Clients read errors with their provider's SDK: an OpenAI SDK raises RateLimitError on a 429
 whose body is `{"error": {...}}`, Anthropic's on `{"type": "error", "error": {...}}`, the
@@ -36,3 +36,15 @@ def refusal(wire_format: str, kind: str, message: str, retry_after_seconds: floa
     else:
         headers.append(("x-should-retry", "false"))
     return Refusal(429, tuple(headers), json.dumps(body).encode())
+
+
+def upstream_failure(wire_format: str, status: int, message: str) -> Refusal:
+    """A 502 (no connection) or 504 (no answer in time) in the provider's error shape, for a
+    call that no upstream answered, fallback attempts included."""
+    if wire_format.startswith("anthropic"):
+        body: dict = {"type": "error", "error": {"type": "api_error", "message": message}}
+    elif wire_format.startswith("gemini"):
+        body = {"error": {"code": status, "message": message, "status": "UNAVAILABLE"}}
+    else:
+        body = {"error": {"message": message, "type": "upstream_error", "param": None, "code": "upstream_unavailable"}}
+    return Refusal(status, (("content-type", "application/json"),), json.dumps(body).encode())

@@ -29,6 +29,12 @@ FLOW_ID = "llm_shadow.id"
 FLOW_ANSWERED_BY = "llm_shadow.answered_by"
 FLOW_DECISIONS = "llm_shadow.decisions"
 FLOW_CAPTURE = "llm_shadow.capture"
+# A call enforce mode sent through its relay (addons.fallback): the client's request (the flow's
+# own points at the relay), and the relay records the call itself unless the flow ended first.
+FLOW_RELAYED = "llm_shadow.relayed"
+# A callable (status, outcome) -> decision rows, for a call that ends without an answer: the
+# plan a watching fallback rule logs for a timeout or a connection error (addons.fallback).
+FLOW_ERROR_DECISIONS = "llm_shadow.error_decisions"
 
 # flow.metadata key: who a call belongs to when a wrapped key said so (addons.wrapped_keys).
 FLOW_IDENTITY = "llm_shadow.identity"

@@ -167,11 +167,12 @@ class RedisSemanticIndex(SemanticIndex):
         else:  # found locally while Redis was away
             SemanticIndex.use(self, pid, slot)
 
-    def store(self, pid: int, row: int, available_at: int, source_id: str) -> None:
-        self.link.run(
-            lambda: self._store_in_redis(pid, row, available_at, source_id),
-            lambda: SemanticIndex.store(self, pid, row, available_at, source_id),
-        )
+    def store(self, pid: int, row: int, available_at: int, source_id: str) -> bool:
+        def shared() -> bool:
+            self._store_in_redis(pid, row, available_at, source_id)
+            return True  # the script may keep an earlier answer: its bytes are then kept needlessly, within the cap
+
+        return self.link.run(shared, lambda: SemanticIndex.store(self, pid, row, available_at, source_id))
 
     # -- Redis -----------------------------------------------------------------------------------
     def _nearest_in_redis(self, pid: int, row: int, now: int):

@@ -149,6 +149,9 @@ def frame_facts(engine: PolicyEngine, frame: pl.DataFrame, state: EngineState) -
             scope_expr(s.scope).alias("scope"),
             requested_model_expr().alias("model"),
             (pl.col("system_prompt").fill_null("") if "system_prompt" in frame.columns else pl.lit("")).alias("system"),
+            # A streamed answer answers streamed requests only, a JSON answer JSON requests (the
+            # form enforce mode can replay).
+            (pl.col("stream").fill_null(False) if "stream" in frame.columns else pl.lit(False)).alias("stream"),
         )
         index = state.semantic
         keys = partitions.rows()

@@ -2,11 +2,10 @@
 
 The simulator models every policy over recorded traffic, but a live proxy can only do what one
 call allows: it can rewrite a call's model or send it to another upstream only in the wire
-format the client speaks, it cannot batch a call the client waits for, and the semantic cache
-does not act live yet. `not_enforceable` lists what a policy asks beyond that; enforce mode
-refuses such a policy at start (analysis.enforce.live) and the simulator's notes name the
-entries, so the answer is known before anyone flips the switch. Entries with
-`mode = "shadow"` are only logged and are left out.
+format the client speaks, and it cannot batch a call the client waits for. `not_enforceable`
+lists what a policy asks beyond that; enforce mode refuses such a policy at start
+(analysis.enforce.live) and the simulator's notes name the entries, so the answer is known
+before anyone flips the switch. Entries with `mode = "shadow"` are only logged and are left out.
 """
 
 import os
@@ -42,8 +41,6 @@ def not_enforceable(policy: Policy, check_environment: bool = True) -> list[tupl
     Entries with `mode = "shadow"` are only logged and are left out. The simulator lists these
     too, so a policy is known to be enforceable before anyone tries."""
     found: list[tuple[Any, str | None, str]] = []
-    if policy.semantic_cache is not None and policy.semantic_cache.mode == "enforce":
-        found.append((policy.semantic_cache, None, 'the semantic cache cannot act live yet: add mode = "shadow"'))
     for entry in policy.batch:
         if entry.mode == "enforce":
             found.append((entry, None, 'batching cannot act on live calls: add mode = "shadow"'))

@@ -135,7 +135,12 @@ class PolicyEngine:
                 reason = "no_prompt_text"
             facts.semantic_excluded = reason
             if may_store(reason):
-                partition = (scope_value(record, s.scope), requested_model(record), record.get("system_prompt") or "")
+                partition = (
+                    scope_value(record, s.scope),
+                    requested_model(record),
+                    record.get("system_prompt") or "",
+                    bool(record.get("stream")),  # a streamed answer answers streamed requests only
+                )
                 facts.semantic_pid = state.semantic.partition(partition)
                 facts.semantic_row = state.semantic.register(record["prompt_text"])
         priced_steps = self.routing or self.batch or any(b.to for b in p.budgets)

@@ -15,9 +15,9 @@ tokens of the next answered call with the same prompt_hash, the client's own ret
 priced at the rescuing attempt's model. Failed attempts cost nothing (a 429 or 5xx is not
 billed). Attempts' own durations are not added to the waits, only the backoffs.
 
-The proxy acts on an answer that came back failed (429, 5xx: analysis.enforce.fallback); a
-client's own call that timed out or could not connect ends in mitmproxy's own error answer,
-which the proxy cannot replace yet: such failures are counted as `not_rescuable_live`.
+The proxy rescues every one of these kinds live (analysis.enforce.fallback: in enforce mode it
+sends a call a rule covers itself, so a timeout or a refused connection is its own to rescue),
+and shadow mode logs the plan of each, as `rows` gives them here.
 """
 
 import bisect
@@ -39,7 +39,6 @@ FAILED = (
     | pl.col("status").is_between(500, 599)
     | (pl.col("status").is_null() & pl.col("outcome").is_in(["timeout", "connect_error"]))
 )
-LIVE_KINDS = ("429", "5xx")  # failures the proxy can rescue live (an answer came back failed)
 ESTIMATE_NOTE = (
     "Estimates: an attempt is judged by the recorded traffic (a target answers if the last call recorded "
     "to it before the attempt was answered; a target never recorded is assumed to answer, counted apart); "
@@ -87,8 +86,8 @@ def replay_fallbacks(
     """The fallback section of a simulation result (None when the policy has no fallback rule):
     per rule, the failures it handled, how many its attempts would have rescued and at what
     estimated cost. `requests` is the recorded frame (any order). `rows`, when given, gets the
-    `decisions` rows shadow mode writes for the same failures (the plan of each 429 or 5xx a
-    rule handles: analysis.simulate.fallback.planned_row), for the parity test."""
+    `decisions` rows shadow mode writes for the same failures (the plan of each failure a rule
+    handles: analysis.simulate.fallback.planned_row), for the parity test."""
     fallbacks = Fallbacks(policy)
     if not fallbacks:
         return None
@@ -105,7 +104,7 @@ def replay_fallbacks(
             unhandled[kind or "other"] += 1
             continue
         _count(stats[plan.rule.name], plan, record, timeline, donors, pricer)
-        if rows is not None and plan.kind in LIVE_KINDS:
+        if rows is not None:
             rows.append(planned_row(plan, record["id"], record["ts"], "shadow"))
     rules = [_finish(stats[rule.name]) for rule in policy.fallbacks]
     return {
@@ -145,7 +144,6 @@ def _empty(rule) -> dict[str, Any]:
         "not_enforceable": [why for t in rule.chain if (why := other_wire_format(t, rule))],
         "failures": 0,
         "by_kind": Counter(),
-        "not_rescuable_live": 0,
         "rescued": 0,
         "rescued_by": Counter(),
         "rescued_assumed": 0,
@@ -172,9 +170,6 @@ def _count(
     donor = _donor(record, start, donors)
     if donor is not None:
         stats["client_retried"] += 1
-    if plan.kind not in LIVE_KINDS:
-        stats["not_rescuable_live"] += 1
-        return
     now = start + int((record.get("latency_ms") or 0.0) * 1000)  # the failed answer has come
     waited = 0.0
     host = record.get("host")

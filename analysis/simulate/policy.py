@@ -152,6 +152,9 @@ class SemanticCachePolicy:
     lsh_bits: int = 10
     lsh_tables: int = 16
     bucket_size: int = 64
+    # Shadow and enforce mode: how long a call waits for its prompt's embedding (made in a
+    # thread); longer, the call is decided without the semantic cache (semantic_lookup_timeout).
+    lookup_timeout_ms: int = 20
     origin: Origin = field(compare=False, default=Origin(("cache", "semantic")))
     mode: str = "enforce"  # enforce mode: "shadow" keeps this entry deciding without acting
 
@@ -467,6 +470,7 @@ def _semantic_cache(reader: _Reader) -> SemanticCachePolicy:
         lsh_bits=reader.integer("lsh_bits", 10, minimum=1),
         lsh_tables=reader.integer("lsh_tables", 16, minimum=1),
         bucket_size=reader.integer("bucket_size", 64, minimum=1),
+        lookup_timeout_ms=reader.integer("lookup_timeout_ms", 20, minimum=0),
         origin=Origin(reader.table),
         mode=_entry_mode(reader),
     )

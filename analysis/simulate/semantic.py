@@ -2,8 +2,9 @@
 
 A request may be answered with the stored response of the nearest earlier prompt whose cosine
 similarity reaches the threshold, within the same partition: the same scope value, the same
-requested model and the same system prompt (a long shared system prompt would otherwise make
-every pair of requests look alike, and a different one changes the answer).
+requested model, the same system prompt (a long shared system prompt would otherwise make
+every pair of requests look alike, and a different one changes the answer) and the same form,
+streamed or not (enforce mode replays the stored answer's bytes as they came).
 
 Finding that prompt among a million must not compare against all of them. The index uses
 random-hyperplane LSH: `lsh_tables` tables, each hashing a vector to `lsh_bits` sign bits;
@@ -24,6 +25,7 @@ when its buckets are full.
 
 import itertools
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -62,6 +64,9 @@ class SemanticIndex:
         self.expires = np.zeros(0, dtype=np.int64)  # -1: evicted
         self.source: list[str] = []
         self.lru: OrderedDict[int, None] = OrderedDict()
+        # Told the source id of each stored response that leaves (LRU, or replaced by a newer
+        # one): enforce mode drops its bytes (analysis.enforce.live).
+        self.on_evict: Callable[[str], None] | None = None
 
     # -- texts and vectors -------------------------------------------------------------------
     def partition(self, key: tuple) -> int:
@@ -154,14 +159,16 @@ class SemanticIndex:
         self.slots[(pid, row)] = slot
         return slot
 
-    def store(self, pid: int, row: int, available_at: int, source_id: str) -> None:
+    def store(self, pid: int, row: int, available_at: int, source_id: str) -> bool:
         """Keep the response of `source_id` for this prompt, unless a usable one arrives no
-        later (the rule of analysis.simulate.state.ResponseCache)."""
+        later (the rule of analysis.simulate.state.ResponseCache); True when stored."""
         slot = self.slots.get((pid, row))
         if slot is None:
             slot = self._new_slot(pid, row)
         elif self.available[slot] <= available_at < self.expires[slot]:
-            return
+            return False
+        elif self.on_evict is not None and self.source[slot] != source_id:
+            self.on_evict(self.source[slot])  # replaced by a newer answer (the old one expired)
         self.available[slot] = available_at
         self.expires[slot] = available_at + self.ttl_us
         self.source[slot] = source_id
@@ -170,6 +177,8 @@ class SemanticIndex:
         if len(self.lru) > self.max_entries:
             evicted, _ = self.lru.popitem(last=False)
             self.expires[evicted] = -1
+            if self.on_evict is not None:
+                self.on_evict(self.source[evicted])
         for key in self._bucket_keys(pid, row):
             bucket = self.buckets.get(key)
             if bucket is None:
@@ -180,3 +189,13 @@ class SemanticIndex:
             bucket.append(slot)
             if len(bucket) > self.bucket_size:
                 del bucket[0]
+        return True
+
+    def forget(self, pid: int, row: int, source_id: str) -> None:
+        """Evict the response of `source_id` stored for this prompt now (enforce mode: its
+        bytes left the ResponseStore); nothing when the slot holds another answer by now."""
+        slot = self.slots.get((pid, row))
+        if slot is None or self.source[slot] != source_id or self.expires[slot] < 0:
+            return
+        self.expires[slot] = -1
+        self.lru.pop(slot, None)

@@ -164,6 +164,12 @@ DECISIONS = [
         "Routing, downgrade, retry or fallback: the model the request (or the attempt) was (or would have been) "
         "sent to.",
     ),
+    Column(
+        "model_from",
+        "VARCHAR",
+        "Routing or downgrade: the model the request named before it was (or would have been) moved; in enforce "
+        "mode the `requests` row records the model it was sent to.",
+    ),
     Column("saving_usd", "DOUBLE", "Cache hit: what the answered call had cost (the call not made); NULL otherwise."),
     Column(
         "reason",
