@@ -108,6 +108,10 @@ class FallbackActor:
 
     def client(self) -> httpx.AsyncClient:
         if self._client is None:  # made on the proxy's event loop, where it is used
+            # mitmproxy's log handler takes every record at DEBUG: httpcore's trace of each request
+            # (a dozen records) and httpx's line per request would each run every addon's log hook.
+            for name in ("httpx", "httpcore"):
+                logging.getLogger(name).setLevel(logging.WARNING)
             self._client = httpx.AsyncClient(
                 trust_env=False,
                 verify=self.verify,

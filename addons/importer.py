@@ -1,23 +1,25 @@
 """Importing captured traffic (mitmproxy flow files, HAR files) through the recorder itself.
 
-Each flow goes through a mitmproxy master carrying the same `Recorder` addon the proxy runs,
-with the event sequence `mitmdump -nr FILE` uses (`eventsequence.iterate`), so an imported call
-is recorded exactly as a live one would be. Every file is framed first
-(`addons.import_sources`): a file that is not a capture stops the import with nothing written.
+Each flow goes to the same `Recorder` addon the proxy runs, its hooks called in the order
+`mitmdump -nr FILE` calls them (`flow_records.replay`), so an imported call is recorded exactly
+as a live one would be. A flow file's records are read without mitmproxy's connection objects
+(`flow_records.from_record`), the costliest part of decoding a flow, which the recorder never
+reads. Every file is framed first (`addons.import_sources`): a file that is not a capture stops
+the import with nothing written.
 
-Decoding a flow and accounting it is CPU work (about a millisecond per call), so a large import
-is shared among worker processes, one per core: each has its own master, recorder and segment
-writer, like separate proxies recording into one data directory. The flows travel to the
-workers as positions in the file (or HAR entries), in chunks; batch calls all go, in file order,
-to one chunk (see `import_sources`). A small import runs in this process: starting workers
-costs more than they would save.
+Decoding a flow and accounting it is CPU work (well under a millisecond per call), so a large
+import is shared among processes, one per core: this one and helpers it starts, each with its
+own recorder and segment writer, like separate proxies recording into one data directory. The
+flows travel to the helpers as positions in the file (or HAR entries), in chunks; batch calls
+all go, in file order, to one chunk (see `import_sources`). A small import runs in this process
+alone: starting a helper (importing the recorder: about a second of CPU) costs more than it
+would save.
 
 Imports are idempotent: every imported call carries an import key (`import_key` column; see
 `import_sources.import_key`). A flow whose key is already in the data directory, or was met
 earlier in the same import, is skipped, and counted as already present when it is an LLM call.
 """
 
-import asyncio
 import logging
 import math
 import mmap
@@ -30,14 +32,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mitmproxy import eventsequence, flow, http, options
-from mitmproxy.io import compat
+from mitmproxy import ctx, http, options
 from mitmproxy.io.har import request_to_flow
-from mitmproxy.master import Master
 
-from addons import tnetstrings
+from addons.flow_records import ImportedFlow, from_record, replay
 from addons.import_sources import ImportFailed, Source, read_source
-from addons.recorder import IMPORT_KEY, Recorder, options_from_settings
+from addons.recorder import IMPORT_KEY, Recorder
 from analysis.parsers.detect import detect
 from analysis.pricing.check import Pricing
 from analysis.recording.capture import Capture
@@ -49,7 +49,7 @@ __all__ = ["ImportFailed", "ImportResult", "import_files", "read_sources"]
 
 # Below this many flows one process does the job: a worker takes about a second to start.
 PARALLEL_FROM = 2_000
-CHUNK_FLOWS = 500
+CHUNK_FLOWS = 250
 
 
 class InlineSink(RecordSink):
@@ -84,7 +84,7 @@ class ImportResult:
     recorded: int  # LLM calls written
     already_present: int  # LLM calls skipped: imported before, or twice in this import
     problems: Problems
-    cpu_seconds: float  # spent recording, by this process or the workers (see bench/import.py)
+    cpu_seconds: float  # spent importing, by this process and its helpers (see bench/import.py)
 
 
 def read_sources(paths: list[Path]) -> list[Source]:
@@ -107,11 +107,15 @@ def import_files(
     """Record every HTTP flow of `sources` with `settings` (into `settings.data`; flows are read
     as fast as they are recorded, so give `queue_limit=0`). `on_progress(n)` is called as each
     batch of n flows is done; `workers`: processes to use (default: see default_workers)."""
+    cpu = time.process_time()
     total = sum(len(s) for s in sources)
     workers = default_workers(total) if workers is None else max(1, workers)
     chunks = split(sources, workers, Store(settings.data).recorded_import_keys())
     files = FileFlows([(os.fspath(s.path), s.kind) for s in sources])
-    return record_flows(files, chunks, settings, workers, on_progress)
+    before_recording = time.process_time() - cpu
+    result = record_flows(files, chunks, settings, workers, on_progress)
+    result.cpu_seconds += before_recording
+    return result
 
 
 def record_flows(
@@ -125,7 +129,7 @@ def record_flows(
     a generated day...), in this process or shared among `workers` processes."""
     job = _Job(settings, producer)
     if workers == 1 or len(items) <= 1:
-        problems, cpu = Problems(), time.process_time()
+        problems, cpu = Problems(_quiet_log()), time.process_time()
         recorded, present, total = _record(job, iter(items), problems, on_progress)
         return ImportResult(total, recorded, present, problems, time.process_time() - cpu)
     return _record_in_workers(job, items, min(workers, len(items)), on_progress)
@@ -150,7 +154,7 @@ def split(sources: list[Source], workers: int, seen: set[str]) -> list[Chunk]:
 
 # What a producer yields for each flow: the flow (None: not an HTTP flow, or unreadable),
 # its import key, and whether to skip it (imported already).
-ProducedFlow = tuple[http.HTTPFlow | None, str | None, bool]
+ProducedFlow = tuple[http.HTTPFlow | ImportedFlow | None, str | None, bool]
 FlowProducer = Callable[[object, Problems], Iterator[ProducedFlow]]
 
 
@@ -161,8 +165,8 @@ class _Job:
 
 
 class FileFlows:
-    """The producer of an import: decodes a chunk's records into flows, as mitmproxy's
-    FlowReader does."""
+    """The producer of an import: decodes a chunk's records into flows (see addons.flow_records;
+    a HAR entry by mitmproxy's HAR reader)."""
 
     def __init__(self, sources: list[tuple[str, str]]):
         self.sources = sources  # (path, kind)
@@ -178,9 +182,9 @@ class FileFlows:
             except Exception as e:  # framed like a flow, but not one: count it, go on
                 problems.add(f"unreadable_flow:{type(e).__name__}", f"{self.sources[index][0]}: {e}")
                 f = None
-            yield (f if isinstance(f, http.HTTPFlow) else None), key, skip
+            yield (f if isinstance(f, http.HTTPFlow | ImportedFlow) else None), key, skip
 
-    def decode(self, index: int, record) -> flow.Flow:
+    def decode(self, index: int, record) -> http.HTTPFlow | ImportedFlow | None:
         if self.sources[index][1] == "har":
             return request_to_flow(record)
         start, end = record
@@ -188,8 +192,7 @@ class FileFlows:
         if data is None:
             with open(self.sources[index][0], "rb") as f:
                 data = self._maps[index] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        state = tnetstrings.loads(data[start:end])  # mitmproxy's values, faster (see addons.tnetstrings)
-        return flow.Flow.from_state(compat.migrate_flow(state))
+        return from_record(data[start:end])
 
 
 def _record(
@@ -197,19 +200,14 @@ def _record(
 ) -> tuple[int, int, int]:
     """Feed the flows of `items` to one recorder; return the calls it wrote, the calls skipped,
     and the flows seen."""
-    return asyncio.run(_record_async(job, items, problems, on_progress))
-
-
-async def _record_async(job: _Job, items, problems, on_progress) -> tuple[int, int, int]:
-    opts = options.Options()
-    master = Master(opts)
+    # mitmproxy's options, which the recorder reads where a live call's error needs them (no
+    # master: it would import mitmproxy's every addon, a second of CPU in each worker).
+    ctx.options = options.Options()
+    store = Store(job.settings.data)
     recorder = Recorder(worker_process=False)
     recorder.problems = problems
-    master.addons.add(recorder)
-    opts.update(**options_from_settings(job.settings))
-    store = Store(job.settings.data)
     recorder.settings = job.settings
-    recorder.sink = InlineSink(store, Pricing.load(store.data_dir), job.settings, problems=problems)
+    sink = recorder.sink = InlineSink(store, Pricing.load(store.data_dir), job.settings, problems=problems)
     already_present = seen = 0
     try:
         for item in items:
@@ -226,69 +224,96 @@ async def _record_async(job: _Job, items, problems, on_progress) -> tuple[int, i
                     continue
                 if key is not None:
                     f.metadata[IMPORT_KEY] = key
-                for event in eventsequence.iterate(f):
-                    master.addons.trigger(event)
+                try:
+                    replay(recorder, f)
+                except Exception as e:  # a flow mitmproxy could read but we cannot: count it, go on
+                    problems.add(f"import_error:{type(e).__name__}", str(e))
             seen += done
             if on_progress:
                 on_progress(done)
     finally:
-        await master.done()  # the recorder's done hook writes what is left; mitmproxy's log handler goes
-    return recorder.recorded, already_present, seen
+        # What the recorder's done hook does, less its log line: the importer reports problems.
+        recorder.sink = None
+        sink.close()
+    return sink.recorded, already_present, seen
 
 
-def _record_in_workers(job: _Job, items, workers, on_progress) -> ImportResult:
-    # Workers fork from a server that has imported this module once (spawning each would
-    # import mitmproxy, polars and DuckDB again, seconds of CPU each; forking this process
-    # could copy a lock held by one of its threads).
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
+def _record_in_workers(job: _Job, items: list, processes: int, on_progress) -> ImportResult:
+    """Record `items` in this process and `processes - 1` helper processes, each taking the next
+    item from one queue when it is done with the last: this process starts at once, the helpers
+    as soon as they have imported the recorder, and all finish within an item of each other."""
+    # Spawned, not forked (polars and DuckDB threads in this process could leave a lock held
+    # in a fork) and not from a fork server (starting one makes this process wait for it).
+    context = multiprocessing.get_context("spawn")
     tasks, results = context.Queue(), context.Queue()
     for item in items:
         tasks.put(item)
-    for _ in range(workers):
+    for _ in range(processes):
         tasks.put(None)
-    processes = [
+    helpers = [
         context.Process(target=_worker_main, args=(job, tasks, results), name="llm-shadow-import", daemon=True)
-        for _ in range(workers)
+        for _ in range(processes - 1)
     ]
-    for p in processes:
+    for p in helpers:
         p.start()
-    problems, recorded, present, total, finished, cpu = Problems(), 0, 0, 0, 0, 0.0
-    try:
-        while finished < workers:
+    problems = Problems(_quiet_log())
+    totals = Counter()
+    finished = 0
+
+    def take(block: bool) -> None:
+        """Pass on the helpers' progress, add up what finished helpers recorded."""
+        nonlocal finished
+        while finished < len(helpers):
             try:
-                kind, value = results.get(timeout=0.5)
+                kind, value = results.get(timeout=0.5) if block else results.get_nowait()
             except queue.Empty:
-                # A worker that ended normally sent its last message before it exited.
-                if any(p.exitcode not in (0, None) for p in processes):
+                # A helper that ended normally sent its last message before it exited.
+                if any(p.exitcode not in (0, None) for p in helpers):
                     raise ImportFailed(
                         "an import worker died; the data directory may hold part of the import"
                     ) from None
+                if not block:
+                    return
                 continue
             if kind == "progress":
                 if on_progress:
                     on_progress(value)
                 continue
-            worker_recorded, worker_present, worker_seen, worker_problems, worker_cpu = value
-            recorded += worker_recorded
-            present += worker_present
-            total += worker_seen
-            cpu += worker_cpu
-            for name, n in worker_problems.items():
+            recorded, present, seen, helper_problems, cpu = value
+            totals.update(recorded=recorded, present=present, seen=seen, cpu=cpu)
+            for name, n in helper_problems.items():
                 problems.add(name, n=n)
             finished += 1
+
+    def mine() -> Iterator:
+        while (item := tasks.get()) is not None:
+            yield item
+            take(block=False)
+
+    cpu = time.process_time()
+    try:
+        recorded, present, seen = _record(job, mine(), problems, on_progress)
+        take(block=True)
     finally:
-        for p in processes:
-            p.join(5 if finished == workers else 0)
+        for p in helpers:
+            p.join(5 if finished == len(helpers) else 0)
             if p.is_alive():
                 p.terminate()
-    return ImportResult(total, recorded, present, problems, cpu)
+    cpu_seconds = time.process_time() - cpu + totals["cpu"]
+    return ImportResult(
+        seen + totals["seen"], recorded + totals["recorded"], present + totals["present"], problems, cpu_seconds
+    )
+
+
+def _quiet_log() -> logging.Logger:
+    """A logger that says nothing: the import command prints the problems' summary itself."""
+    quiet = logging.getLogger("llm_shadow.import")
+    quiet.disabled = True
+    return quiet
 
 
 def _worker_main(job: _Job, tasks, results) -> None:
-    quiet = logging.getLogger("llm_shadow.import_worker")  # the importing process reports problems
-    quiet.disabled = True
-    problems = Problems(quiet)
+    problems = Problems(_quiet_log())
 
     def items() -> Iterator:
         while (item := tasks.get()) is not None:

@@ -5,13 +5,16 @@ every wire format), or given with `--flows`. Then, each into a fresh data direct
 for `--rounds` rounds:
   1. before      the previous import: every flow through `Master.load_flow` (the asyncio hook
                  chain) into the recorder with its worker thread, in one process
-  2. one process today's import with `--workers 1` (the recorder's hooks called in order, the
-                 sink accounting in the importing thread)
-  3. parallel    today's import with one worker process per core (the default for large files)
-Prints wall-clock seconds and calls per second for each, the CPU seconds each spent per call
-(its own process and its workers: on a machine shared with other jobs the wall clock says more
-about the neighbours than about the importer), the calls per second that CPU cost allows on
-this machine's cores, and the load average. Every import is bounded by the file's size.
+  2. one process today's import with `--workers 1` (records read without mitmproxy's connection
+                 objects, the recorder's hooks called in order, the sink accounting in the
+                 importing thread)
+  3. parallel    today's import with one process per core (the default for large files): this
+                 process and helpers it spawns, taking chunks of the file from one queue
+Prints wall-clock seconds and calls per second for each (framing the file included), the CPU
+seconds each spent per call (its own process and its helpers, framing included: on a machine
+shared with other jobs the wall clock says more about the neighbours than about the importer),
+the calls per second that CPU cost allows on this machine's cores, and the load average. Every
+import is bounded by the file's size.
 
     python bench/import.py [--scale 10] [--flows FILE] [--rounds 2] [--workers N]
 """
@@ -29,18 +32,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mitmproxy import http, io, options  # noqa: E402
-from mitmproxy.master import Master  # noqa: E402
-
+# Only what today's import needs at module level: its helper processes import this script again.
 from addons.importer import import_files, read_sources  # noqa: E402
-from addons.recorder import Recorder  # noqa: E402
 from analysis.recording.settings import RecorderSettings  # noqa: E402
 from analysis.store.datadir import Store  # noqa: E402
-from sample_traffic.generate import generate  # noqa: E402
 
 
 def import_before(path: Path, data_dir: Path) -> tuple[int, float]:
     """The import as it was before the parallel importer (commit 242f44b's addons/importer.py)."""
+    from mitmproxy import http, io, options
+    from mitmproxy.master import Master
+
+    from addons.recorder import Recorder
 
     async def run() -> int:
         opts = options.Options()
@@ -64,8 +67,11 @@ def import_before(path: Path, data_dir: Path) -> tuple[int, float]:
 
 
 def import_now(path: Path, data_dir: Path, workers: int | None) -> tuple[int, float]:
-    result = import_files(read_sources([path]), RecorderSettings(data=data_dir, queue_limit=0), workers=workers)
-    return result.recorded, result.cpu_seconds
+    cpu = time.process_time()
+    sources = read_sources([path])
+    framing = time.process_time() - cpu
+    result = import_files(sources, RecorderSettings(data=data_dir, queue_limit=0), workers=workers)
+    return result.recorded, framing + result.cpu_seconds
 
 
 def main() -> int:
@@ -79,6 +85,8 @@ def main() -> int:
     try:
         path = args.flows
         if path is None:
+            from sample_traffic.generate import generate
+
             path = scratch / "month.flows"
             started = time.perf_counter()
             generate(path, scale=args.scale)

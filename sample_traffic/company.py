@@ -12,18 +12,18 @@ the repeats a cache would serve) is the sample month's.
 
 The month is made day by day, each day with its own RNG and prompt caches, so several processes
 can make and record days at once and the result depends only on the seed and the scale. The
-flows go straight from the generator to the recorder, with no flow file in between.
+flows go straight from the generator to the recorder, with no flow file in between, and without
+the connections a flow file would hold (`flows.build_recorded_flow`).
 """
 
 import bisect
 from collections.abc import Iterator
 
-from mitmproxy import http
-
+from addons.flow_records import ImportedFlow
 from sample_traffic import schedule
 from sample_traffic.calls import Call
 from sample_traffic.faults import inject_faults
-from sample_traffic.flows import build_flow
+from sample_traffic.flows import build_recorded_flow
 from sample_traffic.generate import DEFAULT_SEED, WIRE, build_calls, rng_for
 from sample_traffic.wire_common import PromptCaches
 
@@ -72,7 +72,7 @@ class DayFlows:
 
     def __call__(
         self, index: object, problems: object = None
-    ) -> Iterator[tuple[http.HTTPFlow | None, str | None, bool]]:
+    ) -> Iterator[tuple[ImportedFlow | None, str | None, bool]]:
         assert isinstance(index, int)
         start = schedule.day_start(schedule.days()[index])
         wire_rng, flow_rng = rng_for(self.seed, f"wire:{index}"), rng_for(self.seed, f"flows:{index}")
@@ -80,7 +80,7 @@ class DayFlows:
         for call in _calls_cached(self.seed, self.scale):
             if start <= call.at < start + 86_400:
                 exchange = WIRE[call.key.provider].render(call, wire_rng, caches)
-                yield build_flow(flow_rng, call, exchange), None, False
+                yield build_recorded_flow(flow_rng, call, exchange), None, False
 
 
 _CALLS: dict[tuple[int, float], list[Call]] = {}

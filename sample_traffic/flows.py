@@ -14,6 +14,7 @@ from mitmproxy.connection import ConnectionState
 from mitmproxy.flow import Error
 from mitmproxy.proxy.mode_specs import ProxyMode
 
+from addons.flow_records import ImportedFlow
 from sample_traffic import ids
 from sample_traffic.calls import Call
 from sample_traffic.wire_common import WireExchange
@@ -66,22 +67,37 @@ def _connections(
 
 
 def build_flow(rng: random.Random, call: Call, exchange: WireExchange) -> http.HTTPFlow:
-    start = call.at
-    end = start + (exchange.ended_at if exchange.ended_at is not None else exchange.error_at)
-    request = http.Request.make("POST", exchange.url, exchange.request_body, _headers(exchange.request_headers))
-    client, server = _connections(rng, call, exchange, request.host, start, end)
+    request, response, error = _messages(call, exchange)
+    client, server = _connections(rng, call, exchange, request.host, call.at, _end(call, exchange))
     flow = http.HTTPFlow(client, server)
     flow.id = ids.uuid4(rng)
-    flow.timestamp_created = _t(start)
+    flow.timestamp_created = _t(call.at)
+    flow.request = request
+    flow.response = response
+    flow.error = error
+    return flow
+
+
+def build_recorded_flow(rng: random.Random, call: Call, exchange: WireExchange) -> ImportedFlow:
+    """The flow `build_flow` makes, as far as the recorder reads it (addons.flow_records): what
+    `llm-shadow demo` records, without building connections nobody reads (about a third of the
+    cost of making a call). The RNG is drawn as `build_flow` draws it."""
+    request, response, error = _messages(call, exchange)
+    _connections(rng, call, exchange, request.host, call.at, _end(call, exchange))
+    return ImportedFlow(ids.uuid4(rng), request, response, error, {}, websocket=False)
+
+
+def _end(call: Call, exchange: WireExchange) -> float:
+    return call.at + (exchange.ended_at if exchange.ended_at is not None else exchange.error_at)
+
+
+def _messages(call: Call, exchange: WireExchange) -> tuple[http.Request, http.Response, Error | None]:
+    start, end = call.at, _end(call, exchange)
+    request = http.Request.make("POST", exchange.url, exchange.request_body, _headers(exchange.request_headers))
     request.timestamp_start = _t(start)
     request.timestamp_end = _t(start + 0.0008 + len(exchange.request_body) / UPLOAD_BYTES_PER_S)
-    flow.request = request
-
     response = http.Response.make(exchange.status, b"", _headers(exchange.response_headers))
     response.content = exchange.response_body  # encoded per content-encoding (gzip)
     response.timestamp_start = _t(start + exchange.headers_at)
     response.timestamp_end = _t(end) if exchange.ended_at is not None else None
-    flow.response = response
-    if exchange.error:
-        flow.error = Error(exchange.error, _t(end))
-    return flow
+    return request, response, Error(exchange.error, _t(end)) if exchange.error else None

@@ -361,3 +361,19 @@ def test_stats_shows_what_the_policies_decided(enforcing):
     text = " ".join(stats.output.split())
     assert "Policy decisions (shadow: would have; enforce: did)" in text
     assert "enforce" in text and "exact_cache" in text and "hit" in text
+
+
+def test_a_stored_stream_answers_streams_only(enforcing, feature):
+    """The cache replays an answer's bytes as they came: a JSON request after a streamed one
+    with the same prompt goes upstream (the simulator keys the cache by form the same way);
+    the JSON answer then answers the next JSON request."""
+    client = enforcing.openai(feature)
+    streamed = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, temperature=0, stream=True)
+    text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+    first = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES, temperature=0)
+    second = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES, temperature=0)
+    assert first.parse().choices[0].message.content == text == second.parse().choices[0].message.content
+    assert "x-llm-shadow-decision" not in first.headers
+    assert second.headers["x-llm-shadow-decision"] == "exact_cache=hit; policy=exact"
+    assert len(enforcing.upstream_calls(feature)) == 2
+    assert [r["outcome"] for r in enforcing.rows(feature, 3)] == ["ok", "ok", "cached"]

@@ -34,6 +34,13 @@ retries = 1
 backoff_ms = 10
 
 [[fallback]]
+name = "dead-end"
+feature = "test_nothing_answers*"
+retries = 1
+backoff_ms = 10
+chain = [{{ to = "gpt-4o-mini", to_url = "{closed}/closed" }}]
+
+[[fallback]]
 name = "rescue"
 feature = "test_*"
 retries = 1
@@ -124,10 +131,10 @@ class Proxied:
         return [r for r in self.backup.requests if r.headers.get("x-shadow-feature") == feature]
 
 
-def start(backup: FakeProvider, tmp: Path, mode: str) -> Proxied:
+def start(backup: FakeProvider, tmp: Path, mode: str, closed: str) -> Proxied:
     os.environ["LLM_SHADOW_TEST_RESCUE_KEY"] = BACKUP_KEY  # read by the proxy started now
     policy = tmp / "policy.toml"
-    policy.write_text(POLICY.format(backup=backup.url))
+    policy.write_text(POLICY.format(backup=backup.url, closed=closed))
     data_dir = tmp / "data"
     args = ["--forward", "--port", "0", "--confdir", str(tmp / "confdir"), "--policy", str(policy)]
     args += ["--mode", mode, "--force"]
@@ -135,15 +142,15 @@ def start(backup: FakeProvider, tmp: Path, mode: str) -> Proxied:
 
 
 @pytest.fixture(scope="module")
-def enforcing(backup, tmp_path_factory):
-    proxied = start(backup, tmp_path_factory.mktemp("enforce"), "enforce")
+def enforcing(backup, tmp_path_factory, closed):
+    proxied = start(backup, tmp_path_factory.mktemp("enforce"), "enforce", closed)
     yield proxied
     proxied.proxy.stop()
 
 
 @pytest.fixture(scope="module")
-def shadowing(backup, tmp_path_factory):
-    proxied = start(backup, tmp_path_factory.mktemp("shadow"), "shadow")
+def shadowing(backup, tmp_path_factory, closed):
+    proxied = start(backup, tmp_path_factory.mktemp("shadow"), "shadow", closed)
     yield proxied
     proxied.proxy.stop()
 
@@ -218,6 +225,20 @@ def test_rescued_stream_reaches_the_client_event_by_event(enforcing, primary, fe
     assert rescue["input_tokens"] > 0 and rescue["output_tokens"] > 0 and rescue["cost_usd"] > 0
 
 
+def test_when_nothing_answers_the_client_gets_a_502_in_its_providers_shape(enforcing, closed, feature):
+    feature = feature.replace("test_", "test_nothing_answers_", 1)
+    client = enforcing.openai(closed, feature)
+    with pytest.raises(openai.InternalServerError) as raised:
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert raised.value.status_code == 502
+    assert raised.value.response.headers["x-llm-shadow-decision"] == "fallback=exhausted; policy=dead-end"
+    assert raised.value.body["code"] == "upstream_unavailable"  # the OpenAI error shape, read by the SDK
+    assert raised.value.body["message"].startswith("llm-shadow: no upstream answered: ")
+    rows = enforcing.rows(feature, 3)
+    assert [r["outcome"] for r in rows] == ["connect_error"] * 3
+    assert [d["action"] for d in enforcing.decisions(feature, 2)] == ["retry", "fallback"]
+
+
 def test_a_rule_that_does_not_handle_connect_errors_leaves_mitmproxys_502(enforcing, closed, feature):
     feature = feature.replace("test_", "test_only_5xx_", 1)
     answer = enforcing.post(closed, feature)
@@ -251,8 +272,30 @@ def test_shadow_mode_gives_the_same_502_and_logs_the_plan(shadowing, closed, fea
         decision["reason"]
         == f"connect_error: retry 1 time, then fall back to gpt-4o-mini at {shadowing.backup.url}/backup"
     )
-    policy = parse_policy(POLICY.format(backup=shadowing.backup.url), "p.toml")
+    policy = parse_policy(POLICY.format(backup=shadowing.backup.url, closed=closed), "p.toml")
     requests = Store(shadowing.data_dir).requests_frame().filter(pl.col("feature") == feature)
     simulated = simulate(policy, requests, prices=PriceTable.load()).fallback_decisions
     columns = ("id", "policy", "kind", "action", "matched_id", "model_to", "reason")
     assert [tuple(d[c] for c in columns) for d in simulated] == [tuple(decision[c] for c in columns)]
+
+
+def test_a_client_that_leaves_during_the_rescue_is_recorded_once(enforcing, silent, feature):
+    """The client gives up while the proxy waits for a silent upstream: the proxy finishes the
+    rescue it started (each attempt recorded), and the client's call has one row, not two."""
+    body = json.dumps({"model": "gpt-4o", "messages": MESSAGES}).encode()
+    headers = {"content-type": "application/json", "authorization": f"Bearer {API_KEY}", "x-shadow-feature": feature}
+    with httpx.Client(proxy=enforcing.proxy.url, trust_env=False, timeout=0.3) as client:
+        with pytest.raises(httpx.TimeoutException):
+            client.post(f"{silent}/v1/chat/completions", content=body, headers=headers)
+    assert [d["action"] for d in enforcing.decisions(feature, 2)] == ["retry", "fallback"]
+    rows = enforcing.rows(feature, 3)
+    assert [(r["status"], r["outcome"]) for r in rows] == [
+        (None, "client_disconnected"),
+        (None, "timeout"),
+        (200, "ok"),
+    ]
+    assert len(enforcing.calls(feature)) == 1
+    answer = enforcing.openai(enforcing.backup.url, feature + "-after").chat.completions.create(
+        model="gpt-4o", messages=MESSAGES
+    )
+    assert answer.choices[0].message.content  # the proxy goes on serving

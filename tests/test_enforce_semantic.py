@@ -96,6 +96,17 @@ def test_paraphrase_is_answered_from_the_semantic_cache(enforcing, feature, stre
     assert hit["reason"].startswith("similarity 0.")
 
 
+def test_stats_says_semantic_savings_are_unverified(enforcing, feature):
+    client = enforcing.openai(feature)
+    ask(client, ASKED)
+    ask(client, PARAPHRASE)
+    enforcing.rows(feature, 2)
+    stats = CliRunner().invoke(app, ["stats", "--data", str(enforcing.data_dir)], env={"COLUMNS": "200"})
+    assert stats.exit_code == 0, stats.output
+    [line] = [x for x in stats.output.splitlines() if "semantic_cache" in x and " hit " in x]
+    assert "enforce" in line and "unverified" in line
+
+
 def test_a_stored_stream_does_not_answer_a_json_request(enforcing, feature):
     """The stored answer is replayed as it came: a streamed one answers streamed requests only
     (the simulator partitions by form the same way), so a JSON paraphrase goes upstream."""

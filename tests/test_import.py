@@ -188,3 +188,66 @@ def test_the_fast_flow_decoder_gives_mitmproxys_values_and_errors(tmp_path):
             tnetstring.loads(sample)
         with pytest.raises(ValueError):
             tnetstrings.loads(sample)
+
+
+def test_a_flow_record_is_read_as_mitmproxy_reads_it(provider, start_mitmdump, tmp_path):
+    """The importer reads a record without its connections and without mitmproxy's type check of
+    the request and response (addons.flow_records): everything the recorder reads must still be
+    what mitmproxy's FlowReader gives, for files mitmdump wrote and the generator's months."""
+    from addons.flow_records import from_record
+    from sample_traffic.generate import generate
+
+    written = tmp_path / "calls.flows"
+    bare = start_mitmdump("--mode", f"reverse:{provider.url}@0", "-w", str(written))
+    make_calls(bare.url)
+    bare.stop()
+    generated = tmp_path / "month.flows"
+    generate(generated, scale=0.1)
+    for path in (written, generated):
+        with open(path, "rb") as f:
+            expected = list(io.FlowReader(f).stream())
+        data = path.read_bytes()
+        records = read_source(path).records
+        assert len(records) == len(expected) > 4
+        assert any(flow.error for flow in expected) or path == written  # the generator's faults
+        for (start, end), want in zip(records, expected, strict=True):
+            got = from_record(data[start:end])
+            assert got.id == want.id
+            assert got.metadata == want.metadata
+            assert got.request.get_state() == want.request.get_state()
+            for name in ("pretty_host", "path", "method", "raw_content", "timestamp_start", "timestamp_end"):
+                assert getattr(got.request, name) == getattr(want.request, name), name
+            assert got.request.headers.fields == want.request.headers.fields
+            assert (got.response.get_state() if got.response else None) == (
+                want.response.get_state() if want.response else None
+            )
+            assert (got.error.get_state() if got.error else None) == (want.error.get_state() if want.error else None)
+            assert got.websocket == (want.websocket is not None)
+
+
+def test_an_unreadable_flow_in_the_middle_is_counted_and_skipped(tmp_path):
+    from sample_traffic.generate import generate
+
+    month = tmp_path / "month.flows"
+    generate(month, scale=0.05)
+    data = month.read_bytes()
+    source = read_source(month)
+    middle = len(source) // 2
+    start, end = source.records[middle]
+    record = tnetstring.loads(data[start:end])
+    del record["request"]  # still framed as a flow, with its id: found by the framing, unreadable as a flow
+    broken = tmp_path / "broken.flows"
+    broken.write_bytes(data[:start] + tnetstring.dumps(record) + data[end:])
+
+    runner = CliRunner()
+    whole = runner.invoke(app, ["import", str(month), "--data", str(tmp_path / "whole")])
+    assert whole.exit_code == 0, whole.output
+    keys = set(Store(tmp_path / "whole").requests_frame()["import_key"].to_list())
+    assert source.keys[middle] in keys
+    for workers in (1, 2):
+        data_dir = tmp_path / f"broken-{workers}"
+        result = runner.invoke(app, ["import", str(broken), "--data", str(data_dir), "--workers", str(workers)])
+        assert result.exit_code == 0, result.output
+        assert f"Read {len(source):,} flows; recorded {len(keys) - 1:,} LLM calls" in result.stdout
+        assert "unreadable_flow:KeyError=1" in result.output
+        assert set(Store(data_dir).requests_frame()["import_key"].to_list()) == keys - {source.keys[middle]}

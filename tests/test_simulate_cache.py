@@ -143,18 +143,22 @@ def test_unset_temperature_is_cacheable_when_the_policy_says_so_and_for_embeddin
     assert (d["r1"]["exact_cache"], d["r3"]["exact_cache"]) == ("hit", "hit")
 
 
-def test_a_streamed_answer_is_stored_for_later_requests_but_a_stream_is_not_answered():
-    result = run(
-        cache(),
-        [
-            {"t": 0, "prompt_hash": "s", "stream": True},
-            {"t": 10, "prompt_hash": "s"},  # the same question, not streamed: the streamed answer serves it
-            {"t": 20, "prompt_hash": "s", "stream": True},  # a stream again: not answered from the cache
-        ],
-    )
-    d = decisions_by_id(result)
-    assert (d["r1"]["exact_cache"], d["r1"]["cache_source_id"]) == ("hit", "r0")
-    assert d["r2"]["exact_cache"] == "excluded" and d["r2"]["disposition"] == "upstream"
+def test_a_streamed_answer_answers_streamed_requests_only():
+    """Enforce mode replays an answer's bytes as they came (SSE events or one JSON body), so the
+    cache is keyed by form: a streamed answer is stored, for streamed requests only."""
+    rows = [
+        {"t": 0, "prompt_hash": "s", "stream": True},
+        {"t": 10, "prompt_hash": "s"},  # the same question, not streamed: the streamed answer cannot serve it
+        {"t": 20, "prompt_hash": "s", "stream": True},  # a stream again
+        {"t": 30, "prompt_hash": "s"},  # served by r1's JSON answer
+    ]
+    d = decisions_by_id(run(cache(), rows))
+    assert (d["r1"]["exact_cache"], d["r1"]["disposition"]) == ("miss", "upstream")
+    assert d["r2"]["exact_cache"] == "excluded" and d["r2"]["disposition"] == "upstream"  # allow_streaming is off
+    assert (d["r3"]["exact_cache"], d["r3"]["cache_source_id"]) == ("hit", "r1")
+    d = decisions_by_id(run(cache(extra="allow_streaming = true\n"), rows))
+    assert (d["r2"]["exact_cache"], d["r2"]["cache_source_id"]) == ("hit", "r0")
+    assert (d["r3"]["exact_cache"], d["r3"]["cache_source_id"]) == ("hit", "r1")
 
 
 def test_allow_flags_make_requests_cacheable():

@@ -15,6 +15,7 @@ from analysis.simulate.engine import PolicyEngine
 from analysis.simulate.facts import (
     DAY_US,
     HOUR_US,
+    STREAMED,
     EngineState,
     FrameFacts,
     shared_strings,
@@ -125,10 +126,12 @@ def frame_facts(engine: PolicyEngine, frame: pl.DataFrame, state: EngineState) -
     columns["exact_excluded"] = none
     if p.exact_cache:
         prompt = pl.col("prompt_hash")
+        streamed = pl.col("stream").fill_null(False) if "stream" in frame.columns else pl.lit(False)
+        part = pl.when(streamed).then(prompt + pl.lit(STREAMED)).otherwise(prompt)  # see facts.STREAMED
         key = (
             pl.when(prompt.is_null() | (prompt == ""))
             .then(None)
-            .otherwise(state_key_expr(scope_expr(p.exact_cache.scope), prompt))
+            .otherwise(state_key_expr(scope_expr(p.exact_cache.scope), part))
         )
         keys = frame.select(key.alias("k"))["k"]
         columns["exact_key"] = keys

@@ -10,9 +10,10 @@ embeddings endpoint, which does not sample. Each rule can be relaxed in the poli
 The first failing rule, in the order of EXCLUSION_REASONS, is the one reported, so the results
 can say how many repeated requests were excluded and why.
 
-A streamed answer is complete once recorded, and enforce mode can replay it: a request
-excluded only because it streamed cannot be answered from the cache, but its answer is stored
-for later requests (`may_store`).
+A streamed answer is complete once recorded, and enforce mode can replay it as a stream: a
+request excluded only because it streamed cannot be answered from the cache, but its answer is
+stored (`may_store`) for later streamed requests (the caches are keyed by form, streamed or not:
+enforce mode replays the stored bytes as they came).
 """
 
 import polars as pl

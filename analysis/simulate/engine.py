@@ -24,6 +24,7 @@ import numpy as np
 from analysis.simulate.cacheability import exclusion_reason, may_store
 from analysis.simulate.embedders import Embedder, make_embedder
 from analysis.simulate.facts import (
+    STREAMED,
     EngineState,
     Facts,
     FrameFacts,
@@ -123,6 +124,8 @@ class PolicyEngine:
         )
         if p.exact_cache:
             prompt = record.get("prompt_hash")
+            if prompt and record.get("stream"):
+                prompt += STREAMED  # a streamed answer answers streamed requests only
             facts.exact_key = state_key(scope_value(record, p.exact_cache.scope), prompt) if prompt else None
             facts.exact_excluded = exclusion_reason(record, p.exact_cache.rules)
             if facts.exact_key is not None and state.exact_seen is not None:

@@ -54,6 +54,12 @@ KEY_SEPARATOR = "\x1f"
 NO_VALUE = "\x1e"
 
 
+# The exact cache's key part of a streamed request: its prompt_hash and this. prompt_hash leaves
+# out `stream` (the answer is the same), but enforce mode replays a stored answer's bytes as they
+# came, so a streamed answer can only answer streamed requests and a JSON one JSON requests.
+STREAMED = ":stream"
+
+
 def state_key(scope_value: str | None, part: str | int) -> str:
     """The key of a scoped piece of state: a cached prompt, a budget window."""
     return f"{NO_VALUE if scope_value is None else scope_value}{KEY_SEPARATOR}{part}"

@@ -65,7 +65,12 @@ REQUESTS = [
         "tool_calls, end_turn, max_tokens, STOP, MAX_TOKENS, completed, ...); NULL when the answer gave none "
         "(an error, a cut stream, embeddings, or a call recorded before this column existed).",
     ),
-    Column("model_requested", "VARCHAR", "Model named in the request (or the URL, or the Azure deployment)."),
+    Column(
+        "model_requested",
+        "VARCHAR",
+        "Model named in the request (or the URL, or the Azure deployment) as sent upstream: in enforce mode, after "
+        "a routing rule or budget downgrade rewrote it (`decisions.model_from` keeps the one the client named).",
+    ),
     Column("model", "VARCHAR", "Model as served, from the response; the requested one when the response does not say."),
     Column("input_tokens", "BIGINT", "Every input token processed, cache reads and cache writes included."),
     Column("output_tokens", "BIGINT", "Every output token, reasoning included."),

@@ -80,10 +80,12 @@ def decisions_by_policy(
 ) -> pl.DataFrame:
     """What the policies decided (the `decisions` relation): per mode, policy, kind and action,
     the calls and the saving of cache hits (in shadow mode what a hit would have saved, in
-    enforce mode what it did)."""
+    enforce mode what it did), with `quality` unverified for the semantic cache's hits (answers
+    given to a similar prompt, not the same one)."""
     where, params = time_filter(start, end)
     sql = f"""
-        SELECT mode, policy, kind, action, count(*) AS calls, sum(saving_usd) AS saving_usd
+        SELECT mode, policy, kind, action, count(*) AS calls, sum(saving_usd) AS saving_usd,
+               CASE WHEN kind = 'semantic_cache' AND action = 'hit' THEN 'unverified' END AS quality
         FROM decisions {where}
         GROUP BY ALL ORDER BY mode, policy, kind, calls DESC
     """

@@ -1,0 +1,132 @@
+"""Benchmark: what a fallback rule in enforce mode costs a call that needs no rescue.
+
+A call an enforcing `[[fallback]]` rule covers is sent by the proxy itself, through its relay
+(addons.fallback, analysis.enforce.relay), so that a timeout or a refused connection can be
+rescued too; every other call goes through mitmproxy alone. In one run, against the same fast
+local upstream (tests/fake_provider.py), two `llm-shadow proxy --mode enforce` processes take
+turns, round after round:
+  1. enforce            a policy without a fallback rule
+  2. enforce-fallback   the same policy with a fallback rule covering every call
+Both the JSON call and a streamed call are measured: throughput (requests/s with CONCURRENCY
+keep-alive connections; median of rounds), latency p50/p99 one call at a time, and the CPU time
+the proxy process spent per call (median of rounds). Every loop is bounded in count and time;
+everything listens on 127.0.0.1.
+
+    python bench/fallback.py [--requests 1200] [--concurrency 8] [--latency-calls 300] [--rounds 3]
+"""
+
+import argparse
+import asyncio
+import json
+import math
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench import _load as load  # noqa: E402
+from bench._load import cpu_seconds, latencies, percentile, start_proxy, throughput  # noqa: E402
+from tests.fake_provider import FakeProvider  # noqa: E402
+
+POLICY = """
+observe_for = "1s"
+
+[[budget]]
+name = "team-daily"
+scope = "team"
+window = "day"
+limit_usd = 1000000
+"""
+FALLBACK = """
+[[fallback]]
+name = "rescue"
+retries = 1
+backoff_ms = 100
+timeout_s = 30
+chain = [{ to = "gpt-4o-mini" }]
+"""
+MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
+JSON_CALL = json.dumps({"model": "gpt-4o", "messages": MESSAGES, "temperature": 0.7}).encode()
+STREAM_CALL = json.dumps({"model": "gpt-4o", "messages": MESSAGES, "temperature": 0.7, "stream": True}).encode()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=1200)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--latency-calls", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3, help="turns each target takes (medians reported)")
+    args = parser.parse_args()
+
+    scratch = Path(tempfile.mkdtemp(prefix="llm-shadow-bench-fallback-"))
+    (scratch / "plain.toml").write_text(POLICY)
+    (scratch / "fallback.toml").write_text(POLICY + FALLBACK)
+    rounds: dict[str, list[dict]] = {}
+    with FakeProvider() as upstream:
+        base = [sys.executable, str(ROOT / "cli.py"), "proxy", "--upstream", f"{upstream.url}@0", "--force"]
+        commands = {
+            name: [
+                *base,
+                "--data",
+                str(scratch / name),
+                "--policy",
+                str(scratch / f"{policy}.toml"),
+                "--mode",
+                "enforce",
+            ]
+            for name, policy in (("enforce", "plain"), ("enforce-fallback", "fallback"))
+        }
+        processes, ports = [], {}
+        try:
+            for name, command in commands.items():
+                process, ports[name] = start_proxy(command)
+                processes.append(process)
+            targets = {}
+            for name, port in ports.items():
+                extra = "x-shadow-team: bench\r\n"
+                targets[f"{name} json"] = (name, port, load.request_bytes(JSON_CALL, extra))
+                targets[f"{name} stream"] = (name, port, load.request_bytes(STREAM_CALL, extra))
+            for _, port, call in targets.values():
+                asyncio.run(latencies(port, call, 30))  # warm up
+            pids = {name: process.pid for name, process in zip(commands, processes, strict=True)}
+            for _ in range(args.rounds):
+                for target, (name, port, call) in targets.items():
+                    cpu = cpu_seconds(pids[name])
+                    calls = args.requests // args.rounds
+                    rps = asyncio.run(throughput(port, call, calls, args.concurrency))
+                    lat = asyncio.run(latencies(port, call, args.latency_calls // args.rounds))
+                    used = cpu_seconds(pids[name])
+                    cpu_ms = None if cpu is None or used is None else (used - cpu) * 1000 / (calls + len(lat))
+                    rounds.setdefault(target, []).append({"rps": rps, "lat": lat, "cpu_ms": cpu_ms})
+        finally:
+            for process in processes:
+                process.terminate()
+                process.wait(30)
+    shutil.rmtree(scratch, ignore_errors=True)
+    results = {
+        name: {
+            "rps": statistics.median(r["rps"] for r in runs),
+            "p50": percentile([x for r in runs for x in r["lat"]], 50),
+            "p99": percentile([x for r in runs for x in r["lat"]], 99),
+            "cpu_ms": statistics.median(r["cpu_ms"] for r in runs) if runs[0]["cpu_ms"] is not None else math.nan,
+        }
+        for name, runs in rounds.items()
+    }
+    print(f"{'target':<26}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'proxy CPU ms/call':>19}")
+    for name, r in results.items():
+        print(f"{name:<26}{r['rps']:>10.0f}{r['p50']:>10.3f}{r['p99']:>10.3f}{r['cpu_ms']:>19.3f}")
+    for kind in ("json", "stream"):
+        plain, relayed = results[f"enforce {kind}"], results[f"enforce-fallback {kind}"]
+        print(
+            f"{kind}: p50 added by the fallback rule {relayed['p50'] - plain['p50']:+.3f} ms, "
+            f"throughput {relayed['rps'] / plain['rps']:.2f}x, "
+            f"proxy CPU per call {relayed['cpu_ms'] - plain['cpu_ms']:+.3f} ms"
+        )
+
+
+if __name__ == "__main__":
+    main()
