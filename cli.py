@@ -526,10 +526,7 @@ def realised_view(data: Path, policy_path: Path | None, since: datetime | None, 
     simulation = None
     if policy_path is not None:
         simulation = _simulate_one(policy_path, data, start, end, show_progress=err_console.is_terminal)
-        policy = simulation.policy
-    else:
-        policy = None
-    return realised(policy, baseline.recorded, baseline, logged, simulation)
+    return realised(baseline, logged, simulation)
 
 
 @app.command()

@@ -7,8 +7,9 @@ the decision rows travel with the call to the recorder, which writes them to `de
 beside the call's `requests` row. In shadow mode nothing else happens: the pass-through
 promise of the recorder holds byte for byte. In enforce mode the verdict acts: the exact
 and the semantic cache answer with the stored upstream bytes, a spent budget or a full rate limit answers 429
-in the provider's error shape, a routing rule or budget downgrade rewrites the model; an
-answered or changed response carries `x-llm-shadow-decision`.
+in the provider's error shape, a routing rule or budget downgrade rewrites the model, and a
+call a fallback rule covers is sent through the fallback relay, which rescues it when it fails
+(addons.fallback); an answered or changed response carries `x-llm-shadow-decision`.
 
 When the call ends (`response`, `error`), its outcome and cost are read as the recorder
 records them (analysis.recording.accounting.call_cost: the answer parsed and priced by the

@@ -23,6 +23,7 @@ from mitmproxy.tools.dump import DumpMaster
 from mitmproxy.tools.main import run
 
 from addons.enforcer import Enforcer
+from addons.hook_dispatch import index_hooks
 from addons.local_capture import LocalCaptureWatch
 from addons.mirror import Mirroring
 from addons.recorder import Recorder
@@ -53,6 +54,7 @@ class ShadowMaster(DumpMaster):
             TlsPassthrough(),
             LocalCaptureWatch(),
         )
+        index_hooks(self.addons)  # events visit only the addons that handle them
 
 
 def run_proxy(args: list[str], options: dict[str, Any]) -> str | None:

@@ -14,6 +14,8 @@ parse error, an unknown shape, a full disk, an unwritable store) never breaks or
 it is counted, logged once per kind, and the rows wait in a bounded spool.
 
 Calls that are not LLM API calls (see `analysis.parsers.detect`) pass untouched and unrecorded.
+A call enforce mode sends through its fallback relay (addons.fallback) is recorded by the relay,
+attempt by attempt; the recorder records it only if it ended before the relay did.
 """
 
 import importlib.util

@@ -15,8 +15,9 @@ of rounds; its recording worker process is apart), which a shared machine distur
 Prints the ratios the targets speak of: p50 added latency within 0.5 ms of observe, a cache
 hit under 2 ms p50, throughput at least 0.8x observe.
 With `--baseline DIR` (another checkout of llm-shadow, e.g. `git worktree add DIR <commit>`),
-its shadow and enforce proxies take turns in the same rounds too (`shadow@base`, ...): a change
-is measured against the code before it under the same load, not against a figure of another day.
+its observe, shadow and enforce proxies take turns in the same rounds too (`observe@base`, ...),
+each checkout's ratios taken against its own observe mode: a change is measured against the code
+before it under the same load, not against a figure of another day.
 Every loop is bounded in count and time; everything listens on 127.0.0.1.
 
     python bench/enforce.py [--requests 3000] [--concurrency 16] [--latency-calls 300] [--baseline DIR]
@@ -85,8 +86,7 @@ def main() -> None:
         for suffix, tree in trees.items():
             base = [sys.executable, str(tree / "cli.py"), "proxy", "--upstream", f"{upstream.url}@0"]
             policed = ["--policy", str(policy), "--force"]
-            if not suffix:
-                commands["observe"] = (tree, [*base, "--data", str(scratch / "observe")])
+            commands[f"observe{suffix}"] = (tree, [*base, "--data", str(scratch / f"observe{suffix}")])
             for mode in ("shadow", "enforce"):
                 data = ["--data", str(scratch / f"{mode}{suffix}")]
                 commands[f"{mode}{suffix}"] = (tree, [*base, *data, *policed, "--mode", mode])
@@ -128,8 +128,8 @@ def main() -> None:
     print(f"{'target':<18}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'proxy CPU ms/call':>19}")
     for name, r in results.items():
         print(f"{name:<18}{r['rps']:>10.0f}{r['p50']:>10.3f}{r['p99']:>10.3f}{r['cpu_ms']:>19.3f}")
-    o = results["observe"]
     for suffix in trees:
+        o = results[f"observe{suffix}"]
         s, e, hit = results[f"shadow{suffix}"], results[f"enforce{suffix}"], results[f"enforce-hit{suffix}"]
         print(f"\n{suffix[1:] or 'this checkout'}:")
         print(

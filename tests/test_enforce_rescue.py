@@ -294,8 +294,32 @@ def test_a_client_that_leaves_during_the_rescue_is_recorded_once(enforcing, sile
         (None, "timeout"),
         (200, "ok"),
     ]
+    assert rows[0]["path"] == "/v1/chat/completions"  # the client's request, not the relay's
     assert len(enforcing.calls(feature)) == 1
     answer = enforcing.openai(enforcing.backup.url, feature + "-after").chat.completions.create(
         model="gpt-4o", messages=MESSAGES
     )
     assert answer.choices[0].message.content  # the proxy goes on serving
+
+
+def test_the_upstream_receives_the_clients_own_headers(enforcing, primary, feature):
+    """A call the proxy sends itself carries what the client sent, and nothing of the proxy's
+    HTTP client (no Accept-Encoding, User-Agent or Accept the client did not send)."""
+    body = json.dumps({"model": "gpt-4o", "messages": MESSAGES}).encode()
+    host = primary.url.removeprefix("http://")
+    request = (
+        f"POST {primary.url}/v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {API_KEY}\r\nX-Shadow-Feature: {feature}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    with socket.create_connection(("127.0.0.1", enforcing.proxy.port), timeout=30) as connection:
+        connection.sendall(request)
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            piece = connection.recv(65536)
+            if not piece:
+                break
+            answer += piece
+    assert answer.startswith(b"HTTP/1.1 200")
+    [received] = [r for r in primary.requests if r.headers.get("x-shadow-feature") == feature]
+    assert set(received.headers) == {"host", "content-type", "authorization", "x-shadow-feature", "content-length"}
+    assert received.body == body

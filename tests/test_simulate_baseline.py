@@ -133,7 +133,7 @@ def test_realised_counts_disagreements_and_simulated_decisions_no_proxy_logged()
         ]
     )
     baseline = as_observed(requests, logged, requests, Pricer(PRICES))
-    view = realised(policy, requests, baseline, logged, simulate(policy, baseline.requests, prices=PRICES))
+    view = realised(baseline, logged, simulate(policy, baseline.requests, prices=PRICES))
     rows = {r["mode"]: r for r in view.rows.to_dicts()}
     assert (rows["shadow"]["simulated"], rows["shadow"]["decided"], rows["shadow"]["differ"]) == (1, 2, 1)
     assert rows["shadow"]["simulated_usd"] == pytest.approx(0.01) and rows["shadow"]["acted"] == 0

@@ -85,8 +85,14 @@ async def send(
     response: httpx.Response | None = None
     try:
         async with asyncio.timeout(timeout_s):
-            outgoing = client.build_request(
-                request.method, request.url, headers=list(request.headers), content=request.body
+            # Not client.build_request: it would add httpx's own Accept, Accept-Encoding and
+            # User-Agent to what the client sent (only Host and the body's length are set here).
+            outgoing = httpx.Request(
+                request.method,
+                request.url,
+                headers=list(request.headers),
+                content=request.body,
+                extensions={"timeout": client.timeout.as_dict()},
             )
             response = await client.send(outgoing, stream=True)
             if keep_open and 200 <= response.status_code < 300:

@@ -20,7 +20,8 @@ mode they also acted. For each entry and mode, one row:
 - `unanswered`: calls a budget blocked or a rate limit throttled. Not a saving: spend
   prevented, unanswered, with no cost known (never sent).
 
-Simulated calls with no live row of their entry are listed under mode `not logged`.
+Simulated calls with no live row of their entry are listed under mode `not logged`. Fallback
+rows (rescued failures) are not part of this view: `simulate` reports what fallback rules rescue.
 """
 
 from dataclasses import dataclass
@@ -64,7 +65,7 @@ class Realised:
     end: datetime | None
     days: list[str]  # the days (UTC) with decisions
     calls: int  # recorded calls in the period
-    rows: pl.DataFrame  # COLUMNS, one row per (policy entry, mode), in the policy's order
+    rows: pl.DataFrame  # COLUMNS, one row per (policy entry, kind, mode), in the policy's order
     totals: dict  # the sums of the money and count columns
     notes: list[str]
 
@@ -95,16 +96,11 @@ def acted_rows(policy: Policy, simulated: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame([{c: r[c] for c in schema} for r in rows], schema=schema)
 
 
-def realised(
-    policy: Policy | None,
-    recorded: pl.DataFrame,
-    baseline: Baseline,
-    logged: pl.DataFrame,
-    simulation: SimulationResult | None,
-) -> Realised:
-    """The comparison for the period of `logged` (its `decisions` rows): `recorded` are its calls
-    as recorded, `baseline` as read back, `simulation` the policy run over `baseline.requests`
-    (None: live figures only)."""
+def realised(baseline: Baseline, logged: pl.DataFrame, simulation: SimulationResult | None) -> Realised:
+    """The comparison for the period of `logged` (its `decisions` rows): `baseline` holds its calls
+    as recorded and as read back, `simulation` is the policy run over `baseline.requests` (None:
+    live figures only)."""
+    recorded = baseline.recorded
     live = logged.filter((pl.col("action") != "miss") & (pl.col("kind") != "fallback"))
     outcome = recorded.select("id", "outcome", "model_requested", pl.col("cost_usd").alias("recorded_usd"))
     base = baseline.requests.select("id", pl.col("cost_usd").alias("baseline_usd"))
@@ -155,7 +151,7 @@ def realised(
         keyed = ["policy", "kind", "mode"]
         sim_sums = pl.DataFrame(schema={c: COLUMNS[c] for c in (*keyed, "simulated", "simulated_usd", "prevented_usd")})
         differ = pl.DataFrame(schema={c: COLUMNS[c] for c in (*keyed, "differ")})
-    rows = _table(policy, live_sums, sim_sums, differ, simulation is not None)
+    rows = _table(simulation.policy if simulation else None, live_sums, sim_sums, differ, simulation is not None)
     totals: dict[str, Any] = {
         c: rows[c].sum()
         for c in (

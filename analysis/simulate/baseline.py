@@ -99,18 +99,39 @@ def as_observed(requests: pl.DataFrame, decisions: pl.DataFrame, sources: pl.Dat
 
     `decisions` are the `decisions` rows of these requests; `sources` the recorded rows of the
     calls whose answers cache hits served (they may lie before `requests`)."""
-    cached = requests["outcome"].is_in(["cached"]).fill_null(False)
     frame = requests.with_row_index("_row")
+    answered, without_source = _answered(frame, decisions, sources)
+    frame = _patch(frame, answered)
+    routed = _routed(frame, decisions, pricer)
+    frame = _patch(frame, routed)
+    unsent = pl.col("outcome").is_in(UNSENT_OUTCOMES).fill_null(False) & (pl.col("cost_source") == "not_sent")
+    unsent_count = int(frame.select(unsent.sum()).item())
+    frame = frame.with_columns(pl.when(unsent).then(None).otherwise(pl.col("cost_usd")).alias("cost_usd"))
+    priced = int(routed["cost_usd"].is_not_null().sum())
+    return Baseline(
+        requests=frame.drop("_row"),
+        recorded=requests,
+        cached=answered.height - without_source,
+        cached_without_source=without_source,
+        routed=priced,
+        unpriced_routes=routed.height - priced,
+        unsent=unsent_count,
+    )
+
+
+def _answered(frame: pl.DataFrame, decisions: pl.DataFrame, sources: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """The patch of the rows answered from a cache: their own request, the answered call's usage,
+    outcome and latency, at the cost the hit recorded as its saving; and how many of them have no
+    recorded answered call (they keep only that cost)."""
     hits = enforced_hits(decisions).unique("id", keep="first")
-    # Cached rows: their own request, the answered call's usage and cost.
     answered = (
-        frame.filter(cached)
+        frame.filter(pl.col("outcome") == "cached")
         .select("_row", "id")
         .join(hits, on="id", how="inner")
         .join(
             sources.select(
                 "id",
-                *[pl.col(c).cast(requests.schema[c]) for c in ANSWERED_COLUMNS],
+                *[pl.col(c).cast(frame.schema[c]) for c in ANSWERED_COLUMNS],
                 pl.col("cost_usd").alias("_source_cost"),
             ),
             left_on="matched_id",
@@ -120,46 +141,32 @@ def as_observed(requests: pl.DataFrame, decisions: pl.DataFrame, sources: pl.Dat
     )
     found = answered.filter(pl.col("outcome").is_not_null())
     missing = answered.filter(pl.col("outcome").is_null())
-    patch_cached = found.select(
-        "_row", *ANSWERED_COLUMNS, pl.coalesce("saving_usd", "_source_cost").alias("cost_usd")
-    ).vstack(
+    patch = found.select("_row", *ANSWERED_COLUMNS, pl.coalesce("saving_usd", "_source_cost").alias("cost_usd"))
+    patch = patch.vstack(
         missing.select(
             "_row",
             *[pl.lit(None).cast(frame.schema[c]).alias(c) for c in ANSWERED_COLUMNS],
             pl.col("saving_usd").alias("cost_usd"),
         ).with_columns(pl.lit("ok").alias("outcome"), pl.lit("computed").alias("cost_source"))
     )
-    frame = _patch(frame, patch_cached)
+    return patch, missing.height
 
-    # Routed and downgraded rows: back at the model the client named, re-priced.
+
+def _routed(frame: pl.DataFrame, decisions: pl.DataFrame, pricer: Pricer) -> pl.DataFrame:
+    """The patch of the rows a routing rule or downgrade moved (and that went to its target):
+    back at the model the client named, the same tokens at its list price (NULL: no price)."""
     moves = enforced_moves(decisions).filter(pl.col("model_from").is_not_null())
     moved = frame.join(moves, on="id", how="inner").filter(pl.col("model_requested") == pl.col("model_to"))
     costs = np.full(moved.height, np.nan)
     for (model_from,), group in moved.with_row_index("_at").group_by("model_from"):
-        at = group["_at"].to_numpy()
-        costs[at] = pricer.costs_at(PricingRows.from_frame(group), model_from, None)
+        costs[group["_at"].to_numpy()] = pricer.costs_at(PricingRows.from_frame(group), model_from, None)
     priced = ~np.isnan(costs)
-    patch_routed = moved.select(
+    return moved.select(
         "_row",
         pl.col("model_from").alias("model_requested"),
         pl.col("model_from").alias("model"),
         pl.Series("cost_usd", costs, dtype=pl.Float64, nan_to_null=True),
         pl.Series("cost_source", np.where(priced, "computed", "unpriced"), dtype=pl.Utf8),
-    )
-    frame = _patch(frame, patch_routed)
-
-    # Blocked and throttled rows: never sent, cost unknown.
-    unsent = pl.col("outcome").is_in(UNSENT_OUTCOMES).fill_null(False) & (pl.col("cost_source") == "not_sent")
-    unsent_count = int(frame.select(unsent.sum()).item())
-    frame = frame.with_columns(pl.when(unsent).then(None).otherwise(pl.col("cost_usd")).alias("cost_usd"))
-    return Baseline(
-        requests=frame.drop("_row"),
-        recorded=requests,
-        cached=found.height,
-        cached_without_source=missing.height,
-        routed=int(priced.sum()),
-        unpriced_routes=int((~priced).sum()),
-        unsent=unsent_count,
     )
 
 
