@@ -1,7 +1,7 @@
 """Several `llm-shadow proxy --mode enforce --state redis://...` processes on one real
 redis-server behave as one proxy: a team budget trips at the same spend, a rate limit holds the
-global rate, an answer cached by one is a hit on another (exact cache, and the semantic cache's
-index in shadow mode); behind a real HAProxy the budget trips where one proxy's does; and Redis
+global rate, an answer cached by one is a hit on another (exact cache, and the semantic cache in
+shadow and enforce mode); behind a real HAProxy the budget trips where one proxy's does; and Redis
 killed mid-run breaks no call, is counted, and is shared again when it returns.
 
 Each test uses its own team or feature, so the module's three proxies and one Redis serve all
@@ -228,24 +228,32 @@ SEMANTIC_DECISIONS = (
 )
 
 
+@pytest.mark.parametrize("mode", ["shadow", "enforce"])
 @pytest.mark.parametrize("state", ["memory", "redis"])
-def test_semantic_hit_on_one_proxy_from_an_answer_through_another(tmp_path, feature, state):
-    """Shadow mode: an answer that came through the first proxy is stored in the semantic
-    cache's index; a paraphrase sent to the second (the same proxy with --state memory) is a
-    semantic hit on it. With --state redis the two proxies share the index."""
+def test_semantic_hit_on_one_proxy_from_an_answer_through_another(tmp_path, feature, state, mode):
+    """An answer that came through the first proxy is stored in the semantic cache's index; a
+    paraphrase sent to the second (the same proxy with --state memory) is a semantic hit on it.
+    With --state redis the two proxies share the index and, in enforce mode, the answer's
+    bytes: the second proxy answers the paraphrase itself."""
     policy = tmp_path / "policy.toml"
     policy.write_text(SEMANTIC_POLICY)
     redis = RedisServer(tmp_path / "redis").start() if state == "redis" else None
     with FakeProvider() as provider:
-        args = ["--upstream", f"{provider.url}@0", "--policy", str(policy), "--mode", "shadow"]
+        args = ["--upstream", f"{provider.url}@0", "--policy", str(policy), "--mode", mode, "--force"]
         args += ["--state", f"{redis.url}?socket_timeout=2" if redis else "memory"]
         proxies = [RunningProxy(llm_shadow_proxy_command(args, tmp_path / "data")) for _ in range(2 if redis else 1)]
         fleet = Fleet(provider, redis, tmp_path / "data", proxies)
         try:
             headers = {"x-shadow-feature": feature}
-            assert fleet.call(0, "how do I cancel my credit card", **headers).status_code == 200
+            first = fleet.call(0, "how do I cancel my credit card", **headers)
+            assert first.status_code == 200
             again = fleet.call(len(proxies) - 1, "how can I cancel my credit card", **headers)
-            assert again.status_code == 200 and "x-llm-shadow-decision" not in again.headers  # shadow: untouched
+            assert again.status_code == 200
+            if mode == "shadow":
+                assert "x-llm-shadow-decision" not in again.headers  # shadow: untouched
+            else:
+                assert again.headers["x-llm-shadow-decision"] == "semantic_cache=hit; policy=semantic"
+                assert again.content == first.content
             rows = wait_for(lambda: len(found := fleet.query(SEMANTIC_DECISIONS, [feature])) == 2 and found, timeout=60)
             assert rows, fleet.query(SEMANTIC_DECISIONS, [feature])  # a loaded machine writes rows late
             assert [r["action"] for r in rows] == ["miss", "hit"], (
@@ -254,7 +262,7 @@ def test_semantic_hit_on_one_proxy_from_an_answer_through_another(tmp_path, feat
                 fallbacks(fleet),
             )
             assert rows[1]["matched_id"] == rows[0]["id"]
-            assert fleet.upstream("cancel my credit card") == 2  # shadow mode sends both
+            assert fleet.upstream("cancel my credit card") == (2 if mode == "shadow" else 1)  # shadow mode sends both
         finally:
             for p in proxies:
                 p.stop()
