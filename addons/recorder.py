@@ -427,8 +427,15 @@ def outcome_for_error(
     return "upstream_cut" if response_started else "connect_error"
 
 
-from addons.enforcer import Enforcer  # noqa: E402  (shadow and enforce mode, for mitmdump -s)
-from addons.shared_state import SharedState  # noqa: E402  (--state)
-from addons.wrapped_keys import WrappedKeys  # noqa: E402
+def __getattr__(name: str) -> list:
+    """`addons`, what `mitmdump -s addons/recorder.py` loads: the recorder with shared state,
+    wrapped keys and shadow and enforce mode, made when mitmproxy asks for it, so that importing
+    the recorder (the importer's helper processes do) does not import all of enforce mode."""
+    if name != "addons":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from addons.enforcer import Enforcer
+    from addons.shared_state import SharedState
+    from addons.wrapped_keys import WrappedKeys
 
-addons = [Recorder(), SharedState(), WrappedKeys(), Enforcer()]
+    loaded = globals()["addons"] = [Recorder(), SharedState(), WrappedKeys(), Enforcer()]
+    return loaded

@@ -242,3 +242,26 @@ def test_bad_stats_policy_options_are_one_line_errors(recorded, tmp_path, args, 
     out = CliRunner().invoke(app, ["stats", *args, "--data", str(data)])
     assert out.exit_code == 1
     assert message in out.output and "Traceback" not in out.output and len(out.output.strip().splitlines()) == 1
+
+
+def test_enforcing_the_cache_and_a_budget_with_routing_kept_in_shadow(tmp_path):
+    """The README's step 4: the exact cache and the budget act, the routing rule (mode = "shadow")
+    only logs; the view says so entry by entry, and the simulation agrees with every decision."""
+    policy, data = tmp_path / "policy.toml", tmp_path / "data"
+    policy.write_text(POLICY.replace('to = "gpt-4o-mini"\n', 'to = "gpt-4o-mini"\nmode = "shadow"\n'))
+    with FakeProvider() as provider:
+        run_phase(provider, data, policy, "enforce", CALLS_PER_PHASE)
+        upstream = [json.loads(r.body)["model"] for r in provider.requests]
+    assert len(upstream) == CALLS_PER_PHASE - (REPEATS - 1) - 1 and "gpt-4o" in upstream  # not routed
+    first = calls(data, "faq-enforce")[0]
+    view = realised_view(data, policy, None, None)
+    exact, route, budget = (
+        row(view, *key) for key in (("exact", "enforce"), ("to-mini", "shadow"), ("capped-team", "enforce"))
+    )
+    assert (exact["acted"], exact["realised_usd"]) == (REPEATS - 1, pytest.approx((REPEATS - 1) * first["cost_usd"]))
+    assert (route["decided"], route["acted"], route["realised_usd"], route["simulated"]) == (1, 0, None, 1)
+    assert (budget["acted"], budget["unanswered"]) == (1, 1)
+    assert view.totals["differ"] == 0
+    assert {d["mode"] for d in Store(data).decisions_frame().filter(pl.col("policy") == "to-mini").to_dicts()} == {
+        "shadow"
+    }

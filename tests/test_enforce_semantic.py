@@ -141,7 +141,8 @@ def test_anthropic_paraphrase_is_answered_from_the_semantic_cache(enforcing, fea
 def test_a_lookup_over_its_budget_goes_to_the_upstream_counted(provider, tmp_path, feature):
     """With lookup_timeout_ms = 0 no call waits for its prompt's embedding (a thread makes it;
     the call never yields before deciding): every new prompt goes upstream, counted as
-    semantic_lookup_timeout, and its decisions row says why."""
+    semantic_lookup_timeout, and its decisions row says why; only prompts embedded before are
+    looked up."""
     proxied = start(provider, tmp_path, "enforce", timeout_ms=0)
     try:
         client = proxied.openai(feature)
@@ -162,6 +163,16 @@ def test_a_lookup_over_its_budget_goes_to_the_upstream_counted(provider, tmp_pat
         assert wait_for(lambda: counted() == 2), counted()
         stats = CliRunner().invoke(app, ["stats", "--data", str(proxied.data_dir)])
         assert stats.exit_code == 0 and "semantic_lookup_timeout" in stats.output, stats.output
+
+        # The vectors made after their calls went on are kept: the same prompt again is looked up
+        # without waiting (a miss: no answer was stored for it, so it is stored now), then is a hit.
+        answered = []
+        for _ in range(10):  # bounded: on a loaded machine the late vector may come after a call or two
+            answer, headers = ask(client, ASKED)
+            answered.append(headers.get("x-llm-shadow-decision"))
+            if answered[-1]:
+                break
+        assert answered[-1] == HIT and answer == first, answered
     finally:
         proxied.proxy.stop()
 

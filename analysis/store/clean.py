@@ -57,17 +57,35 @@ def clean_text(value: str, cap: int, marked: bool = False) -> str:
 
 def clean_row(row: dict, columns: "list[Column]") -> dict:
     """The row with every text field valid and within its cap (in place; returned too)."""
-    for column in columns:
-        value = row.get(column.name)
-        if value is None or column.sql_type != "VARCHAR":
+    for name, cap, marked in _text_fields(columns):
+        value = row.get(name)
+        if value is None:
             continue
         if isinstance(value, bytes):
             value = value.decode("utf-8", "replace")
         elif not isinstance(value, str):  # a number where a provider should have sent a name
             value = str(value)
-        name = column.name
-        row[name] = clean_text(value, FIELD_CAPS.get(name, DEFAULT_CAP), name in MARKED_FIELDS)
+        if len(value) > cap or not value.isascii():  # ASCII within its cap: nothing to clean
+            value = clean_text(value, cap, marked)
+        row[name] = value
     return row
+
+
+_TEXT_FIELDS: dict[int, tuple[list, list[tuple[str, int, bool]]]] = {}
+
+
+def _text_fields(columns: "list[Column]") -> list[tuple[str, int, bool]]:
+    """(name, cap, marked) of each text column, worked out once per column list (every row of
+    every call goes through clean_row)."""
+    known = _TEXT_FIELDS.get(id(columns))
+    if known is None or known[0] is not columns:  # the list is kept: its id cannot be reused
+        fields = [
+            (c.name, FIELD_CAPS.get(c.name, DEFAULT_CAP), c.name in MARKED_FIELDS)
+            for c in columns
+            if c.sql_type == "VARCHAR"
+        ]
+        known = _TEXT_FIELDS[id(columns)] = (columns, fields)
+    return known[1]
 
 
 # C0 and C1 control characters (but tab and newline), DEL, and the bidirectional overrides that

@@ -79,4 +79,10 @@ class ContentRow:
 
 def as_dict(row: "RequestRow | ContentRow") -> dict[str, Any]:
     """The row as a dict of every column, in the schema's order."""
-    return {f.name: getattr(row, f.name) for f in fields(row)}
+    names = _NAMES.get(type(row))
+    if names is None:
+        names = _NAMES[type(row)] = tuple(f.name for f in fields(row))
+    return {name: getattr(row, name) for name in names}
+
+
+_NAMES: dict[type, tuple[str, ...]] = {}  # the field names of each row type, read once
