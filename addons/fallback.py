@@ -78,8 +78,8 @@ NOT_COPIED = {
     "host",
 }
 DECISION_HEADER = b"x-llm-shadow-decision"
-# The settlement of a relayed call: its own capture and the attempts' (addons.enforcer).
-Settle = Callable[[http.HTTPFlow, Capture, list[Capture]], None]
+# The settlement of a relayed call: its decision, its own capture and the attempts' (addons.enforcer).
+Settle = Callable[[http.HTTPFlow, LivePolicy, Verdict, Capture, list[Capture]], None]
 
 
 @dataclass
@@ -290,7 +290,7 @@ class FallbackActor:
                 if held.sink is not None:
                     held.sink.submit(own)
             if own is not None:
-                held.settle(flow, own, attempts)
+                held.settle(flow, held.live, held.verdict, own, attempts)
         except Exception as e:  # fail-open: the answer goes on; what was lost is counted by the caller
             log.warning("llm-shadow: fallback_error: %s: %s", type(e).__name__, e)
             held.live.counts[f"fallback_error:{type(e).__name__}"] += 1
