@@ -394,15 +394,17 @@ class Enforcer:
         self.fallback.ended(flow)
         self._settle(flow)
 
-    def _settle_relayed(self, flow: http.HTTPFlow, own: Capture, attempts: list[Capture]) -> None:
+    def _settle_relayed(
+        self, flow: http.HTTPFlow, live: LivePolicy, verdict: Verdict, own: Capture, attempts: list[Capture]
+    ) -> None:
         """A call the fallback relay sent (addons.fallback), before its answer's last byte is
-        released: charge the budgets with each attempt it sent (never cached), then settle the
-        call itself (`own`, its first attempt) as any other."""
-        held = self._verdicts.get(flow.id)
-        if held is not None and held[1].needs_settling:
+        released: charge the budgets with each attempt it sent (never cached; also when the
+        client left before), then settle the call itself (`own`, its first attempt) as any
+        other, unless its end settled it already."""
+        if verdict.needs_settling:
             for capture in attempts:
                 try:
-                    held[0].settle(held[1], False, self._cost(capture).cost_usd, capture.ended)  # budgets only
+                    live.settle(verdict, False, self._cost(capture).cost_usd, capture.ended)  # budgets only
                 except Exception as e:  # fail-open: the charge is lost and counted
                     self.problems.add(f"settle_error:{type(e).__name__}", str(e))
         self._settle(flow)

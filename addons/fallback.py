@@ -78,8 +78,8 @@ NOT_COPIED = {
     "host",
 }
 DECISION_HEADER = b"x-llm-shadow-decision"
-# The settlement of a relayed call: its own capture and the attempts' (addons.enforcer).
-Settle = Callable[[http.HTTPFlow, Capture, list[Capture]], None]
+# The settlement of a relayed call: its decision, its own capture and the attempts' (addons.enforcer).
+Settle = Callable[[http.HTTPFlow, LivePolicy, Verdict, Capture, list[Capture]], None]
 
 
 @dataclass
@@ -208,15 +208,13 @@ class FallbackActor:
         exhausted = header_value("fallback", "exhausted", rule.name).encode() if plan is not None else None
         if first.status is not None:
             headers = first.headers + (((DECISION_HEADER, exhausted),) if exhausted else ())
-            responder.head(first.status, _reason(first.status), headers, len(first.body))
-            await responder.send(first.body)
+            await responder.whole(first.status, _reason(first.status), headers, first.body)
             await responder.end()
         elif exhausted is not None:
             status = 504 if first.outcome == "timeout" else 502
             failure = upstream_failure(held.wire_format, status, f"llm-shadow: no upstream answered: {first.error}")
             headers = tuple((k.encode(), v.encode()) for k, v in failure.headers) + ((DECISION_HEADER, exhausted),)
-            responder.head(status, _reason(status), headers, len(failure.body))
-            await responder.send(failure.body)
+            await responder.whole(status, _reason(status), headers, failure.body)
             await responder.end()
         else:
             responder.abort()  # a failure the rule does not handle: mitmproxy answers it as before
@@ -275,9 +273,7 @@ class FallbackActor:
             sent = [done if s is answer else s for s in sent]
         self._finish(held, first, sent, plan)
         if whole and length is not None:
-            whole_body = b"".join(body)
-            responder.head(answer.status or 200, _reason(answer.status or 200), headers, len(whole_body))
-            await responder.send(whole_body)
+            await responder.whole(answer.status or 200, _reason(answer.status or 200), headers, b"".join(body))
         return whole
 
     def _finish(self, held: Held, first: Sent, sent: list[Sent], plan: Plan | None) -> None:
@@ -294,7 +290,7 @@ class FallbackActor:
                 if held.sink is not None:
                     held.sink.submit(own)
             if own is not None:
-                held.settle(flow, own, attempts)
+                held.settle(flow, held.live, held.verdict, own, attempts)
         except Exception as e:  # fail-open: the answer goes on; what was lost is counted by the caller
             log.warning("llm-shadow: fallback_error: %s: %s", type(e).__name__, e)
             held.live.counts[f"fallback_error:{type(e).__name__}"] += 1

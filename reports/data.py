@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from analysis.store import stats
+from analysis.store.schema import NOT_FAILED
 from reports import format as fmt
 from reports import queries
 from reports.realised_view import realised_figures
@@ -99,22 +100,22 @@ def _outcomes(con, since, until, calls: int) -> dict:
         )
         p["calls"] += row["calls"]
         p["outcomes"][row["outcome"]] = row["calls"]
-        if row["outcome"] != "ok":
+        if row["outcome"] not in NOT_FAILED:
             p["errors"] += row["calls"]
     for p in providers.values():
         p["error_rate"] = _share(p["errors"], p["calls"])
     by_day = queries.outcomes_by_day(con, since, until)
     days = sorted(set(by_day["day"].to_list()))
     index = {d: i for i, d in enumerate(days)}
-    failing = sorted(o for o in overall if o != "ok")
+    failing = sorted(o for o in overall if o not in NOT_FAILED)
     daily = {o: [0] * len(days) for o in failing}
     day_calls = [0] * len(days)
     for row in by_day.iter_rows(named=True):
         i = index[row["day"]]
         day_calls[i] += row["calls"]
-        if row["outcome"] != "ok":
+        if row["outcome"] not in NOT_FAILED:
             daily[row["outcome"]][i] += row["calls"]
-    errors = sum(v for o, v in overall.items() if o != "ok")
+    errors = sum(v for o, v in overall.items() if o not in NOT_FAILED)
     return {
         "errors": errors,
         "error_rate": _share(errors, calls),

@@ -40,6 +40,13 @@ retries = 1
 backoff_ms = 10
 chain = [{{ to = "gpt-4o-mini", to_url = "{closed}/closed" }}]
 
+[[budget]]
+name = "tiny"
+scope = "feature"
+feature = "test_a_client_that_leaves*"
+window = "day"
+limit_usd = 0.000001
+
 [[fallback]]
 name = "rescue"
 feature = "test_*"
@@ -281,7 +288,8 @@ def test_shadow_mode_gives_the_same_502_and_logs_the_plan(shadowing, closed, fea
 
 def test_a_client_that_leaves_during_the_rescue_is_recorded_once(enforcing, silent, feature):
     """The client gives up while the proxy waits for a silent upstream: the proxy finishes the
-    rescue it started (each attempt recorded), and the client's call has one row, not two."""
+    rescue it started (each attempt recorded, the budget charged with it), and the client's call
+    has one row, not two."""
     body = json.dumps({"model": "gpt-4o", "messages": MESSAGES}).encode()
     headers = {"content-type": "application/json", "authorization": f"Bearer {API_KEY}", "x-shadow-feature": feature}
     with httpx.Client(proxy=enforcing.proxy.url, trust_env=False, timeout=0.3) as client:
@@ -296,6 +304,8 @@ def test_a_client_that_leaves_during_the_rescue_is_recorded_once(enforcing, sile
     ]
     assert rows[0]["path"] == "/v1/chat/completions"  # the client's request, not the relay's
     assert len(enforcing.calls(feature)) == 1
+    with pytest.raises(openai.RateLimitError, match="budget 'tiny' is spent"):  # the rescue was charged
+        enforcing.openai(enforcing.backup.url, feature).chat.completions.create(model="gpt-4o", messages=MESSAGES)
     answer = enforcing.openai(enforcing.backup.url, feature + "-after").chat.completions.create(
         model="gpt-4o", messages=MESSAGES
     )

@@ -13,6 +13,7 @@ import numpy as np
 from analysis.enforce.live import LivePolicy
 from analysis.pricing.table import PriceTable
 from analysis.simulate.policy import parse_policy
+from analysis.simulate.state import MemoryBackend
 from tests.enforce_support import T0, chat_record
 
 POLICY = """
@@ -88,3 +89,18 @@ def test_shadow_mode_keeps_no_bytes():
     verdict = call(live, 1, "how do I cancel my credit card", T0 + 1)
     assert verdict.decision.semantic_cache == "hit" and verdict.action == "pass"
     assert live.semantic_responses is None
+
+
+def test_a_hit_without_stored_bytes_goes_upstream_and_says_so():
+    """Entries stored while the cache only decided (shadow mode) have no bytes: in enforce mode
+    on the same state such a hit is sent upstream, counted, and its row claims no saving."""
+    backend = MemoryBackend()
+    policy = parse_policy(POLICY.format(max_entries=10))
+    call(LivePolicy(policy, "shadow", PriceTable.load(), backend), 0, "how do I cancel my credit card", T0)
+    live = LivePolicy(policy, "enforce", PriceTable.load(), backend)
+    verdict = call(live, 1, "how do I cancel my credit card", T0 + 1)
+    assert verdict.decision.semantic_cache == "hit" and verdict.action == "pass" and verdict.really_sent
+    assert live.counts["semantic_cache_bytes_missing"] == 1
+    [row] = verdict.rows
+    assert row["action"] == "hit" and row["saving_usd"] is None
+    assert row["reason"].endswith("no stored answer to replay: sent upstream")

@@ -196,11 +196,13 @@ class LivePolicy:
         verdict = Verdict(record, decision, facts, [])
         now = facts.ts_us
         cache_saving = None
+        unserved = None  # the cache whose hit had no stored answer to replay (the call goes upstream)
         if decision.disposition == "exact_hit" and decision.cache_policy and self.acts(decision.cache_policy):
             source = decision.cache_source_id
             stored = self.responses.get(source, now) if self.responses is not None and source else None
             if stored is None:
                 self.counts["exact_cache_bytes_missing"] += 1  # evicted by the byte cap: pass
+                unserved = "exact_cache"
             else:
                 verdict.action, verdict.answered_by, verdict.answer = "answer", "exact_cache", stored
                 verdict.header = header_value("exact_cache", "hit", decision.cache_policy)
@@ -210,6 +212,7 @@ class LivePolicy:
             stored = store.get(source, now) if store is not None and source else None
             if stored is None:
                 self.counts["semantic_cache_bytes_missing"] += 1  # evicted, or stored by no proxy: pass
+                unserved = "semantic_cache"
             else:
                 verdict.action, verdict.answered_by, verdict.answer = "answer", "semantic_cache", stored
                 verdict.header = header_value("semantic_cache", "hit", decision.cache_policy)
@@ -250,10 +253,12 @@ class LivePolicy:
             verdict.rows = decision_rows(
                 decision.__dict__, p, record["ts"], self.mode_of, cache_saving if verdict.answer else None
             )
-            if lookup_timed_out and p.semantic_cache is not None:
-                for row in verdict.rows:
-                    if row["kind"] == "semantic_cache":
-                        row["reason"] = f"{LOOKUP_TIMEOUT}: not embedded within {p.semantic_cache.lookup_timeout_ms} ms"
+            for row in verdict.rows:
+                if lookup_timed_out and p.semantic_cache is not None and row["kind"] == "semantic_cache":
+                    row["reason"] = f"{LOOKUP_TIMEOUT}: not embedded within {p.semantic_cache.lookup_timeout_ms} ms"
+                elif row["kind"] == unserved and row["action"] == "hit":  # decided, but nothing saved
+                    said = f"{row['reason']}; " if row["reason"] else ""
+                    row["reason"], row["saving_usd"] = f"{said}no stored answer to replay: sent upstream", None
         return verdict
 
     def _rewrite(self, verdict: Verdict, wire_format: str) -> None:

@@ -25,8 +25,8 @@ MAX_HEAD = 64 * 1024
 
 
 class Responder:
-    """Writes one answer to mitmproxy: `head`, then `send` each piece, then `end` (or `abort`,
-    which cuts the connection: mitmproxy then reports the call as cut, to the client too)."""
+    """Writes one answer to mitmproxy: `whole`, or `head`, then `send` each piece, then `end` (or
+    `abort`, which cuts the connection: mitmproxy then reports the call as cut, to the client too)."""
 
     def __init__(self, writer: asyncio.StreamWriter):
         self.writer = writer
@@ -37,12 +37,20 @@ class Responder:
     def head(self, status: int, reason: bytes, headers: HeaderFields, length: int | None = None) -> None:
         """The status line and headers; `length` when the whole body's length is known (else
         the body is sent chunked)."""
+        self.writer.write(self._head(status, reason, headers, length))
+
+    async def whole(self, status: int, reason: bytes, headers: HeaderFields, body: bytes) -> None:
+        """A whole answer, head and body in one write."""
+        self.writer.write(self._head(status, reason, headers, len(body)) + body)
+        await self.writer.drain()
+
+    def _head(self, status: int, reason: bytes, headers: HeaderFields, length: int | None) -> bytes:
         self.started = True
         self._chunked = length is None
         lines = [b"HTTP/1.1 %d %s" % (status, reason or b"-")]
         lines += [k + b": " + v for k, v in headers if k.lower() not in FRAMING]
         lines.append(b"transfer-encoding: chunked" if length is None else b"content-length: %d" % length)
-        self.writer.write(b"\r\n".join(lines) + b"\r\n\r\n")
+        return b"\r\n".join(lines) + b"\r\n\r\n"
 
     async def send(self, data: bytes) -> None:
         if data:

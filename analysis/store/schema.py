@@ -186,6 +186,11 @@ DECISIONS = [
 
 REQUEST_COLUMNS = [c.name for c in REQUESTS]
 
+# Outcomes of calls enforce mode answered itself, without the upstream. They are not failures:
+# error counts and rates leave them out (a cached answer is a success, a block a decision).
+ANSWERED_BY_PROXY = ("cached", "blocked", "throttled", "refused")
+NOT_FAILED = ("ok", *ANSWERED_BY_PROXY)
+
 
 def polars_schema(columns: list[Column]) -> dict[str, pl.DataType]:
     return {c.name: c.polars_type for c in columns}

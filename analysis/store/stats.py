@@ -11,6 +11,9 @@ import polars as pl
 
 from analysis.store import GROUP_ALIASES, GROUP_LABELS
 from analysis.store.datadir import query_frame, time_filter
+from analysis.store.schema import NOT_FAILED
+
+NOT_FAILED_SQL = ", ".join(f"'{o}'" for o in NOT_FAILED)
 
 
 @dataclass
@@ -43,7 +46,7 @@ def grouped(
                CAST(coalesce(sum(cached_input_tokens), 0) AS BIGINT) AS cached_input_tokens,
                CAST(coalesce(sum(output_tokens), 0) AS BIGINT) AS output_tokens,
                coalesce(sum(cost_usd), 0) AS cost_usd,
-               count(*) FILTER (WHERE outcome <> 'ok') AS errors,
+               count(*) FILTER (WHERE outcome NOT IN ({NOT_FAILED_SQL})) AS errors,
                count(*) FILTER (WHERE usage_source = 'estimated') AS estimated,
                count(*) FILTER (WHERE cost_source = 'unpriced') AS unpriced,
                round(quantile_cont(latency_ms, 0.5), 1) AS latency_p50_ms,
