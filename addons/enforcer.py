@@ -40,7 +40,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Coroutine
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,7 @@ class Enforcer:
         self.settings: RecorderSettings | None = None
         self._verdicts: dict[str, tuple[LivePolicy, Verdict]] = {}
         self._embed_pool = ThreadPoolExecutor(1, thread_name_prefix="llm-shadow-embed")
+        self._embeddings: list[Future] = []  # prompts queued or being embedded
         self._started = False
         self.instance = new_instance_name() + "-policy"
         self._status_dir: Path | None = None
@@ -304,11 +305,17 @@ class Enforcer:
     ):
         """Embed the prompt in a thread, waiting at most the semantic cache's lookup_timeout_ms;
         slower, the call is decided without the semantic cache (counted as
-        semantic_lookup_timeout) and the vector, when it comes, is kept for later calls."""
+        semantic_lookup_timeout) and the vector, when it comes, is kept for later calls. A prompt
+        still queued behind others when its call goes on is dropped from the queue, so a burst of
+        new prompts never leaves a backlog of embeddings nobody waits for."""
         index, embedder, semantic = live.state.semantic, live.engine.embedder, live.policy.semantic_cache
         assert index is not None and embedder is not None and semantic is not None  # text_to_embed found one
         timed_out = False
-        work = asyncio.get_running_loop().run_in_executor(self._embed_pool, embedder.embed, [text])
+        self._embeddings = [job for job in self._embeddings if not job.done()]
+        queued_behind = bool(self._embeddings)
+        job = self._embed_pool.submit(embedder.embed, [text])
+        self._embeddings.append(job)
+        work = asyncio.wrap_future(job)
         try:
             vectors = await asyncio.wait_for(asyncio.shield(work), semantic.lookup_timeout_ms / 1000)
         except Exception as e:  # failed or slow: decided without the semantic cache
@@ -316,7 +323,8 @@ class Enforcer:
                 self.problems.add(f"semantic_embedding_failed:{type(e).__name__}", str(e))
             else:
                 self.problems.add(LOOKUP_TIMEOUT, f"a prompt was not embedded within {semantic.lookup_timeout_ms} ms")
-                work.add_done_callback(lambda done: _register_late(index, text, done))
+                if not (queued_behind and job.cancel()):  # being embedded: keep its vector when it comes
+                    work.add_done_callback(lambda done: _register_late(index, text, done))
                 timed_out = True
         else:
             try:

@@ -9,12 +9,15 @@ time on one keep-alive connection:
     misses, goes upstream and is stored: the whole price of the semantic cache on a miss.
   - `hit` (enforce only): the same prompt again and again, answered from the semantic cache's
     stored bytes without the upstream (an embedded prompt is not embedded again).
+  - `burst`: new prompts again, from CONCURRENCY connections at once: one thread embeds, so
+    prompts queue for it, and those not embedded within the budget go upstream without the
+    semantic cache. Reported as requests/s and the share that went over the budget.
 The prompts are banking77-like questions numbered apart, so no two are alike enough to hit.
 Prints p50/p99 latency per target, the p50 added over observe, and how many calls went over
 the lookup budget (`semantic_lookup_timeout` in the proxy's status file), with the budget at
 its default (20 ms). Every loop is bounded in count and time; everything listens on 127.0.0.1.
 
-    python bench/semantic.py [--calls 300] [--rounds 3]
+    python bench/semantic.py [--calls 300] [--rounds 3] [--concurrency 16]
 """
 
 import argparse
@@ -72,6 +75,25 @@ async def timed(port: int, requests: list[bytes]) -> list[float]:
     return out
 
 
+async def burst(port: int, requests: list[bytes], concurrency: int) -> float:
+    """Requests per second sending `requests` from `concurrency` keep-alive connections."""
+    pending = list(reversed(requests))
+    deadline = time.monotonic() + TIME_LIMIT_S
+
+    async def worker():
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while pending and time.monotonic() < deadline:
+                writer.write(pending.pop())
+                await read_response(reader)
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return (len(requests) - len(pending)) / (time.perf_counter() - started)
+
+
 def timeouts(data: Path) -> int:
     """semantic_lookup_timeout as the proxy's status file counts it (written every second)."""
     return sum(
@@ -84,11 +106,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=300, help="calls per target and round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=16, help="connections of the burst")
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="llm-shadow-bench-semantic-"))
     results: dict[str, list[float]] = {}
     upstreamed: dict[str, int] = {}  # `hit` calls that reached the upstream after all
+    rates: dict[str, float] = {}  # burst requests/s
     with FakeProvider() as upstream:
         base = [sys.executable, str(ROOT / "cli.py"), "proxy", "--upstream", f"{upstream.url}@0"]
         commands = {"observe": [*base, "--data", str(scratch / "observe")]}
@@ -119,6 +143,12 @@ def main() -> None:
                         upstreamed[name] = upstreamed.get(name, 0) + len(upstream.requests) - sent
             time.sleep(2)
             over = {name: timeouts(scratch / name) - before[name] for name in EMBEDDERS}
+            burst_calls = args.calls * args.rounds
+            for name, port in ports.items():
+                fresh = [call(prompt(n, f"burst-{name}")) for n in range(burst_calls)]
+                rates[name] = asyncio.run(burst(port, fresh, args.concurrency))
+            time.sleep(2)
+            burst_over = {name: timeouts(scratch / name) - before[name] - over[name] for name in EMBEDDERS}
         finally:
             for process in processes:
                 process.terminate()
@@ -135,6 +165,11 @@ def main() -> None:
             f"in {hit:.3f} ms p50 ({upstreamed.get(embedder, 0):,} of {len(results[f'{embedder} hit']):,} reached "
             f"the upstream); {over[embedder]:,} of {len(results[f'{embedder} new']):,} new prompts went over the "
             "20 ms lookup budget (passed upstream)"
+        )
+        print(
+            f"{embedder} burst ({args.concurrency} connections, {burst_calls:,} new prompts): "
+            f"{rates[embedder]:.0f} req/s ({rates[embedder] / rates['observe']:.2f}x observe's "
+            f"{rates['observe']:.0f}); {burst_over[embedder]:,} went over the lookup budget"
         )
 
 
