@@ -11,6 +11,7 @@ import os
 import socket
 from pathlib import Path
 
+import anthropic
 import httpx
 import openai
 import polars as pl
@@ -39,6 +40,17 @@ feature = "test_nothing_answers*"
 retries = 1
 backoff_ms = 10
 chain = [{{ to = "gpt-4o-mini", to_url = "{closed}/closed" }}]
+
+[[fallback]]
+name = "claude-rescue"
+feature = "test_anthropic*"
+model = "claude*"
+retries = 0
+
+[[fallback.chain]]
+to = "claude-haiku-4-5"
+to_url = "{backup}/backup"
+to_api_key_env = "LLM_SHADOW_TEST_RESCUE_KEY"
 
 [[budget]]
 name = "tiny"
@@ -333,3 +345,35 @@ def test_the_upstream_receives_the_clients_own_headers(enforcing, primary, featu
     [received] = [r for r in primary.requests if r.headers.get("x-shadow-feature") == feature]
     assert set(received.headers) == {"host", "content-type", "authorization", "x-shadow-feature", "content-length"}
     assert received.body == body
+
+
+def test_anthropic_stream_to_a_refused_upstream_is_rescued_event_by_event(enforcing, closed, feature):
+    """The Anthropic wire format (named SSE events) through the same relay: the real anthropic
+    SDK reads the backup's first event while the backup still holds its last."""
+    feature = feature.replace("test_", "test_anthropic_", 1)
+    gate = enforcing.backup.gate(feature)
+    client = anthropic.Anthropic(
+        base_url=closed,
+        api_key=API_KEY,
+        max_retries=0,
+        default_headers={"x-shadow-feature": feature, "x-fake-gate": feature},
+        http_client=anthropic.DefaultHttpxClient(proxy=enforcing.proxy.url, trust_env=False),
+    )
+    with client.messages.stream(model="claude-sonnet-4-6", max_tokens=100, messages=MESSAGES) as stream:
+        events = iter(stream)
+        first = next(events)
+        assert first.type == "message_start"
+        assert feature not in enforcing.backup.finished  # the backup is still holding its last events
+        gate.set()
+        for _ in events:
+            pass
+        message = stream.get_final_message()
+    assert message.content[0].text and message.model == "claude-haiku-4-5"
+    assert feature in enforcing.backup.finished
+    [rescue] = enforcing.calls(feature)
+    assert rescue.headers["authorization"] == f"Bearer {BACKUP_KEY}"  # the backup's key, as the SDK sends keys
+    rows = enforcing.rows(feature, 2)
+    assert [(r["status"], r["outcome"]) for r in rows] == [(None, "connect_error"), (200, "ok")]
+    assert {r["provider"] for r in rows} == {"anthropic_compatible"}  # the Anthropic wire format at a local host
+    assert rows[1]["output_tokens"] > 0 and rows[1]["cost_usd"] > 0
+    assert [d["action"] for d in enforcing.decisions(feature, 1)] == ["fallback"]
