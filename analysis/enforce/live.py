@@ -83,9 +83,9 @@ class Verdict:
     def needs_settling(self) -> bool:
         """The request (would have) reached the upstream and its answer updates the state: a
         budget applies to it, or its answer may be stored in the exact cache or the semantic
-        cache's index. In enforce mode a hit or block that did not act (a semantic-cache hit, an
-        entry in shadow mode, an exact hit whose bytes were evicted) is only logged: the call
-        really reaches the upstream and is settled like any other."""
+        cache's index. In enforce mode a hit or block that did not act (an entry in shadow mode,
+        a cache hit with no stored answer to replay) is only logged: the call really reaches
+        the upstream and is settled like any other."""
         if self.decision.disposition != "upstream" and not self.really_sent:
             return False
         facts = self.facts
@@ -201,8 +201,11 @@ class LivePolicy:
             source = decision.cache_source_id
             stored = self.responses.get(source, now) if self.responses is not None and source else None
             if stored is None:
-                self.counts["exact_cache_bytes_missing"] += 1  # evicted by the byte cap: pass
+                self.counts["exact_cache_bytes_missing"] += 1  # stored while only deciding, or lost: pass
                 unserved = "exact_cache"
+                forget = getattr(self.state.exact, "forget", None)
+                if forget is not None and facts.exact_key is not None:
+                    forget(facts.exact_key)  # this call's answer, with its bytes, takes the entry's place
             else:
                 verdict.action, verdict.answered_by, verdict.answer = "answer", "exact_cache", stored
                 verdict.header = header_value("exact_cache", "hit", decision.cache_policy)
@@ -211,8 +214,10 @@ class LivePolicy:
             source, store = decision.cache_source_id, self.semantic_responses
             stored = store.get(source, now) if store is not None and source else None
             if stored is None:
-                self.counts["semantic_cache_bytes_missing"] += 1  # evicted, or stored by no proxy: pass
+                self.counts["semantic_cache_bytes_missing"] += 1  # stored while only deciding, or lost: pass
                 unserved = "semantic_cache"
+                if type(self.state.semantic) is SemanticIndex and source:
+                    self.state.semantic.forget_source(source)  # this call's answer takes its place
             else:
                 verdict.action, verdict.answered_by, verdict.answer = "answer", "semantic_cache", stored
                 verdict.header = header_value("semantic_cache", "hit", decision.cache_policy)
@@ -243,8 +248,8 @@ class LivePolicy:
                 for r, key in enumerate(facts.rate_keys)
                 if key is not None and p.rate_limits[r].tokens_per_minute is not None
             )
-        # In enforce mode a decision that did not act (its entry in shadow mode, a semantic hit,
-        # a hit whose bytes were evicted) lets the call reach the upstream: it is charged and
+        # In enforce mode a decision that did not act (its entry in shadow mode, a cache hit with
+        # no stored answer to replay) lets the call reach the upstream: it is charged and
         # settled like any other. In shadow mode the state follows the simulation instead.
         verdict.really_sent = (
             self.mode == "enforce" and decision.disposition != "upstream" and verdict.action not in ("answer", "refuse")
