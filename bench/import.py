@@ -10,11 +10,12 @@ for `--rounds` rounds:
                  importing thread)
   3. parallel    today's import with one process per core (the default for large files): this
                  process and helpers it spawns, taking chunks of the file from one queue
-Prints wall-clock seconds and calls per second for each (framing the file included), the CPU
-seconds each spent per call (its own process and its helpers, framing included: on a machine
-shared with other jobs the wall clock says more about the neighbours than about the importer),
-the calls per second that CPU cost allows on this machine's cores, and the load average. Every
-import is bounded by the file's size.
+Each import runs in a new Python process, as a user's `llm-shadow import` does: its start-up
+(imports, price tables, tokenizer files) is part of what is measured. Prints wall-clock seconds
+and calls per second for each, the CPU seconds each spent per call (the process and its
+helpers, as the OS counts them: on a machine shared with other jobs the wall clock says more
+about the neighbours than about the importer), the calls per second that CPU cost allows on
+this machine's cores, and the load average. Every import is bounded by the file's size.
 
     python bench/import.py [--scale 10] [--flows FILE] [--rounds 2] [--workers N]
 """
@@ -22,8 +23,10 @@ import is bounded by the file's size.
 import argparse
 import asyncio
 import os
+import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -66,12 +69,32 @@ def import_before(path: Path, data_dir: Path) -> tuple[int, float]:
     return recorded, time.process_time() - cpu
 
 
-def import_now(path: Path, data_dir: Path, workers: int | None) -> tuple[int, float]:
-    cpu = time.process_time()
-    sources = read_sources([path])
-    framing = time.process_time() - cpu
-    result = import_files(sources, RecorderSettings(data=data_dir, queue_limit=0), workers=workers)
-    return result.recorded, framing + result.cpu_seconds
+def import_now(path: Path, data_dir: Path, workers: int | None) -> int:
+    result = import_files(read_sources([path]), RecorderSettings(data=data_dir, queue_limit=0), workers=workers)
+    return result.recorded
+
+
+IMPORTS = ("before", "one process", "parallel")
+
+
+def run_one(name: str, path: Path, data_dir: Path, workers: int) -> int:
+    """The import `name` in this process (the child side of `in_new_process`)."""
+    if name == "before":
+        return import_before(path, data_dir)[0]
+    return import_now(path, data_dir, 1 if name == "one process" else workers)
+
+
+def in_new_process(name: str, path: Path, data_dir: Path, workers: int) -> tuple[int, float]:
+    """Run the import `name` in a new Python process; (calls recorded, CPU seconds of that
+    process and every helper it started and waited for)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    args = [sys.executable, __file__, "--flows", str(path), "--one", name, "--data", str(data_dir)]
+    done = subprocess.run([*args, "--workers", str(workers)], capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        raise SystemExit(f"{name}: the import failed:\n{done.stderr}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return int(done.stdout.split()[-1]), cpu
 
 
 def main() -> int:
@@ -80,7 +103,14 @@ def main() -> int:
     parser.add_argument("--flows", type=Path, help="import this flow file instead of generating one")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workers", type=int, default=None, help="workers of the parallel run (default: cores)")
+    parser.add_argument("--one", choices=IMPORTS, help=argparse.SUPPRESS)  # in a new process: one import
+    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    cores = len(os.sched_getaffinity(0))
+    workers = args.workers or cores
+    if args.one:
+        print(f"recorded {run_one(args.one, args.flows, args.data, workers)}")
+        return 0
     scratch = Path(tempfile.mkdtemp(prefix="llm-shadow-bench-import-"))
     try:
         path = args.flows
@@ -92,20 +122,14 @@ def main() -> int:
             generate(path, scale=args.scale)
             print(f"generated {path.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - started:.1f} s")
         flows = sum(len(s) for s in read_sources([path]))
-        targets = {
-            "before": lambda d: import_before(path, d),
-            "one process": lambda d: import_now(path, d, 1),
-            "parallel": lambda d: import_now(path, d, args.workers or len(os.sched_getaffinity(0))),
-        }
-        seconds: dict[str, list[float]] = {name: [] for name in targets}
-        cpu_seconds: dict[str, list[float]] = {name: [] for name in targets}
-        cores = len(os.sched_getaffinity(0))
+        seconds: dict[str, list[float]] = {name: [] for name in IMPORTS}
+        cpu_seconds: dict[str, list[float]] = {name: [] for name in IMPORTS}
         for round_number in range(args.rounds):
-            for name, run in targets.items():
+            for name in IMPORTS:
                 data_dir = scratch / f"data-{round_number}-{name.replace(' ', '-')}"
                 Store(data_dir)
                 started = time.perf_counter()
-                recorded, cpu = run(data_dir)
+                recorded, cpu = in_new_process(name, path, data_dir, workers)
                 seconds[name].append(time.perf_counter() - started)
                 cpu_seconds[name].append(cpu)
                 if recorded != flows:  # reported, not fatal: the baseline may lose calls under load
@@ -118,7 +142,7 @@ def main() -> int:
         for name, values in seconds.items():
             wall = statistics.median(values)
             per_call = statistics.median(cpu_seconds[name]) / flows
-            parallel = 1 if name != "parallel" else min(cores, args.workers or cores)
+            parallel = 1 if name != "parallel" else min(cores, workers)
             allowed = parallel / per_call
             print(
                 f"| {name} | {wall:.1f} | {flows / wall:,.0f} | {per_call * 1000:.2f} | {allowed:,.0f} "

@@ -9,6 +9,7 @@ the memory backend; the proxy end to end is tests/test_enforce.py.
 from analysis.enforce.live import LivePolicy
 from analysis.pricing.table import PriceTable
 from analysis.simulate.policy import parse_policy
+from analysis.simulate.state import MemoryBackend
 from tests.enforce_support import T0, chat_record
 
 POLICY = """
@@ -68,3 +69,17 @@ def test_evicted_keys_remembered_are_capped():
     assert call(live, 100, "p39", T0 + 100).action == "answer"
     assert call(live, 101, "p36", T0 + 101).decision.exact_cache == "miss_evicted"  # among the last evicted
     assert call(live, 102, "p0", T0 + 102).decision.exact_cache == "miss"  # forgotten long ago
+
+
+def test_an_entry_stored_while_only_deciding_is_replaced_by_the_next_answer():
+    """An exact-cache entry stored in shadow mode has no bytes: in enforce mode on the same state
+    the hit goes upstream (its row claims no saving) and its answer takes the entry's place."""
+    backend = MemoryBackend()
+    policy = parse_policy(POLICY.format(max_entries=10))
+    call(LivePolicy(policy, "shadow", PriceTable.load(), backend), 0, "a", T0)
+    live = LivePolicy(policy, "enforce", PriceTable.load(), backend)
+    unserved = call(live, 1, "a", T0 + 1)
+    assert unserved.decision.exact_cache == "hit" and unserved.action == "pass"
+    assert unserved.rows[0]["saving_usd"] is None and live.counts["exact_cache_bytes_missing"] == 1
+    again = call(live, 2, "a", T0 + 2)
+    assert again.action == "answer" and again.answer.source_id == "r1"

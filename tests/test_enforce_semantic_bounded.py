@@ -93,7 +93,8 @@ def test_shadow_mode_keeps_no_bytes():
 
 def test_a_hit_without_stored_bytes_goes_upstream_and_says_so():
     """Entries stored while the cache only decided (shadow mode) have no bytes: in enforce mode
-    on the same state such a hit is sent upstream, counted, and its row claims no saving."""
+    on the same state such a hit is sent upstream, counted, and its row claims no saving; its
+    answer replaces the entry, so the next call is answered."""
     backend = MemoryBackend()
     policy = parse_policy(POLICY.format(max_entries=10))
     call(LivePolicy(policy, "shadow", PriceTable.load(), backend), 0, "how do I cancel my credit card", T0)
@@ -104,3 +105,5 @@ def test_a_hit_without_stored_bytes_goes_upstream_and_says_so():
     [row] = verdict.rows
     assert row["action"] == "hit" and row["saving_usd"] is None
     assert row["reason"].endswith("no stored answer to replay: sent upstream")
+    again = call(live, 2, "how do I cancel my credit card", T0 + 2)  # call 1's answer took the entry's place
+    assert again.action == "answer" and again.answer.source_id == "r1"

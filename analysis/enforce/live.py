@@ -201,8 +201,11 @@ class LivePolicy:
             source = decision.cache_source_id
             stored = self.responses.get(source, now) if self.responses is not None and source else None
             if stored is None:
-                self.counts["exact_cache_bytes_missing"] += 1  # evicted by the byte cap: pass
+                self.counts["exact_cache_bytes_missing"] += 1  # stored while only deciding, or lost: pass
                 unserved = "exact_cache"
+                forget = getattr(self.state.exact, "forget", None)
+                if forget is not None and facts.exact_key is not None:
+                    forget(facts.exact_key)  # this call's answer, with its bytes, takes the entry's place
             else:
                 verdict.action, verdict.answered_by, verdict.answer = "answer", "exact_cache", stored
                 verdict.header = header_value("exact_cache", "hit", decision.cache_policy)
@@ -211,8 +214,10 @@ class LivePolicy:
             source, store = decision.cache_source_id, self.semantic_responses
             stored = store.get(source, now) if store is not None and source else None
             if stored is None:
-                self.counts["semantic_cache_bytes_missing"] += 1  # evicted, or stored by no proxy: pass
+                self.counts["semantic_cache_bytes_missing"] += 1  # stored while only deciding, or lost: pass
                 unserved = "semantic_cache"
+                if type(self.state.semantic) is SemanticIndex and source:
+                    self.state.semantic.forget_source(source)  # this call's answer takes its place
             else:
                 verdict.action, verdict.answered_by, verdict.answer = "answer", "semantic_cache", stored
                 verdict.header = header_value("semantic_cache", "hit", decision.cache_policy)

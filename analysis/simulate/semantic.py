@@ -191,6 +191,17 @@ class SemanticIndex:
                 del bucket[0]
         return True
 
+    def forget_source(self, source_id: str) -> None:
+        """Evict the stored response of `source_id`, wherever it is (enforce mode: a hit on it had
+        no bytes to replay, so a later answer takes its place). Scans the slots: a rare path."""
+        try:
+            slot = self.source.index(source_id)
+        except ValueError:
+            return
+        if self.expires[slot] >= 0:
+            self.expires[slot] = -1
+            self.lru.pop(slot, None)
+
     def forget(self, pid: int, row: int, source_id: str) -> None:
         """Evict the response of `source_id` stored for this prompt now (enforce mode: its
         bytes left the ResponseStore); nothing when the slot holds another answer by now."""
