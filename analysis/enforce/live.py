@@ -83,9 +83,9 @@ class Verdict:
     def needs_settling(self) -> bool:
         """The request (would have) reached the upstream and its answer updates the state: a
         budget applies to it, or its answer may be stored in the exact cache or the semantic
-        cache's index. In enforce mode a hit or block that did not act (a semantic-cache hit, an
-        entry in shadow mode, an exact hit whose bytes were evicted) is only logged: the call
-        really reaches the upstream and is settled like any other."""
+        cache's index. In enforce mode a hit or block that did not act (an entry in shadow mode,
+        a cache hit with no stored answer to replay) is only logged: the call really reaches
+        the upstream and is settled like any other."""
         if self.decision.disposition != "upstream" and not self.really_sent:
             return False
         facts = self.facts
@@ -248,8 +248,8 @@ class LivePolicy:
                 for r, key in enumerate(facts.rate_keys)
                 if key is not None and p.rate_limits[r].tokens_per_minute is not None
             )
-        # In enforce mode a decision that did not act (its entry in shadow mode, a semantic hit,
-        # a hit whose bytes were evicted) lets the call reach the upstream: it is charged and
+        # In enforce mode a decision that did not act (its entry in shadow mode, a cache hit with
+        # no stored answer to replay) lets the call reach the upstream: it is charged and
         # settled like any other. In shadow mode the state follows the simulation instead.
         verdict.really_sent = (
             self.mode == "enforce" and decision.disposition != "upstream" and verdict.action not in ("answer", "refuse")
