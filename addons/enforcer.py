@@ -360,7 +360,7 @@ class Enforcer:
             return None
         try:  # a fallback rule that acts sends the call through the relay (addons.fallback)
             recorder = ctx.master.addons.get("recorder")
-            sink = recorder.sink if recorder is not None else None
+            sink = recorder if recorder is not None and recorder.sink is not None else None  # Recorder.submit
             self.fallback.watch(flow, live, verdict)
             return self.fallback.divert(flow, live, verdict, wire_format, sink, self._settle_relayed)
         except Exception as e:  # fail-open: the call goes upstream as it is

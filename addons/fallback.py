@@ -92,7 +92,7 @@ class Held:
     verdict: Verdict
     rule: FallbackRule
     wire_format: str
-    sink: Any
+    sink: Any  # what records a call: the recorder (`submit`), None when nothing records
     settle: Settle
 
 

@@ -341,6 +341,13 @@ class Recorder:
             self.problems.add(f"capture_error:{type(e).__name__}", str(e))
             return
         flow.metadata[FLOW_CAPTURE] = capture  # enforce mode settles the call with it
+        self.submit(capture)
+
+    def submit(self, capture: Capture) -> None:
+        """Record a call: hand it to the worker (and print its line when asked to). Enforce
+        mode's fallback relay records the calls it sends through here too (addons.fallback)."""
+        if self.sink is None:
+            return
         self.sink.submit(capture)
         if self.settings is not None and self.settings.log_calls:
             print(call_line(capture), file=sys.stderr, flush=True)

@@ -156,7 +156,7 @@ def start(backup: FakeProvider, tmp: Path, mode: str, closed: str) -> Proxied:
     policy.write_text(POLICY.format(backup=backup.url, closed=closed))
     data_dir = tmp / "data"
     args = ["--forward", "--port", "0", "--confdir", str(tmp / "confdir"), "--policy", str(policy)]
-    args += ["--mode", mode, "--force"]
+    args += ["--mode", mode, "--force", "-v"]  # -v: a line per recorded call
     return Proxied(RunningProxy(llm_shadow_proxy_command(args, data_dir)), data_dir, backup)
 
 
@@ -198,6 +198,9 @@ def test_refused_connection_is_rescued_by_the_chain(enforcing, closed, feature):
     assert {d["id"] for d in decisions} == {rows[0]["id"]}
     assert [d["matched_id"] for d in decisions] == [r["id"] for r in rows[1:]]
     assert decisions[0]["reason"].startswith("after connect_error: attempt 1 retry gpt-4o: connect_error")
+    lines = [line for line in enforcing.proxy.output if line.startswith("llm-shadow: POST 127.0.0.1")]
+    assert sum("/v1/chat/completions -> - connect_error" in line for line in lines) >= 2
+    assert any("/backup/v1/chat/completions -> 200 ok" in line for line in lines)  # -v shows every attempt
 
 
 def test_upstream_that_never_answers_is_rescued_after_the_rules_timeout(enforcing, silent, feature):
