@@ -324,7 +324,7 @@ class Recorder:
             flow.error.msg if flow.error else "",
             response_started=response is not None,
             request_complete=request.timestamp_end is not None,
-            idle_seconds=time.time() - last_activity,
+            idle_seconds=ended_at(flow) - last_activity,
             # Only a live call can have timed out just now (an imported one ended long ago).
             idle_timeout=None if IMPORT_KEY in flow.metadata else ctx.options.tcp_timeout,
         )
@@ -377,7 +377,7 @@ class Recorder:
             response_headers=response.headers.fields if response is not None else (),
             chunks=chunks,
             started=started,
-            ended=(response.timestamp_end if response is not None else None) or time.time(),
+            ended=ended_at(flow),
             outcome=outcome,
             error=flow.error.msg if flow.error else None,
             import_key=flow.metadata.get(IMPORT_KEY),
@@ -387,6 +387,16 @@ class Recorder:
             answered_by=flow.metadata.get(FLOW_ANSWERED_BY),
             decisions=decisions,
         )
+
+
+def ended_at(flow: http.HTTPFlow) -> float:
+    """When a call ended: its response's end, else when it failed (a flow read from a file or
+    made by the demo failed long ago, not now), else now."""
+    if flow.response is not None and flow.response.timestamp_end:
+        return flow.response.timestamp_end
+    if flow.error is not None and flow.error.timestamp:
+        return flow.error.timestamp
+    return time.time()
 
 
 def call_line(capture: Capture) -> str:

@@ -122,3 +122,15 @@ def test_the_demo_policy_is_scaled_to_the_month():
     assert rates and [int(v) for v in re.findall(r"(?m)^requests_per_minute = (\d+)$", bigger)] == [
         r * 20 for r in rates
     ]
+
+
+def test_the_demos_failed_calls_end_when_they_failed(sample_demo):
+    """The generator makes no timeouts: its failed streams are cut by the upstream or left by
+    the client, seconds after they began. Measured against the time of recording instead of
+    the error's own time, they read as timeouts lasting months."""
+    with Store(sample_demo.data, create=False).connect() as con:
+        outcomes = dict(con.execute("SELECT outcome, count(*) FROM requests GROUP BY 1").fetchall())
+        longest = con.execute("SELECT max(latency_ms) FROM requests").fetchone()[0]
+    assert outcomes.get("client_disconnected", 0) > 0 and outcomes.get("upstream_cut", 0) > 0
+    assert "timeout" not in outcomes
+    assert longest < 15 * 60 * 1000  # no call of the month lasts a quarter of an hour

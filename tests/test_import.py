@@ -251,3 +251,28 @@ def test_an_unreadable_flow_in_the_middle_is_counted_and_skipped(tmp_path):
         assert f"Read {len(source):,} flows; recorded {len(keys) - 1:,} LLM calls" in result.stdout
         assert "unreadable_flow:KeyError=1" in result.output
         assert set(Store(data_dir).requests_frame()["import_key"].to_list()) == keys - {source.keys[middle]}
+
+
+def test_a_call_that_failed_ends_when_it_failed_not_when_it_was_imported(tmp_path):
+    """A cut or abandoned call has no response end: its latency runs to its error's time, and
+    its idle time (timeout or client_disconnected) is measured to then too."""
+    from sample_traffic.generate import generate
+
+    month = tmp_path / "month.flows"
+    generate(month, scale=0.2)
+    source = read_source(month)
+    with open(month, "rb") as f:
+        flows = list(io.FlowReader(f).stream())
+    failed = {
+        key: (flow.error.timestamp - flow.request.timestamp_start) * 1000
+        for key, flow in zip(source.keys, flows, strict=True)
+        if flow.error is not None and not (flow.response is not None and flow.response.timestamp_end)
+    }
+    assert failed, "the generated month has failed calls"
+    data = tmp_path / "data"
+    result = CliRunner().invoke(app, ["import", str(month), "--data", str(data)])
+    assert result.exit_code == 0, result.output
+    rows = {r["import_key"]: r for r in Store(data).requests_frame().to_dicts() if r["import_key"] in failed}
+    assert rows.keys() == failed.keys()
+    for key, latency in failed.items():
+        assert rows[key]["latency_ms"] == pytest.approx(latency, abs=0.01), rows[key]["outcome"]
