@@ -47,6 +47,12 @@ UV=$(find_uv)
 sync_venv() {
   "$UV" sync --quiet --locked "$@"
   "$UV" pip check --quiet --python .venv/bin/python
+  # Bytecode compiled once, here: otherwise, where PYTHONDONTWRITEBYTECODE is set, every
+  # process the demo, an import or the tests start compiles its ~240 modules again (about
+  # 1.5 CPU s each; docs/benchmarks.md). Up-to-date files are skipped. Some packages ship
+  # files that are not Python 3 (test data): compileall says so in its exit status, harmlessly.
+  .venv/bin/python -m compileall -q -j 0 "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+    addons analysis reports sample_traffic cli.py >/dev/null 2>&1 || true
 }
 
 case "${1:-}" in
