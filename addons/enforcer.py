@@ -51,7 +51,7 @@ from addons.fallback import FallbackActor
 from addons.redirect import rewrite_model, send_to
 from analysis.enforce.alerts import slack_payload
 from analysis.enforce.live import DEFAULT_CACHE_BYTES, LOOKUP_TIMEOUT, MODES, LivePolicy, Verdict
-from analysis.enforce.request_record import request_record
+from analysis.enforce.request_record import RequestSide, request_record
 from analysis.enforce.webhook import WebhookSender
 from analysis.parsers.detect import detect
 from analysis.pricing.check import Pricing
@@ -93,6 +93,7 @@ class Enforcer:
         self.pricing: Pricing | None = None  # both tables, for the recorded rows (analysis.pricing.check)
         self.settings: RecorderSettings | None = None
         self._verdicts: dict[str, tuple[LivePolicy, Verdict]] = {}
+        self._request_sides: dict[str, RequestSide] = {}  # beside _verdicts: the settlement reads only the answer
         self._embed_pool = ThreadPoolExecutor(1, thread_name_prefix="llm-shadow-embed")
         self._embeddings: list[Future] = []  # prompts queued or being embedded
         self._started = False
@@ -278,7 +279,7 @@ class Enforcer:
             return None
         try:
             request_id = new_id(request.timestamp_start)
-            record = request_record(
+            record, side = request_record(
                 request_id,
                 target,
                 request.method,
@@ -297,11 +298,11 @@ class Enforcer:
             self.problems.add(f"decision_error:{type(e).__name__}", str(e))
             return None
         if text is not None:
-            return self._embed_then_decide(flow, live, record, target.wire_format, text)
-        return self._decide(flow, live, record, target.wire_format)
+            return self._embed_then_decide(flow, live, record, target.wire_format, text, side)
+        return self._decide(flow, live, record, target.wire_format, side=side)
 
     async def _embed_then_decide(
-        self, flow: http.HTTPFlow, live: LivePolicy, record: dict, wire_format: str, text: str
+        self, flow: http.HTTPFlow, live: LivePolicy, record: dict, wire_format: str, text: str, side: RequestSide | None
     ):
         """Embed the prompt in a thread, waiting at most the semantic cache's lookup_timeout_ms;
         slower, the call is decided without the semantic cache (counted as
@@ -333,12 +334,18 @@ class Enforcer:
                 self.problems.add(f"semantic_embedding_failed:{type(e).__name__}", str(e))
         if timed_out or text not in index.text_rows:
             record = {**record, "prompt_text": None}
-        diverting = self._decide(flow, live, record, wire_format, timed_out)
+        diverting = self._decide(flow, live, record, wire_format, timed_out, side)
         if diverting is not None:
             await diverting
 
     def _decide(
-        self, flow: http.HTTPFlow, live: LivePolicy, record: dict, wire_format: str, lookup_timed_out: bool = False
+        self,
+        flow: http.HTTPFlow,
+        live: LivePolicy,
+        record: dict,
+        wire_format: str,
+        lookup_timed_out: bool = False,
+        side: RequestSide | None = None,
     ) -> Coroutine[Any, Any, None] | None:
         """Decide and act; an awaitable when the call waits for the fallback relay to start."""
         try:
@@ -350,6 +357,8 @@ class Enforcer:
         flow.metadata[FLOW_ID] = request_id
         flow.metadata[FLOW_DECISIONS] = tuple(verdict.rows)
         self._verdicts[flow.id] = (live, verdict)
+        if side is not None and verdict.needs_settling:
+            self._request_sides[flow.id] = side
         try:
             self._act(flow, verdict)
         except Exception as e:
@@ -419,6 +428,7 @@ class Enforcer:
 
     def _settle(self, flow: http.HTTPFlow) -> None:
         held = self._verdicts.pop(flow.id, None)
+        side = self._request_sides.pop(flow.id, None)
         if held is None:
             return
         live, verdict = held
@@ -431,7 +441,7 @@ class Enforcer:
             self.problems.add("settle_without_capture", "the recorder kept no copy of the call; state not updated")
             return
         try:
-            cost = self._cost(capture)
+            cost = self._cost(capture, side)
             if verdict.needs_settling:
                 complete = cost.outcome == "ok" and not capture.response_truncated  # never cache part of an answer
                 live.settle(
@@ -449,11 +459,15 @@ class Enforcer:
         except Exception as e:  # fail-open: the call goes on; its charge is lost and counted
             self.problems.add(f"settle_error:{type(e).__name__}", str(e))
 
-    def _cost(self, capture: Capture) -> CallCost:
-        """The call's outcome, cost_usd and tokens, as its `requests` row will say."""
+    def _cost(self, capture: Capture, side: RequestSide | None = None) -> CallCost:
+        """The call's outcome, cost_usd and tokens, as its `requests` row will say. `side`: the
+        request as it was read when decided; its facts are used only when the call sent those
+        very bytes (a rewritten model, a changed path or header is read again)."""
         assert self.settings is not None and self.pricing is not None  # set before any call is decided
+        max_body = self.settings.max_body
         exchange, _ = to_exchange(capture, self.salt, self.settings, None)
-        return call_cost(exchange, self.pricing, self.settings.max_body)
+        request_side = side.parsed if side is not None and side.read_from(capture, max_body) else None
+        return call_cost(exchange, self.pricing, max_body, request_side)
 
 
 def _register_late(index: SemanticIndex, text: str, done: asyncio.Future) -> None:

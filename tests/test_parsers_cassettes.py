@@ -10,7 +10,7 @@ import collections
 
 import pytest
 
-from analysis.parsers import parse
+from analysis.parsers import parse, read_request
 from analysis.parsers.hashing import prompt_hash
 from tests import cassettes
 from tests.cassettes import cassette_files, cassette_id, recorded_exchanges
@@ -30,6 +30,23 @@ EXPECTED_CASSETTE_COUNT = 219
 def test_all_cassettes_are_present():
     cassettes.require_cassettes()
     assert len(cassette_files()) == EXPECTED_CASSETTE_COUNT
+
+
+@pytest.mark.parametrize("path", cassette_files(), ids=cassette_id)
+def test_an_answer_read_with_the_request_side_read_before_gives_the_same_facts(path):
+    """Enforce mode reads a request before sending it and only its answer when it ends
+    (analysis.parsers.parse with request_side): the facts equal a whole parse, and the request
+    side is left as it was, so reading an answer into it twice gives the same."""
+    for recorded in recorded_exchanges(path):
+        exchange = recorded.exchange
+        side = read_request(exchange)
+        if side is None:
+            continue
+        before = repr(side)
+        where = f"{cassette_id(path)} #{recorded.position}"
+        assert parse(exchange, side) == parse(exchange), where
+        assert parse(exchange, side) == parse(exchange), where
+        assert repr(side) == before, where
 
 
 @pytest.mark.parametrize("path", cassette_files(), ids=cassette_id)

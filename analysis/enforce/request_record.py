@@ -10,19 +10,46 @@ for the same call. What only the answer tells (tokens, cost, latency, outcome) i
 when the policy needs a price before the answer (routing, batch, budget downgrades, token
 conditions) the input tokens are counted from the request text, as the recorder counts them
 for a response that reports none.
+
+With the record comes what the request's settlement needs to read only the answer
+(`RequestSide`): the request-side facts and the bytes they were read from, used when the call
+was sent as it was read (not when enforce mode rewrote its model).
 """
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from analysis.parsers import tokens
 from analysis.parsers.detect import Target
+from analysis.parsers.exchange import Parsed
 from analysis.parsers.hashing import prompt_hash
-from analysis.recording.accounting import ParseFailure, parse_exchange
+from analysis.recording.accounting import ParseFailure, parse_request_side
 from analysis.recording.capture import Capture, HeaderFields, Identity, to_exchange
 from analysis.recording.settings import RecorderSettings
 
 Record = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSide:
+    """A decided request's facts as its parser read them before the answer, and what they were
+    read from (analysis.parsers.read_request)."""
+
+    parsed: Parsed
+    path: str
+    headers: HeaderFields
+    body: bytes
+    max_body: int
+
+    def read_from(self, capture: Capture, max_body: int) -> bool:
+        """Whether `capture` sent the request these facts were read from, byte for byte."""
+        return (
+            capture.request_body == self.body
+            and capture.path == self.path
+            and capture.request_headers == self.headers
+            and max_body == self.max_body
+        )
 
 
 def request_record(
@@ -39,8 +66,9 @@ def request_record(
     settings: RecorderSettings,
     count_tokens: bool = False,
     identity: Identity | None = None,
-) -> Record:
-    """The record of a request that has not been answered yet; ParseFailure when its body
+) -> tuple[Record, RequestSide | None]:
+    """The record of a request that has not been answered yet, and its `RequestSide` where its
+    wire format's parser reads the request apart (else None); ParseFailure when its body
     cannot be read (the caller lets it pass)."""
     capture = Capture(
         target=target,
@@ -59,14 +87,15 @@ def request_record(
         identity=identity,
     )
     exchange, context = to_exchange(capture, salt, settings, None)
-    parsed, _ = parse_exchange(exchange, settings.max_body)
+    parsed, request_side = parse_request_side(exchange, settings.max_body)
     attribution_values = {**parsed.attribution}
     for name in ("team", "feature", "user"):
         if getattr(context, name):
             attribution_values[name] = getattr(context, name)
     model = parsed.model_requested
     input_tokens = tokens.estimate_input_tokens(parsed, model) if count_tokens else None
-    return {
+    side = None if request_side is None else RequestSide(request_side, path, headers, body, settings.max_body)
+    record = {
         "id": request_id,
         "ts": datetime.fromtimestamp(started, UTC),
         "provider": target.provider,
@@ -96,6 +125,7 @@ def request_record(
         "system_prompt": parsed.system_prompt or None,
         "prompt_text": parsed.prompt_text or None,
     }
+    return record, side
 
 
-__all__ = ["ParseFailure", "Record", "request_record"]
+__all__ = ["ParseFailure", "Record", "RequestSide", "request_record"]

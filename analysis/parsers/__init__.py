@@ -2,13 +2,46 @@
 
 Parsers are pure: bytes in, facts out. They never raise on odd input they can describe
 (a cut stream, an error body); they raise ValueError on input they cannot read at all.
+
+A module may also expose the two halves of `parse` apart: `read_request(exchange)` (the
+request-side facts, from the request's path and body only) and `read_response(exchange,
+parsed)` (the answer's facts, filled into them), with `parse` their composition. Enforce mode
+reads a request before it is sent and its answer when it ends: `parse(exchange, request_side)`
+then reads only the answer, not the same request bytes a second time.
 """
 
+import dataclasses
 import importlib
 
 from analysis.parsers.exchange import Exchange, Parsed
 
 
-def parse(exchange: Exchange) -> Parsed:
+def parse(exchange: Exchange, request_side: Parsed | None = None) -> Parsed:
+    """The exchange's facts. `request_side`: what `read_request` gave for this exchange's
+    request (the same path and body bytes); the request is then not read again."""
     module = importlib.import_module(f"analysis.parsers.{exchange.wire_format}")
+    if request_side is not None and hasattr(module, "read_request"):
+        parsed = _fresh(request_side)
+        module.read_response(exchange, parsed)
+        return parsed
     return module.parse(exchange)
+
+
+def read_request(exchange: Exchange) -> Parsed | None:
+    """The request-side facts alone, where the wire format's parser reads them apart from the
+    answer; None where it does not (then `parse` reads the whole exchange)."""
+    module = importlib.import_module(f"analysis.parsers.{exchange.wire_format}")
+    reader = getattr(module, "read_request", None)
+    return reader(exchange) if reader is not None else None
+
+
+def _fresh(request_side: Parsed) -> Parsed:
+    """A copy of the request-side facts that reading an answer into leaves them unchanged
+    (its mutable parts copied), so they can be read into again."""
+    return dataclasses.replace(
+        request_side,
+        usage=dataclasses.replace(request_side.usage),
+        other_models=list(request_side.other_models),
+        finish_reasons=list(request_side.finish_reasons),
+        attribution=dict(request_side.attribution),
+    )

@@ -24,9 +24,14 @@ SYSTEM_ROLES = ("system", "developer")
 
 
 def parse(exchange: Exchange) -> Parsed:
-    parsed = parse_request(common.request_json(exchange), exchange)
+    parsed = read_request(exchange)
     read_response(exchange, parsed)
     return parsed
+
+
+def read_request(exchange: Exchange) -> Parsed:
+    """The request-side facts, from the request's path and body only."""
+    return parse_request(common.request_json(exchange), exchange)
 
 
 def read_response(exchange: Exchange, parsed: Parsed) -> None:

@@ -68,11 +68,31 @@ def decode_exchange(exchange: Exchange, max_body: int = DEFAULT_MAX_BODY) -> lis
     return over
 
 
-def parse_exchange(exchange: Exchange, max_body: int = DEFAULT_MAX_BODY) -> tuple[Parsed, list[str]]:
+_UNREADABLE = (DecodeError, ValueError, KeyError, TypeError, AttributeError, IndexError)
+
+
+def parse_exchange(
+    exchange: Exchange, max_body: int = DEFAULT_MAX_BODY, request_side: Parsed | None = None
+) -> tuple[Parsed, list[str]]:
+    """The exchange decoded and parsed, and the row-error notes of decoding. `request_side`:
+    the request's facts as `parse_request_side` read them from the same request bytes (see
+    analysis.parsers.parse)."""
     try:
         over = decode_exchange(exchange, max_body)
-        return parsers.parse(exchange), over
-    except (DecodeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+        return parsers.parse(exchange, request_side), over
+    except _UNREADABLE as e:
+        raise ParseFailure(f"{exchange.wire_format}: {type(e).__name__}: {e}") from e
+
+
+def parse_request_side(exchange: Exchange, max_body: int = DEFAULT_MAX_BODY) -> tuple[Parsed, Parsed | None]:
+    """What `parse_exchange` gives, and the request-side facts alone where the wire format's
+    parser reads them apart (analysis.parsers.read_request; else None): enforce mode reads a
+    request before it is sent, then its answer with these facts (`call_cost`)."""
+    try:
+        decode_exchange(exchange, max_body)
+        request_side = parsers.read_request(exchange)
+        return parsers.parse(exchange, request_side), request_side
+    except _UNREADABLE as e:
         raise ParseFailure(f"{exchange.wire_format}: {type(e).__name__}: {e}") from e
 
 
@@ -243,12 +263,16 @@ class CallCost:
     tokens: int  # input_tokens + output_tokens (a rate limit's tokens_per_minute counts them)
 
 
-def call_cost(exchange: Exchange, prices: Pricing, max_body: int = DEFAULT_MAX_BODY) -> CallCost:
+def call_cost(
+    exchange: Exchange, prices: Pricing, max_body: int = DEFAULT_MAX_BODY, request_side: Parsed | None = None
+) -> CallCost:
     """The `outcome`, `cost_usd` and tokens that `account` gives a call that went upstream,
     without the rest of the row nor the second table's check: what enforce mode settles a call
-    with (analysis.enforce.live), cheaply enough to do it on the proxy's event loop."""
+    with (analysis.enforce.live), cheaply enough to do it on the proxy's event loop.
+    `request_side`: the request's facts as read when it was decided (`parse_request_side`),
+    given only when the request was sent as it was read then."""
     try:
-        parsed, _ = parse_exchange(exchange, max_body)
+        parsed, _ = parse_exchange(exchange, max_body, request_side)
     except ParseFailure:
         parsed = Parsed()
     mark_cut_stream(exchange, parsed)
