@@ -10,10 +10,9 @@ reads a request before it is sent and its answer when it ends: `parse(exchange, 
 then reads only the answer, not the same request bytes a second time.
 """
 
-import dataclasses
 import importlib
 
-from analysis.parsers.exchange import Exchange, Parsed
+from analysis.parsers.exchange import Exchange, Parsed, Usage
 
 
 def parse(exchange: Exchange, request_side: Parsed | None = None) -> Parsed:
@@ -37,11 +36,14 @@ def read_request(exchange: Exchange) -> Parsed | None:
 
 def _fresh(request_side: Parsed) -> Parsed:
     """A copy of the request-side facts that reading an answer into leaves them unchanged
-    (its mutable parts copied), so they can be read into again."""
-    return dataclasses.replace(
-        request_side,
-        usage=dataclasses.replace(request_side.usage),
-        other_models=list(request_side.other_models),
-        finish_reasons=list(request_side.finish_reasons),
-        attribution=dict(request_side.attribution),
-    )
+    (its mutable parts copied), so they can be read into again. Copied field by field, not with
+    dataclasses.replace, which costs as much as reading the request again."""
+    parsed = Parsed.__new__(Parsed)
+    parsed.__dict__.update(request_side.__dict__)
+    usage = Usage.__new__(Usage)
+    usage.__dict__.update(request_side.usage.__dict__)
+    parsed.usage = usage
+    parsed.other_models = list(request_side.other_models)
+    parsed.finish_reasons = list(request_side.finish_reasons)
+    parsed.attribution = dict(request_side.attribution)
+    return parsed
