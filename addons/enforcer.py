@@ -13,7 +13,8 @@ call a fallback rule covers is sent through the fallback relay, which rescues it
 
 When the call ends (`response`, `error`), its outcome and cost are read as the recorder
 records them (analysis.recording.accounting.call_cost: the answer parsed and priced by the
-primary table, about 0.1 ms) and `LivePolicy.settle` charges the budgets (and a wrapped key's
+primary table, about 0.06 ms; the request's facts are the decision's own, not read again, when
+the call sent the bytes the decision read) and `LivePolicy.settle` charges the budgets (and a wrapped key's
 own budget, addons.wrapped_keys), adds the call's tokens to the rate windows that admitted it
 and stores the answer, before the response is released to the
 client, so the next call sees the spend. This runs on the event loop: a thread of this process

@@ -7,6 +7,7 @@ written out.
 """
 
 import collections
+import dataclasses
 
 import pytest
 
@@ -47,6 +48,40 @@ def test_an_answer_read_with_the_request_side_read_before_gives_the_same_facts(p
         assert parse(exchange, side) == parse(exchange), where
         assert parse(exchange, side) == parse(exchange), where
         assert repr(side) == before, where
+
+
+# What analysis.enforce.request_record reads of a request's facts before its answer.
+RECORD_FACTS = (
+    "model_requested",
+    "stream",
+    "system_prompt",
+    "prompt_text",
+    "canonical_request",
+    "temperature",
+    "n",
+    "has_tools",
+    "has_images",
+    "service_tier",
+    "batch",
+    "attribution",
+)
+
+
+@pytest.mark.parametrize("path", cassette_files(), ids=cassette_id)
+def test_the_request_side_says_what_a_parse_without_an_answer_says(path):
+    """Enforce mode decides a request from `read_request`'s facts where the parser reads the
+    request apart (analysis.recording.accounting.parse_request_side): they equal those of the
+    whole parse of the request with no answer yet, which the decision read before."""
+    for recorded in recorded_exchanges(path):
+        side = read_request(recorded.exchange)
+        if side is None:
+            continue
+        unanswered = dataclasses.replace(
+            recorded.exchange, status=None, response_headers={}, response_chunks=[], duration=0.0
+        )
+        whole = parse(unanswered)
+        where = f"{cassette_id(path)} #{recorded.position}"
+        assert {f: getattr(side, f) for f in RECORD_FACTS} == {f: getattr(whole, f) for f in RECORD_FACTS}, where
 
 
 @pytest.mark.parametrize("path", cassette_files(), ids=cassette_id)

@@ -85,13 +85,16 @@ def parse_exchange(
 
 
 def parse_request_side(exchange: Exchange, max_body: int = DEFAULT_MAX_BODY) -> tuple[Parsed, Parsed | None]:
-    """What `parse_exchange` gives, and the request-side facts alone where the wire format's
-    parser reads them apart (analysis.parsers.read_request; else None): enforce mode reads a
-    request before it is sent, then its answer with these facts (`call_cost`)."""
+    """The facts of an exchange that has no answer yet, and the request-side facts alone where
+    the wire format's parser reads them apart (analysis.parsers.read_request; else None): then
+    both are the same object, which the caller must not change, as enforce mode reads the
+    call's answer into it when the call ends (`call_cost`)."""
     try:
         decode_exchange(exchange, max_body)
         request_side = parsers.read_request(exchange)
-        return parsers.parse(exchange, request_side), request_side
+        if request_side is not None:
+            return request_side, request_side
+        return parsers.parse(exchange), None
     except _UNREADABLE as e:
         raise ParseFailure(f"{exchange.wire_format}: {type(e).__name__}: {e}") from e
 
