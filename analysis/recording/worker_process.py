@@ -69,14 +69,17 @@ class SinkProcess:
 
     def start(self) -> "SinkProcess":
         with self._lock:
+            self._queue = self._new_queue()
             self._start_worker()
         self._watcher = threading.Thread(target=self._watch, name="llm-shadow-status", daemon=True)
         self._watcher.start()
         return self
 
+    def _new_queue(self) -> Any:
+        return self._context.Queue(maxsize=self.settings.queue_limit)  # 0: no limit
+
     def _start_worker(self) -> None:
-        """A new worker, its queue and its pipe (call with the lock held)."""
-        self._queue = self._context.Queue(maxsize=self.settings.queue_limit)  # 0: no limit
+        """A new worker reading the current queue, and its pipe (call with the lock held)."""
         reports, child_end = self._context.Pipe(duplex=False)
         self._process = self._context.Process(
             target=_child_main,
@@ -141,6 +144,9 @@ class SinkProcess:
                 return
             pid = self._process.pid
             self._end_worker()
+            # Calls made from now on wait in a new queue for the new worker, also while a worker
+            # that died at once is given time before the next one starts.
+            self._queue = self._new_queue()
             wait = self._started_at + _RESTART_SECONDS - time.monotonic()
         self.problems.add("worker_died", f"worker {pid} ended; started a new one; calls it had not written are lost")
         if self.metrics_dir:
