@@ -8,6 +8,7 @@ listens on. Every loop is bounded in count and in time (TIME_LIMIT_S); everythin
 """
 
 import asyncio
+import math
 import os
 import re
 import statistics
@@ -48,35 +49,38 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[float | None, byt
     return time.perf_counter(), body
 
 
-async def throughput(port: int, request: bytes, total: int, concurrency: int) -> float:
-    """Requests per second with `concurrency` connections sending `request` until `total`
-    were sent (or TIME_LIMIT_S passed)."""
-    done = 0
+async def burst(port: int, requests: list[bytes], concurrency: int) -> float:
+    """Requests per second sending `requests` from `concurrency` keep-alive connections (until
+    all were sent, or TIME_LIMIT_S passed)."""
+    pending = list(reversed(requests))
     deadline = time.monotonic() + TIME_LIMIT_S
 
     async def worker():
-        nonlocal done
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
-            while done < total and time.monotonic() < deadline:
-                done += 1
-                writer.write(request)
+            while pending and time.monotonic() < deadline:
+                writer.write(pending.pop())
                 await read_response(reader)
         finally:
             writer.close()
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return done / (time.perf_counter() - started)
+    return (len(requests) - len(pending)) / (time.perf_counter() - started)
 
 
-async def latencies(port: int, request: bytes, calls: int) -> list[float]:
-    """Milliseconds each of `calls` calls took, one at a time on one keep-alive connection."""
+async def throughput(port: int, request: bytes, total: int, concurrency: int) -> float:
+    """Requests per second with `concurrency` connections sending `request` `total` times."""
+    return await burst(port, [request] * total, concurrency)
+
+
+async def timed(port: int, requests: list[bytes]) -> list[float]:
+    """Milliseconds each request took, one at a time on one keep-alive connection."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     out = []
     deadline = time.monotonic() + TIME_LIMIT_S
     try:
-        for _ in range(calls):
+        for request in requests:
             if time.monotonic() > deadline:
                 break
             started = time.perf_counter()
@@ -86,6 +90,25 @@ async def latencies(port: int, request: bytes, calls: int) -> list[float]:
     finally:
         writer.close()
     return out
+
+
+async def latencies(port: int, request: bytes, calls: int) -> list[float]:
+    """Milliseconds each of `calls` calls took, one at a time on one keep-alive connection."""
+    return await timed(port, [request] * calls)
+
+
+def summarize(rounds: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
+    """Each target's rounds ({"rps", "lat", "cpu_ms"}) as one figure each: the median
+    throughput and CPU per call, and latency percentiles over every round's calls."""
+    return {
+        name: {
+            "rps": statistics.median(r["rps"] for r in runs),
+            "p50": percentile([x for r in runs for x in r["lat"]], 50),
+            "p99": percentile([x for r in runs for x in r["lat"]], 99),
+            "cpu_ms": statistics.median(r["cpu_ms"] for r in runs) if runs[0]["cpu_ms"] is not None else math.nan,
+        }
+        for name, runs in rounds.items()
+    }
 
 
 def start_proxy(command: list[str], root: Path = ROOT) -> tuple[subprocess.Popen, int]:

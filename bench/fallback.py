@@ -18,9 +18,7 @@ everything listens on 127.0.0.1.
 import argparse
 import asyncio
 import json
-import math
 import shutil
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -29,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import _load as load  # noqa: E402
-from bench._load import cpu_seconds, latencies, percentile, start_proxy, throughput  # noqa: E402
+from bench._load import cpu_seconds, latencies, start_proxy, summarize, throughput  # noqa: E402
 from tests.fake_provider import FakeProvider  # noqa: E402
 
 POLICY = """
@@ -107,15 +105,7 @@ def main() -> None:
                 process.terminate()
                 process.wait(30)
     shutil.rmtree(scratch, ignore_errors=True)
-    results = {
-        name: {
-            "rps": statistics.median(r["rps"] for r in runs),
-            "p50": percentile([x for r in runs for x in r["lat"]], 50),
-            "p99": percentile([x for r in runs for x in r["lat"]], 99),
-            "cpu_ms": statistics.median(r["cpu_ms"] for r in runs) if runs[0]["cpu_ms"] is not None else math.nan,
-        }
-        for name, runs in rounds.items()
-    }
+    results = summarize(rounds)
     print(f"{'target':<26}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'proxy CPU ms/call':>19}")
     for name, r in results.items():
         print(f"{name:<26}{r['rps']:>10.0f}{r['p50']:>10.3f}{r['p99']:>10.3f}{r['cpu_ms']:>19.3f}")

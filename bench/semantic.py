@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._load import TIME_LIMIT_S, percentile, read_response, request_bytes, start_proxy  # noqa: E402
+from bench._load import burst, percentile, request_bytes, start_proxy, timed  # noqa: E402
 from tests.fake_provider import FakeProvider  # noqa: E402
 
 POLICY = """
@@ -55,43 +55,6 @@ def prompt(n: int, run: str) -> str:
 def call(text: str) -> bytes:
     body = {"model": "gpt-4o-mini", "temperature": 0, "messages": [{"role": "user", "content": text}]}
     return request_bytes(json.dumps(body).encode())
-
-
-async def timed(port: int, requests: list[bytes]) -> list[float]:
-    """Milliseconds each request took, one at a time on one keep-alive connection."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    out = []
-    deadline = time.monotonic() + TIME_LIMIT_S
-    try:
-        for request in requests:
-            if time.monotonic() > deadline:
-                break
-            started = time.perf_counter()
-            writer.write(request)
-            await read_response(reader)
-            out.append((time.perf_counter() - started) * 1000)
-    finally:
-        writer.close()
-    return out
-
-
-async def burst(port: int, requests: list[bytes], concurrency: int) -> float:
-    """Requests per second sending `requests` from `concurrency` keep-alive connections."""
-    pending = list(reversed(requests))
-    deadline = time.monotonic() + TIME_LIMIT_S
-
-    async def worker():
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            while pending and time.monotonic() < deadline:
-                writer.write(pending.pop())
-                await read_response(reader)
-        finally:
-            writer.close()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return (len(requests) - len(pending)) / (time.perf_counter() - started)
 
 
 def timeouts(data: Path) -> int:

@@ -1,5 +1,6 @@
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -201,3 +202,35 @@ def sample_demo(tmp_path_factory) -> DemoRun:
         timeout=600,
     )
     return DemoRun(workdir, result)
+
+
+# Upstreams of the fallback tests (test_enforce_fallback, test_enforce_rescue): two fake
+# providers, a port that never answers and a port that refuses connections.
+@pytest.fixture(scope="module")
+def primary():
+    with FakeProvider() as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def backup():
+    with FakeProvider() as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def silent():
+    """A port that accepts connections (the kernel's backlog) and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+@pytest.fixture(scope="module")
+def closed():
+    """A port nothing listens on: connections are refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"

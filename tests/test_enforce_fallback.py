@@ -9,7 +9,6 @@ the primary's failures name the model, so the tests do not see each other's call
 
 import json
 import os
-import socket
 import threading
 from pathlib import Path
 
@@ -103,36 +102,6 @@ class Proxied:
             return self.query(sql, [feature])
         found = wait_for(lambda: len(rows := self.query(sql, [feature])) >= n and rows, timeout=60)
         return found or []
-
-
-@pytest.fixture(scope="module")
-def primary():
-    with FakeProvider() as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
-def backup():
-    with FakeProvider() as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
-def silent():
-    """A port that accepts connections (the kernel's backlog) and never answers."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(8)
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-
-
-@pytest.fixture(scope="module")
-def closed():
-    """A port nothing listens on: connections are refused."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 def start(primary: FakeProvider, backup: FakeProvider, tmp: Path, mode: str, closed: str, silent: str) -> Proxied:

@@ -70,36 +70,6 @@ chain = [{{ to = "gpt-4o-mini", to_url = "{backup}/backup", to_api_key_env = "LL
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 
 
-@pytest.fixture(scope="module")
-def primary():
-    with FakeProvider() as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
-def backup():
-    with FakeProvider() as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
-def silent():
-    """A port that accepts connections (the kernel's backlog) and never answers."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-
-
-@pytest.fixture(scope="module")
-def closed():
-    """A port nothing listens on: connections are refused."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
-
-
 class Proxied:
     def __init__(self, proxy: RunningProxy, data_dir: Path, backup: FakeProvider):
         self.proxy, self.data_dir, self.backup = proxy, data_dir, backup
