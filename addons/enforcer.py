@@ -93,8 +93,9 @@ class Enforcer:
         self.prices: PriceTable | None = None  # the LiteLLM table the policy engine prices with
         self.pricing: Pricing | None = None  # both tables, for the recorded rows (analysis.pricing.check)
         self.settings: RecorderSettings | None = None
-        self._verdicts: dict[str, tuple[LivePolicy, Verdict]] = {}
-        self._request_sides: dict[str, RequestSide] = {}  # beside _verdicts: the settlement reads only the answer
+        # Each call in flight: its policy, verdict and, when it needs settling, the request as the
+        # decision read it (the settlement then reads only the answer).
+        self._verdicts: dict[str, tuple[LivePolicy, Verdict, RequestSide | None]] = {}
         self._embed_pool = ThreadPoolExecutor(1, thread_name_prefix="llm-shadow-embed")
         self._embeddings: list[Future] = []  # prompts queued or being embedded
         self._started = False
@@ -357,9 +358,7 @@ class Enforcer:
         request_id = record["id"]
         flow.metadata[FLOW_ID] = request_id
         flow.metadata[FLOW_DECISIONS] = tuple(verdict.rows)
-        self._verdicts[flow.id] = (live, verdict)
-        if side is not None and verdict.needs_settling:
-            self._request_sides[flow.id] = side
+        self._verdicts[flow.id] = (live, verdict, side if verdict.needs_settling else None)
         try:
             self._act(flow, verdict)
         except Exception as e:
@@ -395,14 +394,16 @@ class Enforcer:
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         held = self._verdicts.get(flow.id)
-        if held is not None and held[1].action == "rewrite" and flow.response is not None:
+        if held is None:
+            return
+        live, verdict, _ = held
+        if verdict.action == "rewrite" and flow.response is not None:
             if DECISION_HEADER not in flow.response.headers:  # a rescued call says fallback=...
-                flow.response.headers[DECISION_HEADER] = held[1].header
-        if held is not None:
-            try:
-                self.fallback.responseheaders(flow, *held)
-            except Exception as e:  # fail-open: the failed answer goes on as it came
-                self.problems.add(f"fallback_error:{type(e).__name__}", str(e))
+                flow.response.headers[DECISION_HEADER] = verdict.header
+        try:
+            self.fallback.responseheaders(flow, live, verdict)
+        except Exception as e:  # fail-open: the failed answer goes on as it came
+            self.problems.add(f"fallback_error:{type(e).__name__}", str(e))
 
     def response(self, flow: http.HTTPFlow) -> None:
         self.fallback.ended(flow)
@@ -429,10 +430,9 @@ class Enforcer:
 
     def _settle(self, flow: http.HTTPFlow) -> None:
         held = self._verdicts.pop(flow.id, None)
-        side = self._request_sides.pop(flow.id, None)
         if held is None:
             return
-        live, verdict = held
+        live, verdict, side = held
         keys = ctx.master.addons.get("wrappedkeys")
         charge_key = keys is not None and keys.has_budget(flow)
         if not (verdict.needs_settling or charge_key) or flow.metadata.get(FLOW_ANSWERED_BY):
