@@ -17,8 +17,6 @@ policy is credited with the cost it removed at its step, and the steps add up to
 saving, so overlapping policies are never counted twice.
 """
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from analysis.simulate.cacheability import exclusion_reason, may_store
@@ -36,7 +34,7 @@ from analysis.simulate.facts import (
 from analysis.simulate.matching import CompiledMatch, Record, requested_model, scope_value
 from analysis.simulate.policy import Policy
 from analysis.simulate.pricer import Pricer, PricingRows
-from analysis.simulate.replay import Trace, decision_row, replay
+from analysis.simulate.replay import Decision, Trace, decision_row, replay
 from analysis.simulate.state import MemoryBackend, StateBackend
 
 
@@ -56,11 +54,35 @@ class PolicyEngine:
         # nothing, so the budgets after it are still checked and the call is charged. The
         # simulator's own runs let every entry act (what shadow mode logs).
         self.log_only_budgets = frozenset(i for i, b in enumerate(policy.budgets) if b.name in log_only)
+        # The budgets and rate limits as the replay loop reads them, prepared once (enforce mode
+        # replays one request per call): per budget its FrameFacts columns (key, downgrade
+        # cost), limit, whether it blocks, its downgrade target, whether it only logs.
+        self.budget_names = tuple(b.name for b in policy.budgets)
+        self.budget_steps = tuple(
+            (
+                b,
+                f"budget_key.{b}",
+                f"downgrade_cost.{b}",
+                budget.limit_usd,
+                budget.action == "block",
+                budget.to,
+                b in self.log_only_budgets,
+            )
+            for b, budget in enumerate(policy.budgets)
+        )
+        self.rate_columns = tuple(f"rate_key.{r}" for r in range(len(policy.rate_limits)))
         self.pricer = pricer
         self.routing = [CompiledMatch(rule.match) for rule in policy.routing]
         self.batch = [CompiledMatch(p.match) for p in policy.batch]
         self.budget_matches = [CompiledMatch(b.match) for b in policy.budgets]
         self.rate_matches = [CompiledMatch(r.match) for r in policy.rate_limits]
+        # What `observe` reads of the policy on every request, prepared once: enforce mode
+        # observes one request per call on the proxy's event loop.
+        self.budget_checks = tuple(zip(policy.budgets, self.budget_matches, strict=True))
+        self.rate_checks = tuple(zip(policy.rate_limits, self.rate_matches, strict=True))
+        self.downgrades = any(b.to for b in policy.budgets)  # a budget downgrades: its target's cost is needed
+        self.no_downgrades = (None,) * len(policy.budgets)
+        self.priced_steps = bool(self.routing or self.batch or self.downgrades)
         semantic = policy.semantic_cache
         if embedder is None and semantic is not None:
             embedder = make_embedder(
@@ -110,21 +132,22 @@ class PolicyEngine:
         `prompt_text` from `contents` when known), after registering it in `state`: the exact
         cache's keys seen and the semantic index change, so call it once per request, in time
         order (as `batch.frame_facts` does for a whole frame)."""
-        p = self.policy
+        p, get = self.policy, record.get
         ts_us = to_microseconds(record["ts"])
+        model = get("model")
         facts = Facts(
             id=record["id"],
             ts_us=ts_us,
-            cost_usd=record.get("cost_usd"),
-            latency_ms=record.get("latency_ms"),
-            ok=record.get("outcome") == "ok",
-            tokens=(record.get("input_tokens") or 0) + (record.get("output_tokens") or 0),
-            model=record.get("model"),
-            route_model=record.get("model"),
+            cost_usd=get("cost_usd"),
+            latency_ms=get("latency_ms"),
+            ok=get("outcome") == "ok",
+            tokens=(get("input_tokens") or 0) + (get("output_tokens") or 0),
+            model=model,
+            route_model=model,
         )
         if p.exact_cache:
-            prompt = record.get("prompt_hash")
-            if prompt and record.get("stream"):
+            prompt = get("prompt_hash")
+            if prompt and get("stream"):
                 prompt += STREAMED  # a streamed answer answers streamed requests only
             facts.exact_key = state_key(scope_value(record, p.exact_cache.scope), prompt) if prompt else None
             facts.exact_excluded = exclusion_reason(record, p.exact_cache.rules)
@@ -134,39 +157,32 @@ class PolicyEngine:
         if p.semantic_cache:
             s = p.semantic_cache
             reason = exclusion_reason(record, s.rules)
-            if reason is None and not record.get("prompt_text"):
+            if reason is None and not get("prompt_text"):
                 reason = "no_prompt_text"
             facts.semantic_excluded = reason
             if may_store(reason):
                 partition = (
                     scope_value(record, s.scope),
                     requested_model(record),
-                    record.get("system_prompt") or "",
-                    bool(record.get("stream")),  # a streamed answer answers streamed requests only
+                    get("system_prompt") or "",
+                    bool(get("stream")),  # a streamed answer answers streamed requests only
                 )
                 facts.semantic_pid = state.semantic.partition(partition)
                 facts.semantic_row = state.semantic.register(record["prompt_text"])
-        priced_steps = self.routing or self.batch or any(b.to for b in p.budgets)
-        row = PricingRows.from_record(record) if priced_steps else None
+        row = PricingRows.from_record(record) if self.priced_steps else None
         routed_to = routed_provider = None
-        current = record.get("cost_usd")
+        current = get("cost_usd")
         for index, match in enumerate(self.routing):
             if match.matches(record):
                 rule = p.routing[index]
-                if not self.pricer.can_move(
-                    record.get("model"),
-                    record.get("model_requested"),
-                    record.get("endpoint"),
-                    rule.to,
-                    rule.to_provider,
-                ):
+                if not self.pricer.can_move(model, get("model_requested"), get("endpoint"), rule.to, rule.to_provider):
                     break
                 cost = number_or_none(self.pricer.costs_at(row, rule.to, rule.to_provider)[0])
                 if cost is not None:
                     facts.route, facts.route_cost, facts.route_model = index, cost, rule.to
                     routed_to, routed_provider, current = rule.to, rule.to_provider, cost
                 break
-        if not record.get("batch"):
+        if self.batch and not get("batch"):
             for index, match in enumerate(self.batch):
                 if match.matches(record):
                     now_cost = np.array([np.nan if current is None else current])
@@ -179,70 +195,42 @@ class PolicyEngine:
                         facts.batch, facts.batch_cost = index, cost
                     break
         batched = facts.batch >= 0
-        facts.budget_keys = tuple(
-            state_key(scope_value(record, b.scope), window_of(ts_us, b.window)) if m.matches(record) else None
-            for b, m in zip(p.budgets, self.budget_matches, strict=True)
+        facts.budget_keys = budget_keys = tuple(
+            [
+                state_key(scope_value(record, b.scope), window_of(ts_us, b.window)) if m.matches(record) else None
+                for b, m in self.budget_checks
+            ]
         )
-        asked = record.get("model_requested") if routed_to is None else routed_to
-        facts.downgrade_costs = tuple(
-            number_or_none(self.pricer.costs_at(row, b.to, b.to_provider, batch=batched)[0])
-            if b.to
-            and key is not None
-            and self.pricer.can_move(facts.route_model, asked, record.get("endpoint"), b.to, b.to_provider)
-            else None
-            for b, key in zip(p.budgets, facts.budget_keys, strict=True)
-        )
+        if self.downgrades:
+            asked = get("model_requested") if routed_to is None else routed_to
+            facts.downgrade_costs = tuple(
+                [
+                    number_or_none(self.pricer.costs_at(row, b.to, b.to_provider, batch=batched)[0])
+                    if b.to
+                    and key is not None
+                    and self.pricer.can_move(facts.route_model, asked, get("endpoint"), b.to, b.to_provider)
+                    else None
+                    for b, key in zip(p.budgets, budget_keys, strict=True)
+                ]
+            )
+        else:
+            facts.downgrade_costs = self.no_downgrades
         facts.rate_keys = tuple(
-            scope_value(record, r.scope) if m.matches(record) else None
-            for r, m in zip(p.rate_limits, self.rate_matches, strict=True)
+            [scope_value(record, r.scope) if m.matches(record) else None for r, m in self.rate_checks]
         )
         return facts
 
     # -- step 2: decide -------------------------------------------------------------------
-    def decide(self, record: Record, state: EngineState) -> "Decision":
+    def decide(self, record: Record, state: EngineState) -> Decision:
         """The decision for `record`, the next request after those `state` has seen (which
         it updates): the simulator's own code (analysis.simulate.replay) on one request."""
         return self.decide_with_facts(record, state)[0]
 
-    def decide_with_facts(self, record: Record, state: EngineState) -> tuple["Decision", Facts]:
+    def decide_with_facts(self, record: Record, state: EngineState) -> tuple[Decision, Facts]:
         """`decide`, and the request's facts (its cache key, budget and rate keys): enforce
         mode settles the request with them when its answer has come (analysis.enforce.live)."""
         one = self.observe(record, state)
         facts = FrameFacts.from_facts([one], len(self.policy.budgets), len(self.policy.rate_limits))
         trace = Trace(1)
         replay(self, facts, state, trace)
-        return Decision(**decision_row(self, facts, trace, 0)), one
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What the policies would have done with one request (fields: replay.DECISION_SCHEMA)."""
-
-    id: str
-    disposition: str
-    exact_cache: str | None
-    semantic_cache: str | None
-    cache_excluded: str | None
-    excluded_duplicate: bool
-    cache_policy: str | None
-    cache_source_id: str | None
-    similarity: float | None
-    semantic_source_id: str | None
-    routed_by: str | None
-    batch_by: str | None
-    budget_by: str | None
-    budget_action: str | None
-    budget_tripped: str | None
-    budget_logged: str | None
-    throttled_by: str | None
-    model: str | None
-    model_after: str | None
-    quality: str
-    cost_usd: float | None
-    simulated_cost_usd: float | None
-    saving_cache: float | None
-    saving_routing: float | None
-    saving_batch: float | None
-    saving_budget: float | None
-    latency_saved_ms: float
-    blocked_spend_usd: float | None
+        return decision_row(self, facts, trace, 0), one

@@ -208,7 +208,7 @@ def explain(engine: PolicyEngine, requests: pl.DataFrame, contents: ContentsSour
 
     steps += _fallback_steps(engine, record)
     replay(engine, run.facts, state, run.trace, index, index + 1)
-    decision = Decision(**decision_row(engine, run.facts, run.trace, index))
+    decision = decision_row(engine, run.facts, run.trace, index)
     shown = {k: record.get(k) for k in REQUEST_FIELDS}
     return Explanation(shown, decision, steps)
 

@@ -138,6 +138,9 @@ SMALL_FRAME = 64  # up to this many requests in lists, arrival and pre_budget_co
 
 # Columns of money, NaN (not None) where unknown, so the replay loop handles plain floats.
 MONEY_COLUMNS = ("cost_usd", "route_cost", "batch_cost")
+PRE_BUDGET_COLUMNS = ("route", "batch", *MONEY_COLUMNS)  # what pre_budget_cost reads
+# The Facts fields that are one column each (the per-budget and per-rate-limit tuples are split).
+ROW_FIELDS = tuple(name for name in Facts.__slots__ if name not in ("budget_keys", "downgrade_costs", "rate_keys"))
 
 
 @dataclass
@@ -157,7 +160,7 @@ class FrameFacts:
 
     @classmethod
     def from_facts(cls, facts: list[Facts], budgets: int, rate_limits: int) -> "FrameFacts":
-        columns: dict[str, list] = {name: [getattr(f, name) for f in facts] for name in Facts.__slots__}
+        columns: dict[str, list] = {name: [getattr(f, name) for f in facts] for name in ROW_FIELDS}
         for name in MONEY_COLUMNS:
             columns[name] = [math.nan if v is None else v for v in columns[name]]
         for b in range(budgets):
@@ -172,6 +175,8 @@ class FrameFacts:
     def chunk(self, name: str, start: int, stop: int) -> list:
         """Rows [start, stop) of a column as a list of Python values."""
         values = self.columns[name]
+        if isinstance(values, list):  # first: enforce mode's one-row frame reads every column, every request
+            return values[start:stop]
         if isinstance(values, pl.Series):
             return values.slice(start, stop - start).to_list()
         if isinstance(values, np.ndarray):
@@ -202,7 +207,7 @@ class FrameFacts:
     def pre_budget_cost(self) -> "np.ndarray | list[float]":
         """Cost of each request after routing and batch, before budgets (NaN: unpriced)."""
         c = self.columns
-        if all(isinstance(c[name], list) for name in ("route", "batch", *MONEY_COLUMNS)) and len(self) <= SMALL_FRAME:
+        if len(self) <= SMALL_FRAME and all([isinstance(c[name], list) for name in PRE_BUDGET_COLUMNS]):
             return [
                 batch_cost if batch >= 0 else (route_cost if route >= 0 else cost)
                 for route, batch, cost, route_cost, batch_cost in zip(

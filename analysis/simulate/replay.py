@@ -66,6 +66,44 @@ DECISION_SCHEMA = {
 }
 
 
+@dataclass
+class Decision:
+    """What the policies would have done with one request (fields: DECISION_SCHEMA).
+
+    Not frozen, though nothing changes a decision once made: a frozen dataclass's __init__
+    sets its 28 fields through object.__setattr__, about five times the cost of plain
+    assignments, paid by enforce mode on every request."""
+
+    id: str
+    disposition: str
+    exact_cache: str | None
+    semantic_cache: str | None
+    cache_excluded: str | None
+    excluded_duplicate: bool
+    cache_policy: str | None
+    cache_source_id: str | None
+    similarity: float | None
+    semantic_source_id: str | None
+    routed_by: str | None
+    batch_by: str | None
+    budget_by: str | None
+    budget_action: str | None
+    budget_tripped: str | None
+    budget_logged: str | None
+    throttled_by: str | None
+    model: str | None
+    model_after: str | None
+    quality: str
+    cost_usd: float | None
+    simulated_cost_usd: float | None
+    saving_cache: float | None
+    saving_routing: float | None
+    saving_batch: float | None
+    saving_budget: float | None
+    latency_saved_ms: float
+    blocked_spend_usd: float | None
+
+
 SMALL_TRACE = 64  # up to this many requests, a trace is kept in lists (see Trace)
 
 
@@ -91,17 +129,9 @@ class Trace:
     def __post_init__(self) -> None:
         n = self.n
         self.disposition = ["upstream"] * n
-        for name in (
-            "exact_cache",
-            "semantic_cache",
-            "cache_source_id",
-            "similarity",
-            "nearest_source",
-            "budget_action",
-            "budget_tripped",
-            "budget_logged",
-        ):
-            setattr(self, name, [None] * n)
+        self.exact_cache, self.semantic_cache = [None] * n, [None] * n
+        self.cache_source_id, self.similarity, self.nearest_source = [None] * n, [None] * n, [None] * n
+        self.budget_action, self.budget_tripped, self.budget_logged = [None] * n, [None] * n, [None] * n
         # Indexes, mostly -1: numpy arrays cost a byte or two per request, a list eight (but
         # making an array costs more than the few requests of a live decision: lists for those).
         if n <= SMALL_TRACE:
@@ -136,40 +166,40 @@ def replay(
     exact_store = exact.store if exact is not None else None
     semantic = state.semantic
     threshold = p.semantic_cache.threshold if p.semantic_cache else 2.0
-    budget_names = [b.name for b in p.budgets]
-    rate_windows = state.rates
+    budget_names = engine.budget_names
+    budget_states, rate_windows = state.budgets, state.rates
 
     t = trace
     disposition, exact_status, semantic_status = t.disposition, t.exact_cache, t.semantic_cache
     source, similarity, tripped, logged = t.cache_source_id, t.similarity, t.budget_tripped, t.budget_logged
-    log_only = engine.log_only_budgets
-    nearest = t.nearest_source
+    nearest, charged = t.nearest_source, t.charged
+    column = facts.chunk
     step = 65_536
     for chunk in range(start, stop, step):
         end = min(chunk + step, stop)
         # This chunk's columns as plain lists (a million Python objects would cost memory).
-        ids, ts, ok = facts.chunk("id", chunk, end), facts.chunk("ts_us", chunk, end), facts.chunk("ok", chunk, end)
-        tokens, batch = facts.chunk("tokens", chunk, end), facts.chunk("batch", chunk, end)
+        ids, ts, ok = column("id", chunk, end), column("ts_us", chunk, end), column("ok", chunk, end)
+        tokens, batch = column("tokens", chunk, end), column("batch", chunk, end)
         arrival, pre_cost = _as_list(arrival_all[chunk:end]), _as_list(pre_cost_all[chunk:end])
-        pre_model = facts.chunk("route_model", chunk, end)
-        exact_keys, exact_excluded = facts.chunk("exact_key", chunk, end), facts.chunk("exact_excluded", chunk, end)
-        semantic_pid, semantic_row = facts.chunk("semantic_pid", chunk, end), facts.chunk("semantic_row", chunk, end)
-        semantic_excluded = facts.chunk("semantic_excluded", chunk, end)
+        pre_model = column("route_model", chunk, end)
+        exact_keys, exact_excluded = column("exact_key", chunk, end), column("exact_excluded", chunk, end)
+        semantic_pid, semantic_row = column("semantic_pid", chunk, end), column("semantic_row", chunk, end)
+        semantic_excluded = column("semantic_excluded", chunk, end)
         checks = [
             (
                 b,
-                facts.chunk(f"budget_key.{b}", chunk, end),
-                state.budgets[b].spent_in,
-                budget.limit_usd,
-                budget.action == "block",
-                budget.to,
-                facts.chunk(f"downgrade_cost.{b}", chunk, end),
-                b in log_only,
+                column(key_column, chunk, end),
+                budget_states[b].spent_in,
+                limit,
+                block,
+                target,
+                column(downgrade_column, chunk, end),
+                logs_only,
             )
-            for b, budget in enumerate(p.budgets)
+            for b, key_column, downgrade_column, limit, block, target, logs_only in engine.budget_steps
         ]
-        charges = [(keys, state.budgets[b].charge, budget_names[b]) for b, keys, *_ in checks]
-        rates = [(r, facts.chunk(f"rate_key.{r}", chunk, end), rate_windows[r]) for r in range(len(p.rate_limits))]
+        charges = [(keys, budget_states[b].charge, budget_names[b]) for b, keys, *_ in checks]
+        rates = [(r, column(name, chunk, end), rate_windows[r]) for r, name in enumerate(engine.rate_columns)]
         for j in range(end - chunk):
             i = chunk + j
             now = ts[j]
@@ -253,7 +283,7 @@ def replay(
             # Charge the budgets, store the response.
             if charges:
                 spend = cost if cost == cost else 0.0  # NaN: unpriced, charges nothing
-                t.charged[i] = spend
+                charged[i] = spend
             if charges and spend:  # a zero charge changes nothing (and would cost a live proxy a Redis round trip)
                 for keys, charge, name in charges:
                     key = keys[j]
@@ -382,8 +412,8 @@ def decisions_frame(
     return pl.DataFrame(series)
 
 
-def decision_row(engine: "PolicyEngine", facts: FrameFacts, trace: Trace, index: int) -> dict[str, Any]:
-    """The decision of row `index` as plain Python values (None for a missing number): what
+def decision_row(engine: "PolicyEngine", facts: FrameFacts, trace: Trace, index: int) -> Decision:
+    """The decision of row `index` in plain Python values (None for a missing number): what
     `decision_columns` gives for that row, computed without numpy, since enforce mode asks for
     one row per request on the proxy's event loop (tests/test_simulate_properties.py checks
     that both agree on every field of every kind of decision)."""
@@ -436,33 +466,33 @@ def decision_row(engine: "PolicyEngine", facts: FrameFacts, trace: Trace, index:
     else:
         model_after = value("route_model")
     latency = number("latency_ms")
-    return {
-        "id": value("id"),
-        "disposition": disposition,
-        "exact_cache": exact_status,
-        "semantic_cache": trace.semantic_cache[i],
-        "cache_excluded": excluded,
-        "excluded_duplicate": exact_status == "excluded" and bool(value("exact_seen_before")),
-        "cache_policy": cache_policy,
-        "cache_source_id": trace.cache_source_id[i],
-        "similarity": None if similarity is None or similarity != similarity else float(similarity),
-        "semantic_source_id": trace.nearest_source[i],
-        "routed_by": p.routing[route].name if answered and route >= 0 else None,
-        "batch_by": p.batch[batch].name if answered and batch >= 0 else None,
-        "budget_by": p.budgets[budget_index].name if not hit and budget_index >= 0 else None,
-        "budget_action": trace.budget_action[i],
-        "budget_tripped": trace.budget_tripped[i],
-        "budget_logged": trace.budget_logged[i],
-        "throttled_by": p.rate_limits[throttled_index].name if not hit and throttled_index >= 0 else None,
-        "model": model,
-        "model_after": model_after,
-        "quality": "unverified" if semantic_hit or (answered and (route >= 0 or downgrade >= 0)) else "same",
-        "cost_usd": money(cost0),
-        "simulated_cost_usd": money(0.0 if hit else c3),
-        "saving_cache": money(cost0 if hit else 0.0),
-        "saving_routing": money(cost0 - c1 if answered and route >= 0 else 0.0),
-        "saving_batch": money(c1 - c2 if answered and batch >= 0 else 0.0),
-        "saving_budget": money(c2 - c3 if answered else 0.0),
-        "latency_saved_ms": (latency if latency == latency else 0.0) if hit else 0.0,
-        "blocked_spend_usd": money(cost0 if blocked else 0.0),
-    }
+    return Decision(
+        id=value("id"),
+        disposition=disposition,
+        exact_cache=exact_status,
+        semantic_cache=trace.semantic_cache[i],
+        cache_excluded=excluded,
+        excluded_duplicate=exact_status == "excluded" and bool(value("exact_seen_before")),
+        cache_policy=cache_policy,
+        cache_source_id=trace.cache_source_id[i],
+        similarity=None if similarity is None or similarity != similarity else float(similarity),
+        semantic_source_id=trace.nearest_source[i],
+        routed_by=p.routing[route].name if answered and route >= 0 else None,
+        batch_by=p.batch[batch].name if answered and batch >= 0 else None,
+        budget_by=p.budgets[budget_index].name if not hit and budget_index >= 0 else None,
+        budget_action=trace.budget_action[i],
+        budget_tripped=trace.budget_tripped[i],
+        budget_logged=trace.budget_logged[i],
+        throttled_by=p.rate_limits[throttled_index].name if not hit and throttled_index >= 0 else None,
+        model=model,
+        model_after=model_after,
+        quality="unverified" if semantic_hit or (answered and (route >= 0 or downgrade >= 0)) else "same",
+        cost_usd=money(cost0),
+        simulated_cost_usd=money(0.0 if hit else c3),
+        saving_cache=money(cost0 if hit else 0.0),
+        saving_routing=money(cost0 - c1 if answered and route >= 0 else 0.0),
+        saving_batch=money(c1 - c2 if answered and batch >= 0 else 0.0),
+        saving_budget=money(c2 - c3 if answered else 0.0),
+        latency_saved_ms=(latency if latency == latency else 0.0) if hit else 0.0,
+        blocked_spend_usd=money(cost0 if blocked else 0.0),
+    )

@@ -185,7 +185,9 @@ class RateWindows:
         return len(window[0]), window[1]
 
     def full(self, key: object, now: int) -> bool:
-        window = self._window(key, now)
+        return self._full(self._window(key, now))
+
+    def _full(self, window: list) -> bool:
         if self.requests_per_minute is not None and len(window[0]) >= self.requests_per_minute:
             return True
         return self.tokens_per_minute is not None and window[1] >= self.tokens_per_minute
@@ -218,9 +220,11 @@ class RateWindows:
     def admit_if_room(self, key: object, now: int, tokens: int) -> bool:
         """`full`, then `admit` unless full: one step (atomic in the Redis backend, so several
         proxies cannot all take the last slot)."""
-        if self.full(key, now):
+        window = self._window(key, now)  # once (the replay loop asks for every request)
+        if self._full(window):
             return False
-        self.admit(key, now, tokens)
+        window[0].append((now, tokens))
+        window[1] += tokens
         return True
 
 
