@@ -32,7 +32,16 @@ def decision_rows(
     decision's own saving_cache (the simulator's figure)."""
     rows: list[dict] = []
 
-    def add(name: str, kind: str, action: str, **extra: Any) -> None:
+    def add(
+        name: str,
+        kind: str,
+        action: str,
+        matched_id: str | None = None,
+        model_to: str | None = None,
+        model_from: str | None = None,
+        saving_usd: float | None = None,
+        reason: str | None = None,
+    ) -> None:
         rows.append(
             {
                 "id": decision["id"],
@@ -41,11 +50,11 @@ def decision_rows(
                 "policy": name,
                 "kind": kind,
                 "action": action,
-                "matched_id": extra.get("matched_id"),
-                "model_to": extra.get("model_to"),
-                "model_from": extra.get("model_from"),
-                "saving_usd": extra.get("saving_usd"),
-                "reason": extra.get("reason"),
+                "matched_id": matched_id,
+                "model_to": model_to,
+                "model_from": model_from,
+                "saving_usd": saving_usd,
+                "reason": reason,
             }
         )
 
@@ -72,10 +81,10 @@ def decision_rows(
     if decision.get("batch_by"):
         add(decision["batch_by"], "batch", "batch", reason="batch API candidate")
     # The budget that acted, and before it any that only logged (mode = "shadow" in enforce mode).
-    budget_by = decision.get("budget_by")
-    logged = set((decision.get("budget_logged") or "").split(","))
-    for budget in policy.budgets:
-        if budget.name != budget_by and budget.name not in logged:
+    budget_by, logged = decision.get("budget_by"), decision.get("budget_logged")
+    logged_names = set(logged.split(",")) if logged else set()
+    for budget in policy.budgets if budget_by or logged else ():
+        if budget.name != budget_by and budget.name not in logged_names:
             continue
         reason = f"{budget.window} spend had reached limit_usd {budget.limit_usd:g}"
         action = decision.get("budget_action") if budget.name == budget_by else budget.action

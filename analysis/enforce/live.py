@@ -159,6 +159,10 @@ class LivePolicy:
         _evict_semantic_together(self.state.semantic, self.semantic_responses)
         self.alerter = BudgetAlerter(policy, backend, self.state.budgets)
         self.counts: Counter[str] = Counter()
+        # The rate limits that count tokens (settle adds a call's tokens to their windows).
+        self.token_limits = tuple(
+            r for r, limit in enumerate(policy.rate_limits) if limit.tokens_per_minute is not None
+        )
         self.needs_tokens = bool(
             policy.routing
             or policy.batch
@@ -240,14 +244,15 @@ class LivePolicy:
             verdict.header = header_value("rate_limit", "throttle", decision.throttled_by)
         else:
             self._rewrite(verdict, wire_format)
-        if decision.disposition == "upstream" and decision.throttled_by is None and facts.batch < 0:
+        if (
+            self.token_limits
+            and decision.disposition == "upstream"
+            and decision.throttled_by is None
+            and facts.batch < 0
+        ):
             # Admitted to its rate windows with the tokens known now (0, or the input estimate):
             # the call's own tokens are added when it ends, dated from its admission.
-            verdict.token_windows = tuple(
-                r
-                for r, key in enumerate(facts.rate_keys)
-                if key is not None and p.rate_limits[r].tokens_per_minute is not None
-            )
+            verdict.token_windows = tuple([r for r in self.token_limits if facts.rate_keys[r] is not None])
         # In enforce mode a decision that did not act (its entry in shadow mode, a cache hit with
         # no stored answer to replay) lets the call reach the upstream: it is charged and
         # settled like any other. In shadow mode the state follows the simulation instead.

@@ -55,22 +55,16 @@ class PolicyEngine:
         # simulator's own runs let every entry act (what shadow mode logs).
         self.log_only_budgets = frozenset(i for i, b in enumerate(policy.budgets) if b.name in log_only)
         # The budgets and rate limits as the replay loop reads them, prepared once (enforce mode
-        # replays one request per call): per budget its FrameFacts columns (key, downgrade
-        # cost), limit, whether it blocks, its downgrade target, whether it only logs.
+        # replays one request per call): per budget its limit, whether it blocks, its downgrade
+        # target, whether it only logs; their FrameFacts columns.
         self.budget_names = tuple(b.name for b in policy.budgets)
         self.budget_steps = tuple(
-            (
-                b,
-                f"budget_key.{b}",
-                f"downgrade_cost.{b}",
-                budget.limit_usd,
-                budget.action == "block",
-                budget.to,
-                b in self.log_only_budgets,
-            )
+            (b, budget.limit_usd, budget.action == "block", budget.to, b in self.log_only_budgets)
             for b, budget in enumerate(policy.budgets)
         )
-        self.rate_columns = tuple(f"rate_key.{r}" for r in range(len(policy.rate_limits)))
+        self.budget_key_columns = tuple(f"budget_key.{b}" for b in range(len(policy.budgets)))
+        self.downgrade_cost_columns = tuple(f"downgrade_cost.{b}" for b in range(len(policy.budgets)))
+        self.rate_key_columns = tuple(f"rate_key.{r}" for r in range(len(policy.rate_limits)))
         self.pricer = pricer
         self.routing = [CompiledMatch(rule.match) for rule in policy.routing]
         self.batch = [CompiledMatch(p.match) for p in policy.batch]

@@ -8,6 +8,7 @@ windows in UTC.
 """
 
 import math
+import operator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -138,9 +139,9 @@ SMALL_FRAME = 64  # up to this many requests in lists, arrival and pre_budget_co
 
 # Columns of money, NaN (not None) where unknown, so the replay loop handles plain floats.
 MONEY_COLUMNS = ("cost_usd", "route_cost", "batch_cost")
-PRE_BUDGET_COLUMNS = ("route", "batch", *MONEY_COLUMNS)  # what pre_budget_cost reads
 # The Facts fields that are one column each (the per-budget and per-rate-limit tuples are split).
 ROW_FIELDS = tuple(name for name in Facts.__slots__ if name not in ("budget_keys", "downgrade_costs", "rate_keys"))
+ROW_VALUES = operator.attrgetter(*ROW_FIELDS)  # a Facts' ROW_FIELDS values, as a tuple
 
 
 @dataclass
@@ -154,13 +155,21 @@ class FrameFacts:
     columns: dict[str, list]
     budgets: int
     rate_limits: int
+    # Every column a list of at most SMALL_FRAME rows (from_facts; enforce mode's one request):
+    # arrival, pre_budget_cost and chunks stay in plain lists, without numpy's cost per call.
+    small: bool = False
 
     def __len__(self) -> int:
         return len(self.columns["id"])
 
     @classmethod
     def from_facts(cls, facts: list[Facts], budgets: int, rate_limits: int) -> "FrameFacts":
-        columns: dict[str, list] = {name: [getattr(f, name) for f in facts] for name in ROW_FIELDS}
+        if len(facts) == 1:  # enforce mode's one request per call: its fields in one pass
+            columns: dict[str, list] = {
+                name: [value] for name, value in zip(ROW_FIELDS, ROW_VALUES(facts[0]), strict=True)
+            }
+        else:
+            columns = {name: [getattr(f, name) for f in facts] for name in ROW_FIELDS}
         for name in MONEY_COLUMNS:
             columns[name] = [math.nan if v is None else v for v in columns[name]]
         for b in range(budgets):
@@ -170,18 +179,23 @@ class FrameFacts:
             ]
         for r in range(rate_limits):
             columns[f"rate_key.{r}"] = [f.rate_keys[r] for f in facts]
-        return cls(columns, budgets, rate_limits)
+        return cls(columns, budgets, rate_limits, small=len(facts) <= SMALL_FRAME)
 
     def chunk(self, name: str, start: int, stop: int) -> list:
         """Rows [start, stop) of a column as a list of Python values."""
         values = self.columns[name]
-        if isinstance(values, list):  # first: enforce mode's one-row frame reads every column, every request
-            return values[start:stop]
         if isinstance(values, pl.Series):
             return values.slice(start, stop - start).to_list()
         if isinstance(values, np.ndarray):
             return values[start:stop].tolist()
         return values[start:stop]
+
+    def chunks(self, names: tuple[str, ...], start: int, stop: int) -> list[list]:
+        """`chunk` of several columns, in one call (a small frame's are list slices)."""
+        if self.small:
+            columns = self.columns
+            return [columns[name][start:stop] for name in names]
+        return [self.chunk(name, start, stop) for name in names]
 
     def array(self, name: str, rows: slice = slice(None)) -> np.ndarray:
         """Rows of a numeric column as float64, NaN for None."""
@@ -199,7 +213,7 @@ class FrameFacts:
         microseconds. A few requests held in lists (enforce mode's one) are computed in lists:
         the same numbers, without numpy's cost per call."""
         ts, latency = self.columns["ts_us"], self.columns["latency_ms"]
-        if isinstance(ts, list) and isinstance(latency, list) and len(ts) <= SMALL_FRAME:
+        if self.small:
             return [t + (0 if ms is None or ms != ms else int(ms * 1000)) for t, ms in zip(ts, latency, strict=True)]
         latency_us = (np.nan_to_num(self.array("latency_ms")) * 1000).astype(np.int64)
         return np.asarray(ts, dtype=np.int64) + latency_us
@@ -207,7 +221,7 @@ class FrameFacts:
     def pre_budget_cost(self) -> "np.ndarray | list[float]":
         """Cost of each request after routing and batch, before budgets (NaN: unpriced)."""
         c = self.columns
-        if len(self) <= SMALL_FRAME and all([isinstance(c[name], list) for name in PRE_BUDGET_COLUMNS]):
+        if self.small:
             return [
                 batch_cost if batch >= 0 else (route_cost if route >= 0 else cost)
                 for route, batch, cost, route_cost, batch_cost in zip(

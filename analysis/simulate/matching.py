@@ -69,8 +69,11 @@ class CompiledMatch:
         self.match = match
         self.text = [(key, _pattern_predicate(patterns)) for key, patterns in match.text]
         self.system_prompt = _regex_predicate(match.system_prompt_regex) if match.system_prompt_regex else None
+        self.everything = match.is_empty  # e.g. a budget over all traffic: matches every record
 
     def matches(self, record: Record) -> bool:
+        if self.everything:
+            return True
         m = self.match
         for key, predicate in self.text:
             value = requested_model(record) if key == "model" else record.get(TEXT_CONDITIONS[key])

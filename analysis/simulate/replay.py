@@ -144,6 +144,23 @@ class Trace:
             self.charged = np.zeros(n)
 
 
+# The columns the replay loop reads, in the order it unpacks them (and per budget and rate limit
+# `budget_key.N`, `downgrade_cost.N`, `rate_key.N`).
+REPLAY_COLUMNS = (
+    "id",
+    "ts_us",
+    "ok",
+    "tokens",
+    "batch",
+    "route_model",
+    "exact_key",
+    "exact_excluded",
+    "semantic_pid",
+    "semantic_row",
+    "semantic_excluded",
+)
+
+
 def replay(
     engine: "PolicyEngine",
     facts: FrameFacts,
@@ -173,33 +190,33 @@ def replay(
     disposition, exact_status, semantic_status = t.disposition, t.exact_cache, t.semantic_cache
     source, similarity, tripped, logged = t.cache_source_id, t.similarity, t.budget_tripped, t.budget_logged
     nearest, charged = t.nearest_source, t.charged
-    column = facts.chunk
     step = 65_536
     for chunk in range(start, stop, step):
         end = min(chunk + step, stop)
         # This chunk's columns as plain lists (a million Python objects would cost memory).
-        ids, ts, ok = column("id", chunk, end), column("ts_us", chunk, end), column("ok", chunk, end)
-        tokens, batch = column("tokens", chunk, end), column("batch", chunk, end)
+        (
+            ids,
+            ts,
+            ok,
+            tokens,
+            batch,
+            pre_model,
+            exact_keys,
+            exact_excluded,
+            semantic_pid,
+            semantic_row,
+            semantic_excluded,
+        ) = facts.chunks(REPLAY_COLUMNS, chunk, end)
         arrival, pre_cost = _as_list(arrival_all[chunk:end]), _as_list(pre_cost_all[chunk:end])
-        pre_model = column("route_model", chunk, end)
-        exact_keys, exact_excluded = column("exact_key", chunk, end), column("exact_excluded", chunk, end)
-        semantic_pid, semantic_row = column("semantic_pid", chunk, end), column("semantic_row", chunk, end)
-        semantic_excluded = column("semantic_excluded", chunk, end)
+        budget_keys = facts.chunks(engine.budget_key_columns, chunk, end)
+        downgrade_costs = facts.chunks(engine.downgrade_cost_columns, chunk, end)
         checks = [
-            (
-                b,
-                column(key_column, chunk, end),
-                budget_states[b].spent_in,
-                limit,
-                block,
-                target,
-                column(downgrade_column, chunk, end),
-                logs_only,
-            )
-            for b, key_column, downgrade_column, limit, block, target, logs_only in engine.budget_steps
+            (b, budget_keys[b], budget_states[b].spent_in, limit, block, target, downgrade_costs[b], logs_only)
+            for b, limit, block, target, logs_only in engine.budget_steps
         ]
         charges = [(keys, budget_states[b].charge, budget_names[b]) for b, keys, *_ in checks]
-        rates = [(r, column(name, chunk, end), rate_windows[r]) for r, name in enumerate(engine.rate_columns)]
+        rate_keys = facts.chunks(engine.rate_key_columns, chunk, end)
+        rates = [(r, keys, rate_windows[r]) for r, keys in enumerate(rate_keys)]
         for j in range(end - chunk):
             i = chunk + j
             now = ts[j]
@@ -412,6 +429,23 @@ def decisions_frame(
     return pl.DataFrame(series)
 
 
+# What decision_row reads of a row, in the order it unpacks them.
+DECISION_ROW_COLUMNS = (
+    "id",
+    "cost_usd",
+    "route",
+    "batch",
+    "route_cost",
+    "batch_cost",
+    "exact_excluded",
+    "semantic_excluded",
+    "exact_seen_before",
+    "model",
+    "route_model",
+    "latency_ms",
+)
+
+
 def decision_row(engine: "PolicyEngine", facts: FrameFacts, trace: Trace, index: int) -> Decision:
     """The decision of row `index` in plain Python values (None for a missing number): what
     `decision_columns` gives for that row, computed without numpy, since enforce mode asks for
@@ -419,17 +453,23 @@ def decision_row(engine: "PolicyEngine", facts: FrameFacts, trace: Trace, index:
     that both agree on every field of every kind of decision)."""
     p = engine.policy
     c, i = facts.columns, index
-
-    def value(name: str) -> Any:
-        v = c[name][i]
-        return v.item() if isinstance(v, np.generic) else v
-
-    def number(name: str) -> float:
-        v = value(name)
-        return math.nan if v is None else float(v)
-
-    cost0 = number("cost_usd")
-    route, batch = int(value("route")), int(value("batch"))
+    # The row's values in one pass (a simulator frame holds numpy scalars: as Python values).
+    values = [c[name][i] for name in DECISION_ROW_COLUMNS]
+    (
+        row_id,
+        cost0,
+        route,
+        batch,
+        route_cost,
+        batch_cost,
+        exact_excluded,
+        semantic_excluded,
+        seen,
+        model,
+        route_model,
+        latency,
+    ) = [v.item() if isinstance(v, np.generic) else v for v in values]
+    cost0 = math.nan if cost0 is None else float(cost0)
     disposition = trace.disposition[i]
     exact_hit, semantic_hit = disposition == "exact_hit", disposition == "semantic_hit"
     hit = exact_hit or semantic_hit
@@ -438,9 +478,12 @@ def decision_row(engine: "PolicyEngine", facts: FrameFacts, trace: Trace, index:
     downgrade = int(trace.downgrade_index[i])
     budget_index, throttled_index = int(trace.budget_index[i]), int(trace.throttled_index[i])
 
-    c1 = number("route_cost") if route >= 0 else cost0
-    c2 = number("batch_cost") if batch >= 0 else c1
-    c3 = number(f"downgrade_cost.{downgrade}") if downgrade >= 0 else c2
+    c1 = (math.nan if route_cost is None else float(route_cost)) if route >= 0 else cost0
+    c2 = (math.nan if batch_cost is None else float(batch_cost)) if batch >= 0 else c1
+    c3 = c2
+    if downgrade >= 0:
+        downgrade_cost = c[f"downgrade_cost.{downgrade}"][i]
+        c3 = math.nan if downgrade_cost is None else float(downgrade_cost)
     if blocked:
         c3 = 0.0
     priced = cost0 == cost0  # not NaN
@@ -449,30 +492,29 @@ def decision_row(engine: "PolicyEngine", facts: FrameFacts, trace: Trace, index:
         return v if priced and v == v else None
 
     exact_status = trace.exact_cache[i]
-    excluded = value("exact_excluded")
+    excluded = exact_excluded
     if excluded is None and p.semantic_cache:
-        excluded = value("semantic_excluded")
+        excluded = semantic_excluded
     cache_policy = None
     if exact_hit and p.exact_cache:
         cache_policy = p.exact_cache.name
     elif semantic_hit and p.semantic_cache:
         cache_policy = p.semantic_cache.name
     similarity = trace.similarity[i]
-    model = value("model")
     if hit:
         model_after = model
     elif downgrade >= 0:
         model_after = p.budgets[downgrade].to
     else:
-        model_after = value("route_model")
-    latency = number("latency_ms")
+        model_after = route_model
+    latency = math.nan if latency is None else float(latency)
     return Decision(
-        id=value("id"),
+        id=row_id,
         disposition=disposition,
         exact_cache=exact_status,
         semantic_cache=trace.semantic_cache[i],
         cache_excluded=excluded,
-        excluded_duplicate=exact_status == "excluded" and bool(value("exact_seen_before")),
+        excluded_duplicate=exact_status == "excluded" and bool(seen),
         cache_policy=cache_policy,
         cache_source_id=trace.cache_source_id[i],
         similarity=None if similarity is None or similarity != similarity else float(similarity),
