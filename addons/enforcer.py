@@ -34,6 +34,7 @@ that does not load keeps the running policy and says why.
 """
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -46,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from mitmproxy import ctx, exceptions, http
-from mitmproxy.net.http import status_codes
+from mitmproxy.net.http import status_codes, url
 
 from addons.fallback import FallbackActor
 from addons.redirect import rewrite_model, send_to
@@ -276,17 +277,17 @@ class Enforcer:
         if live is None or settings is None or flow.response is not None:
             return None
         request = flow.request
-        target = detect(request.pretty_host, request.path, request.headers, request.method)
+        host, path = pretty_host(request), request.path  # each a parse in mitmproxy: read once
+        target = detect(host, path, request.headers, request.method)
         if target is None:
             return None
         try:
-            request_id = new_id(request.timestamp_start)
             record, side = request_record(
-                request_id,
+                new_id(request.timestamp_start),
                 target,
                 request.method,
-                request.pretty_host,
-                request.path,
+                host,
+                path,
                 request.headers.fields,
                 request.raw_content or b"",
                 request.timestamp_start,
@@ -483,6 +484,19 @@ class Enforcer:
         exchange, _ = to_exchange(capture, self.salt, self.settings, None)
         request_side = side.parsed if side is not None and side.read_from(capture, max_body) else None
         return call_cost(exchange, self.pricing, max_body, request_side)
+
+
+def pretty_host(request: http.Request) -> str:
+    """`request.pretty_host`, with each distinct Host header parsed once: mitmproxy parses the
+    authority (a regex, IDNA, a host check) on every read, and a proxy sees a few hosts on
+    many calls (the cache is bounded, so a client sending many Host values costs only misses)."""
+    authority = request.host_header
+    return _host_of_authority(authority) if authority else request.host
+
+
+@functools.lru_cache(maxsize=256)
+def _host_of_authority(authority: str) -> str:
+    return url.parse_authority(authority, check=False)[0]
 
 
 def _register_late(index: SemanticIndex, text: str, done: asyncio.Future) -> None:
