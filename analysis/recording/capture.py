@@ -6,8 +6,10 @@ names, taking the API key out, fingerprinting it, parsing the query string, read
 attribution headers) happens in the worker thread, in `to_exchange`.
 """
 
+import functools
 import hashlib
 from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import parse_qsl
 
 from analysis.parsers.detect import Target
@@ -94,31 +96,64 @@ def split_secrets(fields) -> tuple[dict[str, str], str | None]:
     return headers, key
 
 
+# A proxy sees a handful of API keys, each on many calls: their fingerprints are kept (bounded),
+# so a call's sha256 is not computed again (enforce mode reads each request twice: decided, settled).
+@functools.lru_cache(maxsize=1024)
 def key_fingerprint(key: str, salt: str) -> str:
     """A salted fingerprint of an API key: stable per data directory, useless to an attacker."""
     return "key_" + hashlib.sha256(f"{salt}:{key.strip()}".encode()).hexdigest()[:16]
 
 
+class RequestHead(NamedTuple):
+    """What a request's headers and path say, secrets taken out: the headers (lower-case
+    names), the path without its query string, the query minus any API key, and who the call
+    belongs to (the key's fingerprint and the attribution headers, or the wrapped key's identity)."""
+
+    headers: dict[str, str]
+    path: str
+    query: dict[str, str]
+    key_id: str | None
+    team: str | None
+    feature: str | None
+    user: str | None
+
+
+def read_head(
+    fields: HeaderFields, path_and_query: str, identity: Identity | None, salt: str, settings: RecorderSettings
+) -> RequestHead:
+    """The request's head as the recorder reads it; enforce mode reads a request before it is
+    sent with this same function (analysis.enforce.request_record)."""
+    headers, key = split_secrets(fields)
+    path, _, query_string = path_and_query.partition("?")
+    query = {}
+    if query_string:
+        for name, value in parse_qsl(query_string, keep_blank_values=True):
+            if name.lower() in SECRET_QUERY_PARAMS:
+                key = key or value
+            else:
+                query[name] = value
+    team = headers.get(settings.team_header.lower())
+    feature = headers.get(settings.feature_header.lower())
+    user = headers.get(settings.user_header.lower())
+    key_id = key_fingerprint(key, salt) if key else None
+    if identity is not None:
+        key_id, team, feature, user = identity.key_id, identity.team, identity.feature or feature, identity.user or user
+    return RequestHead(headers, path, query, key_id, team, feature, user)
+
+
 def to_exchange(
     capture: Capture, salt: str, settings: RecorderSettings, instance: str | None
 ) -> tuple[Exchange, CallContext]:
-    request_headers, key = split_secrets(capture.request_headers)
-    path, _, query_string = capture.path.partition("?")
-    query = {}
-    for name, value in parse_qsl(query_string, keep_blank_values=True):
-        if name.lower() in SECRET_QUERY_PARAMS:
-            key = key or value
-        else:
-            query[name] = value
+    head = read_head(capture.request_headers, capture.path, capture.identity, salt, settings)
     exchange = Exchange(
         provider=capture.target.provider,
         endpoint=capture.target.endpoint,
         wire_format=capture.target.wire_format,
         method=capture.method,
         host=capture.host,
-        path=path,
-        query=query,
-        request_headers=request_headers,
+        path=head.path,
+        query=head.query,
+        request_headers=head.headers,
         request_body=capture.request_body,
         status=capture.status,
         response_headers=split_secrets(capture.response_headers)[0],
@@ -129,18 +164,12 @@ def to_exchange(
         error=capture.error,
         response_over_cap=capture.response_truncated,
     )
-    team = request_headers.get(settings.team_header.lower())
-    feature = request_headers.get(settings.feature_header.lower())
-    user = request_headers.get(settings.user_header.lower())
-    key_id = key_fingerprint(key, salt) if key else None
-    if (who := capture.identity) is not None:
-        key_id, team, feature, user = who.key_id, who.team, who.feature or feature, who.user or user
     context = CallContext(
         id=capture.id or new_id(capture.started),
-        key_id=key_id,
-        team=team,
-        feature=feature,
-        user=user,
+        key_id=head.key_id,
+        team=head.team,
+        feature=head.feature,
+        user=head.user,
         instance=instance,
         import_key=capture.import_key,
         answered_by=capture.answered_by,
