@@ -12,9 +12,9 @@ call a fallback rule covers is sent through the fallback relay, which rescues it
 (addons.fallback); an answered or changed response carries `x-llm-shadow-decision`.
 
 When the call ends (`response`, `error`), its outcome and cost are read as the recorder
-records them (analysis.recording.accounting.call_cost: the answer parsed and priced by the
-primary table, about 0.06 ms; the request's facts are the decision's own, not read again, when
-the call sent the bytes the decision read) and `LivePolicy.settle` charges the budgets (and a wrapped key's
+records them (analysis.enforce.settlement: the answer parsed and priced by the primary table;
+the request's facts are the decision's own, not read again, when the call sent the bytes the
+decision read) and `LivePolicy.settle` charges the budgets (and a wrapped key's
 own budget, addons.wrapped_keys), adds the call's tokens to the rate windows that admitted it
 and stores the answer, as the event loop's next step once the answer is released, before any
 call sent after it is read, so the next call sees the spend. This runs on the event loop: a thread of this process
@@ -54,12 +54,13 @@ from addons.redirect import rewrite_model, send_to
 from analysis.enforce.alerts import slack_payload
 from analysis.enforce.live import DEFAULT_CACHE_BYTES, LOOKUP_TIMEOUT, MODES, LivePolicy, Verdict
 from analysis.enforce.request_record import RequestSide, request_record
+from analysis.enforce.settlement import settlement_cost
 from analysis.enforce.webhook import WebhookSender
 from analysis.parsers.detect import detect
 from analysis.pricing.check import Pricing
 from analysis.pricing.files import PriceFileError
 from analysis.pricing.table import PriceTable
-from analysis.recording.accounting import CallCost, call_cost
+from analysis.recording.accounting import CallCost
 from analysis.recording.capture import (
     FLOW_ANSWERED_BY,
     FLOW_CAPTURE,
@@ -67,7 +68,6 @@ from analysis.recording.capture import (
     FLOW_ID,
     FLOW_IDENTITY,
     Capture,
-    to_exchange,
 )
 from analysis.recording.settings import RecorderSettings
 from analysis.recording.sink import Problems
@@ -480,13 +480,9 @@ class Enforcer:
 
     def _cost(self, capture: Capture, side: RequestSide | None = None) -> CallCost:
         """The call's outcome, cost_usd and tokens, as its `requests` row will say. `side`: the
-        request as it was read when decided; its facts are used only when the call sent those
-        very bytes (a rewritten model, a changed path or header is read again)."""
+        request as it was read when decided (analysis.enforce.settlement)."""
         assert self.settings is not None and self.pricing is not None  # set before any call is decided
-        max_body = self.settings.max_body
-        exchange, _ = to_exchange(capture, self.salt, self.settings, None)
-        request_side = side.parsed if side is not None and side.read_from(capture, max_body) else None
-        return call_cost(exchange, self.pricing, max_body, request_side)
+        return settlement_cost(capture, self.pricing, self.settings, self.salt, side)
 
 
 def pretty_host(request: http.Request) -> str:

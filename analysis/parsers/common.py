@@ -126,21 +126,28 @@ def chunk_time(exchange: Exchange, chunk_index: int) -> float | None:
     return None
 
 
+# The number types as a tuple, not `int | float`, which would build a new union on every call:
+# these run on every usage field of every call (enforce mode reads them on the event loop).
+_NUMBER = (int, float)
+
+
 def as_float(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, _NUMBER):
         return None
     return float(value)
 
 
 def as_int(value: object) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, _NUMBER):
         return None
     return int(value)
 
 
 def count(value: object) -> int:
     """A token count field as an int; 0 when absent or not a number."""
-    return as_int(value) or 0
+    if isinstance(value, bool) or not isinstance(value, _NUMBER):
+        return 0
+    return int(value)
 
 
 def as_str(value: object) -> str | None:

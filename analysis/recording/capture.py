@@ -175,3 +175,26 @@ def to_exchange(
         answered_by=capture.answered_by,
     )
     return exchange, context
+
+
+def answer_exchange(capture: Capture) -> Exchange:
+    """The answer half of `to_exchange`, for reading a call's answer into the request-side facts
+    read before it was sent (analysis.parsers.parse with request_side: enforce mode settling a
+    call on the event loop). The request's headers, query string and body are left out and no
+    key is fingerprinted: they were read then, and the answer's reading never looks at them."""
+    return Exchange(
+        provider=capture.target.provider,
+        endpoint=capture.target.endpoint,
+        wire_format=capture.target.wire_format,
+        method=capture.method,
+        host=capture.host,
+        path=capture.path.partition("?")[0],
+        status=capture.status,
+        response_headers=split_secrets(capture.response_headers)[0],
+        response_chunks=capture.chunks,
+        started_at=capture.started,
+        duration=capture.ended - capture.started,
+        outcome=capture.outcome,
+        error=capture.error,
+        response_over_cap=capture.response_truncated,
+    )
