@@ -156,7 +156,7 @@ def as_str(value: object) -> str | None:
 
 def role_lines(pairs: list[tuple[str, str]]) -> str:
     """ "role: text" lines, one message per line group, empty texts left out."""
-    return "\n".join(f"{role}: {text}" for role, text in pairs if text)
+    return "\n".join([f"{role}: {text}" for role, text in pairs if text])
 
 
 def attribution_from(user: object, metadata: object) -> dict[str, str]:
@@ -259,10 +259,14 @@ def content_text(content: object) -> str:
     return ""
 
 
+_CONTAINERS = (list, dict)  # a tuple, not `list | dict`, which would build a union for every value
+
+
 def contains_image(value: object) -> bool:
-    """True when a request part anywhere in `value` is an image."""
+    """True when a request part anywhere in `value` is an image. Runs on every message of
+    every request (enforce mode: on the event loop, before the call is sent)."""
     if isinstance(value, list):
-        return any(contains_image(item) for item in value)
+        return any(map(contains_image, value))
     if not isinstance(value, dict):
         return False
     if value.get("type") in IMAGE_PART_TYPES:
@@ -273,7 +277,7 @@ def contains_image(value: object) -> bool:
             mime = blob.get("mimeType") or blob.get("mime_type") or ""
             if isinstance(mime, str) and mime.startswith("image/"):
                 return True
-    return any(contains_image(v) for v in value.values() if isinstance(v, list | dict))
+    return any(contains_image(v) for v in value.values() if isinstance(v, _CONTAINERS))
 
 
 def response_object(exchange: Exchange, parsed: Parsed) -> dict | None:
