@@ -278,7 +278,10 @@ class Enforcer:
             return None
         request = flow.request
         host, path = pretty_host(request), request.path  # each a parse in mitmproxy: read once
-        target = detect(host, path, request.headers, request.method)
+        recorder = ctx.master.addons.get("recorder")
+        target = recorder.target_of(flow) if recorder is not None else None  # as the call is recorded
+        if target is None:
+            target = detect(host, path, request.headers, request.method)
         if target is None:
             return None
         try:

@@ -20,7 +20,7 @@ from analysis.parsers.exchange import Exchange, Parsed, Usage
 def parse(exchange: Exchange, request_side: Parsed | None = None) -> Parsed:
     """The exchange's facts. `request_side`: what `read_request` gave for this exchange's
     request (the same path and body bytes); the request is then not read again."""
-    module = _module(exchange.wire_format)
+    module = parser_module(exchange.wire_format)
     if request_side is not None and hasattr(module, "read_request"):
         parsed = _fresh(request_side)
         module.read_response(exchange, parsed)
@@ -31,14 +31,14 @@ def parse(exchange: Exchange, request_side: Parsed | None = None) -> Parsed:
 def read_request(exchange: Exchange) -> Parsed | None:
     """The request-side facts alone, where the wire format's parser reads them apart from the
     answer; None where it does not (then `parse` reads the whole exchange)."""
-    module = _module(exchange.wire_format)
+    module = parser_module(exchange.wire_format)
     reader = getattr(module, "read_request", None)
     return reader(exchange) if reader is not None else None
 
 
-@functools.cache  # a handful of wire formats (analysis.parsers.detect); a lookup costs less than an import
-def _module(wire_format: str) -> ModuleType:
-    """The parser module of a wire format."""
+@functools.cache  # a few wire formats (analysis.parsers.detect), each looked up on every call
+def parser_module(wire_format: str) -> ModuleType:
+    """The parser of `wire_format`: the module of that name in analysis.parsers."""
     return importlib.import_module(f"analysis.parsers.{wire_format}")
 
 
