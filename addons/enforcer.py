@@ -453,7 +453,8 @@ class Enforcer:
         live, verdict, side = held
         keys = ctx.master.addons.get("wrappedkeys")
         charge_key = keys is not None and keys.has_budget(flow)
-        if not (verdict.needs_settling or charge_key) or flow.metadata.get(FLOW_ANSWERED_BY):
+        settling = verdict.needs_settling  # a property that reads the decision's facts: read once
+        if not (settling or charge_key) or flow.metadata.get(FLOW_ANSWERED_BY):
             return
         capture = flow.metadata.get(FLOW_CAPTURE)
         if capture is None:
@@ -461,7 +462,7 @@ class Enforcer:
             return
         try:
             cost = self._cost(capture, side)
-            if verdict.needs_settling:
+            if settling:
                 complete = cost.outcome == "ok" and not capture.response_truncated  # never cache part of an answer
                 live.settle(
                     verdict,
