@@ -70,7 +70,7 @@ def request_record(
     """The record of a request that has not been answered yet, and its `RequestSide` where its
     wire format's parser reads the request apart (else None); ParseFailure when its body
     cannot be read (the caller lets it pass)."""
-    head = read_head(headers, path, identity, salt, settings)
+    head = read_head(headers, path, identity, salt, settings, all_headers=False)
     exchange = Exchange(
         provider=target.provider,
         endpoint=target.endpoint,

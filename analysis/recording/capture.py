@@ -8,6 +8,7 @@ attribution headers) happens in the worker thread, in `to_exchange`.
 
 import functools
 import hashlib
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import NamedTuple
 from urllib.parse import parse_qsl
@@ -21,6 +22,9 @@ from analysis.store.datadir import new_id
 SECRET_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization")
 DROPPED_HEADERS = SECRET_HEADERS + ("cookie", "set-cookie")
 SECRET_QUERY_PARAMS = ("key", "api-key", "api_key")
+# The request headers a request's reading looks at, besides the key and the attribution headers
+# (analysis.recording.accounting.decode_request; the parsers read none).
+REQUEST_SIDE_HEADERS = ("content-encoding",)
 
 HeaderFields = tuple[tuple[bytes, bytes], ...]
 
@@ -80,13 +84,16 @@ def _text(value: bytes) -> str:
     return value.decode("utf-8", "replace")
 
 
-def split_secrets(fields) -> tuple[dict[str, str], str | None]:
+def split_secrets(fields, only: Container[str] | None = None) -> tuple[dict[str, str], str | None]:
     """Headers with lower-case names minus credentials and cookies, and the API key if any.
 
-    `fields` are (name, value) pairs, as bytes (mitmproxy's header fields) or str."""
+    `fields` are (name, value) pairs, as bytes (mitmproxy's header fields) or str. `only`: the
+    names looked at (the key's among them), the others skipped undecoded; None: every name."""
     headers, key = {}, None
     for name, value in fields:
         name = (_text(name) if isinstance(name, bytes) else name).lower()
+        if only is not None and name not in only:
+            continue
         value = _text(value) if isinstance(value, bytes) else value
         if name in SECRET_HEADERS:
             if key is None:
@@ -119,11 +126,22 @@ class RequestHead(NamedTuple):
 
 
 def read_head(
-    fields: HeaderFields, path_and_query: str, identity: Identity | None, salt: str, settings: RecorderSettings
+    fields: HeaderFields,
+    path_and_query: str,
+    identity: Identity | None,
+    salt: str,
+    settings: RecorderSettings,
+    all_headers: bool = True,
 ) -> RequestHead:
     """The request's head as the recorder reads it; enforce mode reads a request before it is
-    sent with this same function (analysis.enforce.request_record)."""
-    headers, key = split_secrets(fields)
+    sent with this same function (analysis.enforce.request_record). `all_headers` False: of the
+    headers, only those a request's reading looks at (the key, the attribution headers and
+    REQUEST_SIDE_HEADERS) are decoded and kept; an SDK sends a score of others."""
+    only = None
+    if not all_headers:
+        attribution = (settings.team_header.lower(), settings.feature_header.lower(), settings.user_header.lower())
+        only = frozenset((*SECRET_HEADERS, *REQUEST_SIDE_HEADERS, *attribution))
+    headers, key = split_secrets(fields, only)
     path, _, query_string = path_and_query.partition("?")
     query = {}
     if query_string:
