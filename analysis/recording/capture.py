@@ -104,7 +104,8 @@ def split_secrets(fields, only: Container[str] | None = None) -> tuple[dict[str,
 
 
 # A proxy sees a handful of API keys, each on many calls: their fingerprints are kept (bounded),
-# so a call's sha256 is not computed again (enforce mode reads each request twice: decided, settled).
+# so a call's sha256 is not computed again (enforce mode reads a request's key when deciding it, and
+# again when settling a call it changed: analysis.enforce.settlement).
 @functools.lru_cache(maxsize=1024)
 def key_fingerprint(key: str, salt: str) -> str:
     """A salted fingerprint of an API key: stable per data directory, useless to an attacker."""
