@@ -12,12 +12,12 @@ call a fallback rule covers is sent through the fallback relay, which rescues it
 (addons.fallback); an answered or changed response carries `x-llm-shadow-decision`.
 
 When the call ends (`response`, `error`), its outcome and cost are read as the recorder
-records them (analysis.recording.accounting.call_cost: the answer parsed and priced by the
-primary table, about 0.06 ms; the request's facts are the decision's own, not read again, when
-the call sent the bytes the decision read) and `LivePolicy.settle` charges the budgets (and a wrapped key's
+records them (analysis.enforce.settlement: the answer parsed and priced by the primary table;
+the request's facts are the decision's own, not read again, when the call sent the bytes the
+decision read) and `LivePolicy.settle` charges the budgets (and a wrapped key's
 own budget, addons.wrapped_keys), adds the call's tokens to the rate windows that admitted it
-and stores the answer, before the response is released to the
-client, so the next call sees the spend. This runs on the event loop: a thread of this process
+and stores the answer, as the event loop's next step once the answer is released, before any
+call sent after it is read, so the next call sees the spend. This runs on the event loop: a thread of this process
 holds the same interpreter lock, so it kept the loop waiting as long and added a hand-off to
 every call (docs/benchmarks.md); the full row (both price tables, contents) is made by the
 recorder's worker process. A call whose settlement would change nothing (no budget applies, no
@@ -34,6 +34,7 @@ that does not load keeps the running policy and says why.
 """
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -46,19 +47,20 @@ from pathlib import Path
 from typing import Any
 
 from mitmproxy import ctx, exceptions, http
-from mitmproxy.net.http import status_codes
+from mitmproxy.net.http import status_codes, url
 
 from addons.fallback import FallbackActor
 from addons.redirect import rewrite_model, send_to
 from analysis.enforce.alerts import slack_payload
 from analysis.enforce.live import DEFAULT_CACHE_BYTES, LOOKUP_TIMEOUT, MODES, LivePolicy, Verdict
 from analysis.enforce.request_record import RequestSide, request_record
+from analysis.enforce.settlement import settlement_cost
 from analysis.enforce.webhook import WebhookSender
 from analysis.parsers.detect import detect
 from analysis.pricing.check import Pricing
 from analysis.pricing.files import PriceFileError
 from analysis.pricing.table import PriceTable
-from analysis.recording.accounting import CallCost, call_cost
+from analysis.recording.accounting import CallCost
 from analysis.recording.capture import (
     FLOW_ANSWERED_BY,
     FLOW_CAPTURE,
@@ -66,7 +68,6 @@ from analysis.recording.capture import (
     FLOW_ID,
     FLOW_IDENTITY,
     Capture,
-    to_exchange,
 )
 from analysis.recording.settings import RecorderSettings
 from analysis.recording.sink import Problems
@@ -276,17 +277,20 @@ class Enforcer:
         if live is None or settings is None or flow.response is not None:
             return None
         request = flow.request
-        target = detect(request.pretty_host, request.path, request.headers, request.method)
+        host, path = pretty_host(request), request.path  # each a parse in mitmproxy: read once
+        recorder = ctx.master.addons.get("recorder")
+        target = recorder.target_of(flow) if recorder is not None else None  # as the call is recorded
+        if target is None:
+            target = detect(host, path, request.headers, request.method)
         if target is None:
             return None
         try:
-            request_id = new_id(request.timestamp_start)
             record, side = request_record(
-                request_id,
+                new_id(request.timestamp_start),
                 target,
                 request.method,
-                request.pretty_host,
-                request.path,
+                host,
+                path,
                 request.headers.fields,
                 request.raw_content or b"",
                 request.timestamp_start,
@@ -407,11 +411,25 @@ class Enforcer:
 
     def response(self, flow: http.HTTPFlow) -> None:
         self.fallback.ended(flow)
-        self._settle(flow)
+        self._settle_after_release(flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
         self.fallback.ended(flow)
-        self._settle(flow)
+        self._settle_after_release(flow)
+
+    def _settle_after_release(self, flow: http.HTTPFlow) -> None:
+        """Settle the call as the event loop's next step, once mitmproxy has released its answer
+        (it writes it when the hooks return), not before: the client has the answer about 0.2 ms
+        sooner, its reading overlapping the settlement. A later call still sees the settlement:
+        a call sent after this answer arrived is read by a later turn of the loop, and the loop
+        runs a step queued now before anything it reads later. Calls in flight at the same time
+        never did (a documented parity exception)."""
+        if flow.id not in self._verdicts:
+            return
+        try:
+            asyncio.get_running_loop().call_soon(self._settle, flow)
+        except RuntimeError:  # no running loop (a hook called outside mitmproxy): settle now
+            self._settle(flow)
 
     def _settle_relayed(
         self, flow: http.HTTPFlow, live: LivePolicy, verdict: Verdict, own: Capture, attempts: list[Capture]
@@ -435,7 +453,8 @@ class Enforcer:
         live, verdict, side = held
         keys = ctx.master.addons.get("wrappedkeys")
         charge_key = keys is not None and keys.has_budget(flow)
-        if not (verdict.needs_settling or charge_key) or flow.metadata.get(FLOW_ANSWERED_BY):
+        settling = verdict.needs_settling  # a property that reads the decision's facts: read once
+        if not (settling or charge_key) or flow.metadata.get(FLOW_ANSWERED_BY):
             return
         capture = flow.metadata.get(FLOW_CAPTURE)
         if capture is None:
@@ -443,7 +462,7 @@ class Enforcer:
             return
         try:
             cost = self._cost(capture, side)
-            if verdict.needs_settling:
+            if settling:
                 complete = cost.outcome == "ok" and not capture.response_truncated  # never cache part of an answer
                 live.settle(
                     verdict,
@@ -462,13 +481,22 @@ class Enforcer:
 
     def _cost(self, capture: Capture, side: RequestSide | None = None) -> CallCost:
         """The call's outcome, cost_usd and tokens, as its `requests` row will say. `side`: the
-        request as it was read when decided; its facts are used only when the call sent those
-        very bytes (a rewritten model, a changed path or header is read again)."""
+        request as it was read when decided (analysis.enforce.settlement)."""
         assert self.settings is not None and self.pricing is not None  # set before any call is decided
-        max_body = self.settings.max_body
-        exchange, _ = to_exchange(capture, self.salt, self.settings, None)
-        request_side = side.parsed if side is not None and side.read_from(capture, max_body) else None
-        return call_cost(exchange, self.pricing, max_body, request_side)
+        return settlement_cost(capture, self.pricing, self.settings, self.salt, side)
+
+
+def pretty_host(request: http.Request) -> str:
+    """`request.pretty_host`, with each distinct Host header parsed once: mitmproxy parses the
+    authority (a regex, IDNA, a host check) on every read, and a proxy sees a few hosts on
+    many calls (the cache is bounded, so a client sending many Host values costs only misses)."""
+    authority = request.host_header
+    return _host_of_authority(authority) if authority else request.host
+
+
+@functools.lru_cache(maxsize=256)
+def _host_of_authority(authority: str) -> str:
+    return url.parse_authority(authority, check=False)[0]
 
 
 def _register_late(index: SemanticIndex, text: str, done: asyncio.Future) -> None:

@@ -294,6 +294,11 @@ class Recorder:
         if target is not None:
             self._targets[flow.id] = target
 
+    def target_of(self, flow: http.HTTPFlow) -> Target | None:
+        """What an LLM call in flight is, as detected when its headers came (None: not one,
+        or not seen); enforce mode reads the call as this very target, without detecting again."""
+        return self._targets.get(flow.id)
+
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         response = flow.response
         if FLOW_RELAYED in flow.metadata:

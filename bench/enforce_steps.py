@@ -5,7 +5,7 @@ on one call (addons/enforcer.py), each run many times in a loop, so a change to 
 seen apart from the rest and from the machine's load:
   record   detect the wire format and read the request as the recorder will (request_record)
   decide   LivePolicy.decide: the simulator's decision on one request, and its decision rows
-  cost     the settlement's reading of the ended call: its outcome, cost and tokens (call_cost)
+  cost     the settlement's reading of the ended call: its outcome, cost and tokens (settlement_cost)
   settle   LivePolicy.settle: charge the budgets, add to the rate windows, store the answer
 with the policy of bench/enforce.py (an exact cache, a team budget, a rate limit) and its
 passing call (a JSON chat call the cache may not answer), in enforce mode. Figures are the
@@ -29,10 +29,10 @@ sys.path.insert(0, str(ROOT))
 
 from analysis.enforce.live import LivePolicy  # noqa: E402
 from analysis.enforce.request_record import request_record  # noqa: E402
+from analysis.enforce.settlement import settlement_cost  # noqa: E402
 from analysis.parsers.detect import detect  # noqa: E402
 from analysis.pricing.check import Pricing  # noqa: E402
-from analysis.recording.accounting import call_cost  # noqa: E402
-from analysis.recording.capture import Capture, to_exchange  # noqa: E402
+from analysis.recording.capture import Capture  # noqa: E402
 from analysis.recording.settings import RecorderSettings  # noqa: E402
 from analysis.simulate.policy import load_policy  # noqa: E402
 from analysis.simulate.state import MemoryBackend  # noqa: E402
@@ -96,9 +96,7 @@ def main() -> None:
     )
 
     def cost():
-        exchange, _ = to_exchange(capture, "s", settings, None)
-        request_side = side.parsed if side is not None and side.read_from(capture, settings.max_body) else None
-        return call_cost(exchange, pricing, settings.max_body, request_side)
+        return settlement_cost(capture, pricing, settings, "s", side)
 
     the_cost = cost()
     assert the_cost.cost_usd, "the bench's answer must be priced"

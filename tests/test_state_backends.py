@@ -129,6 +129,19 @@ def test_cache_stored_again_after_eviction(backend):
     assert cache.lookup("b", T0 + 1) == ("miss_evicted", None)
 
 
+def test_cache_remembers_as_many_evicted_keys_as_entries_oldest_forgotten_first(backend):
+    """A proxy that runs for months keeps a bounded set of evicted keys: `miss_evicted` is told
+    for the last `max_entries` keys pushed out, an older one is a plain `miss` again."""
+    cache = backend.response_cache("exact", ttl_us=100 * SECOND, max_entries=2)
+    for i in range(7):
+        cache.store(f"k{i}", T0, f"r{i}")  # k5 and k6 stay; k0 .. k4 are pushed out in order
+    assert [cache.lookup(f"k{i}", T0 + 1)[0] for i in range(7)] == [
+        *["miss"] * 3,
+        *["miss_evicted"] * 2,
+        *["hit"] * 2,
+    ]
+
+
 def test_budget_sum_is_the_python_sum_bit_for_bit(backend):
     budget = backend.budget_windows("team-daily", limit_usd=1.0)
     trips = [budget.charge("support\x1f20000", 0.1) for _ in range(12)]

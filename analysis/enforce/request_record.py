@@ -22,10 +22,10 @@ from typing import Any
 
 from analysis.parsers import tokens
 from analysis.parsers.detect import Target
-from analysis.parsers.exchange import Parsed
+from analysis.parsers.exchange import Exchange, Parsed
 from analysis.parsers.hashing import prompt_hash
 from analysis.recording.accounting import ParseFailure, parse_request_side
-from analysis.recording.capture import Capture, HeaderFields, Identity, to_exchange
+from analysis.recording.capture import Capture, HeaderFields, Identity, read_head
 from analysis.recording.settings import RecorderSettings
 
 Record = dict[str, Any]
@@ -70,28 +70,25 @@ def request_record(
     """The record of a request that has not been answered yet, and its `RequestSide` where its
     wire format's parser reads the request apart (else None); ParseFailure when its body
     cannot be read (the caller lets it pass)."""
-    capture = Capture(
-        target=target,
+    head = read_head(headers, path, identity, salt, settings, all_headers=False)
+    exchange = Exchange(
+        provider=target.provider,
+        endpoint=target.endpoint,
+        wire_format=target.wire_format,
         method=method,
         host=host,
-        path=path,
-        request_headers=headers,
+        path=head.path,
+        query=head.query,
+        request_headers=head.headers,
         request_body=body,
-        status=None,
-        response_headers=(),
-        chunks=[],
-        started=started,
-        ended=started,
-        outcome="ok",
-        id=request_id,
-        identity=identity,
+        started_at=started,
     )
-    exchange, context = to_exchange(capture, salt, settings, None)
     parsed, request_side = parse_request_side(exchange, settings.max_body)
-    attribution_values = {**parsed.attribution}
-    for name in ("team", "feature", "user"):
-        if getattr(context, name):
-            attribution_values[name] = getattr(context, name)
+    attribution = parsed.attribution
+    # The attribution headers (or the wrapped key) win over what the body says, as in the recorder.
+    team = head.team or attribution.get("team")
+    feature = head.feature or attribution.get("feature")
+    user = head.user or attribution.get("user")
     model = parsed.model_requested
     input_tokens = tokens.estimate_input_tokens(parsed, model) if count_tokens else None
     side = None if request_side is None else RequestSide(request_side, path, headers, body, settings.max_body)
@@ -111,10 +108,10 @@ def request_record(
         "cost_usd": None,
         "latency_ms": None,
         "outcome": None,
-        "key_id": context.key_id,
-        "team": attribution_values.get("team"),
-        "feature": attribution_values.get("feature"),
-        "user": attribution_values.get("user"),
+        "key_id": head.key_id,
+        "team": team,
+        "feature": feature,
+        "user": user,
         "prompt_hash": prompt_hash(parsed.canonical_request) if parsed.canonical_request else None,
         "temperature": parsed.temperature,
         "n": parsed.n,

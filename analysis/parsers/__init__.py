@@ -10,7 +10,9 @@ reads a request before it is sent and its answer when it ends: `parse(exchange, 
 then reads only the answer, not the same request bytes a second time.
 """
 
+import functools
 import importlib
+from types import ModuleType
 
 from analysis.parsers.exchange import Exchange, Parsed, Usage
 
@@ -18,7 +20,7 @@ from analysis.parsers.exchange import Exchange, Parsed, Usage
 def parse(exchange: Exchange, request_side: Parsed | None = None) -> Parsed:
     """The exchange's facts. `request_side`: what `read_request` gave for this exchange's
     request (the same path and body bytes); the request is then not read again."""
-    module = importlib.import_module(f"analysis.parsers.{exchange.wire_format}")
+    module = parser_module(exchange.wire_format)
     if request_side is not None and hasattr(module, "read_request"):
         parsed = _fresh(request_side)
         module.read_response(exchange, parsed)
@@ -29,9 +31,15 @@ def parse(exchange: Exchange, request_side: Parsed | None = None) -> Parsed:
 def read_request(exchange: Exchange) -> Parsed | None:
     """The request-side facts alone, where the wire format's parser reads them apart from the
     answer; None where it does not (then `parse` reads the whole exchange)."""
-    module = importlib.import_module(f"analysis.parsers.{exchange.wire_format}")
+    module = parser_module(exchange.wire_format)
     reader = getattr(module, "read_request", None)
     return reader(exchange) if reader is not None else None
+
+
+@functools.cache  # a few wire formats (analysis.parsers.detect), each looked up on every call
+def parser_module(wire_format: str) -> ModuleType:
+    """The parser of `wire_format`: the module of that name in analysis.parsers."""
+    return importlib.import_module(f"analysis.parsers.{wire_format}")
 
 
 def _fresh(request_side: Parsed) -> Parsed:

@@ -126,21 +126,28 @@ def chunk_time(exchange: Exchange, chunk_index: int) -> float | None:
     return None
 
 
+# The number types as a tuple, not `int | float`, which would build a new union on every call:
+# these run on every usage field of every call (enforce mode reads them on the event loop).
+_NUMBER = (int, float)
+
+
 def as_float(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, _NUMBER):
         return None
     return float(value)
 
 
 def as_int(value: object) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, _NUMBER):
         return None
     return int(value)
 
 
 def count(value: object) -> int:
     """A token count field as an int; 0 when absent or not a number."""
-    return as_int(value) or 0
+    if isinstance(value, bool) or not isinstance(value, _NUMBER):
+        return 0
+    return int(value)
 
 
 def as_str(value: object) -> str | None:
@@ -149,7 +156,7 @@ def as_str(value: object) -> str | None:
 
 def role_lines(pairs: list[tuple[str, str]]) -> str:
     """ "role: text" lines, one message per line group, empty texts left out."""
-    return "\n".join(f"{role}: {text}" for role, text in pairs if text)
+    return "\n".join([f"{role}: {text}" for role, text in pairs if text])
 
 
 def attribution_from(user: object, metadata: object) -> dict[str, str]:
@@ -252,10 +259,14 @@ def content_text(content: object) -> str:
     return ""
 
 
+_CONTAINERS = (list, dict)  # a tuple, not `list | dict`, which would build a union for every value
+
+
 def contains_image(value: object) -> bool:
-    """True when a request part anywhere in `value` is an image."""
+    """True when a request part anywhere in `value` is an image. Runs on every message of
+    every request (enforce mode: on the event loop, before the call is sent)."""
     if isinstance(value, list):
-        return any(contains_image(item) for item in value)
+        return any(map(contains_image, value))
     if not isinstance(value, dict):
         return False
     if value.get("type") in IMAGE_PART_TYPES:
@@ -266,7 +277,7 @@ def contains_image(value: object) -> bool:
             mime = blob.get("mimeType") or blob.get("mime_type") or ""
             if isinstance(mime, str) and mime.startswith("image/"):
                 return True
-    return any(contains_image(v) for v in value.values() if isinstance(v, list | dict))
+    return any(contains_image(v) for v in value.values() if isinstance(v, _CONTAINERS))
 
 
 def response_object(exchange: Exchange, parsed: Parsed) -> dict | None:

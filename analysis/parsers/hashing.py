@@ -43,8 +43,12 @@ def canonical_request(request: dict, **fields: object) -> dict:
     return canonical
 
 
+# One encoder for every call (json.dumps with options makes a new one each time).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(value: object) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(value)
 
 
 def prompt_hash(canonical: dict) -> str:

@@ -55,7 +55,7 @@ def parse_request(request: dict, exchange: Exchange) -> Parsed:
         role = str(message.get("role") or "user")
         text = _message_text(message)
         (system if role in SYSTEM_ROLES else conversation).append((role, text))
-    parsed.system_prompt = "\n".join(text for _, text in system if text)
+    parsed.system_prompt = "\n".join([text for _, text in system if text])
     parsed.prompt_text = common.role_lines(conversation)
     parsed.canonical_request = canonical_request(request, model=model)
     parsed.temperature = common.as_float(request.get("temperature"))
@@ -77,7 +77,7 @@ def _message_text(message: dict) -> str:
         function = call.get("function") if isinstance(call, dict) else None
         if isinstance(function, dict):
             parts.append(f"{function.get('name', '')}({function.get('arguments', '')})")
-    return "\n".join(p for p in parts if p)
+    return "\n".join([p for p in parts if p])
 
 
 def _read_json(exchange: Exchange, parsed: Parsed) -> str:

@@ -105,35 +105,29 @@ class Pricing:
         """The primary table's cost, checked by the other table (see the module docstring);
         `check=False` skips the check (enforce mode settling a call needs the cost alone)."""
 
-        def litellm(reported: float | None) -> Cost:
-            return self.litellm.cost(
-                provider=provider,
-                model=model,
-                usage=usage,
-                service_tier=service_tier,
-                batch=batch,
-                provider_cost_usd=reported,
-                model_requested=model_requested,
-                other_models=other_models,
-                warn_unpriced=warn_unpriced and self.primary is self.litellm,
-            )
-
-        def genai(reported: float | None) -> Cost:
-            return self.genai.cost(
-                provider=provider,
-                model=model,
-                usage=usage,
-                service_tier=service_tier,
-                batch=batch,
-                provider_cost_usd=reported,
-                model_requested=model_requested,
-                other_models=other_models,
-                at=at,
-            )
-
-        primary_table, other_table = (litellm, genai) if self.primary is self.litellm else (genai, litellm)
-        primary = primary_table(provider_cost_usd)
+        primary = self.primary.cost(
+            provider=provider,
+            model=model,
+            usage=usage,
+            service_tier=service_tier,
+            batch=batch,
+            provider_cost_usd=provider_cost_usd,
+            model_requested=model_requested,
+            other_models=other_models,
+            at=at,
+            warn_unpriced=warn_unpriced,
+        )
         if not check or primary.cost_source not in ("computed", "unpriced"):
             return Checked(primary, None, None, self.other.version)
-        other = other_table(None)
+        other = self.other.cost(
+            provider=provider,
+            model=model,
+            usage=usage,
+            service_tier=service_tier,
+            batch=batch,
+            model_requested=model_requested,
+            other_models=other_models,
+            at=at,
+            warn_unpriced=False,  # the primary table's warning says it
+        )
         return Checked(primary, compare(primary, other), other.cost_usd, self.other.version)

@@ -7,6 +7,7 @@ one table has and the other lacks, above all a long-context tier (Claude Sonnet 
 primary table alone, and the note says so rather than mixing the two tables' rates.
 """
 
+from collections.abc import Mapping
 from typing import Any
 
 import duckdb
@@ -18,7 +19,9 @@ from analysis.store.datadir import query_frame
 KINDS = ("input", "cached_input", "cache_write", "output")
 
 
-def litellm_rates(pricing: Pricing, model: str, provider: str | None) -> tuple[str | None, dict, dict]:
+def litellm_rates(
+    pricing: Pricing, model: str, provider: str | None
+) -> tuple[str | None, Mapping[str, float], Mapping[int, Mapping[str, float]]]:
     """(label, base rates, {threshold: rates}) of the LiteLLM table, or (None, {}, {})."""
     price = pricing.litellm.resolve(model, provider)
     if price is None:

@@ -150,9 +150,11 @@ class GenaiPricesTable:
         model_requested: str | None = None,
         other_models: Sequence[tuple[str, Usage]] = (),
         at: datetime | None = None,
+        warn_unpriced: bool = True,
     ) -> Cost:
         """Same meaning as PriceTable.cost; `at` is when the call was made (prices that changed
-        over time apply as they were then; default now)."""
+        over time apply as they were then; default now). `warn_unpriced` is taken as
+        PriceTable.cost takes it: this table logs nothing (an unpriced call says so in its row)."""
         if provider_cost_usd is not None:
             return Cost(float(provider_cost_usd), "provider", self.version)
         if usage.input_tokens is None and usage.output_tokens is None:

@@ -72,8 +72,18 @@ class ModelPrice:
                 tier = threshold
         return tier
 
-    def effective_rates(self, service: str = "standard", input_tokens: int = 0) -> dict[str, float]:
-        """Every kind's rate for this service and prompt size, fallbacks applied.
+    @functools.cached_property
+    def _effective(self) -> dict[tuple[str, int], dict[str, float]]:
+        """effective_rates by (service, tier), each worked out once: enforce mode prices every
+        call's settlement on the proxy's event loop, and working the fallbacks out on each call
+        cost more than the rest of the arithmetic. Bounded by the services and the model's
+        tiers; a reloaded or overridden table is made of new ModelPrice objects, and `rates` is
+        never changed after construction."""
+        return {}
+
+    def effective_rates(self, service: str = "standard", input_tokens: int = 0) -> Mapping[str, float]:
+        """Every kind's rate for this service and prompt size, fallbacks applied (never change
+        it: the same mapping serves every call of this service and tier; see `_effective`).
 
         A kind the call's own rate set lacks is taken from the next set of the chain
         (service at this tier, standard at this tier, service base, standard base), then
@@ -83,7 +93,14 @@ class ModelPrice:
         2x for 1 hour, batch discount included), so a write rate missing from the call's
         own rate set is that multiple of its input rate.
         """
-        tier = self.tier_for(input_tokens)
+        key = (service, self.tier_for(input_tokens))
+        rates = self._effective.get(key)
+        if rates is None:
+            rates = self._effective[key] = self._rates(*key)
+        return rates
+
+    def _rates(self, service: str, tier: int) -> dict[str, float]:
+        """effective_rates worked out for this service and tier (see there)."""
         chain = list(dict.fromkeys([(service, tier), ("standard", tier), (service, 0), ("standard", 0)]))
 
         def from_chain(kind: str) -> float | None:

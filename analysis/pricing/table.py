@@ -19,6 +19,7 @@ has cost None and cost_source "none" (nothing known to be billed).
 import logging
 import threading
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 
 from analysis.parsers.exchange import Usage
@@ -157,10 +158,13 @@ class PriceTable:
         model_requested: str | None = None,
         warn_unpriced: bool = True,
         other_models: Sequence[tuple[str, Usage]] = (),
+        at: datetime | None = None,
     ) -> Cost:
         """The call's cost: the provider's own figure if it gave one, else the table's price
         of `model` (or of `model_requested` when `model` is unknown), else unpriced (logged
         once per model unless `warn_unpriced` is false: a caller that sums them up says so).
+        `at` (when the call was made) is taken as GenaiPricesTable.cost takes it and unused:
+        this table has one price per model.
 
         `other_models`: tokens the call spent on other models (Anthropic's advisor), each
         priced at its own model's price and added; if one of them has no price the whole call

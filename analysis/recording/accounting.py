@@ -54,18 +54,24 @@ class ParseFailure(Exception):
 def decode_exchange(exchange: Exchange, max_body: int = DEFAULT_MAX_BODY) -> list[str]:
     """Undo the content-encoding of the request and response bodies, in place, keeping at most
     `max_body` decoded bytes of each; return what went over, as row-error notes."""
-    over = []
-    request_encoding = exchange.request_headers.get("content-encoding", "")
-    if request_encoding or len(exchange.request_body) > max_body:
-        exchange.request_body, request_over = decode_body(exchange.request_body, request_encoding, max_body)
-        if request_over:
-            over.append(f"request body over {max_body:,} bytes: not read")
+    over = decode_request(exchange, max_body)
     response_encoding = exchange.response_headers.get("content-encoding", "")
     exchange.response_chunks, response_over = decode_chunks(exchange.response_chunks, response_encoding, max_body)
     if response_over or exchange.response_over_cap:
         exchange.response_over_cap = True
         over.append(f"response body over {max_body:,} bytes: read up to there")
     return over
+
+
+def decode_request(exchange: Exchange, max_body: int = DEFAULT_MAX_BODY) -> list[str]:
+    """Undo the content-encoding of the request body, in place, keeping at most `max_body`
+    decoded bytes; return what went over, as row-error notes."""
+    request_encoding = exchange.request_headers.get("content-encoding", "")
+    if request_encoding or len(exchange.request_body) > max_body:
+        exchange.request_body, request_over = decode_body(exchange.request_body, request_encoding, max_body)
+        if request_over:
+            return [f"request body over {max_body:,} bytes: not read"]
+    return []
 
 
 _UNREADABLE = (DecodeError, ValueError, KeyError, TypeError, AttributeError, IndexError)
@@ -90,7 +96,7 @@ def parse_request_side(exchange: Exchange, max_body: int = DEFAULT_MAX_BODY) -> 
     both are the same object, which the caller must not change, as enforce mode reads the
     call's answer into it when the call ends (`call_cost`)."""
     try:
-        decode_exchange(exchange, max_body)
+        decode_request(exchange, max_body)  # no answer yet: its body is not decoded
         request_side = parsers.read_request(exchange)
         if request_side is not None:
             return request_side, request_side

@@ -96,6 +96,8 @@ def decode_chunks(
     keeping at most `limit` decoded bytes; return the chunks and whether the body went over."""
     limit = sys.maxsize if limit is None else limit
     encodings = [e for e in content_encoding.split(",") if e.strip()]
+    if not encodings and sum(len(data) for _, data in chunks) <= limit:
+        return list(chunks), False  # nothing to undo, nothing to cut (most answers)
     # Encodings are listed in the order applied: undo them in reverse.
     decoders = [_decoder(e) for e in reversed(encodings)] or [_Identity()]
     out, size = [], 0

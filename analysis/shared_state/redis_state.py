@@ -18,7 +18,8 @@ rate windows and cache entries made meanwhile stay local.
 Redis layout under `<prefix>` (default `llm-shadow`):
     <prefix>:cache:<name>:entry     hash  key -> "available_at expires_at source_id"
     <prefix>:cache:<name>:lru       zset  key -> use counter (lowest: least recently used)
-    <prefix>:cache:<name>:evicted   set   keys pushed out by LRU and not stored again since
+    <prefix>:cache:<name>:evictions zset  keys pushed out by LRU and not stored again since -> the
+                                          order they left in (the last max_entries; older forgotten)
     <prefix>:cache:<name>:seq       counter for the LRU order
     <prefix>:store:<name>:body      hash  source id -> encoded StoredResponse (with its expiry)
     <prefix>:store:<name>:size      hash  source id -> bytes; :lru, :seq as above; :bytes the total
@@ -44,7 +45,7 @@ DEFAULT_PREFIX = "llm-shadow"
 _LOOKUP = """
 local e = redis.call('HGET', KEYS[1], ARGV[1])
 if not e then
-  if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then return {'miss_evicted'} end
+  if redis.call('ZSCORE', KEYS[3], ARGV[1]) then return {'miss_evicted'} end
   return {'miss'}
 end
 local a, x = string.match(e, '^(%S+) (%S+) ')
@@ -64,14 +65,15 @@ if cur then
   local a, x = string.match(cur, '^(%S+) (%S+) ')
   if tonumber(a) <= avail and avail < tonumber(x) then return 0 end
 else
-  redis.call('SREM', KEYS[3], key)
+  redis.call('ZREM', KEYS[3], key)
 end
 redis.call('HSET', KEYS[1], key, ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[4])
 redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[4]), key)
 while redis.call('ZCARD', KEYS[2]) > tonumber(ARGV[5]) do
   local old = redis.call('ZPOPMIN', KEYS[2])[1]
   redis.call('HDEL', KEYS[1], old)
-  redis.call('SADD', KEYS[3], old)
+  redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), old)
+  if redis.call('ZCARD', KEYS[3]) > tonumber(ARGV[5]) then redis.call('ZPOPMIN', KEYS[3]) end
 end
 return 1
 """
@@ -198,7 +200,7 @@ class RedisResponseCache:
     def __init__(self, link: RedisLink, name: str, ttl_us: int, max_entries: int, prefix: str = DEFAULT_PREFIX):
         self.link, self.ttl_us, self.max_entries = link, ttl_us, max_entries
         base = f"{prefix}:cache:{name}"
-        self.keys = [f"{base}:{part}" for part in ("entry", "lru", "evicted", "seq")]
+        self.keys = [f"{base}:{part}" for part in ("entry", "lru", "evictions", "seq")]
         self.fallback = ResponseCache(ttl_us, max_entries)
         self._lookup = link.client.register_script(_LOOKUP)
         self._store = link.client.register_script(_STORE)

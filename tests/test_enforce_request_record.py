@@ -1,0 +1,176 @@
+"""Enforce mode reads a request before it is sent (analysis.enforce.request_record) into the
+columns its `requests` row will have: on every recorded exchange, they equal the recorder's row
+for the same call, with the headers an SDK sends around the API key and the attribution
+headers (named in any case), a key in the query string, a wrapped key's identity, and a
+gzip-encoded request body. Of the headers, the record reads only the key, the attribution
+headers and the content-encoding (capture.read_head with all_headers False)."""
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+from analysis.enforce.request_record import ParseFailure, request_record
+from analysis.parsers.detect import detect
+from analysis.parsers.exchange import Exchange
+from analysis.pricing.check import Pricing
+from analysis.recording.accounting import account
+from analysis.recording.capture import Capture, Identity, to_exchange
+from analysis.recording.settings import RecorderSettings
+from tests.cassettes import cassette_files, cassette_id, recorded_exchanges
+
+SALT = "request-record"
+
+# The request-side columns of `requests` that a record carries.
+COLUMNS = (
+    "provider",
+    "endpoint",
+    "host",
+    "path",
+    "method",
+    "stream",
+    "model_requested",
+    "key_id",
+    "team",
+    "feature",
+    "user",
+    "prompt_hash",
+    "temperature",
+    "n",
+    "has_tools",
+    "has_images",
+    "service_tier",
+    "batch",
+)
+
+# What the OpenAI Python SDK sends besides the body's headers, as mitmproxy holds them.
+SDK_HEADERS = (
+    (b"Accept-Encoding", b"gzip, deflate"),
+    (b"Connection", b"keep-alive"),
+    (b"Accept", b"application/json"),
+    (b"User-Agent", b"OpenAI/Python 1.54.0"),
+    (b"X-Stainless-Lang", b"python"),
+    (b"X-Stainless-Package-Version", b"1.54.0"),
+    (b"X-Stainless-Retry-Count", b"0"),
+    (b"Cookie", b"session=abc"),
+)
+
+
+@pytest.fixture(scope="module")
+def pricing() -> Pricing:
+    return Pricing.load(None)
+
+
+def _variants(exchange: Exchange) -> list[tuple[str, tuple[tuple[bytes, bytes], ...], str, Identity | None]]:
+    """(name, header fields, query string, identity): the exchange's own headers, and around them
+    an SDK's, a key and attribution headers in other cases, a key in the query, a wrapped key."""
+    own = tuple((name.encode(), value.encode()) for name, value in exchange.request_headers.items())
+    query = "&".join(f"{name}={value}" for name, value in exchange.query.items())
+    attributed = (
+        *SDK_HEADERS,
+        *own,
+        (b"Authorization", b"Bearer sk-proj-record"),
+        (b"X-Shadow-Team", b"search"),
+        (b"x-shadow-feature", b"answers"),
+        (b"X-SHADOW-USER", b"u-7"),
+    )
+    in_query = "&".join(part for part in (query, "key=AIza-record") if part)
+    wrapped = Identity(key_id="wk_record", team="wrapped-team", user="wrapped-user")
+    return [
+        ("own headers", own, query, None),
+        ("SDK headers, key, attribution", attributed, query, None),
+        ("key in the query", (*SDK_HEADERS, *own), in_query, None),
+        ("wrapped key", attributed, query, wrapped),
+    ]
+
+
+def _assert_record_is_row(capture: Capture, pricing: Pricing, settings: RecorderSettings, where: str) -> None:
+    try:
+        record, _ = request_record(
+            "recorded",
+            capture.target,
+            capture.method,
+            capture.host,
+            capture.path,
+            capture.request_headers,
+            capture.request_body,
+            capture.started,
+            salt=SALT,
+            settings=settings,
+            identity=capture.identity,
+        )
+    except ParseFailure:
+        return  # a request enforce mode cannot read passes undecided
+    exchange, context = to_exchange(capture, SALT, settings, None)
+    row, _, _, _ = account(exchange, context, pricing, content=False, max_body=settings.max_body)
+    assert {c: record[c] for c in COLUMNS} == {c: row[c] for c in COLUMNS}, where
+    assert record["ts"] == row["ts"], where
+
+
+@pytest.mark.parametrize("path", cassette_files(), ids=cassette_id)
+def test_a_request_is_read_as_its_row_records_it(path: Path, pricing: Pricing, tmp_path: Path):
+    settings = RecorderSettings(data=tmp_path)
+    for recorded in recorded_exchanges(path):
+        exchange = recorded.exchange
+        target = detect(exchange.host, exchange.path, exchange.request_headers, exchange.method)
+        assert target is not None
+        for name, fields, query, identity in _variants(exchange):
+            capture = Capture(
+                target=target,
+                method=exchange.method,
+                host=exchange.host,
+                path=exchange.path + (f"?{query}" if query else ""),
+                request_headers=fields,
+                request_body=exchange.request_body,
+                status=None,
+                response_headers=(),
+                chunks=[],
+                started=exchange.started_at,
+                ended=exchange.started_at,
+                outcome="ok",
+                id="recorded",
+                identity=identity,
+            )
+            where = f"{cassette_id(path)} #{recorded.position} ({name})"
+            _assert_record_is_row(capture, pricing, settings, where)
+            if exchange.request_body and "content-encoding" not in exchange.request_headers:
+                capture.request_headers = (*fields, (b"Content-Encoding", b"gzip"))
+                capture.request_body = gzip.compress(exchange.request_body)
+                _assert_record_is_row(capture, pricing, settings, f"{where}, gzip-encoded body")
+
+
+def test_a_record_reads_the_key_and_the_attribution_headers(pricing: Pricing, tmp_path: Path):
+    """The comparison above compares what matters: a record of a call with a key and
+    attribution headers has them (so equal rows are not equal by being empty)."""
+    body = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}'
+    fields = (*SDK_HEADERS, (b"Authorization", b"Bearer sk-proj-record"), (b"X-Shadow-Team", b"search"))
+    target = detect("api.openai.com", "/v1/chat/completions", {}, "POST")
+    assert target is not None
+    record, side = request_record(
+        "r",
+        target,
+        "POST",
+        "api.openai.com",
+        "/v1/chat/completions",
+        fields,
+        gzip.compress(body),
+        1_790_000_000.0,
+        salt=SALT,
+        settings=RecorderSettings(data=tmp_path),
+    )
+    assert record["model_requested"] is None, "a gzip body without its content-encoding is not read as JSON"
+    record, side = request_record(
+        "r",
+        target,
+        "POST",
+        "api.openai.com",
+        "/v1/chat/completions",
+        (*fields, (b"content-encoding", b"gzip")),
+        gzip.compress(body),
+        1_790_000_000.0,
+        salt=SALT,
+        settings=RecorderSettings(data=tmp_path),
+    )
+    assert record["key_id"] is not None and record["key_id"].startswith("key_")
+    assert (record["team"], record["model_requested"], record["prompt_text"]) == ("search", "gpt-4o-mini", "user: hi")
+    assert side is not None
