@@ -21,13 +21,14 @@ from analysis.simulate.state import BudgetState, CacheState, RateState
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 HOUR_US = 3_600_000_000
 DAY_US = 86_400_000_000
+MICROSECOND = timedelta(microseconds=1)
 
 
 def to_microseconds(ts: datetime) -> int:
     """A timezone-aware (or UTC-naive) datetime as integer microseconds since the epoch."""
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
-    return (ts - EPOCH) // timedelta(microseconds=1)
+    return (ts - EPOCH) // MICROSECOND
 
 
 def window_of(ts_us: int, window: str) -> int:
