@@ -453,8 +453,11 @@ def decision_row(engine: "PolicyEngine", facts: FrameFacts, trace: Trace, index:
     that both agree on every field of every kind of decision)."""
     p = engine.policy
     c, i = facts.columns, index
-    # The row's values in one pass (a simulator frame holds numpy scalars: as Python values).
+    # The row's values in one pass (a simulator frame holds numpy scalars: as Python values;
+    # a small frame, enforce mode's one request, holds Python values already).
     values = [c[name][i] for name in DECISION_ROW_COLUMNS]
+    if not facts.small:
+        values = [v.item() if isinstance(v, np.generic) else v for v in values]
     (
         row_id,
         cost0,
@@ -468,7 +471,7 @@ def decision_row(engine: "PolicyEngine", facts: FrameFacts, trace: Trace, index:
         model,
         route_model,
         latency,
-    ) = [v.item() if isinstance(v, np.generic) else v for v in values]
+    ) = values
     cost0 = math.nan if cost0 is None else float(cost0)
     disposition = trace.disposition[i]
     exact_hit, semantic_hit = disposition == "exact_hit", disposition == "semantic_hit"
