@@ -16,8 +16,8 @@ records them (analysis.enforce.settlement: the answer parsed and priced by the p
 the request's facts are the decision's own, not read again, when the call sent the bytes the
 decision read) and `LivePolicy.settle` charges the budgets (and a wrapped key's
 own budget, addons.wrapped_keys), adds the call's tokens to the rate windows that admitted it
-and stores the answer, as the event loop's next step once the answer is released, before any
-call sent after it is read, so the next call sees the spend. This runs on the event loop: a thread of this process
+and stores the answer, before the response is released to the
+client, so the next call sees the spend. This runs on the event loop: a thread of this process
 holds the same interpreter lock, so it kept the loop waiting as long and added a hand-off to
 every call (docs/benchmarks.md); the full row (both price tables, contents) is made by the
 recorder's worker process. A call whose settlement would change nothing (no budget applies, no
@@ -411,25 +411,11 @@ class Enforcer:
 
     def response(self, flow: http.HTTPFlow) -> None:
         self.fallback.ended(flow)
-        self._settle_after_release(flow)
+        self._settle(flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
         self.fallback.ended(flow)
-        self._settle_after_release(flow)
-
-    def _settle_after_release(self, flow: http.HTTPFlow) -> None:
-        """Settle the call as the event loop's next step, once mitmproxy has released its answer
-        (it writes it when the hooks return), not before: the client has the answer about 0.2 ms
-        sooner, its reading overlapping the settlement. A later call still sees the settlement:
-        a call sent after this answer arrived is read by a later turn of the loop, and the loop
-        runs a step queued now before anything it reads later. Calls in flight at the same time
-        never did (a documented parity exception)."""
-        if flow.id not in self._verdicts:
-            return
-        try:
-            asyncio.get_running_loop().call_soon(self._settle, flow)
-        except RuntimeError:  # no running loop (a hook called outside mitmproxy): settle now
-            self._settle(flow)
+        self._settle(flow)
 
     def _settle_relayed(
         self, flow: http.HTTPFlow, live: LivePolicy, verdict: Verdict, own: Capture, attempts: list[Capture]
