@@ -84,7 +84,7 @@ def _text(value: bytes) -> str:
     return value.decode("utf-8", "replace")
 
 
-def split_secrets(fields, only: Container[str] | None = None) -> tuple[dict[str, str], str | None]:
+def split_secrets(fields, only: Container[str | bytes] | None = None) -> tuple[dict[str, str], str | None]:
     """Headers with lower-case names minus credentials and cookies, and the API key if any.
 
     `fields` are (name, value) pairs, as bytes (mitmproxy's header fields) or str. `only`: the
