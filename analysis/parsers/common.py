@@ -138,13 +138,19 @@ def as_float(value: object) -> float | None:
 
 
 def as_int(value: object) -> int | None:
+    if type(value) is int:  # the common case, tested first (a bool's type is bool, not int)
+        return value
     if isinstance(value, bool) or not isinstance(value, _NUMBER):
         return None
     return int(value)
 
 
 def count(value: object) -> int:
-    """A token count field as an int; 0 when absent or not a number."""
+    """A token count field as an int; 0 when absent or not a number. A usage object has a dozen
+    counts, read on every settled call (enforce mode: on the proxy's event loop), so an int,
+    the common case, is returned at once (a bool's type is bool, not int)."""
+    if type(value) is int:
+        return value
     if isinstance(value, bool) or not isinstance(value, _NUMBER):
         return 0
     return int(value)

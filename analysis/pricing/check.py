@@ -30,7 +30,7 @@ PRIMARY_FILE_NAME = "primary.txt"  # under <data>/prices/: which table is primar
 DIFFER_ABOVE = 0.01  # relative difference above which two costs differ
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen one costs 4x as much to build, and one is built per priced call
 class Checked:
     cost: Cost  # the primary table's
     check: str | None  # agree, differ, one-sided, or None
@@ -98,12 +98,13 @@ class Pricing:
         provider_cost_usd: float | None = None,
         model_requested: str | None = None,
         other_models: Sequence[tuple[str, Usage]] = (),
-        at: datetime | None = None,
+        at: datetime | float | None = None,
         warn_unpriced: bool = True,
         check: bool = True,
     ) -> Checked:
         """The primary table's cost, checked by the other table (see the module docstring);
-        `check=False` skips the check (enforce mode settling a call needs the cost alone)."""
+        `check=False` skips the check (enforce mode settling a call needs the cost alone).
+        `at`: when the call was made, a datetime or a Unix timestamp (see GenaiPricesTable.cost)."""
 
         primary = self.primary.cost(
             provider=provider,

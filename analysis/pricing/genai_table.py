@@ -149,11 +149,12 @@ class GenaiPricesTable:
         provider_cost_usd: float | None = None,
         model_requested: str | None = None,
         other_models: Sequence[tuple[str, Usage]] = (),
-        at: datetime | None = None,
+        at: datetime | float | None = None,
         warn_unpriced: bool = True,
     ) -> Cost:
         """Same meaning as PriceTable.cost; `at` is when the call was made (prices that changed
-        over time apply as they were then; default now). `warn_unpriced` is taken as
+        over time apply as they were then; default now), a datetime or a Unix timestamp (the
+        recorder's; made a datetime only here, as the other table never reads it). `warn_unpriced` is taken as
         PriceTable.cost takes it: this table logs nothing (an unpriced call says so in its row)."""
         if provider_cost_usd is not None:
             return Cost(float(provider_cost_usd), "provider", self.version)
@@ -165,7 +166,10 @@ class GenaiPricesTable:
         if found is None:
             return Cost(None, "unpriced", self.version)
         context = price_context(service_tier, batch)
-        when = at or datetime.now(UTC)
+        if at is None:
+            when = datetime.now(UTC)
+        else:
+            when = at if isinstance(at, datetime) else datetime.fromtimestamp(at, UTC)
         try:
             total = self._price(found, usage, context, when)
             for other_model, other_usage in other_models:

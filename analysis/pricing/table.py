@@ -158,7 +158,7 @@ class PriceTable:
         model_requested: str | None = None,
         warn_unpriced: bool = True,
         other_models: Sequence[tuple[str, Usage]] = (),
-        at: datetime | None = None,
+        at: datetime | float | None = None,
     ) -> Cost:
         """The call's cost: the provider's own figure if it gave one, else the table's price
         of `model` (or of `model_requested` when `model` is unknown), else unpriced (logged
