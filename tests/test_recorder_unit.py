@@ -16,7 +16,7 @@ from addons.recorder import (
     outcome_for_error,
     settings_from_options,
 )
-from analysis.recording.capture import key_fingerprint, split_secrets
+from analysis.recording.capture import key_fingerprint, request_side_names, split_secrets
 from analysis.recording.settings import RecorderSettings
 
 
@@ -92,6 +92,25 @@ def test_secrets_are_split_from_headers():
     assert headers == {"x-shadow-team": "t", "content-type": "application/json"}
     assert split_secrets([("x-api-key", "sk-ant")])[1] == "sk-ant"
     assert split_secrets([("x-goog-api-key", "AIza")])[1] == "AIza"
+
+
+def test_secrets_split_from_only_the_request_side_names_are_the_full_splits_of_those_names():
+    only = request_side_names("X-Team", "x-feature", "X-\u00dcser")
+    fields = [
+        (b"X-API-Key", b"sk-first"),
+        (b"Authorization", b"Bearer sk-second"),
+        (b"X-TEAM", b"t\xc3\xa9am"),
+        (b"Content-Encoding", b"gzip"),
+        (b"X-Stainless-OS", b"Linux"),
+        ("X-\u00dcSER".encode(), b"u"),  # a name that is not ASCII is decoded, then compared
+        ("x-feature", "str fields"),
+        (b"Cookie", b"c=1"),
+    ]
+    headers, key = split_secrets(fields, only)
+    assert key == "sk-first"
+    assert headers == {"x-team": "t\u00e9am", "content-encoding": "gzip", "x-\u00fcser": "u", "x-feature": "str fields"}
+    everything, _ = split_secrets(fields)
+    assert headers == {name: value for name, value in everything.items() if name in only}
 
 
 def test_key_fingerprint_is_salted_and_stable():

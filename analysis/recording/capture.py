@@ -84,14 +84,21 @@ def _text(value: bytes) -> str:
     return value.decode("utf-8", "replace")
 
 
-def split_secrets(fields, only: Container[str] | None = None) -> tuple[dict[str, str], str | None]:
+def split_secrets(fields, only: Container[str | bytes] | None = None) -> tuple[dict[str, str], str | None]:
     """Headers with lower-case names minus credentials and cookies, and the API key if any.
 
     `fields` are (name, value) pairs, as bytes (mitmproxy's header fields) or str. `only`: the
-    names looked at (the key's among them), the others skipped undecoded; None: every name."""
+    lower-case names looked at (the key's among them), as str and as bytes (`request_side_names`),
+    the others skipped undecoded; None: every name."""
     headers, key = {}, None
     for name, value in fields:
-        name = (_text(name) if isinstance(name, bytes) else name).lower()
+        if isinstance(name, bytes):
+            if only is not None and name.isascii():  # skipped before decoding: most of an SDK's headers
+                name = name.lower()
+                if name not in only:
+                    continue
+            name = _text(name)
+        name = name.lower()
         if only is not None and name not in only:
             continue
         value = _text(value) if isinstance(value, bytes) else value
@@ -126,6 +133,17 @@ class RequestHead(NamedTuple):
     user: str | None
 
 
+# One set per proxy's attribution header names, made once, not on every request.
+@functools.lru_cache(maxsize=16)
+def request_side_names(team_header: str, feature_header: str, user_header: str) -> frozenset[str | bytes]:
+    """The lower-case names of the headers a request's reading looks at (the key, the
+    attribution headers and REQUEST_SIDE_HEADERS), each as str and as bytes (`split_secrets`)."""
+    names = [
+        name.lower() for name in (*SECRET_HEADERS, *REQUEST_SIDE_HEADERS, team_header, feature_header, user_header)
+    ]
+    return frozenset([*names, *[name.encode() for name in names]])
+
+
 def read_head(
     fields: HeaderFields,
     path_and_query: str,
@@ -140,8 +158,7 @@ def read_head(
     REQUEST_SIDE_HEADERS) are decoded and kept; an SDK sends a score of others."""
     only = None
     if not all_headers:
-        attribution = (settings.team_header.lower(), settings.feature_header.lower(), settings.user_header.lower())
-        only = frozenset((*SECRET_HEADERS, *REQUEST_SIDE_HEADERS, *attribution))
+        only = request_side_names(settings.team_header, settings.feature_header, settings.user_header)
     headers, key = split_secrets(fields, only)
     path, _, query_string = path_and_query.partition("?")
     query = {}
