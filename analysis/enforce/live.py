@@ -28,6 +28,7 @@ import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from analysis.enforce.alerts import BudgetAlerter, webhook_urls
@@ -79,7 +80,7 @@ class Verdict:
     really_sent: bool = False  # enforce mode, a hit or block that did not act: the call goes upstream
     token_windows: tuple[int, ...] = ()  # rate limits counting tokens that admitted the call (settle adds them)
 
-    @property
+    @cached_property  # read several times a call (the enforcer, settle): computed once, after decide
     def needs_settling(self) -> bool:
         """The request (would have) reached the upstream and its answer updates the state: a
         budget applies to it, or its answer may be stored in the exact cache or the semantic
@@ -144,7 +145,14 @@ class LivePolicy:
             if isinstance(e, PolicyError):
                 raise
             raise PolicyError(policy.file, 0, "", str(e)) from e
-        self._modes = {entry.name: entry.mode for entry in (*policy.in_order(), *policy.fallbacks)}
+        # Per entry name, whether it acts and the `mode` its decision rows log: read once or more
+        # per request, so looked up, not worked out. A name no entry has acts as an enforcing one.
+        self._enforcing = mode == "enforce"
+        self._acting = {
+            entry.name: self._enforcing and entry.mode == "enforce" for entry in (*policy.in_order(), *policy.fallbacks)
+        }
+        self._row_modes = {name: "enforce" if acting else "shadow" for name, acting in self._acting.items()}
+        self._unknown_mode = "enforce" if self._enforcing else "shadow"
         self.fallbacks = Fallbacks(policy)  # act when an answer fails (addons.fallback)
         backend = backend or MemoryBackend()
         self.state = self.engine.new_state(backend)
@@ -184,12 +192,15 @@ class LivePolicy:
 
     def acts(self, name: str | None) -> bool:
         """Whether the entry called `name` acts on traffic (enforce mode, entry not in shadow)."""
-        if not name or self.mode != "enforce":
+        if not name:
             return False
-        return self._modes.get(name, "enforce") == "enforce"
+        return self._acting.get(name, self._enforcing)
 
     def mode_of(self, name: str | None) -> str:
-        return "enforce" if self.acts(name) else "shadow"
+        """The `mode` of the decision rows of the entry called `name`: enforce when it acts."""
+        if not name:
+            return "shadow"
+        return self._row_modes.get(name, self._unknown_mode)
 
     def decide(self, record: dict[str, Any], wire_format: str, lookup_timed_out: bool = False) -> Verdict:
         """Decide `record` (analysis.enforce.request_record) against the state; the verdict

@@ -7,6 +7,7 @@ between requests. Times are integer microseconds since the epoch, windows are ca
 windows in UTC.
 """
 
+import functools
 import math
 import operator
 from dataclasses import dataclass, field
@@ -145,6 +146,16 @@ ROW_FIELDS = tuple(name for name in Facts.__slots__ if name not in ("budget_keys
 ROW_VALUES = operator.attrgetter(*ROW_FIELDS)  # a Facts' ROW_FIELDS values, as a tuple
 
 
+@functools.lru_cache(maxsize=64)  # a policy's few budget and rate-limit counts: names made once, not per request
+def split_columns(budgets: int, rate_limits: int) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    """The names of the columns the per-budget and per-rate-limit tuples are split into:
+    per budget (`budget_key.N`, `downgrade_cost.N`), per rate limit `rate_key.N`."""
+    return (
+        tuple((f"budget_key.{b}", f"downgrade_cost.{b}") for b in range(budgets)),
+        tuple(f"rate_key.{r}" for r in range(rate_limits)),
+    )
+
+
 @dataclass
 class FrameFacts:
     """The facts of many requests as columns: the `Facts` fields, with the per-budget and
@@ -165,21 +176,29 @@ class FrameFacts:
 
     @classmethod
     def from_facts(cls, facts: list[Facts], budgets: int, rate_limits: int) -> "FrameFacts":
+        budget_columns, rate_columns = split_columns(budgets, rate_limits)
         if len(facts) == 1:  # enforce mode's one request per call: its fields in one pass
-            columns: dict[str, list] = {
-                name: [value] for name, value in zip(ROW_FIELDS, ROW_VALUES(facts[0]), strict=True)
-            }
-        else:
-            columns = {name: [getattr(f, name) for f in facts] for name in ROW_FIELDS}
+            one = facts[0]
+            columns: dict[str, list] = {name: [value] for name, value in zip(ROW_FIELDS, ROW_VALUES(one), strict=True)}
+            for name in MONEY_COLUMNS:
+                if columns[name][0] is None:
+                    columns[name] = [math.nan]
+            for (key_column, cost_column), key, cost in zip(
+                budget_columns, one.budget_keys, one.downgrade_costs, strict=True
+            ):
+                columns[key_column] = [key]
+                columns[cost_column] = [math.nan if cost is None else cost]
+            for column, key in zip(rate_columns, one.rate_keys, strict=True):
+                columns[column] = [key]
+            return cls(columns, budgets, rate_limits, small=True)
+        columns = {name: [getattr(f, name) for f in facts] for name in ROW_FIELDS}
         for name in MONEY_COLUMNS:
             columns[name] = [math.nan if v is None else v for v in columns[name]]
-        for b in range(budgets):
-            columns[f"budget_key.{b}"] = [f.budget_keys[b] for f in facts]
-            columns[f"downgrade_cost.{b}"] = [
-                math.nan if f.downgrade_costs[b] is None else f.downgrade_costs[b] for f in facts
-            ]
-        for r in range(rate_limits):
-            columns[f"rate_key.{r}"] = [f.rate_keys[r] for f in facts]
+        for b, (key_column, cost_column) in enumerate(budget_columns):
+            columns[key_column] = [f.budget_keys[b] for f in facts]
+            columns[cost_column] = [math.nan if f.downgrade_costs[b] is None else f.downgrade_costs[b] for f in facts]
+        for r, column in enumerate(rate_columns):
+            columns[column] = [f.rate_keys[r] for f in facts]
         return cls(columns, budgets, rate_limits, small=len(facts) <= SMALL_FRAME)
 
     def chunk(self, name: str, start: int, stop: int) -> list:

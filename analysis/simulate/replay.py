@@ -489,11 +489,24 @@ def decision_row(engine: "PolicyEngine", facts: FrameFacts, trace: Trace, index:
         c3 = math.nan if downgrade_cost is None else float(downgrade_cost)
     if blocked:
         c3 = 0.0
-    priced = cost0 == cost0  # not NaN
-
-    def money(v: float) -> float | None:
-        return v if priced and v == v else None
-
+    # The money fields: all None when the recorded cost is unknown; else each one, None if NaN
+    # (checked inline: enforce mode builds one decision per request).
+    if cost0 == cost0:  # priced (not NaN)
+        money = [
+            v if v == v else None
+            for v in (
+                cost0,
+                0.0 if hit else c3,
+                cost0 if hit else 0.0,
+                cost0 - c1 if answered and route >= 0 else 0.0,
+                c1 - c2 if answered and batch >= 0 else 0.0,
+                c2 - c3 if answered else 0.0,
+                cost0 if blocked else 0.0,
+            )
+        ]
+    else:
+        money = [None] * 7
+    cost_usd, simulated, saving_cache, saving_routing, saving_batch, saving_budget, blocked_spend = money
     exact_status = trace.exact_cache[i]
     excluded = exact_excluded
     if excluded is None and p.semantic_cache:
@@ -532,12 +545,12 @@ def decision_row(engine: "PolicyEngine", facts: FrameFacts, trace: Trace, index:
         model=model,
         model_after=model_after,
         quality="unverified" if semantic_hit or (answered and (route >= 0 or downgrade >= 0)) else "same",
-        cost_usd=money(cost0),
-        simulated_cost_usd=money(0.0 if hit else c3),
-        saving_cache=money(cost0 if hit else 0.0),
-        saving_routing=money(cost0 - c1 if answered and route >= 0 else 0.0),
-        saving_batch=money(c1 - c2 if answered and batch >= 0 else 0.0),
-        saving_budget=money(c2 - c3 if answered else 0.0),
+        cost_usd=cost_usd,
+        simulated_cost_usd=simulated,
+        saving_cache=saving_cache,
+        saving_routing=saving_routing,
+        saving_batch=saving_batch,
+        saving_budget=saving_budget,
         latency_saved_ms=(latency if latency == latency else 0.0) if hit else 0.0,
-        blocked_spend_usd=money(cost0 if blocked else 0.0),
+        blocked_spend_usd=blocked_spend,
     )
