@@ -40,7 +40,7 @@ def request_json(exchange: Exchange) -> dict:
 def response_json(exchange: Exchange) -> object | None:
     """The response body decoded as JSON; None when empty or not JSON."""
     body = exchange.response_body
-    if not body or not body.strip():
+    if not body or body.isspace():  # not body.strip(), which copies the body
         return None
     try:
         return json.loads(body)
@@ -148,9 +148,11 @@ def as_int(value: object) -> int | None:
 def count(value: object) -> int:
     """A token count field as an int; 0 when absent or not a number. A usage object has a dozen
     counts, read on every settled call (enforce mode: on the proxy's event loop), so an int,
-    the common case, is returned at once (a bool's type is bool, not int)."""
+    the common case, is returned at once (a bool's type is bool, not int), and so is an absent one."""
     if type(value) is int:
         return value
+    if value is None:
+        return 0
     if isinstance(value, bool) or not isinstance(value, _NUMBER):
         return 0
     return int(value)

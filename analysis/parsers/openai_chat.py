@@ -112,9 +112,9 @@ def _read_json(exchange: Exchange, parsed: Parsed) -> str:
             continue
         texts.append(_message_text(message))
         reasoning.append(_reasoning_text(message))
-    parsed.response_text = "\n".join(t for t in texts if t)
+    parsed.response_text = "\n".join([t for t in texts if t])
     _apply_usage(parsed, body.get("usage"))
-    return "\n".join(r for r in reasoning if r)
+    return "\n".join([r for r in reasoning if r])
 
 
 def _reasoning_text(message_or_delta: dict) -> str:
