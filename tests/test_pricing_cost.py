@@ -6,11 +6,12 @@ Prices are USD per million tokens; every expected cost is written out as its sum
 """
 
 import logging
+import random
 
 import pytest
 
 from analysis.parsers.exchange import Usage
-from analysis.pricing.rates import Cost, ModelPrice, service_of
+from analysis.pricing.rates import Cost, ModelPrice, compute_cost_usd, service_of
 from analysis.pricing.table import PriceTable
 
 
@@ -237,3 +238,50 @@ def test_deepseek_cache_hits(table):
     cost = table.cost(provider="deepseek", model="deepseek-chat", usage=usage)
     # 2,000 cache misses x 0.28 + 8,000 cache hits x 0.028 + 500 output x 0.42
     assert cost.cost_usd == pytest.approx((2_000 * 0.28 + 8_000 * 0.028 + 500 * 0.42) / 1e6)  # 0.000994
+
+
+def _every_term(price: ModelPrice, usage: Usage, service: str) -> float:
+    """compute_cost_usd's sum with all ten terms, audio and image ones included when 0."""
+    cached, writes = usage.cached_input_tokens, usage.cache_write_tokens
+    writes_1h = min(usage.cache_write_1h_tokens, writes)
+    reasoning = min(usage.reasoning_tokens, usage.output_tokens)
+    uncached = max(usage.input_tokens - cached - writes, 0)
+    r = price.effective_rates(service, usage.input_tokens)
+    usd = (
+        uncached * r["input"]
+        + 0 * r["input_audio"]
+        + 0 * r["input_image"]
+        + cached * r["cached_input"]
+        + (writes - writes_1h) * r["cache_write"]
+        + writes_1h * r["cache_write_1h"]
+        + (usage.output_tokens - reasoning) * r["output"]
+        + reasoning * r["reasoning_output"]
+        + 0 * r["output_audio"]
+        + 0 * r["output_image"]
+    )
+    return round(usd / 1_000_000, 12)
+
+
+def test_text_only_cost_is_the_same_float_as_the_full_sum(table):
+    """compute_cost_usd leaves out the audio and image terms of a call without such tokens
+    (a speed-up: enforce mode prices every call on the proxy's event loop); the cost must be
+    the very float the full sum gives, the recorder's row and the settlement agreeing on it."""
+    rng = random.Random(12)
+    models = [("gpt-4o", "openai"), ("claude-sonnet-4-5", "anthropic"), ("gemini-2.5-pro", "gemini"), ("o3", "openai")]
+    for _ in range(2_000):
+        model, provider = rng.choice(models)
+        price = table.resolve(model, provider)
+        input_tokens = rng.choice([0, 1, 14, 999, 12_345, 250_000])
+        cached = rng.randint(0, input_tokens)
+        writes = rng.randint(0, input_tokens - cached)
+        output = rng.choice([0, 2, 777, 30_000])
+        usage = Usage(
+            input_tokens=input_tokens,
+            cached_input_tokens=cached,
+            cache_write_tokens=writes,
+            cache_write_1h_tokens=rng.randint(0, writes),
+            output_tokens=output,
+            reasoning_tokens=rng.randint(0, output),
+        )
+        service = rng.choice(["standard", "batch", "priority", "flex"])
+        assert compute_cost_usd(price, usage, service) == _every_term(price, usage, service), (model, usage, service)

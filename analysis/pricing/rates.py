@@ -189,11 +189,26 @@ def compute_cost_usd(price: ModelPrice, usage: Usage, service: str = "standard")
     output_tokens = usage.output_tokens or 0
     reasoning = min(usage.reasoning_tokens or 0, output_tokens)
     uncached = max(input_tokens - cached - writes, 0)
+    rates = price.effective_rates(service, input_tokens)
+    if not (
+        usage.audio_input_tokens or usage.image_input_tokens or usage.audio_output_tokens or usage.image_output_tokens
+    ):
+        # Text alone (most calls): the sum below without its four audio and image terms, each
+        # 0.0, which adds nothing (the same float). Enforce mode prices every call on the
+        # proxy's event loop, where those terms cost a third of this function.
+        usd_times_million = (
+            uncached * rates["input"]
+            + cached * rates["cached_input"]
+            + (writes - writes_1h) * rates["cache_write"]
+            + writes_1h * rates["cache_write_1h"]
+            + (output_tokens - reasoning) * rates["output"]
+            + reasoning * rates["reasoning_output"]
+        )
+        return round(usd_times_million / 1_000_000, 12)
     audio_in = min(usage.audio_input_tokens or 0, uncached)
     image_in = min(usage.image_input_tokens or 0, uncached - audio_in)
     audio_out = min(usage.audio_output_tokens or 0, output_tokens - reasoning)
     image_out = min(usage.image_output_tokens or 0, output_tokens - reasoning - audio_out)
-    rates = price.effective_rates(service, input_tokens)
     usd_times_million = (
         (uncached - audio_in - image_in) * rates["input"]
         + audio_in * rates["input_audio"]
