@@ -9,6 +9,7 @@ import json
 import pytest
 
 from analysis.parsers import parse
+from analysis.parsers.common import contains_image
 from analysis.parsers.detect import detect
 from analysis.parsers.exchange import Exchange
 from analysis.parsers.tokens import count_tokens
@@ -267,6 +268,27 @@ def test_request_facts():
     assert (parsed.temperature, parsed.n, parsed.service_tier) == (0.7, 2, "priority")
     assert parsed.has_tools and parsed.has_images
     assert parsed.prompt_text == "user: What is this?"
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ([{"role": "user", "content": "text only"}], False),
+        (
+            [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "input_image", "image_url": "u"}]}],
+            True,
+        ),
+        ({"parts": [{"text": "a"}, {"inlineData": {"mimeType": "image/png", "data": "AAAA"}}]}, True),
+        ({"parts": [{"file_data": {"mime_type": "application/pdf", "file_uri": "gs://f"}}]}, False),
+        ({"fileData": {"mimeType": "text/plain", "nested": [{"type": "image"}]}}, True),  # inside a blob too
+        ([{"role": "user", "content": [{"type": "tool_result", "content": [{"type": "image", "source": {}}]}]}], True),
+        ([[["deep", {"x": {"y": [{"type": "image_url"}]}}]]], True),
+        ([{"inline_data": "not a blob", "mimeType": "image/png"}], False),  # a mime outside a blob
+        ("a string", False),
+    ],
+)
+def test_contains_image_finds_an_image_part_at_any_depth(value, expected):
+    assert contains_image(value) is expected
 
 
 def test_legacy_completions():

@@ -47,15 +47,21 @@ def parse_request(request: dict, exchange: Exchange) -> Parsed:
         model = common.azure_deployment(exchange.path)
     parsed.model_requested = model
     parsed.stream = request.get("stream") is True
-    messages = request.get("messages") if isinstance(request.get("messages"), list) else []
+    messages = request.get("messages")
+    if not isinstance(messages, list):
+        messages = []
     system, conversation = [], []
     for message in messages:
         if not isinstance(message, dict):
             continue
         role = str(message.get("role") or "user")
         text = _message_text(message)
-        (system if role in SYSTEM_ROLES else conversation).append((role, text))
-    parsed.system_prompt = "\n".join([text for _, text in system if text])
+        if role in SYSTEM_ROLES:
+            if text:
+                system.append(text)
+        else:
+            conversation.append((role, text))
+    parsed.system_prompt = "\n".join(system)
     parsed.prompt_text = common.role_lines(conversation)
     parsed.canonical_request = canonical_request(request, model=model)
     parsed.temperature = common.as_float(request.get("temperature"))
@@ -69,10 +75,15 @@ def parse_request(request: dict, exchange: Exchange) -> Parsed:
 
 
 def _message_text(message: dict) -> str:
-    parts = [common.content_text(message.get("content"))]
-    calls = message.get("tool_calls") if isinstance(message.get("tool_calls"), list) else []
-    if isinstance(message.get("function_call"), dict):
-        calls = [*calls, {"function": message["function_call"]}]
+    text = common.content_text(message.get("content"))
+    calls = message.get("tool_calls")
+    function_call = message.get("function_call")
+    if not isinstance(function_call, dict) and not calls:
+        return text  # most messages: their text alone (this runs on every message of a request)
+    parts = [text]
+    calls = calls if isinstance(calls, list) else []
+    if isinstance(function_call, dict):
+        calls = [*calls, {"function": function_call}]
     for call in calls:
         function = call.get("function") if isinstance(call, dict) else None
         if isinstance(function, dict):
@@ -101,9 +112,9 @@ def _read_json(exchange: Exchange, parsed: Parsed) -> str:
             continue
         texts.append(_message_text(message))
         reasoning.append(_reasoning_text(message))
-    parsed.response_text = "\n".join(t for t in texts if t)
+    parsed.response_text = "\n".join([t for t in texts if t])
     _apply_usage(parsed, body.get("usage"))
-    return "\n".join(r for r in reasoning if r)
+    return "\n".join([r for r in reasoning if r])
 
 
 def _reasoning_text(message_or_delta: dict) -> str:
