@@ -457,7 +457,7 @@ class Enforcer:
                     capture.ended,
                     capture.status,
                     capture.response_headers,
-                    tuple(chunk for _, chunk in capture.chunks),
+                    tuple([chunk for _, chunk in capture.chunks]),
                     tokens=cost.tokens,
                 )
             if charge_key:

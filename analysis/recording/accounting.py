@@ -248,7 +248,8 @@ def mark_cut_stream(exchange: Exchange, parsed: Parsed) -> None:
         exchange.outcome = "server_error" if parsed.error else "upstream_cut"
 
 
-def price(exchange: Exchange, parsed: Parsed, prices: Pricing, check: bool = True) -> Checked:
+def price(exchange: Exchange, parsed: Parsed, prices: Pricing) -> Checked:
+    """The call's cost by the primary table, checked by the other (analysis.pricing.check)."""
     return prices.cost(
         provider=exchange.provider,
         model=parsed.model or parsed.model_requested,
@@ -259,7 +260,6 @@ def price(exchange: Exchange, parsed: Parsed, prices: Pricing, check: bool = Tru
         provider_cost_usd=parsed.provider_cost_usd,
         other_models=parsed.other_models,
         at=exchange.started_at,  # a timestamp: only genai-prices reads it, and makes it a datetime then
-        check=check,
     )
 
 
@@ -285,7 +285,19 @@ def call_cost(
     except ParseFailure:
         parsed = Parsed()
     mark_cut_stream(exchange, parsed)
-    cost = price(exchange, parsed, prices, check=False).cost
+    # The primary table alone, called directly: what prices.cost(check=False) gives, without
+    # its second call layer and Checked (this runs on the proxy's event loop for every call).
+    cost = prices.primary.cost(
+        provider=exchange.provider,
+        model=parsed.model or parsed.model_requested,
+        model_requested=parsed.model_requested,
+        usage=parsed.usage,
+        service_tier=parsed.service_tier,
+        batch=parsed.batch,
+        provider_cost_usd=parsed.provider_cost_usd,
+        other_models=parsed.other_models,
+        at=exchange.started_at,
+    )
     usage = parsed.usage
     tokens = (usage.input_tokens or 0) + (usage.output_tokens or 0)
     return CallCost(outcome_for_status(exchange.status, exchange.outcome), cost.cost_usd, tokens)
