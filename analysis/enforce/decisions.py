@@ -31,6 +31,7 @@ def decision_rows(
     `cache_saving` is what a cache hit saved (the stored answer's cost); by default the
     decision's own saving_cache (the simulator's figure)."""
     rows: list[dict] = []
+    request_id = decision["id"]
 
     def add(
         name: str,
@@ -44,7 +45,7 @@ def decision_rows(
     ) -> None:
         rows.append(
             {
-                "id": decision["id"],
+                "id": request_id,
                 "ts": ts,
                 "mode": mode_of(name),
                 "policy": name,
@@ -82,16 +83,24 @@ def decision_rows(
         add(decision["batch_by"], "batch", "batch", reason="batch API candidate")
     # The budget that acted, and before it any that only logged (mode = "shadow" in enforce mode).
     budget_by, logged = decision.get("budget_by"), decision.get("budget_logged")
-    logged_names = set(logged.split(",")) if logged else set()
-    for budget in policy.budgets if budget_by or logged else ():
-        if budget.name != budget_by and budget.name not in logged_names:
-            continue
-        reason = f"{budget.window} spend had reached limit_usd {budget.limit_usd:g}"
-        action = decision.get("budget_action") if budget.name == budget_by else budget.action
-        if action == "downgrade":
-            add(budget.name, "budget", "downgrade", model_to=budget.to, model_from=decision.get("model"), reason=reason)
-        else:
-            add(budget.name, "budget", "block", reason=reason)
+    if budget_by or logged:
+        logged_names = set(logged.split(",")) if logged else ()
+        for budget in policy.budgets:
+            if budget.name != budget_by and budget.name not in logged_names:
+                continue
+            reason = f"{budget.window} spend had reached limit_usd {budget.limit_usd:g}"
+            action = decision.get("budget_action") if budget.name == budget_by else budget.action
+            if action == "downgrade":
+                add(
+                    budget.name,
+                    "budget",
+                    "downgrade",
+                    model_to=budget.to,
+                    model_from=decision.get("model"),
+                    reason=reason,
+                )
+            else:
+                add(budget.name, "budget", "block", reason=reason)
     throttled_by = decision.get("throttled_by")
     if throttled_by:
         limit = next(r for r in policy.rate_limits if r.name == throttled_by)

@@ -274,12 +274,13 @@ class LivePolicy:
             verdict.rows = decision_rows(
                 decision.__dict__, p, record["ts"], self.mode_of, cache_saving if verdict.answer else None
             )
-            for row in verdict.rows:
-                if lookup_timed_out and p.semantic_cache is not None and row["kind"] == "semantic_cache":
-                    row["reason"] = f"{LOOKUP_TIMEOUT}: not embedded within {p.semantic_cache.lookup_timeout_ms} ms"
-                elif row["kind"] == unserved and row["action"] == "hit":  # decided, but nothing saved
-                    said = f"{row['reason']}; " if row["reason"] else ""
-                    row["reason"], row["saving_usd"] = f"{said}no stored answer to replay: sent upstream", None
+            if lookup_timed_out or unserved:  # else (most calls) the rows stay as decided
+                for row in verdict.rows:
+                    if lookup_timed_out and p.semantic_cache is not None and row["kind"] == "semantic_cache":
+                        row["reason"] = f"{LOOKUP_TIMEOUT}: not embedded within {p.semantic_cache.lookup_timeout_ms} ms"
+                    elif row["kind"] == unserved and row["action"] == "hit":  # decided, but nothing saved
+                        said = f"{row['reason']}; " if row["reason"] else ""
+                        row["reason"], row["saving_usd"] = f"{said}no stored answer to replay: sent upstream", None
         return verdict
 
     def _rewrite(self, verdict: Verdict, wire_format: str) -> None:

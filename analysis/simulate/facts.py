@@ -211,9 +211,12 @@ class FrameFacts:
         return values[start:stop]
 
     def chunks(self, names: tuple[str, ...], start: int, stop: int) -> list[list]:
-        """`chunk` of several columns, in one call (a small frame's are list slices)."""
+        """`chunk` of several columns, in one call (a small frame's are its lists, or slices of
+        them: read them, never change them)."""
         if self.small:
             columns = self.columns
+            if start == 0 and stop >= len(columns["id"]):  # the whole frame (enforce mode's one request)
+                return [columns[name] for name in names]  # the lists themselves: callers only read them
             return [columns[name][start:stop] for name in names]
         return [self.chunk(name, start, stop) for name in names]
 
