@@ -238,8 +238,7 @@ def usage_from_openai(usage: dict) -> Usage:
     reasoning = common.count(completion_details.get("reasoning_tokens"))
     if not reasoning:
         reasoning = common.count(usage.get("reasoning_tokens"))
-    total = common.as_int(usage.get("total_tokens"))
-    if reasoning and total is not None and total == prompt + completion + reasoning:
+    if reasoning and common.as_int(usage.get("total_tokens")) == prompt + completion + reasoning:
         completion += reasoning  # reasoning reported outside completion_tokens (xAI)
     return Usage(
         input_tokens=prompt,
