@@ -177,7 +177,9 @@ def service_of(service_tier: str | None, batch: bool) -> str:
     """The rate set a call pays: batch, priority, flex or standard."""
     if batch:
         return "batch"
-    return _SERVICE_TIERS.get((service_tier or "").strip().lower(), "standard")
+    if not service_tier:  # most calls name none: no string to clean
+        return "standard"
+    return _SERVICE_TIERS.get(service_tier.strip().lower(), "standard")
 
 
 def compute_cost_usd(price: ModelPrice, usage: Usage, service: str = "standard") -> float:
