@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from analysis.parsers.exchange import Usage
 from analysis.pricing.files import PRICES_DIR_NAME, PriceFileError
@@ -100,35 +101,21 @@ class Pricing:
         other_models: Sequence[tuple[str, Usage]] = (),
         at: datetime | float | None = None,
         warn_unpriced: bool = True,
-        check: bool = True,
     ) -> Checked:
-        """The primary table's cost, checked by the other table (see the module docstring);
-        `check=False` skips the check (enforce mode settling a call needs the cost alone).
+        """The primary table's cost, checked by the other table (see the module docstring).
         `at`: when the call was made, a datetime or a Unix timestamp (see GenaiPricesTable.cost)."""
-
-        primary = self.primary.cost(
-            provider=provider,
-            model=model,
-            usage=usage,
-            service_tier=service_tier,
-            batch=batch,
-            provider_cost_usd=provider_cost_usd,
-            model_requested=model_requested,
-            other_models=other_models,
-            at=at,
-            warn_unpriced=warn_unpriced,
-        )
-        if not check or primary.cost_source not in ("computed", "unpriced"):
+        call: dict[str, Any] = {
+            "provider": provider,
+            "model": model,
+            "usage": usage,
+            "service_tier": service_tier,
+            "batch": batch,
+            "model_requested": model_requested,
+            "other_models": other_models,
+            "at": at,
+        }
+        primary = self.primary.cost(**call, provider_cost_usd=provider_cost_usd, warn_unpriced=warn_unpriced)
+        if primary.cost_source not in ("computed", "unpriced"):
             return Checked(primary, None, None, self.other.version)
-        other = self.other.cost(
-            provider=provider,
-            model=model,
-            usage=usage,
-            service_tier=service_tier,
-            batch=batch,
-            model_requested=model_requested,
-            other_models=other_models,
-            at=at,
-            warn_unpriced=False,  # the primary table's warning says it
-        )
+        other = self.other.cost(**call, warn_unpriced=False)  # the primary table's warning says it
         return Checked(primary, compare(primary, other), other.cost_usd, self.other.version)

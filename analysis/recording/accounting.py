@@ -9,6 +9,7 @@ is kept, one `contents` row. A parser that fails still gives a row (with `error`
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from analysis import parsers
 from analysis.parsers.exchange import Exchange, Parsed, Usage, other_models_json
@@ -250,17 +251,22 @@ def mark_cut_stream(exchange: Exchange, parsed: Parsed) -> None:
 
 def price(exchange: Exchange, parsed: Parsed, prices: Pricing) -> Checked:
     """The call's cost by the primary table, checked by the other (analysis.pricing.check)."""
-    return prices.cost(
-        provider=exchange.provider,
-        model=parsed.model or parsed.model_requested,
-        model_requested=parsed.model_requested,
-        usage=parsed.usage,
-        service_tier=parsed.service_tier,
-        batch=parsed.batch,
-        provider_cost_usd=parsed.provider_cost_usd,
-        other_models=parsed.other_models,
-        at=exchange.started_at,  # a timestamp: only genai-prices reads it, and makes it a datetime then
-    )
+    return prices.cost(**cost_inputs(exchange, parsed))
+
+
+def cost_inputs(exchange: Exchange, parsed: Parsed) -> dict[str, Any]:
+    """What a price table's `cost` reads of a call (Pricing.cost and each table's take the same)."""
+    return {
+        "provider": exchange.provider,
+        "model": parsed.model or parsed.model_requested,
+        "model_requested": parsed.model_requested,
+        "usage": parsed.usage,
+        "service_tier": parsed.service_tier,
+        "batch": parsed.batch,
+        "provider_cost_usd": parsed.provider_cost_usd,
+        "other_models": parsed.other_models,
+        "at": exchange.started_at,  # a timestamp: only genai-prices reads it, and makes it a datetime then
+    }
 
 
 @dataclass(slots=True)  # not frozen: a frozen one costs 4x as much to build, and one is built per settled call
@@ -285,19 +291,8 @@ def call_cost(
     except ParseFailure:
         parsed = Parsed()
     mark_cut_stream(exchange, parsed)
-    # The primary table alone, called directly: what prices.cost(check=False) gives, without
-    # its second call layer and Checked (this runs on the proxy's event loop for every call).
-    cost = prices.primary.cost(
-        provider=exchange.provider,
-        model=parsed.model or parsed.model_requested,
-        model_requested=parsed.model_requested,
-        usage=parsed.usage,
-        service_tier=parsed.service_tier,
-        batch=parsed.batch,
-        provider_cost_usd=parsed.provider_cost_usd,
-        other_models=parsed.other_models,
-        at=exchange.started_at,
-    )
+    # The primary table alone: the settlement needs no check (this runs on the proxy's event loop).
+    cost = prices.primary.cost(**cost_inputs(exchange, parsed))
     usage = parsed.usage
     tokens = (usage.input_tokens or 0) + (usage.output_tokens or 0)
     return CallCost(outcome_for_status(exchange.status, exchange.outcome), cost.cost_usd, tokens)

@@ -181,24 +181,13 @@ def to_exchange(
     capture: Capture, salt: str, settings: RecorderSettings, instance: str | None
 ) -> tuple[Exchange, CallContext]:
     head = read_head(capture.request_headers, capture.path, capture.identity, salt, settings)
-    exchange = Exchange(
-        provider=capture.target.provider,
-        endpoint=capture.target.endpoint,
-        wire_format=capture.target.wire_format,
-        method=capture.method,
-        host=capture.host,
-        path=head.path,
+    exchange = _exchange(
+        capture,
+        head.path,
+        split_secrets(capture.response_headers)[0],
         query=head.query,
         request_headers=head.headers,
         request_body=capture.request_body,
-        status=capture.status,
-        response_headers=split_secrets(capture.response_headers)[0],
-        response_chunks=capture.chunks,
-        started_at=capture.started,
-        duration=capture.ended - capture.started,
-        outcome=capture.outcome,
-        error=capture.error,
-        response_over_cap=capture.response_truncated,
     )
     context = CallContext(
         id=capture.id or new_id(capture.started),
@@ -219,21 +208,28 @@ def answer_exchange(capture: Capture) -> Exchange:
     call on the event loop). The request's headers, query string and body are left out and no
     key is fingerprinted: they were read then, and the answer's reading never looks at them; of
     the response's headers, only those it reads (`answer_headers`)."""
+    return _exchange(capture, capture.path.partition("?")[0], answer_headers(capture.response_headers))
+
+
+def _exchange(capture: Capture, path: str, response_headers: dict[str, str], **request) -> Exchange:
+    """The Exchange of `capture`'s call with these path and response headers; `request`: its
+    query, request_headers and request_body (left out: empty)."""
     return Exchange(
         provider=capture.target.provider,
         endpoint=capture.target.endpoint,
         wire_format=capture.target.wire_format,
         method=capture.method,
         host=capture.host,
-        path=capture.path.partition("?")[0],
+        path=path,
         status=capture.status,
-        response_headers=answer_headers(capture.response_headers),
+        response_headers=response_headers,
         response_chunks=capture.chunks,
         started_at=capture.started,
         duration=capture.ended - capture.started,
         outcome=capture.outcome,
         error=capture.error,
         response_over_cap=capture.response_truncated,
+        **request,
     )
 
 
