@@ -14,10 +14,10 @@ from analysis.enforce.request_record import ParseFailure, request_record
 from analysis.parsers.detect import detect
 from analysis.parsers.exchange import Exchange
 from analysis.pricing.check import Pricing
-from analysis.recording.accounting import account
-from analysis.recording.capture import Capture, Identity, to_exchange
+from analysis.recording.capture import Capture, Identity
 from analysis.recording.settings import RecorderSettings
 from tests.cassettes import cassette_files, cassette_id, recorded_exchanges
+from tests.enforce_support import decided_record, recorded_row
 
 SALT = "request-record"
 
@@ -86,23 +86,10 @@ def _variants(exchange: Exchange) -> list[tuple[str, tuple[tuple[bytes, bytes], 
 
 def _assert_record_is_row(capture: Capture, pricing: Pricing, settings: RecorderSettings, where: str) -> None:
     try:
-        record, _ = request_record(
-            "recorded",
-            capture.target,
-            capture.method,
-            capture.host,
-            capture.path,
-            capture.request_headers,
-            capture.request_body,
-            capture.started,
-            salt=SALT,
-            settings=settings,
-            identity=capture.identity,
-        )
+        record, _ = decided_record(capture, SALT, settings)
     except ParseFailure:
         return  # a request enforce mode cannot read passes undecided
-    exchange, context = to_exchange(capture, SALT, settings, None)
-    row, _, _, _ = account(exchange, context, pricing, content=False, max_body=settings.max_body)
+    row = recorded_row(capture, pricing, SALT, settings)
     assert {c: record[c] for c in COLUMNS} == {c: row[c] for c in COLUMNS}, where
     assert record["ts"] == row["ts"], where
 
@@ -146,31 +133,24 @@ def test_a_record_reads_the_key_and_the_attribution_headers(pricing: Pricing, tm
     fields = (*SDK_HEADERS, (b"Authorization", b"Bearer sk-proj-record"), (b"X-Shadow-Team", b"search"))
     target = detect("api.openai.com", "/v1/chat/completions", {}, "POST")
     assert target is not None
-    record, side = request_record(
-        "r",
-        target,
-        "POST",
-        "api.openai.com",
-        "/v1/chat/completions",
-        fields,
-        gzip.compress(body),
-        1_790_000_000.0,
-        salt=SALT,
-        settings=RecorderSettings(data=tmp_path),
-    )
+
+    def read(fields):
+        return request_record(
+            "r",
+            target,
+            "POST",
+            "api.openai.com",
+            "/v1/chat/completions",
+            fields,
+            gzip.compress(body),
+            1_790_000_000.0,
+            salt=SALT,
+            settings=RecorderSettings(data=tmp_path),
+        )
+
+    record, side = read(fields)
     assert record["model_requested"] is None, "a gzip body without its content-encoding is not read as JSON"
-    record, side = request_record(
-        "r",
-        target,
-        "POST",
-        "api.openai.com",
-        "/v1/chat/completions",
-        (*fields, (b"content-encoding", b"gzip")),
-        gzip.compress(body),
-        1_790_000_000.0,
-        salt=SALT,
-        settings=RecorderSettings(data=tmp_path),
-    )
+    record, side = read((*fields, (b"content-encoding", b"gzip")))
     assert record["key_id"] is not None and record["key_id"].startswith("key_")
     assert (record["team"], record["model_requested"], record["prompt_text"]) == ("search", "gpt-4o-mini", "user: hi")
     assert side is not None

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from analysis.enforce.request_record import ParseFailure, request_record
+from analysis.enforce.request_record import ParseFailure
 from analysis.enforce.settlement import settlement_cost
 from analysis.parsers.detect import detect
 from analysis.parsers.exchange import Exchange
 from analysis.pricing.check import Pricing
-from analysis.recording.accounting import account
-from analysis.recording.capture import Capture, to_exchange
+from analysis.recording.capture import Capture
 from analysis.recording.settings import RecorderSettings
 from tests.cassettes import cassette_files, cassette_id, cassette_path, recorded_exchanges
+from tests.enforce_support import decided_record, recorded_row
 
 SALT = "settlement"
 
@@ -54,25 +54,13 @@ def _capture(exchange: Exchange, chunks: list[tuple[float, bytes]]) -> Capture:
 
 def _recorded(capture: Capture, pricing: Pricing, settings: RecorderSettings) -> tuple[str, float | None, int]:
     """(outcome, cost_usd, input + output tokens) of the recorder's row for this call."""
-    exchange, context = to_exchange(capture, SALT, settings, None)
-    row, _, _, _ = account(exchange, context, pricing, content=False, max_body=settings.max_body)
+    row = recorded_row(capture, pricing, SALT, settings)
     return row["outcome"], row["cost_usd"], (row["input_tokens"] or 0) + (row["output_tokens"] or 0)
 
 
 def _assert_settled_as_recorded(capture: Capture, pricing: Pricing, settings: RecorderSettings, where: str) -> None:
     try:
-        _, side = request_record(
-            "settled",
-            capture.target,
-            capture.method,
-            capture.host,
-            capture.path,
-            capture.request_headers,
-            capture.request_body,
-            capture.started,
-            salt=SALT,
-            settings=settings,
-        )
+        _, side = decided_record(capture, SALT, settings)
     except ParseFailure:
         side = None  # a request enforce mode cannot read passes undecided
     if capture.target.wire_format == "openai_chat":  # its parser reads the request apart
