@@ -191,6 +191,22 @@ def test_azure_model_requested_from_the_deployment():
     assert parsed.canonical_request["model"] == "prod-gpt4o"
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-32-be"])
+def test_a_json_answer_is_read_in_every_encoding_json_reads(encoding):
+    # common.response_json decodes UTF-8 itself (the fast path) and leaves other encodings,
+    # (a byte-order mark, UTF-16, UTF-32) to json.loads, which reads them as before.
+    response = {
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Bonjour à vous"}}],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 4, "total_tokens": 16},
+    }
+    body = json.dumps(response, ensure_ascii=False).encode(encoding)
+    parsed = parse(make_exchange("api.openai.com", "/v1/chat/completions", {"model": "gpt-4o-mini"}, [body]))
+    assert parsed.error is None
+    assert (parsed.usage.input_tokens, parsed.usage.output_tokens, parsed.usage.source) == (12, 4, "provider")
+    assert parsed.response_text == "Bonjour à vous"
+
+
 def test_deepseek_prompt_cache_hit_tokens():
     # DeepSeek's documented usage shape (no DeepSeek chat cassette in the recorded set).
     response = {
