@@ -193,7 +193,7 @@ class FrameFacts:
             one = facts[0]
             names, money = one_row_columns(budgets, rate_limits)
             values = (*ROW_VALUES(one), *one.budget_keys, *one.downgrade_costs, *one.rate_keys)
-            columns: dict[str, list] = dict(zip(names, [[value] for value in values], strict=True))
+            columns: dict[str, list] = dict(zip(names, [[value] for value in values], strict=False))  # one name a value
             for name in money:
                 if columns[name][0] is None:
                     columns[name][0] = math.nan

@@ -23,7 +23,7 @@ cost0 - simulated cost, so nothing is counted twice, and no saving is claimed fo
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -107,27 +107,27 @@ class Decision:
 SMALL_TRACE = 64  # up to this many requests, a trace is kept in lists (see Trace)
 
 
-@dataclass
+@dataclass(init=False)  # its own __init__: one call, not __init__ and __post_init__ (one per live decision)
 class Trace:
     """What the pass decided, one entry per request (defaults: nothing happened)."""
 
     n: int
-    disposition: list = field(init=False)
-    exact_cache: list = field(init=False)
-    semantic_cache: list = field(init=False)
-    cache_source_id: list = field(init=False)
-    similarity: list = field(init=False)
-    nearest_source: list = field(init=False)
-    budget_index: np.ndarray = field(init=False)  # the last budget that acted
-    budget_action: list = field(init=False)
-    downgrade_index: np.ndarray = field(init=False)  # the last budget that downgraded
-    budget_tripped: list = field(init=False)
-    budget_logged: list = field(init=False)
-    throttled_index: np.ndarray = field(init=False)
-    charged: np.ndarray = field(init=False)  # USD charged to the budgets (budget alerts read it)
+    disposition: list
+    exact_cache: list
+    semantic_cache: list
+    cache_source_id: list
+    similarity: list
+    nearest_source: list
+    budget_index: np.ndarray  # the last budget that acted
+    budget_action: list
+    downgrade_index: np.ndarray  # the last budget that downgraded
+    budget_tripped: list
+    budget_logged: list
+    throttled_index: np.ndarray
+    charged: np.ndarray  # USD charged to the budgets (budget alerts read it)
 
-    def __post_init__(self) -> None:
-        n = self.n
+    def __init__(self, n: int) -> None:
+        self.n = n
         self.disposition = ["upstream"] * n
         self.exact_cache, self.semantic_cache = [None] * n, [None] * n
         self.cache_source_id, self.similarity, self.nearest_source = [None] * n, [None] * n, [None] * n
