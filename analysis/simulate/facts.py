@@ -2,7 +2,8 @@
 
 `Facts` describes one request (enforce mode computes it per request: PolicyEngine.observe);
 `FrameFacts` holds the same fields as columns for many requests (the simulator computes it
-vectorised: analysis.simulate.batch.frame_facts). `EngineState` is what the policies remember
+vectorised: analysis.simulate.batch.frame_facts); `OneRequestFacts` reads one request's
+`Facts` as a one-row frame (enforce mode's decision). `EngineState` is what the policies remember
 between requests. Times are integer microseconds since the epoch, windows are calendar
 windows in UTC.
 """
@@ -159,9 +160,9 @@ def split_columns(budgets: int, rate_limits: int) -> tuple[tuple[tuple[str, str]
 
 @functools.lru_cache(maxsize=64)
 def one_row_columns(budgets: int, rate_limits: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """A one-request frame's column names in the order `from_facts` reads its values (ROW_FIELDS,
-    then per budget its key, per budget its downgrade cost, per rate limit its key), and the
-    names of its money columns (NaN, not None, where unknown)."""
+    """A one-request frame's column names in the order `OneRequestFacts` keeps its values
+    (ROW_FIELDS, then per budget its key, per budget its downgrade cost, per rate limit its key),
+    and the names of its money columns (NaN, not None, where unknown)."""
     budget_columns, rate_columns = split_columns(budgets, rate_limits)
     keys, costs = tuple(k for k, _ in budget_columns), tuple(c for _, c in budget_columns)
     return (*ROW_FIELDS, *keys, *costs, *rate_columns), (*MONEY_COLUMNS, *costs)
@@ -178,7 +179,7 @@ class FrameFacts:
     columns: dict[str, list]
     budgets: int
     rate_limits: int
-    # Every column a list of at most SMALL_FRAME rows (from_facts; enforce mode's one request):
+    # Every column a list of at most SMALL_FRAME rows (from_facts of a few requests):
     # arrival, pre_budget_cost and chunks stay in plain lists, without numpy's cost per call.
     small: bool = False
 
@@ -221,7 +222,7 @@ class FrameFacts:
         them: read them, never change them)."""
         if self.small:
             columns = self.columns
-            if start == 0 and stop >= len(columns["id"]):  # the whole frame (enforce mode's one request)
+            if start == 0 and stop >= len(columns["id"]):  # the whole frame
                 return [columns[name] for name in names]  # the lists themselves: callers only read them
             return [columns[name][start:stop] for name in names]
         return [self.chunk(name, start, stop) for name in names]
