@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from analysis.parsers import parse, read_request
+from analysis.parsers import common, parse, read_request
 from analysis.parsers.common import contains_image
 from analysis.parsers.detect import detect
 from analysis.parsers.exchange import Exchange
@@ -205,6 +205,21 @@ def test_a_json_answer_is_read_in_every_encoding_json_reads(encoding):
     assert parsed.error is None
     assert (parsed.usage.input_tokens, parsed.usage.output_tokens, parsed.usage.source) == (12, 4, "provider")
     assert parsed.response_text == "Bonjour à vous"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"a": 1}', b' \r\n{"a": 1}\n\t ', b'{"a": 1} x', b'{"a": 1}\x0b', b"[1, 2]", b'"a"', b"{", b"<html>", b"\xff{}"],
+)
+def test_a_response_body_reads_as_json_loads_reads_it(body):
+    # common.response_json reads UTF-8 with the decoder itself (its fast path): spaces around the
+    # value, more after it and bytes that are not UTF-8 must give what json.loads gives.
+    try:
+        expected = json.loads(body)
+    except ValueError:
+        expected = None
+    exchange = make_exchange("api.openai.com", "/v1/chat/completions", {}, [body])
+    assert common.response_json(exchange) == expected
 
 
 def test_an_answer_without_usage_is_estimated_from_its_text_even_when_settling():

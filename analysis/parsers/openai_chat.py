@@ -255,14 +255,19 @@ def usage_from_openai(usage: dict) -> Usage:
     completion_details = usage.get("completion_tokens_details")
     completion_details = completion_details if isinstance(completion_details, dict) else {}
     cached = common.count(prompt_details.get("cached_tokens"))
-    if not cached:
-        cached = common.count(usage.get("prompt_cache_hit_tokens"))  # DeepSeek
-    if not cached:
-        cached = common.count(usage.get("num_cached_tokens"))  # Mistral
-    cache_write = common.count(prompt_details.get("cache_write_tokens"))  # OpenRouter
+    # Other providers' variants, absent from most answers, are looked up only where present
+    # (`in`, no call): enforce mode reads a usage object for every call it settles, on the
+    # proxy's event loop, and these lookups were half of that reading's calls.
+    if not cached and "prompt_cache_hit_tokens" in usage:  # DeepSeek
+        cached = common.count(usage["prompt_cache_hit_tokens"])
+    if not cached and "num_cached_tokens" in usage:  # Mistral
+        cached = common.count(usage["num_cached_tokens"])
+    cache_write = 0
+    if "cache_write_tokens" in prompt_details:  # OpenRouter
+        cache_write = common.count(prompt_details["cache_write_tokens"])
     reasoning = common.count(completion_details.get("reasoning_tokens"))
-    if not reasoning:
-        reasoning = common.count(usage.get("reasoning_tokens"))
+    if not reasoning and "reasoning_tokens" in usage:
+        reasoning = common.count(usage["reasoning_tokens"])
     if reasoning and common.as_int(usage.get("total_tokens")) == prompt + completion + reasoning:
         completion += reasoning  # reasoning reported outside completion_tokens (xAI)
     return Usage(
@@ -273,7 +278,9 @@ def usage_from_openai(usage: dict) -> Usage:
         reasoning_tokens=reasoning,
         audio_input_tokens=common.count(prompt_details.get("audio_tokens")),
         audio_output_tokens=common.count(completion_details.get("audio_tokens")),
-        image_input_tokens=common.count(prompt_details.get("image_tokens")),
-        image_output_tokens=common.count(completion_details.get("image_tokens")),
+        image_input_tokens=common.count(prompt_details["image_tokens"]) if "image_tokens" in prompt_details else 0,
+        image_output_tokens=(
+            common.count(completion_details["image_tokens"]) if "image_tokens" in completion_details else 0
+        ),
         source="provider",
     )
