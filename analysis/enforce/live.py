@@ -274,7 +274,9 @@ class LivePolicy:
             # Dated None: the recorder's worker dates a call's own rows with its `ts` (the request's
             # start, as `record["ts"]`) when it writes them (analysis.recording.sink). A datetime
             # sent to the worker with each call cost the proxy 6 us to pickle (in-process).
-            verdict.rows = decision_rows(decision.__dict__, p, None, self.mode_of, cache_saving if verdict.answer else None)
+            verdict.rows = decision_rows(
+                decision.__dict__, p, None, self.mode_of, cache_saving if verdict.answer else None
+            )
             if lookup_timed_out or unserved:  # else (most calls) the rows stay as decided
                 for row in verdict.rows:
                     if lookup_timed_out and p.semantic_cache is not None and row["kind"] == "semantic_cache":
