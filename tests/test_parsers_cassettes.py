@@ -45,8 +45,13 @@ def test_an_answer_read_with_the_request_side_read_before_gives_the_same_facts(p
             continue
         before = repr(side)
         where = f"{cassette_id(path)} #{recorded.position}"
-        assert parse(exchange, side) == parse(exchange), where
-        assert parse(exchange, side) == parse(exchange), where
+        whole = parse(exchange)
+        assert parse(exchange, side) == whole, where
+        assert parse(exchange, side) == whole, where
+        # Settling a call (read_text=False) may leave the answer's text unread, nothing else.
+        without_text = parse(exchange, side, read_text=False)
+        unread = {"response_text": whole.response_text, "finish_reasons": whole.finish_reasons}
+        assert dataclasses.replace(without_text, **unread) == whole, where
         assert repr(side) == before, where
 
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from analysis.parsers import parse
+from analysis.parsers import common, parse, read_request
 from analysis.parsers.common import contains_image
 from analysis.parsers.detect import detect
 from analysis.parsers.exchange import Exchange
@@ -189,6 +189,51 @@ def test_azure_model_requested_from_the_deployment():
     assert parsed.model_requested == "prod-gpt4o"
     assert parsed.model == "gpt-4o-2024-08-06"
     assert parsed.canonical_request["model"] == "prod-gpt4o"
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-32-be"])
+def test_a_json_answer_is_read_in_every_encoding_json_reads(encoding):
+    # common.response_json decodes UTF-8 itself (the fast path) and leaves other encodings
+    # (a byte-order mark, UTF-16, UTF-32) to json.loads, which reads them as before.
+    response = {
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Bonjour à vous"}}],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 4, "total_tokens": 16},
+    }
+    body = json.dumps(response, ensure_ascii=False).encode(encoding)
+    parsed = parse(make_exchange("api.openai.com", "/v1/chat/completions", {"model": "gpt-4o-mini"}, [body]))
+    assert parsed.error is None
+    assert (parsed.usage.input_tokens, parsed.usage.output_tokens, parsed.usage.source) == (12, 4, "provider")
+    assert parsed.response_text == "Bonjour à vous"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"a": 1}', b' \r\n{"a": 1}\n\t ', b'{"a": 1} x', b'{"a": 1}\x0b', b"[1, 2]", b'"a"', b"{", b"<html>", b"\xff{}"],
+)
+def test_a_response_body_reads_as_json_loads_reads_it(body):
+    # common.response_json reads UTF-8 with the decoder itself (its fast path): spaces around the
+    # value, more after it and bytes that are not UTF-8 must give what json.loads gives.
+    try:
+        expected = json.loads(body)
+    except ValueError:
+        expected = None
+    exchange = make_exchange("api.openai.com", "/v1/chat/completions", {}, [body])
+    assert common.response_json(exchange) == expected
+
+
+def test_an_answer_without_usage_is_estimated_from_its_text_even_when_settling():
+    # read_text=False (enforce mode's settlement) skips the answer's text only when the provider
+    # reported the usage: here the estimate needs it, and equals a whole parse's.
+    response = {
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Bonjour, comment allez-vous ?"}}],
+    }
+    exchange = make_exchange("api.openai.com", "/v1/chat/completions", CHAT_REQUEST, [json.dumps(response).encode()])
+    whole = parse(exchange)
+    settled = parse(exchange, read_request(exchange), read_text=False)
+    assert whole.usage.source == "estimated" and whole.usage.output_tokens
+    assert settled == whole
 
 
 def test_deepseek_prompt_cache_hit_tokens():

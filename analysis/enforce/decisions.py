@@ -16,6 +16,8 @@ from typing import Any
 from analysis.simulate.policy import Policy
 
 PARITY_COLUMNS = ("id", "policy", "kind", "action", "matched_id", "model_to")
+EXACT, SEMANTIC = "exact_cache", "semantic_cache"
+HITS = ("exact_hit", "semantic_hit")
 
 
 def decision_rows(
@@ -30,10 +32,11 @@ def decision_rows(
     `mode_of(name)` says whether the entry acted (enforce) or only decided (shadow);
     `cache_saving` is what a cache hit saved (the stored answer's cost); by default the
     decision's own saving_cache (the simulator's figure)."""
-    rows: list[dict] = []
+    # Enforce mode logs one decision per request: the fields are read by key (every caller passes
+    # all of them: a Decision's, or a row of decisions_frame), not with a method call each.
     request_id = decision["id"]
 
-    def add(
+    def row(
         name: str,
         kind: str,
         action: str,
@@ -42,66 +45,67 @@ def decision_rows(
         model_from: str | None = None,
         saving_usd: float | None = None,
         reason: str | None = None,
-    ) -> None:
-        rows.append(
-            {
-                "id": request_id,
-                "ts": ts,
-                "mode": mode_of(name),
-                "policy": name,
-                "kind": kind,
-                "action": action,
-                "matched_id": matched_id,
-                "model_to": model_to,
-                "model_from": model_from,
-                "saving_usd": saving_usd,
-                "reason": reason,
-            }
-        )
+    ) -> dict:
+        return {
+            "id": request_id,
+            "ts": ts,
+            "mode": mode_of(name),
+            "policy": name,
+            "kind": kind,
+            "action": action,
+            "matched_id": matched_id,
+            "model_to": model_to,
+            "model_from": model_from,
+            "saving_usd": saving_usd,
+            "reason": reason,
+        }
 
-    saving = decision.get("saving_cache") if cache_saving is None else cache_saving
-    for kind, cache in (("exact_cache", policy.exact_cache), ("semantic_cache", policy.semantic_cache)):
-        status = decision.get(kind)
+    rows: list[dict] = []
+    for kind, cache in ((EXACT, policy.exact_cache), (SEMANTIC, policy.semantic_cache)):
+        status = decision[kind]
         if cache is None or status is None:
             continue
         if status == "hit":
             reason = None
-            if kind == "semantic_cache" and decision.get("similarity") is not None:
+            if kind == SEMANTIC and decision["similarity"] is not None:
                 reason = f"similarity {decision['similarity']:.4f}"
-            add(cache.name, kind, "hit", matched_id=decision.get("cache_source_id"), saving_usd=saving, reason=reason)
+            saving = decision["saving_cache"] if cache_saving is None else cache_saving
+            rows.append(row(cache.name, kind, "hit", decision["cache_source_id"], saving_usd=saving, reason=reason))
         elif status == "excluded":
-            add(cache.name, kind, "miss", reason=f"excluded: {decision.get('cache_excluded')}")
+            rows.append(row(cache.name, kind, "miss", reason=f"excluded: {decision['cache_excluded']}"))
         else:
-            add(cache.name, kind, "miss", reason=None if status == "miss" else status)
-    if decision.get("disposition") in ("exact_hit", "semantic_hit"):
+            rows.append(row(cache.name, kind, "miss", reason=None if status == "miss" else status))
+    if decision["disposition"] in HITS:
         return rows
-    routed_by = decision.get("routed_by")
+    routed_by = decision["routed_by"]
     if routed_by:
         rule = next(r for r in policy.routing if r.name == routed_by)
-        add(routed_by, "routing", "route", model_to=rule.to, model_from=decision.get("model"))
-    if decision.get("batch_by"):
-        add(decision["batch_by"], "batch", "batch", reason="batch API candidate")
+        rows.append(row(routed_by, "routing", "route", model_to=rule.to, model_from=decision["model"]))
+    if decision["batch_by"]:
+        rows.append(row(decision["batch_by"], "batch", "batch", reason="batch API candidate"))
     # The budget that acted, and before it any that only logged (mode = "shadow" in enforce mode).
-    budget_by, logged = decision.get("budget_by"), decision.get("budget_logged")
+    budget_by, logged = decision["budget_by"], decision["budget_logged"]
     if budget_by or logged:
         logged_names = set(logged.split(",")) if logged else ()
         for budget in policy.budgets:
             if budget.name != budget_by and budget.name not in logged_names:
                 continue
             reason = f"{budget.window} spend had reached limit_usd {budget.limit_usd:g}"
-            action = decision.get("budget_action") if budget.name == budget_by else budget.action
+            action = decision["budget_action"] if budget.name == budget_by else budget.action
             if action == "downgrade":
-                add(
-                    budget.name,
-                    "budget",
-                    "downgrade",
-                    model_to=budget.to,
-                    model_from=decision.get("model"),
-                    reason=reason,
+                rows.append(
+                    row(
+                        budget.name,
+                        "budget",
+                        "downgrade",
+                        model_to=budget.to,
+                        model_from=decision["model"],
+                        reason=reason,
+                    )
                 )
             else:
-                add(budget.name, "budget", "block", reason=reason)
-    throttled_by = decision.get("throttled_by")
+                rows.append(row(budget.name, "budget", "block", reason=reason))
+    throttled_by = decision["throttled_by"]
     if throttled_by:
         limit = next(r for r in policy.rate_limits if r.name == throttled_by)
         parts = []
@@ -109,7 +113,7 @@ def decision_rows(
             parts.append(f"{limit.requests_per_minute} requests")
         if limit.tokens_per_minute is not None:
             parts.append(f"{limit.tokens_per_minute} tokens")
-        add(throttled_by, "rate_limit", "throttle", reason=f"window full ({' or '.join(parts)} a minute)")
+        rows.append(row(throttled_by, "rate_limit", "throttle", reason=f"window full ({' or '.join(parts)} a minute)"))
     return rows
 
 

@@ -253,7 +253,7 @@ class LivePolicy:
             verdict.action, verdict.answered_by = "refuse", "rate_limit"
             verdict.refusal = refusal(wire_format, "rate_limit", message, wait)
             verdict.header = header_value("rate_limit", "throttle", decision.throttled_by)
-        else:
+        elif decision.routed_by or decision.budget_action == "downgrade":  # else (most calls) nothing to rewrite
             self._rewrite(verdict, wire_format)
         if (
             self.token_limits

@@ -17,13 +17,16 @@ from types import ModuleType
 from analysis.parsers.exchange import Exchange, Parsed, Usage
 
 
-def parse(exchange: Exchange, request_side: Parsed | None = None) -> Parsed:
+def parse(exchange: Exchange, request_side: Parsed | None = None, read_text: bool = True) -> Parsed:
     """The exchange's facts. `request_side`: what `read_request` gave for this exchange's
-    request (the same path and body bytes); the request is then not read again."""
+    request (the same path and body bytes); the request is then not read again.
+    `read_text=False` (with `request_side`): the answer's text (response_text, finish_reasons)
+    may be left unread where the usage does not need it; enforce mode settles a call with its
+    usage and cost alone (analysis.recording.accounting.call_cost)."""
     module = parser_module(exchange.wire_format)
     if request_side is not None and hasattr(module, "read_request"):
         parsed = _fresh(request_side)
-        module.read_response(exchange, parsed)
+        module.read_response(exchange, parsed, read_text)
         return parsed
     return module.parse(exchange)
 

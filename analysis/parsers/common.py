@@ -37,11 +37,28 @@ def request_json(exchange: Exchange) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+_JSON_DECODER = json.JSONDecoder()  # what json.loads decodes with
+_JSON_SPACES = " \t\n\r"  # the white space JSON allows around a value
+
+
 def response_json(exchange: Exchange) -> object | None:
     """The response body decoded as JSON; None when empty or not JSON."""
     body = exchange.response_body
     if not body or body.isspace():  # not body.strip(), which copies the body
         return None
+    try:
+        # Decoded as UTF-8 and given to the decoder itself: json.loads(body) detects the
+        # encoding and skips the spaces around the value with two regular expressions, which
+        # took nearly half of json.loads's time on a settled call (enforce mode: on the event loop).
+        # A body this does not read as json.loads would (another encoding: a BOM, or UTF-16/32,
+        # whose NULs no JSON text has; spaces before the value; more after it) is left to
+        # json.loads below, which reads it as before.
+        text = body.decode("utf-8", "surrogatepass")
+        value, end = _JSON_DECODER.raw_decode(text)
+        if end == len(text) or not text[end:].strip(_JSON_SPACES):
+            return value
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        pass
     try:
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -195,13 +212,18 @@ def keep_parts_within_whole(usage: Usage) -> None:
     tokens); cost arithmetic needs cached + cache_write <= input, 1h <= cache_write and
     reasoning <= output.
     """
+    # Compared, not min()-ed: every parsed call passes here (enforce mode: on the event loop)
+    # and nearly every one is within its whole already.
     if usage.input_tokens is not None:
-        usage.cached_input_tokens = min(usage.cached_input_tokens, usage.input_tokens)
+        if usage.cached_input_tokens > usage.input_tokens:
+            usage.cached_input_tokens = usage.input_tokens
         room = usage.input_tokens - usage.cached_input_tokens
-        usage.cache_write_tokens = min(usage.cache_write_tokens, room)
-    usage.cache_write_1h_tokens = min(usage.cache_write_1h_tokens, usage.cache_write_tokens)
-    if usage.output_tokens is not None:
-        usage.reasoning_tokens = min(usage.reasoning_tokens, usage.output_tokens)
+        if usage.cache_write_tokens > room:
+            usage.cache_write_tokens = room
+    if usage.cache_write_1h_tokens > usage.cache_write_tokens:
+        usage.cache_write_1h_tokens = usage.cache_write_tokens
+    if usage.output_tokens is not None and usage.reasoning_tokens > usage.output_tokens:
+        usage.reasoning_tokens = usage.output_tokens
 
 
 def settle_usage(parsed: Parsed, exchange: Exchange, extra_output_text: str = "") -> None:

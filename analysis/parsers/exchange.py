@@ -36,7 +36,10 @@ class Exchange:
 
     @property
     def response_body(self) -> bytes:
-        return b"".join(chunk for _, chunk in self.response_chunks)
+        chunks = self.response_chunks
+        if len(chunks) == 1:  # a JSON answer, usually: its one chunk, not a join of it
+            return chunks[0][1]
+        return b"".join([chunk for _, chunk in chunks])
 
     @property
     def is_event_stream(self) -> bool:

@@ -34,9 +34,11 @@ def read_request(exchange: Exchange) -> Parsed:
     return parse_request(common.request_json(exchange), exchange)
 
 
-def read_response(exchange: Exchange, parsed: Parsed) -> None:
-    """Fill the response-side facts (JSON or SSE) and settle the usage."""
-    common.read_response(exchange, parsed, _read_stream, _read_json)
+def read_response(exchange: Exchange, parsed: Parsed, read_text: bool = True) -> None:
+    """Fill the response-side facts (JSON or SSE) and settle the usage. `read_text=False`: a
+    JSON answer's text (response_text, finish_reasons) is left unread when the usage the
+    provider reported makes it unneeded (see analysis.parsers.parse)."""
+    common.read_response(exchange, parsed, _read_stream, _read_json if read_text else _read_json_usage)
 
 
 def parse_request(request: dict, exchange: Exchange) -> Parsed:
@@ -93,13 +95,37 @@ def _message_text(message: dict) -> str:
 
 def _read_json(exchange: Exchange, parsed: Parsed) -> str:
     """Fill the response-side facts from a JSON body; returns the reasoning text."""
+    body = _read_json_facts(exchange, parsed)
+    return "" if body is None else _read_choices(body, parsed)
+
+
+def _read_json_usage(exchange: Exchange, parsed: Parsed) -> str:
+    """`_read_json` but for the answer's text when the provider reported a usage (nearly every
+    answer): settling a call in enforce mode, on the proxy's event loop, reads no text, and its
+    choices were a sixth of the Python calls it made. A call whose usage is to be
+    estimated from its text (common.settle_usage) has it read."""
+    body = _read_json_facts(exchange, parsed)
+    if body is None or (parsed.usage.source == "provider" and parsed.complete):
+        return ""
+    return _read_choices(body, parsed)
+
+
+def _read_json_facts(exchange: Exchange, parsed: Parsed) -> dict | None:
+    """Fill the response-side facts of a JSON body but its choices' (error, model, service tier,
+    usage); returns the body when it is an object."""
     body = common.response_object(exchange, parsed)
     if body is None:
-        return ""
+        return None
     if parsed.error is None and body.get("error"):  # OpenRouter: errors inside a 200 body
         parsed.error = common.error_message(body)
     parsed.model = common.as_str(body.get("model")) or parsed.model_requested
     parsed.service_tier = common.as_str(body.get("service_tier")) or parsed.service_tier
+    _apply_usage(parsed, body.get("usage"))
+    return body
+
+
+def _read_choices(body: dict, parsed: Parsed) -> str:
+    """Fill the finish reasons and response text of a JSON body's choices; returns the reasoning text."""
     texts, reasoning = [], []
     for choice in body.get("choices") or []:
         if not isinstance(choice, dict):
@@ -113,7 +139,6 @@ def _read_json(exchange: Exchange, parsed: Parsed) -> str:
         texts.append(_message_text(message))
         reasoning.append(_reasoning_text(message))
     parsed.response_text = "\n".join([t for t in texts if t])
-    _apply_usage(parsed, body.get("usage"))
     return "\n".join([r for r in reasoning if r])
 
 
@@ -230,14 +255,19 @@ def usage_from_openai(usage: dict) -> Usage:
     completion_details = usage.get("completion_tokens_details")
     completion_details = completion_details if isinstance(completion_details, dict) else {}
     cached = common.count(prompt_details.get("cached_tokens"))
-    if not cached:
-        cached = common.count(usage.get("prompt_cache_hit_tokens"))  # DeepSeek
-    if not cached:
-        cached = common.count(usage.get("num_cached_tokens"))  # Mistral
-    cache_write = common.count(prompt_details.get("cache_write_tokens"))  # OpenRouter
+    # Other providers' variants, absent from most answers, are looked up only where present
+    # (`in`, no call): enforce mode reads a usage object for every call it settles, on the
+    # proxy's event loop, and these lookups were half of that reading's calls.
+    if not cached and "prompt_cache_hit_tokens" in usage:  # DeepSeek
+        cached = common.count(usage["prompt_cache_hit_tokens"])
+    if not cached and "num_cached_tokens" in usage:  # Mistral
+        cached = common.count(usage["num_cached_tokens"])
+    cache_write = 0
+    if "cache_write_tokens" in prompt_details:  # OpenRouter
+        cache_write = common.count(prompt_details["cache_write_tokens"])
     reasoning = common.count(completion_details.get("reasoning_tokens"))
-    if not reasoning:
-        reasoning = common.count(usage.get("reasoning_tokens"))
+    if not reasoning and "reasoning_tokens" in usage:
+        reasoning = common.count(usage["reasoning_tokens"])
     if reasoning and common.as_int(usage.get("total_tokens")) == prompt + completion + reasoning:
         completion += reasoning  # reasoning reported outside completion_tokens (xAI)
     return Usage(
@@ -248,7 +278,9 @@ def usage_from_openai(usage: dict) -> Usage:
         reasoning_tokens=reasoning,
         audio_input_tokens=common.count(prompt_details.get("audio_tokens")),
         audio_output_tokens=common.count(completion_details.get("audio_tokens")),
-        image_input_tokens=common.count(prompt_details.get("image_tokens")),
-        image_output_tokens=common.count(completion_details.get("image_tokens")),
+        image_input_tokens=common.count(prompt_details["image_tokens"]) if "image_tokens" in prompt_details else 0,
+        image_output_tokens=(
+            common.count(completion_details["image_tokens"]) if "image_tokens" in completion_details else 0
+        ),
         source="provider",
     )

@@ -179,6 +179,11 @@ def service_of(service_tier: str | None, batch: bool) -> str:
         return "batch"
     if not service_tier:  # most calls name none: no string to clean
         return "standard"
+    return _tier_service(service_tier)
+
+
+@functools.lru_cache(maxsize=64)  # the few tiers answers name ("default", "auto", ...), each cleaned once
+def _tier_service(service_tier: str) -> str:
     return _SERVICE_TIERS.get(service_tier.strip().lower(), "standard")
 
 

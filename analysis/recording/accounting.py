@@ -79,14 +79,14 @@ _UNREADABLE = (DecodeError, ValueError, KeyError, TypeError, AttributeError, Ind
 
 
 def parse_exchange(
-    exchange: Exchange, max_body: int = DEFAULT_MAX_BODY, request_side: Parsed | None = None
+    exchange: Exchange, max_body: int = DEFAULT_MAX_BODY, request_side: Parsed | None = None, read_text: bool = True
 ) -> tuple[Parsed, list[str]]:
     """The exchange decoded and parsed, and the row-error notes of decoding. `request_side`:
-    the request's facts as `parse_request_side` read them from the same request bytes (see
-    analysis.parsers.parse)."""
+    the request's facts as `parse_request_side` read them from the same request bytes;
+    `read_text`: see analysis.parsers.parse."""
     try:
         over = decode_exchange(exchange, max_body)
-        return parsers.parse(exchange, request_side), over
+        return parsers.parse(exchange, request_side, read_text), over
     except _UNREADABLE as e:
         raise ParseFailure(f"{exchange.wire_format}: {type(e).__name__}: {e}") from e
 
@@ -287,7 +287,7 @@ def call_cost(
     `request_side`: the request's facts as read when it was decided (`parse_request_side`),
     given only when the request was sent as it was read then."""
     try:
-        parsed, _ = parse_exchange(exchange, max_body, request_side)
+        parsed, _ = parse_exchange(exchange, max_body, request_side, read_text=False)  # no text in a CallCost
     except ParseFailure:
         parsed = Parsed()
     mark_cut_stream(exchange, parsed)

@@ -34,7 +34,7 @@ from analysis.simulate.facts import (
 from analysis.simulate.matching import CompiledMatch, Record, requested_model, scope_value
 from analysis.simulate.policy import Policy
 from analysis.simulate.pricer import Pricer, PricingRows
-from analysis.simulate.replay import Decision, Trace, decision_row, replay
+from analysis.simulate.replay import REPLAY_COLUMNS, Decision, Trace, decision_row, replay
 from analysis.simulate.state import MemoryBackend, StateBackend
 
 
@@ -62,9 +62,14 @@ class PolicyEngine:
             (b, budget.limit_usd, budget.action == "block", budget.to, b in self.log_only_budgets)
             for b, budget in enumerate(policy.budgets)
         )
-        self.budget_key_columns = tuple(f"budget_key.{b}" for b in range(len(policy.budgets)))
-        self.downgrade_cost_columns = tuple(f"downgrade_cost.{b}" for b in range(len(policy.budgets)))
-        self.rate_key_columns = tuple(f"rate_key.{r}" for r in range(len(policy.rate_limits)))
+        # Every column the replay loop reads, in the order it unpacks them: REPLAY_COLUMNS, then per
+        # budget its key, per budget its downgrade cost, per rate limit its key (one `chunks` call).
+        self.replay_columns = (
+            *REPLAY_COLUMNS,
+            *(f"budget_key.{b}" for b in range(len(policy.budgets))),
+            *(f"downgrade_cost.{b}" for b in range(len(policy.budgets))),
+            *(f"rate_key.{r}" for r in range(len(policy.rate_limits))),
+        )
         self.pricer = pricer
         self.routing = [CompiledMatch(rule.match) for rule in policy.routing]
         self.batch = [CompiledMatch(p.match) for p in policy.batch]
@@ -226,5 +231,5 @@ class PolicyEngine:
         one = self.observe(record, state)
         facts = FrameFacts.from_facts([one], len(self.policy.budgets), len(self.policy.rate_limits))
         trace = Trace(1)
-        replay(self, facts, state, trace)
+        replay(self, facts, state, trace, 0, 1)
         return decision_row(self, facts, trace, 0), one

@@ -156,6 +156,16 @@ def split_columns(budgets: int, rate_limits: int) -> tuple[tuple[tuple[str, str]
     )
 
 
+@functools.lru_cache(maxsize=64)
+def one_row_columns(budgets: int, rate_limits: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A one-request frame's column names in the order `from_facts` reads its values (ROW_FIELDS,
+    then per budget its key, per budget its downgrade cost, per rate limit its key), and the
+    names of its money columns (NaN, not None, where unknown)."""
+    budget_columns, rate_columns = split_columns(budgets, rate_limits)
+    keys, costs = tuple(k for k, _ in budget_columns), tuple(c for _, c in budget_columns)
+    return (*ROW_FIELDS, *keys, *costs, *rate_columns), (*MONEY_COLUMNS, *costs)
+
+
 @dataclass
 class FrameFacts:
     """The facts of many requests as columns: the `Facts` fields, with the per-budget and
@@ -176,21 +186,19 @@ class FrameFacts:
 
     @classmethod
     def from_facts(cls, facts: list[Facts], budgets: int, rate_limits: int) -> "FrameFacts":
-        budget_columns, rate_columns = split_columns(budgets, rate_limits)
-        if len(facts) == 1:  # enforce mode's one request per call: its fields in one pass
+        if len(facts) == 1:
+            # Enforce mode's one request per call: every value in one tuple, made into one-row
+            # columns by a single dict(zip(...)) over names prepared once per policy shape (a
+            # dict comprehension and a loop per budget cost three times as much per request).
             one = facts[0]
-            columns: dict[str, list] = {name: [value] for name, value in zip(ROW_FIELDS, ROW_VALUES(one), strict=True)}
-            for name in MONEY_COLUMNS:
+            names, money = one_row_columns(budgets, rate_limits)
+            values = (*ROW_VALUES(one), *one.budget_keys, *one.downgrade_costs, *one.rate_keys)
+            columns: dict[str, list] = dict(zip(names, [[value] for value in values], strict=True))
+            for name in money:
                 if columns[name][0] is None:
-                    columns[name] = [math.nan]
-            for (key_column, cost_column), key, cost in zip(
-                budget_columns, one.budget_keys, one.downgrade_costs, strict=True
-            ):
-                columns[key_column] = [key]
-                columns[cost_column] = [math.nan if cost is None else cost]
-            for column, key in zip(rate_columns, one.rate_keys, strict=True):
-                columns[column] = [key]
+                    columns[name][0] = math.nan
             return cls(columns, budgets, rate_limits, small=True)
+        budget_columns, rate_columns = split_columns(budgets, rate_limits)
         columns = {name: [getattr(f, name) for f in facts] for name in ROW_FIELDS}
         for name in MONEY_COLUMNS:
             columns[name] = [math.nan if v is None else v for v in columns[name]]

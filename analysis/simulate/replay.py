@@ -159,6 +159,7 @@ REPLAY_COLUMNS = (
     "semantic_row",
     "semantic_excluded",
 )
+REPLAYED = len(REPLAY_COLUMNS)
 
 
 def replay(
@@ -184,6 +185,7 @@ def replay(
     semantic = state.semantic
     threshold = p.semantic_cache.threshold if p.semantic_cache else 2.0
     budget_names = engine.budget_names
+    budget_count = len(budget_names)
     budget_states, rate_windows = state.budgets, state.rates
 
     t = trace
@@ -193,7 +195,9 @@ def replay(
     step = 65_536
     for chunk in range(start, stop, step):
         end = min(chunk + step, stop)
-        # This chunk's columns as plain lists (a million Python objects would cost memory).
+        # This chunk's columns as plain lists (a million Python objects would cost memory), in one
+        # `chunks` call: enforce mode replays one request per call, where each call counts.
+        columns = facts.chunks(engine.replay_columns, chunk, end)
         (
             ids,
             ts,
@@ -206,16 +210,18 @@ def replay(
             semantic_pid,
             semantic_row,
             semantic_excluded,
-        ) = facts.chunks(REPLAY_COLUMNS, chunk, end)
-        arrival, pre_cost = _as_list(arrival_all[chunk:end]), _as_list(pre_cost_all[chunk:end])
-        budget_keys = facts.chunks(engine.budget_key_columns, chunk, end)
-        downgrade_costs = facts.chunks(engine.downgrade_cost_columns, chunk, end)
+        ) = columns[:REPLAYED]
+        budget_keys = columns[REPLAYED : REPLAYED + budget_count]
+        downgrade_costs = columns[REPLAYED + budget_count : REPLAYED + 2 * budget_count]
+        rate_keys = columns[REPLAYED + 2 * budget_count :]
+        arrival, pre_cost = arrival_all[chunk:end], pre_cost_all[chunk:end]
+        if not facts.small:  # numpy arrays (a small frame's are lists already)
+            arrival, pre_cost = arrival.tolist(), pre_cost.tolist()
         checks = [
             (b, budget_keys[b], budget_states[b].spent_in, limit, block, target, downgrade_costs[b], logs_only)
             for b, limit, block, target, logs_only in engine.budget_steps
         ]
         charges = [(keys, budget_states[b].charge, budget_names[b]) for b, keys, *_ in checks]
-        rate_keys = facts.chunks(engine.rate_key_columns, chunk, end)
         rates = [(r, keys, rate_windows[r]) for r, keys in enumerate(rate_keys)]
         for j in range(end - chunk):
             i = chunk + j
@@ -313,10 +319,6 @@ def replay(
                     semantic.store(semantic_pid[j], semantic_row[j], arrival[j], ids[j])
         if progress is not None:
             progress(end - chunk)
-
-
-def _as_list(values: "np.ndarray | list") -> list:
-    return values.tolist() if isinstance(values, np.ndarray) else values
 
 
 def _names(names: list[str | None], index: np.ndarray, where: np.ndarray) -> np.ndarray:
