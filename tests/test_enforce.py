@@ -299,8 +299,11 @@ def test_shadow_mode_changes_no_byte(shadowing, provider, feature, stream):
             assert received_via_proxy.headers == received_direct.headers
 
     def actions(name: str, kind: str) -> list[str]:
-        decisions = shadowing.decisions([r["id"] for r in shadowing.rows(name, 3)])
+        calls = shadowing.rows(name, 3)
+        decisions = shadowing.decisions([r["id"] for r in calls])
         assert {d["mode"] for d in decisions} == {"shadow"}
+        started = {r["id"]: r["ts"] for r in calls}
+        assert [d["ts"] for d in decisions] == [started[d["id"]] for d in decisions]  # dated by their request
         return [d["action"] for d in decisions if d["kind"] == kind]
 
     assert actions(f"{feature}-{stream}", "exact_cache") == ["miss", "hit", "hit"]

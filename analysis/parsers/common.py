@@ -357,7 +357,9 @@ def openrouter_cost(usage: dict) -> float | None:
     upstream_inference_cost repeats (part of) `cost` and is not added.
     (https://openrouter.ai/docs/use-cases/usage-accounting)
     """
-    cost = as_float(usage.get("cost"))
+    if "cost" not in usage:  # every other provider: asked of every usage object read
+        return None
+    cost = as_float(usage["cost"])
     if cost is None:
         return None
     details = usage.get("cost_details") if isinstance(usage.get("cost_details"), dict) else {}

@@ -93,7 +93,7 @@ class ModelPrice:
         2x for 1 hour, batch discount included), so a write rate missing from the call's
         own rate set is that multiple of its input rate.
         """
-        key = (service, self.tier_for(input_tokens))
+        key = (service, self.tier_for(input_tokens) if self.thresholds else 0)  # most models have one tier
         rates = self._effective.get(key)
         if rates is None:
             rates = self._effective[key] = self._rates(*key)

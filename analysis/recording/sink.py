@@ -234,8 +234,13 @@ class RecordSink:
         if content is not None and self.settings.content:
             self._contents.append(content)
         # Decision rows carry text from the policy and the request (a rule name, a reason): the
-        # same cleaning as the call's own rows, so one of them cannot fail a segment.
-        self._decisions.extend(clean_row(dict(d), DECISIONS) for d in capture.decisions)
+        # same cleaning as the call's own rows, so one of them cannot fail a segment. A row dated
+        # None is about the call itself, decided when its request started: the call's own `ts`.
+        for decided in capture.decisions:
+            decision = clean_row(dict(decided), DECISIONS)
+            if decision["ts"] is None:
+                decision["ts"] = row["ts"]
+            self._decisions.append(decision)
         if self.metrics is not None:
             self._observe(row, capture.decisions)
         if self._otlp is not None:
