@@ -134,14 +134,16 @@ class PolicyEngine:
         p, get = self.policy, record.get
         ts_us = to_microseconds(record["ts"])
         model = get("model")
+        # Positional, in field order, each labelled: keyword arguments cost more to match (enforce
+        # mode observes one request per call).
         facts = Facts(
-            id=record["id"],
-            ts_us=ts_us,
-            cost_usd=get("cost_usd"),
-            latency_ms=get("latency_ms"),
-            ok=get("outcome") == "ok",
-            tokens=(get("input_tokens") or 0) + (get("output_tokens") or 0),
-            model=model,
+            record["id"],  # id
+            ts_us,  # ts_us
+            get("cost_usd"),  # cost_usd
+            get("latency_ms"),  # latency_ms
+            get("outcome") == "ok",  # ok
+            (get("input_tokens") or 0) + (get("output_tokens") or 0),  # tokens
+            model,  # model
             route_model=model,
         )
         if p.exact_cache:
