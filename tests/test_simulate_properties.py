@@ -8,8 +8,9 @@ import polars as pl
 import pytest
 
 from analysis.simulate.batch import frame_facts, ordered
-from analysis.simulate.facts import FrameFacts
+from analysis.simulate.facts import FrameFacts, OneRequestFacts
 from analysis.simulate.policy import parse_policy
+from analysis.simulate.replay import DECISION_ROW_COLUMNS
 from analysis.simulate.simulator import build_engine, simulate
 from analysis.simulate.synthetic import generate
 
@@ -113,6 +114,29 @@ def test_vectorised_facts_equal_the_facts_of_each_request(traffic):
         other = vectorised.chunk(name, 0, len(vectorised))
         mismatched = [i for i, (a, b) in enumerate(zip(values, other, strict=True)) if not _same(a, b)]
         assert not mismatched, f"{name}: row {mismatched[0]}: {values[mismatched[0]]!r} != {other[mismatched[0]]!r}"
+
+
+def test_one_request_reads_as_the_simulators_frame(traffic):
+    """Enforce mode reads a request's facts from a OneRequestFacts, the simulator from its
+    frame's columns: every column replay and decision_row read, the arrival and the cost
+    before budgets are equal, request by request (NaN where a cost is unknown, in both)."""
+    requests, contents = traffic
+    engine = build_engine(parse_policy(EVERYTHING))
+    frame = ordered(requests, contents)
+    vectorised = frame_facts(engine, frame, engine.new_state())
+    arrival, pre_cost = vectorised.arrival().tolist(), vectorised.pre_budget_cost().tolist()
+    names = (*engine.replay_columns, *DECISION_ROW_COLUMNS)
+    assert any(name.startswith("downgrade_cost.") for name in names)
+    state = engine.new_state()
+    for i, record in enumerate(frame.iter_rows(named=True)):
+        one = OneRequestFacts(engine.observe(record, state), 2, 2)
+        expected = vectorised.row(names, i)
+        read = [column[0] for column in one.chunks(names, 0, 1)]
+        assert list(one.row(names, 0)) == read
+        mismatched = [name for name, a, b in zip(names, read, expected, strict=True) if not _same(a, b)]
+        assert not mismatched, f"row {i}: {mismatched}"
+        assert one.arrival() == [arrival[i]]
+        assert _same(one.pre_budget_cost()[0], pre_cost[i])
 
 
 NOTHING = """

@@ -25,7 +25,7 @@ from analysis.simulate.facts import (
     STREAMED,
     EngineState,
     Facts,
-    FrameFacts,
+    OneRequestFacts,
     number_or_none,
     state_key,
     to_microseconds,
@@ -229,7 +229,7 @@ class PolicyEngine:
         """`decide`, and the request's facts (its cache key, budget and rate keys): enforce
         mode settles the request with them when its answer has come (analysis.enforce.live)."""
         one = self.observe(record, state)
-        facts = FrameFacts.from_facts([one], len(self.policy.budgets), len(self.policy.rate_limits))
+        facts = OneRequestFacts(one, len(self.policy.budgets), len(self.policy.rate_limits))
         trace = Trace(1)
         replay(self, facts, state, trace, 0, 1)
         return decision_row(self, facts, trace, 0), one

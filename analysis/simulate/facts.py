@@ -2,7 +2,8 @@
 
 `Facts` describes one request (enforce mode computes it per request: PolicyEngine.observe);
 `FrameFacts` holds the same fields as columns for many requests (the simulator computes it
-vectorised: analysis.simulate.batch.frame_facts). `EngineState` is what the policies remember
+vectorised: analysis.simulate.batch.frame_facts); `OneRequestFacts` reads one request's
+`Facts` as a one-row frame (enforce mode's decision). `EngineState` is what the policies remember
 between requests. Times are integer microseconds since the epoch, windows are calendar
 windows in UTC.
 """
@@ -10,6 +11,7 @@ windows in UTC.
 import functools
 import math
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -158,9 +160,9 @@ def split_columns(budgets: int, rate_limits: int) -> tuple[tuple[tuple[str, str]
 
 @functools.lru_cache(maxsize=64)
 def one_row_columns(budgets: int, rate_limits: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """A one-request frame's column names in the order `from_facts` reads its values (ROW_FIELDS,
-    then per budget its key, per budget its downgrade cost, per rate limit its key), and the
-    names of its money columns (NaN, not None, where unknown)."""
+    """A one-request frame's column names in the order `OneRequestFacts` keeps its values
+    (ROW_FIELDS, then per budget its key, per budget its downgrade cost, per rate limit its key),
+    and the names of its money columns (NaN, not None, where unknown)."""
     budget_columns, rate_columns = split_columns(budgets, rate_limits)
     keys, costs = tuple(k for k, _ in budget_columns), tuple(c for _, c in budget_columns)
     return (*ROW_FIELDS, *keys, *costs, *rate_columns), (*MONEY_COLUMNS, *costs)
@@ -177,7 +179,7 @@ class FrameFacts:
     columns: dict[str, list]
     budgets: int
     rate_limits: int
-    # Every column a list of at most SMALL_FRAME rows (from_facts; enforce mode's one request):
+    # Every column a list of at most SMALL_FRAME rows (from_facts of a few requests):
     # arrival, pre_budget_cost and chunks stay in plain lists, without numpy's cost per call.
     small: bool = False
 
@@ -186,18 +188,6 @@ class FrameFacts:
 
     @classmethod
     def from_facts(cls, facts: list[Facts], budgets: int, rate_limits: int) -> "FrameFacts":
-        if len(facts) == 1:
-            # Enforce mode's one request per call: every value in one tuple, made into one-row
-            # columns by a single dict(zip(...)) over names prepared once per policy shape (a
-            # dict comprehension and a loop per budget cost three times as much per request).
-            one = facts[0]
-            names, money = one_row_columns(budgets, rate_limits)
-            values = (*ROW_VALUES(one), *one.budget_keys, *one.downgrade_costs, *one.rate_keys)
-            columns: dict[str, list] = dict(zip(names, [[value] for value in values], strict=True))
-            for name in money:
-                if columns[name][0] is None:
-                    columns[name][0] = math.nan
-            return cls(columns, budgets, rate_limits, small=True)
         budget_columns, rate_columns = split_columns(budgets, rate_limits)
         columns = {name: [getattr(f, name) for f in facts] for name in ROW_FIELDS}
         for name in MONEY_COLUMNS:
@@ -218,12 +208,21 @@ class FrameFacts:
             return values[start:stop].tolist()
         return values[start:stop]
 
+    def row(self, names: tuple[str, ...], index: int) -> "list | tuple":
+        """The values of row `index` in columns `names`, as Python values (a simulator frame holds
+        numpy scalars; a small frame, Python values already)."""
+        columns = self.columns
+        values = [columns[name][index] for name in names]
+        if not self.small:
+            values = [v.item() if isinstance(v, np.generic) else v for v in values]
+        return values
+
     def chunks(self, names: tuple[str, ...], start: int, stop: int) -> list[list]:
         """`chunk` of several columns, in one call (a small frame's are its lists, or slices of
         them: read them, never change them)."""
         if self.small:
             columns = self.columns
-            if start == 0 and stop >= len(columns["id"]):  # the whole frame (enforce mode's one request)
+            if start == 0 and stop >= len(columns["id"]):  # the whole frame
                 return [columns[name] for name in names]  # the lists themselves: callers only read them
             return [columns[name][start:stop] for name in names]
         return [self.chunk(name, start, stop) for name in names]
@@ -263,3 +262,63 @@ class FrameFacts:
         batch = np.asarray(self.columns["batch"])
         routed = np.where(route >= 0, self.array("route_cost"), self.array("cost_usd"))
         return np.where(batch >= 0, self.array("batch_cost"), routed)
+
+
+@functools.lru_cache(maxsize=64)
+def one_request_layout(budgets: int, rate_limits: int) -> tuple[dict[str, int], tuple[int, ...]]:
+    """Where each column sits in a `OneRequestFacts`' values (`one_row_columns` order), and the
+    positions of its money columns (NaN, not None, where unknown, as in a FrameFacts)."""
+    names, money = one_row_columns(budgets, rate_limits)
+    index = {name: i for i, name in enumerate(names)}
+    return index, tuple(index[name] for name in money)
+
+
+@functools.lru_cache(maxsize=256)  # a few column lists (replay's, decision_row's) per policy shape
+def one_request_reader(names: tuple[str, ...], budgets: int, rate_limits: int) -> Callable[[list], tuple]:
+    """Reads columns `names` of a `OneRequestFacts`' values, as a tuple, in one call."""
+    index = one_request_layout(budgets, rate_limits)[0]
+    positions = [index[name] for name in names]
+    if len(positions) == 1:  # itemgetter of one position gives the value, not a tuple
+        position = positions[0]
+        return lambda values: (values[position],)
+    return operator.itemgetter(*positions)
+
+
+_ROUTE, _BATCH, _COST, _ROUTE_COST, _BATCH_COST = (
+    ROW_FIELDS.index(name) for name in ("route", "batch", "cost_usd", "route_cost", "batch_cost")
+)
+
+
+class OneRequestFacts:
+    """One request's facts read as a one-row FrameFacts is read by `replay` and `decision_row`
+    (`small`, `chunks`, `row`, `arrival`, `pre_budget_cost`): enforce mode decides one request
+    per call, and a FrameFacts of one row (a dict of one-element lists, one per column) cost
+    more to make than the decision's rules. Its values are kept in one list, in
+    `one_row_columns` order, and read by position."""
+
+    small = True
+
+    def __init__(self, one: Facts, budgets: int, rate_limits: int) -> None:
+        self.one, self.budgets, self.rate_limits = one, budgets, rate_limits
+        values = [*ROW_VALUES(one), *one.budget_keys, *one.downgrade_costs, *one.rate_keys]
+        for position in one_request_layout(budgets, rate_limits)[1]:
+            if values[position] is None:
+                values[position] = math.nan
+        self.values = values
+
+    def __len__(self) -> int:
+        return 1
+
+    def row(self, names: tuple[str, ...], index: int) -> tuple:
+        return one_request_reader(names, self.budgets, self.rate_limits)(self.values)
+
+    def chunks(self, names: tuple[str, ...], start: int, stop: int) -> list[list]:
+        return [[value] for value in one_request_reader(names, self.budgets, self.rate_limits)(self.values)]
+
+    def arrival(self) -> list[int]:
+        ms = self.one.latency_ms
+        return [self.one.ts_us + (0 if ms is None or ms != ms else int(ms * 1000))]
+
+    def pre_budget_cost(self) -> list[float]:
+        v = self.values
+        return [v[_BATCH_COST] if v[_BATCH] >= 0 else (v[_ROUTE_COST] if v[_ROUTE] >= 0 else v[_COST])]

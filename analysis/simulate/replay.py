@@ -23,13 +23,13 @@ cost0 - simulated cost, so nothing is counted twice, and no saving is claimed fo
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 
-from analysis.simulate.facts import EngineState, FrameFacts
+from analysis.simulate.facts import EngineState, FrameFacts, OneRequestFacts
 
 if TYPE_CHECKING:
     from analysis.simulate.engine import PolicyEngine
@@ -107,27 +107,27 @@ class Decision:
 SMALL_TRACE = 64  # up to this many requests, a trace is kept in lists (see Trace)
 
 
-@dataclass
+@dataclass(init=False)  # its own __init__: one call, not __init__ and __post_init__ (one per live decision)
 class Trace:
     """What the pass decided, one entry per request (defaults: nothing happened)."""
 
     n: int
-    disposition: list = field(init=False)
-    exact_cache: list = field(init=False)
-    semantic_cache: list = field(init=False)
-    cache_source_id: list = field(init=False)
-    similarity: list = field(init=False)
-    nearest_source: list = field(init=False)
-    budget_index: np.ndarray = field(init=False)  # the last budget that acted
-    budget_action: list = field(init=False)
-    downgrade_index: np.ndarray = field(init=False)  # the last budget that downgraded
-    budget_tripped: list = field(init=False)
-    budget_logged: list = field(init=False)
-    throttled_index: np.ndarray = field(init=False)
-    charged: np.ndarray = field(init=False)  # USD charged to the budgets (budget alerts read it)
+    disposition: list
+    exact_cache: list
+    semantic_cache: list
+    cache_source_id: list
+    similarity: list
+    nearest_source: list
+    budget_index: np.ndarray  # the last budget that acted
+    budget_action: list
+    downgrade_index: np.ndarray  # the last budget that downgraded
+    budget_tripped: list
+    budget_logged: list
+    throttled_index: np.ndarray
+    charged: np.ndarray  # USD charged to the budgets (budget alerts read it)
 
-    def __post_init__(self) -> None:
-        n = self.n
+    def __init__(self, n: int) -> None:
+        self.n = n
         self.disposition = ["upstream"] * n
         self.exact_cache, self.semantic_cache = [None] * n, [None] * n
         self.cache_source_id, self.similarity, self.nearest_source = [None] * n, [None] * n, [None] * n
@@ -164,7 +164,7 @@ REPLAYED = len(REPLAY_COLUMNS)
 
 def replay(
     engine: "PolicyEngine",
-    facts: FrameFacts,
+    facts: "FrameFacts | OneRequestFacts",
     state: EngineState,
     trace: Trace,
     start: int = 0,
@@ -215,8 +215,10 @@ def replay(
         downgrade_costs = columns[REPLAYED + budget_count : REPLAYED + 2 * budget_count]
         rate_keys = columns[REPLAYED + 2 * budget_count :]
         arrival, pre_cost = arrival_all[chunk:end], pre_cost_all[chunk:end]
-        if not facts.small:  # numpy arrays (a small frame's are lists already)
-            arrival, pre_cost = arrival.tolist(), pre_cost.tolist()
+        if isinstance(arrival, np.ndarray):  # a small frame's are lists already
+            arrival = arrival.tolist()
+        if isinstance(pre_cost, np.ndarray):
+            pre_cost = pre_cost.tolist()
         checks = [
             (b, budget_keys[b], budget_states[b].spent_in, limit, block, target, downgrade_costs[b], logs_only)
             for b, limit, block, target, logs_only in engine.budget_steps
@@ -448,18 +450,14 @@ DECISION_ROW_COLUMNS = (
 )
 
 
-def decision_row(engine: "PolicyEngine", facts: FrameFacts, trace: Trace, index: int) -> Decision:
+def decision_row(engine: "PolicyEngine", facts: "FrameFacts | OneRequestFacts", trace: Trace, index: int) -> Decision:
     """The decision of row `index` in plain Python values (None for a missing number): what
     `decision_columns` gives for that row, computed without numpy, since enforce mode asks for
     one row per request on the proxy's event loop (tests/test_simulate_properties.py checks
     that both agree on every field of every kind of decision)."""
     p = engine.policy
-    c, i = facts.columns, index
-    # The row's values in one pass (a simulator frame holds numpy scalars: as Python values;
-    # a small frame, enforce mode's one request, holds Python values already).
-    values = [c[name][i] for name in DECISION_ROW_COLUMNS]
-    if not facts.small:
-        values = [v.item() if isinstance(v, np.generic) else v for v in values]
+    i = index
+    values = facts.row(DECISION_ROW_COLUMNS, i)  # as Python values
     (
         row_id,
         cost0,
@@ -487,7 +485,7 @@ def decision_row(engine: "PolicyEngine", facts: FrameFacts, trace: Trace, index:
     c2 = (math.nan if batch_cost is None else float(batch_cost)) if batch >= 0 else c1
     c3 = c2
     if downgrade >= 0:
-        downgrade_cost = c[f"downgrade_cost.{downgrade}"][i]
+        downgrade_cost = facts.row((f"downgrade_cost.{downgrade}",), i)[0]
         c3 = math.nan if downgrade_cost is None else float(downgrade_cost)
     if blocked:
         c3 = 0.0
