@@ -11,8 +11,7 @@ to its target model in shadow mode, off the client's path.
 
 Every mode decrypts only LLM hosts (`TlsPassthrough`: other TLS passes through with its
 real certificate), and local capture mode gets `LocalCaptureWatch`, which stops the proxy
-with a clear message when the kernel refuses mitmproxy's eBPF redirector. `FreezeStartup` keeps
-what is loaded at start out of the garbage collector's full passes.
+with a clear message when the kernel refuses mitmproxy's eBPF redirector.
 """
 
 import sys
@@ -24,7 +23,6 @@ from mitmproxy.tools.dump import DumpMaster
 from mitmproxy.tools.main import run
 
 from addons.enforcer import Enforcer
-from addons.gc_freeze import FreezeStartup
 from addons.hook_dispatch import index_hooks
 from addons.local_capture import LocalCaptureWatch
 from addons.mirror import Mirroring
@@ -55,7 +53,6 @@ class ShadowMaster(DumpMaster):
             Banner(),
             TlsPassthrough(),
             LocalCaptureWatch(),
-            FreezeStartup(),  # last: after every addon that loads at start
         )
         index_hooks(self.addons)  # events visit only the addons that handle them
 

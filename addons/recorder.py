@@ -456,9 +456,8 @@ def __getattr__(name: str) -> list:
     if name != "addons":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from addons.enforcer import Enforcer
-    from addons.gc_freeze import FreezeStartup
     from addons.shared_state import SharedState
     from addons.wrapped_keys import WrappedKeys
 
-    loaded = globals()["addons"] = [Recorder(), SharedState(), WrappedKeys(), Enforcer(), FreezeStartup()]
+    loaded = globals()["addons"] = [Recorder(), SharedState(), WrappedKeys(), Enforcer()]
     return loaded
