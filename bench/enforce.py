@@ -69,10 +69,13 @@ def request_bytes(body: bytes) -> bytes:
 def turns(names: list[str], suffixes: list[str], round_: int) -> list[str]:
     """The order the targets take their turns in a round: each mode's checkouts side by side
     (observe, observe@base, shadow, ...), the checkout that goes first alternating from round to
-    round. Whichever target goes first pays more CPU per call (about 0.1 ms measured, observe
-    against the same observe: the worker processes of the targets before it still writing), so
-    a fixed order would favour the checkout that comes later."""
+    round, and the modes' order rotating (observe first, then shadow first, ...). Whichever
+    target goes first pays more CPU per call (about 0.1 ms measured, observe against the same
+    observe: the worker processes of the targets before it still writing), so a fixed order
+    would favour the checkout, or the mode, that comes later."""
     kinds = [name for name in names if not name.endswith("@base")]
+    shift = round_ % len(kinds)
+    kinds = kinds[shift:] + kinds[:shift]
     order = suffixes if round_ % 2 == 0 else suffixes[::-1]
     return [kind + suffix for kind in kinds for suffix in order if kind + suffix in names]
 
