@@ -139,8 +139,6 @@ class EngineState:
     rates: list[RateState] = field(default_factory=list)
 
 
-SMALL_FRAME = 64  # up to this many requests in lists, arrival and pre_budget_cost use no numpy
-
 # Columns of money, NaN (not None) where unknown, so the replay loop handles plain floats.
 MONEY_COLUMNS = ("cost_usd", "route_cost", "batch_cost")
 # The Facts fields that are one column each (the per-budget and per-rate-limit tuples are split).
@@ -158,16 +156,6 @@ def split_columns(budgets: int, rate_limits: int) -> tuple[tuple[tuple[str, str]
     )
 
 
-@functools.lru_cache(maxsize=64)
-def one_row_columns(budgets: int, rate_limits: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """A one-request frame's column names in the order `OneRequestFacts` keeps its values
-    (ROW_FIELDS, then per budget its key, per budget its downgrade cost, per rate limit its key),
-    and the names of its money columns (NaN, not None, where unknown)."""
-    budget_columns, rate_columns = split_columns(budgets, rate_limits)
-    keys, costs = tuple(k for k, _ in budget_columns), tuple(c for _, c in budget_columns)
-    return (*ROW_FIELDS, *keys, *costs, *rate_columns), (*MONEY_COLUMNS, *costs)
-
-
 @dataclass
 class FrameFacts:
     """The facts of many requests as columns: the `Facts` fields, with the per-budget and
@@ -179,9 +167,6 @@ class FrameFacts:
     columns: dict[str, list]
     budgets: int
     rate_limits: int
-    # Every column a list of at most SMALL_FRAME rows (from_facts of a few requests):
-    # arrival, pre_budget_cost and chunks stay in plain lists, without numpy's cost per call.
-    small: bool = False
 
     def __len__(self) -> int:
         return len(self.columns["id"])
@@ -197,7 +182,7 @@ class FrameFacts:
             columns[cost_column] = [math.nan if f.downgrade_costs[b] is None else f.downgrade_costs[b] for f in facts]
         for r, column in enumerate(rate_columns):
             columns[column] = [f.rate_keys[r] for f in facts]
-        return cls(columns, budgets, rate_limits, small=len(facts) <= SMALL_FRAME)
+        return cls(columns, budgets, rate_limits)
 
     def chunk(self, name: str, start: int, stop: int) -> list:
         """Rows [start, stop) of a column as a list of Python values."""
@@ -209,22 +194,12 @@ class FrameFacts:
         return values[start:stop]
 
     def row(self, names: tuple[str, ...], index: int) -> "list | tuple":
-        """The values of row `index` in columns `names`, as Python values (a simulator frame holds
-        numpy scalars; a small frame, Python values already)."""
+        """The values of row `index` in columns `names`, as Python values (not numpy scalars)."""
         columns = self.columns
-        values = [columns[name][index] for name in names]
-        if not self.small:
-            values = [v.item() if isinstance(v, np.generic) else v for v in values]
-        return values
+        return [v.item() if isinstance(v, np.generic) else v for v in (columns[name][index] for name in names)]
 
     def chunks(self, names: tuple[str, ...], start: int, stop: int) -> list[list]:
-        """`chunk` of several columns, in one call (a small frame's are its lists, or slices of
-        them: read them, never change them)."""
-        if self.small:
-            columns = self.columns
-            if start == 0 and stop >= len(columns["id"]):  # the whole frame
-                return [columns[name] for name in names]  # the lists themselves: callers only read them
-            return [columns[name][start:stop] for name in names]
+        """`chunk` of several columns, in one call."""
         return [self.chunk(name, start, stop) for name in names]
 
     def array(self, name: str, rows: slice = slice(None)) -> np.ndarray:
@@ -238,26 +213,14 @@ class FrameFacts:
             return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
         return pl.Series(values, dtype=pl.Float64).fill_null(math.nan).to_numpy()
 
-    def arrival(self) -> "np.ndarray | list[int]":
+    def arrival(self) -> np.ndarray:
         """When each response had arrived: request start + latency (0 when unknown), in
-        microseconds. A few requests held in lists (enforce mode's one) are computed in lists:
-        the same numbers, without numpy's cost per call."""
-        ts, latency = self.columns["ts_us"], self.columns["latency_ms"]
-        if self.small:
-            return [t + (0 if ms is None or ms != ms else int(ms * 1000)) for t, ms in zip(ts, latency, strict=True)]
+        microseconds."""
         latency_us = (np.nan_to_num(self.array("latency_ms")) * 1000).astype(np.int64)
-        return np.asarray(ts, dtype=np.int64) + latency_us
+        return np.asarray(self.columns["ts_us"], dtype=np.int64) + latency_us
 
-    def pre_budget_cost(self) -> "np.ndarray | list[float]":
+    def pre_budget_cost(self) -> np.ndarray:
         """Cost of each request after routing and batch, before budgets (NaN: unpriced)."""
-        c = self.columns
-        if self.small:
-            return [
-                batch_cost if batch >= 0 else (route_cost if route >= 0 else cost)
-                for route, batch, cost, route_cost, batch_cost in zip(
-                    c["route"], c["batch"], c["cost_usd"], c["route_cost"], c["batch_cost"], strict=True
-                )
-            ]
         route = np.asarray(self.columns["route"])
         batch = np.asarray(self.columns["batch"])
         routed = np.where(route >= 0, self.array("route_cost"), self.array("cost_usd"))
@@ -266,11 +229,13 @@ class FrameFacts:
 
 @functools.lru_cache(maxsize=64)
 def one_request_layout(budgets: int, rate_limits: int) -> tuple[dict[str, int], tuple[int, ...]]:
-    """Where each column sits in a `OneRequestFacts`' values (`one_row_columns` order), and the
-    positions of its money columns (NaN, not None, where unknown, as in a FrameFacts)."""
-    names, money = one_row_columns(budgets, rate_limits)
-    index = {name: i for i, name in enumerate(names)}
-    return index, tuple(index[name] for name in money)
+    """Where each column sits in a `OneRequestFacts`' values (ROW_FIELDS, then per budget its key,
+    per budget its downgrade cost, per rate limit its key), and the positions of its money
+    columns (NaN, not None, where unknown, as in a FrameFacts)."""
+    budget_columns, rate_columns = split_columns(budgets, rate_limits)
+    keys, costs = tuple(k for k, _ in budget_columns), tuple(c for _, c in budget_columns)
+    index = {name: i for i, name in enumerate((*ROW_FIELDS, *keys, *costs, *rate_columns))}
+    return index, tuple(index[name] for name in (*MONEY_COLUMNS, *costs))
 
 
 @functools.lru_cache(maxsize=256)  # a few column lists (replay's, decision_row's) per policy shape
@@ -291,12 +256,10 @@ _ROUTE, _BATCH, _COST, _ROUTE_COST, _BATCH_COST = (
 
 class OneRequestFacts:
     """One request's facts read as a one-row FrameFacts is read by `replay` and `decision_row`
-    (`small`, `chunks`, `row`, `arrival`, `pre_budget_cost`): enforce mode decides one request
+    (`chunks`, `row`, `arrival`, `pre_budget_cost`): enforce mode decides one request
     per call, and a FrameFacts of one row (a dict of one-element lists, one per column) cost
     more to make than the decision's rules. Its values are kept in one list, in
-    `one_row_columns` order, and read by position."""
-
-    small = True
+    `one_request_layout` order, and read by position."""
 
     def __init__(self, one: Facts, budgets: int, rate_limits: int) -> None:
         self.one, self.budgets, self.rate_limits = one, budgets, rate_limits

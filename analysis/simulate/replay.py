@@ -215,7 +215,7 @@ def replay(
         downgrade_costs = columns[REPLAYED + budget_count : REPLAYED + 2 * budget_count]
         rate_keys = columns[REPLAYED + 2 * budget_count :]
         arrival, pre_cost = arrival_all[chunk:end], pre_cost_all[chunk:end]
-        if isinstance(arrival, np.ndarray):  # a small frame's are lists already
+        if isinstance(arrival, np.ndarray):  # a OneRequestFacts' are lists already
             arrival = arrival.tolist()
         if isinstance(pre_cost, np.ndarray):
             pre_cost = pre_cost.tolist()
