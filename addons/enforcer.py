@@ -15,7 +15,8 @@ When the call ends (`response`, `error`), its outcome and cost are read as the r
 records them (analysis.enforce.settlement: the answer parsed and priced by the primary table;
 the request's facts are the decision's own, not read again, when the call sent the bytes the
 decision read) and `LivePolicy.settle` charges the budgets (and a wrapped key's
-own budget, addons.wrapped_keys), adds the call's tokens to the rate windows that admitted it
+own budget, addons.wrapped_keys; a call the fallback relay sent charges both with each of
+its attempts too), adds the call's tokens to the rate windows that admitted it
 and stores the answer, before the response is released to the
 client, so the next call sees the spend. This runs on the event loop: a thread of this process
 holds the same interpreter lock, so it kept the loop waiting as long and added a hand-off to
@@ -421,13 +422,21 @@ class Enforcer:
         self, flow: http.HTTPFlow, live: LivePolicy, verdict: Verdict, own: Capture, attempts: list[Capture]
     ) -> None:
         """A call the fallback relay sent (addons.fallback), before its answer's last byte is
-        released: charge the budgets with each attempt it sent (never cached; also when the
-        client left before), then settle the call itself (`own`, its first attempt) as any
-        other, unless its end settled it already."""
-        if verdict.needs_settling:
+        released: charge the budgets, and the wrapped key's own budget, with each attempt it
+        sent (each a row of its own in `requests`; never cached; also when the client left
+        before), then settle the call itself (`own`, its first attempt) as any other, unless
+        its end settled it already."""
+        keys = ctx.master.addons.get("wrappedkeys")
+        charge_key = keys is not None and keys.has_budget(flow)
+        settling = verdict.needs_settling
+        if settling or charge_key:
             for capture in attempts:
                 try:
-                    live.settle(verdict, False, self._cost(capture).cost_usd, capture.ended)  # budgets only
+                    cost = self._cost(capture).cost_usd
+                    if settling:
+                        live.settle(verdict, False, cost, capture.ended)  # budgets only
+                    if charge_key:
+                        keys.charge(flow, cost)  # in the window of the client's call, as the budgets
                 except Exception as e:  # fail-open: the charge is lost and counted
                     self.problems.add(f"settle_error:{type(e).__name__}", str(e))
         self._settle(flow)

@@ -18,8 +18,8 @@ The enforcer (addons.enforcer) calls `FallbackActor` at three points of a call:
   mitmproxy's own 502 as before).
   The client's call is recorded as its first attempt (the call's own row in `requests`, with
   its decisions), each attempt as a call of its own with a `decisions` row (action retry or
-  fallback, `matched_id` the attempt's row), and the budgets are charged with them before the
-  answer's last byte is released.
+  fallback, `matched_id` the attempt's row), and the budgets (and a wrapped key's own budget,
+  addons.wrapped_keys) are charged with them before the answer's last byte is released.
 - `responseheaders`, and `error_rows` (through the recorder, when the call ended without an
   answer): a rule that only watches (shadow mode, or `mode = "shadow"`) logs its plan for a
   failure it handles as one `decisions` row beside the call's own; the call goes on untouched,

@@ -210,7 +210,8 @@ class WrappedKeys:
 
     def charge(self, flow: http.HTTPFlow, cost_usd: float | None) -> None:
         """Charge a completed call's cost to its wrapped key's budget, in the window of the
-        call's start (called by enforce mode's settlement, addons.enforcer)."""
+        call's start (called by enforce mode's settlement, addons.enforcer: once for the call,
+        and once for each attempt a fallback rule sent for it, each with its recorded cost)."""
         key = self._budgeted_key(flow)
         budget = self.budget(key) if key is not None else None
         if key is not None and budget is not None and cost_usd:
