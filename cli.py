@@ -219,8 +219,10 @@ def proxy_options(
     settings: RecorderSettings, intercept_hosts: list[str], intercept_all: bool, timeout: int = 600
 ) -> dict:
     """The typed mitmproxy options `llm-shadow proxy` sets: the recorder's settings, TLS
-    interception, the idle timeout, and how much mitmproxy itself prints (its warnings only:
-    `-v` is the recorder's line per call, `settings.log_calls`)."""
+    interception, the idle timeout, how much mitmproxy itself prints (its warnings only:
+    `-v` is the recorder's line per call, `settings.log_calls`), and no onboarding app: a call
+    to `mitm.it` passes through like any other (`llm-shadow ca` makes the CA), and mitmproxy does not
+    read every request's Host to look for it."""
     from addons.recorder import options_from_settings
 
     return {
@@ -230,6 +232,7 @@ def proxy_options(
         "tcp_timeout": timeout,
         "flow_detail": 0,
         "termlog_verbosity": "warn",
+        "onboarding": False,
     }
 
 

@@ -41,6 +41,7 @@ import httpx
 from mitmproxy import http
 from mitmproxy.net.http import status_codes
 
+from addons.hosts import pretty_host
 from addons.redirect import rewrite_model, send_to
 from analysis.enforce.decisions import header_value
 from analysis.enforce.fallback import Outgoing, Sent, carry_out, reason, send
@@ -298,14 +299,14 @@ class FallbackActor:
     def _own_capture(self, held: Held, first: Sent) -> Capture | None:
         """The client's call as the recorder would have recorded it."""
         request, flow = held.original, held.flow
-        target = detect(request.pretty_host, request.path, request.headers, request.method)
+        target = detect(pretty_host(request), request.path, request.headers, request.method)
         if target is None:
             return None
         started = request.timestamp_start
         return Capture(
             target=target,
             method=request.method,
-            host=request.pretty_host,
+            host=pretty_host(request),
             path=request.path,
             request_headers=request.headers.fields,
             request_body=request.raw_content or b"",

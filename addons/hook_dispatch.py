@@ -5,8 +5,8 @@ forty: its defaults and ours) for every event, each with a generator over the ad
 an error-catching context, and a call raises about eight events (four lifecycle hooks, each
 followed by `update`). Most of those addons have no such hook, and that bookkeeping was about a
 third of what the proxy process spends on a call (docs/benchmarks.md). `HookIndex` remembers,
-per event name and for as long as the chain stays the same, which addons have the hook, and
-visits only those. An addon with children (mitmproxy's script loader, whose scripts come and go)
+per event name and until the chain changes (`add`, `remove`, `clear`), which addons have the
+hook, and visits only those. An addon with children (mitmproxy's script loader, whose scripts come and go)
 is visited every time. The order, the calls, the error handling (`safecall`) and `AddonHalt`
 are mitmproxy's own.
 """
@@ -17,8 +17,7 @@ from mitmproxy import addonmanager, exceptions, hooks
 class HookIndex(addonmanager.AddonManager):
     """An AddonManager whose `trigger_event` visits only the addons that may handle the event."""
 
-    _hooked: dict[str, list] | None = None
-    _chain_ids: tuple[int, ...] = ()
+    _hooked: dict[str, list] | None = None  # per event name; None: the chain changed since
 
     async def trigger_event(self, event: hooks.Hook) -> None:
         for addon in self._addons_for(event.name):
@@ -29,13 +28,25 @@ class HookIndex(addonmanager.AddonManager):
                 return
 
     def _addons_for(self, name: str) -> list:
-        chain_ids = tuple(map(id, self.chain))
-        if self._hooked is None or chain_ids != self._chain_ids:
-            self._hooked, self._chain_ids = {}, chain_ids
+        if self._hooked is None:
+            self._hooked = {}
         hooked = self._hooked.get(name)
         if hooked is None:
             hooked = self._hooked[name] = [a for a in self.chain if _may_handle(a, name)]
         return hooked
+
+    # The chain changes only through these (mitmproxy's own `add`, `remove`, `clear`).
+    def add(self, *addons) -> None:
+        super().add(*addons)
+        self._hooked = None
+
+    def remove(self, addon) -> None:
+        super().remove(addon)
+        self._hooked = None
+
+    def clear(self) -> None:
+        super().clear()
+        self._hooked = None
 
 
 def _may_handle(addon: object, name: str) -> bool:

@@ -32,6 +32,7 @@ if importlib.util.find_spec("analysis") is None:  # `mitmdump -s addons/recorder
 
 from mitmproxy import ctx, exceptions, http
 
+from addons.hosts import pretty_host
 from analysis.parsers.detect import Target, detect
 from analysis.pricing.check import Pricing
 from analysis.pricing.files import PriceFileError
@@ -290,7 +291,7 @@ class Recorder:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         request = flow.request
         # mitmproxy's Headers look names up case-insensitively, as detect expects.
-        target = detect(request.pretty_host, request.path, request.headers, request.method)
+        target = detect(pretty_host(request), request.path, request.headers, request.method)
         if target is not None:
             self._targets[flow.id] = target
 
@@ -374,7 +375,7 @@ class Recorder:
         return Capture(
             target=target,
             method=request.method,
-            host=request.pretty_host,
+            host=pretty_host(request),
             path=request.path,
             request_headers=request.headers.fields,
             request_body=request.raw_content or b"",

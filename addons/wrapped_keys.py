@@ -24,6 +24,7 @@ import time
 
 from mitmproxy import ctx, exceptions, http
 
+from addons.hosts import pretty_host
 from analysis.parsers.detect import detect
 from analysis.recording.capture import FLOW_ANSWERED_BY, FLOW_IDENTITY, Identity
 from analysis.recording.sink import Problems
@@ -73,7 +74,7 @@ def family_of(flow: http.HTTPFlow, header: str) -> str:
     """Which provider's error shape the client reads: from the detected wire format, else from
     the header the key came in."""
     request = flow.request
-    target = detect(request.pretty_host, request.path, request.headers, request.method)
+    target = detect(pretty_host(request), request.path, request.headers, request.method)
     wire = target.wire_format if target is not None else ""
     if wire.startswith("anthropic") or (not wire and header == "x-api-key"):
         return "anthropic"
