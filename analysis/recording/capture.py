@@ -92,15 +92,17 @@ def split_secrets(fields, only: Container[str | bytes] | None = None) -> tuple[d
     the others skipped undecoded; None: every name."""
     headers, key = {}, None
     for name, value in fields:
-        if isinstance(name, bytes):
-            if only is not None and name.isascii():  # skipped before decoding: most of an SDK's headers
-                name = name.lower()
-                if name not in only:
-                    continue
-            name = _text(name)
-        name = name.lower()
-        if only is not None and name not in only:
-            continue
+        if only is not None and isinstance(name, bytes) and name.isascii():
+            # Skipped before decoding (most of an SDK's headers); an ASCII name lowered as bytes
+            # decodes to its lower-case str, so a kept one is not lowered and looked up again.
+            name = name.lower()
+            if name not in only:
+                continue
+            name = name.decode("ascii")
+        else:
+            name = (_text(name) if isinstance(name, bytes) else name).lower()
+            if only is not None and name not in only:
+                continue
         value = _text(value) if isinstance(value, bytes) else value
         if name in SECRET_HEADERS:
             if key is None:
