@@ -1,7 +1,7 @@
 """Benchmark: what shadow and enforce mode add on top of observe mode, and how fast a cache hit is.
 
 In one run, against the same fast local upstream (tests/fake_provider.py), three
-`llm-shadow proxy` processes take turns, round after round:
+`llm-shadow proxy` processes take turns, round after round, started afresh for each round:
   1. observe   recording only
   2. shadow    `--mode shadow` with POLICY: every call decided and logged, nothing changed
   3. enforce   `--mode enforce` with POLICY
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import _load as load  # noqa: E402
-from bench._load import cpu_seconds, latencies, start_proxy, summarize, throughput  # noqa: E402
+from bench._load import cpu_seconds, latencies, start_proxies, summarize, throughput  # noqa: E402
 from tests.fake_provider import FakeProvider  # noqa: E402
 
 POLICY = """
@@ -97,7 +97,6 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="llm-shadow-bench-enforce-"))
     policy = scratch / "policy.toml"
     policy.write_text(POLICY)
-    rounds: dict[str, list[dict]] = {}
     with FakeProvider() as upstream:
         trees = {"": ROOT, **({"@base": args.baseline.resolve()} if args.baseline else {})}
         commands = {}
@@ -108,32 +107,36 @@ def main() -> None:
             for mode in ("shadow", "enforce"):
                 data = ["--data", str(scratch / f"{mode}{suffix}")]
                 commands[f"{mode}{suffix}"] = (tree, [*base, *data, *policed, "--mode", mode])
-        processes, ports = [], {}
-        try:
-            for name, (tree, command) in commands.items():
-                process, ports[name] = start_proxy(command, tree)
-                processes.append(process)
-            targets = {name: (port, request_bytes(PASSING)) for name, port in ports.items()}
-            for suffix in trees:
-                targets[f"enforce-hit{suffix}"] = (ports[f"enforce{suffix}"], request_bytes(CACHEABLE))
-            for port, call in targets.values():
-                asyncio.run(latencies(port, call, 50))  # warm up (and store the cacheable answer)
-            pids = {name: process.pid for name, process in zip(commands, processes, strict=True)}
-            for round_ in range(args.rounds):
-                for name in turns(list(targets), list(trees), round_):
+        rounds: dict[str, list[dict]] = {name: [] for name in [*commands, *(f"enforce-hit{s}" for s in trees)]}
+        for round_ in range(args.rounds):
+            order = turns(list(rounds), list(trees), round_)
+            # Fresh processes every round, started in the round's order: a proxy started before
+            # the others spent 0.1 to 0.3 ms more CPU a call than the same code started after
+            # them, for as long as it ran (measured; the cause is not known), so one set of
+            # processes for the whole run favoured whichever target was started last.
+            names = [name for name in order if name in commands]
+            started = start_proxies([(commands[name][1], commands[name][0]) for name in names])
+            try:
+                procs = dict(zip(names, started, strict=True))
+                targets = {name: (port, request_bytes(PASSING)) for name, (_, port) in procs.items()}
+                for suffix in trees:
+                    targets[f"enforce-hit{suffix}"] = (procs[f"enforce{suffix}"][1], request_bytes(CACHEABLE))
+                for port, call in targets.values():
+                    asyncio.run(latencies(port, call, 50))  # warm up (and store the cacheable answer)
+                for name in order:
                     port, call = targets[name]
-                    pid = pids[name.replace("enforce-hit", "enforce")]
+                    pid = procs[name.replace("enforce-hit", "enforce")][0].pid
                     cpu = cpu_seconds(pid)
                     calls = args.requests // args.rounds
                     rps = asyncio.run(throughput(port, call, calls, args.concurrency))
                     lat = asyncio.run(latencies(port, call, args.latency_calls // args.rounds))
                     used = cpu_seconds(pid)
                     cpu_ms = None if cpu is None or used is None else (used - cpu) * 1000 / (calls + len(lat))
-                    rounds.setdefault(name, []).append({"rps": rps, "lat": lat, "cpu_ms": cpu_ms})
-        finally:
-            for process in processes:
-                process.terminate()
-                process.wait(30)
+                    rounds[name].append({"rps": rps, "lat": lat, "cpu_ms": cpu_ms})
+            finally:
+                for process, _ in started:
+                    process.terminate()
+                    process.wait(30)
     shutil.rmtree(scratch, ignore_errors=True)
     results = summarize(rounds)
     print(f"{'target':<18}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'proxy CPU ms/call':>19}")
