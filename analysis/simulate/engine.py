@@ -71,14 +71,19 @@ class PolicyEngine:
             *(f"rate_key.{r}" for r in range(len(policy.rate_limits))),
         )
         self.pricer = pricer
+        # The trace of each one-request decision (decide_with_facts), cleared per decision: a
+        # new Trace is 13 lists per request. Decisions never run concurrently: each one updates
+        # the state that the next one reads.
+        self.one_trace = Trace(1)
         self.routing = [CompiledMatch(rule.match) for rule in policy.routing]
         self.batch = [CompiledMatch(p.match) for p in policy.batch]
         self.budget_matches = [CompiledMatch(b.match) for b in policy.budgets]
         self.rate_matches = [CompiledMatch(r.match) for r in policy.rate_limits]
         # What `observe` reads of the policy on every request, prepared once: enforce mode
         # observes one request per call on the proxy's event loop.
-        # Per budget and rate limit: the record field its scope reads (None: scope global), the
-        # budget's window, and its match (None: it matches every request).
+        # Per budget and rate limit (and for the exact cache): the record field its scope reads
+        # (None: scope global), the budget's window, and its match (None: it matches every request).
+        self.exact_scope = scope_column(policy.exact_cache.scope) if policy.exact_cache else None
         self.budget_checks = tuple(
             (scope_column(b.scope), b.window, None if m.everything else m)
             for b, m in zip(policy.budgets, self.budget_matches, strict=True)
@@ -149,7 +154,9 @@ class PolicyEngine:
             prompt = get("prompt_hash")
             if prompt and get("stream"):
                 prompt += STREAMED  # a streamed answer answers streamed requests only
-            exact_key = state_key(scope_value(record, p.exact_cache.scope), prompt) if prompt else None
+            if prompt:
+                column = self.exact_scope
+                exact_key = state_key("*" if column is None else get(column), prompt)
             exact_excluded = exclusion_reason(record, p.exact_cache.rules)
             if exact_key is not None and state.exact_seen is not None:
                 exact_seen_before = exact_key in state.exact_seen
@@ -196,8 +203,8 @@ class PolicyEngine:
                         batch, batch_cost = index, cost
                     break
         # A scope's value is `scope_value`'s, read here from the field prepared per budget and
-        # rate limit (None: scope global), and a match of every request is not asked: enforce
-        # mode observes one request per call.
+        # rate limit (as for the exact cache above; None: scope global), and a match of every
+        # request is not asked: enforce mode observes one request per call.
         budget_keys = tuple(
             [
                 state_key("*" if column is None else get(column), window_of(ts_us, window))
@@ -263,6 +270,7 @@ class PolicyEngine:
         mode settles the request with them when its answer has come (analysis.enforce.live)."""
         one = self.observe(record, state)
         facts = OneRequestFacts(one, len(self.policy.budgets), len(self.policy.rate_limits))
-        trace = Trace(1)
+        trace = self.one_trace
+        trace.clear(0)
         replay(self, facts, state, trace, 0, 1)
         return decision_row(self, facts, trace, 0), one

@@ -147,6 +147,16 @@ class Trace:
             self.throttled_index = np.full(n, -1, dtype=np.int16)
             self.charged = np.zeros(n)
 
+    def clear(self, i: int) -> None:
+        """Row `i` back to the defaults above (nothing happened): enforce mode decides every
+        request with the one trace of one row its engine keeps."""
+        self.disposition[i] = "upstream"
+        self.exact_cache[i] = self.semantic_cache[i] = None
+        self.cache_source_id[i] = self.similarity[i] = self.nearest_source[i] = None
+        self.budget_action[i] = self.budget_tripped[i] = self.budget_logged[i] = None
+        self.budget_index[i] = self.downgrade_index[i] = self.throttled_index[i] = -1
+        self.charged[i] = 0.0
+
 
 # The columns the replay loop reads, in the order it unpacks them (and per budget and rate limit
 # `budget_key.N`, `downgrade_cost.N`, `rate_key.N`).
