@@ -219,7 +219,7 @@ def replay(
         downgrade_costs = columns[REPLAYED + budget_count : REPLAYED + 2 * budget_count]
         rate_keys = columns[REPLAYED + 2 * budget_count :]
         arrival, pre_cost = arrival_all[chunk:end], pre_cost_all[chunk:end]
-        if isinstance(arrival, np.ndarray):  # a OneRequestFacts' are lists already
+        if isinstance(arrival, np.ndarray):  # a OneRequestFacts' are a list and a tuple already
             arrival = arrival.tolist()
         if isinstance(pre_cost, np.ndarray):
             pre_cost = pre_cost.tolist()
@@ -227,7 +227,7 @@ def replay(
             (b, budget_keys[b], budget_states[b].spent_in, limit, block, target, downgrade_costs[b], logs_only)
             for b, limit, block, target, logs_only in engine.budget_steps
         ]
-        charges = [(keys, budget_states[b].charge, budget_names[b]) for b, keys, *_ in checks]
+        charges = [(budget_keys[b], budget_states[b].charge, budget_names[b]) for b in range(budget_count)]
         rates = [(r, keys, rate_windows[r]) for r, keys in enumerate(rate_keys)]
         for j in range(end - chunk):
             i = chunk + j
