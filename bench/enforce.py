@@ -9,7 +9,8 @@ The calls are JSON chat calls with temperature 0.7, which the exact cache may no
 policy looks at them (cache lookup, budget window, rate window) and lets them pass, so the
 difference to observe mode is the cost of deciding. Then the enforce proxy answers a cacheable
 call from its exact cache (`enforce-hit`): its latency is the whole round trip of a hit.
-For each: throughput (requests/s with CONCURRENCY keep-alive connections; median of rounds),
+For each: throughput (requests/s with CONCURRENCY keep-alive connections; median of rounds, and
+each round's ratio to observe mode's in the same round),
 latency p50/p99 one call at a time, and the CPU time the proxy process spent per call (median
 of rounds; its recording worker process is apart), which a shared machine disturbs far less.
 Prints the ratios the targets speak of: p50 added latency within 0.5 ms of observe, a cache
@@ -28,6 +29,7 @@ import argparse
 import asyncio
 import json
 import shutil
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -78,6 +80,13 @@ def turns(names: list[str], suffixes: list[str], round_: int) -> list[str]:
     kinds = kinds[shift:] + kinds[:shift]
     order = suffixes if round_ % 2 == 0 else suffixes[::-1]
     return [kind + suffix for kind in kinds for suffix in order if kind + suffix in names]
+
+
+def paired(rounds: dict[str, list[dict]], name: str, against: str) -> str:
+    """The throughput of `name` over that of `against` round by round (the two measured in the
+    same round, so a slower spell of the machine falls on both): median, and lowest to highest."""
+    ratios = sorted(r["rps"] / a["rps"] for r, a in zip(rounds[name], rounds[against], strict=True))
+    return f"median {statistics.median(ratios):.2f}x ({ratios[0]:.2f} to {ratios[-1]:.2f})"
 
 
 def main() -> None:
@@ -154,6 +163,10 @@ def main() -> None:
         print(
             f"throughput / observe: shadow {s['rps'] / o['rps']:.2f}x, enforce {e['rps'] / o['rps']:.2f}x "
             f"(target >= 0.8x); cache hits {hit['rps'] / o['rps']:.2f}x"
+        )
+        print(
+            "  each round's own ratio: "
+            + ", ".join(f"{mode} {paired(rounds, mode + suffix, 'observe' + suffix)}" for mode in ("shadow", "enforce"))
         )
         print(
             f"proxy CPU per call over observe: shadow {s['cpu_ms'] - o['cpu_ms']:+.3f} ms, "
