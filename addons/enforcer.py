@@ -360,16 +360,17 @@ class Enforcer:
         except Exception as e:  # fail-open: our failure never stops a call
             self.problems.add(f"decision_error:{type(e).__name__}", str(e))
             return None
-        request_id = record["id"]
-        flow.metadata[FLOW_ID] = request_id
-        flow.metadata[FLOW_DECISIONS] = tuple(verdict.rows)
+        metadata = flow.metadata
+        metadata[FLOW_ID] = record["id"]
+        metadata[FLOW_DECISIONS] = tuple(verdict.rows)
         self._verdicts[flow.id] = (live, verdict, side if verdict.needs_settling else None)
-        try:
-            self._act(flow, verdict)
-        except Exception as e:
-            self.problems.add(f"action_error:{type(e).__name__}", str(e))
-            flow.metadata.pop(FLOW_ANSWERED_BY, None)
-            return None
+        if verdict.action != "pass":  # else (most calls) nothing to act on: no call
+            try:
+                self._act(flow, verdict)
+            except Exception as e:
+                self.problems.add(f"action_error:{type(e).__name__}", str(e))
+                metadata.pop(FLOW_ANSWERED_BY, None)
+                return None
         if not live.fallbacks:
             return None
         try:  # a fallback rule that acts sends the call through the relay (addons.fallback)

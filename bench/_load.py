@@ -3,8 +3,8 @@
 A bare asyncio HTTP/1.1 client, so the client costs as little as possible and the same in every
 run: `throughput` keeps CONCURRENCY keep-alive connections busy, `latencies` sends one call at
 a time on one keep-alive connection; `start_proxy` starts a proxy process and reads the port it
-listens on. Every loop is bounded in count and in time (TIME_LIMIT_S); everything listens on
-127.0.0.1.
+listens on (`start_proxies`: several at once). Every loop is bounded in count and in time
+(TIME_LIMIT_S); everything listens on 127.0.0.1.
 """
 
 import asyncio
@@ -114,24 +114,45 @@ def summarize(rounds: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
 def start_proxy(command: list[str], root: Path = ROOT) -> tuple[subprocess.Popen, int]:
     """Start a proxy (mitmdump or `llm-shadow proxy` of the checkout at `root`); return it and
     the port it listens on."""
-    env = {"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    port = None
-    found = threading.Event()
+    return start_proxies([(command, root)])[0]
 
-    def read():
-        nonlocal port
-        for line in process.stdout:
+
+def start_proxies(commands: list[tuple[list[str], Path]]) -> list[tuple[subprocess.Popen, int]]:
+    """Start several proxies (command, checkout) at once, in this order, without waiting for one
+    to listen before starting the next; return each with the port it listens on."""
+    starting = [_Starting(command, root) for command, root in commands]
+    try:
+        return [(proxy.process, proxy.listening()) for proxy in starting]
+    except RuntimeError:
+        for proxy in starting:
+            proxy.process.kill()
+        raise
+
+
+class _Starting:
+    """A proxy process started, its output read until it says where it listens."""
+
+    def __init__(self, command: list[str], root: Path):
+        env = {"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"}
+        self.command = command
+        self.process = subprocess.Popen(
+            command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        self.port: int | None = None
+        self.found = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
             m = re.search(r"listening at .*:(\d+)", line)
-            if m and port is None:
-                port = int(m[1])
-                found.set()
+            if m and self.port is None:
+                self.port = int(m[1])
+                self.found.set()
 
-    threading.Thread(target=read, daemon=True).start()
-    if not found.wait(30):
-        process.kill()
-        raise RuntimeError(f"{command[:3]} did not start")
-    return process, port
+    def listening(self) -> int:
+        if not self.found.wait(60) or self.port is None:
+            raise RuntimeError(f"{self.command[:3]} did not start")
+        return self.port
 
 
 def cpu_seconds(pid: int) -> float | None:

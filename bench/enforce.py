@@ -1,7 +1,7 @@
 """Benchmark: what shadow and enforce mode add on top of observe mode, and how fast a cache hit is.
 
 In one run, against the same fast local upstream (tests/fake_provider.py), three
-`llm-shadow proxy` processes take turns, round after round:
+`llm-shadow proxy` processes take turns, round after round, started afresh for each round:
   1. observe   recording only
   2. shadow    `--mode shadow` with POLICY: every call decided and logged, nothing changed
   3. enforce   `--mode enforce` with POLICY
@@ -9,7 +9,8 @@ The calls are JSON chat calls with temperature 0.7, which the exact cache may no
 policy looks at them (cache lookup, budget window, rate window) and lets them pass, so the
 difference to observe mode is the cost of deciding. Then the enforce proxy answers a cacheable
 call from its exact cache (`enforce-hit`): its latency is the whole round trip of a hit.
-For each: throughput (requests/s with CONCURRENCY keep-alive connections; median of rounds),
+For each: throughput (requests/s with CONCURRENCY keep-alive connections; median of rounds, and
+each round's ratio to observe mode's in the same round),
 latency p50/p99 one call at a time, and the CPU time the proxy process spent per call (median
 of rounds; its recording worker process is apart), which a shared machine disturbs far less.
 Prints the ratios the targets speak of: p50 added latency within 0.5 ms of observe, a cache
@@ -28,6 +29,7 @@ import argparse
 import asyncio
 import json
 import shutil
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -36,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import _load as load  # noqa: E402
-from bench._load import cpu_seconds, latencies, start_proxy, summarize, throughput  # noqa: E402
+from bench._load import cpu_seconds, latencies, start_proxies, summarize, throughput  # noqa: E402
 from tests.fake_provider import FakeProvider  # noqa: E402
 
 POLICY = """
@@ -80,6 +82,13 @@ def turns(names: list[str], suffixes: list[str], round_: int) -> list[str]:
     return [kind + suffix for kind in kinds for suffix in order if kind + suffix in names]
 
 
+def paired(rounds: dict[str, list[dict]], name: str, against: str) -> str:
+    """The throughput of `name` over that of `against` round by round (the two measured in the
+    same round, so a slower spell of the machine falls on both): median, and lowest to highest."""
+    ratios = sorted(r["rps"] / a["rps"] for r, a in zip(rounds[name], rounds[against], strict=True))
+    return f"median {statistics.median(ratios):.2f}x ({ratios[0]:.2f} to {ratios[-1]:.2f})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=3000)
@@ -97,7 +106,6 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="llm-shadow-bench-enforce-"))
     policy = scratch / "policy.toml"
     policy.write_text(POLICY)
-    rounds: dict[str, list[dict]] = {}
     with FakeProvider() as upstream:
         trees = {"": ROOT, **({"@base": args.baseline.resolve()} if args.baseline else {})}
         commands = {}
@@ -108,32 +116,36 @@ def main() -> None:
             for mode in ("shadow", "enforce"):
                 data = ["--data", str(scratch / f"{mode}{suffix}")]
                 commands[f"{mode}{suffix}"] = (tree, [*base, *data, *policed, "--mode", mode])
-        processes, ports = [], {}
-        try:
-            for name, (tree, command) in commands.items():
-                process, ports[name] = start_proxy(command, tree)
-                processes.append(process)
-            targets = {name: (port, request_bytes(PASSING)) for name, port in ports.items()}
-            for suffix in trees:
-                targets[f"enforce-hit{suffix}"] = (ports[f"enforce{suffix}"], request_bytes(CACHEABLE))
-            for port, call in targets.values():
-                asyncio.run(latencies(port, call, 50))  # warm up (and store the cacheable answer)
-            pids = {name: process.pid for name, process in zip(commands, processes, strict=True)}
-            for round_ in range(args.rounds):
-                for name in turns(list(targets), list(trees), round_):
+        rounds: dict[str, list[dict]] = {name: [] for name in [*commands, *(f"enforce-hit{s}" for s in trees)]}
+        for round_ in range(args.rounds):
+            order = turns(list(rounds), list(trees), round_)
+            # Fresh processes every round, started in the round's order: a proxy started before
+            # the others spent 0.1 to 0.3 ms more CPU a call than the same code started after
+            # them, for as long as it ran (measured; the cause is not known), so one set of
+            # processes for the whole run favoured whichever target was started last.
+            names = [name for name in order if name in commands]
+            started = start_proxies([(commands[name][1], commands[name][0]) for name in names])
+            try:
+                procs = dict(zip(names, started, strict=True))
+                targets = {name: (port, request_bytes(PASSING)) for name, (_, port) in procs.items()}
+                for suffix in trees:
+                    targets[f"enforce-hit{suffix}"] = (procs[f"enforce{suffix}"][1], request_bytes(CACHEABLE))
+                for port, call in targets.values():
+                    asyncio.run(latencies(port, call, 50))  # warm up (and store the cacheable answer)
+                for name in order:
                     port, call = targets[name]
-                    pid = pids[name.replace("enforce-hit", "enforce")]
+                    pid = procs[name.replace("enforce-hit", "enforce")][0].pid
                     cpu = cpu_seconds(pid)
                     calls = args.requests // args.rounds
                     rps = asyncio.run(throughput(port, call, calls, args.concurrency))
                     lat = asyncio.run(latencies(port, call, args.latency_calls // args.rounds))
                     used = cpu_seconds(pid)
                     cpu_ms = None if cpu is None or used is None else (used - cpu) * 1000 / (calls + len(lat))
-                    rounds.setdefault(name, []).append({"rps": rps, "lat": lat, "cpu_ms": cpu_ms})
-        finally:
-            for process in processes:
-                process.terminate()
-                process.wait(30)
+                    rounds[name].append({"rps": rps, "lat": lat, "cpu_ms": cpu_ms})
+            finally:
+                for process, _ in started:
+                    process.terminate()
+                    process.wait(30)
     shutil.rmtree(scratch, ignore_errors=True)
     results = summarize(rounds)
     print(f"{'target':<18}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'proxy CPU ms/call':>19}")
@@ -151,6 +163,10 @@ def main() -> None:
         print(
             f"throughput / observe: shadow {s['rps'] / o['rps']:.2f}x, enforce {e['rps'] / o['rps']:.2f}x "
             f"(target >= 0.8x); cache hits {hit['rps'] / o['rps']:.2f}x"
+        )
+        print(
+            "  each round's own ratio: "
+            + ", ".join(f"{mode} {paired(rounds, mode + suffix, 'observe' + suffix)}" for mode in ("shadow", "enforce"))
         )
         print(
             f"proxy CPU per call over observe: shadow {s['cpu_ms'] - o['cpu_ms']:+.3f} ms, "

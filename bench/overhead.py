@@ -6,11 +6,11 @@ In one run, against the same fast local upstream (tests/fake_provider.py):
   3. mitmdump-stream  bare mitmdump streaming every body (`stream_large_bodies=1`): the floor
                   for time-to-first-token through any mitmproxy addon
   4. llm-shadow   `llm-shadow proxy --upstream ...` (recording into a scratch data dir)
-All four run at once and take turns, round after round (throughput is the median of the rounds;
-latencies are pooled). For each: throughput (requests/s with CONCURRENCY keep-alive
-connections, JSON chat calls),
-latency p50/p99 one call at a time, and time-to-first-token on a slow stream (the upstream
-waits STREAM_DELAY_MS between events), both on a keep-alive connection as SDKs use. Prints a
+All four take turns, round after round, in an order that rotates, the proxies started afresh for
+each round (throughput is the median of the rounds; latencies are pooled). For each:
+throughput (requests/s with CONCURRENCY keep-alive connections, JSON chat calls), latency
+p50/p99 one call at a time, and time-to-first-token on a slow stream (the upstream waits
+STREAM_DELAY_MS between events), both on a keep-alive connection as SDKs use. Prints a
 table and the ratios the targets speak of:
   throughput >= 0.85 x mitmdump, p50 added latency within 0.5 ms of mitmdump's,
   TTFT within 2 ms of a direct call.
@@ -39,7 +39,7 @@ from bench._load import (  # noqa: E402
     percentile,
     read_response,
     request_bytes,
-    start_proxy,
+    start_proxies,
     throughput,
 )
 from tests.fake_provider import FakeProvider  # noqa: E402
@@ -88,7 +88,6 @@ def main() -> None:
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="llm-shadow-bench-"))
-    rounds: dict[str, list[dict]] = {}
     with FakeProvider() as upstream:
         commands = {
             "direct": None,
@@ -113,27 +112,33 @@ def main() -> None:
                 str(scratch / "data"),
             ],
         }
-        processes, ports = [], {}
-        try:
-            for name, command in commands.items():
-                if command is None:
-                    ports[name] = upstream.port
-                else:
-                    process, ports[name] = start_proxy(command)
-                    processes.append(process)
-            for port in ports.values():
-                asyncio.run(latencies(port, CALL, 50))  # warm up
-            # Targets take turns, round after round, so a busy moment of the machine hits all alike.
-            for _ in range(args.rounds):
-                for name, port in ports.items():
+        rounds: dict[str, list[dict]] = {name: [] for name in commands}
+        names = list(commands)
+        for round_ in range(args.rounds):
+            # Targets take turns, round after round, so a busy moment of the machine hits all
+            # alike; their order rotates from round to round, and the proxies are fresh processes
+            # every round, started at once in that order: a proxy started before the others
+            # spent 0.1 to 0.3 ms more CPU a call than the same code started after them
+            # (docs/benchmarks.md), so one set of processes started in a fixed order favoured
+            # whichever came last (llm-shadow).
+            order = names[round_ % len(names) :] + names[: round_ % len(names)]
+            proxies = [name for name in order if commands[name] is not None]
+            started = start_proxies([(commands[name], ROOT) for name in proxies])
+            try:
+                ports = {name: port for name, (_, port) in zip(proxies, started, strict=True)}
+                ports["direct"] = upstream.port
+                for port in ports.values():
+                    asyncio.run(latencies(port, CALL, 50))  # warm up
+                for name in order:
+                    port = ports[name]
                     rps = asyncio.run(throughput(port, CALL, args.requests // args.rounds, args.concurrency))
                     lat = asyncio.run(latencies(port, CALL, args.latency_calls // args.rounds))
                     ttft = asyncio.run(ttfts(port, max(1, args.ttft_calls // args.rounds)))
-                    rounds.setdefault(name, []).append({"rps": rps, "lat": lat, "ttft": ttft})
-        finally:
-            for process in processes:
-                process.terminate()
-                process.wait(30)
+                    rounds[name].append({"rps": rps, "lat": lat, "ttft": ttft})
+            finally:
+                for process, _ in started:
+                    process.terminate()
+                    process.wait(30)
     results = {
         name: {
             "rps": statistics.median(r["rps"] for r in runs),

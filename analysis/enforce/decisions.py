@@ -33,78 +33,59 @@ def decision_rows(
     `cache_saving` is what a cache hit saved (the stored answer's cost); by default the
     decision's own saving_cache (the simulator's figure)."""
     # Enforce mode logs one decision per request: the fields are read by key (every caller passes
-    # all of them: a Decision's, or a row of decisions_frame), not with a method call each.
+    # all of them: a Decision's, or a row of decisions_frame), not with a method call each; a
+    # cache's row (one per request) is made with positional arguments by a module function (a
+    # closure made per call, with keyword arguments to match, cost half as much again).
     request_id = decision["id"]
-
-    def row(
-        name: str,
-        kind: str,
-        action: str,
-        matched_id: str | None = None,
-        model_to: str | None = None,
-        model_from: str | None = None,
-        saving_usd: float | None = None,
-        reason: str | None = None,
-    ) -> dict:
-        return {
-            "id": request_id,
-            "ts": ts,
-            "mode": mode_of(name),
-            "policy": name,
-            "kind": kind,
-            "action": action,
-            "matched_id": matched_id,
-            "model_to": model_to,
-            "model_from": model_from,
-            "saving_usd": saving_usd,
-            "reason": reason,
-        }
-
     rows: list[dict] = []
     for kind, cache in ((EXACT, policy.exact_cache), (SEMANTIC, policy.semantic_cache)):
         status = decision[kind]
         if cache is None or status is None:
             continue
+        name = cache.name
+        matched = saving = reason = None
         if status == "hit":
-            reason = None
+            action = "hit"
+            matched = decision["cache_source_id"]
             if kind == SEMANTIC and decision["similarity"] is not None:
                 reason = f"similarity {decision['similarity']:.4f}"
             saving = decision["saving_cache"] if cache_saving is None else cache_saving
-            rows.append(row(cache.name, kind, "hit", decision["cache_source_id"], saving_usd=saving, reason=reason))
-        elif status == "excluded":
-            rows.append(row(cache.name, kind, "miss", reason=f"excluded: {decision['cache_excluded']}"))
         else:
-            rows.append(row(cache.name, kind, "miss", reason=None if status == "miss" else status))
+            action = "miss"
+            if status == "excluded":
+                reason = f"excluded: {decision['cache_excluded']}"
+            elif status != "miss":
+                reason = status
+        rows.append(_row(request_id, ts, mode_of(name), name, kind, action, matched, None, None, saving, reason))
     if decision["disposition"] in HITS:
         return rows
     routed_by = decision["routed_by"]
     if routed_by:
         rule = next(r for r in policy.routing if r.name == routed_by)
-        rows.append(row(routed_by, "routing", "route", model_to=rule.to, model_from=decision["model"]))
-    if decision["batch_by"]:
-        rows.append(row(decision["batch_by"], "batch", "batch", reason="batch API candidate"))
+        mode = mode_of(routed_by)
+        rows.append(_row(request_id, ts, mode, routed_by, "routing", "route", None, rule.to, decision["model"]))
+    batch_by = decision["batch_by"]
+    if batch_by:
+        reason = "batch API candidate"
+        rows.append(_row(request_id, ts, mode_of(batch_by), batch_by, "batch", "batch", reason=reason))
     # The budget that acted, and before it any that only logged (mode = "shadow" in enforce mode).
     budget_by, logged = decision["budget_by"], decision["budget_logged"]
     if budget_by or logged:
         logged_names = set(logged.split(",")) if logged else ()
         for budget in policy.budgets:
-            if budget.name != budget_by and budget.name not in logged_names:
+            name = budget.name
+            if name != budget_by and name not in logged_names:
                 continue
             reason = f"{budget.window} spend had reached limit_usd {budget.limit_usd:g}"
-            action = decision["budget_action"] if budget.name == budget_by else budget.action
+            action = decision["budget_action"] if name == budget_by else budget.action
+            mode = mode_of(name)
             if action == "downgrade":
+                model_from = decision["model"]
                 rows.append(
-                    row(
-                        budget.name,
-                        "budget",
-                        "downgrade",
-                        model_to=budget.to,
-                        model_from=decision["model"],
-                        reason=reason,
-                    )
+                    _row(request_id, ts, mode, name, "budget", "downgrade", None, budget.to, model_from, None, reason)
                 )
             else:
-                rows.append(row(budget.name, "budget", "block", reason=reason))
+                rows.append(_row(request_id, ts, mode, name, "budget", "block", reason=reason))
     throttled_by = decision["throttled_by"]
     if throttled_by:
         limit = next(r for r in policy.rate_limits if r.name == throttled_by)
@@ -113,8 +94,38 @@ def decision_rows(
             parts.append(f"{limit.requests_per_minute} requests")
         if limit.tokens_per_minute is not None:
             parts.append(f"{limit.tokens_per_minute} tokens")
-        rows.append(row(throttled_by, "rate_limit", "throttle", reason=f"window full ({' or '.join(parts)} a minute)"))
+        reason = f"window full ({' or '.join(parts)} a minute)"
+        rows.append(_row(request_id, ts, mode_of(throttled_by), throttled_by, "rate_limit", "throttle", reason=reason))
     return rows
+
+
+def _row(
+    request_id: str,
+    ts: datetime | None,
+    mode: str,
+    name: str,
+    kind: str,
+    action: str,
+    matched_id: str | None = None,
+    model_to: str | None = None,
+    model_from: str | None = None,
+    saving_usd: float | None = None,
+    reason: str | None = None,
+) -> dict:
+    """One row of `decisions`."""
+    return {
+        "id": request_id,
+        "ts": ts,
+        "mode": mode,
+        "policy": name,
+        "kind": kind,
+        "action": action,
+        "matched_id": matched_id,
+        "model_to": model_to,
+        "model_from": model_from,
+        "saving_usd": saving_usd,
+        "reason": reason,
+    }
 
 
 def header_value(kind: str, action: str, policy: str) -> str:

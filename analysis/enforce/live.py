@@ -91,10 +91,11 @@ class Verdict:
             return False
         facts = self.facts
         stores = facts.exact_key is not None and may_store(facts.exact_excluded)
+        budget_keys = facts.budget_keys
         return (
             stores
             or facts.semantic_pid >= 0
-            or any(key is not None for key in facts.budget_keys)
+            or budget_keys.count(None) != len(budget_keys)  # a budget applies (not a generator: every call)
             or bool(self.token_windows)
         )
 

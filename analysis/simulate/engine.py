@@ -31,7 +31,7 @@ from analysis.simulate.facts import (
     to_microseconds,
     window_of,
 )
-from analysis.simulate.matching import CompiledMatch, Record, requested_model, scope_value
+from analysis.simulate.matching import CompiledMatch, Record, requested_model, scope_column, scope_value
 from analysis.simulate.policy import Policy
 from analysis.simulate.pricer import Pricer, PricingRows
 from analysis.simulate.replay import REPLAY_COLUMNS, Decision, Trace, decision_row, replay
@@ -71,14 +71,27 @@ class PolicyEngine:
             *(f"rate_key.{r}" for r in range(len(policy.rate_limits))),
         )
         self.pricer = pricer
+        # The trace of each one-request decision (decide_with_facts), cleared per decision: a
+        # new Trace is 13 lists per request. Decisions never run concurrently: each one updates
+        # the state that the next one reads.
+        self.one_trace = Trace(1)
         self.routing = [CompiledMatch(rule.match) for rule in policy.routing]
         self.batch = [CompiledMatch(p.match) for p in policy.batch]
         self.budget_matches = [CompiledMatch(b.match) for b in policy.budgets]
         self.rate_matches = [CompiledMatch(r.match) for r in policy.rate_limits]
         # What `observe` reads of the policy on every request, prepared once: enforce mode
         # observes one request per call on the proxy's event loop.
-        self.budget_checks = tuple(zip(policy.budgets, self.budget_matches, strict=True))
-        self.rate_checks = tuple(zip(policy.rate_limits, self.rate_matches, strict=True))
+        # Per budget and rate limit (and for the exact cache): the record field its scope reads
+        # (None: scope global), the budget's window, and its match (None: it matches every request).
+        self.exact_scope = scope_column(policy.exact_cache.scope) if policy.exact_cache else None
+        self.budget_checks = tuple(
+            (scope_column(b.scope), b.window, None if m.everything else m)
+            for b, m in zip(policy.budgets, self.budget_matches, strict=True)
+        )
+        self.rate_checks = tuple(
+            (scope_column(r.scope), None if m.everything else m)
+            for r, m in zip(policy.rate_limits, self.rate_matches, strict=True)
+        )
         self.downgrades = any(b.to for b in policy.budgets)  # a budget downgrades: its target's cost is needed
         self.no_downgrades = (None,) * len(policy.budgets)
         self.priced_steps = bool(self.routing or self.batch or self.downgrades)
@@ -134,42 +147,36 @@ class PolicyEngine:
         p, get = self.policy, record.get
         ts_us = to_microseconds(record["ts"])
         model = get("model")
-        # Positional, in field order, each labelled: keyword arguments cost more to match (enforce
-        # mode observes one request per call).
-        facts = Facts(
-            record["id"],  # id
-            ts_us,  # ts_us
-            get("cost_usd"),  # cost_usd
-            get("latency_ms"),  # latency_ms
-            get("outcome") == "ok",  # ok
-            (get("input_tokens") or 0) + (get("output_tokens") or 0),  # tokens
-            model,  # model
-            route_model=model,
-        )
+        exact_key = exact_excluded = semantic_excluded = None
+        exact_seen_before = False
+        semantic_pid = semantic_row = -1
         if p.exact_cache:
             prompt = get("prompt_hash")
             if prompt and get("stream"):
                 prompt += STREAMED  # a streamed answer answers streamed requests only
-            facts.exact_key = state_key(scope_value(record, p.exact_cache.scope), prompt) if prompt else None
-            facts.exact_excluded = exclusion_reason(record, p.exact_cache.rules)
-            if facts.exact_key is not None and state.exact_seen is not None:
-                facts.exact_seen_before = facts.exact_key in state.exact_seen
-                state.exact_seen.add(facts.exact_key)
+            if prompt:
+                column = self.exact_scope
+                exact_key = state_key("*" if column is None else get(column), prompt)
+            exact_excluded = exclusion_reason(record, p.exact_cache.rules)
+            if exact_key is not None and state.exact_seen is not None:
+                exact_seen_before = exact_key in state.exact_seen
+                state.exact_seen.add(exact_key)
         if p.semantic_cache:
             s = p.semantic_cache
-            reason = exclusion_reason(record, s.rules)
-            if reason is None and not get("prompt_text"):
-                reason = "no_prompt_text"
-            facts.semantic_excluded = reason
-            if may_store(reason):
+            semantic_excluded = exclusion_reason(record, s.rules)
+            if semantic_excluded is None and not get("prompt_text"):
+                semantic_excluded = "no_prompt_text"
+            if may_store(semantic_excluded):
                 partition = (
                     scope_value(record, s.scope),
                     requested_model(record),
                     get("system_prompt") or "",
                     bool(get("stream")),  # a streamed answer answers streamed requests only
                 )
-                facts.semantic_pid = state.semantic.partition(partition)
-                facts.semantic_row = state.semantic.register(record["prompt_text"])
+                semantic_pid = state.semantic.partition(partition)
+                semantic_row = state.semantic.register(record["prompt_text"])
+        route, route_cost, route_model = -1, None, model
+        batch, batch_cost = -1, None
         row = PricingRows.from_record(record) if self.priced_steps else None
         routed_to = routed_provider = None
         current = get("cost_usd")
@@ -180,7 +187,7 @@ class PolicyEngine:
                     break
                 cost = number_or_none(self.pricer.costs_at(row, rule.to, rule.to_provider)[0])
                 if cost is not None:
-                    facts.route, facts.route_cost, facts.route_model = index, cost, rule.to
+                    route, route_cost, route_model = index, cost, rule.to
                     routed_to, routed_provider, current = rule.to, rule.to_provider, cost
                 break
         if self.batch and not get("batch"):
@@ -193,33 +200,64 @@ class PolicyEngine:
                         ]
                     )
                     if cost is not None:
-                        facts.batch, facts.batch_cost = index, cost
+                        batch, batch_cost = index, cost
                     break
-        batched = facts.batch >= 0
-        facts.budget_keys = budget_keys = tuple(
+        # A scope's value is `scope_value`'s, read here from the field prepared per budget and
+        # rate limit (as for the exact cache above; None: scope global), and a match of every
+        # request is not asked: enforce mode observes one request per call.
+        budget_keys = tuple(
             [
-                state_key(scope_value(record, b.scope), window_of(ts_us, b.window)) if m.matches(record) else None
-                for b, m in self.budget_checks
+                state_key("*" if column is None else get(column), window_of(ts_us, window))
+                if match is None or match.matches(record)
+                else None
+                for column, window, match in self.budget_checks
             ]
         )
         if self.downgrades:
             asked = get("model_requested") if routed_to is None else routed_to
-            facts.downgrade_costs = tuple(
+            downgrade_costs = tuple(
                 [
-                    number_or_none(self.pricer.costs_at(row, b.to, b.to_provider, batch=batched)[0])
+                    number_or_none(self.pricer.costs_at(row, b.to, b.to_provider, batch=batch >= 0)[0])
                     if b.to
                     and key is not None
-                    and self.pricer.can_move(facts.route_model, asked, get("endpoint"), b.to, b.to_provider)
+                    and self.pricer.can_move(route_model, asked, get("endpoint"), b.to, b.to_provider)
                     else None
                     for b, key in zip(p.budgets, budget_keys, strict=True)
                 ]
             )
         else:
-            facts.downgrade_costs = self.no_downgrades
-        facts.rate_keys = tuple(
-            [scope_value(record, r.scope) if m.matches(record) else None for r, m in self.rate_checks]
+            downgrade_costs = self.no_downgrades
+        rate_keys = tuple(
+            [
+                ("*" if column is None else get(column)) if match is None or match.matches(record) else None
+                for column, match in self.rate_checks
+            ]
         )
-        return facts
+        # Positional, in field order, each labelled: keyword arguments cost more to match (enforce
+        # mode observes one request per call).
+        return Facts(
+            record["id"],  # id
+            ts_us,  # ts_us
+            get("cost_usd"),  # cost_usd
+            get("latency_ms"),  # latency_ms
+            get("outcome") == "ok",  # ok
+            (get("input_tokens") or 0) + (get("output_tokens") or 0),  # tokens
+            model,  # model
+            exact_key,  # exact_key
+            exact_seen_before,  # exact_seen_before
+            exact_excluded,  # exact_excluded
+            semantic_pid,  # semantic_pid
+            semantic_row,  # semantic_row
+            semantic_excluded,  # semantic_excluded
+            route,  # route
+            route_cost,  # route_cost
+            route_model,  # route_model
+            batch,  # batch
+            batch_cost,  # batch_cost
+            budget_keys,  # budget_keys
+            downgrade_costs,  # downgrade_costs
+            rate_keys,  # rate_keys
+        )
 
     # -- step 2: decide -------------------------------------------------------------------
     def decide(self, record: Record, state: EngineState) -> Decision:
@@ -232,6 +270,7 @@ class PolicyEngine:
         mode settles the request with them when its answer has come (analysis.enforce.live)."""
         one = self.observe(record, state)
         facts = OneRequestFacts(one, len(self.policy.budgets), len(self.policy.rate_limits))
-        trace = Trace(1)
+        trace = self.one_trace
+        trace.clear(0)
         replay(self, facts, state, trace, 0, 1)
         return decision_row(self, facts, trace, 0), one

@@ -275,13 +275,15 @@ class OneRequestFacts:
     def row(self, names: tuple[str, ...], index: int) -> tuple:
         return one_request_reader(names, self.budgets, self.rate_limits)(self.values)
 
-    def chunks(self, names: tuple[str, ...], start: int, stop: int) -> list[list]:
-        return [[value] for value in one_request_reader(names, self.budgets, self.rate_limits)(self.values)]
+    def chunks(self, names: tuple[str, ...], start: int, stop: int) -> list[tuple]:
+        # Columns of one value as tuples, which replay only reads: one allocation each, a list two.
+        return [(value,) for value in one_request_reader(names, self.budgets, self.rate_limits)(self.values)]
 
     def arrival(self) -> list[int]:
         ms = self.one.latency_ms
         return [self.one.ts_us + (0 if ms is None or ms != ms else int(ms * 1000))]
 
-    def pre_budget_cost(self) -> list[float]:
+    def pre_budget_cost(self) -> tuple[float]:
+        # A tuple: replay's slice of all of it is the tuple itself, where a list's is a copy.
         v = self.values
-        return [v[_BATCH_COST] if v[_BATCH] >= 0 else (v[_ROUTE_COST] if v[_ROUTE] >= 0 else v[_COST])]
+        return (v[_BATCH_COST] if v[_BATCH] >= 0 else (v[_ROUTE_COST] if v[_ROUTE] >= 0 else v[_COST]),)

@@ -42,6 +42,11 @@ def scope_value(record: Record, scope: str) -> str | None:
     return record.get(SCOPE_COLUMNS[scope])
 
 
+def scope_column(scope: str) -> str | None:
+    """The record field `scope_value` reads for `scope`; None for scope global (its value "*")."""
+    return None if scope == "global" else SCOPE_COLUMNS[scope]
+
+
 def scope_expr(scope: str) -> pl.Expr:
     if scope == "global":
         return pl.lit("*", dtype=pl.Utf8)

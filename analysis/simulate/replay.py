@@ -129,19 +129,33 @@ class Trace:
     def __init__(self, n: int) -> None:
         self.n = n
         self.disposition = ["upstream"] * n
-        self.exact_cache, self.semantic_cache = [None] * n, [None] * n
-        self.cache_source_id, self.similarity, self.nearest_source = [None] * n, [None] * n, [None] * n
-        self.budget_action, self.budget_tripped, self.budget_logged = [None] * n, [None] * n, [None] * n
+        # Copies of one list of Nones: a copy costs half a `[None] * n` (a live decision makes
+        # a trace of one request per call).
+        nones = [None] * n
+        self.exact_cache, self.semantic_cache = nones, nones.copy()
+        self.cache_source_id, self.similarity, self.nearest_source = nones.copy(), nones.copy(), nones.copy()
+        self.budget_action, self.budget_tripped, self.budget_logged = nones.copy(), nones.copy(), nones.copy()
         # Indexes, mostly -1: numpy arrays cost a byte or two per request, a list eight (but
         # making an array costs more than the few requests of a live decision: lists for those).
         if n <= SMALL_TRACE:
-            self.budget_index, self.downgrade_index, self.throttled_index = [-1] * n, [-1] * n, [-1] * n  # type: ignore[assignment]
+            unset = [-1] * n
+            self.budget_index, self.downgrade_index, self.throttled_index = unset, unset.copy(), unset.copy()  # type: ignore[assignment]
             self.charged = [0.0] * n  # type: ignore[assignment]
         else:
             self.budget_index = np.full(n, -1, dtype=np.int16)
             self.downgrade_index = np.full(n, -1, dtype=np.int16)
             self.throttled_index = np.full(n, -1, dtype=np.int16)
             self.charged = np.zeros(n)
+
+    def clear(self, i: int) -> None:
+        """Row `i` back to the defaults above (nothing happened): enforce mode decides every
+        request with the one trace of one row its engine keeps."""
+        self.disposition[i] = "upstream"
+        self.exact_cache[i] = self.semantic_cache[i] = None
+        self.cache_source_id[i] = self.similarity[i] = self.nearest_source[i] = None
+        self.budget_action[i] = self.budget_tripped[i] = self.budget_logged[i] = None
+        self.budget_index[i] = self.downgrade_index[i] = self.throttled_index[i] = -1
+        self.charged[i] = 0.0
 
 
 # The columns the replay loop reads, in the order it unpacks them (and per budget and rate limit
@@ -215,7 +229,7 @@ def replay(
         downgrade_costs = columns[REPLAYED + budget_count : REPLAYED + 2 * budget_count]
         rate_keys = columns[REPLAYED + 2 * budget_count :]
         arrival, pre_cost = arrival_all[chunk:end], pre_cost_all[chunk:end]
-        if isinstance(arrival, np.ndarray):  # a OneRequestFacts' are lists already
+        if isinstance(arrival, np.ndarray):  # a OneRequestFacts' are a list and a tuple already
             arrival = arrival.tolist()
         if isinstance(pre_cost, np.ndarray):
             pre_cost = pre_cost.tolist()
@@ -223,7 +237,7 @@ def replay(
             (b, budget_keys[b], budget_states[b].spent_in, limit, block, target, downgrade_costs[b], logs_only)
             for b, limit, block, target, logs_only in engine.budget_steps
         ]
-        charges = [(keys, budget_states[b].charge, budget_names[b]) for b, keys, *_ in checks]
+        charges = [(budget_keys[b], budget_states[b].charge, budget_names[b]) for b in range(budget_count)]
         rates = [(r, keys, rate_windows[r]) for r, keys in enumerate(rate_keys)]
         for j in range(end - chunk):
             i = chunk + j
