@@ -12,6 +12,7 @@ parameter we have never heard of still counts as changing the answer.
 
 import hashlib
 import json
+from _json import make_encoder  # json.encoder's C encoder (c_make_encoder)
 
 # Request fields that do not change what the model answers.
 NOT_ANSWER_CHANGING = frozenset(
@@ -45,12 +46,12 @@ def canonical_request(request: dict, **fields: object) -> dict:
 
 # One encoder for every call (json.dumps with options makes a new one each time).
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-# JSONEncoder.encode builds its C encoder (json.encoder.c_make_encoder, CPython's _json) anew on
-# every call: a third of a prompt hash's work, and enforce mode hashes every request on the proxy's
-# event loop. Built once here, with the arguments JSONEncoder.iterencode gives it, so it writes the
-# same text; without a cycle check (markers None: no state shared between the threads that hash),
-# as a canonical request is decoded JSON, which has no cycles.
-_ENCODER = json.encoder.c_make_encoder(
+# JSONEncoder.encode builds its C encoder (CPython's _json.make_encoder) anew on every call: a
+# third of a prompt hash's work, and enforce mode hashes every request on the proxy's event loop.
+# Built once here, with the arguments JSONEncoder.iterencode gives it, so it writes the same text;
+# without a cycle check (markers None: no state shared between the threads that hash), as a
+# canonical request is decoded JSON, which has no cycles.
+_ENCODER = make_encoder(
     None,
     _CANONICAL.default,
     json.encoder.encode_basestring,
