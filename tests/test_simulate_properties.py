@@ -10,7 +10,7 @@ import pytest
 from analysis.simulate.batch import frame_facts, ordered
 from analysis.simulate.facts import FrameFacts, OneRequestFacts
 from analysis.simulate.policy import parse_policy
-from analysis.simulate.replay import DECISION_ROW_COLUMNS
+from analysis.simulate.replay import DECISION_ROW_COLUMNS, Trace
 from analysis.simulate.simulator import build_engine, simulate
 from analysis.simulate.synthetic import generate
 
@@ -194,3 +194,14 @@ def test_savings_never_exceed_the_baseline_and_add_up(traffic):
     unpriced = result.decisions.filter(pl.col("cost_usd").is_null())
     assert unpriced.height == t["unpriced_requests"] > 0
     assert unpriced["simulated_cost_usd"].null_count() == unpriced.height
+
+
+def test_a_cleared_trace_row_is_a_new_one():
+    """Enforce mode decides every request with one Trace of one row, cleared per decision: every
+    field of it (a field added later too) goes back to what a new Trace holds."""
+    fresh = {name: list(value) for name, value in vars(Trace(1)).items() if name != "n"}
+    used = Trace(1)
+    for name in fresh:
+        getattr(used, name)[0] = object()  # what any decision could have left there
+    used.clear(0)
+    assert {name: list(value) for name, value in vars(used).items() if name != "n"} == fresh
