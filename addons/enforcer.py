@@ -285,16 +285,17 @@ class Enforcer:
             target = detect(host, path, request.headers, request.method)
         if target is None:
             return None
+        started = request.timestamp_start  # a property, as are the request's method, headers and content
         try:
             record, side = request_record(
-                new_id(request.timestamp_start),
+                new_id(started),
                 target,
                 request.method,
                 host,
                 path,
                 request.headers.fields,
                 request.raw_content or b"",
-                request.timestamp_start,
+                started,
                 salt=self.salt,
                 settings=settings,
                 count_tokens=live.needs_tokens,
