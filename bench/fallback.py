@@ -4,7 +4,7 @@ A call an enforcing `[[fallback]]` rule covers is sent by the proxy itself, thro
 (addons.fallback, analysis.enforce.relay), so that a timeout or a refused connection can be
 rescued too; every other call goes through mitmproxy alone. In one run, against the same fast
 local upstream (tests/fake_provider.py), two `llm-shadow proxy --mode enforce` processes take
-turns, round after round:
+turns, round after round, started afresh for each round:
   1. enforce            a policy without a fallback rule
   2. enforce-fallback   the same policy with a fallback rule covering every call
 Both the JSON call and a streamed call are measured: throughput (requests/s with CONCURRENCY
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import _load as load  # noqa: E402
-from bench._load import cpu_seconds, latencies, start_proxy, summarize, throughput  # noqa: E402
+from bench._load import cpu_seconds, latencies, start_proxies, summarize, throughput  # noqa: E402
 from tests.fake_provider import FakeProvider  # noqa: E402
 
 POLICY = """
@@ -63,7 +63,6 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="llm-shadow-bench-fallback-"))
     (scratch / "plain.toml").write_text(POLICY)
     (scratch / "fallback.toml").write_text(POLICY + FALLBACK)
-    rounds: dict[str, list[dict]] = {}
     with FakeProvider() as upstream:
         base = [sys.executable, str(ROOT / "cli.py"), "proxy", "--upstream", f"{upstream.url}@0", "--force"]
         commands = {
@@ -78,32 +77,35 @@ def main() -> None:
             ]
             for name, policy in (("enforce", "plain"), ("enforce-fallback", "fallback"))
         }
-        processes, ports = [], {}
-        try:
-            for name, command in commands.items():
-                process, ports[name] = start_proxy(command)
-                processes.append(process)
-            targets = {}
-            for name, port in ports.items():
-                extra = "x-shadow-team: bench\r\n"
-                targets[f"{name} json"] = (name, port, load.request_bytes(JSON_CALL, extra))
-                targets[f"{name} stream"] = (name, port, load.request_bytes(STREAM_CALL, extra))
-            for _, port, call in targets.values():
-                asyncio.run(latencies(port, call, 30))  # warm up
-            pids = {name: process.pid for name, process in zip(commands, processes, strict=True)}
-            for _ in range(args.rounds):
-                for target, (name, port, call) in targets.items():
-                    cpu = cpu_seconds(pids[name])
-                    calls = args.requests // args.rounds
-                    rps = asyncio.run(throughput(port, call, calls, args.concurrency))
-                    lat = asyncio.run(latencies(port, call, args.latency_calls // args.rounds))
-                    used = cpu_seconds(pids[name])
-                    cpu_ms = None if cpu is None or used is None else (used - cpu) * 1000 / (calls + len(lat))
-                    rounds.setdefault(target, []).append({"rps": rps, "lat": lat, "cpu_ms": cpu_ms})
-        finally:
-            for process in processes:
-                process.terminate()
-                process.wait(30)
+        names = list(commands)
+        rounds: dict[str, list[dict]] = {f"{name} {kind}": [] for name in names for kind in ("json", "stream")}
+        extra = "x-shadow-team: bench\r\n"
+        calls = {"json": load.request_bytes(JSON_CALL, extra), "stream": load.request_bytes(STREAM_CALL, extra)}
+        for round_ in range(args.rounds):
+            # Fresh processes every round, started at once, the first alternating: a proxy
+            # started before another spent more CPU a call than the same code started after it
+            # (docs/benchmarks.md, bench/enforce.py), and `enforce` was always started first.
+            order = names if round_ % 2 == 0 else names[::-1]
+            started = start_proxies([(commands[name], ROOT) for name in order])
+            try:
+                procs = dict(zip(order, started, strict=True))
+                for _, port in started:
+                    for call in calls.values():
+                        asyncio.run(latencies(port, call, 30))  # warm up
+                for name in order:
+                    process, port = procs[name]
+                    for kind, call in calls.items():
+                        cpu = cpu_seconds(process.pid)
+                        count = args.requests // args.rounds
+                        rps = asyncio.run(throughput(port, call, count, args.concurrency))
+                        lat = asyncio.run(latencies(port, call, args.latency_calls // args.rounds))
+                        used = cpu_seconds(process.pid)
+                        cpu_ms = None if cpu is None or used is None else (used - cpu) * 1000 / (count + len(lat))
+                        rounds[f"{name} {kind}"].append({"rps": rps, "lat": lat, "cpu_ms": cpu_ms})
+            finally:
+                for process, _ in started:
+                    process.terminate()
+                    process.wait(30)
     shutil.rmtree(scratch, ignore_errors=True)
     results = summarize(rounds)
     print(f"{'target':<26}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'proxy CPU ms/call':>19}")
