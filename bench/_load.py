@@ -3,11 +3,12 @@
 A bare asyncio HTTP/1.1 client, so the client costs as little as possible and the same in every
 run: `throughput` keeps CONCURRENCY keep-alive connections busy, `latencies` sends one call at
 a time on one keep-alive connection; `start_proxy` starts a proxy process and reads the port it
-listens on (`start_proxies`: several at once). Every loop is bounded in count and in time
+listens on (`running_proxies`: several at once). Every loop is bounded in count and in time
 (TIME_LIMIT_S); everything listens on 127.0.0.1.
 """
 
 import asyncio
+import contextlib
 import math
 import os
 import re
@@ -15,6 +16,7 @@ import statistics
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,12 +116,24 @@ def summarize(rounds: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
 def start_proxy(command: list[str], root: Path = ROOT) -> tuple[subprocess.Popen, int]:
     """Start a proxy (mitmdump or `llm-shadow proxy` of the checkout at `root`); return it and
     the port it listens on."""
-    return start_proxies([(command, root)])[0]
+    return _start_all([(command, root)])[0]
 
 
-def start_proxies(commands: list[tuple[list[str], Path]]) -> list[tuple[subprocess.Popen, int]]:
-    """Start several proxies (command, checkout) at once, in this order, without waiting for one
-    to listen before starting the next; return each with the port it listens on."""
+@contextlib.contextmanager
+def running_proxies(commands: list[tuple[list[str], Path]]) -> Iterator[list[tuple[subprocess.Popen, int]]]:
+    """Several proxies (command, checkout) started at once, in this order, without waiting for
+    one to listen before starting the next: each with the port it listens on, while the block
+    runs; stopped when it ends."""
+    started = _start_all(commands)
+    try:
+        yield started
+    finally:
+        for process, _ in started:
+            process.terminate()
+            process.wait(30)
+
+
+def _start_all(commands: list[tuple[list[str], Path]]) -> list[tuple[subprocess.Popen, int]]:
     starting = [_Starting(command, root) for command, root in commands]
     try:
         return [(proxy.process, proxy.listening()) for proxy in starting]

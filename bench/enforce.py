@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import _load as load  # noqa: E402
-from bench._load import cpu_seconds, latencies, start_proxies, summarize, throughput  # noqa: E402
+from bench._load import cpu_seconds, latencies, running_proxies, summarize, throughput  # noqa: E402
 from tests.fake_provider import FakeProvider  # noqa: E402
 
 POLICY = """
@@ -112,20 +112,19 @@ def main() -> None:
         for suffix, tree in trees.items():
             base = [sys.executable, str(tree / "cli.py"), "proxy", "--upstream", f"{upstream.url}@0"]
             policed = ["--policy", str(policy), "--force"]
-            commands[f"observe{suffix}"] = (tree, [*base, "--data", str(scratch / f"observe{suffix}")])
+            commands[f"observe{suffix}"] = ([*base, "--data", str(scratch / f"observe{suffix}")], tree)
             for mode in ("shadow", "enforce"):
                 data = ["--data", str(scratch / f"{mode}{suffix}")]
-                commands[f"{mode}{suffix}"] = (tree, [*base, *data, *policed, "--mode", mode])
+                commands[f"{mode}{suffix}"] = ([*base, *data, *policed, "--mode", mode], tree)
         rounds: dict[str, list[dict]] = {name: [] for name in [*commands, *(f"enforce-hit{s}" for s in trees)]}
         for round_ in range(args.rounds):
             order = turns(list(rounds), list(trees), round_)
-            # Fresh processes every round, started in the round's order: a proxy started before
-            # the others spent 0.1 to 0.3 ms more CPU a call than the same code started after
-            # them, for as long as it ran (measured; the cause is not known), so one set of
-            # processes for the whole run favoured whichever target was started last.
+            # Fresh processes every round, started in the round's order: with one set for the
+            # whole run, the checkout whose proxies were started first spent 0.06 to 0.3 ms more
+            # CPU a call than the same code started after it (docs/benchmarks.md; the cause is
+            # not known), which favoured whatever was started last.
             names = [name for name in order if name in commands]
-            started = start_proxies([(commands[name][1], commands[name][0]) for name in names])
-            try:
+            with running_proxies([commands[name] for name in names]) as started:
                 procs = dict(zip(names, started, strict=True))
                 targets = {name: (port, request_bytes(PASSING)) for name, (_, port) in procs.items()}
                 for suffix in trees:
@@ -142,10 +141,6 @@ def main() -> None:
                     used = cpu_seconds(pid)
                     cpu_ms = None if cpu is None or used is None else (used - cpu) * 1000 / (calls + len(lat))
                     rounds[name].append({"rps": rps, "lat": lat, "cpu_ms": cpu_ms})
-            finally:
-                for process, _ in started:
-                    process.terminate()
-                    process.wait(30)
     shutil.rmtree(scratch, ignore_errors=True)
     results = summarize(rounds)
     print(f"{'target':<18}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'proxy CPU ms/call':>19}")

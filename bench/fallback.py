@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import _load as load  # noqa: E402
-from bench._load import cpu_seconds, latencies, start_proxies, summarize, throughput  # noqa: E402
+from bench._load import cpu_seconds, latencies, running_proxies, summarize, throughput  # noqa: E402
 from tests.fake_provider import FakeProvider  # noqa: E402
 
 POLICY = """
@@ -82,12 +82,11 @@ def main() -> None:
         extra = "x-shadow-team: bench\r\n"
         calls = {"json": load.request_bytes(JSON_CALL, extra), "stream": load.request_bytes(STREAM_CALL, extra)}
         for round_ in range(args.rounds):
-            # Fresh processes every round, started at once, the first alternating: a proxy
-            # started before another spent more CPU a call than the same code started after it
-            # (docs/benchmarks.md, bench/enforce.py), and `enforce` was always started first.
+            # Fresh processes every round, started at once, the first alternating: in
+            # bench/enforce.py, proxies started first spent more CPU a call than the same code
+            # started after them (docs/benchmarks.md), and `enforce` was always started first.
             order = names if round_ % 2 == 0 else names[::-1]
-            started = start_proxies([(commands[name], ROOT) for name in order])
-            try:
+            with running_proxies([(commands[name], ROOT) for name in order]) as started:
                 procs = dict(zip(order, started, strict=True))
                 for _, port in started:
                     for call in calls.values():
@@ -102,10 +101,6 @@ def main() -> None:
                         used = cpu_seconds(process.pid)
                         cpu_ms = None if cpu is None or used is None else (used - cpu) * 1000 / (count + len(lat))
                         rounds[f"{name} {kind}"].append({"rps": rps, "lat": lat, "cpu_ms": cpu_ms})
-            finally:
-                for process, _ in started:
-                    process.terminate()
-                    process.wait(30)
     shutil.rmtree(scratch, ignore_errors=True)
     results = summarize(rounds)
     print(f"{'target':<26}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'proxy CPU ms/call':>19}")

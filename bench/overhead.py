@@ -39,7 +39,7 @@ from bench._load import (  # noqa: E402
     percentile,
     read_response,
     request_bytes,
-    start_proxies,
+    running_proxies,
     throughput,
 )
 from tests.fake_provider import FakeProvider  # noqa: E402
@@ -117,14 +117,13 @@ def main() -> None:
         for round_ in range(args.rounds):
             # Targets take turns, round after round, so a busy moment of the machine hits all
             # alike; their order rotates from round to round, and the proxies are fresh processes
-            # every round, started at once in that order: a proxy started before the others
-            # spent 0.1 to 0.3 ms more CPU a call than the same code started after them
-            # (docs/benchmarks.md), so one set of processes started in a fixed order favoured
+            # every round, started at once in that order: in bench/enforce.py, proxies started
+            # first spent more CPU a call than the same code started after them
+            # (docs/benchmarks.md), so one set of processes started in a fixed order could favour
             # whichever came last (llm-shadow).
             order = names[round_ % len(names) :] + names[: round_ % len(names)]
             proxies = [name for name in order if commands[name] is not None]
-            started = start_proxies([(commands[name], ROOT) for name in proxies])
-            try:
+            with running_proxies([(commands[name], ROOT) for name in proxies]) as started:
                 ports = {name: port for name, (_, port) in zip(proxies, started, strict=True)}
                 ports["direct"] = upstream.port
                 for port in ports.values():
@@ -135,10 +134,6 @@ def main() -> None:
                     lat = asyncio.run(latencies(port, CALL, args.latency_calls // args.rounds))
                     ttft = asyncio.run(ttfts(port, max(1, args.ttft_calls // args.rounds)))
                     rounds[name].append({"rps": rps, "lat": lat, "ttft": ttft})
-            finally:
-                for process, _ in started:
-                    process.terminate()
-                    process.wait(30)
     results = {
         name: {
             "rps": statistics.median(r["rps"] for r in runs),
