@@ -221,10 +221,7 @@ class RateWindows:
         """`full`, then `admit` unless full: one step (atomic in the Redis backend, so several
         proxies cannot all take the last slot)."""
         window = self._window(key, now)  # once (the replay loop asks for every request)
-        # `_full`, inline: the replay loop admits every request of a rate-limited policy this way.
-        if self.requests_per_minute is not None and len(window[0]) >= self.requests_per_minute:
-            return False
-        if self.tokens_per_minute is not None and window[1] >= self.tokens_per_minute:
+        if self._full(window):
             return False
         window[0].append((now, tokens))
         window[1] += tokens
