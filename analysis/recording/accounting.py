@@ -291,9 +291,20 @@ def call_cost(
     except ParseFailure:
         parsed = Parsed()
     mark_cut_stream(exchange, parsed)
-    # The primary table alone: the settlement needs no check (this runs on the proxy's event loop).
-    cost = prices.primary.cost(**cost_inputs(exchange, parsed))
     usage = parsed.usage
+    # The primary table alone: the settlement needs no check (this runs on the proxy's event loop).
+    # Its arguments are `cost_inputs`', passed by name here, not built as a dict and unpacked.
+    cost = prices.primary.cost(
+        provider=exchange.provider,
+        model=parsed.model or parsed.model_requested,
+        model_requested=parsed.model_requested,
+        usage=usage,
+        service_tier=parsed.service_tier,
+        batch=parsed.batch,
+        provider_cost_usd=parsed.provider_cost_usd,
+        other_models=parsed.other_models,
+        at=exchange.started_at,
+    )
     tokens = (usage.input_tokens or 0) + (usage.output_tokens or 0)
     return CallCost(outcome_for_status(exchange.status, exchange.outcome), cost.cost_usd, tokens)
 
