@@ -202,7 +202,8 @@ def attribution_from(user: object, metadata: object) -> dict[str, str]:
 def finish(parsed: Parsed, exchange: Exchange, extra_output_text: str = "") -> None:
     """The last step of every parser: an error status always has an error, and the usage is
     settled (see settle_usage)."""
-    if is_error_status(exchange) and not parsed.error:
+    status = exchange.status
+    if status is not None and status >= 400 and not parsed.error:  # is_error_status, without its call
         parsed.error = error_from_body(exchange, response_json(exchange))
     settle_usage(parsed, exchange, extra_output_text)
 

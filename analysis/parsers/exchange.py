@@ -12,7 +12,7 @@ from typing import Literal
 UsageSource = Literal["provider", "estimated", "none"]
 
 
-@dataclass
+@dataclass(slots=True)  # built and read on every settled call (enforce mode: on the event loop)
 class Exchange:
     provider: str  # "openai", "anthropic", ... (see analysis.parsers.detect)
     endpoint: str  # "chat", "responses", "messages", "generate_content", ...
