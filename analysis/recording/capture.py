@@ -244,15 +244,18 @@ def _exchange(
 # The response headers reading an answer looks at: whether it is an event stream
 # (Exchange.is_event_stream) and how it is encoded (analysis.recording.accounting.decode_exchange).
 ANSWER_HEADERS = frozenset({b"content-type", b"content-encoding"})
+_ANSWER_HEADER_LENGTHS = frozenset(len(name) for name in ANSWER_HEADERS)
 
 
 def answer_headers(fields: HeaderFields) -> dict[str, str]:
     """The `ANSWER_HEADERS` of a response, as `split_secrets` gives them. A provider's answer
     carries a score of others (rate limits, request ids, cookies): decoding all 25 of an OpenAI
-    answer's took a settlement 10 us, these two 1.6 us (in-process)."""
+    answer's took a settlement 10 us, these two 1.6 us (in-process). Only a name as long as one of
+    them is lowered and looked up: that halved the time the 25 headers of an OpenAI answer took."""
     headers = {}
     for name, value in fields:
-        name = name.lower()
-        if name in ANSWER_HEADERS:
-            headers[name.decode()] = value.decode("utf-8", "replace")  # _text's
+        if len(name) in _ANSWER_HEADER_LENGTHS:
+            name = name.lower()
+            if name in ANSWER_HEADERS:
+                headers[name.decode()] = value.decode("utf-8", "replace")  # _text's
     return headers
