@@ -204,8 +204,22 @@ def answer_exchange(capture: Capture) -> Exchange:
     read before it was sent (analysis.parsers.parse with request_side: enforce mode settling a
     call on the event loop). The request's headers, query string and body are left out and no
     key is fingerprinted: they were read then, and the answer's reading never looks at them; of
-    the response's headers, only those it reads (`answer_headers`)."""
-    return _exchange(capture, capture.path.partition("?")[0], answer_headers(capture.response_headers), {}, {}, b"")
+    the response's headers, only those it reads (`ANSWER_HEADERS`)."""
+    response_headers = headers_named(capture.response_headers, ANSWER_HEADERS)
+    return _exchange(capture, capture.path.partition("?")[0], response_headers, {}, {}, b"")
+
+
+def read_exchange(capture: Capture) -> Exchange:
+    """`to_exchange`'s Exchange as reading the whole call needs it (analysis.parsers.parse: enforce
+    mode settling a call whose request it could not read apart, on the event loop): of the
+    headers, only those the reading looks at (`REQUEST_SIDE_HEADERS`, `ANSWER_HEADERS`); no query
+    string and no key fingerprint, which it never looks at. A provider's answer and an SDK's
+    request carry a score of headers each, and `to_exchange` decoded them all."""
+    request_headers = headers_named(capture.request_headers, _REQUEST_HEADERS_READ)
+    response_headers = headers_named(capture.response_headers, ANSWER_HEADERS)
+    return _exchange(
+        capture, capture.path.partition("?")[0], response_headers, {}, request_headers, capture.request_body
+    )
 
 
 def _exchange(
@@ -244,18 +258,20 @@ def _exchange(
 # The response headers reading an answer looks at: whether it is an event stream
 # (Exchange.is_event_stream) and how it is encoded (analysis.recording.accounting.decode_exchange).
 ANSWER_HEADERS = frozenset({b"content-type", b"content-encoding"})
-_ANSWER_HEADER_LENGTHS = frozenset(len(name) for name in ANSWER_HEADERS)
+_REQUEST_HEADERS_READ = frozenset(name.encode() for name in REQUEST_SIDE_HEADERS)
+_LENGTHS_READ = frozenset(len(name) for name in ANSWER_HEADERS | _REQUEST_HEADERS_READ)
 
 
-def answer_headers(fields: HeaderFields) -> dict[str, str]:
-    """The `ANSWER_HEADERS` of a response, as `split_secrets` gives them. A provider's answer
-    carries a score of others (rate limits, request ids, cookies): decoding all 25 of an OpenAI
-    answer's took a settlement 10 us, these two 1.6 us (in-process). Only a name as long as one of
-    them is lowered and looked up: that halved the time the 25 headers of an OpenAI answer took."""
+def headers_named(fields: HeaderFields, names: frozenset[bytes]) -> dict[str, str]:
+    """The headers of `fields` that `names` name (lower-case, of ANSWER_HEADERS and
+    REQUEST_SIDE_HEADERS), as `split_secrets` gives them. A provider's answer carries a score of
+    others (rate limits, request ids, cookies): decoding all 25 of an OpenAI answer's took a
+    settlement 10 us, its two 1.6 us (in-process). Only a name as long as one of them is lowered
+    and looked up: that halved the time the 25 headers of an OpenAI answer took."""
     headers = {}
     for name, value in fields:
-        if len(name) in _ANSWER_HEADER_LENGTHS:
+        if len(name) in _LENGTHS_READ:
             name = name.lower()
-            if name in ANSWER_HEADERS:
+            if name in names:
                 headers[name.decode()] = value.decode("utf-8", "replace")  # _text's
     return headers
