@@ -184,12 +184,7 @@ def to_exchange(
 ) -> tuple[Exchange, CallContext]:
     head = read_head(capture.request_headers, capture.path, capture.identity, salt, settings)
     exchange = _exchange(
-        capture,
-        head.path,
-        split_secrets(capture.response_headers)[0],
-        query=head.query,
-        request_headers=head.headers,
-        request_body=capture.request_body,
+        capture, head.path, split_secrets(capture.response_headers)[0], head.query, head.headers, capture.request_body
     )
     context = CallContext(
         id=capture.id or new_id(capture.started),
@@ -210,43 +205,57 @@ def answer_exchange(capture: Capture) -> Exchange:
     call on the event loop). The request's headers, query string and body are left out and no
     key is fingerprinted: they were read then, and the answer's reading never looks at them; of
     the response's headers, only those it reads (`answer_headers`)."""
-    return _exchange(capture, capture.path.partition("?")[0], answer_headers(capture.response_headers))
+    return _exchange(capture, capture.path.partition("?")[0], answer_headers(capture.response_headers), {}, {}, b"")
 
 
-def _exchange(capture: Capture, path: str, response_headers: dict[str, str], **request) -> Exchange:
-    """The Exchange of `capture`'s call with these path and response headers; `request`: its
-    query, request_headers and request_body (left out: empty)."""
+def _exchange(
+    capture: Capture,
+    path: str,
+    response_headers: dict[str, str],
+    query: dict[str, str],
+    request_headers: dict[str, str],
+    request_body: bytes,
+) -> Exchange:
+    """The Exchange of `capture`'s call with these path, response headers and request parts."""
+    target = capture.target
+    # Given by position, in Exchange's field order: binding 17 keywords took half the time of
+    # building it (enforce mode builds one per settled call, on the proxy's event loop).
     return Exchange(
-        provider=capture.target.provider,
-        endpoint=capture.target.endpoint,
-        wire_format=capture.target.wire_format,
-        method=capture.method,
-        host=capture.host,
-        path=path,
-        status=capture.status,
-        response_headers=response_headers,
-        response_chunks=capture.chunks,
-        started_at=capture.started,
-        duration=capture.ended - capture.started,
-        outcome=capture.outcome,
-        error=capture.error,
-        response_over_cap=capture.response_truncated,
-        **request,
+        target.provider,  # provider
+        target.endpoint,  # endpoint
+        target.wire_format,  # wire_format
+        capture.method,  # method
+        capture.host,  # host
+        path,  # path
+        query,  # query
+        request_headers,  # request_headers
+        request_body,  # request_body
+        capture.status,  # status
+        response_headers,  # response_headers
+        capture.chunks,  # response_chunks
+        capture.started,  # started_at
+        capture.ended - capture.started,  # duration
+        capture.outcome,  # outcome
+        capture.error,  # error
+        capture.response_truncated,  # response_over_cap
     )
 
 
 # The response headers reading an answer looks at: whether it is an event stream
 # (Exchange.is_event_stream) and how it is encoded (analysis.recording.accounting.decode_exchange).
 ANSWER_HEADERS = frozenset({b"content-type", b"content-encoding"})
+_ANSWER_HEADER_LENGTHS = frozenset(len(name) for name in ANSWER_HEADERS)
 
 
 def answer_headers(fields: HeaderFields) -> dict[str, str]:
     """The `ANSWER_HEADERS` of a response, as `split_secrets` gives them. A provider's answer
     carries a score of others (rate limits, request ids, cookies): decoding all 25 of an OpenAI
-    answer's took a settlement 10 us, these two 1.6 us (in-process)."""
+    answer's took a settlement 10 us, these two 1.6 us (in-process). Only a name as long as one of
+    them is lowered and looked up: that halved the time the 25 headers of an OpenAI answer took."""
     headers = {}
     for name, value in fields:
-        name = name.lower()
-        if name in ANSWER_HEADERS:
-            headers[name.decode()] = _text(value)
+        if len(name) in _ANSWER_HEADER_LENGTHS:
+            name = name.lower()
+            if name in ANSWER_HEADERS:
+                headers[name.decode()] = value.decode("utf-8", "replace")  # _text's
     return headers
