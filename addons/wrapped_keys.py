@@ -141,8 +141,8 @@ class WrappedKeys:
         headers = flow.request.headers
         # Most calls carry a raw provider key: one pass over the raw fields tells, where each of
         # mitmproxy's `headers.get` below scans and decodes them all (3 us in-process).
-        for name, value in headers.fields:
-            if _KEY_PREFIX in value and name.lower() in _KEY_HEADER_NAMES:
+        for raw_name, raw_value in headers.fields:
+            if _KEY_PREFIX in raw_value and raw_name.lower() in _KEY_HEADER_NAMES:
                 break
         else:
             return  # no key header holds a wrapped key: the call passes unchanged
