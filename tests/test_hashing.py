@@ -1,5 +1,6 @@
 """prompt_hash: equal requests hash the same, answer-changing ones do not."""
 
+import hashlib
 import json
 
 from analysis.parsers import parse
@@ -75,3 +76,18 @@ def test_hash_shape():
 def test_model_from_elsewhere_fills_in_only_when_the_body_has_none():
     assert canonical_request({"contents": []}, model="gemini-2.5-flash")["model"] == "gemini-2.5-flash"
     assert canonical_request({"model": "a"}, model="b")["model"] == "a"
+
+
+def test_the_hash_is_hashlibs_sha256_of_the_canonical_json():
+    # prompt_hash takes CPython's builtin sha256 (_sha2) where there is one: its digests are
+    # hashlib's (OpenSSL's), for short and multi-block texts, non-ASCII and lone surrogates alike.
+    canonicals = [
+        canonical_request(REQUEST),
+        {"model": "m", "messages": [{"role": "user", "content": "\ud800 lone surrogate, \u00e9t\u00e9, \u4f60\u597d"}]},
+        {"model": "m", "prompt": "x" * 1000, "temperature": 0.7},
+        {},
+    ]
+    for canonical in canonicals:
+        text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        expected = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        assert prompt_hash(canonical) == expected
