@@ -12,7 +12,7 @@ import pytest
 from analysis.parsers import common, parse, read_request
 from analysis.parsers.common import contains_image
 from analysis.parsers.detect import detect
-from analysis.parsers.exchange import Exchange, Usage
+from analysis.parsers.exchange import FRESH_FIELDS, Exchange, Parsed, Usage, new_parsed
 from analysis.parsers.tokens import count_tokens
 
 SSE = {"content-type": "text/event-stream"}
@@ -806,3 +806,19 @@ def test_a_usage_copy_carries_every_field_in_its_place():
     copy = usage.copy()
     assert copy == usage
     assert copy is not usage
+
+
+def test_a_new_parsed_is_a_parsed_with_its_defaults_and_shares_no_mutable_field():
+    # The parsers start from new_parsed(), a copy of a blank Parsed: equal to Parsed(), and every
+    # field with a default_factory (FRESH_FIELDS) a new object, not the blank one's or another's.
+    made_anew = tuple(f.name for f in dataclasses.fields(Parsed) if f.default_factory is not dataclasses.MISSING)
+    assert FRESH_FIELDS == made_anew
+    first, second = new_parsed(), new_parsed()
+    assert first == Parsed() and type(first) is Parsed and type(first.usage) is Usage
+    for name in FRESH_FIELDS:
+        assert getattr(first, name) is not getattr(second, name), name
+    first.usage.input_tokens = 3
+    first.attribution["team"] = "t"
+    first.finish_reasons.append("stop")
+    first.other_models.append(("m", Usage()))
+    assert new_parsed() == Parsed() and second == Parsed()

@@ -28,7 +28,7 @@ import json
 import re
 
 from analysis.parsers import common
-from analysis.parsers.exchange import Exchange, Parsed, Usage
+from analysis.parsers.exchange import Exchange, Parsed, Usage, new_parsed
 from analysis.parsers.hashing import canonical_request
 
 _MODEL_IN_PATH = re.compile(r"/models/([^/:]+):(?:rawPredict|streamRawPredict)$")
@@ -48,7 +48,7 @@ def parse(exchange: Exchange) -> Parsed:
 
 
 def parse_request(request: dict) -> Parsed:
-    parsed = Parsed()
+    parsed = new_parsed()
     parsed.model_requested = common.as_str(request.get("model"))
     parsed.stream = request.get("stream") is True
     parsed.system_prompt = common.content_text(request.get("system"))

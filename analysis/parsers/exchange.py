@@ -128,6 +128,28 @@ class Parsed:
     skipped_chars: int = 0
 
 
+# A Parsed with every field at its default, which `new_parsed` copies, and the fields whose
+# default is made anew for each (those with a default_factory: tests/test_parsers_edge_cases.py checks).
+_BLANK = Parsed()
+FRESH_FIELDS = ("usage", "other_models", "finish_reasons", "attribution")
+
+
+def new_parsed() -> Parsed:
+    """`Parsed()`, at less than half its cost: a copy of a blank one's attributes, with new
+    objects for those whose default is made anew (`FRESH_FIELDS`). A parser starts from one for
+    every request it reads (enforce mode: on the proxy's event loop, before the call is sent),
+    and the dataclass's __init__ (26 arguments bound, four defaults made by calls) cost 1.9 us
+    of a request's 25 (in-process)."""
+    parsed = Parsed.__new__(Parsed)
+    facts = _BLANK.__dict__.copy()
+    facts["usage"] = Usage()  # one of FRESH_FIELDS, as are the three below
+    facts["other_models"] = []
+    facts["finish_reasons"] = []
+    facts["attribution"] = {}
+    parsed.__dict__ = facts
+    return parsed
+
+
 _OTHER_MODEL_FIELDS = (
     "input_tokens",
     "output_tokens",

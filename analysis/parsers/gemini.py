@@ -17,7 +17,7 @@ import json
 import re
 
 from analysis.parsers import common
-from analysis.parsers.exchange import Exchange, Parsed, Usage
+from analysis.parsers.exchange import Exchange, Parsed, Usage, new_parsed
 from analysis.parsers.hashing import canonical_request
 from analysis.parsers.sse import JsonArrayStreamDecoder
 
@@ -53,7 +53,7 @@ def _get(mapping: dict, camel: str) -> object:
 
 
 def _parse_request(request: dict, model: str | None) -> Parsed:
-    parsed = Parsed()
+    parsed = new_parsed()
     parsed.model_requested = model or common.as_str(request.get("model"))
     system = _get(request, "systemInstruction")
     parsed.system_prompt = _parts_text(system.get("parts")) if isinstance(system, dict) else ""

@@ -17,7 +17,7 @@ stands for the requested model when the body names none.
 import json
 
 from analysis.parsers import common
-from analysis.parsers.exchange import Exchange, Parsed, Usage
+from analysis.parsers.exchange import Exchange, Parsed, Usage, new_parsed
 from analysis.parsers.hashing import canonical_request
 
 SYSTEM_ROLES = ("system", "developer")
@@ -43,7 +43,7 @@ def read_response(exchange: Exchange, parsed: Parsed, read_text: bool = True) ->
 
 def parse_request(request: dict, exchange: Exchange) -> Parsed:
     """The request-side facts of a chat completion (also used by the legacy completions)."""
-    parsed = Parsed()
+    parsed = new_parsed()
     model = common.as_str(request.get("model"))
     if model is None:
         model = common.azure_deployment(exchange.path)

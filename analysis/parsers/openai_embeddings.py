@@ -6,13 +6,13 @@ tokens: output_tokens is 0. Without a usage block the input is counted from the 
 """
 
 from analysis.parsers import common
-from analysis.parsers.exchange import Exchange, Parsed, Usage
+from analysis.parsers.exchange import Exchange, Parsed, Usage, new_parsed
 from analysis.parsers.hashing import canonical_request
 
 
 def parse(exchange: Exchange) -> Parsed:
     request = common.request_json(exchange)
-    parsed = Parsed()
+    parsed = new_parsed()
     model = common.as_str(request.get("model"))
     if model is None:
         model = common.azure_deployment(exchange.path)

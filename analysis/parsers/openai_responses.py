@@ -17,7 +17,7 @@ incomplete, and its text is rebuilt from the deltas that passed.
 import json
 
 from analysis.parsers import common
-from analysis.parsers.exchange import Exchange, Parsed, Usage
+from analysis.parsers.exchange import Exchange, Parsed, Usage, new_parsed
 from analysis.parsers.hashing import canonical_request
 
 TERMINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
@@ -43,7 +43,7 @@ def parse(exchange: Exchange) -> Parsed:
 
 
 def _parse_request(request: dict) -> Parsed:
-    parsed = Parsed()
+    parsed = new_parsed()
     parsed.model_requested = common.as_str(request.get("model"))
     parsed.stream = request.get("stream") is True
     system = [common.content_text(request.get("instructions"))]
