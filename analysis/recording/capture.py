@@ -10,7 +10,6 @@ import functools
 import hashlib
 from collections.abc import Container
 from dataclasses import dataclass
-from typing import NamedTuple
 from urllib.parse import parse_qsl
 
 from analysis.parsers.detect import Target
@@ -21,6 +20,10 @@ from analysis.store.datadir import new_id
 
 SECRET_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization")
 DROPPED_HEADERS = SECRET_HEADERS + ("cookie", "set-cookie")
+# The same as sets, for split_secrets: a kept header's name was compared with each name of the
+# tuples in turn (12 comparisons for an attribution header), on every request enforce mode reads.
+_SECRET_NAMES = frozenset(SECRET_HEADERS)
+_DROPPED_NAMES = frozenset(DROPPED_HEADERS)
 SECRET_QUERY_PARAMS = ("key", "api-key", "api_key")
 # The request headers a request's reading looks at, besides the key and the attribution headers
 # (analysis.recording.accounting.decode_request; the parsers read none).
@@ -103,11 +106,12 @@ def split_secrets(fields, only: Container[str | bytes] | None = None) -> tuple[d
             name = (_text(name) if isinstance(name, bytes) else name).lower()
             if only is not None and name not in only:
                 continue
-        value = _text(value) if isinstance(value, bytes) else value
-        if name in SECRET_HEADERS:
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")  # _text, inline: a kept name's value, on every request
+        if name in _SECRET_NAMES:
             if key is None:
                 key = value.split(" ", 1)[1] if value.lower().startswith("bearer ") else value
-        elif name not in DROPPED_HEADERS:
+        elif name not in _DROPPED_NAMES:
             headers[name] = value
     return headers, key
 
@@ -121,7 +125,10 @@ def key_fingerprint(key: str, salt: str) -> str:
     return "key_" + hashlib.sha256(f"{salt}:{key.strip()}".encode()).hexdigest()[:16]
 
 
-class RequestHead(NamedTuple):
+# A slots dataclass, not a NamedTuple, whose __new__ is a Python function: built for every request
+# enforce mode reads, on the proxy's event loop (1.0 us in-process against 1.5).
+@dataclass(slots=True)
+class RequestHead:
     """What a request's headers and path say, secrets taken out: the headers (lower-case
     names), the path without its query string, the query minus any API key, and who the call
     belongs to (the key's fingerprint and the attribution headers, or the wrapped key's identity)."""
