@@ -46,12 +46,13 @@ class Mirroring:
             log.warning(f"llm-shadow: mirror_error:{type(e).__name__}: {e}")
 
     def _maybe_mirror(self, flow: http.HTTPFlow) -> None:
-        rows = flow.metadata.get(FLOW_DECISIONS)
-        request_id = flow.metadata.get(FLOW_ID)
-        if not rows or request_id is None or flow.response is None or flow.response.status_code != 200:
+        for routed in flow.metadata.get(FLOW_DECISIONS, ()):  # most calls: no routing row, nothing to do
+            if routed["kind"] == "routing" and routed["mode"] == "shadow":
+                break
+        else:
             return
-        routed = next((r for r in rows if r["kind"] == "routing" and r["mode"] == "shadow"), None)
-        if routed is None:
+        request_id = flow.metadata.get(FLOW_ID)
+        if request_id is None or flow.response is None or flow.response.status_code != 200:
             return
         mirror = self._current()
         if mirror is None or not mirror.wants(routed["policy"], request_id):

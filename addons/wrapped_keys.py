@@ -36,6 +36,8 @@ from analysis.simulate.state import BudgetState
 log = logging.getLogger("llm_shadow")
 
 KEY_HEADERS = ("authorization", "x-api-key", "x-goog-api-key", "api-key")
+_KEY_HEADER_NAMES = frozenset(name.encode() for name in KEY_HEADERS)
+_KEY_PREFIX = KEY_PREFIX.encode()
 ACTIVE_MODES = ("shadow", "enforce")
 
 
@@ -137,6 +139,13 @@ class WrappedKeys:
         if registry is None or flow.response is not None:
             return
         headers = flow.request.headers
+        # Most calls carry a raw provider key: one pass over the raw fields tells, where each of
+        # mitmproxy's `headers.get` below scans and decodes them all (3 us in-process).
+        for raw_name, raw_value in headers.fields:
+            if _KEY_PREFIX in raw_value and raw_name.lower() in _KEY_HEADER_NAMES:
+                break
+        else:
+            return  # no key header holds a wrapped key: the call passes unchanged
         for header in KEY_HEADERS:
             value = headers.get(header)
             if value is None:

@@ -83,7 +83,7 @@ def test_a_settled_call_costs_what_its_row_says(path: Path, pricing: Pricing, tm
 
 
 # An OpenAI answer's headers, as mitmproxy holds them (names as sent), around the two that
-# reading an answer looks at (capture.answer_headers).
+# reading an answer looks at (capture.ANSWER_HEADERS).
 PROVIDER_HEADERS = (
     (b"Date", b"Mon, 30 Nov 2026 03:00:00 GMT"),
     (b"Transfer-Encoding", b"chunked"),

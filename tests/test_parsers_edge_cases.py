@@ -4,6 +4,7 @@ Azure deployments, provider variants, batches, Gemini's JSON-array stream.
 Where a figure comes from a provider's real answer outside the cassette set it is said so.
 """
 
+import dataclasses
 import json
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from analysis.parsers import common, parse, read_request
 from analysis.parsers.common import contains_image
 from analysis.parsers.detect import detect
-from analysis.parsers.exchange import Exchange
+from analysis.parsers.exchange import Exchange, Usage
 from analysis.parsers.tokens import count_tokens
 
 SSE = {"content-type": "text/event-stream"}
@@ -796,3 +797,12 @@ def test_error_status_on_an_event_stream_without_an_error_event():
     parsed = parse(exchange)
     assert parsed.error == "data: upstream exploded"
     assert parsed.usage.source == "none"
+
+
+def test_a_usage_copy_carries_every_field_in_its_place():
+    """Usage.copy builds the copy by position (a settled call copies its request's usage with it,
+    analysis.parsers._fresh): each field, given a value of its own, comes back where it was."""
+    usage = Usage(**{f.name: 100 + i for i, f in enumerate(dataclasses.fields(Usage))})
+    copy = usage.copy()
+    assert copy == usage
+    assert copy is not usage

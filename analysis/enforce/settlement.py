@@ -5,13 +5,14 @@ Enforce mode settles a call on the proxy's event loop, before its answer is rele
 (addons.enforcer), so this reads no more than it must: when the call sent the very bytes its
 decision read (`RequestSide.read_from`), only the answer is read (`answer_exchange`), into the
 request-side facts read then; otherwise (a rewritten model, a relayed attempt, a wire format
-whose parser reads the request and the answer together) the whole call, as the recorder does.
+whose parser reads the request and the answer together) the whole call, as the recorder does,
+from the headers that reading looks at alone (`read_exchange`).
 """
 
 from analysis.enforce.request_record import RequestSide
 from analysis.pricing.check import Pricing
 from analysis.recording.accounting import CallCost, call_cost
-from analysis.recording.capture import Capture, answer_exchange, to_exchange
+from analysis.recording.capture import Capture, answer_exchange, read_exchange
 from analysis.recording.settings import RecorderSettings
 
 
@@ -19,9 +20,9 @@ def settlement_cost(
     capture: Capture, pricing: Pricing, settings: RecorderSettings, salt: str, side: RequestSide | None = None
 ) -> CallCost:
     """The call's outcome, cost_usd and tokens. `side`: the request as it was read when
-    decided; used only when `capture` sent those very bytes."""
+    decided; used only when `capture` sent those very bytes. `salt` is unused: none of these
+    depends on whose key paid (`read_exchange` fingerprints none)."""
     max_body = settings.max_body
     if side is not None and side.read_from(capture, max_body):
         return call_cost(answer_exchange(capture), pricing, max_body, side.parsed)
-    exchange, _ = to_exchange(capture, salt, settings, None)
-    return call_cost(exchange, pricing, max_body)
+    return call_cost(read_exchange(capture), pricing, max_body)

@@ -37,6 +37,7 @@ def response_json(exchange: Exchange) -> object | None:
 
 
 _JSON_DECODER = json.JSONDecoder()  # what json.loads decodes with
+_SCAN_JSON = _JSON_DECODER.scan_once  # what its raw_decode calls
 _JSON_SPACES = " \t\n\r"  # the white space JSON allows around a value
 
 
@@ -53,11 +54,13 @@ def body_json(body: bytes) -> object | None:
         # A body this does not read as json.loads would (another encoding: a BOM, or UTF-16/32,
         # whose NULs no JSON text has; spaces before the value; more after it) is left to
         # json.loads below, which reads it as before.
+        # Its scanner is called as raw_decode(text) calls it, without that Python frame around
+        # it: StopIteration is raw_decode's "Expecting value" (no value at the start).
         text = body.decode("utf-8", "surrogatepass")
-        value, end = _JSON_DECODER.raw_decode(text)
+        value, end = _SCAN_JSON(text, 0)
         if end == len(text) or not text[end:].strip(_JSON_SPACES):
             return value
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, StopIteration):
         pass
     try:
         return json.loads(body)
@@ -199,7 +202,8 @@ def attribution_from(user: object, metadata: object) -> dict[str, str]:
 def finish(parsed: Parsed, exchange: Exchange, extra_output_text: str = "") -> None:
     """The last step of every parser: an error status always has an error, and the usage is
     settled (see settle_usage)."""
-    if is_error_status(exchange) and not parsed.error:
+    status = exchange.status
+    if status is not None and status >= 400 and not parsed.error:  # is_error_status, without its call
         parsed.error = error_from_body(exchange, response_json(exchange))
     settle_usage(parsed, exchange, extra_output_text)
 
@@ -325,8 +329,9 @@ def _is_image_blob(blob: dict) -> bool:
 def response_object(exchange: Exchange, parsed: Parsed) -> dict | None:
     """The JSON response body when it is an object, else None; on the way, sets parsed.error
     from an error status's body, or to "unreadable response body" for a 2xx that is not JSON."""
-    body = response_json(exchange)
-    if is_error_status(exchange):
+    body = body_json(exchange.response_body)  # response_json's body, without its call (a settlement reads one)
+    status = exchange.status
+    if status is not None and status >= 400:  # is_error_status, likewise
         parsed.error = error_from_body(exchange, body)
     if not isinstance(body, dict):
         if exchange.response_body and parsed.error is None and is_success_status(exchange):

@@ -12,7 +12,7 @@ from typing import Literal
 UsageSource = Literal["provider", "estimated", "none"]
 
 
-@dataclass
+@dataclass(slots=True)  # built and read on every settled call (enforce mode: on the event loop)
 class Exchange:
     provider: str  # "openai", "anthropic", ... (see analysis.parsers.detect)
     endpoint: str  # "chat", "responses", "messages", "generate_content", ...
@@ -46,7 +46,8 @@ class Exchange:
         return "text/event-stream" in self.response_headers.get("content-type", "")
 
 
-@dataclass
+# Slots: built, read and copied on every settled call (enforce mode: on the proxy's event loop).
+@dataclass(slots=True)
 class Usage:
     """Tokens in the one convention llm-shadow uses everywhere (see README, "Accounting").
 
@@ -67,6 +68,22 @@ class Usage:
     image_input_tokens: int = 0
     image_output_tokens: int = 0
     source: UsageSource = "none"
+
+    def copy(self) -> "Usage":
+        """A copy (by position, in field order: the quickest way to build one)."""
+        return Usage(
+            self.input_tokens,
+            self.output_tokens,
+            self.cached_input_tokens,
+            self.cache_write_tokens,
+            self.cache_write_1h_tokens,
+            self.reasoning_tokens,
+            self.audio_input_tokens,
+            self.audio_output_tokens,
+            self.image_input_tokens,
+            self.image_output_tokens,
+            self.source,
+        )
 
 
 @dataclass

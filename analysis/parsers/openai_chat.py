@@ -254,10 +254,10 @@ def usage_from_openai(usage: dict) -> Usage:
     prompt_details = prompt_details if isinstance(prompt_details, dict) else {}
     completion_details = usage.get("completion_tokens_details")
     completion_details = completion_details if isinstance(completion_details, dict) else {}
-    cached = common.count(prompt_details.get("cached_tokens"))
-    # Other providers' variants, absent from most answers, are looked up only where present
-    # (`in`, no call): enforce mode reads a usage object for every call it settles, on the
-    # proxy's event loop, and these lookups were half of that reading's calls.
+    # Counts absent from most answers are looked up only where present (`in`, no call), and
+    # the Usage is built from positional values (keywords cost a third more to bind): enforce
+    # mode reads a usage object for every call it settles, on the proxy's event loop.
+    cached = common.count(prompt_details["cached_tokens"]) if "cached_tokens" in prompt_details else 0
     if not cached and "prompt_cache_hit_tokens" in usage:  # DeepSeek
         cached = common.count(usage["prompt_cache_hit_tokens"])
     if not cached and "num_cached_tokens" in usage:  # Mistral
@@ -265,22 +265,27 @@ def usage_from_openai(usage: dict) -> Usage:
     cache_write = 0
     if "cache_write_tokens" in prompt_details:  # OpenRouter
         cache_write = common.count(prompt_details["cache_write_tokens"])
-    reasoning = common.count(completion_details.get("reasoning_tokens"))
+    reasoning = 0
+    if "reasoning_tokens" in completion_details:
+        reasoning = common.count(completion_details["reasoning_tokens"])
     if not reasoning and "reasoning_tokens" in usage:
         reasoning = common.count(usage["reasoning_tokens"])
     if reasoning and common.as_int(usage.get("total_tokens")) == prompt + completion + reasoning:
         completion += reasoning  # reasoning reported outside completion_tokens (xAI)
+    audio_in = common.count(prompt_details["audio_tokens"]) if "audio_tokens" in prompt_details else 0
+    audio_out = common.count(completion_details["audio_tokens"]) if "audio_tokens" in completion_details else 0
+    image_in = common.count(prompt_details["image_tokens"]) if "image_tokens" in prompt_details else 0
+    image_out = common.count(completion_details["image_tokens"]) if "image_tokens" in completion_details else 0
     return Usage(
-        input_tokens=prompt,
-        output_tokens=completion,
-        cached_input_tokens=cached,
-        cache_write_tokens=cache_write,
-        reasoning_tokens=reasoning,
-        audio_input_tokens=common.count(prompt_details.get("audio_tokens")),
-        audio_output_tokens=common.count(completion_details.get("audio_tokens")),
-        image_input_tokens=common.count(prompt_details["image_tokens"]) if "image_tokens" in prompt_details else 0,
-        image_output_tokens=(
-            common.count(completion_details["image_tokens"]) if "image_tokens" in completion_details else 0
-        ),
-        source="provider",
+        prompt,  # input_tokens
+        completion,  # output_tokens
+        cached,  # cached_input_tokens
+        cache_write,  # cache_write_tokens
+        0,  # cache_write_1h_tokens
+        reasoning,  # reasoning_tokens
+        audio_in,  # audio_input_tokens
+        audio_out,  # audio_output_tokens
+        image_in,  # image_input_tokens
+        image_out,  # image_output_tokens
+        "provider",  # source
     )

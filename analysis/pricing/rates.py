@@ -189,13 +189,21 @@ def _tier_service(service_tier: str) -> str:
 
 def compute_cost_usd(price: ModelPrice, usage: Usage, service: str = "standard") -> float:
     """The published price of these tokens, in USD (see the module docstring)."""
+    # Parts clamped to their wholes by comparison, not min() and max(): every priced call passes
+    # here (enforce mode: on the event loop), nearly always within its wholes already.
     cached = usage.cached_input_tokens or 0
     writes = usage.cache_write_tokens or 0
-    writes_1h = min(usage.cache_write_1h_tokens or 0, writes)
+    writes_1h = usage.cache_write_1h_tokens or 0
+    if writes_1h > writes:
+        writes_1h = writes
     input_tokens = usage.input_tokens if usage.input_tokens is not None else cached + writes
     output_tokens = usage.output_tokens or 0
-    reasoning = min(usage.reasoning_tokens or 0, output_tokens)
-    uncached = max(input_tokens - cached - writes, 0)
+    reasoning = usage.reasoning_tokens or 0
+    if reasoning > output_tokens:
+        reasoning = output_tokens
+    uncached = input_tokens - cached - writes
+    if uncached < 0:
+        uncached = 0
     rates = price.effective_rates(service, input_tokens)
     if not (
         usage.audio_input_tokens or usage.image_input_tokens or usage.audio_output_tokens or usage.image_output_tokens

@@ -286,14 +286,27 @@ def call_cost(
     with (analysis.enforce.live), cheaply enough to do it on the proxy's event loop.
     `request_side`: the request's facts as read when it was decided (`parse_request_side`),
     given only when the request was sent as it was read then."""
-    try:
-        parsed, _ = parse_exchange(exchange, max_body, request_side, read_text=False)  # no text in a CallCost
-    except ParseFailure:
+    try:  # parse_exchange, without the failure's message, which a CallCost does not keep
+        decode_exchange(exchange, max_body)
+        parsed = parsers.parse(exchange, request_side, read_text=False)  # no text in a CallCost
+    except _UNREADABLE:
         parsed = Parsed()
-    mark_cut_stream(exchange, parsed)
-    # The primary table alone: the settlement needs no check (this runs on the proxy's event loop).
-    cost = prices.primary.cost(**cost_inputs(exchange, parsed))
+    if not parsed.complete:  # mark_cut_stream's first test: nearly every answer is complete
+        mark_cut_stream(exchange, parsed)
     usage = parsed.usage
+    # The primary table alone: the settlement needs no check (this runs on the proxy's event loop).
+    # Its arguments are `cost_inputs`', passed by name here, not built as a dict and unpacked.
+    cost = prices.primary.cost(
+        provider=exchange.provider,
+        model=parsed.model or parsed.model_requested,
+        model_requested=parsed.model_requested,
+        usage=usage,
+        service_tier=parsed.service_tier,
+        batch=parsed.batch,
+        provider_cost_usd=parsed.provider_cost_usd,
+        other_models=parsed.other_models,
+        at=exchange.started_at,
+    )
     tokens = (usage.input_tokens or 0) + (usage.output_tokens or 0)
     return CallCost(outcome_for_status(exchange.status, exchange.outcome), cost.cost_usd, tokens)
 
