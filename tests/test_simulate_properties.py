@@ -129,7 +129,8 @@ def test_one_request_reads_as_the_simulators_frame(traffic):
     assert any(name.startswith("downgrade_cost.") for name in names)
     state = engine.new_state()
     for i, record in enumerate(frame.iter_rows(named=True)):
-        one = OneRequestFacts(engine.observe(record, state), one_request_layout(2, 2))
+        one = OneRequestFacts(one_request_layout(2, 2))
+        one.load(engine.observe(record, state))
         expected = vectorised.row(names, i)
         read = [column[0] for column in one.chunks(names, 0, 1)]
         assert list(one.row(names, 0)) == read

@@ -79,7 +79,8 @@ class PolicyEngine:
         # new Trace is 13 lists per request. Decisions never run concurrently: each one updates
         # the state that the next one reads.
         self.one_trace = Trace(1)
-        self.one_layout = one_request_layout(self.budget_count, self.rate_count)  # how its facts are read
+        # Likewise the one-row frame its facts are read from, loaded with each request's.
+        self.one_facts = OneRequestFacts(one_request_layout(self.budget_count, self.rate_count))
         self.routing = [CompiledMatch(rule.match) for rule in policy.routing]
         self.batch = [CompiledMatch(p.match) for p in policy.batch]
         self.budget_matches = [CompiledMatch(b.match) for b in policy.budgets]
@@ -275,7 +276,8 @@ class PolicyEngine:
         """`decide`, and the request's facts (its cache key, budget and rate keys): enforce
         mode settles the request with them when its answer has come (analysis.enforce.live)."""
         one = self.observe(record, state)
-        facts = OneRequestFacts(one, self.one_layout)
+        facts = self.one_facts
+        facts.load(one)
         trace = self.one_trace
         trace.clear(0)
         replay(self, facts, state, trace, 0, 1)

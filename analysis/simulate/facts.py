@@ -272,15 +272,22 @@ class OneRequestFacts:
     per call, and a FrameFacts of one row (a dict of one-element lists, one per column) cost
     more to make than the decision's rules. Its values are kept in one list, in `layout`
     order (`one_request_layout` of the policy's budget and rate-limit counts), and read by
-    position."""
+    position. `load` gives it the next request's facts: an engine keeps one (as it keeps one
+    Trace) rather than making one per request."""
 
-    def __init__(self, one: Facts, layout: OneRequestLayout) -> None:
-        self.one, self.layout = one, layout
+    one: Facts  # the request's facts, and their values in layout order: set by `load`
+    values: list
+
+    def __init__(self, layout: OneRequestLayout) -> None:
+        self.layout = layout
+
+    def load(self, one: Facts) -> None:
+        """Read `one` from now on (the request being decided)."""
         values = [*ROW_VALUES(one), *one.budget_keys, *one.downgrade_costs, *one.rate_keys]
-        for position in layout.money:
+        for position in self.layout.money:
             if values[position] is None:
                 values[position] = math.nan
-        self.values = values
+        self.one, self.values = one, values
 
     def __len__(self) -> int:
         return 1

@@ -204,8 +204,8 @@ def replay(
 
     t = trace
     disposition, exact_status, semantic_status = t.disposition, t.exact_cache, t.semantic_cache
-    source, similarity, tripped, logged = t.cache_source_id, t.similarity, t.budget_tripped, t.budget_logged
-    nearest, charged = t.nearest_source, t.charged
+    source, similarity, tripped = t.cache_source_id, t.similarity, t.budget_tripped  # three: no tuple made
+    logged, nearest, charged = t.budget_logged, t.nearest_source, t.charged
     step = 65_536
     chunk = start
     while chunk < stop:  # not a range and min() per chunk: enforce mode replays one request per call
