@@ -480,7 +480,7 @@ class Enforcer:
         """The call's outcome, cost_usd and tokens, as its `requests` row will say. `side`: the
         request as it was read when decided (analysis.enforce.settlement)."""
         assert self.settings is not None and self.pricing is not None  # set before any call is decided
-        return settlement_cost(capture, self.pricing, self.settings, self.salt, side)
+        return settlement_cost(capture, self.pricing, self.settings, side)
 
 
 def _register_late(index: SemanticIndex, text: str, done: asyncio.Future) -> None:

@@ -96,7 +96,7 @@ def main() -> None:
     )
 
     def cost():
-        return settlement_cost(capture, pricing, settings, "s", side)
+        return settlement_cost(capture, pricing, settings, side)
 
     the_cost = cost()
     assert the_cost.cost_usd, "the bench's answer must be priced"

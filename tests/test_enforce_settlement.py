@@ -67,7 +67,7 @@ def _assert_settled_as_recorded(capture: Capture, pricing: Pricing, settings: Re
         assert side is not None, where
     expected = _recorded(capture, pricing, settings)
     for given in (side, None):
-        cost = settlement_cost(capture, pricing, settings, SALT, given)
+        cost = settlement_cost(capture, pricing, settings, given)
         assert (cost.outcome, cost.cost_usd, cost.tokens) == expected, where
 
 
@@ -110,4 +110,4 @@ def test_an_encoded_answer_among_many_headers_is_settled_as_recorded(relative: s
     encoded = gzip.compress(body)
     capture.chunks = [(0.1, encoded[:40]), (0.2, encoded[40:])]
     _assert_settled_as_recorded(capture, pricing, RecorderSettings(data=tmp_path), relative)
-    assert settlement_cost(capture, pricing, RecorderSettings(data=tmp_path), SALT).tokens > 0, "the answer was read"
+    assert settlement_cost(capture, pricing, RecorderSettings(data=tmp_path)).tokens > 0, "the answer was read"

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from analysis.simulate.batch import frame_facts, ordered
-from analysis.simulate.facts import FrameFacts, OneRequestFacts
+from analysis.simulate.facts import FrameFacts, OneRequestFacts, one_request_layout
 from analysis.simulate.policy import parse_policy
 from analysis.simulate.replay import DECISION_ROW_COLUMNS, Trace
 from analysis.simulate.simulator import build_engine, simulate
@@ -129,13 +129,14 @@ def test_one_request_reads_as_the_simulators_frame(traffic):
     assert any(name.startswith("downgrade_cost.") for name in names)
     state = engine.new_state()
     for i, record in enumerate(frame.iter_rows(named=True)):
-        one = OneRequestFacts(engine.observe(record, state), 2, 2)
+        one = OneRequestFacts(one_request_layout(2, 2))
+        one.load(engine.observe(record, state))
         expected = vectorised.row(names, i)
         read = [column[0] for column in one.chunks(names, 0, 1)]
         assert list(one.row(names, 0)) == read
         mismatched = [name for name, a, b in zip(names, read, expected, strict=True) if not _same(a, b)]
         assert not mismatched, f"row {i}: {mismatched}"
-        assert one.arrival() == [arrival[i]]
+        assert one.arrival() == (arrival[i],)
         assert _same(one.pre_budget_cost()[0], pre_cost[i])
 
 

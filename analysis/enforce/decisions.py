@@ -38,7 +38,8 @@ def decision_rows(
     # closure made per call, with keyword arguments to match, cost half as much again).
     request_id = decision["id"]
     rows: list[dict] = []
-    for kind, cache in ((EXACT, policy.exact_cache), (SEMANTIC, policy.semantic_cache)):
+    for kind in (EXACT, SEMANTIC):  # a constant tuple: no (kind, cache) pairs made per call
+        cache = policy.exact_cache if kind == EXACT else policy.semantic_cache
         status = decision[kind]
         if cache is None or status is None:
             continue

@@ -28,7 +28,6 @@ import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 from analysis.enforce.alerts import BudgetAlerter, webhook_urls
@@ -62,7 +61,7 @@ REPLAY_DROPPED_HEADERS = {b"content-length", b"transfer-encoding", b"connection"
 LOOKUP_TIMEOUT = "semantic_lookup_timeout"
 
 
-@dataclass
+@dataclass(slots=True)  # made for every request: slots are quicker to set than a __dict__
 class Verdict:
     """What the proxy does with one request, and the evidence."""
 
@@ -79,25 +78,28 @@ class Verdict:
     upstream: tuple[str, str | None] | None = None  # (base URL, API key) of another upstream
     really_sent: bool = False  # enforce mode, a hit or block that did not act: the call goes upstream
     token_windows: tuple[int, ...] = ()  # rate limits counting tokens that admitted the call (settle adds them)
+    # The request (would have) reached the upstream and its answer updates the state (see
+    # `needs_settling`): set by LivePolicy.decide once the verdict is complete.
+    needs_settling: bool = False
 
-    @cached_property  # read several times a call (the enforcer, settle): computed once, after decide
-    def needs_settling(self) -> bool:
-        """The request (would have) reached the upstream and its answer updates the state: a
-        budget applies to it, or its answer may be stored in the exact cache or the semantic
-        cache's index. In enforce mode a hit or block that did not act (an entry in shadow mode,
-        a cache hit with no stored answer to replay) is only logged: the call really reaches
-        the upstream and is settled like any other."""
-        if self.decision.disposition != "upstream" and not self.really_sent:
-            return False
-        facts = self.facts
-        stores = facts.exact_key is not None and may_store(facts.exact_excluded)
-        budget_keys = facts.budget_keys
-        return (
-            stores
-            or facts.semantic_pid >= 0
-            or budget_keys.count(None) != len(budget_keys)  # a budget applies (not a generator: every call)
-            or bool(self.token_windows)
-        )
+
+def needs_settling(verdict: Verdict) -> bool:
+    """The request (would have) reached the upstream and its answer updates the state: a
+    budget applies to it, or its answer may be stored in the exact cache or the semantic
+    cache's index. In enforce mode a hit or block that did not act (an entry in shadow mode,
+    a cache hit with no stored answer to replay) is only logged: the call really reaches
+    the upstream and is settled like any other."""
+    if verdict.decision.disposition != "upstream" and not verdict.really_sent:
+        return False
+    facts = verdict.facts
+    stores = facts.exact_key is not None and may_store(facts.exact_excluded)
+    budget_keys = facts.budget_keys
+    return (
+        stores
+        or facts.semantic_pid >= 0
+        or budget_keys.count(None) != len(budget_keys)  # a budget applies (not a generator: every call)
+        or bool(verdict.token_windows)
+    )
 
 
 def alerts_only(policy: Policy) -> Policy:
@@ -271,6 +273,7 @@ class LivePolicy:
         verdict.really_sent = (
             self.mode == "enforce" and decision.disposition != "upstream" and verdict.action not in ("answer", "refuse")
         )
+        verdict.needs_settling = needs_settling(verdict)
         if self.mode != "observe":
             # Dated None: the recorder's worker dates a call's own rows with its `ts` (the request's
             # start, as `record["ts"]`) when it writes them (analysis.recording.sink). A datetime

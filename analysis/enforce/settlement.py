@@ -17,11 +17,11 @@ from analysis.recording.settings import RecorderSettings
 
 
 def settlement_cost(
-    capture: Capture, pricing: Pricing, settings: RecorderSettings, salt: str, side: RequestSide | None = None
+    capture: Capture, pricing: Pricing, settings: RecorderSettings, side: RequestSide | None = None
 ) -> CallCost:
-    """The call's outcome, cost_usd and tokens. `side`: the request as it was read when
-    decided; used only when `capture` sent those very bytes. `salt` is unused: none of these
-    depends on whose key paid (`read_exchange` fingerprints none)."""
+    """The call's outcome, cost_usd and tokens (none of which depends on whose key paid:
+    `read_exchange` fingerprints no key). `side`: the request as it was read when decided;
+    used only when `capture` sent those very bytes."""
     max_body = settings.max_body
     if side is not None and side.read_from(capture, max_body):
         return call_cost(answer_exchange(capture), pricing, max_body, side.parsed)

@@ -27,6 +27,7 @@ from analysis.simulate.facts import (
     Facts,
     OneRequestFacts,
     number_or_none,
+    one_request_layout,
     state_key,
     to_microseconds,
     window_of,
@@ -58,6 +59,9 @@ class PolicyEngine:
         # replays one request per call): per budget its limit, whether it blocks, its downgrade
         # target, whether it only logs; their FrameFacts columns.
         self.budget_names = tuple(b.name for b in policy.budgets)
+        self.budget_count, self.rate_count = len(policy.budgets), len(policy.rate_limits)
+        # Their indexes, iterated by the replay loop's set-up (a tuple: no range or enumerate made per call).
+        self.budget_indexes, self.rate_indexes = tuple(range(self.budget_count)), tuple(range(self.rate_count))
         self.budget_steps = tuple(
             (b, budget.limit_usd, budget.action == "block", budget.to, b in self.log_only_budgets)
             for b, budget in enumerate(policy.budgets)
@@ -75,6 +79,8 @@ class PolicyEngine:
         # new Trace is 13 lists per request. Decisions never run concurrently: each one updates
         # the state that the next one reads.
         self.one_trace = Trace(1)
+        # Likewise the one-row frame its facts are read from, loaded with each request's.
+        self.one_facts = OneRequestFacts(one_request_layout(self.budget_count, self.rate_count))
         self.routing = [CompiledMatch(rule.match) for rule in policy.routing]
         self.batch = [CompiledMatch(p.match) for p in policy.batch]
         self.budget_matches = [CompiledMatch(b.match) for b in policy.budgets]
@@ -180,7 +186,8 @@ class PolicyEngine:
         row = PricingRows.from_record(record) if self.priced_steps else None
         routed_to = routed_provider = None
         current = get("cost_usd")
-        for index, match in enumerate(self.routing):
+        # Not even an empty enumerate when the policy routes nothing (enforce mode: every request).
+        for index, match in enumerate(self.routing) if self.routing else ():
             if match.matches(record):
                 rule = p.routing[index]
                 if not self.pricer.can_move(model, get("model_requested"), get("endpoint"), rule.to, rule.to_provider):
@@ -269,7 +276,8 @@ class PolicyEngine:
         """`decide`, and the request's facts (its cache key, budget and rate keys): enforce
         mode settles the request with them when its answer has come (analysis.enforce.live)."""
         one = self.observe(record, state)
-        facts = OneRequestFacts(one, len(self.policy.budgets), len(self.policy.rate_limits))
+        facts = self.one_facts
+        facts.load(one)
         trace = self.one_trace
         trace.clear(0)
         replay(self, facts, state, trace, 0, 1)

@@ -227,26 +227,38 @@ class FrameFacts:
         return np.where(batch >= 0, self.array("batch_cost"), routed)
 
 
-@functools.lru_cache(maxsize=64)
-def one_request_layout(budgets: int, rate_limits: int) -> tuple[dict[str, int], tuple[int, ...]]:
+class OneRequestLayout:
     """Where each column sits in a `OneRequestFacts`' values (ROW_FIELDS, then per budget its key,
-    per budget its downgrade cost, per rate limit its key), and the positions of its money
-    columns (NaN, not None, where unknown, as in a FrameFacts)."""
-    budget_columns, rate_columns = split_columns(budgets, rate_limits)
-    keys, costs = tuple(k for k, _ in budget_columns), tuple(c for _, c in budget_columns)
-    index = {name: i for i, name in enumerate((*ROW_FIELDS, *keys, *costs, *rate_columns))}
-    return index, tuple(index[name] for name in (*MONEY_COLUMNS, *costs))
+    per budget its downgrade cost, per rate limit its key), the positions of its money columns
+    (NaN, not None, where unknown, as in a FrameFacts), and a reader per list of column names
+    read (replay's, decision_row's: a few per policy). One per policy shape, made once: enforce
+    mode reads a request's facts through it on every call."""
+
+    def __init__(self, budgets: int, rate_limits: int) -> None:
+        self.budgets, self.rate_limits = budgets, rate_limits
+        budget_columns, rate_columns = split_columns(budgets, rate_limits)
+        keys, costs = tuple(k for k, _ in budget_columns), tuple(c for _, c in budget_columns)
+        self.index = {name: i for i, name in enumerate((*ROW_FIELDS, *keys, *costs, *rate_columns))}
+        self.money = tuple(self.index[name] for name in (*MONEY_COLUMNS, *costs))
+        self.readers: dict[tuple[str, ...], Callable[[list], tuple]] = {}
+
+    def reader(self, names: tuple[str, ...]) -> Callable[[list], tuple]:
+        """Reads columns `names` of a `OneRequestFacts`' values, as a tuple, in one call."""
+        reader = self.readers.get(names)
+        if reader is None:
+            positions = [self.index[name] for name in names]
+            if len(positions) == 1:  # itemgetter of one position gives the value, not a tuple
+                position = positions[0]
+                reader = self.readers[names] = lambda values: (values[position],)
+            else:
+                reader = self.readers[names] = operator.itemgetter(*positions)
+        return reader
 
 
-@functools.lru_cache(maxsize=256)  # a few column lists (replay's, decision_row's) per policy shape
-def one_request_reader(names: tuple[str, ...], budgets: int, rate_limits: int) -> Callable[[list], tuple]:
-    """Reads columns `names` of a `OneRequestFacts`' values, as a tuple, in one call."""
-    index = one_request_layout(budgets, rate_limits)[0]
-    positions = [index[name] for name in names]
-    if len(positions) == 1:  # itemgetter of one position gives the value, not a tuple
-        position = positions[0]
-        return lambda values: (values[position],)
-    return operator.itemgetter(*positions)
+@functools.lru_cache(maxsize=64)  # a policy's few budget and rate-limit counts
+def one_request_layout(budgets: int, rate_limits: int) -> OneRequestLayout:
+    """The `OneRequestLayout` of a policy with `budgets` budgets and `rate_limits` rate limits."""
+    return OneRequestLayout(budgets, rate_limits)
 
 
 _ROUTE, _BATCH, _COST, _ROUTE_COST, _BATCH_COST = (
@@ -258,30 +270,43 @@ class OneRequestFacts:
     """One request's facts read as a one-row FrameFacts is read by `replay` and `decision_row`
     (`chunks`, `row`, `arrival`, `pre_budget_cost`): enforce mode decides one request
     per call, and a FrameFacts of one row (a dict of one-element lists, one per column) cost
-    more to make than the decision's rules. Its values are kept in one list, in
-    `one_request_layout` order, and read by position."""
+    more to make than the decision's rules. Its values are kept in one list, in `layout`
+    order (`one_request_layout` of the policy's budget and rate-limit counts), and read by
+    position. `load` gives it the next request's facts: an engine keeps one (as it keeps one
+    Trace) rather than making one per request."""
 
-    def __init__(self, one: Facts, budgets: int, rate_limits: int) -> None:
-        self.one, self.budgets, self.rate_limits = one, budgets, rate_limits
+    one: Facts  # the request's facts, and their values in layout order: set by `load`
+    values: list
+
+    def __init__(self, layout: OneRequestLayout) -> None:
+        self.layout = layout
+
+    def load(self, one: Facts) -> None:
+        """Read `one` from now on (the request being decided)."""
         values = [*ROW_VALUES(one), *one.budget_keys, *one.downgrade_costs, *one.rate_keys]
-        for position in one_request_layout(budgets, rate_limits)[1]:
+        for position in self.layout.money:
             if values[position] is None:
                 values[position] = math.nan
-        self.values = values
+        self.one, self.values = one, values
 
     def __len__(self) -> int:
         return 1
 
+    # The readers are looked up inline (the layout's method only makes a missing one): enforce
+    # mode reads twice per call.
     def row(self, names: tuple[str, ...], index: int) -> tuple:
-        return one_request_reader(names, self.budgets, self.rate_limits)(self.values)
+        layout = self.layout
+        return (layout.readers.get(names) or layout.reader(names))(self.values)
 
     def chunks(self, names: tuple[str, ...], start: int, stop: int) -> list[tuple]:
         # Columns of one value as tuples, which replay only reads: one allocation each, a list two.
-        return [(value,) for value in one_request_reader(names, self.budgets, self.rate_limits)(self.values)]
+        layout = self.layout
+        return [(value,) for value in (layout.readers.get(names) or layout.reader(names))(self.values)]
 
-    def arrival(self) -> list[int]:
+    def arrival(self) -> tuple[int]:
+        # A tuple: replay's slice of all of it is the tuple itself, where a list's is a copy.
         ms = self.one.latency_ms
-        return [self.one.ts_us + (0 if ms is None or ms != ms else int(ms * 1000))]
+        return (self.one.ts_us + (0 if ms is None or ms != ms else int(ms * 1000)),)
 
     def pre_budget_cost(self) -> tuple[float]:
         # A tuple: replay's slice of all of it is the tuple itself, where a list's is a copy.

@@ -204,11 +204,12 @@ def replay(
 
     t = trace
     disposition, exact_status, semantic_status = t.disposition, t.exact_cache, t.semantic_cache
-    source, similarity, tripped, logged = t.cache_source_id, t.similarity, t.budget_tripped, t.budget_logged
-    nearest, charged = t.nearest_source, t.charged
+    source, similarity, tripped = t.cache_source_id, t.similarity, t.budget_tripped  # three: no tuple made
+    logged, nearest, charged = t.budget_logged, t.nearest_source, t.charged
     step = 65_536
-    for chunk in range(start, stop, step):
-        end = min(chunk + step, stop)
+    chunk = start
+    while chunk < stop:  # not a range and min() per chunk: enforce mode replays one request per call
+        end = chunk + step if chunk + step < stop else stop
         # This chunk's columns as plain lists (a million Python objects would cost memory), in one
         # `chunks` call: enforce mode replays one request per call, where each call counts.
         columns = facts.chunks(engine.replay_columns, chunk, end)
@@ -237,8 +238,8 @@ def replay(
             (b, budget_keys[b], budget_states[b].spent_in, limit, block, target, downgrade_costs[b], logs_only)
             for b, limit, block, target, logs_only in engine.budget_steps
         ]
-        charges = [(budget_keys[b], budget_states[b].charge, budget_names[b]) for b in range(budget_count)]
-        rates = [(r, keys, rate_windows[r]) for r, keys in enumerate(rate_keys)]
+        charges = [(budget_keys[b], budget_states[b].charge, budget_names[b]) for b in engine.budget_indexes]
+        rates = [(r, rate_keys[r], rate_windows[r]) for r in engine.rate_indexes]
         for j in range(end - chunk):
             i = chunk + j
             now = ts[j]
@@ -335,6 +336,7 @@ def replay(
                     semantic.store(semantic_pid[j], semantic_row[j], arrival[j], ids[j])
         if progress is not None:
             progress(end - chunk)
+        chunk = end
 
 
 def _names(names: list[str | None], index: np.ndarray, where: np.ndarray) -> np.ndarray:
@@ -518,9 +520,9 @@ def decision_row(engine: "PolicyEngine", facts: "FrameFacts | OneRequestFacts", 
                 cost0 if blocked else 0.0,
             )
         ]
-    else:
-        money = [None] * 7
-    cost_usd, simulated, saving_cache, saving_routing, saving_batch, saving_budget, blocked_spend = money
+        cost_usd, simulated, saving_cache, saving_routing, saving_batch, saving_budget, blocked_spend = money
+    else:  # (a live request's cost is not known yet: no list made)
+        cost_usd = simulated = saving_cache = saving_routing = saving_batch = saving_budget = blocked_spend = None
     exact_status = trace.exact_cache[i]
     excluded = exact_excluded
     if excluded is None and p.semantic_cache:
