@@ -170,7 +170,8 @@ def test_ids_are_time_ordered_and_unique():
     assert ids == sorted(ids)
     assert len(set(ids)) == 1000
     at = 1_764_500_000.123
-    assert all(len(i) == 22 and i[:12] == f"{int(at * 1000):012x}" and int(i, 16) for i in [new_id(at) for _ in range(50)])
+    for made in [new_id(at) for _ in range(50)]:
+        assert len(made) == 22 and made[:12] == f"{int(at * 1000):012x}" and int(made, 16) >= 0
 
 
 def test_compact_merges_stopped_recorders_segments_and_later_deletes_them(data_dir):
