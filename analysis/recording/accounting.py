@@ -7,9 +7,9 @@ is kept, one `contents` row. A parser that fails still gives a row (with `error`
 """
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from analysis import parsers
 from analysis.parsers.exchange import Exchange, Parsed, Usage, other_models_json
@@ -251,22 +251,24 @@ def mark_cut_stream(exchange: Exchange, parsed: Parsed) -> None:
 
 def price(exchange: Exchange, parsed: Parsed, prices: Pricing) -> Checked:
     """The call's cost by the primary table, checked by the other (analysis.pricing.check)."""
-    return prices.cost(**cost_inputs(exchange, parsed))
+    return priced_with(prices.cost, exchange, parsed)
 
 
-def cost_inputs(exchange: Exchange, parsed: Parsed) -> dict[str, Any]:
-    """What a price table's `cost` reads of a call (Pricing.cost and each table's take the same)."""
-    return {
-        "provider": exchange.provider,
-        "model": parsed.model or parsed.model_requested,
-        "model_requested": parsed.model_requested,
-        "usage": parsed.usage,
-        "service_tier": parsed.service_tier,
-        "batch": parsed.batch,
-        "provider_cost_usd": parsed.provider_cost_usd,
-        "other_models": parsed.other_models,
-        "at": exchange.started_at,  # a timestamp: only genai-prices reads it, and makes it a datetime then
-    }
+def priced_with[T](cost: Callable[..., T], exchange: Exchange, parsed: Parsed) -> T:
+    """`cost` (Pricing.cost, or one table's: they take the same arguments) of a call. The
+    arguments are given by name, not built as a dict and unpacked: enforce mode prices every
+    call it settles on the proxy's event loop (call_cost)."""
+    return cost(
+        provider=exchange.provider,
+        model=parsed.model or parsed.model_requested,
+        model_requested=parsed.model_requested,
+        usage=parsed.usage,
+        service_tier=parsed.service_tier,
+        batch=parsed.batch,
+        provider_cost_usd=parsed.provider_cost_usd,
+        other_models=parsed.other_models,
+        at=exchange.started_at,  # a timestamp: only genai-prices reads it, and makes it a datetime then
+    )
 
 
 @dataclass(slots=True)  # not frozen: a frozen one costs 4x as much to build, and one is built per settled call
@@ -295,18 +297,7 @@ def call_cost(
         mark_cut_stream(exchange, parsed)
     usage = parsed.usage
     # The primary table alone: the settlement needs no check (this runs on the proxy's event loop).
-    # Its arguments are `cost_inputs`', passed by name here, not built as a dict and unpacked.
-    cost = prices.primary.cost(
-        provider=exchange.provider,
-        model=parsed.model or parsed.model_requested,
-        model_requested=parsed.model_requested,
-        usage=usage,
-        service_tier=parsed.service_tier,
-        batch=parsed.batch,
-        provider_cost_usd=parsed.provider_cost_usd,
-        other_models=parsed.other_models,
-        at=exchange.started_at,
-    )
+    cost = priced_with(prices.primary.cost, exchange, parsed)
     tokens = (usage.input_tokens or 0) + (usage.output_tokens or 0)
     return CallCost(outcome_for_status(exchange.status, exchange.outcome), cost.cost_usd, tokens)
 
