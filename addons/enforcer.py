@@ -300,6 +300,7 @@ class Enforcer:
                 settings=settings,
                 count_tokens=live.needs_tokens,
                 identity=flow.metadata.get(FLOW_IDENTITY),
+                caches=live.cache_rules,
             )
             text = live.text_to_embed(record)
         except Exception as e:  # fail-open: our failure never stops a call

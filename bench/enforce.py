@@ -10,7 +10,8 @@ policy looks at them (cache lookup, budget window, rate window) and lets them pa
 difference to observe mode is the cost of deciding. Then the enforce proxy answers a cacheable
 call from its exact cache (`enforce-hit`): its latency is the whole round trip of a hit.
 For each: throughput (requests/s with CONCURRENCY keep-alive connections; median of rounds, and
-each round's ratio to observe mode's in the same round),
+each round's ratio to observe mode's in the same round: their median, with the interval that
+holds the true median with 95% confidence, which takes 6 rounds or more),
 latency p50/p99 one call at a time, and the CPU time the proxy process spent per call (median
 of rounds; its recording worker process is apart), which a shared machine disturbs far less.
 Prints the ratios the targets speak of: p50 added latency within 0.5 ms of observe, a cache
@@ -22,12 +23,13 @@ checkout's ratios taken against its own observe mode: a change is measured again
 before it under the same load, not against a figure of another day.
 Every loop is bounded in count and time; everything listens on 127.0.0.1.
 
-    python bench/enforce.py [--requests 3000] [--concurrency 16] [--latency-calls 300] [--rounds 4] [--baseline DIR]
+    python bench/enforce.py [--requests 3000] [--concurrency 16] [--latency-calls 300] [--rounds 8] [--baseline DIR]
 """
 
 import argparse
 import asyncio
 import json
+import math
 import shutil
 import statistics
 import sys
@@ -84,9 +86,30 @@ def turns(names: list[str], suffixes: list[str], round_: int) -> list[str]:
 
 def paired(rounds: dict[str, list[dict]], name: str, against: str) -> str:
     """The throughput of `name` over that of `against` round by round (the two measured in the
-    same round, so a slower spell of the machine falls on both): median, and lowest to highest."""
+    same round, so a slower spell of the machine falls on both): median, the interval that holds
+    the true median with at least 95% confidence (`median_interval`), and lowest to highest.
+    Every round starts fresh processes, and the same code's CPU a call moves by up to a fifth
+    from one process to the next with where its memory lies (docs/benchmarks.md): single rounds
+    scatter, so the interval, not one round, says whether a target holds."""
     ratios = sorted(r["rps"] / a["rps"] for r, a in zip(rounds[name], rounds[against], strict=True))
-    return f"median {statistics.median(ratios):.2f}x ({ratios[0]:.2f} to {ratios[-1]:.2f})"
+    interval = median_interval(ratios)
+    said = f"95% interval {interval[0]:.2f} to {interval[1]:.2f}, " if interval else ""
+    return f"median {statistics.median(ratios):.2f}x ({said}{len(ratios)} rounds: {ratios[0]:.2f} to {ratios[-1]:.2f})"
+
+
+def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float] | None:
+    """A distribution-free confidence interval for the median of what `values` are samples of:
+    the k-th lowest and k-th highest value, with k the largest rank for which a fair coin gives
+    fewer than k heads in len(values) tosses with a chance of at most (1 - confidence) / 2.
+    None with too few values for that confidence (fewer than 6 at 95%)."""
+    n, ordered = len(values), sorted(values)
+    below, k = 0.0, 0
+    while True:
+        below += math.comb(n, k) / 2**n  # the chance of at most k heads
+        if below > (1 - confidence) / 2:
+            break
+        k += 1
+    return (ordered[k - 1], ordered[n - k]) if k >= 1 else None
 
 
 def main() -> None:
@@ -97,7 +120,7 @@ def main() -> None:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=4,
+        default=8,
         help="turns each target takes (medians reported; even: each checkout first as often)",
     )
     parser.add_argument("--baseline", type=Path, help="another checkout whose shadow and enforce proxies run too")

@@ -16,6 +16,8 @@ from analysis.parsers.exchange import Exchange
 from analysis.pricing.check import Pricing
 from analysis.recording.capture import Capture, Identity
 from analysis.recording.settings import RecorderSettings
+from analysis.simulate.cacheability import exclusion_reason, may_store
+from analysis.simulate.policy import CacheRules
 from tests.cassettes import cassette_files, cassette_id, recorded_exchanges
 from tests.enforce_support import decided_record, recorded_row
 
@@ -154,3 +156,59 @@ def test_a_record_reads_the_key_and_the_attribution_headers(pricing: Pricing, tm
     assert record["key_id"] is not None and record["key_id"].startswith("key_")
     assert (record["team"], record["model_requested"], record["prompt_text"]) == ("search", "gpt-4o-mini", "user: hi")
     assert side is not None
+
+
+# Cache rules of a policy's caches: each relaxes what the one before excludes.
+CACHE_RULES = (
+    (CacheRules(),),
+    (CacheRules(allow_unset_temperature=True),),
+    (CacheRules(), CacheRules(allow_sampling=True, allow_tools=True)),
+    (CacheRules(allow_tools=True, allow_streaming=True),),
+)
+
+
+def _read(exchange: Exchange, settings: RecorderSettings, caches: tuple[CacheRules, ...] | None) -> dict:
+    target = detect(exchange.host, exchange.path, exchange.request_headers, exchange.method)
+    assert target is not None
+    fields = tuple((name.encode(), value.encode()) for name, value in exchange.request_headers.items())
+    record, _ = request_record(
+        "r",
+        target,
+        exchange.method,
+        exchange.host,
+        exchange.path,
+        fields,
+        exchange.request_body,
+        exchange.started_at,
+        salt=SALT,
+        settings=settings,
+        caches=caches,
+    )
+    return record
+
+
+def test_a_prompt_no_cache_can_use_is_not_hashed_and_decides_the_same(tmp_path: Path):
+    """Given the caches' rules, a record carries the prompt hash only when a cache may answer
+    or store the request; every cache still finds the same reason to exclude it (or none), and
+    one that may use the hash gets the recorder's."""
+    settings = RecorderSettings(data=tmp_path)
+    skipped = kept = 0
+    for path in cassette_files():
+        for recorded in recorded_exchanges(path):
+            where = f"{cassette_id(path)} #{recorded.position}"
+            try:
+                full = _read(recorded.exchange, settings, None)
+            except ParseFailure:
+                continue
+            for caches in CACHE_RULES:
+                record = _read(recorded.exchange, settings, caches)
+                reasons = [exclusion_reason(record, rules) for rules in caches]
+                assert reasons == [exclusion_reason(full, rules) for rules in caches], where
+                if any(may_store(reason) for reason in reasons):
+                    assert record["prompt_hash"] == full["prompt_hash"] is not None, where
+                    kept += 1
+                else:
+                    assert record["prompt_hash"] is None and full["prompt_hash"] is not None, where
+                    skipped += 1
+                assert {**record, "prompt_hash": None} == {**full, "prompt_hash": None}, where
+    assert skipped > 100 and kept > 100, (skipped, kept)  # both cases are exercised

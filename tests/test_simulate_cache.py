@@ -2,7 +2,9 @@
 
 import pytest
 
-from tests.simulate_helpers import decisions_by_id, run
+from analysis.simulate.cacheability import exclusion_reason, reason_before_hash
+from analysis.simulate.policy import CacheRules
+from tests.simulate_helpers import DEFAULTS, decisions_by_id, run
 
 CACHE = """
 [cache.exact]
@@ -128,6 +130,35 @@ def test_non_deterministic_requests_are_excluded_and_their_repeats_counted():
         "streaming": 2,
     }
     assert excluded["duplicates"] == {"temperature": 1, "temperature_unset": 1, "tools": 1, "streaming": 1}
+
+
+def test_the_sampling_and_tools_rules_come_before_the_prompt_hash():
+    """A request with no prompt hash that samples or has tools is excluded for that (enforce
+    mode does not hash a prompt those rules exclude); the frame and the record say the same."""
+    rows = [
+        {"t": 0, "prompt_hash": None, "temperature": 0.7},
+        {"t": 10, "prompt_hash": None, "temperature": None},
+        {"t": 20, "prompt_hash": None, "temperature": None, "endpoint": "embeddings"},
+        {"t": 30, "prompt_hash": None, "n": 2},
+        {"t": 40, "prompt_hash": None, "has_tools": True},
+        {"t": 50, "prompt_hash": None, "stream": True},
+        {"t": 60, "prompt_hash": "", "temperature": 0.5},
+    ]
+    expected = ["temperature", "temperature_unset", "no_prompt_hash", "n", "tools", "no_prompt_hash", "temperature"]
+    d = decisions_by_id(run(cache(), rows))
+    assert [d[f"r{i}"]["cache_excluded"] for i in range(len(rows))] == expected
+    rules = CacheRules()
+    records = [{**DEFAULTS, **row} for row in rows]
+    assert [exclusion_reason(record, rules) for record in records] == expected
+    assert [reason_before_hash(record, rules) for record in records] == [
+        "temperature",
+        "temperature_unset",
+        None,
+        "n",
+        "tools",
+        None,
+        "temperature",
+    ]
 
 
 def test_unset_temperature_is_cacheable_when_the_policy_says_so_and_for_embeddings():

@@ -174,6 +174,9 @@ class LivePolicy:
         self.token_limits = tuple(
             r for r, limit in enumerate(policy.rate_limits) if limit.tokens_per_minute is not None
         )
+        # The rules of the caches that read a request's prompt hash (request_record hashes a
+        # prompt only when one of them may use it).
+        self.cache_rules = tuple(cache.rules for cache in (policy.exact_cache, policy.semantic_cache) if cache)
         self.needs_tokens = bool(
             policy.routing
             or policy.batch

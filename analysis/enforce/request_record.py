@@ -11,6 +11,12 @@ when the policy needs a price before the answer (routing, batch, budget downgrad
 conditions) the input tokens are counted from the request text, as the recorder counts them
 for a response that reports none.
 
+The prompt hash is the exact cache's key and nothing else live reads it: given the rules of the
+policy's caches (`caches`), the record carries it only when one of them may answer or store the
+request (`reason_before_hash`): a request every cache excludes by its sampling or tools rules
+(most chat traffic samples) is decided the same without it, and hashing a prompt costs ~12 us
+of a live proxy's event loop.
+
 With the record comes what the request's settlement needs to read only the answer
 (`RequestSide`): the request-side facts and the bytes they were read from, used when the call
 was sent as it was read (not when enforce mode rewrote its model).
@@ -27,6 +33,8 @@ from analysis.parsers.hashing import prompt_hash
 from analysis.recording.accounting import ParseFailure, parse_request_side
 from analysis.recording.capture import Capture, HeaderFields, Identity, read_head
 from analysis.recording.settings import RecorderSettings
+from analysis.simulate.cacheability import reason_before_hash
+from analysis.simulate.policy import CacheRules
 
 Record = dict[str, Any]
 
@@ -105,10 +113,13 @@ def request_record(
     settings: RecorderSettings,
     count_tokens: bool = False,
     identity: Identity | None = None,
+    caches: tuple[CacheRules, ...] | None = None,
 ) -> tuple[Record, RequestSide | None]:
     """The record of a request that has not been answered yet, and its `RequestSide` where its
     wire format's parser reads the request apart (else None); ParseFailure when its body
-    cannot be read (the caller lets it pass)."""
+    cannot be read (the caller lets it pass). `caches`: the rules of the caches that decide the
+    record (LivePolicy.cache_rules): its prompt is hashed only when one of them may use the hash;
+    None: always, as the recorder does."""
     head = read_head(headers, path, identity, salt, settings, all_headers=False)
     # The request as its parser reads it (no answer, no timings: a parser reads none). Given by
     # position: a class's keyword arguments are gathered into a dict first, 0.4 us of its 1.
@@ -140,8 +151,6 @@ def request_record(
     record["team"] = team
     record["feature"] = feature
     record["user"] = user
-    if parsed.canonical_request:
-        record["prompt_hash"] = prompt_hash(parsed.canonical_request)
     record["temperature"] = parsed.temperature
     record["n"] = parsed.n
     record["has_tools"] = parsed.has_tools
@@ -150,7 +159,18 @@ def request_record(
     record["batch"] = parsed.batch
     record["system_prompt"] = parsed.system_prompt or None
     record["prompt_text"] = parsed.prompt_text or None
+    # Last, once the columns the caches' rules read are filled.
+    if parsed.canonical_request and (caches is None or _hash_read(record, caches)):
+        record["prompt_hash"] = prompt_hash(parsed.canonical_request)
     return record, side
+
+
+def _hash_read(record: Record, caches: tuple[CacheRules, ...]) -> bool:
+    """Whether a cache with one of `caches`' rules reads `record`'s prompt hash."""
+    for rules in caches:
+        if reason_before_hash(record, rules) is None:
+            return True
+    return False
 
 
 __all__ = ["ParseFailure", "Record", "RequestSide", "request_record"]

@@ -8,7 +8,12 @@ default to about 1.0), so it counts as sampling too (`temperature_unset`), excep
 embeddings endpoint, which does not sample. Each rule can be relaxed in the policy
 (`allow_sampling`, `allow_unset_temperature`, `allow_tools`, `allow_streaming`).
 The first failing rule, in the order of EXCLUSION_REASONS, is the one reported, so the results
-can say how many repeated requests were excluded and why.
+can say how many repeated requests were excluded and why. The sampling and tools rules come
+before `no_prompt_hash`: they exclude a request whatever its hash, so enforce mode need not hash
+the prompt of a request that every cache excludes by them (`reason_before_hash`; a live proxy
+decides each request on its event loop, where the hash costs ~12 us). A request with no prompt
+hash that also fails one of them (a batch API call sets no temperature) is reported under that
+rule.
 
 A streamed answer is complete once recorded, and enforce mode can replay it as a stream: a
 request excluded only because it streamed cannot be answered from the cache, but its answer is
@@ -22,7 +27,7 @@ from analysis.pricing.identity import EMBEDDING_ENDPOINTS
 from analysis.simulate.matching import Record
 from analysis.simulate.policy import CacheRules
 
-EXCLUSION_REASONS = ("no_prompt_hash", "temperature", "temperature_unset", "n", "tools", "streaming")
+EXCLUSION_REASONS = ("temperature", "temperature_unset", "n", "tools", "no_prompt_hash", "streaming")
 
 
 def may_store(reason: str | None) -> bool:
@@ -30,10 +35,9 @@ def may_store(reason: str | None) -> bool:
     return reason is None or reason == "streaming"
 
 
-def exclusion_reason(record: Record, rules: CacheRules) -> str | None:
-    """Why `record` may not be answered from a cache, or None when it may."""
-    if not record.get("prompt_hash"):
-        return "no_prompt_hash"
+def reason_before_hash(record: Record, rules: CacheRules) -> str | None:
+    """The first rule before `no_prompt_hash` (sampling, tools) that excludes `record`, or None:
+    a cache with `rules` reads the request's prompt hash only when this is None."""
     if not rules.allow_sampling:
         temperature = record.get("temperature")
         if temperature is not None and temperature != 0:
@@ -46,6 +50,16 @@ def exclusion_reason(record: Record, rules: CacheRules) -> str | None:
             return "n"
     if not rules.allow_tools and record.get("has_tools"):
         return "tools"
+    return None
+
+
+def exclusion_reason(record: Record, rules: CacheRules) -> str | None:
+    """Why `record` may not be answered from a cache, or None when it may."""
+    reason = reason_before_hash(record, rules)
+    if reason is not None:
+        return reason
+    if not record.get("prompt_hash"):
+        return "no_prompt_hash"
     if not rules.allow_streaming and record.get("stream"):
         return "streaming"
     return None
@@ -53,9 +67,7 @@ def exclusion_reason(record: Record, rules: CacheRules) -> str | None:
 
 def exclusion_reasons(frame: pl.DataFrame, rules: CacheRules) -> pl.Series:
     """`exclusion_reason` for every row of a `requests` frame."""
-    tests: list[tuple[str, pl.Expr]] = [
-        ("no_prompt_hash", pl.col("prompt_hash").is_null() | (pl.col("prompt_hash") == "")),
-    ]
+    tests: list[tuple[str, pl.Expr]] = []
     if not rules.allow_sampling:
         tests.append(("temperature", pl.col("temperature").is_not_null() & (pl.col("temperature") != 0)))
         if not rules.allow_unset_temperature:
@@ -64,6 +76,7 @@ def exclusion_reasons(frame: pl.DataFrame, rules: CacheRules) -> pl.Series:
         tests.append(("n", pl.col("n").is_not_null() & (pl.col("n") != 1)))
     if not rules.allow_tools:
         tests.append(("tools", pl.col("has_tools").fill_null(False)))
+    tests.append(("no_prompt_hash", pl.col("prompt_hash").is_null() | (pl.col("prompt_hash") == "")))
     if not rules.allow_streaming:
         tests.append(("streaming", pl.col("stream").fill_null(False)))
     reason = pl.lit(None, dtype=pl.Utf8)
