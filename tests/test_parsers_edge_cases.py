@@ -799,15 +799,6 @@ def test_error_status_on_an_event_stream_without_an_error_event():
     assert parsed.usage.source == "none"
 
 
-def test_a_usage_copy_carries_every_field_in_its_place():
-    """Usage.copy builds the copy by position (a settled call copies its request's usage with it,
-    analysis.parsers._fresh): each field, given a value of its own, comes back where it was."""
-    usage = Usage(**{f.name: 100 + i for i, f in enumerate(dataclasses.fields(Usage))})
-    copy = usage.copy()
-    assert copy == usage
-    assert copy is not usage
-
-
 def test_a_new_parsed_is_a_parsed_with_its_defaults_and_shares_no_mutable_field():
     # The parsers start from new_parsed(), a copy of a blank Parsed: equal to Parsed(), and every
     # field with a default_factory (FRESH_FIELDS) a new object, not the blank one's or another's.

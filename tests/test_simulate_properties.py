@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from analysis.simulate.batch import frame_facts, ordered
-from analysis.simulate.facts import FrameFacts, OneRequestFacts, one_request_layout
+from analysis.simulate.facts import MONEY_COLUMNS, REPLAY_COLUMNS, FrameFacts, OneRequestFacts, one_request_layout
 from analysis.simulate.policy import parse_policy
 from analysis.simulate.replay import DECISION_ROW_COLUMNS, Trace
 from analysis.simulate.simulator import build_engine, simulate
@@ -119,7 +119,8 @@ def test_vectorised_facts_equal_the_facts_of_each_request(traffic):
 def test_one_request_reads_as_the_simulators_frame(traffic):
     """Enforce mode reads a request's facts from a OneRequestFacts, the simulator from its
     frame's columns: every column replay and decision_row read, the arrival and the cost
-    before budgets are equal, request by request (NaN where a cost is unknown, in both)."""
+    before budgets, and the rows the replay loop reads are equal, request by request (NaN
+    where a cost is unknown, in both; None too where decision_row reads the Facts' own fields)."""
     requests, contents = traffic
     engine = build_engine(parse_policy(EVERYTHING))
     frame = ordered(requests, contents)
@@ -138,6 +139,18 @@ def test_one_request_reads_as_the_simulators_frame(traffic):
         assert not mismatched, f"row {i}: {mismatched}"
         assert one.arrival() == (arrival[i],)
         assert _same(one.pre_budget_cost()[0], pre_cost[i])
+        own = one.row(DECISION_ROW_COLUMNS, 0)
+        unknown = [
+            math.nan if v is None and name in MONEY_COLUMNS else v
+            for name, v in zip(DECISION_ROW_COLUMNS, own, strict=True)
+        ]
+        assert all(_same(a, b) for a, b in zip(unknown, vectorised.row(DECISION_ROW_COLUMNS, i), strict=True))
+        (row,) = one.rows(0, 1)
+        (frame_row,) = vectorised.rows(i, i + 1)
+        assert len(row) == len(frame_row) == len(REPLAY_COLUMNS) + 5
+        assert all(_same(a, b) for a, b in zip(row[:-3], frame_row[:-3], strict=True)), f"row {i}"
+        for ours, theirs in zip(row[-3:], frame_row[-3:], strict=True):  # budget keys, downgrade costs, rate keys
+            assert len(ours) == len(theirs) == 2 and all(_same(a, b) for a, b in zip(ours, theirs, strict=True))
 
 
 NOTHING = """

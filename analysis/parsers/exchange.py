@@ -69,22 +69,6 @@ class Usage:
     image_output_tokens: int = 0
     source: UsageSource = "none"
 
-    def copy(self) -> "Usage":
-        """A copy (by position, in field order: the quickest way to build one)."""
-        return Usage(
-            self.input_tokens,
-            self.output_tokens,
-            self.cached_input_tokens,
-            self.cache_write_tokens,
-            self.cache_write_1h_tokens,
-            self.reasoning_tokens,
-            self.audio_input_tokens,
-            self.audio_output_tokens,
-            self.image_input_tokens,
-            self.image_output_tokens,
-            self.source,
-        )
-
 
 @dataclass
 class Parsed:

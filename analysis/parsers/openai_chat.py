@@ -126,18 +126,19 @@ def _read_json_facts(exchange: Exchange, parsed: Parsed) -> dict | None:
 
 def _read_choices(body: dict, parsed: Parsed) -> str:
     """Fill the finish reasons and response text of a JSON body's choices; returns the reasoning text."""
-    texts, reasoning = [], []
+    texts, reasoning, reasons = [], [], []
     for choice in body.get("choices") or []:
         if not isinstance(choice, dict):
             continue
         if isinstance(choice.get("finish_reason"), str) and choice["finish_reason"]:
-            parsed.finish_reasons.append(choice["finish_reason"])
+            reasons.append(choice["finish_reason"])
         message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
         if not message and isinstance(choice.get("text"), str):  # legacy completions
             texts.append(choice["text"])
             continue
         texts.append(_message_text(message))
         reasoning.append(_reasoning_text(message))
+    parsed.finish_reasons = reasons  # a new list: the facts' own may be a request side's (analysis.parsers._fresh)
     parsed.response_text = "\n".join([t for t in texts if t])
     return "\n".join([r for r in reasoning if r])
 

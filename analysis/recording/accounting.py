@@ -56,12 +56,19 @@ def decode_exchange(exchange: Exchange, max_body: int = DEFAULT_MAX_BODY) -> lis
     """Undo the content-encoding of the request and response bodies, in place, keeping at most
     `max_body` decoded bytes of each; return what went over, as row-error notes."""
     over = decode_request(exchange, max_body)
-    response_encoding = exchange.response_headers.get("content-encoding", "")
-    exchange.response_chunks, response_over = decode_chunks(exchange.response_chunks, response_encoding, max_body)
-    if response_over or exchange.response_over_cap:
-        exchange.response_over_cap = True
+    if decode_response(exchange, max_body):
         over.append(f"response body over {max_body:,} bytes: read up to there")
     return over
+
+
+def decode_response(exchange: Exchange, max_body: int = DEFAULT_MAX_BODY) -> bool:
+    """Undo the content-encoding of the response body, in place, keeping at most `max_body`
+    decoded bytes; return whether it holds only the first part of a longer body."""
+    response_encoding = exchange.response_headers.get("content-encoding", "")
+    exchange.response_chunks, response_over = decode_chunks(exchange.response_chunks, response_encoding, max_body)
+    if response_over:
+        exchange.response_over_cap = True
+    return exchange.response_over_cap
 
 
 def decode_request(exchange: Exchange, max_body: int = DEFAULT_MAX_BODY) -> list[str]:
@@ -289,7 +296,10 @@ def call_cost(
     `request_side`: the request's facts as read when it was decided (`parse_request_side`),
     given only when the request was sent as it was read then."""
     try:  # parse_exchange, without the failure's message, which a CallCost does not keep
-        decode_exchange(exchange, max_body)
+        if request_side is None:
+            decode_exchange(exchange, max_body)
+        else:  # the request was read (and decoded) when it was decided: only the answer is read now
+            decode_response(exchange, max_body)
         parsed = parsers.parse(exchange, request_side, read_text=False)  # no text in a CallCost
     except _UNREADABLE:
         parsed = Parsed()

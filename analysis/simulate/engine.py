@@ -22,6 +22,7 @@ import numpy as np
 from analysis.simulate.cacheability import exclusion_reason, may_store
 from analysis.simulate.embedders import Embedder, make_embedder
 from analysis.simulate.facts import (
+    REPLAY_COLUMNS,
     STREAMED,
     EngineState,
     Facts,
@@ -35,7 +36,7 @@ from analysis.simulate.facts import (
 from analysis.simulate.matching import CompiledMatch, Record, requested_model, scope_column, scope_value
 from analysis.simulate.policy import Policy
 from analysis.simulate.pricer import Pricer, PricingRows
-from analysis.simulate.replay import REPLAY_COLUMNS, Decision, Trace, decision_row, replay
+from analysis.simulate.replay import Decision, Trace, decision_row, replay
 from analysis.simulate.state import MemoryBackend, StateBackend
 
 
@@ -57,7 +58,7 @@ class PolicyEngine:
         self.log_only_budgets = frozenset(i for i, b in enumerate(policy.budgets) if b.name in log_only)
         # The budgets and rate limits as the replay loop reads them, prepared once (enforce mode
         # replays one request per call): per budget its limit, whether it blocks, its downgrade
-        # target, whether it only logs; their FrameFacts columns.
+        # target, whether it only logs (analysis.simulate.replay.replay_steps binds them to a state).
         self.budget_names = tuple(b.name for b in policy.budgets)
         self.budget_count, self.rate_count = len(policy.budgets), len(policy.rate_limits)
         # Their indexes, iterated by the replay loop's set-up (a tuple: no range or enumerate made per call).
@@ -66,8 +67,8 @@ class PolicyEngine:
             (b, budget.limit_usd, budget.action == "block", budget.to, b in self.log_only_budgets)
             for b, budget in enumerate(policy.budgets)
         )
-        # Every column the replay loop reads, in the order it unpacks them: REPLAY_COLUMNS, then per
-        # budget its key, per budget its downgrade cost, per rate limit its key (one `chunks` call).
+        # Every column the replay loop reads: REPLAY_COLUMNS, then per budget its key, per budget its
+        # downgrade cost, per rate limit its key (what a row of FrameFacts.rows is made of).
         self.replay_columns = (
             *REPLAY_COLUMNS,
             *(f"budget_key.{b}" for b in range(len(policy.budgets))),

@@ -11,7 +11,7 @@ windows in UTC.
 import functools
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -137,10 +137,30 @@ class EngineState:
     semantic: SemanticIndex | None = None
     budgets: list[BudgetState] = field(default_factory=list)
     rates: list[RateState] = field(default_factory=list)
+    # (engine, what its replay loop walks per budget and rate limit, bound to this state's
+    # methods): made by analysis.simulate.replay.replay_steps on the first replay, then reused.
+    replay_steps: tuple | None = None
 
 
 # Columns of money, NaN (not None) where unknown, so the replay loop handles plain floats.
 MONEY_COLUMNS = ("cost_usd", "route_cost", "batch_cost")
+# The columns a row of the replay loop starts with, in the order it unpacks them; then come the
+# request's arrival and its cost before budgets, and its budget keys, downgrade costs (NaN where
+# unpriced) and rate-limit keys as three tuples (FrameFacts.rows, OneRequestFacts.rows).
+REPLAY_COLUMNS = (
+    "id",
+    "ts_us",
+    "ok",
+    "tokens",
+    "batch",
+    "route_model",
+    "exact_key",
+    "exact_excluded",
+    "semantic_pid",
+    "semantic_row",
+    "semantic_excluded",
+)
+REPLAY_VALUES = operator.attrgetter(*REPLAY_COLUMNS)  # a Facts' REPLAY_COLUMNS values, as a tuple
 # The Facts fields that are one column each (the per-budget and per-rate-limit tuples are split).
 ROW_FIELDS = tuple(name for name in Facts.__slots__ if name not in ("budget_keys", "downgrade_costs", "rate_keys"))
 ROW_VALUES = operator.attrgetter(*ROW_FIELDS)  # a Facts' ROW_FIELDS values, as a tuple
@@ -213,26 +233,46 @@ class FrameFacts:
             return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
         return pl.Series(values, dtype=pl.Float64).fill_null(math.nan).to_numpy()
 
-    def arrival(self) -> np.ndarray:
+    def arrival(self, rows: slice = slice(None)) -> np.ndarray:
         """When each response had arrived: request start + latency (0 when unknown), in
         microseconds."""
-        latency_us = (np.nan_to_num(self.array("latency_ms")) * 1000).astype(np.int64)
-        return np.asarray(self.columns["ts_us"], dtype=np.int64) + latency_us
+        latency_us = (np.nan_to_num(self.array("latency_ms", rows)) * 1000).astype(np.int64)
+        return np.asarray(self.columns["ts_us"][rows], dtype=np.int64) + latency_us
 
-    def pre_budget_cost(self) -> np.ndarray:
+    def pre_budget_cost(self, rows: slice = slice(None)) -> np.ndarray:
         """Cost of each request after routing and batch, before budgets (NaN: unpriced)."""
-        route = np.asarray(self.columns["route"])
-        batch = np.asarray(self.columns["batch"])
-        routed = np.where(route >= 0, self.array("route_cost"), self.array("cost_usd"))
-        return np.where(batch >= 0, self.array("batch_cost"), routed)
+        route = np.asarray(self.columns["route"][rows])
+        batch = np.asarray(self.columns["batch"][rows])
+        routed = np.where(route >= 0, self.array("route_cost", rows), self.array("cost_usd", rows))
+        return np.where(batch >= 0, self.array("batch_cost", rows), routed)
+
+    def rows(self, start: int, stop: int) -> Iterator[tuple]:
+        """Rows [start, stop) as the replay loop reads them (see REPLAY_COLUMNS), plain Python values."""
+        budget_columns, rate_columns = split_columns(self.budgets, self.rate_limits)
+        rows = slice(start, stop)
+        # Per row a tuple of its budget keys, of its downgrade costs, of its rate-limit keys (an
+        # empty tuple each when the policy has none: zip() of nothing would end the rows at once).
+        nothing = [()] * (stop - start)
+        keys = self.chunks(tuple(k for k, _ in budget_columns), start, stop)
+        costs = self.chunks(tuple(c for _, c in budget_columns), start, stop)
+        rate_keys = self.chunks(rate_columns, start, stop)
+        return zip(
+            *self.chunks(REPLAY_COLUMNS, start, stop),
+            self.arrival(rows).tolist(),
+            self.pre_budget_cost(rows).tolist(),
+            zip(*keys, strict=True) if keys else nothing,
+            zip(*costs, strict=True) if costs else nothing,
+            zip(*rate_keys, strict=True) if rate_keys else nothing,
+            strict=True,
+        )
 
 
 class OneRequestLayout:
-    """Where each column sits in a `OneRequestFacts`' values (ROW_FIELDS, then per budget its key,
-    per budget its downgrade cost, per rate limit its key), the positions of its money columns
-    (NaN, not None, where unknown, as in a FrameFacts), and a reader per list of column names
-    read (replay's, decision_row's: a few per policy). One per policy shape, made once: enforce
-    mode reads a request's facts through it on every call."""
+    """How a `OneRequestFacts` reads a list of columns from a request's `Facts`: one reader per
+    list of column names read (decision_row's, a few per policy), made once. Columns of the
+    Facts' own fields only are read with one attrgetter; others (`budget_key.N` ...) from all
+    the values in layout order (ROW_FIELDS, then per budget its key, per budget its downgrade
+    cost, per rate limit its key; money NaN where unknown, as in a FrameFacts)."""
 
     def __init__(self, budgets: int, rate_limits: int) -> None:
         self.budgets, self.rate_limits = budgets, rate_limits
@@ -240,19 +280,35 @@ class OneRequestLayout:
         keys, costs = tuple(k for k, _ in budget_columns), tuple(c for _, c in budget_columns)
         self.index = {name: i for i, name in enumerate((*ROW_FIELDS, *keys, *costs, *rate_columns))}
         self.money = tuple(self.index[name] for name in (*MONEY_COLUMNS, *costs))
-        self.readers: dict[tuple[str, ...], Callable[[list], tuple]] = {}
+        # A request's downgrade costs when none was worked out (the policy downgrades nothing:
+        # every call), and the same as a FrameFacts has them.
+        self.no_costs, self.nan_costs = (None,) * budgets, (math.nan,) * budgets
+        self.readers: dict[tuple[str, ...], Callable[[Facts], tuple]] = {}
 
-    def reader(self, names: tuple[str, ...]) -> Callable[[list], tuple]:
-        """Reads columns `names` of a `OneRequestFacts`' values, as a tuple, in one call."""
+    def reader(self, names: tuple[str, ...]) -> Callable[[Facts], tuple]:
+        """Reads columns `names` of a request's Facts, as a tuple, in one call."""
         reader = self.readers.get(names)
-        if reader is None:
-            positions = [self.index[name] for name in names]
-            if len(positions) == 1:  # itemgetter of one position gives the value, not a tuple
-                position = positions[0]
-                reader = self.readers[names] = lambda values: (values[position],)
-            else:
-                reader = self.readers[names] = operator.itemgetter(*positions)
+        if reader is not None:
+            return reader
+        if len(names) > 1 and all(name in ROW_FIELDS for name in names):
+            reader = operator.attrgetter(*names)  # money as it is: None where unknown (see `row`)
+        else:
+            positions = operator.itemgetter(*[self.index[name] for name in names])
+
+            def reader(one: Facts) -> tuple:
+                values = positions(self.values(one))
+                return values if len(names) > 1 else (values,)  # itemgetter of one gives the value
+
+        self.readers[names] = reader
         return reader
+
+    def values(self, one: Facts) -> list:
+        """All of `one`'s values in layout order, NaN for an unknown amount of money."""
+        values = [*ROW_VALUES(one), *one.budget_keys, *one.downgrade_costs, *one.rate_keys]
+        for position in self.money:
+            if values[position] is None:
+                values[position] = math.nan
+        return values
 
 
 @functools.lru_cache(maxsize=64)  # a policy's few budget and rate-limit counts
@@ -261,54 +317,64 @@ def one_request_layout(budgets: int, rate_limits: int) -> OneRequestLayout:
     return OneRequestLayout(budgets, rate_limits)
 
 
-_ROUTE, _BATCH, _COST, _ROUTE_COST, _BATCH_COST = (
-    ROW_FIELDS.index(name) for name in ("route", "batch", "cost_usd", "route_cost", "batch_cost")
-)
-
-
 class OneRequestFacts:
     """One request's facts read as a one-row FrameFacts is read by `replay` and `decision_row`
-    (`chunks`, `row`, `arrival`, `pre_budget_cost`): enforce mode decides one request
+    (`rows`, `row`, `chunks`, `arrival`, `pre_budget_cost`): enforce mode decides one request
     per call, and a FrameFacts of one row (a dict of one-element lists, one per column) cost
-    more to make than the decision's rules. Its values are kept in one list, in `layout`
-    order (`one_request_layout` of the policy's budget and rate-limit counts), and read by
-    position. `load` gives it the next request's facts: an engine keeps one (as it keeps one
-    Trace) rather than making one per request."""
+    more to make than the decision's rules. It reads the request's `Facts` themselves: `load`
+    gives it the next request's; an engine keeps one (as it keeps one Trace) rather than making
+    one per request."""
 
-    one: Facts  # the request's facts, and their values in layout order: set by `load`
-    values: list
+    one: Facts  # the request's facts: set by `load`
 
     def __init__(self, layout: OneRequestLayout) -> None:
         self.layout = layout
 
     def load(self, one: Facts) -> None:
         """Read `one` from now on (the request being decided)."""
-        values = [*ROW_VALUES(one), *one.budget_keys, *one.downgrade_costs, *one.rate_keys]
-        for position in self.layout.money:
-            if values[position] is None:
-                values[position] = math.nan
-        self.one, self.values = one, values
+        self.one = one
 
     def __len__(self) -> int:
         return 1
 
+    def rows(self, start: int, stop: int) -> tuple[tuple]:
+        """The one row, as the replay loop reads it (see REPLAY_COLUMNS), made from the Facts at once
+        (its arrival and cost before budgets as `arrival` and `pre_budget_cost` give them, inline)."""
+        one = self.one
+        costs = one.downgrade_costs
+        if None in costs:  # unpriced, or no downgrade: NaN, as in a FrameFacts
+            layout = self.layout
+            nan = math.nan
+            costs = layout.nan_costs if costs == layout.no_costs else tuple([nan if c is None else c for c in costs])
+        ms = one.latency_ms
+        cost = one.batch_cost if one.batch >= 0 else (one.route_cost if one.route >= 0 else one.cost_usd)
+        return (
+            (
+                *REPLAY_VALUES(one),
+                one.ts_us + (0 if ms is None or ms != ms else int(ms * 1000)),  # arrival
+                math.nan if cost is None else cost,  # cost before budgets
+                one.budget_keys,
+                costs,
+                one.rate_keys,
+            ),
+        )
+
     # The readers are looked up inline (the layout's method only makes a missing one): enforce
-    # mode reads twice per call.
+    # mode reads once or twice per call. Read with only the Facts' own fields, an unknown amount
+    # of money is None, not NaN as in a FrameFacts (decision_row takes either): a live request's
+    # cost is unknown on every call, and its conversion cost more than the read.
     def row(self, names: tuple[str, ...], index: int) -> tuple:
         layout = self.layout
-        return (layout.readers.get(names) or layout.reader(names))(self.values)
+        return (layout.readers.get(names) or layout.reader(names))(self.one)
 
     def chunks(self, names: tuple[str, ...], start: int, stop: int) -> list[tuple]:
-        # Columns of one value as tuples, which replay only reads: one allocation each, a list two.
-        layout = self.layout
-        return [(value,) for value in (layout.readers.get(names) or layout.reader(names))(self.values)]
+        return [(value,) for value in self.row(names, start)]
 
     def arrival(self) -> tuple[int]:
-        # A tuple: replay's slice of all of it is the tuple itself, where a list's is a copy.
         ms = self.one.latency_ms
         return (self.one.ts_us + (0 if ms is None or ms != ms else int(ms * 1000)),)
 
     def pre_budget_cost(self) -> tuple[float]:
-        # A tuple: replay's slice of all of it is the tuple itself, where a list's is a copy.
-        v = self.values
-        return (v[_BATCH_COST] if v[_BATCH] >= 0 else (v[_ROUTE_COST] if v[_ROUTE] >= 0 else v[_COST]),)
+        one = self.one
+        cost = one.batch_cost if one.batch >= 0 else (one.route_cost if one.route >= 0 else one.cost_usd)
+        return (math.nan if cost is None else cost,)

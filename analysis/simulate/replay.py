@@ -158,24 +158,6 @@ class Trace:
         self.charged[i] = 0.0
 
 
-# The columns the replay loop reads, in the order it unpacks them (and per budget and rate limit
-# `budget_key.N`, `downgrade_cost.N`, `rate_key.N`).
-REPLAY_COLUMNS = (
-    "id",
-    "ts_us",
-    "ok",
-    "tokens",
-    "batch",
-    "route_model",
-    "exact_key",
-    "exact_excluded",
-    "semantic_pid",
-    "semantic_row",
-    "semantic_excluded",
-)
-REPLAYED = len(REPLAY_COLUMNS)
-
-
 def replay(
     engine: "PolicyEngine",
     facts: "FrameFacts | OneRequestFacts",
@@ -188,19 +170,21 @@ def replay(
     """Decide rows [start, stop) of `facts` in order, updating `state` and filling `trace`.
 
     The loop body is written for speed (local names, bound methods): it runs once per request.
+    It reads each request as one row (`facts.rows`, REPLAY_COLUMNS and the values after them);
+    the budgets and rate limits it walks are prepared once per engine and state (`replay_steps`).
     """
     p = engine.policy
     stop = len(facts) if stop is None else stop
-    arrival_all = facts.arrival()
-    pre_cost_all = facts.pre_budget_cost()
     exact = state.exact
     exact_lookup = exact.lookup if exact is not None else None
     exact_store = exact.store if exact is not None else None
     semantic = state.semantic
     threshold = p.semantic_cache.threshold if p.semantic_cache else 2.0
+    steps = state.replay_steps
+    if steps is None or steps[0] is not engine:  # looked at inline: enforce mode replays once per call
+        steps = replay_steps(engine, state)
+    _, checks, charges, rates = steps
     budget_names = engine.budget_names
-    budget_count = len(budget_names)
-    budget_states, rate_windows = state.budgets, state.rates
 
     t = trace
     disposition, exact_status, semantic_status = t.disposition, t.exact_cache, t.semantic_cache
@@ -210,45 +194,32 @@ def replay(
     chunk = start
     while chunk < stop:  # not a range and min() per chunk: enforce mode replays one request per call
         end = chunk + step if chunk + step < stop else stop
-        # This chunk's columns as plain lists (a million Python objects would cost memory), in one
-        # `chunks` call: enforce mode replays one request per call, where each call counts.
-        columns = facts.chunks(engine.replay_columns, chunk, end)
-        (
-            ids,
-            ts,
+        # This chunk's requests as rows of plain Python values (a million Python objects at once
+        # would cost memory); a one-request frame gives its one row as it is.
+        for i, (
+            request_id,
+            now,
             ok,
             tokens,
             batch,
-            pre_model,
-            exact_keys,
+            model,
+            exact_key,
             exact_excluded,
             semantic_pid,
             semantic_row,
             semantic_excluded,
-        ) = columns[:REPLAYED]
-        budget_keys = columns[REPLAYED : REPLAYED + budget_count]
-        downgrade_costs = columns[REPLAYED + budget_count : REPLAYED + 2 * budget_count]
-        rate_keys = columns[REPLAYED + 2 * budget_count :]
-        arrival, pre_cost = arrival_all[chunk:end], pre_cost_all[chunk:end]
-        if isinstance(arrival, np.ndarray):  # a OneRequestFacts' are a list and a tuple already
-            arrival = arrival.tolist()
-        if isinstance(pre_cost, np.ndarray):
-            pre_cost = pre_cost.tolist()
-        checks = [
-            (b, budget_keys[b], budget_states[b].spent_in, limit, block, target, downgrade_costs[b], logs_only)
-            for b, limit, block, target, logs_only in engine.budget_steps
-        ]
-        charges = [(budget_keys[b], budget_states[b].charge, budget_names[b]) for b in engine.budget_indexes]
-        rates = [(r, rate_keys[r], rate_windows[r]) for r in engine.rate_indexes]
-        for j in range(end - chunk):
-            i = chunk + j
-            now = ts[j]
+            arrival,
+            cost,
+            budget_keys,
+            downgrade_costs,
+            rate_keys,
+        ) in enumerate(facts.rows(chunk, end), chunk):
             # 1. exact cache
             exact_ok = False
             if exact_lookup is not None:
-                exact_ok = exact_excluded[j] is None or exact_excluded[j] == "streaming"  # cacheability.may_store
-                if exact_excluded[j] is None:
-                    status, entry = exact_lookup(exact_keys[j], now)
+                exact_ok = exact_excluded is None or exact_excluded == "streaming"  # cacheability.may_store
+                if exact_excluded is None:
+                    status, entry = exact_lookup(exact_key, now)
                     exact_status[i] = status
                     if status == "hit":
                         disposition[i] = "exact_hit"
@@ -259,32 +230,30 @@ def replay(
             # 2. semantic cache
             semantic_ok = False
             if semantic is not None:
-                semantic_ok = semantic_excluded[j] is None or semantic_excluded[j] == "streaming"
-                if semantic_excluded[j] is None:
-                    pid = semantic_pid[j]
-                    found = semantic.nearest(pid, semantic_row[j], now)
+                semantic_ok = semantic_excluded is None or semantic_excluded == "streaming"
+                if semantic_excluded is None:
+                    found = semantic.nearest(semantic_pid, semantic_row, now)
                     semantic_status[i] = "miss"
                     if found is not None:
                         similarity[i] = found[0]
                         nearest[i] = found[2][2]
                         if found[0] >= threshold:
-                            semantic.use(pid, found[1])
+                            semantic.use(semantic_pid, found[1])
                             semantic_status[i] = "hit"
                             disposition[i] = "semantic_hit"
                             source[i] = found[2][2]
                             continue
                 else:
                     semantic_status[i] = "excluded"
-            # 3. budgets: stopped when the window has already spent the limit
-            cost = pre_cost[j]
+            # 3. budgets: stopped when the window has already spent the limit (`cost`: after
+            # routing and batch, NaN when unpriced)
             if checks:
-                model = pre_model[j]
                 blocked = False
-                for b, keys, spent_in, limit, block, target, downgrade_costs, logs_only in checks:
-                    key = keys[j]
+                for b, spent_in, limit, block, target, logs_only in checks:
+                    key = budget_keys[b]
                     if key is None or spent_in(key) < limit:
                         continue
-                    downgrade_cost = downgrade_costs[j]
+                    downgrade_cost = downgrade_costs[b]
                     if not block and (model == target or downgrade_cost != downgrade_cost):  # NaN: unpriced
                         continue
                     if logs_only:  # noted, not applied: the budgets after it are still checked
@@ -302,13 +271,13 @@ def replay(
                     disposition[i] = "blocked"
                     continue
             # 4. rate limits (batch traffic goes through the batch API's own quota)
-            if rates and batch[j] < 0:
-                applying = [(r, keys[j], windows) for r, keys, windows in rates if keys[j] is not None]
+            if rates and batch < 0:
+                applying = [(r, rate_keys[r], windows) for r, windows in rates if rate_keys[r] is not None]
                 if len(applying) == 1:
                     # One window: check and admit in one step, atomic in a shared backend, so
                     # proxies sharing it cannot all take the last slot.
                     r, key, windows = applying[0]
-                    if not windows.admit_if_room(key, now, tokens[j]):
+                    if not windows.admit_if_room(key, now, tokens):
                         t.throttled_index[i] = r
                 else:
                     throttled = False
@@ -319,24 +288,44 @@ def replay(
                             break
                     if not throttled:
                         for _, key, windows in applying:
-                            windows.admit(key, now, tokens[j])
+                            windows.admit(key, now, tokens)
             # Charge the budgets, store the response.
             if charges:
                 spend = cost if cost == cost else 0.0  # NaN: unpriced, charges nothing
                 charged[i] = spend
             if charges and spend:  # a zero charge changes nothing (and would cost a live proxy a Redis round trip)
-                for keys, charge, name in charges:
-                    key = keys[j]
+                for b, charge, name in charges:
+                    key = budget_keys[b]
                     if key is not None and charge(key, spend):
                         tripped[i] = name if tripped[i] is None else f"{tripped[i]},{name}"
-            if ok[j]:
+            if ok:
                 if exact_ok:
-                    exact_store(exact_keys[j], arrival[j], ids[j])
+                    exact_store(exact_key, arrival, request_id)
                 if semantic_ok:
-                    semantic.store(semantic_pid[j], semantic_row[j], arrival[j], ids[j])
+                    semantic.store(semantic_pid, semantic_row, arrival, request_id)
         if progress is not None:
             progress(end - chunk)
         chunk = end
+
+
+def replay_steps(engine: "PolicyEngine", state: EngineState) -> tuple:
+    """(engine, checks, charges, rates): what the replay loop walks per request, with `state`'s
+    methods bound: per budget (index, spent_in, limit, blocks, downgrade target, only logs), per
+    budget (index, charge, name), per rate limit (index, windows). Made once per engine and
+    state, kept in the state: enforce mode replays one request per call with the same state."""
+    steps = state.replay_steps
+    if steps is None or steps[0] is not engine:
+        budgets, rates = state.budgets, state.rates
+        steps = state.replay_steps = (
+            engine,
+            tuple(
+                (b, budgets[b].spent_in, limit, block, target, logs_only)
+                for b, limit, block, target, logs_only in engine.budget_steps
+            ),
+            tuple((b, budgets[b].charge, engine.budget_names[b]) for b in engine.budget_indexes),
+            tuple((r, rates[r]) for r in engine.rate_indexes),
+        )
+    return steps
 
 
 def _names(names: list[str | None], index: np.ndarray, where: np.ndarray) -> np.ndarray:
