@@ -280,6 +280,9 @@ class OneRequestLayout:
         keys, costs = tuple(k for k, _ in budget_columns), tuple(c for _, c in budget_columns)
         self.index = {name: i for i, name in enumerate((*ROW_FIELDS, *keys, *costs, *rate_columns))}
         self.money = tuple(self.index[name] for name in (*MONEY_COLUMNS, *costs))
+        # A request's downgrade costs when none was worked out (the policy downgrades nothing:
+        # every call), and the same as a FrameFacts has them.
+        self.no_costs, self.nan_costs = (None,) * budgets, (math.nan,) * budgets
         self.readers: dict[tuple[str, ...], Callable[[Facts], tuple]] = {}
 
     def reader(self, names: tuple[str, ...]) -> Callable[[Facts], tuple]:
@@ -335,12 +338,26 @@ class OneRequestFacts:
         return 1
 
     def rows(self, start: int, stop: int) -> tuple[tuple]:
-        """The one row, as the replay loop reads it (see REPLAY_COLUMNS), made from the Facts at once."""
+        """The one row, as the replay loop reads it (see REPLAY_COLUMNS), made from the Facts at once
+        (its arrival and cost before budgets as `arrival` and `pre_budget_cost` give them, inline)."""
         one = self.one
         costs = one.downgrade_costs
         if None in costs:  # unpriced, or no downgrade: NaN, as in a FrameFacts
-            costs = tuple([math.nan if c is None else c for c in costs])
-        return ((*REPLAY_VALUES(one), *self.arrival(), *self.pre_budget_cost(), one.budget_keys, costs, one.rate_keys),)
+            layout = self.layout
+            nan = math.nan
+            costs = layout.nan_costs if costs == layout.no_costs else tuple([nan if c is None else c for c in costs])
+        ms = one.latency_ms
+        cost = one.batch_cost if one.batch >= 0 else (one.route_cost if one.route >= 0 else one.cost_usd)
+        return (
+            (
+                *REPLAY_VALUES(one),
+                one.ts_us + (0 if ms is None or ms != ms else int(ms * 1000)),  # arrival
+                math.nan if cost is None else cost,  # cost before budgets
+                one.budget_keys,
+                costs,
+                one.rate_keys,
+            ),
+        )
 
     # The readers are looked up inline (the layout's method only makes a missing one): enforce
     # mode reads once or twice per call. Read with only the Facts' own fields, an unknown amount

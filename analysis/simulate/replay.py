@@ -180,7 +180,10 @@ def replay(
     exact_store = exact.store if exact is not None else None
     semantic = state.semantic
     threshold = p.semantic_cache.threshold if p.semantic_cache else 2.0
-    checks, charges, rates = replay_steps(engine, state)
+    steps = state.replay_steps
+    if steps is None or steps[0] is not engine:  # looked at inline: enforce mode replays once per call
+        steps = replay_steps(engine, state)
+    _, checks, charges, rates = steps
     budget_names = engine.budget_names
 
     t = trace
@@ -305,11 +308,11 @@ def replay(
         chunk = end
 
 
-def replay_steps(engine: "PolicyEngine", state: EngineState) -> tuple[tuple, tuple, tuple]:
-    """What the replay loop walks per request, with `state`'s methods bound: per budget
-    (index, spent_in, limit, blocks, downgrade target, only logs), per budget (index, charge,
-    name), per rate limit (index, windows). Made once per engine and state, kept in the state:
-    enforce mode replays one request per call with the same state."""
+def replay_steps(engine: "PolicyEngine", state: EngineState) -> tuple:
+    """(engine, checks, charges, rates): what the replay loop walks per request, with `state`'s
+    methods bound: per budget (index, spent_in, limit, blocks, downgrade target, only logs), per
+    budget (index, charge, name), per rate limit (index, windows). Made once per engine and
+    state, kept in the state: enforce mode replays one request per call with the same state."""
     steps = state.replay_steps
     if steps is None or steps[0] is not engine:
         budgets, rates = state.budgets, state.rates
@@ -322,7 +325,7 @@ def replay_steps(engine: "PolicyEngine", state: EngineState) -> tuple[tuple, tup
             tuple((b, budgets[b].charge, engine.budget_names[b]) for b in engine.budget_indexes),
             tuple((r, rates[r]) for r in engine.rate_indexes),
         )
-    return steps[1], steps[2], steps[3]
+    return steps
 
 
 def _names(names: list[str | None], index: np.ndarray, where: np.ndarray) -> np.ndarray:
