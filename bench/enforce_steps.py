@@ -73,7 +73,17 @@ def main() -> None:
         target = detect(HOST, PATH, {"content-type": "application/json"}, "POST")
         assert target is not None
         return target, *request_record(
-            "bench-id", target, "POST", HOST, PATH, HEADERS, PASSING, time.time(), salt="s", settings=settings
+            "bench-id",
+            target,
+            "POST",
+            HOST,
+            PATH,
+            HEADERS,
+            PASSING,
+            time.time(),
+            salt="s",
+            settings=settings,
+            caches=live.cache_rules,  # as addons/enforcer.py reads a request
         )
 
     target, the_record, side = record()
