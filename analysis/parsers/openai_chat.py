@@ -249,24 +249,16 @@ def _apply_usage(parsed: Parsed, usage: object) -> None:
 
 def usage_from_openai(usage: dict) -> Usage:
     """Our Usage from an OpenAI-style usage object (prompt_tokens / completion_tokens)."""
-    # A count is nearly always an int, taken as it is; common.count (a call) is asked only of
-    # another value (absent, a float, a bool, ...). Counts absent from most answers default to 0
-    # with get. The Usage is built from positional values (keywords cost a third more to bind).
-    # Enforce mode reads a usage object for every call it settles, on the proxy's event loop,
-    # where each Python call costs about as much as reading a dozen of these values.
-    prompt = usage.get("prompt_tokens")
-    if type(prompt) is not int:
-        prompt = common.count(prompt)
-    completion = usage.get("completion_tokens")
-    if type(completion) is not int:
-        completion = common.count(completion)
+    prompt = common.count(usage.get("prompt_tokens"))
+    completion = common.count(usage.get("completion_tokens"))
     prompt_details = usage.get("prompt_tokens_details")
     prompt_details = prompt_details if isinstance(prompt_details, dict) else {}
     completion_details = usage.get("completion_tokens_details")
     completion_details = completion_details if isinstance(completion_details, dict) else {}
-    cached = prompt_details.get("cached_tokens", 0)
-    if type(cached) is not int:
-        cached = common.count(cached)
+    # Counts absent from most answers are looked up only where present (`in`, no call), and
+    # the Usage is built from positional values (keywords cost a third more to bind): enforce
+    # mode reads a usage object for every call it settles, on the proxy's event loop.
+    cached = common.count(prompt_details["cached_tokens"]) if "cached_tokens" in prompt_details else 0
     if not cached and "prompt_cache_hit_tokens" in usage:  # DeepSeek
         cached = common.count(usage["prompt_cache_hit_tokens"])
     if not cached and "num_cached_tokens" in usage:  # Mistral
@@ -274,25 +266,17 @@ def usage_from_openai(usage: dict) -> Usage:
     cache_write = 0
     if "cache_write_tokens" in prompt_details:  # OpenRouter
         cache_write = common.count(prompt_details["cache_write_tokens"])
-    reasoning = completion_details.get("reasoning_tokens", 0)
-    if type(reasoning) is not int:
-        reasoning = common.count(reasoning)
+    reasoning = 0
+    if "reasoning_tokens" in completion_details:
+        reasoning = common.count(completion_details["reasoning_tokens"])
     if not reasoning and "reasoning_tokens" in usage:
         reasoning = common.count(usage["reasoning_tokens"])
     if reasoning and common.as_int(usage.get("total_tokens")) == prompt + completion + reasoning:
         completion += reasoning  # reasoning reported outside completion_tokens (xAI)
-    audio_in = prompt_details.get("audio_tokens", 0)
-    if type(audio_in) is not int:
-        audio_in = common.count(audio_in)
-    audio_out = completion_details.get("audio_tokens", 0)
-    if type(audio_out) is not int:
-        audio_out = common.count(audio_out)
-    image_in = prompt_details.get("image_tokens", 0)
-    if type(image_in) is not int:
-        image_in = common.count(image_in)
-    image_out = completion_details.get("image_tokens", 0)
-    if type(image_out) is not int:
-        image_out = common.count(image_out)
+    audio_in = common.count(prompt_details["audio_tokens"]) if "audio_tokens" in prompt_details else 0
+    audio_out = common.count(completion_details["audio_tokens"]) if "audio_tokens" in completion_details else 0
+    image_in = common.count(prompt_details["image_tokens"]) if "image_tokens" in prompt_details else 0
+    image_out = common.count(completion_details["image_tokens"]) if "image_tokens" in completion_details else 0
     return Usage(
         prompt,  # input_tokens
         completion,  # output_tokens
