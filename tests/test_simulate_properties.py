@@ -8,7 +8,14 @@ import polars as pl
 import pytest
 
 from analysis.simulate.batch import frame_facts, ordered
-from analysis.simulate.facts import MONEY_COLUMNS, REPLAY_COLUMNS, FrameFacts, OneRequestFacts, one_request_layout
+from analysis.simulate.facts import (
+    MONEY_COLUMNS,
+    REPLAY_COLUMNS,
+    FrameFacts,
+    OneRequestFacts,
+    one_request_layout,
+    split_columns,
+)
 from analysis.simulate.policy import parse_policy
 from analysis.simulate.replay import DECISION_ROW_COLUMNS, Trace
 from analysis.simulate.simulator import build_engine, simulate
@@ -126,26 +133,27 @@ def test_one_request_reads_as_the_simulators_frame(traffic):
     frame = ordered(requests, contents)
     vectorised = frame_facts(engine, frame, engine.new_state())
     arrival, pre_cost = vectorised.arrival().tolist(), vectorised.pre_budget_cost().tolist()
-    names = (*engine.replay_columns, *DECISION_ROW_COLUMNS)
+    budget_columns, rate_columns = split_columns(2, 2)
+    replay_columns = (*REPLAY_COLUMNS, *(k for k, _ in budget_columns), *(c for _, c in budget_columns), *rate_columns)
+    names = (*replay_columns, *DECISION_ROW_COLUMNS)
     assert any(name.startswith("downgrade_cost.") for name in names)
     state = engine.new_state()
     for i, record in enumerate(frame.iter_rows(named=True)):
         one = OneRequestFacts(one_request_layout(2, 2))
         one.load(engine.observe(record, state))
         expected = vectorised.row(names, i)
-        read = [column[0] for column in one.chunks(names, 0, 1)]
-        assert list(one.row(names, 0)) == read
+        read = one.row(names, 0)
         mismatched = [name for name, a, b in zip(names, read, expected, strict=True) if not _same(a, b)]
         assert not mismatched, f"row {i}: {mismatched}"
-        assert one.arrival() == (arrival[i],)
-        assert _same(one.pre_budget_cost()[0], pre_cost[i])
+        (row,) = one.rows(0, 1)  # REPLAY_COLUMNS' values, then the arrival and the cost before budgets
+        assert row[len(REPLAY_COLUMNS)] == arrival[i]
+        assert _same(row[len(REPLAY_COLUMNS) + 1], pre_cost[i])
         own = one.row(DECISION_ROW_COLUMNS, 0)
         unknown = [
             math.nan if v is None and name in MONEY_COLUMNS else v
             for name, v in zip(DECISION_ROW_COLUMNS, own, strict=True)
         ]
         assert all(_same(a, b) for a, b in zip(unknown, vectorised.row(DECISION_ROW_COLUMNS, i), strict=True))
-        (row,) = one.rows(0, 1)
         (frame_row,) = vectorised.rows(i, i + 1)
         assert len(row) == len(frame_row) == len(REPLAY_COLUMNS) + 5
         assert all(_same(a, b) for a, b in zip(row[:-3], frame_row[:-3], strict=True)), f"row {i}"

@@ -6,9 +6,10 @@ Parsers are pure: bytes in, facts out. They never raise on odd input they can de
 A module may also expose the two halves of `parse` apart: `read_request(exchange)` (the
 request-side facts, from the request's path and body only) and `read_response(exchange,
 parsed)` (the answer's facts, filled into them), with `parse` their composition;
-`read_response` assigns the facts' mutable fields anew, never changes them in place (see _fresh). Enforce mode
-reads a request before it is sent and its answer when it ends: `parse(exchange, request_side)`
-then reads only the answer, not the same request bytes a second time.
+`read_response` assigns the facts' mutable fields anew, never changes them in place (see
+_fresh). Enforce mode reads a request before it is sent and its answer when it ends:
+`parse(exchange, request_side)` then reads only the answer, not the same request bytes a
+second time.
 """
 
 import functools

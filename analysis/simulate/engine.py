@@ -22,7 +22,6 @@ import numpy as np
 from analysis.simulate.cacheability import exclusion_reason, may_store
 from analysis.simulate.embedders import Embedder, make_embedder
 from analysis.simulate.facts import (
-    REPLAY_COLUMNS,
     STREAMED,
     EngineState,
     Facts,
@@ -66,14 +65,6 @@ class PolicyEngine:
         self.budget_steps = tuple(
             (b, budget.limit_usd, budget.action == "block", budget.to, b in self.log_only_budgets)
             for b, budget in enumerate(policy.budgets)
-        )
-        # Every column the replay loop reads: REPLAY_COLUMNS, then per budget its key, per budget its
-        # downgrade cost, per rate limit its key (what a row of FrameFacts.rows is made of).
-        self.replay_columns = (
-            *REPLAY_COLUMNS,
-            *(f"budget_key.{b}" for b in range(len(policy.budgets))),
-            *(f"downgrade_cost.{b}" for b in range(len(policy.budgets))),
-            *(f"rate_key.{r}" for r in range(len(policy.rate_limits))),
         )
         self.pricer = pricer
         # The trace of each one-request decision (decide_with_facts), cleared per decision: a

@@ -319,7 +319,7 @@ def one_request_layout(budgets: int, rate_limits: int) -> OneRequestLayout:
 
 class OneRequestFacts:
     """One request's facts read as a one-row FrameFacts is read by `replay` and `decision_row`
-    (`rows`, `row`, `chunks`, `arrival`, `pre_budget_cost`): enforce mode decides one request
+    (`rows`, `row`): enforce mode decides one request
     per call, and a FrameFacts of one row (a dict of one-element lists, one per column) cost
     more to make than the decision's rules. It reads the request's `Facts` themselves: `load`
     gives it the next request's; an engine keeps one (as it keeps one Trace) rather than making
@@ -339,7 +339,7 @@ class OneRequestFacts:
 
     def rows(self, start: int, stop: int) -> tuple[tuple]:
         """The one row, as the replay loop reads it (see REPLAY_COLUMNS), made from the Facts at once
-        (its arrival and cost before budgets as `arrival` and `pre_budget_cost` give them, inline)."""
+        (its arrival and cost before budgets as FrameFacts' `arrival` and `pre_budget_cost` give them)."""
         one = self.one
         costs = one.downgrade_costs
         if None in costs:  # unpriced, or no downgrade: NaN, as in a FrameFacts
@@ -366,15 +366,3 @@ class OneRequestFacts:
     def row(self, names: tuple[str, ...], index: int) -> tuple:
         layout = self.layout
         return (layout.readers.get(names) or layout.reader(names))(self.one)
-
-    def chunks(self, names: tuple[str, ...], start: int, stop: int) -> list[tuple]:
-        return [(value,) for value in self.row(names, start)]
-
-    def arrival(self) -> tuple[int]:
-        ms = self.one.latency_ms
-        return (self.one.ts_us + (0 if ms is None or ms != ms else int(ms * 1000)),)
-
-    def pre_budget_cost(self) -> tuple[float]:
-        one = self.one
-        cost = one.batch_cost if one.batch >= 0 else (one.route_cost if one.route >= 0 else one.cost_usd)
-        return (math.nan if cost is None else cost,)

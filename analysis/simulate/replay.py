@@ -311,21 +311,20 @@ def replay(
 def replay_steps(engine: "PolicyEngine", state: EngineState) -> tuple:
     """(engine, checks, charges, rates): what the replay loop walks per request, with `state`'s
     methods bound: per budget (index, spent_in, limit, blocks, downgrade target, only logs), per
-    budget (index, charge, name), per rate limit (index, windows). Made once per engine and
-    state, kept in the state: enforce mode replays one request per call with the same state."""
-    steps = state.replay_steps
-    if steps is None or steps[0] is not engine:
-        budgets, rates = state.budgets, state.rates
-        steps = state.replay_steps = (
-            engine,
-            tuple(
-                (b, budgets[b].spent_in, limit, block, target, logs_only)
-                for b, limit, block, target, logs_only in engine.budget_steps
-            ),
-            tuple((b, budgets[b].charge, engine.budget_names[b]) for b in engine.budget_indexes),
-            tuple((r, rates[r]) for r in engine.rate_indexes),
-        )
-    return steps
+    budget (index, charge, name), per rate limit (index, windows). Kept in the state, where
+    `replay` finds them made for its engine: enforce mode replays one request per call with the
+    same state."""
+    budgets, rates = state.budgets, state.rates
+    state.replay_steps = (
+        engine,
+        tuple(
+            (b, budgets[b].spent_in, limit, block, target, logs_only)
+            for b, limit, block, target, logs_only in engine.budget_steps
+        ),
+        tuple((b, budgets[b].charge, engine.budget_names[b]) for b in engine.budget_indexes),
+        tuple((r, rates[r]) for r in engine.rate_indexes),
+    )
+    return state.replay_steps
 
 
 def _names(names: list[str | None], index: np.ndarray, where: np.ndarray) -> np.ndarray:
